@@ -1,0 +1,388 @@
+"""Persistence helpers: the seed's API (see ``shared/CONTRACT.md``, "Persistence helpers").
+
+Each takes a SQLAlchemy ``Session`` first, returns a plain dict and logs one ``db_operation`` line on
+the ``nexmdm.db`` logger. Idempotency and deduplication are one ``INSERT ... ON CONFLICT`` statement
+against the table's unique key on both databases: no select-then-insert races. The helpers never
+commit; the caller owns the transaction. The one exception is a real (not dry) retention cleanup, which
+commits after every bounded batch so that it never holds a long lock.
+
+When a helper raises :class:`core.errors.NotFound` for an unknown device or build, the database has
+refused the row (a foreign key); on PostgreSQL the caller's transaction must then be rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, and_, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core import validation
+from core.errors import InvalidArgument, NotFound
+from core.models import (
+    DOWNLOAD_SOURCES,
+    FCM_STATUSES,
+    FINISHED_STATUSES,
+    NETWORK_TYPES,
+    ApkDownloadEvent,
+    DeviceHeartbeat,
+    FcmDispatch,
+)
+from core.settings import Settings, get_settings
+from core.types import utcnow
+
+logger = logging.getLogger("nexmdm.db")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DISPATCHES: Table = FcmDispatch.__table__  # type: ignore[assignment]
+_HEARTBEATS: Table = DeviceHeartbeat.__table__  # type: ignore[assignment]
+_DOWNLOADS: Table = ApkDownloadEvent.__table__  # type: ignore[assignment]
+CLEANUP_ENTITIES = ("device_heartbeats", "fcm_dispatches", "apk_download_events")
+
+
+# --------------------------------------------------------------------------------------- plumbing
+
+
+def session_settings(db: Session) -> Settings:
+    """The settings a session was made with (``make_session_factory``), else the environment's."""
+    settings = db.info.get("settings")
+    return settings if isinstance(settings, Settings) else get_settings()
+
+
+def log_operation(
+    event: str, entity: str, keys: Mapping[str, Any], started: float, *, level: int = logging.INFO
+) -> float:
+    """Log the contract's ``db_operation`` line and return the latency in milliseconds."""
+    latency_ms = (time.perf_counter() - started) * 1000
+    logger.log(
+        level, "db_operation event=%s entity=%s keys=%r latency_ms=%.1f", event, entity, dict(keys), latency_ms
+    )
+    return latency_ms
+
+
+def _insert(db: Session) -> Callable[[Table], Any]:
+    name = db.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"NexMDM supports SQLite and PostgreSQL, not {name}")
+
+
+def _refused(exc: IntegrityError, what: str) -> NexMDMErrorType:
+    message = str(exc.orig).lower()
+    if "foreign key" in message:
+        return NotFound(what)
+    return InvalidArgument(f"the database refused the row: {str(exc.orig).splitlines()[0]}")
+
+
+NexMDMErrorType = NotFound | InvalidArgument
+
+
+def _aware(value: object, field: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgument(f"{field} must be a timezone-aware datetime", field=field)
+    return value.astimezone(UTC)
+
+
+def bucket_floor(moment: datetime, bucket_seconds: int) -> datetime:
+    """Floor an aware datetime to its bucket, in exact integer microseconds (no float rounding)."""
+    micros = (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
+    size = bucket_seconds * 1_000_000
+    return _EPOCH + timedelta(microseconds=micros - micros % size)
+
+
+# ------------------------------------------------------------------------------------ dispatches
+
+
+def record_fcm_dispatch(
+    db: Session,
+    *,
+    request_id: str,
+    device_id: str,
+    action: str,
+    payload_hash: str,
+    fcm_status: str = "pending",
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Record a command dispatch once per ``request_id``.
+
+    Returns ``{"created": bool, "dispatch": {...}}``. A duplicate returns the existing record unchanged
+    (whatever its action or payload) and counts the replay durably in ``replay_count``.
+    """
+    started = time.perf_counter()
+    validation.request_id(request_id)
+    validation.device_id(device_id)
+    validation.action(action)
+    validation.sha256_hex(payload_hash)
+    validation.payload(payload)
+    if fcm_status not in FCM_STATUSES:
+        raise InvalidArgument(f"fcm_status must be one of {', '.join(FCM_STATUSES)}", field="fcm_status")
+
+    now = utcnow()
+    stmt = _insert(db)(_DISPATCHES).values(
+        request_id=request_id,
+        device_id=device_id,
+        action=action,
+        payload=payload,
+        payload_hash=payload_hash,
+        status="pending",
+        fcm_status=fcm_status,
+        replay_count=0,
+        attempts=0,
+        created_at=now,
+    )
+    # A fresh row has replay_count 0; every conflict increments it, so 0 in RETURNING means "inserted".
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_DISPATCHES.c.request_id],
+        set_={"replay_count": _DISPATCHES.c.replay_count + 1, "last_replayed_at": now},
+    ).returning(*_DISPATCHES.c)
+    try:
+        row = db.execute(stmt).mappings().one()
+    except IntegrityError as exc:
+        raise _refused(exc, f"device {device_id!r} does not exist") from None
+    created = row["replay_count"] == 0
+    log_operation(
+        "create" if created else "idempotency_hit", "fcm_dispatches", {"request_id": request_id}, started
+    )
+    return {"created": created, "dispatch": dict(row)}
+
+
+# ------------------------------------------------------------------------------------ heartbeats
+
+
+def validate_heartbeat_data(data: object) -> dict[str, Any]:
+    """The known heartbeat fields, checked; unknown keys are ignored and never stored."""
+    if not isinstance(data, Mapping):
+        raise InvalidArgument("heartbeat_data must be a mapping", field="heartbeat_data")
+    status = data.get("status")
+    if status is not None and (not isinstance(status, str) or not validation.STATUS_RE.fullmatch(status)):
+        raise InvalidArgument("status must be a short lowercase word such as 'ok'", field="status")
+    battery = data.get("battery_pct")
+    if battery is not None and (isinstance(battery, bool) or not isinstance(battery, int) or not 0 <= battery <= 100):
+        raise InvalidArgument("battery_pct must be an integer from 0 to 100", field="battery_pct")
+    plugged = data.get("plugged")
+    if plugged is not None and not isinstance(plugged, bool):
+        raise InvalidArgument("plugged must be true or false", field="plugged")
+    network = data.get("network_type")
+    if network is not None and network not in NETWORK_TYPES:
+        raise InvalidArgument(f"network_type must be one of {', '.join(NETWORK_TYPES)}", field="network_type")
+    agent = validation.text(data.get("agent_version"), "agent_version", max_length=64)
+    return {
+        "status": status,
+        "battery_pct": battery,
+        "plugged": plugged,
+        "network_type": network,
+        "agent_version": agent,
+    }
+
+
+def record_heartbeat_with_bucketing(
+    db: Session,
+    *,
+    device_id: str,
+    heartbeat_data: Mapping[str, Any],
+    bucket_seconds: int = 10,
+    received_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Store at most one heartbeat per device per ``bucket_seconds`` bucket of server receive time.
+
+    Returns ``{"created": bool, "bucket_start": datetime, "heartbeat": {...}}``; on a dedup hit the
+    heartbeat is the row already stored for that bucket.
+    """
+    started = time.perf_counter()
+    validation.device_id(device_id)
+    if isinstance(bucket_seconds, bool) or not isinstance(bucket_seconds, int) or bucket_seconds < 1:
+        raise InvalidArgument("bucket_seconds must be a positive integer", field="bucket_seconds")
+    fields = validate_heartbeat_data(heartbeat_data)
+    received = utcnow() if received_at is None else _aware(received_at, "received_at")
+    bucket_start = bucket_floor(received, bucket_seconds)
+
+    stmt = (
+        _insert(db)(_HEARTBEATS)
+        .values(device_id=device_id, bucket_start=bucket_start, received_at=received, **fields)
+        .on_conflict_do_nothing(index_elements=[_HEARTBEATS.c.device_id, _HEARTBEATS.c.bucket_start])
+        .returning(*_HEARTBEATS.c)
+    )
+    try:
+        row = db.execute(stmt).mappings().first()
+    except IntegrityError as exc:
+        raise _refused(exc, f"device {device_id!r} does not exist") from None
+    created = row is not None
+    if row is None:
+        row = (
+            db.execute(
+                select(_HEARTBEATS).where(
+                    _HEARTBEATS.c.device_id == device_id, _HEARTBEATS.c.bucket_start == bucket_start
+                )
+            )
+            .mappings()
+            .one()
+        )
+    threshold = session_settings(db).slow_heartbeat_ms
+    latency_ms = (time.perf_counter() - started) * 1000
+    log_operation(
+        "create" if created else "dedup_hit",
+        "device_heartbeats",
+        {"device_id": device_id},
+        started,
+        level=logging.WARNING if latency_ms > threshold else logging.INFO,
+    )
+    return {"created": created, "bucket_start": bucket_start, "heartbeat": dict(row)}
+
+
+# ------------------------------------------------------------------------------------- downloads
+
+
+def record_apk_download(
+    db: Session, *, build_id: int, source: str, token_id: str | None = None, ip: str | None = None
+) -> dict[str, Any]:
+    """Append one download audit event (no idempotency: every download is an event)."""
+    started = time.perf_counter()
+    if isinstance(build_id, bool) or not isinstance(build_id, int) or build_id < 1:
+        raise InvalidArgument("build_id must be a positive integer", field="build_id")
+    if source not in DOWNLOAD_SOURCES:
+        raise InvalidArgument(f"source must be one of {', '.join(DOWNLOAD_SOURCES)}", field="source")
+    validation.text(token_id, "token_id", max_length=160)
+    ip = validation.ip_address(ip)
+    stmt = (
+        _insert(db)(_DOWNLOADS)
+        .values(build_id=build_id, source=source, token_id=token_id, ip=ip, created_at=utcnow())
+        .returning(*_DOWNLOADS.c)
+    )
+    try:
+        row = db.execute(stmt).mappings().one()
+    except IntegrityError as exc:
+        raise _refused(exc, f"APK build {build_id} does not exist") from None
+    log_operation("create", "apk_download_events", {"build_id": build_id}, started)
+    return {"download": dict(row)}
+
+
+# -------------------------------------------------------------------------------------- cleanups
+
+
+def _retention(db: Session, entity: str, retention_days: int | None) -> int:
+    if retention_days is None:
+        return session_settings(db).retention_days()[entity]
+    if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 0:
+        raise InvalidArgument(f"retention days for {entity} must be a whole number >= 0", field=entity)
+    return retention_days
+
+
+def _cleanup(
+    db: Session,
+    *,
+    entity: str,
+    table: Table,
+    key: ColumnElement[Any],
+    condition: Callable[[datetime], ColumnElement[bool]],
+    retention_days: int | None,
+    dry_run: bool,
+) -> dict[str, Any]:
+    """Delete rows matching ``condition(cutoff)`` in batches that walk ``key`` upwards.
+
+    Each batch ends at the key of the ``batch_size``-th remaining row, and the next starts strictly
+    after it, so no batch rescans the index entries that earlier batches left dead. All rows sharing
+    the boundary key go in the same batch. A real run commits after each batch.
+    """
+    started = time.perf_counter()
+    days = _retention(db, entity, retention_days)
+    cutoff = utcnow() - timedelta(days=days)
+    where = condition(cutoff)
+    if dry_run:
+        count = db.execute(select(func.count()).select_from(table).where(where)).scalar_one()
+        latency = log_operation("cleanup_dry_run", entity, {"would_delete": count}, started)
+        return {"entity": entity, "cutoff": cutoff, "would_delete": count, "latency_ms": round(latency, 1)}
+
+    batch_size = session_settings(db).cleanup_batch_size
+    deleted = 0
+    low: Any = None
+    while True:
+        window = where if low is None else and_(where, key > low)
+        high = db.execute(
+            select(key).where(window).order_by(key).offset(batch_size - 1).limit(1)
+        ).scalar_one_or_none()
+        batch_where = window if high is None else and_(window, key <= high)
+        deleted += db.execute(delete(table).where(batch_where)).rowcount or 0
+        db.commit()
+        if high is None:
+            break
+        low = high
+    latency = log_operation("cleanup", entity, {"deleted": deleted}, started)
+    return {"entity": entity, "cutoff": cutoff, "deleted": deleted, "latency_ms": round(latency, 1)}
+
+
+def cleanup_old_heartbeats(db: Session, *, retention_days: int | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Delete heartbeats whose bucket started before now minus the retention period."""
+    return _cleanup(
+        db,
+        entity="device_heartbeats",
+        table=_HEARTBEATS,
+        key=_HEARTBEATS.c.bucket_start,
+        condition=lambda cutoff: _HEARTBEATS.c.bucket_start < cutoff,
+        retention_days=retention_days,
+        dry_run=dry_run,
+    )
+
+
+def cleanup_old_fcm_dispatches(
+    db: Session, *, retention_days: int | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """Delete finished dispatches (acked, failed, expired) created before the cutoff; never pending ones."""
+    return _cleanup(
+        db,
+        entity="fcm_dispatches",
+        table=_DISPATCHES,
+        key=_DISPATCHES.c.id,
+        condition=lambda cutoff: and_(
+            _DISPATCHES.c.status.in_(FINISHED_STATUSES), _DISPATCHES.c.created_at < cutoff
+        ),
+        retention_days=retention_days,
+        dry_run=dry_run,
+    )
+
+
+def cleanup_old_apk_download_events(
+    db: Session, *, retention_days: int | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """Delete download audit events older than the cutoff."""
+    return _cleanup(
+        db,
+        entity="apk_download_events",
+        table=_DOWNLOADS,
+        key=_DOWNLOADS.c.id,
+        condition=lambda cutoff: _DOWNLOADS.c.created_at < cutoff,
+        retention_days=retention_days,
+        dry_run=dry_run,
+    )
+
+
+_CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "device_heartbeats": cleanup_old_heartbeats,
+    "fcm_dispatches": cleanup_old_fcm_dispatches,
+    "apk_download_events": cleanup_old_apk_download_events,
+}
+
+
+def run_all_retention_cleanups(
+    db: Session, *, dry_run: bool = False, retention_days: Mapping[str, int | None] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Run every cleanup; ``retention_days`` maps entity to days and overrides the configured period."""
+    overrides = dict(retention_days or {})
+    unknown = sorted(set(overrides) - set(_CLEANUPS))
+    if unknown:
+        raise InvalidArgument(
+            f"unknown cleanup entity {unknown[0]!r}; known: {', '.join(CLEANUP_ENTITIES)}", field="retention_days"
+        )
+    for entity, days in overrides.items():
+        _retention(db, entity, days)  # validate every override before deleting anything
+    return {
+        entity: cleanup(db, retention_days=overrides.get(entity), dry_run=dry_run)
+        for entity, cleanup in _CLEANUPS.items()
+    }

@@ -1,0 +1,39 @@
+"""Device heartbeats, at most one row per device per bucket."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.models.base import Base
+from core.types import UTCDateTime
+
+NETWORK_TYPES = ("wifi", "cellular", "ethernet", "vpn", "bluetooth", "none", "unknown")
+
+
+class DeviceHeartbeat(Base):
+    """The natural key ``(device_id, bucket_start)`` is the primary key (no surrogate id).
+
+    It also serves "a device's recent heartbeats" (newest first); ``bucket_start`` alone is indexed for
+    retention cleanup, which walks time ranges.
+    """
+
+    __tablename__ = "device_heartbeats"
+
+    device_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str | None] = mapped_column(String(32))
+    battery_pct: Mapped[int | None] = mapped_column(Integer)
+    plugged: Mapped[bool | None] = mapped_column(Boolean)
+    network_type: Mapped[str | None] = mapped_column(String(16))
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        CheckConstraint("battery_pct BETWEEN 0 AND 100", name="battery_pct_range"),
+        Index(None, "bucket_start"),
+    )

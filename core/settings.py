@@ -1,0 +1,122 @@
+"""One settings object, read from ``NEXMDM_*`` environment variables.
+
+Every field is documented in ``docs/configuration.md``; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from core.errors import InvalidArgument
+
+DEFAULT_ACTIONS = ("ping", "ring", "sync", "lock", "reboot", "install_apk", "update_agent")
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database and APK files live unless configured otherwise."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "nexmdm"
+
+
+def normalize_database_url(url: str) -> str:
+    """Make ``postgresql://`` mean psycopg2 (SQLAlchemy 2.1 would otherwise pick psycopg 3)."""
+    url = url.strip()
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """NexMDM configuration. Field ``foo_bar`` is read from ``NEXMDM_FOO_BAR``."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str = ""
+    apk_dir: Path | None = None
+    heartbeat_bucket_seconds: int = 10
+    slow_heartbeat_ms: float = 150.0
+    heartbeat_retention_days: int = 30
+    dispatch_retention_days: int = 90
+    download_retention_days: int = 365
+    cleanup_batch_size: int = 5000
+    actions: tuple[str, ...] = DEFAULT_ACTIONS
+    device_online_seconds: int = 300
+    device_offline_seconds: int = 3600
+    sqlite_busy_timeout_ms: int = 30000
+    db_pool_size: int = 10
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        url = self.database_url or f"sqlite:///{Path(self.data_dir) / 'nexmdm.db'}"
+        object.__setattr__(self, "database_url", normalize_database_url(url))
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "apk_dir", Path(self.apk_dir) if self.apk_dir else self.data_dir / "apks")
+        for name in ("heartbeat_bucket_seconds", "cleanup_batch_size", "db_pool_size"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"NEXMDM_{name.upper()} must be at least 1", field=name)
+        for name in ("heartbeat_retention_days", "dispatch_retention_days", "download_retention_days"):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
+        if self.device_offline_seconds < self.device_online_seconds:
+            raise InvalidArgument(
+                "NEXMDM_DEVICE_OFFLINE_SECONDS must not be below NEXMDM_DEVICE_ONLINE_SECONDS",
+                field="device_offline_seconds",
+            )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def retention_days(self) -> dict[str, int]:
+        """Configured retention period per cleanup entity."""
+        return {
+            "device_heartbeats": self.heartbeat_retention_days,
+            "fcm_dispatches": self.dispatch_retention_days,
+            "apk_download_events": self.download_retention_days,
+        }
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (``None`` values are ignored)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update({k: v for k, v in changes.items() if v is not None})
+        if "data_dir" in changes and "apk_dir" not in changes:
+            values["apk_dir"] = None
+        return Settings(**values)  # type: ignore[arg-type]
+
+
+def env_name(field_name: str) -> str:
+    return f"NEXMDM_{field_name.upper()}"
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise InvalidArgument(f"{env_name(name)}={raw!r} is not a valid number", field=name) from None
+    return raw
+
+
+def get_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from the environment (or ``environ``), then apply non-None ``overrides``."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        raw = env.get(env_name(f.name))
+        if raw is None or raw == "":
+            continue
+        if f.name in ("data_dir", "apk_dir"):
+            values[f.name] = Path(raw).expanduser()
+        else:
+            values[f.name] = _parse(f.name, raw, f.default)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,148 @@
+"""Fixtures: one ``engine`` parametrized over the real SQLite file and a real PostgreSQL database.
+
+PostgreSQL tests skip when no server answers, except in CI (``CI=true``), where that is a failure.
+Each test gets migrated tables that are emptied after it; a test run creates its own PostgreSQL
+databases and drops them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, make_session_factory
+from core.migrations import alembic_config
+from core.models import Base, Device
+from core.settings import Settings
+
+PG_ADMIN_URL = os.environ.get("NEXMDM_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_admin() -> Engine:
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+
+
+def _require_postgres() -> None:
+    try:
+        with _pg_admin().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+        message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc.__class__.__name__}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true requires it)", pytrace=False)
+        pytest.skip(message)
+
+
+class DatabaseFactory:
+    """Creates throwaway databases (SQLite files or PostgreSQL databases) and removes them at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.pg_names: list[str] = []
+
+    def create(self, backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{self.tmp / f'nexmdm-{uuid.uuid4().hex[:8]}.db'}"
+        _require_postgres()
+        name = f"nexmdm_test_{uuid.uuid4().hex[:10]}"
+        admin = _pg_admin()
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        self.pg_names.append(name)
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+    def drop_all(self) -> None:
+        if not self.pg_names:
+            return
+        admin = _pg_admin()
+        with admin.connect() as conn:
+            for name in self.pg_names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(tmp_path_factory.mktemp("db"))
+    yield factory
+    factory.drop_all()
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+@pytest.fixture(scope="session")
+def migrated_urls(databases: DatabaseFactory) -> dict[str, str]:
+    """One migrated database per backend for the whole run (created lazily)."""
+    return {}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend: str, databases: DatabaseFactory, migrated_urls: dict[str, str]) -> str:
+    if backend not in migrated_urls:
+        url = databases.create(backend)
+        migrate(url)
+        migrated_urls[backend] = url
+    return migrated_urls[backend]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url)
+    yield engine
+    _empty_tables(engine)
+    engine.dispose()
+
+
+def _empty_tables(engine: Engine) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def session_factory(engine: Engine, settings: Settings) -> sessionmaker[Session]:
+    return make_session_factory(engine, settings)
+
+
+@pytest.fixture
+def db(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    with session_factory() as session:
+        yield session
+        session.rollback()
+
+
+def add_device(session_factory: sessionmaker[Session], device_id: str = "dev_001", **fields: object) -> None:
+    with session_factory.begin() as session:
+        session.add(Device(id=device_id, **fields))
+
+
+@pytest.fixture
+def device(session_factory: sessionmaker[Session]) -> str:
+    add_device(session_factory, "dev_001")
+    return "dev_001"

@@ -1,0 +1,99 @@
+"""One migration tree for both databases: single head, round trips with data, models agree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+
+from core import db_utils
+from core.db import make_engine, make_session_factory
+from core.migrations import alembic_config, current_revision, head_revision
+from core.models import Base, Device
+from tests.conftest import BACKENDS, DatabaseFactory
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_url(request: pytest.FixtureRequest, databases: DatabaseFactory) -> str:
+    return databases.create(request.param)
+
+
+def test_single_head() -> None:
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    assert len(heads) == 1
+
+
+def test_round_trip_with_rows_present(fresh_url: str) -> None:
+    cfg = alembic_config(fresh_url)
+    command.upgrade(cfg, "head")
+    engine = make_engine(fresh_url)
+    assert current_revision(engine) == head_revision()
+    factory = make_session_factory(engine)
+    with factory.begin() as db:
+        db.add(Device(id="dev_rt"))
+        db.flush()
+        db_utils.record_heartbeat_with_bucketing(db, device_id="dev_rt", heartbeat_data={"battery_pct": 5})
+        db_utils.record_fcm_dispatch(
+            db, request_id="rt", device_id="dev_rt", action="ping", payload_hash="a" * 64, payload={"k": [1]}
+        )
+    engine.dispose()
+
+    command.downgrade(cfg, "base")
+    engine = make_engine(fresh_url)
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    engine.dispose()
+
+    command.upgrade(cfg, "head")
+    engine = make_engine(fresh_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM device_heartbeats")).scalar_one() == 0
+    engine.dispose()
+
+
+def test_models_and_migrations_agree(fresh_url: str) -> None:
+    command.upgrade(alembic_config(fresh_url), "head")
+    engine = make_engine(fresh_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_alembic_cli_works_from_repo_root(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {"NEXMDM_DATABASE_URL": url, "PATH": str(Path(sys.executable).parent)}
+    alembic = Path(sys.executable).parent / "alembic"
+    done = subprocess.run([str(alembic), "upgrade", "head"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    engine = make_engine(url)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_migrations_found_from_another_folder(tmp_path: Path) -> None:
+    code = "from core.migrations import script_location; print(script_location())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert (Path(done.stdout.strip()) / "env.py").is_file()
+
+
+def test_timestamps_come_back_aware_in_utc(fresh_url: str) -> None:
+    command.upgrade(alembic_config(fresh_url), "head")
+    engine = make_engine(fresh_url)
+    with make_session_factory(engine).begin() as db:
+        db.add(Device(id="dev_tz", enrolled_at=datetime(2026, 3, 1, 12, tzinfo=UTC)))
+    with make_session_factory(engine)() as db:
+        enrolled = db.get(Device, "dev_tz").enrolled_at
+    engine.dispose()
+    assert enrolled == datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert enrolled.utcoffset().total_seconds() == 0
