@@ -1,0 +1,229 @@
+"""Devices: enrollment, device tokens, the last-seen summary and the fleet view."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core import credentials, db_utils, security, validation
+from core.errors import Conflict, InvalidCredentials, NotFound
+from core.models import Device, DeviceHeartbeat
+from core.settings import Settings
+from core.types import utcnow
+
+#: a retry with the same enrollment token and device within this window re-issues a token for free
+ENROLL_RETRY_WINDOW = timedelta(minutes=10)
+
+
+def device_state(last_seen_at: datetime | None, settings: Settings, now: datetime | None = None) -> str:
+    """``online``, ``stale`` or ``offline`` from the last-seen time and the configured thresholds."""
+    if last_seen_at is None:
+        return "offline"
+    age = ((now or utcnow()) - last_seen_at).total_seconds()
+    if age <= settings.device_online_seconds:
+        return "online"
+    if age <= settings.device_offline_seconds:
+        return "stale"
+    return "offline"
+
+
+def device_dict(device: Device, settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+    return {
+        "device_id": device.id,
+        "state": "revoked" if device.revoked_at else device_state(device.last_seen_at, settings, now),
+        "last_seen_at": device.last_seen_at,
+        "status": device.last_status,
+        "battery_pct": device.last_battery_pct,
+        "plugged": device.last_plugged,
+        "network_type": device.last_network_type,
+        "agent_version": device.agent_version,
+        "model": device.model,
+        "os_version": device.os_version,
+        "has_fcm_token": bool(device.fcm_token) and device.fcm_token_dead_at is None,
+        "enrolled_at": device.enrolled_at,
+        "revoked_at": device.revoked_at,
+    }
+
+
+def get_device(db: Session, device_id: str) -> Device:
+    device = db.get(Device, device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id!r}")
+    return device
+
+
+def list_devices(
+    db: Session,
+    settings: Settings,
+    *,
+    offline_only: bool = False,
+    limit: int = 100,
+    after: str | None = None,
+) -> list[dict[str, Any]]:
+    """Devices ordered by id (keyset: ``after`` is the last id of the previous page)."""
+    now = utcnow()
+    query: Select[tuple[Device]] = select(Device).order_by(Device.id)
+    if after is not None:
+        query = query.where(Device.id > after)
+    if offline_only:
+        horizon = now - timedelta(seconds=settings.device_offline_seconds)
+        query = query.where(
+            Device.revoked_at.is_(None), (Device.last_seen_at.is_(None)) | (Device.last_seen_at < horizon)
+        )
+    return [device_dict(d, settings, now) for d in db.execute(query.limit(limit)).scalars()]
+
+
+def revoke_device(db: Session, device_id: str) -> Device:
+    """Revoke a device: its token stops working at once; it may enroll again with a new token."""
+    device = get_device(db, device_id)
+    if device.revoked_at is None:
+        device.revoked_at = utcnow()
+    device.device_token_hash = None
+    db.flush()
+    return device
+
+
+def authenticate_device(db: Session, secret: str) -> Device:
+    device = db.execute(
+        select(Device).where(Device.device_token_hash == security.hash_secret(secret))
+    ).scalar_one_or_none()
+    if device is None or device.revoked_at is not None or not security.matches(secret, device.device_token_hash):
+        raise InvalidCredentials("invalid device token")
+    return device
+
+
+def enroll_device(
+    db: Session,
+    *,
+    enrollment_secret: str,
+    device_id: str,
+    fcm_token: str | None = None,
+    model: str | None = None,
+    os_version: str | None = None,
+    agent_version: str | None = None,
+    current_device_token: str | None = None,
+) -> dict[str, Any]:
+    """Enroll (or re-enroll) a device; returns ``{"device_id", "device_token", "created"}``.
+
+    * a new device takes one use of the token, atomically;
+    * a retry with the same token and device within 10 minutes of enrolling (the first answer was lost)
+      issues a fresh device token without taking another use;
+    * an enrolled, unrevoked device is a ``Conflict`` unless ``current_device_token`` is its token, in
+      which case its token rotates (taking a use); a revoked device enrolls again like a new one.
+    """
+    validation.device_id(device_id)
+    validation.text(fcm_token, "fcm_token", max_length=4096)
+    validation.text(model, "model", max_length=128)
+    validation.text(os_version, "os_version", max_length=64)
+    validation.text(agent_version, "agent_version", max_length=64)
+    token = credentials.find_enrollment_token(db, enrollment_secret)
+    now = utcnow()
+    device = db.get(Device, device_id, with_for_update=db.get_bind().dialect.name == "postgresql")
+
+    retry = (
+        device is not None
+        and device.revoked_at is None
+        and device.enrollment_token_id == token.id
+        and device.enrolled_at > now - ENROLL_RETRY_WINDOW
+        and token.revoked_at is None
+    )
+    owns_it = current_device_token is not None and device is not None and security.matches(
+        current_device_token, device.device_token_hash
+    )
+    if device is not None and device.revoked_at is None and not retry and not owns_it:
+        raise Conflict(f"device {device_id!r} is already enrolled; revoke it first or send its current device token")
+    if not retry:
+        credentials.consume_enrollment_use(db, token)
+
+    secret = security.new_secret(security.DEVICE_PREFIX)
+    fields = {
+        "device_token_hash": security.hash_secret(secret),
+        "enrollment_token_id": token.id,
+        "token_issued_at": now,
+        "revoked_at": None,
+        "model": model,
+        "os_version": os_version,
+        "agent_version": agent_version,
+    }
+    if fcm_token:
+        fields |= {"fcm_token": fcm_token, "fcm_token_dead_at": None}
+    created = device is None
+    if device is None:
+        device = Device(id=device_id, enrolled_at=now, **fields)
+        db.add(device)
+        try:
+            with db.begin_nested():
+                db.flush()
+        except IntegrityError:
+            raise Conflict(f"device {device_id!r} is being enrolled by another request") from None
+    else:
+        if device.revoked_at is not None or not retry:
+            fields["enrolled_at"] = now
+        for name, value in fields.items():
+            setattr(device, name, value)
+        db.flush()
+    return {"device_id": device_id, "device_token": secret, "created": created}
+
+
+def record_device_heartbeat(
+    db: Session,
+    device: Device,
+    heartbeat_data: dict[str, Any],
+    settings: Settings,
+    *,
+    received_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Store a heartbeat; when it opens a new bucket, update the device's last-seen summary too.
+
+    A heartbeat carrying ``fcm_token`` updates the device's token (and revives a dead one) either way.
+    """
+    result = db_utils.record_heartbeat_with_bucketing(
+        db,
+        device_id=device.id,
+        heartbeat_data=heartbeat_data,
+        bucket_seconds=settings.heartbeat_bucket_seconds,
+        received_at=received_at,
+    )
+    values: dict[str, Any] = {}
+    if result["created"]:
+        beat = result["heartbeat"]
+        values = {
+            "last_seen_at": beat["received_at"],
+            "last_status": beat["status"],
+            "last_battery_pct": beat["battery_pct"],
+            "last_plugged": beat["plugged"],
+            "last_network_type": beat["network_type"],
+        }
+        if beat["agent_version"]:
+            values["agent_version"] = beat["agent_version"]
+    fcm_token = validation.text(heartbeat_data.get("fcm_token"), "fcm_token", max_length=4096)
+    if fcm_token and (fcm_token != device.fcm_token or device.fcm_token_dead_at is not None):
+        values |= {"fcm_token": fcm_token, "fcm_token_dead_at": None}
+    if values:
+        db.execute(
+            update(Device).where(Device.id == device.id).values(**values).execution_options(synchronize_session=False)
+        )
+    return result
+
+
+def recent_heartbeats(
+    db: Session,
+    device_id: str,
+    *,
+    since: datetime | None = None,
+    limit: int = 50,
+    before: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """A device's heartbeats, newest first (keyset: ``before`` is the last bucket of the previous page)."""
+    table = DeviceHeartbeat.__table__
+    query = select(table).where(table.c.device_id == device_id)
+    if since is not None:
+        query = query.where(table.c.bucket_start >= since)
+    if before is not None:
+        query = query.where(table.c.bucket_start < before)
+    query = query.order_by(table.c.bucket_start.desc()).limit(limit)
+    return [dict(row) for row in db.execute(query).mappings()]

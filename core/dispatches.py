@@ -1,0 +1,203 @@
+"""Commands: accept (idempotently), list pending, acknowledge, inspect and summarize."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core import db_utils, validation
+from core.devices import get_device
+from core.errors import Conflict, InvalidArgument, NotFound
+from core.models import FcmDispatch
+from core.settings import Settings
+from core.types import utcnow
+
+ACK_STATUSES = {"completed": "acked", "failed": "failed"}
+
+
+class IdempotencyMismatch(InvalidArgument):
+    """The Idempotency-Key was already used for a different device, action or payload."""
+
+    code = "idempotency_key_reused"
+
+
+def public_dispatch(row: Any) -> dict[str, Any]:
+    """The dispatch as clients see it (``row`` is a mapping or a model)."""
+    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+    return {
+        "request_id": get("request_id"),
+        "device_id": get("device_id"),
+        "action": get("action"),
+        "payload": get("payload"),
+        "status": get("status"),
+        "fcm_status": get("fcm_status"),
+        "created_at": get("created_at"),
+        "sent_at": get("sent_at"),
+        "acked_at": get("acked_at"),
+        "finished_at": get("finished_at"),
+        "attempts": get("attempts"),
+        "last_error": get("last_error"),
+        "replay_count": get("replay_count"),
+        "ack_detail": get("ack_detail"),
+    }
+
+
+def history(dispatch: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status history, from the timestamps each step leaves."""
+    steps = [{"status": "pending", "at": dispatch["created_at"]}]
+    if dispatch["sent_at"]:
+        steps.append({"status": "sent", "at": dispatch["sent_at"]})
+    if dispatch["status"] != "pending" and dispatch["finished_at"]:
+        steps.append({"status": dispatch["status"], "at": dispatch["finished_at"]})
+    return sorted(steps, key=lambda s: s["at"])
+
+
+def create_command(
+    db: Session,
+    settings: Settings,
+    *,
+    request_id: str,
+    device_id: str,
+    action: str,
+    payload: dict[str, Any] | None = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Accept a command once per ``request_id``; returns ``(created, dispatch)``.
+
+    A repeat with the same device, action and payload returns the original (counted as a replay);
+    the same key with anything different raises :class:`IdempotencyMismatch`.
+    """
+    validation.request_id(request_id)
+    validation.device_id(device_id)
+    validation.action(action, settings.actions)
+    validation.payload(payload)
+    device = get_device(db, device_id)
+    if device.revoked_at is not None:
+        raise Conflict(f"device {device_id!r} is revoked")
+    digest = validation.payload_hash(payload)
+    result = db_utils.record_fcm_dispatch(
+        db, request_id=request_id, device_id=device_id, action=action, payload_hash=digest, payload=payload
+    )
+    dispatch = result["dispatch"]
+    if not result["created"] and (
+        dispatch["device_id"],
+        dispatch["action"],
+        dispatch["payload_hash"],
+    ) != (device_id, action, digest):
+        raise IdempotencyMismatch(
+            f"Idempotency-Key {request_id!r} was already used for a different device, action or payload",
+            field="Idempotency-Key",
+        )
+    return result["created"], public_dispatch(dispatch)
+
+
+def get_dispatch(db: Session, request_id: str) -> dict[str, Any]:
+    row = db.execute(select(FcmDispatch).where(FcmDispatch.request_id == request_id)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"no command {request_id!r}")
+    dispatch = public_dispatch(row)
+    return dispatch | {"history": history(dispatch)}
+
+
+def pending_commands(db: Session, device_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
+    rows = db.execute(
+        select(FcmDispatch)
+        .where(FcmDispatch.device_id == device_id, FcmDispatch.status == "pending")
+        .order_by(FcmDispatch.id)
+        .limit(limit)
+    ).scalars()
+    return [public_dispatch(r) for r in rows]
+
+
+def ack_command(
+    db: Session, *, device_id: str, request_id: str, status: str, detail: str | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """Record a device's acknowledgement; returns ``(changed, dispatch)``.
+
+    The same ack again changes nothing; a conflicting one (or one for an expired command) is a
+    ``Conflict``; another device's command is ``NotFound``, exactly like a command that does not exist.
+    """
+    if status not in ACK_STATUSES:
+        raise InvalidArgument("status must be 'completed' or 'failed'", field="status")
+    validation.text(detail, "detail", max_length=1000)
+    new_status = ACK_STATUSES[status]
+    now = utcnow()
+    row = db.execute(
+        update(FcmDispatch)
+        .where(
+            FcmDispatch.request_id == request_id,
+            FcmDispatch.device_id == device_id,
+            FcmDispatch.status == "pending",
+        )
+        .values(status=new_status, acked_at=now, finished_at=now, ack_detail=detail)
+        .returning(FcmDispatch.__table__)
+        .execution_options(synchronize_session=False)
+    ).mappings().first()
+    if row is not None:
+        return True, public_dispatch(dict(row))
+    current = db.execute(
+        select(FcmDispatch.__table__).where(FcmDispatch.request_id == request_id, FcmDispatch.device_id == device_id)
+    ).mappings().first()
+    if current is None:
+        raise NotFound(f"no command {request_id!r} for this device")
+    if current["status"] == new_status and current["acked_at"] is not None:
+        return False, public_dispatch(dict(current))
+    raise Conflict(f"command {request_id!r} is already {current['status']}")
+
+
+def list_dispatches(
+    db: Session,
+    *,
+    device_id: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    query = select(FcmDispatch).order_by(FcmDispatch.id.desc()).limit(limit)
+    if device_id is not None:
+        query = query.where(FcmDispatch.device_id == device_id)
+    if status is not None:
+        query = query.where(FcmDispatch.status == status)
+    if since is not None:
+        query = query.where(FcmDispatch.created_at >= since)
+    return [public_dispatch(r) for r in db.execute(query).scalars()]
+
+
+def _percentile(sorted_values: list[float], pct: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = math.ceil(pct / 100 * len(sorted_values)) - 1  # nearest rank
+    return sorted_values[max(0, min(len(sorted_values) - 1, index))]
+
+
+def dispatch_stats(db: Session, *, since: datetime | None = None) -> dict[str, Any]:
+    """Totals by status and action, the idempotency hit rate, push and ack latency percentiles."""
+    where = [FcmDispatch.created_at >= since] if since is not None else []
+
+    def counts(column: Any) -> dict[str, int]:
+        return dict(db.execute(select(column, func.count()).where(*where).group_by(column)).all())
+
+    def latency(begin: Any, end: Any) -> dict[str, Any]:
+        pairs = db.execute(select(begin, end).where(*where, begin.is_not(None), end.is_not(None))).all()
+        values = sorted((b - a).total_seconds() * 1000 for a, b in pairs)
+        return {"p50": _percentile(values, 50), "p95": _percentile(values, 95), "count": len(values)}
+
+    by_status = counts(FcmDispatch.status)
+    total = sum(by_status.values())
+    replays = int(db.execute(select(func.coalesce(func.sum(FcmDispatch.replay_count), 0)).where(*where)).scalar_one())
+    requests = total + replays
+    return {
+        "since": since,
+        "total": total,
+        "by_status": by_status,
+        "by_fcm_status": counts(FcmDispatch.fcm_status),
+        "by_action": counts(FcmDispatch.action),
+        "replays": replays,
+        "requests": requests,
+        "idempotency_hit_rate": replays / requests if requests else 0.0,
+        "push_latency_ms": latency(FcmDispatch.created_at, FcmDispatch.sent_at),
+        "ack_latency_ms": latency(FcmDispatch.sent_at, FcmDispatch.acked_at),
+    }

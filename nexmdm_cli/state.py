@@ -1,0 +1,126 @@
+"""What every command shares: settings, a lazily created engine, sessions and output helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import engine_from_settings, make_session_factory, mask_url
+from core.errors import DatabaseUnavailable
+from core.migrations import current_revision, head_revision
+from core.settings import Settings, get_settings
+
+#: messages for people go to stderr; stdout is for data (tables, or one JSON document with --json)
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+@dataclass
+class CliState:
+    database_url: str | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
+    _factory: sessionmaker[Session] | None = field(default=None, repr=False)
+    _checked: bool = field(default=False, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = get_settings(database_url=self.database_url)
+        return self._settings
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.settings.database_url)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = engine_from_settings(self.settings)
+        return self._engine
+
+    def require_migrated(self) -> None:
+        """Fail with one clear line when the database is unreachable or not at the current migration."""
+        if self._checked:
+            return
+        try:
+            current = current_revision(self.engine)
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"cannot reach the database {self.masked_url}: {first_line(exc)}") from None
+        head = head_revision()
+        if current is None:
+            raise DatabaseUnavailable(f"the database {self.masked_url} is not migrated: run `nexmdm db upgrade`")
+        if current != head:
+            raise DatabaseUnavailable(
+                f"the database {self.masked_url} is at migration {current}, this NexMDM needs {head}: "
+                "run `nexmdm db upgrade`"
+            )
+        self._checked = True
+
+    @property
+    def session_factory(self) -> sessionmaker[Session]:
+        if self._factory is None:
+            self._factory = make_session_factory(self.engine, self.settings)
+        return self._factory
+
+    @contextmanager
+    def session(self, *, migrated: bool = True) -> Iterator[Session]:
+        """A session inside one transaction: committed when the block succeeds, rolled back otherwise."""
+        if migrated:
+            self.require_migrated()
+        with self.session_factory.begin() as db:
+            yield db
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+            self._factory = None
+
+
+def state(ctx: typer.Context) -> CliState:
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+def first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def print_json(data: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    typer.echo(json.dumps(to_jsonable(data), indent=2, sort_keys=False))
+
+
+def info(message: str) -> None:
+    err_console.print(message)
