@@ -48,13 +48,34 @@ class Settings:
     sqlite_busy_timeout_ms: int = 30000
     db_pool_size: int = 10
     log_level: str = "INFO"
+    fcm_credentials: Path | None = None
+    fcm_project_id: str = ""
+    fcm_endpoint: str = "https://fcm.googleapis.com"
+    fcm_max_attempts: int = 5
+    fcm_backoff_seconds: float = 1.0
+    fcm_backoff_max_seconds: float = 300.0
+    fcm_timeout_seconds: float = 10.0
+    delivery_lease_seconds: int = 30
+    delivery_poll_seconds: float = 0.5
+    delivery_batch_size: int = 50
+    command_ttl_seconds: int = 86400
 
     def __post_init__(self) -> None:
         url = self.database_url or f"sqlite:///{Path(self.data_dir) / 'nexmdm.db'}"
         object.__setattr__(self, "database_url", normalize_database_url(url))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "apk_dir", Path(self.apk_dir) if self.apk_dir else self.data_dir / "apks")
-        for name in ("heartbeat_bucket_seconds", "cleanup_batch_size", "db_pool_size"):
+        if self.fcm_credentials:
+            object.__setattr__(self, "fcm_credentials", Path(self.fcm_credentials).expanduser())
+        for name in (
+            "heartbeat_bucket_seconds",
+            "cleanup_batch_size",
+            "db_pool_size",
+            "fcm_max_attempts",
+            "delivery_lease_seconds",
+            "delivery_batch_size",
+            "command_ttl_seconds",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must be at least 1", field=name)
         for name in ("heartbeat_retention_days", "dispatch_retention_days", "download_retention_days"):
@@ -82,7 +103,7 @@ class Settings:
         """A copy with some fields replaced (``None`` values are ignored)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update({k: v for k, v in changes.items() if v is not None})
-        if "data_dir" in changes and "apk_dir" not in changes:
+        if "data_dir" in changes and "apk_dir" not in changes and self.apk_dir == self.data_dir / "apks":
             values["apk_dir"] = None
         return Settings(**values)  # type: ignore[arg-type]
 
@@ -114,7 +135,7 @@ def get_settings(environ: dict[str, str] | None = None, **overrides: object) -> 
         raw = env.get(env_name(f.name))
         if raw is None or raw == "":
             continue
-        if f.name in ("data_dir", "apk_dir"):
+        if f.name in ("data_dir", "apk_dir", "fcm_credentials"):
             values[f.name] = Path(raw).expanduser()
         else:
             values[f.name] = _parse(f.name, raw, f.default)

@@ -30,6 +30,10 @@ class FcmDispatch(Base):
     replay_count: Mapped[int] = mapped_column(Integer, default=0)
     last_replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: earliest time of the next push attempt (NULL: now); set by retries with backoff
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: a delivery worker owns the row until then (NULL: nobody); never held across a crash for long
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     fcm_message_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -48,4 +52,5 @@ class FcmDispatch(Base):
         Index(None, "device_id", "status"),
         Index(None, "status", "created_at"),
         Index(None, "created_at"),
+        Index(None, "fcm_status", "next_attempt_at"),
     )

@@ -1,0 +1,34 @@
+"""delivery outbox: lease and retry schedule
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-28 18:56:00.570947
+"""
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import core.types
+
+
+revision: str = '0002'
+down_revision: str | Sequence[str] | None = '0001'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('fcm_dispatches', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('next_attempt_at', core.types.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('lease_until', core.types.UTCDateTime(timezone=True), nullable=True))
+        batch_op.create_index(batch_op.f('ix_fcm_dispatches_fcm_status_next_attempt_at'), ['fcm_status', 'next_attempt_at'], unique=False)
+
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('fcm_dispatches', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_fcm_dispatches_fcm_status_next_attempt_at'))
+        batch_op.drop_column('lease_until')
+        batch_op.drop_column('next_attempt_at')
+
