@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
 from core.errors import Conflict, DatabaseUnavailable, InvalidArgument, InvalidCredentials, NexMDMError, NotFound
 
@@ -30,6 +30,8 @@ def exit_code_for(exc: BaseException) -> int:
             return code
     if isinstance(exc, OperationalError | ProgrammingError):
         return EXIT_DATABASE
+    if isinstance(exc, ArgumentError):  # a malformed --database-url
+        return EXIT_USAGE
     return EXIT_FAILURE
 
 
@@ -41,4 +43,6 @@ def message_for(exc: BaseException, masked_url: str) -> str:
         return f"database error on {masked_url}: {orig[0] if orig else 'unreachable'}"
     if isinstance(exc, ProgrammingError):
         return f"the database {masked_url} does not look migrated: run `nexmdm db upgrade`"
+    if isinstance(exc, ArgumentError):
+        return f"invalid database URL: {exc}"
     return f"unexpected error: {exc.__class__.__name__}: {exc}"

@@ -13,6 +13,23 @@ from typer.core import TyperGroup
 from nexmdm_cli.errors import exit_code_for, message_for
 from nexmdm_cli.state import CliState, err_console, state
 
+#: exceptions that already carry their own exit code and message (typer >= 0.29 vendors click, so both)
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    click.exceptions.Exit,
+    click.exceptions.Abort,
+    click.ClickException,
+    typer.Exit,
+    *(getattr(typer, name) for name in ("Abort", "TyperException") if hasattr(typer, name)),
+)
+
+
+def _masked(ctx: click.Context) -> str:
+    """The database URL for an error message; never raises (the URL itself may be what failed)."""
+    try:
+        return state(ctx).masked_url if isinstance(ctx.obj, CliState) else "?"
+    except Exception:  # noqa: BLE001 - a malformed URL must not turn one error into a traceback
+        return "?"
+
 
 class NexMDMGroup(TyperGroup):
     """Turns every error raised below it into one red line on stderr and an exit code: no tracebacks."""
@@ -20,14 +37,13 @@ class NexMDMGroup(TyperGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, typer.Exit):
+        except _PASS_THROUGH:
             raise
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/red]")
             raise typer.Exit(code=130) from None
         except Exception as exc:  # noqa: BLE001 - the whole point: no traceback reaches an operator
-            masked = state(ctx).masked_url if isinstance(ctx.obj, CliState) else "?"
-            err_console.print(f"[red]error:[/red] {escape(message_for(exc, masked))}")
+            err_console.print(f"[red]error:[/red] {escape(message_for(exc, _masked(ctx)))}", soft_wrap=True)
             logging.getLogger("nexmdm.cli").debug("command failed", exc_info=True)
             raise typer.Exit(code=exit_code_for(exc)) from None
         finally:
