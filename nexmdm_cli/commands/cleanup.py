@@ -1,0 +1,102 @@
+"""``nexmdm cleanup``: retention cleanup, safe to run from cron.
+
+A maintenance lock (``core.locks``: an advisory lock on PostgreSQL, a ``flock`` beside the SQLite file)
+makes a second run exit with code 75 (EX_TEMPFAIL) instead of deleting alongside the first. A real run
+commits per bounded batch inside the helpers, so it gets a plain session, not one wrapping transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from core import db_utils
+from core.locks import maintenance_lock
+from nexmdm_cli.errors import EXIT_LOCKED
+from nexmdm_cli.render import JsonOption, note, show, table
+from nexmdm_cli.state import err_console, print_json, state
+
+#: one step per entity, in this order
+STEPS: dict[str, Callable[..., dict[str, Any]]] = {
+    "device_heartbeats": db_utils.cleanup_old_heartbeats,
+    "fcm_dispatches": db_utils.cleanup_old_fcm_dispatches,
+    "apk_download_events": db_utils.cleanup_old_apk_download_events,
+}
+
+
+def _days(help_text: str) -> Any:
+    return typer.Option(min=0, max=36500, metavar="N", help=help_text)
+
+
+def cleanup(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")] = False,
+    heartbeats_days: Annotated[
+        int | None, _days("Keep heartbeats this many days (default: NEXMDM_HEARTBEAT_RETENTION_DAYS).")
+    ] = None,
+    dispatches_days: Annotated[
+        int | None, _days("Keep finished dispatches this many days (default: NEXMDM_DISPATCH_RETENTION_DAYS).")
+    ] = None,
+    downloads_days: Annotated[
+        int | None, _days("Keep APK download events this many days (default: NEXMDM_DOWNLOAD_RETENTION_DAYS).")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Delete heartbeats, finished dispatches and download events past their retention period.
+
+    Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
+    """
+    st = state(ctx)
+    st.require_migrated()
+    overrides = {
+        "device_heartbeats": heartbeats_days,
+        "fcm_dispatches": dispatches_days,
+        "apk_download_events": downloads_days,
+    }
+    retention = {
+        entity: configured if overrides[entity] is None else overrides[entity]
+        for entity, configured in st.settings.retention_days().items()
+    }
+    verb = "Counting (dry run)" if dry_run else "Cleaning up"
+    note(f"{verb} [bold]{st.masked_url}[/bold]")
+
+    with maintenance_lock(st.engine) as acquired:
+        if not acquired:
+            note(f"[red]error:[/red] another cleanup holds the lock on {st.masked_url}; nothing done, try later")
+            raise typer.Exit(code=EXIT_LOCKED)
+        results = _run(st.session_factory, retention, dry_run=dry_run)
+
+    key = "would_delete" if dry_run else "deleted"
+    if json_output:
+        print_json({"database": st.masked_url, "dry_run": dry_run, "results": results})
+        return
+    out = table(
+        "Retention cleanup (dry run: nothing deleted)" if dry_run else "Retention cleanup",
+        "entity", "days", "cutoff (UTC)", "would delete" if dry_run else "deleted", "seconds",
+    )
+    for entity, result in results.items():
+        cutoff, seconds = result["cutoff"].strftime("%Y-%m-%d %H:%M"), f"{result['latency_ms'] / 1000:.2f}"
+        out.add_row(entity, str(retention[entity]), cutoff, f"{result[key]:,}", seconds)
+    show(out)
+
+
+def _run(factory: Any, retention: dict[str, int], *, dry_run: bool) -> dict[str, dict[str, Any]]:
+    """Each entity in turn, with a progress bar on stderr (shown only on a terminal)."""
+    results: dict[str, dict[str, Any]] = {}
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True,
+                  disable=not err_console.is_terminal) as progress, factory() as db:
+        task = progress.add_task("retention cleanup", total=len(STEPS))
+        for entity, step in STEPS.items():
+            progress.update(task, description=f"{entity} (older than {retention[entity]} days)")
+            if dry_run:
+                # counting only: a deferred transaction does not take SQLite's write lock
+                db.connection(execution_options={"sqlite_begin": "DEFERRED"})
+            results[entity] = step(db, retention_days=retention[entity], dry_run=dry_run)
+            db.rollback()  # a real step has committed its batches; a dry run ends its read transaction
+            progress.advance(task)
+    return results
