@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import credentials, db_utils, security, validation
 from core.errors import Conflict, InvalidCredentials, NotFound
-from core.models import Device, DeviceHeartbeat
+from core.models import Device, DeviceHeartbeat, FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
 
@@ -227,3 +227,16 @@ def recent_heartbeats(
         query = query.where(table.c.bucket_start < before)
     query = query.order_by(table.c.bucket_start.desc()).limit(limit)
     return [dict(row) for row in db.execute(query).mappings()]
+
+
+def device_activity(db: Session, device_id: str) -> dict[str, int]:
+    """How many heartbeats a device has stored and how many of its commands are still pending."""
+    heartbeats = db.scalar(
+        select(func.count()).select_from(DeviceHeartbeat).where(DeviceHeartbeat.device_id == device_id)
+    )
+    pending = db.scalar(
+        select(func.count())
+        .select_from(FcmDispatch)
+        .where(FcmDispatch.device_id == device_id, FcmDispatch.status == "pending")
+    )
+    return {"heartbeats_stored": int(heartbeats or 0), "pending_commands": int(pending or 0)}

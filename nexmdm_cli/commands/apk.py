@@ -1,0 +1,83 @@
+"""``nexmdm apk``: agent builds (APKs) and who downloaded them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core import apk
+from core.types import utcnow
+from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, show, since, size, stamp, table
+from nexmdm_cli.state import print_json, state
+
+app = group("APK builds of the device agent and their download audit trail.")
+
+
+@app.command(context_settings=CONTEXT)
+def add(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The .apk file to publish.")],
+    version_code: Annotated[int, typer.Option(help="Android versionCode (unique, increasing).")],
+    version_name: Annotated[str, typer.Option(help="Android versionName, e.g. 1.4.2.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Copy an APK into the APK folder (NEXMDM_APK_DIR), record its size and sha256."""
+    st = state(ctx)
+    with st.session() as db:
+        build = apk.add_build_from_file(db, st.settings, file, version_code=version_code, version_name=version_name)
+    if json_output:
+        print_json(build)
+        return
+    note(f"[green]✅ build {build['version_name']} ({build['version_code']}) added on {st.masked_url}[/green]")
+    show(f"{apk.build_path(st.settings, build)}  {size(build['size_bytes'])}  sha256 {build['sha256']}")
+
+
+@app.command("list", context_settings=CONTEXT)
+def list_builds(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Builds, newest version first (the first one is what devices get as latest)."""
+    with state(ctx).session() as db:
+        items = apk.list_builds(db)
+    if json_output:
+        print_json({"items": items})
+        return
+    if not items:
+        show("No builds yet: add one with `nexmdm apk add FILE --version-code N --version-name S`.")
+        return
+    out = table("APK builds (newest first)", "id", "code", "name", "size", "sha256", "added")
+    for item in items:
+        out.add_row(
+            str(item["id"]), str(item["version_code"]), item["version_name"], size(item["size_bytes"]),
+            item["sha256"][:16] + "…", stamp(item["created_at"]),
+        )
+    show(out)
+
+
+@app.command(context_settings=CONTEXT)
+def downloads(
+    ctx: typer.Context,
+    since_text: Annotated[
+        str | None, typer.Option("--since", help="Only downloads within this window (24h, 7d...).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100000, help="At most this many events.")] = 100,
+    json_output: JsonOption = False,
+) -> None:
+    """The download audit trail, newest first: build, source, token id, client IP."""
+    start = since(since_text)
+    with state(ctx).session() as db:
+        items = apk.list_downloads(db, since=start, limit=limit)
+    if json_output:
+        print_json({"since": start, "items": items})
+        return
+    if not items:
+        show("No downloads" + (f" in the last {since_text.strip()}." if since_text else " yet."))
+        return
+    now = utcnow()
+    out = table("APK downloads (newest first)", "when", "build", "source", "token", "ip")
+    for item in items:
+        out.add_row(
+            relative(item["created_at"], now), f"{item['version_name']} ({item['version_code']})",
+            item["source"], dash(item["token_id"]), dash(item["ip"]),
+        )
+    show(out)

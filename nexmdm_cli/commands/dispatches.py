@@ -1,0 +1,131 @@
+"""``nexmdm dispatches``: commands sent to devices, their push and their acknowledgement."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+
+from core import dispatches
+from core.durations import format_duration, parse_duration
+from core.errors import InvalidArgument
+from core.models import COMMAND_STATUSES
+from core.types import utcnow
+from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, ms, relative, show, stamp, styled, table
+from nexmdm_cli.state import print_json, state
+
+app = group("Commands dispatched to devices: statistics, one command, recent commands.")
+
+#: the seed's threshold: more replays than this share of requests means clients retry too eagerly
+HIT_RATE_WARNING = 0.05
+
+
+@app.command(context_settings=CONTEXT)
+def stats(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option(help="Window: 15m, 24h, 7d, 2w...")] = "24h",
+    json_output: JsonOption = False,
+) -> None:
+    """Totals by status, action and push status; idempotency hit rate; push and ack latency p50/p95."""
+    window = parse_duration(since, field="--since")
+    with state(ctx).session() as db:
+        data = dispatches.dispatch_stats(db, since=utcnow() - window)
+    data["idempotency_hit_rate_high"] = data["idempotency_hit_rate"] > HIT_RATE_WARNING
+    if json_output:
+        print_json(data)
+        return
+    show(Group(*_stats_tables(data, since.strip())))
+
+
+def _counts(title: str, counts: dict[str, int], total: int) -> Any:
+    out = table(title, "value", "count", "share")
+    for key, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        out.add_row(styled(key), f"{count:,}", f"{count / total:.1%}" if total else "—")
+    return out
+
+
+def _stats_tables(data: dict[str, Any], window: str) -> list[Any]:
+    total = data["total"]
+    summary = table(f"Dispatches in the last {window}", "measure", "value")
+    summary.add_row("commands", f"{total:,}")
+    summary.add_row("requests (commands + replays)", f"{data['requests']:,}")
+    summary.add_row("replays", f"{data['replays']:,}")
+    rate = f"{data['idempotency_hit_rate']:.1%}"
+    if data["idempotency_hit_rate_high"]:
+        rate = f"[yellow]{rate} (above {HIT_RATE_WARNING:.0%}: clients are retrying a lot)[/yellow]"
+    summary.add_row("idempotency hit rate", rate)
+    for label, key in (("push latency", "push_latency_ms"), ("ack latency", "ack_latency_ms")):
+        lat = data[key]
+        value = f"p50 {ms(lat['p50'])} · p95 {ms(lat['p95'])} ({lat['count']:,} known)" if lat["count"] else "—"
+        summary.add_row(label, value)
+    if not total:
+        return [summary]
+    return [
+        summary,
+        _counts("By status", data["by_status"], total),
+        _counts("By action", data["by_action"], total),
+        _counts("By push (FCM) status", data["by_fcm_status"], total),
+    ]
+
+
+@app.command("show", context_settings=CONTEXT)
+def show_dispatch(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(help="The command's request id (its Idempotency-Key).")],
+    json_output: JsonOption = False,
+) -> None:
+    """One command: device, action, payload, status, push status, replays and its status history."""
+    with state(ctx).session() as db:
+        data = dispatches.get_dispatch(db, request_id)
+    if json_output:
+        print_json(data)
+        return
+    now = utcnow()
+    out = table(f"Command {request_id}", "field", "value")
+    for name in ("device_id", "action", "payload"):
+        out.add_row(name, dash(data[name]))
+    out.add_row("status", styled(data["status"]))
+    out.add_row("push (FCM) status", styled(data["fcm_status"]))
+    out.add_row("created", f"{stamp(data['created_at'])} ({relative(data['created_at'], now)})")
+    out.add_row("push attempts", str(data["attempts"]))
+    out.add_row("last push error", dash(data["last_error"]))
+    out.add_row("replays", str(data["replay_count"]))
+    out.add_row("ack detail", dash(data["ack_detail"]))
+    steps = table("History", "status", "at (UTC)", "after")
+    for step in data["history"]:
+        after = step["at"] - data["created_at"]
+        waited = format_duration(after) if after.total_seconds() else "—"
+        steps.add_row(styled(step["status"]), stamp(step["at"]), waited)
+    show(Group(out, steps))
+
+
+@app.command("list", context_settings=CONTEXT)
+def list_dispatches(
+    ctx: typer.Context,
+    device: Annotated[str | None, typer.Option(help="Only this device's commands.")] = None,
+    status: Annotated[str | None, typer.Option(help=f"Only this status: {', '.join(COMMAND_STATUSES)}.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only commands created within this window (24h, 7d...).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many commands.")] = 50,
+    json_output: JsonOption = False,
+) -> None:
+    """Recent commands, newest first."""
+    if status is not None and status not in COMMAND_STATUSES:
+        raise InvalidArgument(f"--status must be one of {', '.join(COMMAND_STATUSES)}; got {status!r}")
+    start = utcnow() - parse_duration(since, field="--since") if since else None
+    with state(ctx).session() as db:
+        items = dispatches.list_dispatches(db, device_id=device, status=status, since=start, limit=limit)
+    if json_output:
+        print_json({"items": items})
+        return
+    if not items:
+        show("No commands match.")
+        return
+    now = utcnow()
+    out = table("Commands (newest first)", "request id", "device", "action", "status", "push", "created")
+    for item in items:
+        out.add_row(
+            item["request_id"], item["device_id"], item["action"], styled(item["status"]),
+            styled(item["fcm_status"]), relative(item["created_at"], now),
+        )
+    show(out)

@@ -1,0 +1,76 @@
+"""``nexmdm keys``: admin API keys. The secret is printed once; lists never show it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from core import credentials
+from core.errors import NotFound
+from core.types import utcnow
+from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, relative, secret_once, show, styled
+from nexmdm_cli.render import table as make_table
+from nexmdm_cli.state import print_json, state
+
+app = group("Admin API keys: for integrations and the admin endpoints.")
+
+
+@app.command(context_settings=CONTEXT)
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="A unique name (A-Z a-z 0-9 . _ : -), e.g. the integration's.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Create an admin API key and print its secret, once."""
+    st = state(ctx)
+    with st.session() as db:
+        secret, key = credentials.create_admin_key(db, name=name)
+    if json_output:
+        print_json(key | {"secret": secret})
+        return
+    note(f"Admin key [bold]{name}[/bold] ({key['id']}) on {st.masked_url}")
+    secret_once("admin key", secret)
+
+
+@app.command("list", context_settings=CONTEXT)
+def list_keys(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Admin keys with their state and last use (never their secrets)."""
+    with state(ctx).session() as db:
+        items = credentials.list_admin_keys(db)
+    if json_output:
+        print_json({"items": items})
+        return
+    if not items:
+        show("No admin keys: create one with `nexmdm keys create --name NAME`.")
+        return
+    now = utcnow()
+    out = make_table("Admin keys", "name", "id", "state", "created", "last used")
+    for item in items:
+        out.add_row(
+            item["name"], item["id"], styled(item["state"]), relative(item["created_at"], now),
+            relative(item["last_used_at"], now),
+        )
+    show(out)
+
+
+@app.command(context_settings=CONTEXT)
+def revoke(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The key's name.")],
+    yes: YesOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Revoke an admin key: requests with it fail at once. Names are never reused."""
+    st = state(ctx)
+    if not yes:
+        with st.session() as db:
+            if not any(key["name"] == name for key in credentials.list_admin_keys(db)):
+                raise NotFound(f"no admin key named {name!r}")  # before asking
+        confirm(f"Revoke admin key {name} on {st.masked_url}? Integrations using it stop working")
+    with st.session() as db:
+        key = credentials.revoke_admin_key(db, name)
+    if json_output:
+        print_json(key)
+        return
+    note(f"[green]✅ admin key {name} revoked on {st.masked_url}[/green]")

@@ -1,0 +1,81 @@
+"""``nexmdm tokens``: enrollment tokens. The secret is printed once; lists never show it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from core import credentials
+from core.durations import parse_duration
+from core.types import utcnow
+from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
+from nexmdm_cli.state import print_json, state
+
+app = group("Enrollment tokens: what a new device presents to enroll.")
+
+
+@app.command(context_settings=CONTEXT)
+def create(
+    ctx: typer.Context,
+    uses: Annotated[int, typer.Option(min=1, max=credentials.MAX_TOKEN_USES, help="How many devices may enroll.")] = 1,
+    expires: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d... (at most 365d).")] = "1h",
+    note_text: Annotated[str | None, typer.Option("--note", help="What the token is for (shown in lists).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Create an enrollment token and print its secret, once."""
+    st = state(ctx)
+    lifetime = parse_duration(expires, field="--expires")
+    with st.session() as db:
+        secret, token = credentials.create_enrollment_token(db, uses=uses, expires_in=lifetime, note=note_text)
+    if json_output:
+        print_json(token | {"secret": secret})
+        return
+    plural = "s" if uses != 1 else ""
+    note(f"Enrollment token [bold]{token['id']}[/bold] on {st.masked_url}: {uses} use{plural}, "
+         f"expires {relative(token['expires_at'])}")
+    secret_once("enrollment token", secret)
+
+
+def _rows(items: list[dict[str, Any]]) -> Any:
+    now = utcnow()
+    out = table("Enrollment tokens (newest first)", "id", "state", "uses", "expires", "created", "note")
+    for item in items:
+        out.add_row(
+            item["id"], styled(item["state"]), f"{item['uses']}/{item['max_uses']}",
+            relative(item["expires_at"], now), relative(item["created_at"], now), dash(item["note"]),
+        )
+    return out
+
+
+@app.command("list", context_settings=CONTEXT)
+def list_tokens(
+    ctx: typer.Context,
+    active: Annotated[bool, typer.Option("--active", help="Only tokens that can still enroll a device.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Enrollment tokens with their state and uses (never their secrets)."""
+    with state(ctx).session() as db:
+        items = credentials.list_enrollment_tokens(db, include_inactive=not active)
+    if json_output:
+        print_json({"items": items})
+    elif not items:
+        show("No enrollment tokens: create one with `nexmdm tokens create`.")
+    else:
+        show(_rows(items))
+
+
+@app.command(context_settings=CONTEXT)
+def revoke(
+    ctx: typer.Context,
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="The token id (enr_...), as `tokens list` shows.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Revoke an enrollment token: no further device can enroll with it (enrolled devices are unaffected)."""
+    st = state(ctx)
+    with st.session() as db:
+        token = credentials.revoke_enrollment_token(db, token_id)
+    if json_output:
+        print_json(token)
+        return
+    note(f"[green]✅ enrollment token {token_id} revoked on {st.masked_url}[/green]")
