@@ -48,6 +48,11 @@ class Settings:
     sqlite_busy_timeout_ms: int = 30000
     db_pool_size: int = 10
     log_level: str = "INFO"
+    auth_failure_limit: int = 20
+    auth_failure_window_seconds: int = 60
+    heartbeat_rate_per_minute: int = 60
+    heartbeat_burst: int = 10
+    apk_upload_max_mb: int = 512
     fcm_credentials: Path | None = None
     fcm_project_id: str = ""
     fcm_endpoint: str = "https://fcm.googleapis.com"

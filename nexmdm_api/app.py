@@ -1,0 +1,107 @@
+"""The app factory: ``create_app(settings)`` builds everything; nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar, Request, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from core.migrations import head_revision
+from core.settings import Settings, get_settings
+from nexmdm_api.db import database_lifespan, provide_db
+from nexmdm_api.errors import ApiError, problem_details_plugin
+from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
+from nexmdm_api.routes import apk, commands, devices, enroll, health, heartbeats
+
+#: every endpoint but the APK upload accepts at most this much body (heartbeats are tiny)
+MAX_BODY_BYTES = 64 * 1024
+API_VERSION = "1.0.0"
+
+
+async def check_body(request: Request[Any, Any, Any]) -> None:
+    """415 for a body of the wrong type, 400 for a missing one, before Litestar parses anything."""
+    kind = request.route_handler.opt.get("body")
+    if kind is None:
+        return
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind == "json":
+        if not (
+            media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+        ):
+            raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
+        if not await request.body():
+            raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
+    elif kind == "multipart" and media_type != "multipart/form-data":
+        raise ApiError(415, "the body must be multipart/form-data")
+
+
+def openapi_config() -> OpenAPIConfig:
+    def bearer(description: str) -> SecurityScheme:
+        return SecurityScheme(type="http", scheme="bearer", description=description)
+
+    return OpenAPIConfig(
+        title="NexMDM API",
+        version=API_VERSION,
+        description="Device and admin API of NexMDM. Errors are RFC 9457 problem details (application/problem+json).",
+        path="/schema",
+        components=Components(
+            security_schemes={
+                "enrollmentToken": bearer("An enrollment token (nxe_...), created with `nexmdm tokens create`"),
+                "deviceToken": bearer("A device token (nxd_...), issued by POST /v1/enroll"),
+                "adminKey": bearer("An admin API key (nxa_...), created with `nexmdm keys create`"),
+            }
+        ),
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the API. The engine is created when the app starts (lifespan) and disposed when it stops."""
+    settings = settings or get_settings()
+    logging.getLogger("nexmdm").setLevel(settings.log_level.upper())
+    prometheus = PrometheusConfig(app_name="nexmdm", prefix="nexmdm", group_path=True, exclude=["^/metrics$"])
+    uploads = Router(
+        path="/",
+        route_handlers=[apk.upload_build],
+        request_max_body_size=settings.apk_upload_max_mb * 1024 * 1024,
+    )
+    return Litestar(
+        route_handlers=[
+            enroll.enroll,
+            heartbeats.heartbeat,
+            commands.pending_commands,
+            commands.ack_command,
+            commands.create_command,
+            commands.get_command,
+            devices.list_devices,
+            devices.get_device,
+            devices.device_heartbeats,
+            apk.latest_build,
+            apk.download_latest,
+            apk.download_build,
+            uploads,
+            health.healthz,
+            health.readyz,
+            PrometheusController,
+        ],
+        dependencies={"db": Provide(provide_db)},
+        before_request=check_body,
+        lifespan=[database_lifespan(settings)],
+        state=State(
+            {
+                "settings": settings,
+                "head_revision": head_revision(settings.database_url),
+                "auth_limiter": FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),
+                "heartbeat_limiter": TokenBucket(settings.heartbeat_rate_per_minute, settings.heartbeat_burst),
+            }
+        ),
+        plugins=[problem_details_plugin()],
+        middleware=[prometheus.middleware],
+        openapi_config=openapi_config(),
+        request_max_body_size=MAX_BODY_BYTES,
+    )

@@ -1,0 +1,119 @@
+"""Bearer authentication for the three kinds of credential, with the failed-authentication limiter.
+
+The checks run inside the handler's worker thread, in the request's own session and transaction: one
+thread hop per request, and on SQLite no lock is ever held while a request waits for a thread.
+
+A request that carries valid credentials is never refused by the limiter: a blocked address only gets
+429 instead of 401 for credentials that fail, and is refused without a database look-up only when it
+sends no bearer token at all or one that cannot be valid (wrong prefix or shape).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from sqlalchemy.orm import Session
+
+from core import credentials, devices, security
+from core.errors import InvalidCredentials
+from core.models import Device
+from nexmdm_api.errors import rate_limited, unauthorized
+from nexmdm_api.ratelimit import FailureLimiter
+
+ENROLLMENT = security.ENROLLMENT_PREFIX + "_"
+DEVICE = security.DEVICE_PREFIX + "_"
+ADMIN = security.ADMIN_PREFIX + "_"
+_MAX_TOKEN_LENGTH = 128
+
+#: OpenAPI security requirements, by who may call an endpoint
+DEVICE_SECURITY: list[dict[str, list[str]]] = [{"deviceToken": []}]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}]
+ENROLLMENT_SECURITY: list[dict[str, list[str]]] = [{"enrollmentToken": []}]
+ANY_SECURITY: list[dict[str, list[str]]] = [{"enrollmentToken": []}, {"deviceToken": []}, {"adminKey": []}]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is downloading an APK: the audit ``source`` and the credential's public id."""
+
+    kind: str  # enrollment, device or admin
+    token_id: str
+
+
+def client_ip(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def bearer_token(request: Request[Any, Any, Any]) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > _MAX_TOKEN_LENGTH or not token.isascii():
+        return None
+    return token
+
+
+def _limiter(request: Request[Any, Any, Any]) -> FailureLimiter:
+    return request.app.state.auth_limiter
+
+
+def _refuse(request: Request[Any, Any, Any], detail: str) -> Exception:
+    """Count a failed authentication; 429 once the address is over its limit, else 401."""
+    wait = _limiter(request).fail(client_ip(request))
+    if wait is not None:
+        return rate_limited("too many failed authentications from this address", wait)
+    return unauthorized(detail)
+
+
+def _token(request: Request[Any, Any, Any], prefixes: tuple[str, ...], what: str) -> str:
+    token = bearer_token(request)
+    if token is None or not token.startswith(prefixes):
+        wait = _limiter(request).retry_after(client_ip(request))
+        if wait is not None:
+            raise rate_limited("too many failed authentications from this address", wait)
+        raise _refuse(request, f"this endpoint needs {what} as 'Authorization: Bearer <token>'")
+    return token
+
+
+def require_device(request: Request[Any, Any, Any], db: Session) -> Device:
+    token = _token(request, (DEVICE,), "a device token")
+    try:
+        return devices.authenticate_device(db, token)
+    except InvalidCredentials as exc:
+        raise _refuse(request, exc.message) from None
+
+
+def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any]:
+    token = _token(request, (ADMIN,), "an admin key")
+    try:
+        return credentials.authenticate_admin(db, token)
+    except InvalidCredentials as exc:
+        raise _refuse(request, exc.message) from None
+
+
+def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:
+    """The enrollment token's secret; ``core.devices.enroll_device`` checks it (and its uses) atomically."""
+    return _token(request, (ENROLLMENT,), "an enrollment token")
+
+
+def enrollment_refused(request: Request[Any, Any, Any], exc: InvalidCredentials) -> Exception:
+    return _refuse(request, exc.message)
+
+
+def require_apk_reader(request: Request[Any, Any, Any], db: Session) -> Principal:
+    """An enrollment token (usable, uses not taken), a device or an admin key."""
+    token = _token(request, (ENROLLMENT, DEVICE, ADMIN), "an enrollment token, a device token or an admin key")
+    try:
+        if token.startswith(ENROLLMENT):
+            enrollment = credentials.find_enrollment_token(db, token)
+            credentials.check_enrollment_token_usable(enrollment)
+            return Principal("enrollment", enrollment.id)
+        if token.startswith(DEVICE):
+            return Principal("device", devices.authenticate_device(db, token).id)
+        return Principal("admin", credentials.authenticate_admin(db, token)["id"])
+    except InvalidCredentials as exc:
+        raise _refuse(request, exc.message) from None

@@ -1,0 +1,206 @@
+"""The one mapping of errors to RFC 9457 problem details (``application/problem+json``).
+
+Domain errors from ``core``, Litestar's own HTTP errors and database failures all end here, through
+Litestar's ``ProblemDetailsPlugin``. Nothing else in the API builds an error response.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from sqlalchemy.exc import DBAPIError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from core.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    Forbidden,
+    InvalidArgument,
+    InvalidCredentials,
+    NexMDMError,
+    NotFound,
+)
+
+logger = logging.getLogger("nexmdm.api")
+
+PROBLEM_JSON = "application/problem+json"
+#: seconds a client should wait before retrying when the database is unavailable
+DATABASE_RETRY_AFTER = 5
+
+_DOMAIN_STATUS: dict[type[NexMDMError], int] = {
+    InvalidArgument: 422,
+    NotFound: 404,
+    Conflict: 409,
+    InvalidCredentials: 401,
+    Forbidden: 403,
+    DatabaseUnavailable: 503,
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "validation_failed",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details, with a machine-readable ``code`` and, for 422, the failing fields."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldError] | None = None
+
+
+class ApiError(HTTPException):
+    """An HTTP error raised by the API layer itself (never by ``core``)."""
+
+    code = "error"
+
+    def __init__(
+        self, status_code: int, detail: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    ):
+        super().__init__(detail=detail, status_code=status_code, headers=headers)
+        self.code = code or _HTTP_CODES.get(status_code, "error")
+
+
+def unauthorized(detail: str) -> ApiError:
+    return ApiError(401, detail, code="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="nexmdm"'})
+
+
+def rate_limited(detail: str, retry_after: float) -> ApiError:
+    return ApiError(429, detail, code="rate_limited", headers={"Retry-After": str(max(1, int(retry_after + 0.999)))})
+
+
+def _problem(
+    status: int,
+    detail: str,
+    code: str,
+    *,
+    headers: dict[str, str] | None = None,
+    errors: list[dict[str, str]] | None = None,
+) -> ProblemDetailsException:
+    extra: dict[str, Any] = {"code": code}
+    if errors:
+        extra["errors"] = errors
+    return ProblemDetailsException(
+        status_code=status,
+        type_="about:blank",
+        title=HTTPStatus(status).phrase,
+        detail=detail,
+        headers=headers,
+        extra=extra,
+    )
+
+
+def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            errors.append(
+                {"field": str(item.get("key") or item.get("source") or "body"), "message": str(item.get("message"))}
+            )
+    return errors
+
+
+def _unavailable(detail: str) -> ProblemDetailsException:
+    return _problem(503, detail, "database_unavailable", headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+
+
+def to_problem(exc: Exception) -> ProblemDetailsException:
+    """Map any exception to a problem; this is the only place where errors get an HTTP status."""
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        first = exc.exceptions[0]
+        return to_problem(first) if isinstance(first, Exception) else _problem(500, "internal error", "internal_error")
+    if isinstance(exc, ProblemDetailsException):
+        return exc
+    if isinstance(exc, ValidationException):
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or str(exc.detail)
+        return _problem(422, detail, "validation_failed", errors=errors)
+    if isinstance(exc, ApiError):
+        return _problem(exc.status_code, str(exc.detail), exc.code, headers=exc.headers)
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        code = _HTTP_CODES.get(status, "error")
+        if status >= 500:
+            logger.error("HTTP %s: %s", status, exc.detail)
+        return _problem(status, str(exc.detail), code, headers=exc.headers)
+    if isinstance(exc, NexMDMError):
+        status = next((s for kind, s in _DOMAIN_STATUS.items() if isinstance(exc, kind)), 400)
+        if isinstance(exc, DatabaseUnavailable):
+            return _unavailable(exc.message)
+        errors = [{"field": exc.field, "message": exc.message}] if exc.field and status == 422 else None
+        headers = {"WWW-Authenticate": 'Bearer realm="nexmdm"'} if status == 401 else None
+        return _problem(status, exc.message, exc.code, headers=headers, errors=errors)
+    if isinstance(exc, PoolTimeout):
+        return _unavailable("the database is overloaded: no connection became free in time")
+    if isinstance(exc, ProgrammingError):
+        logger.error("database schema problem: %s", _first_line(exc))
+        return _unavailable("the database is not migrated to this version of NexMDM")
+    if isinstance(exc, DBAPIError):
+        # OperationalError, InterfaceError, a dropped connection...: the database is unreachable or refusing.
+        logger.warning("database unavailable: %s", _first_line(exc))
+        return _unavailable("the database is unavailable")
+    if isinstance(exc, SQLAlchemyError):
+        logger.error("database error: %s", _first_line(exc))
+        return _unavailable("the database is unavailable")
+    logger.error("unhandled error", exc_info=exc)
+    return _problem(500, "internal error", "internal_error")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map={Exception: to_problem}))
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request: invalid JSON, an empty body, or a missing/invalid Idempotency-Key",
+    401: "Missing, unknown, expired, exhausted or revoked credentials",
+    403: "Valid credentials that may not do this",
+    404: "No such resource",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    415: "Unsupported Content-Type",
+    416: "Range not satisfiable",
+    422: "Well-formed request with invalid values (or unknown fields on admin endpoints)",
+    429: "Rate limited; see Retry-After",
+    503: "Database unavailable or not migrated; see Retry-After",
+}
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI response declarations for the given error statuses (always with 503)."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem, description=_DESCRIPTIONS[status], media_type=PROBLEM_JSON, generate_examples=False
+        )
+        for status in sorted({*statuses, 503})
+    }

@@ -1,0 +1,48 @@
+"""``POST /v1/enroll``: a device presents an enrollment token and receives its device token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, post
+
+from core import devices
+from core.errors import InvalidCredentials
+from nexmdm_api.auth import ENROLLMENT_SECURITY, enrollment_refused, require_enrollment_secret
+from nexmdm_api.db import DB
+from nexmdm_api.errors import problems
+from nexmdm_api.schemas import EnrollIn, EnrollOut
+
+
+@post(
+    "/v1/enroll",
+    tags=["device"],
+    summary="Enroll a device",
+    description=(
+        "Takes one use of the enrollment token and returns the device token (shown once). Retrying with the "
+        "same token and device within 10 minutes returns a fresh token without taking another use. An "
+        "enrolled, unrevoked device is 409 unless `current_device_token` is its current token, in which case "
+        "its token rotates and the old one stops working."
+    ),
+    status_code=201,
+    security=ENROLLMENT_SECURITY,
+    sync_to_thread=True,
+    opt={"body": "json"},
+    responses=problems(400, 401, 409, 413, 415, 422, 429),
+)
+def enroll(request: Request[Any, Any, Any], db: DB, data: EnrollIn) -> EnrollOut:
+    secret = require_enrollment_secret(request)
+    try:
+        result = devices.enroll_device(
+            db,
+            enrollment_secret=secret,
+            device_id=data.device_id,
+            fcm_token=data.fcm_token,
+            model=data.model,
+            os_version=data.os_version,
+            agent_version=data.agent_version,
+            current_device_token=data.current_device_token,
+        )
+    except InvalidCredentials as exc:
+        raise enrollment_refused(request, exc) from None
+    return EnrollOut(device_id=result["device_id"], device_token=result["device_token"])

@@ -1,0 +1,52 @@
+"""Liveness and readiness (metrics come from Litestar's PrometheusController, see the app factory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from litestar import Request, get
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.migrations import alembic_config, current_revision
+from nexmdm_api.errors import DATABASE_RETRY_AFTER, ApiError, problems
+from nexmdm_api.schemas import Health, Readiness
+
+
+@get("/healthz", tags=["health"], summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+def _not_ready(detail: str) -> ApiError:
+    return ApiError(503, detail, code="not_ready", headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+
+
+def _is_newer(revision: str) -> bool:
+    """A revision this code does not know was made by a newer NexMDM: the schema is at or past ours."""
+    try:
+        return ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(revision) is None
+    except (CommandError, RevisionError):
+        return True
+
+
+@get(
+    "/readyz",
+    tags=["health"],
+    summary="Readiness: the database answers and is migrated far enough",
+    sync_to_thread=True,
+    responses=problems(503),
+)
+def readyz(request: Request[Any, Any, Any]) -> Readiness:
+    head = request.app.state.head_revision
+    try:
+        current = current_revision(request.app.state.db.read_engine)
+    except SQLAlchemyError:
+        raise _not_ready("the database is unreachable") from None
+    if current is None:
+        raise _not_ready("the database is not migrated: run `nexmdm db upgrade`")
+    if current != head and not _is_newer(current):
+        raise _not_ready(f"the database is at migration {current}; this NexMDM needs {head}: run `nexmdm db upgrade`")
+    return Readiness(status="ready", database="ok", migration=current, expected_migration=head)

@@ -1,0 +1,48 @@
+"""``POST /v1/heartbeat``: the hottest path. Authenticate, store, answer; nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.openapi.datastructures import ResponseSpec
+
+from core import devices
+from core.errors import Forbidden
+from nexmdm_api.auth import DEVICE_SECURITY, require_device
+from nexmdm_api.db import DB
+from nexmdm_api.errors import problems, rate_limited
+from nexmdm_api.schemas import HeartbeatIn, HeartbeatOut
+
+
+@post(
+    "/v1/heartbeat",
+    tags=["device"],
+    summary="Report a heartbeat",
+    description=(
+        "Stores at most one heartbeat per device per bucket (server receive time). 201 when this heartbeat "
+        "opened a new bucket, 200 when the bucket already had one (nothing stored). `fcm_token` updates the "
+        "device's push token either way. Unknown fields are ignored."
+    ),
+    status_code=201,
+    security=DEVICE_SECURITY,
+    sync_to_thread=True,
+    opt={"body": "json"},
+    responses={
+        200: ResponseSpec(HeartbeatOut, description="The bucket already had a heartbeat; nothing was stored"),
+        **problems(400, 401, 403, 413, 415, 422, 429),
+    },
+)
+def heartbeat(request: Request[Any, Any, Any], db: DB, data: HeartbeatIn) -> Response[HeartbeatOut]:
+    device = require_device(request, db)
+    if data.device_id is not None and data.device_id != device.id:
+        raise Forbidden("device_id is not the device this token belongs to")
+    wait = request.app.state.heartbeat_limiter.take(device.id)
+    if wait is not None:
+        raise rate_limited("too many heartbeats from this device", wait)
+    result = devices.record_device_heartbeat(db, device, msgspec.structs.asdict(data), request.app.state.settings)
+    return Response(
+        HeartbeatOut(created=result["created"], bucket_start=result["bucket_start"]),
+        status_code=201 if result["created"] else 200,
+    )

@@ -1,0 +1,169 @@
+"""Request and response bodies (msgspec structs; Litestar documents them in the OpenAPI schema).
+
+Device bodies ignore unknown fields (agents update before servers do) and never store them; admin
+bodies forbid them (``forbid_unknown_fields``), which Litestar reports as a validation error (422).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+ShortText = Annotated[str, Meta(max_length=64)]
+NetworkType = Literal["wifi", "cellular", "ethernet", "vpn", "bluetooth", "none", "unknown"]
+
+
+# ----------------------------------------------------------------------------------------- device
+
+
+class EnrollIn(msgspec.Struct):
+    device_id: DeviceId
+    fcm_token: Annotated[str, Meta(max_length=4096)] | None = None
+    model: Annotated[str, Meta(max_length=128)] | None = None
+    os_version: ShortText | None = None
+    agent_version: ShortText | None = None
+    #: the device's current token, to rotate it when the device is already enrolled
+    current_device_token: Annotated[str, Meta(max_length=128)] | None = None
+
+
+class EnrollOut(msgspec.Struct):
+    device_id: str
+    device_token: str
+
+
+class HeartbeatIn(msgspec.Struct):
+    status: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")] | None = None
+    battery_pct: Annotated[int, Meta(ge=0, le=100)] | None = None
+    plugged: bool | None = None
+    network_type: NetworkType | None = None
+    agent_version: ShortText | None = None
+    fcm_token: Annotated[str, Meta(max_length=4096)] | None = None
+    device_id: str | None = None
+
+
+class HeartbeatOut(msgspec.Struct):
+    created: bool
+    bucket_start: datetime
+
+
+class PendingCommand(msgspec.Struct):
+    request_id: str
+    action: str
+    payload: dict[str, Any] | None
+    created_at: datetime
+
+
+class PendingCommandsOut(msgspec.Struct):
+    items: list[PendingCommand]
+
+
+class AckIn(msgspec.Struct):
+    status: Literal["completed", "failed"]
+    detail: Annotated[str, Meta(max_length=1000)] | None = None
+
+
+# ------------------------------------------------------------------------------------------ admin
+
+
+class CommandIn(msgspec.Struct, forbid_unknown_fields=True):
+    action: Annotated[str, Meta(min_length=1, max_length=32)]
+    payload: dict[str, Any] | None = None
+
+
+class Dispatch(msgspec.Struct):
+    request_id: str
+    device_id: str
+    action: str
+    payload: dict[str, Any] | None
+    status: str
+    fcm_status: str
+    created_at: datetime
+    sent_at: datetime | None
+    acked_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    last_error: str | None
+    replay_count: int
+    ack_detail: str | None
+
+
+class HistoryStep(msgspec.Struct):
+    status: str
+    at: datetime
+
+
+class DispatchWithHistory(Dispatch):
+    history: list[HistoryStep] = []
+
+
+class DeviceOut(msgspec.Struct):
+    device_id: str
+    state: str
+    last_seen_at: datetime | None
+    status: str | None
+    battery_pct: int | None
+    plugged: bool | None
+    network_type: str | None
+    agent_version: str | None
+    model: str | None
+    os_version: str | None
+    has_fcm_token: bool
+    enrolled_at: datetime
+    revoked_at: datetime | None
+
+
+class DevicePage(msgspec.Struct):
+    items: list[DeviceOut]
+    next_cursor: str | None
+
+
+class HeartbeatRow(msgspec.Struct):
+    bucket_start: datetime
+    received_at: datetime
+    status: str | None
+    battery_pct: int | None
+    plugged: bool | None
+    network_type: str | None
+    agent_version: str | None
+
+
+class HeartbeatPage(msgspec.Struct):
+    items: list[HeartbeatRow]
+    next_cursor: str | None
+
+
+# -------------------------------------------------------------------------------------------- APK
+
+
+class ApkBuildOut(msgspec.Struct):
+    id: int
+    version_code: int
+    version_name: str
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+    download_url: str
+
+
+# ----------------------------------------------------------------------------------------- health
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    database: str
+    migration: str | None
+    expected_migration: str | None
+    detail: str | None = None
+
+
+def convert(value: Any, kind: type[Any]) -> Any:
+    """A core dict as a response struct (extra keys are dropped)."""
+    return msgspec.convert(value, kind, from_attributes=True)
