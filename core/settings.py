@@ -62,7 +62,8 @@ class Settings:
     fcm_timeout_seconds: float = 10.0
     delivery_lease_seconds: int = 30
     delivery_poll_seconds: float = 0.5
-    delivery_batch_size: int = 50
+    delivery_batch_size: int = 16
+    delivery_concurrency: int = 8
     command_ttl_seconds: int = 86400
 
     def __post_init__(self) -> None:
@@ -79,6 +80,7 @@ class Settings:
             "fcm_max_attempts",
             "delivery_lease_seconds",
             "delivery_batch_size",
+            "delivery_concurrency",
             "command_ttl_seconds",
         ):
             if getattr(self, name) < 1:
