@@ -25,6 +25,7 @@ _COMMANDS = [
     ("serve", "serve"),
     ("simulate", "simulate"),
     ("demo", "demo"),
+    ("worker", "worker"),
 ]
 
 

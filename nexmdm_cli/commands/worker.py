@@ -1,0 +1,55 @@
+"""``nexmdm worker``: the FCM delivery worker on its own (``nexmdm serve`` also runs one by default)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from core.delivery import DeliveryWorker, client_from_settings
+from nexmdm_cli.errors import EXIT_USAGE
+from nexmdm_cli.state import err_console, print_json, state
+
+
+def worker(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one round (expiry sweep, then one claimed batch) and exit.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="With --once: print the outcomes as JSON.")] = False,
+) -> None:
+    """Push accepted commands through FCM until stopped (Ctrl-C or SIGTERM).
+
+    Needs NEXMDM_FCM_CREDENTIALS. Several workers may run at once, on PostgreSQL: rows are claimed with
+    SKIP LOCKED and a lease, so none is sent twice by two workers.
+    """
+    st = state(ctx)
+    settings = st.settings
+    st.require_migrated()
+    client = client_from_settings(settings)
+    if client is None:
+        err_console.print(
+            "[red]error:[/red] FCM is not configured (set NEXMDM_FCM_CREDENTIALS); "
+            "commands stay pending until devices poll for them"
+        )
+        raise typer.Exit(code=EXIT_USAGE)
+    delivery = DeliveryWorker(st.session_factory, settings, client)
+    try:
+        if once:
+            expired = delivery.sweep_expired()
+            outcomes = delivery.run_once()
+            if json_output:
+                print_json({"expired": expired, "outcomes": outcomes})
+            else:
+                err_console.print(f"expired {expired}, pushed {len(outcomes)}: {', '.join(outcomes) or 'nothing due'}")
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        err_console.print(f"delivery worker started on {st.masked_url} (project {client.project_id}); Ctrl-C stops it")
+        delivery.run(stop)
+        err_console.print(f"delivery worker stopped: {dict(delivery.totals) or 'nothing sent'}")
+    finally:
+        delivery.close()
