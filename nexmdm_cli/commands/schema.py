@@ -2,9 +2,11 @@
 
 Built on Alembic's ``compare_metadata``: the same comparison autogenerate uses, so tables, columns, types,
 nullability, indexes, unique constraints and foreign keys are all covered by one well-kept library
-rather than by hand-written reflection. It matches unique constraints by their columns when the
-database reports no name (SQLite can), so it holds on both backends; the tests check that.
-PostgreSQL partitions (children of a partitioned table) and ``alembic_version`` are skipped.
+rather than by hand-written reflection. One gap is closed here: Alembic pairs unique constraints by
+name, and SQLite reflects a ``UNIQUE (col)`` written without a ``CONSTRAINT name`` as unnamed, which
+Alembic would report as one missing and one unexpected constraint; we pair those by their columns
+instead (the tests cover both backends). PostgreSQL partitions (children of a partitioned table) and
+``alembic_version`` are skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import typer
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, UniqueConstraint, inspect, text
 from sqlalchemy.exc import OperationalError
 
 from core.errors import DatabaseUnavailable
@@ -84,6 +86,29 @@ def describe(diff: Any) -> dict[str, str]:
     return {"kind": str(kind), "table": "", "problem": f"differs from the models: {diff!r}"}
 
 
+def _unique_column_sets(conn: Connection, table: str, *, reflected: bool) -> list[frozenset[str]]:
+    if not reflected:
+        model = Base.metadata.tables.get(table)
+        constraints = [c for c in model.constraints if isinstance(c, UniqueConstraint)] if model is not None else []
+        return [frozenset(col.name for col in c.columns) for c in constraints]
+    inspector = inspect(conn)
+    found = inspector.get_unique_constraints(table) + [i for i in inspector.get_indexes(table) if i.get("unique")]
+    return [frozenset(item["column_names"]) for item in found]
+
+
+def _same_unique_columns(conn: Connection, diff: Any) -> bool:
+    """A unique constraint "missing" on one side that exists on the other under no (or another) name."""
+    if not isinstance(diff, tuple) or diff[0] not in ("add_constraint", "remove_constraint"):
+        return False
+    constraint = diff[1]
+    if not isinstance(constraint, UniqueConstraint):
+        return False
+    columns = frozenset(col.name for col in constraint.columns)
+    # a constraint missing from the database is looked for there; an unexpected one, in the models
+    other_side = _unique_column_sets(conn, constraint.table.name, reflected=diff[0] == "add_constraint")
+    return columns in other_side
+
+
 def find_problems(conn: Connection) -> list[dict[str, str]]:
     """Every difference between the database behind ``conn`` and the models, plus the migration head."""
     skipped = SKIPPED_TABLES | _partitions(conn)
@@ -92,7 +117,8 @@ def find_problems(conn: Connection) -> list[dict[str, str]]:
         return not (type_ == "table" and name in skipped)
 
     context = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
-    problems = [describe(diff) for diff in compare_metadata(context, Base.metadata)]
+    diffs = [diff for diff in compare_metadata(context, Base.metadata) if not _same_unique_columns(conn, diff)]
+    problems = [describe(diff) for diff in diffs]
     missing = {p["table"] for p in problems if p["kind"] == "add_table"}
     # a missing table's indexes are missing too: one line per table says it
     problems = [p for p in problems if p["kind"] == "add_table" or p["table"] not in missing]
