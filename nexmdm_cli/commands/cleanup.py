@@ -60,13 +60,11 @@ def cleanup(
         entity: configured if overrides[entity] is None else overrides[entity]
         for entity, configured in st.settings.retention_days().items()
     }
-    verb = "Counting (dry run)" if dry_run else "Cleaning up"
-    note(f"{verb} [bold]{st.masked_url}[/bold]")
-
     with maintenance_lock(st.engine) as acquired:
         if not acquired:
             note(f"[red]error:[/red] another cleanup holds the lock on {st.masked_url}; nothing done, try later")
             raise typer.Exit(code=EXIT_LOCKED)
+        note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{st.masked_url}[/bold]")
         results = _run(st.session_factory, retention, dry_run=dry_run)
 
     key = "would_delete" if dry_run else "deleted"

@@ -1,0 +1,95 @@
+"""``nexmdm cleanup``: dry run deletes nothing, real run deletes what is past retention, a held lock exits 75."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.locks import maintenance_lock
+from core.models import ApkDownloadEvent, DeviceHeartbeat, FcmDispatch
+from nexmdm_cli.errors import EXIT_LOCKED
+from tests.cli.helpers import Cli, count, one_error_line, seed_dispatch, seed_download, seed_heartbeat
+from tests.conftest import add_device
+
+OLD = timedelta(days=400)
+
+
+@pytest.fixture
+def seeded(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Per entity: old rows past every default retention, and recent rows."""
+    add_device(session_factory, "dev_001")
+    seed_heartbeat(session_factory, "dev_001", OLD, battery_pct=40)
+    seed_heartbeat(session_factory, "dev_001", OLD - timedelta(minutes=1), battery_pct=41)
+    seed_heartbeat(session_factory, "dev_001", timedelta(hours=1), battery_pct=90)
+    seed_dispatch(session_factory, "old-acked", ago=OLD, status="acked")
+    seed_dispatch(session_factory, "old-pending", ago=OLD)  # never deleted: not finished
+    seed_dispatch(session_factory, "new-acked", ago=timedelta(days=1), status="acked")
+    seed_download(session_factory, ago=OLD)
+    seed_download(session_factory, ago=timedelta(days=1))
+    return session_factory
+
+
+def _counts(factory: sessionmaker[Session]) -> tuple[int, int, int]:
+    return count(factory, DeviceHeartbeat), count(factory, FcmDispatch), count(factory, ApkDownloadEvent)
+
+
+def test_dry_run_counts_and_deletes_nothing(cli: Cli, seeded: sessionmaker[Session]) -> None:
+    data = cli.json("cleanup", "--dry-run")
+    assert data["dry_run"] is True
+    assert {entity: r["would_delete"] for entity, r in data["results"].items()} == {
+        "device_heartbeats": 2,
+        "fcm_dispatches": 1,
+        "apk_download_events": 1,
+    }
+    assert _counts(seeded) == (3, 3, 2)
+
+    table = cli("cleanup", "--dry-run")
+    assert table.exit_code == 0
+    assert "would delete" in table.stdout and "nothing deleted" in table.stdout
+    assert _counts(seeded) == (3, 3, 2)
+
+
+def test_cleanup_deletes_past_retention_only(cli: Cli, seeded: sessionmaker[Session]) -> None:
+    result = cli("cleanup")
+    assert result.exit_code == 0, result.stderr
+    for entity in ("device_heartbeats", "fcm_dispatches", "apk_download_events"):
+        assert entity in result.stdout
+    assert "Cleaning up" in result.stderr
+    assert _counts(seeded) == (1, 2, 1)
+    with seeded() as db:
+        assert {d.request_id for d in db.query(FcmDispatch)} == {"old-pending", "new-acked"}
+
+
+def test_per_entity_overrides(cli: Cli, seeded: sessionmaker[Session]) -> None:
+    data = cli.json("cleanup", "--heartbeats-days", "0", "--dispatches-days", "0", "--downloads-days", "1000")
+    assert data["results"]["device_heartbeats"]["deleted"] == 3
+    assert data["results"]["fcm_dispatches"]["deleted"] == 2  # the pending one stays whatever its age
+    assert data["results"]["apk_download_events"]["deleted"] == 0
+    assert _counts(seeded) == (0, 1, 2)
+
+
+def test_negative_days_is_a_usage_error(cli: Cli) -> None:
+    assert cli("cleanup", "--heartbeats-days", "-1").exit_code == 2
+
+
+def test_a_held_lock_exits_75_and_deletes_nothing(cli: Cli, seeded: sessionmaker[Session], engine: Engine) -> None:
+    with maintenance_lock(engine) as acquired:
+        assert acquired
+        result = cli("cleanup", "--json")
+        assert result.exit_code == EXIT_LOCKED
+        assert "another cleanup" in one_error_line(result)
+        assert _counts(seeded) == (3, 3, 2)
+    # once released, the next run goes ahead
+    after = cli("cleanup", "--json")
+    assert after.exit_code == 0, after.stderr
+    assert json.loads(after.stdout)["results"]["device_heartbeats"]["deleted"] == 2
+
+
+def test_unmigrated_database_exits_5(fresh_cli: Cli) -> None:
+    result = fresh_cli("cleanup")
+    assert result.exit_code == 5
+    assert "nexmdm db upgrade" in one_error_line(result)
