@@ -1,0 +1,64 @@
+"""``nexmdm apk``: add copies and fingerprints the file; list; the download audit trail."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.cli.helpers import Cli, one_error_line, seed_download
+
+APK = b"PK\x03\x04" + b"fake agent build" * 64
+
+
+def test_add_and_list(cli: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "agent.apk"
+    source.write_bytes(APK)
+    data = cli.json("apk", "add", str(source), "--version-code", "42", "--version-name", "4.2.0")
+    assert data["version_code"] == 42 and data["version_name"] == "4.2.0"
+    assert data["size_bytes"] == len(APK) and data["sha256"] == hashlib.sha256(APK).hexdigest()
+    stored = Path(cli.env["NEXMDM_DATA_DIR"]) / "apks" / data["filename"]
+    assert stored.read_bytes() == APK
+
+    source.write_bytes(APK + b"v43")
+    table_add = cli("apk", "add", str(source), "--version-code", "43", "--version-name", "4.3.0")
+    assert table_add.exit_code == 0, table_add.stderr
+    assert "sha256" in table_add.stdout
+
+    assert [b["version_code"] for b in cli.json("apk", "list")["items"]] == [43, 42]
+    listed = cli("apk", "list")
+    assert "4.3.0" in listed.stdout and "4.2.0" in listed.stdout
+
+
+def test_add_errors(cli: Cli, tmp_path: Path) -> None:
+    missing = cli("apk", "add", str(tmp_path / "none.apk"), "--version-code", "1", "--version-name", "1")
+    assert missing.exit_code == 2
+    assert "none.apk" in one_error_line(missing)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a zip")
+    not_apk = cli("apk", "add", str(text), "--version-code", "1", "--version-name", "1")
+    assert not_apk.exit_code == 2
+    assert "not an APK" in one_error_line(not_apk)
+    good = tmp_path / "a.apk"
+    good.write_bytes(APK)
+    assert cli("apk", "add", str(good), "--version-code", "7", "--version-name", "7").exit_code == 0
+    again = cli("apk", "add", str(good), "--version-code", "7", "--version-name", "7")
+    assert again.exit_code == 4
+    assert "version code 7" in one_error_line(again)
+
+
+def test_downloads(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    assert "No downloads yet." in cli("apk", "downloads").stdout
+    seed_download(session_factory, ago=timedelta(days=3))
+    seed_download(session_factory, ago=timedelta(minutes=5))
+    items = cli.json("apk", "downloads")["items"]
+    assert len(items) == 2 and items[0]["ip"] == "10.0.0.7" and items[0]["source"] == "manual"
+    assert len(cli.json("apk", "downloads", "--since", "1h")["items"]) == 1
+    assert len(cli.json("apk", "downloads", "--limit", "1")["items"]) == 1
+    table = cli("apk", "downloads")
+    assert "5m ago" in table.stdout and "10.0.0.7" in table.stdout and "1.1 (1)" in table.stdout
+    bad = cli("apk", "downloads", "--since", "yesterday")
+    assert bad.exit_code == 2
+    assert "--since" in one_error_line(bad)
