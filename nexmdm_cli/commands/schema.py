@@ -139,9 +139,9 @@ def find_problems(conn: Connection) -> list[dict[str, str]]:
 def check(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Compare tables, columns, types, nullability, indexes, constraints and migration head; exit 1 on any problem."""
     st = state(ctx)
-    note(f"Checking [bold]{st.masked_url}[/bold] against the models")
     try:
         with st.engine.connect() as conn:
+            note(f"Checking [bold]{st.masked_url}[/bold] against the models")
             problems = find_problems(conn)
     except OperationalError as exc:
         raise DatabaseUnavailable(f"cannot reach the database {st.masked_url}: {first_line(exc)}") from None

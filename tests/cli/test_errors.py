@@ -1,0 +1,79 @@
+"""The failure contract: one red line on stderr, a documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from nexmdm_cli.main import app
+from tests.cli.helpers import Cli, one_error_line
+
+#: commands that read or write the fleet's data (they need a reachable, migrated database)
+DATA_COMMANDS = [
+    ["devices", "list"],
+    ["devices", "show", "dev_001"],
+    ["heartbeats", "show", "dev_001"],
+    ["dispatches", "stats"],
+    ["dispatches", "list"],
+    ["tokens", "list"],
+    ["tokens", "create"],
+    ["keys", "list"],
+    ["apk", "list"],
+    ["apk", "downloads"],
+    ["cleanup", "--dry-run"],
+]
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        *([*command, "--json"] for command in DATA_COMMANDS),
+        ["db", "current"],
+        ["db", "upgrade"],
+        ["db", "downgrade", "base", "--yes"],
+        ["db", "check"],
+        ["schema", "check"],
+    ],
+    ids=" ".join,
+)
+def test_unreachable_database(args: list[str], cli_env: dict) -> None:
+    result = Cli(UNREACHABLE, cli_env)(*args)
+    assert result.exit_code == 5
+    line = one_error_line(result)
+    assert "127.0.0.1" in line and "nobody@" in line
+
+
+@pytest.mark.parametrize("args", DATA_COMMANDS, ids=" ".join)
+def test_unmigrated_database(args: list[str], fresh_cli: Cli) -> None:
+    result = fresh_cli(*args)
+    assert result.exit_code == 5
+    assert "not migrated: run `nexmdm db upgrade`" in one_error_line(result)
+
+
+def test_malformed_database_url(cli_env: dict) -> None:
+    result = Cli("not a url", cli_env)("devices", "list")
+    assert result.exit_code == 2
+    assert "invalid database URL" in one_error_line(result)
+
+
+def test_database_url_from_the_environment(database_url: str, engine: object) -> None:
+    result = CliRunner().invoke(app, ["devices", "list", "--json"], env={"NEXMDM_DATABASE_URL": database_url})
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("{")
+
+
+def test_json_output_is_one_document_and_nothing_else(cli: Cli) -> None:
+    import json
+
+    for args in (["tokens", "create"], ["cleanup"], ["schema", "check"], ["db", "history"]):
+        result = cli(*args, "--json")
+        assert result.exit_code == 0, (args, result.stderr)
+        json.loads(result.stdout)  # would fail on anything before or after the document
+
+
+@pytest.mark.parametrize("args", [[], ["db"], ["devices"], ["cleanup"], ["tokens", "create"]], ids=str)
+def test_short_help_everywhere(args: list[str]) -> None:
+    result = CliRunner().invoke(app, [*args, "-h"])
+    assert result.exit_code == 0
+    assert "Usage" in result.stdout
