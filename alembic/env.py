@@ -8,9 +8,8 @@ tables are rebuilt; PostgreSQL partitions (children of a partitioned table) are 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import text
-
 from core.db import make_engine
+from core.migrations import compare_options
 from core.models import Base
 from core.settings import get_settings, normalize_database_url
 
@@ -23,22 +22,6 @@ def _database_url() -> str:
     return normalize_database_url(url) if url else get_settings().database_url
 
 
-def include_object(obj, name, type_, reflected, compare_to):  # noqa: ANN001
-    """Skip PostgreSQL partitions: they are children of a table the models describe."""
-    if type_ == "table" and reflected and compare_to is None:
-        partitions = config.attributes.get("partition_names")
-        if partitions and name in partitions:
-            return False
-    return True
-
-
-def _partition_names(connection) -> set[str]:  # noqa: ANN001
-    if connection.dialect.name != "postgresql":
-        return set()
-    rows = connection.execute(text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"))
-    return {row[0] for row in rows}
-
-
 def run_migrations_offline() -> None:
     context.configure(
         url=_database_url(),
@@ -46,7 +29,6 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         render_as_batch=True,
         compare_type=True,
-        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -66,13 +48,11 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:  # noqa: ANN001
-    config.attributes["partition_names"] = _partition_names(connection)
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
-        include_object=include_object,
+        **compare_options(connection),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -18,12 +18,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, select
+from sqlalchemy import ColumnElement, Table, and_, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import validation
+from core import partitions, validation
 from core.errors import InvalidArgument, NotFound
 from core.models import (
     DOWNLOAD_SOURCES,
@@ -203,6 +203,7 @@ def record_heartbeat_with_bucketing(
     fields = validate_heartbeat_data(heartbeat_data)
     received = utcnow() if received_at is None else _aware(received_at, "received_at")
     bucket_start = bucket_floor(received, bucket_seconds)
+    partitions.ensure_for(db, bucket_start)
 
     stmt = (
         _insert(db)(_HEARTBEATS)
@@ -284,6 +285,9 @@ def _cleanup(
     condition: Callable[[datetime], ColumnElement[bool]],
     retention_days: int | None,
     dry_run: bool,
+    cutoff: datetime | None = None,
+    started: float | None = None,
+    already_deleted: int = 0,
 ) -> dict[str, Any]:
     """Delete rows matching ``condition(cutoff)`` in batches that walk ``key`` upwards.
 
@@ -291,9 +295,9 @@ def _cleanup(
     after it, so no batch rescans the index entries that earlier batches left dead. All rows sharing
     the boundary key go in the same batch. A real run commits after each batch.
     """
-    started = time.perf_counter()
-    days = _retention(db, entity, retention_days)
-    cutoff = utcnow() - timedelta(days=days)
+    started = time.perf_counter() if started is None else started
+    if cutoff is None:
+        cutoff = utcnow() - timedelta(days=_retention(db, entity, retention_days))
     where = condition(cutoff)
     if dry_run:
         count = db.execute(select(func.count()).select_from(table).where(where)).scalar_one()
@@ -301,7 +305,7 @@ def _cleanup(
         return {"entity": entity, "cutoff": cutoff, "would_delete": count, "latency_ms": round(latency, 1)}
 
     batch_size = session_settings(db).cleanup_batch_size
-    deleted = 0
+    deleted = already_deleted
     low: Any = None
     while True:
         window = where if low is None else and_(where, key > low)
@@ -319,7 +323,24 @@ def _cleanup(
 
 
 def cleanup_old_heartbeats(db: Session, *, retention_days: int | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Delete heartbeats whose bucket started before now minus the retention period."""
+    """Delete heartbeats whose bucket started before now minus the retention period.
+
+    On a partitioned PostgreSQL table, whole expired daily partitions are detached and dropped first
+    (their rows counted as deleted), then the remainder of the boundary day is deleted in batches; a
+    real run also creates the partitions for the coming days.
+    """
+    started = time.perf_counter()
+    cutoff = utcnow() - timedelta(days=_retention(db, "device_heartbeats", retention_days))
+    dropped = 0
+    if not dry_run and partitions.is_partitioned(db.connection()):
+        engine = db.get_bind()
+        db.commit()  # DETACH ... CONCURRENTLY waits for open transactions, ours included
+        for _day, name in partitions.expired_partitions(db.connection(), cutoff):
+            dropped += db.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()
+            db.commit()
+            partitions.drop_partition(engine, name)  # type: ignore[arg-type]
+        partitions.ensure_ahead(db.connection())
+        db.commit()
     return _cleanup(
         db,
         entity="device_heartbeats",
@@ -328,6 +349,9 @@ def cleanup_old_heartbeats(db: Session, *, retention_days: int | None = None, dr
         condition=lambda cutoff: _HEARTBEATS.c.bucket_start < cutoff,
         retention_days=retention_days,
         dry_run=dry_run,
+        cutoff=cutoff,
+        started=started,
+        already_deleted=dropped,
     )
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from core.settings import normalize_database_url
 
@@ -39,3 +40,21 @@ def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or ``None`` when it has never been migrated."""
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def partition_names(conn: Connection) -> set[str]:
+    """Tables that are partitions (children of a partitioned table) on PostgreSQL."""
+    if conn.dialect.name != "postgresql":
+        return set()
+    rows = conn.execute(text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"))
+    return set(rows.scalars())
+
+
+def compare_options(conn: Connection) -> dict[str, Any]:
+    """Options for autogenerate and schema comparison: types compared, partitions ignored."""
+    skipped = partition_names(conn)
+
+    def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        return not (type_ == "table" and reflected and compare_to is None and name in skipped)
+
+    return {"compare_type": True, "include_object": include_object}

@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 
 from core import db_utils
 from core.db import make_engine, make_session_factory
-from core.migrations import alembic_config, current_revision, head_revision
+from core.migrations import alembic_config, compare_options, current_revision, head_revision
 from core.models import Base, Device
 from tests.conftest import BACKENDS, DatabaseFactory
 
@@ -64,7 +64,7 @@ def test_models_and_migrations_agree(fresh_url: str) -> None:
     command.upgrade(alembic_config(fresh_url), "head")
     engine = make_engine(fresh_url)
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts=compare_options(conn))
         diff = compare_metadata(context, Base.metadata)
     engine.dispose()
     assert diff == []

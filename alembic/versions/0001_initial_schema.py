@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import core.types
+from core.partitions import ensure_ahead
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0001'
@@ -107,8 +108,11 @@ def upgrade() -> None:
     sa.Column('agent_version', sa.String(length=64), nullable=True),
     sa.CheckConstraint('battery_pct BETWEEN 0 AND 100', name=op.f('ck_device_heartbeats_battery_pct_range')),
     sa.ForeignKeyConstraint(['device_id'], ['devices.id'], name=op.f('fk_device_heartbeats_device_id_devices'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('device_id', 'bucket_start', name=op.f('pk_device_heartbeats'))
+    sa.PrimaryKeyConstraint('device_id', 'bucket_start', name=op.f('pk_device_heartbeats')),
+    postgresql_partition_by='RANGE (bucket_start)',
     )
+    # PostgreSQL: daily partitions from yesterday to a week ahead (no DEFAULT partition, by design)
+    ensure_ahead(op.get_bind())
     with op.batch_alter_table('device_heartbeats', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_device_heartbeats_bucket_start'), ['bucket_start'], unique=False)
 

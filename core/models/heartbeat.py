@@ -17,7 +17,8 @@ class DeviceHeartbeat(Base):
     """The natural key ``(device_id, bucket_start)`` is the primary key (no surrogate id).
 
     It also serves "a device's recent heartbeats" (newest first); ``bucket_start`` alone is indexed for
-    retention cleanup, which walks time ranges.
+    retention cleanup, which walks time ranges. On PostgreSQL the table is range-partitioned by day on
+    ``bucket_start``, which is why every unique key includes it.
     """
 
     __tablename__ = "device_heartbeats"
@@ -36,4 +37,6 @@ class DeviceHeartbeat(Base):
     __table_args__ = (
         CheckConstraint("battery_pct BETWEEN 0 AND 100", name="battery_pct_range"),
         Index(None, "bucket_start"),
+        # daily range partitions on PostgreSQL (core/partitions.py); ignored by SQLite
+        {"postgresql_partition_by": "RANGE (bucket_start)"},
     )

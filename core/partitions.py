@@ -1,0 +1,146 @@
+"""Daily range partitions of ``device_heartbeats`` on PostgreSQL (SQLite keeps a plain table).
+
+Partition ``device_heartbeats_pYYYYMMDD`` holds ``[day 00:00 UTC, next day 00:00 UTC)`` of
+``bucket_start``. There is no DEFAULT partition (it would forbid ``DETACH ... CONCURRENTLY``), so a
+partition must exist before a row for its day arrives: the migration, ``nexmdm serve`` (at start and then
+daily) and ``nexmdm cleanup`` create the coming days ahead, and the heartbeat helper creates a missing
+one for a backfill or a clock far off. Expired partitions are detached, then dropped: retention in
+O(partitions), with no VACUUM afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session
+
+TABLE = "device_heartbeats"
+AHEAD_DAYS = 7
+_NAME_RE = re.compile(rf"{TABLE}_p(\d{{8}})")
+
+#: days known to have a partition, per engine (saves a catalog look-up on the hot path)
+_known: weakref.WeakKeyDictionary[Engine, set[date]] = weakref.WeakKeyDictionary()
+
+
+def partition_name(day: date) -> str:
+    return f"{TABLE}_p{day:%Y%m%d}"
+
+
+def _bounds(day: date) -> tuple[str, str]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start.isoformat(), (start + timedelta(days=1)).isoformat()
+
+
+def is_partitioned(conn: Connection) -> bool:
+    if conn.dialect.name != "postgresql":
+        return False
+    return bool(
+        conn.execute(
+            text("SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+                 "WHERE c.relname = :t AND pg_table_is_visible(c.oid))"),
+            {"t": TABLE},
+        ).scalar_one()
+    )
+
+
+def existing_partitions(conn: Connection) -> dict[date, str]:
+    """Our daily partitions, by day."""
+    rows = conn.execute(
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :t AND pg_table_is_visible(p.oid)"
+        ),
+        {"t": TABLE},
+    ).scalars()
+    found = {}
+    for name in rows:
+        match = _NAME_RE.fullmatch(name)
+        if match:
+            found[datetime.strptime(match.group(1), "%Y%m%d").date()] = name  # noqa: DTZ007 - a date only
+    return found
+
+
+def create_partitions(conn: Connection, days: list[date]) -> list[str]:
+    """Create the partitions for ``days`` that are missing; returns the names created.
+
+    Serialized by a transaction-level advisory lock so that two processes creating the same day do
+    not collide in the catalog.
+    """
+    if not days or not is_partitioned(conn):
+        return []
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('nexmdm:heartbeat-partitions'))"))
+    existing = existing_partitions(conn)
+    created = []
+    for day in sorted(set(days) - set(existing)):
+        low, high = _bounds(day)
+        conn.execute(
+            text(f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF {TABLE} "
+                 f"FOR VALUES FROM ('{low}') TO ('{high}')")
+        )
+        created.append(partition_name(day))
+    return created
+
+
+def ensure_ahead(conn: Connection, *, today: date | None = None, ahead: int = AHEAD_DAYS) -> list[str]:
+    """Partitions for yesterday, today and the coming ``ahead`` days."""
+    today = today or datetime.now(UTC).date()
+    return create_partitions(conn, [today + timedelta(days=i) for i in range(-1, ahead + 1)])
+
+
+def ensure_for(db: Session, moment: datetime) -> None:
+    """Make sure the partition for ``moment``'s day exists (cheap when it is already known)."""
+    bind = db.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    known = _known.setdefault(engine, set())
+    day = moment.astimezone(UTC).date()
+    if day in known:
+        return
+    conn = db.connection()
+    if is_partitioned(conn):
+        if day not in existing_partitions(conn):
+            create_partitions(conn, [day])
+        known.add(day)
+    else:
+        known.add(day)
+
+
+def forget(engine: Engine) -> None:
+    """Drop the cache of known partitions (after partitions were dropped)."""
+    _known.pop(engine, None)
+
+
+def expired_partitions(conn: Connection, cutoff: datetime) -> list[tuple[date, str]]:
+    """Partitions whose whole range lies before ``cutoff``."""
+    return sorted(
+        (day, name)
+        for day, name in existing_partitions(conn).items()
+        if datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) <= cutoff
+    )
+
+
+def drop_partition(engine: Engine, name: str, *, lock_timeout_ms: int = 5000) -> None:
+    """Detach a partition concurrently (no long lock on the parent), then drop it.
+
+    ``DETACH ... CONCURRENTLY`` cannot run inside a transaction block, so this uses its own autocommit
+    connection. A detach interrupted half-way is finished with ``FINALIZE``.
+    """
+    if not _NAME_RE.fullmatch(name):
+        raise ValueError(f"not a heartbeat partition: {name}")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"SET lock_timeout = {int(lock_timeout_ms)}"))
+        pending = conn.execute(
+            text("SELECT i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                 "WHERE c.relname = :n"),
+            {"n": name},
+        ).scalar_one_or_none()
+        if pending:
+            conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name} FINALIZE"))
+        elif pending is not None:
+            conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name} CONCURRENTLY"))
+        conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    forget(engine)

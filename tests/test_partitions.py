@@ -1,0 +1,107 @@
+"""Daily heartbeat partitions on PostgreSQL: created ahead, created on demand, dropped by retention."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import db_utils, partitions
+from core.db import make_engine, make_session_factory
+from core.models import DeviceHeartbeat
+from core.settings import Settings
+from tests.conftest import add_device
+
+
+@pytest.fixture
+def backend() -> str:
+    return "postgresql"
+
+
+def _days(factory: sessionmaker[Session]) -> set:
+    with factory() as db:
+        return set(partitions.existing_partitions(db.connection()))
+
+
+def test_migration_creates_partitions_ahead(session_factory: sessionmaker[Session]) -> None:
+    today = datetime.now(UTC).date()
+    days = _days(session_factory)
+    assert {today + timedelta(days=i) for i in range(-1, 8)} <= days
+    with session_factory() as db:
+        assert partitions.is_partitioned(db.connection())
+
+
+def test_backfill_creates_its_partition(session_factory: sessionmaker[Session]) -> None:
+    add_device(session_factory, "dev_p")
+    old = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    with session_factory.begin() as db:
+        result = db_utils.record_heartbeat_with_bucketing(db, device_id="dev_p", heartbeat_data={}, received_at=old)
+    assert result["created"]
+    assert old.date() in _days(session_factory)
+
+
+def test_concurrent_first_beats_of_a_new_day(settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    for i in range(8):
+        add_device(session_factory, f"dev_{i}")
+    engine = make_engine(settings.database_url, pool_size=8)
+    factory = make_session_factory(engine, settings)
+    moment = datetime(2024, 2, 29, 12, tzinfo=UTC)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def beat(i: int) -> None:
+        barrier.wait()
+        try:
+            with factory.begin() as db:
+                db_utils.record_heartbeat_with_bucketing(
+                    db, device_id=f"dev_{i}", heartbeat_data={}, received_at=moment
+                )
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=beat, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.dispose()
+    assert errors == []
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(DeviceHeartbeat)).scalar_one() == 8
+
+
+def test_retention_drops_whole_partitions_and_trims_the_boundary(session_factory: sessionmaker[Session]) -> None:
+    add_device(session_factory, "dev_r")
+    now = datetime.now(UTC)
+    cutoff_day = (now - timedelta(days=10)).date()
+    moments = [now - timedelta(days=d, hours=h) for d in (14, 12, 11) for h in (0, 1)]
+    boundary_start = datetime(cutoff_day.year, cutoff_day.month, cutoff_day.day, tzinfo=UTC)
+    moments += [boundary_start + timedelta(minutes=1), now - timedelta(days=10) + timedelta(minutes=5), now]
+    with session_factory.begin() as db:
+        for m in moments:
+            db_utils.record_heartbeat_with_bucketing(db, device_id="dev_r", heartbeat_data={}, received_at=m)
+    expired_days = {m.date() for m in moments[:6]}
+    assert expired_days <= _days(session_factory)
+
+    with session_factory() as db:
+        dry = db_utils.cleanup_old_heartbeats(db, retention_days=10, dry_run=True)
+    assert dry["would_delete"] == 7
+    assert expired_days <= _days(session_factory)  # a dry run drops nothing
+
+    with session_factory() as db:
+        real = db_utils.cleanup_old_heartbeats(db, retention_days=10)
+    assert real["deleted"] == 7
+    days = _days(session_factory)
+    assert not expired_days & days
+    assert cutoff_day in days  # the boundary day keeps its partition and its newer rows
+    with session_factory() as db:
+        left = sorted(db.execute(select(DeviceHeartbeat.bucket_start)).scalars())
+    assert len(left) == 2 and all(ts >= real["cutoff"] for ts in left)
+    # ingestion goes on, into the partitions cleanup keeps ahead
+    with session_factory.begin() as db:
+        assert db_utils.record_heartbeat_with_bucketing(
+            db, device_id="dev_r", heartbeat_data={}, received_at=now + timedelta(days=6)
+        )["created"]
