@@ -1,0 +1,77 @@
+"""``make bench``: every benchmark in one run, each figure beside its baseline from the same run.
+
+Results go to ``bench/results/latest.json`` and are printed as a table. Goals are reported as met or
+missed; nothing here fails a build (speed is measured, not asserted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench import bench_helpers
+from bench.common import Figure
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, object]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+def render(figures: list[Figure], console: Console) -> None:
+    table = Table(title="NexMDM benchmark (ratios are against baselines measured in this run)")
+    for col in ("group", "figure", "value", "baseline", "ratio", "goal"):
+        table.add_column(col, justify="right" if col in ("value", "ratio") else "left")
+    for f in figures:
+        goal = "" if f.met is None else ("[green]met[/green]" if f.met else "[red]missed[/red]")
+        if f.goal_ratio is not None:
+            goal += f" (≥ {f.goal_ratio:g}×)"
+        base = f"{f.baseline:,.0f} {f.unit} ({f.baseline_name})" if f.baseline is not None else ""
+        ratio = f"{f.ratio:.2f}×" if f.ratio is not None else ""
+        table.add_row(f.group, f.name, f"{f.value:,.0f} {f.unit}", base, ratio, goal)
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sample sizes (a smoke run)")
+    parser.add_argument("--only", choices=["helpers"], action="append", help="run only these parts")
+    args = parser.parse_args()
+    parts = set(args.only or ["helpers"])
+    console = Console()
+    figures: list[Figure] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="nexmdm-bench-") as tmp:
+        if "helpers" in parts:
+            console.print("[bold]1. persistence helpers vs the raw driver[/bold]")
+            n = (300, 500) if args.quick else (3000, 5000)
+            figures += bench_helpers.run(Path(tmp), n_pg=n[0], n_sqlite=n[1])
+    render(figures, console)
+    RESULTS.mkdir(exist_ok=True)
+    document = {
+        "at": datetime.now(UTC).isoformat(),
+        "machine": machine(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "figures": [f.as_dict() for f in figures],
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(document, indent=2, default=str))
+    console.print(f"results written to {RESULTS / 'latest.json'} in {document['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
