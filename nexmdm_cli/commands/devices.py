@@ -60,6 +60,8 @@ def list_devices(
     for item in items:
         counts[item["state"]] = counts.get(item["state"], 0) + 1
     out.caption = " · ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    if len(items) == limit:
+        out.caption += f" (the first {limit} by id: use --limit for more)"
     show(out)
 
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.devices import revoke_device
 from core.models import Device
 from tests.cli.helpers import Cli, one_error_line, seed_dispatch, seed_heartbeat
 from tests.conftest import add_device
@@ -22,8 +23,6 @@ def _fleet(factory: sessionmaker[Session]) -> None:
 
 
 def _revoke(factory: sessionmaker[Session], device_id: str) -> None:
-    from core.devices import revoke_device
-
     with factory.begin() as db:
         revoke_device(db, device_id)
 

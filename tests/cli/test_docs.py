@@ -54,7 +54,7 @@ def test_the_tree_is_complete() -> None:
         assert expected in names
 
 
-@pytest.mark.parametrize(("path", "command"), ALL, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+@pytest.mark.parametrize(("path", "command"), ALL, ids=[" ".join(path) or "nexmdm" for path, _ in ALL])
 def test_every_command_and_group_has_help(path: tuple[str, ...], command: object) -> None:
     assert (getattr(command, "help", None) or "").strip(), f"`nexmdm {' '.join(path)}` has no help text"
     for param in getattr(command, "params", []):
@@ -62,7 +62,7 @@ def test_every_command_and_group_has_help(path: tuple[str, ...], command: object
             assert (param.help or "").strip(), f"option {param.opts} of `nexmdm {' '.join(path)}` has no help"
 
 
-@pytest.mark.parametrize(("path", "command"), LEAVES, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+@pytest.mark.parametrize(("path", "command"), LEAVES, ids=[" ".join(path) for path, _ in LEAVES])
 def test_every_command_is_documented_with_its_options(path: tuple[str, ...], command: object) -> None:
     section = _section_for(path, _sections())
     assert section is not None, f"docs/cli.md has no '### `nexmdm {' '.join(path)}`' section"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -64,8 +66,6 @@ def test_database_url_from_the_environment(database_url: str, engine: object) ->
 
 
 def test_json_output_is_one_document_and_nothing_else(cli: Cli) -> None:
-    import json
-
     for args in (["tokens", "create"], ["cleanup"], ["schema", "check"], ["db", "history"]):
         result = cli(*args, "--json")
         assert result.exit_code == 0, (args, result.stderr)
