@@ -219,7 +219,7 @@ class DeliveryWorker:
             except OperationalError as exc:
                 failures += 1
                 logger.warning("delivery worker cannot reach the database: %s", str(exc.orig).splitlines()[0])
-                stop.wait(min(30.0, 0.5 * 2**failures))
+                stop.wait(min(5.0, 0.25 * 2**failures))  # back soon after the database returns
                 continue
             if len(outcomes) < self.settings.delivery_batch_size:
                 stop.wait(self.settings.delivery_poll_seconds)
