@@ -74,11 +74,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise _unsatisfiable(size)
         return max(0, size - suffix), size - 1
     first = int(first_text)
+    if first >= size:
+        raise _unsatisfiable(size)
     last = int(last_text) if last_text else size - 1
     if last < first:
         return None
-    if first >= size:
-        raise _unsatisfiable(size)
     return first, min(last, size - 1)
 
 

@@ -27,7 +27,7 @@ def encode_cursor(value: str) -> str:
 
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidArgument("cursor is not one this API returned", field="cursor") from None
 
@@ -50,7 +50,7 @@ def list_devices(
     offline: Annotated[bool, Parameter(description="only devices not seen for the offline threshold")] = False,
 ) -> DevicePage:
     require_admin(request, db)
-    after = decode_cursor(cursor) if cursor else None
+    after = validation.device_id(decode_cursor(cursor), field="cursor") if cursor else None
     rows = devices.list_devices(db, request.app.state.settings, offline_only=offline, limit=limit + 1, after=after)
     more = len(rows) > limit
     rows = rows[:limit]

@@ -1,0 +1,95 @@
+"""APK: metadata, downloads with Range/If-Range and their audit rows, uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from sqlalchemy import select
+
+from core.models import ApkDownloadEvent
+
+APK = b"PK\x03\x04" + bytes(range(256)) * 40  # 10,244 bytes that look like a ZIP
+
+
+def events(session_factory) -> list[tuple[str, str | None]]:
+    with session_factory() as db:
+        return [
+            (e.source, e.token_id) for e in db.execute(select(ApkDownloadEvent).order_by(ApkDownloadEvent.id)).scalars()
+        ]
+
+
+@pytest.fixture
+def uploaded(client, admin) -> dict:
+    response = client.post(
+        "/v1/apk/builds",
+        files={"file": ("agent.apk", io.BytesIO(APK), "application/vnd.android.package-archive")},
+        data={"version_code": "42", "version_name": "4.2.0"},
+        headers=admin,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_no_build_is_404(client, admin) -> None:
+    assert client.get("/v1/apk/latest", headers=admin).status_code == 404
+    assert client.get("/v1/apk/download/latest", headers=admin).status_code == 404
+
+
+def test_upload_metadata_and_errors(client, admin, uploaded, enroll, auth) -> None:
+    assert uploaded["sha256"] == hashlib.sha256(APK).hexdigest() and uploaded["size_bytes"] == len(APK)
+    latest = client.get("/v1/apk/latest", headers=auth(enroll("dev_001")))
+    assert latest.status_code == 200 and latest.json()["version_code"] == 42
+    assert latest.json()["download_url"].endswith(f"/v1/apk/download/{uploaded['id']}")
+
+    def upload(content: bytes, code: str, headers=admin):
+        return client.post(
+            "/v1/apk/builds",
+            files={"file": ("a.apk", io.BytesIO(content))},
+            data={"version_code": code, "version_name": "x"},
+            headers=headers,
+        )
+
+    assert upload(APK, "42").status_code == 409
+    assert upload(b"not a zip", "43").status_code == 422
+    assert upload(APK, "zero").status_code == 422
+    assert upload(APK, "44", headers={}).status_code == 401
+    assert client.post("/v1/apk/builds", json={"version_code": 1}, headers=admin).status_code == 415
+
+
+def test_downloads_audit_and_ranges(client, admin, uploaded, enroll, auth, make_token, session_factory) -> None:
+    device = enroll("dev_001")
+    etag = f'"{uploaded["sha256"]}"'
+    full = client.get("/v1/apk/download/latest", headers=auth(device))
+    assert full.status_code == 200 and full.content == APK
+    assert full.headers["content-type"] == "application/vnd.android.package-archive"
+    assert full.headers["etag"] == etag and full.headers["accept-ranges"] == "bytes"
+    assert full.headers["content-length"] == str(len(APK))
+    assert events(session_factory) == [("update", "dev_001")]
+
+    first = client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": "bytes=0-999"})
+    assert first.status_code == 206 and first.content == APK[:1000]
+    assert first.headers["content-range"] == f"bytes 0-999/{len(APK)}"
+    rest = client.get(
+        f"/v1/apk/download/{uploaded['id']}", headers=auth(device) | {"Range": "bytes=1000-", "If-Range": etag}
+    )
+    assert rest.status_code == 206 and first.content + rest.content == APK
+    suffix = client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": "bytes=-10"})
+    assert suffix.status_code == 206 and suffix.content == APK[-10:]
+    assert len(events(session_factory)) == 2  # the ranges past byte 0 were resumptions
+
+    stale = client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": "bytes=1000-", "If-Range": '"old"'})
+    assert stale.status_code == 200 and stale.content == APK
+    beyond = client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": f"bytes={len(APK)}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(APK)}"
+    assert len(events(session_factory)) == 3
+
+    token = make_token(uses=1)
+    assert client.get("/v1/apk/download/latest", headers=auth(token)).status_code == 200
+    assert client.get("/v1/apk/download/latest", headers=admin, params={"source": "ci"}).status_code == 200
+    assert client.get("/v1/apk/download/latest", headers=admin, params={"source": "bogus"}).status_code == 422
+    sources = [source for source, _ in events(session_factory)]
+    assert sources[-2:] == ["enrollment", "ci"]
+    assert client.get("/v1/apk/download/999", headers=admin).status_code == 404
+    assert client.get("/v1/apk/download/latest").status_code == 401

@@ -1,0 +1,59 @@
+"""Admin fleet view: devices and heartbeats with keyset paging."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from core import devices as core_devices
+from core.models import Device
+from core.types import utcnow
+
+
+def test_devices_paging_and_show(client, admin, enroll) -> None:
+    for index in range(5):
+        enroll(f"dev_{index}")
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/devices", params=params, headers=admin)
+        assert page.status_code == 200
+        seen += [d["device_id"] for d in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"dev_{i}" for i in range(5)]
+    one = client.get("/v1/devices/dev_3", headers=admin)
+    assert one.status_code == 200 and one.json()["state"] == "offline"
+    assert client.get("/v1/devices/nobody", headers=admin).status_code == 404
+    assert client.get("/v1/devices/bad%20id", headers=admin).status_code == 422
+    assert client.get("/v1/devices", params={"limit": 0}, headers=admin).status_code == 422
+    assert client.get("/v1/devices", params={"limit": 501}, headers=admin).status_code == 422
+    assert client.get("/v1/devices", params={"cursor": "%%%"}, headers=admin).status_code == 422
+    assert client.get("/v1/devices").status_code == 401
+
+
+def test_heartbeat_history_paging(client, admin, enroll, session_factory) -> None:
+    enroll("dev_001")
+    now = utcnow()
+    with session_factory.begin() as db:
+        device = db.get(Device, "dev_001")
+        for minutes in range(5):
+            core_devices.record_device_heartbeat(
+                db,
+                device,
+                {"status": "ok", "battery_pct": 50 + minutes},
+                client.app.state.settings,
+                received_at=now - timedelta(minutes=minutes),
+            )
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/devices/dev_001/heartbeats", params=params, headers=admin)
+        assert page.status_code == 200, page.text
+        seen += [b["battery_pct"] for b in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [50, 51, 52, 53, 54]
+    assert client.get("/v1/devices/nobody/heartbeats", headers=admin).status_code == 404
+    assert client.get("/v1/devices/dev_001/heartbeats", params={"cursor": "bm9wZQ"}, headers=admin).status_code == 422
