@@ -19,6 +19,9 @@ install: $(STAMP)  ## create the virtual environment and install the project wit
 test: $(STAMP)  ## run the whole test suite (PostgreSQL tests skip without a server unless CI=true)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+demo: $(STAMP)  ## the whole system end to end on a throwaway SQLite database (under a minute)
+	$(BIN)/nexmdm demo
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

@@ -10,22 +10,59 @@ with ``opt={"readonly": True}``) begin ``DEFERRED`` so that they never wait for 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar, Request
 from litestar.di import NamedDependency
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import engine_from_settings, make_session_factory
+from core.errors import DatabaseUnavailable
 from core.settings import Settings
 
 #: seconds to wait for a PostgreSQL connection to open, or for a free connection in the pool
 CONNECT_TIMEOUT_SECONDS = 2
 POOL_TIMEOUT_SECONDS = 5
+
+
+#: longest a request waits for SQLite's write lock before it is a 503
+SQLITE_WRITE_WAIT_SECONDS = 10.0
+
+
+def serialize_sqlite_writers(engine: Engine, timeout: float) -> None:
+    """Queue this process's SQLite write transactions on a Python lock.
+
+    SQLite lets one writer in at a time; the others poll with growing sleeps (up to 100 ms) in its busy
+    handler, which under a few dozen concurrent heartbeats turns a 1 ms insert into a 200 ms wait. A
+    lock taken before ``BEGIN IMMEDIATE`` and released when the connection goes back to the pool (after
+    its commit or rollback) wakes the next writer at once. Read-only (``DEFERRED``) transactions skip it.
+    Other processes (more workers, the CLI) still meet SQLite's own busy handler.
+    """
+    lock = threading.Lock()
+
+    @event.listens_for(engine, "begin", insert=True)
+    def _acquire(conn: Any) -> None:
+        if conn.get_execution_options().get("sqlite_begin", "IMMEDIATE") == "DEFERRED":
+            return
+        record = conn.connection._connection_record
+        if record is None or record.info.get(_HOLDS_LOCK):
+            return
+        if not lock.acquire(timeout=timeout):
+            raise DatabaseUnavailable("the database is busy: no write slot became free in time")
+        record.info[_HOLDS_LOCK] = True
+
+    @event.listens_for(engine.pool, "checkin")
+    def _release(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None and record.info.pop(_HOLDS_LOCK, False):
+            lock.release()
+
+
+_HOLDS_LOCK = "nexmdm_holds_write_lock"
 
 
 @dataclass
@@ -44,6 +81,8 @@ def open_database(settings: Settings) -> Database:
             "pool_timeout": POOL_TIMEOUT_SECONDS,
         }
     engine = engine_from_settings(settings, **kwargs)
+    if settings.is_sqlite:
+        serialize_sqlite_writers(engine, min(settings.sqlite_busy_timeout_ms / 1000, SQLITE_WRITE_WAIT_SECONDS))
     read_engine = engine.execution_options(sqlite_begin="DEFERRED") if settings.is_sqlite else engine
     return Database(
         engine, read_engine, make_session_factory(engine, settings), make_session_factory(read_engine, settings)
@@ -63,8 +102,14 @@ def database_lifespan(settings: Settings) -> Any:
     return lifespan
 
 
-def provide_db(request: Request[Any, Any, Any]) -> Iterator[Session]:
-    """A session per request: committed when the handler returned, rolled back when anything raised."""
+async def provide_db(request: Request[Any, Any, Any]) -> AsyncIterator[Session]:
+    """A session per request: committed when the handler returned, rolled back when anything raised.
+
+    The commit (or rollback) runs on the event loop's thread, on purpose: Litestar would run a sync
+    generator's cleanup in a worker thread, and a transaction that holds SQLite's write lock (or
+    PostgreSQL row locks) while waiting for a free worker thread deadlocks against handlers that hold
+    the threads while waiting for that lock. A commit is one short round trip.
+    """
     database: Database = request.app.state.db
     factory = database.read_sessions if request.route_handler.opt.get("readonly") else database.sessions
     session = factory()

@@ -1,0 +1,66 @@
+"""``nexmdm serve``: the API under uvicorn, one app per worker process (built by a factory)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from nexmdm_cli.state import CliState, info, state
+
+FACTORY = "nexmdm_api.app:create_app"
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes (each with its own pool).")] = 1,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every request (method, path, status; never credentials).")
+    ] = False,
+) -> None:
+    """Run the device and admin API (uvicorn, a production ASGI server)."""
+    import uvicorn
+
+    st = state(ctx)
+    settings = st.settings
+    # Workers build their own settings from the environment: hand them the database chosen here.
+    os.environ["NEXMDM_DATABASE_URL"] = settings.database_url
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # prometheus_client's multiprocess mode: each worker writes its samples here, /metrics sums them.
+        metrics_dir = tempfile.mkdtemp(prefix="nexmdm-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    _warn_if_not_migrated(st)
+    info(
+        f"NexMDM API on [bold]http://{escape(host)}:{port}[/bold] · database {escape(st.masked_url)} · "
+        f"{workers} worker{'s' if workers > 1 else ''} · OpenAPI at /schema/openapi.json"
+    )
+    st.close()
+    try:
+        uvicorn.run(
+            FACTORY,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=access_log,
+            log_level=settings.log_level.lower(),
+            proxy_headers=True,
+            server_header=False,
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _warn_if_not_migrated(st: CliState) -> None:
+    try:
+        st.require_migrated()
+    except Exception as exc:  # noqa: BLE001 - the server still starts; /readyz reports the same problem
+        info(f"[yellow]warning:[/yellow] {escape(getattr(exc, 'message', str(exc)))} (/readyz answers 503 until then)")
