@@ -110,3 +110,20 @@ def test_unknown_routes_and_methods_are_problems(client: TestClient[Any]) -> Non
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     wrong = client.delete("/v1/heartbeat")
     assert wrong.status_code == 405 and wrong.headers["content-type"] == "application/problem+json"
+
+
+def test_revoked_admin_key_is_401(client: TestClient[Any], admin: dict[str, str], session_factory) -> None:
+    from core import credentials
+
+    assert client.get("/v1/devices", headers=admin).status_code == 200
+    with session_factory.begin() as db:
+        credentials.revoke_admin_key(db, "ops")
+    response = client.get("/v1/devices", headers=admin)
+    assert response.status_code == 401 and response.headers["content-type"] == "application/problem+json"
+
+
+def test_schema_viewer_and_bad_path_types(client: TestClient[Any], admin: dict[str, str]) -> None:
+    assert client.get("/schema").status_code == 200
+    response = client.get("/v1/apk/download/not-a-number", headers=admin)
+    assert 400 <= response.status_code < 500
+    assert response.headers["content-type"] == "application/problem+json"
