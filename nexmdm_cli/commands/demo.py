@@ -23,7 +23,8 @@ from core import credentials
 from core.db import engine_from_settings, make_session_factory
 from core.migrations import alembic_config
 from core.settings import get_settings
-from nexmdm_cli.commands.simulate import Simulation, render_report, run_with_progress
+from nexmdm_cli.commands.simulate import render_report, run_with_progress
+from nexmdm_cli.simulation import Simulation
 from nexmdm_cli.state import info, out_console
 
 DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
