@@ -13,6 +13,7 @@ from core.errors import InvalidArgument
 from nexmdm_api.auth import ADMIN_SECURITY, DEVICE_SECURITY, require_admin, require_device
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
+from nexmdm_api.metrics import count_command
 from nexmdm_api.schemas import (
     AckIn,
     CommandIn,
@@ -87,6 +88,7 @@ def create_command(
         action=data.action,
         payload=data.payload,
     )
+    count_command("created" if created else "replayed")
     if created:
         return Response(convert(dispatch, Dispatch), status_code=202)
     return Response(convert(dispatch, Dispatch), status_code=200, headers={"Idempotent-Replayed": "true"})

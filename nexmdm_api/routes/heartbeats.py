@@ -13,6 +13,7 @@ from core.errors import Forbidden
 from nexmdm_api.auth import DEVICE_SECURITY, require_device
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems, rate_limited
+from nexmdm_api.metrics import count_heartbeat
 from nexmdm_api.schemas import HeartbeatIn, HeartbeatOut
 
 
@@ -40,8 +41,10 @@ def heartbeat(request: Request[Any, Any, Any], db: DB, data: HeartbeatIn) -> Res
         raise Forbidden("device_id is not the device this token belongs to")
     wait = request.app.state.heartbeat_limiter.take(device.id)
     if wait is not None:
+        count_heartbeat("rate_limited")
         raise rate_limited("too many heartbeats from this device", wait)
     result = devices.record_device_heartbeat(db, device, msgspec.structs.asdict(data), request.app.state.settings)
+    count_heartbeat("created" if result["created"] else "deduplicated")
     return Response(
         HeartbeatOut(created=result["created"], bucket_start=result["bucket_start"]),
         status_code=201 if result["created"] else 200,

@@ -54,6 +54,7 @@ def test_serve_and_simulate(settings: Settings, engine, tmp_path) -> None:
         assert report["endpoints"]["POST /v1/heartbeat"]["p99_ms"] is not None
         metrics = httpx.get(f"{url}/metrics").text
         assert 'path="/v1/heartbeat"' in metrics
+        assert 'nexmdm_heartbeats_total{result="created"}' in metrics
     finally:
         stop(server)
         log.close()
