@@ -14,6 +14,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from core.migrations import head_revision
 from core.settings import Settings, get_settings
+from nexmdm_api.auth import precheck
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
@@ -24,8 +25,10 @@ MAX_BODY_BYTES = 64 * 1024
 API_VERSION = "1.0.0"
 
 
-async def check_body(request: Request[Any, Any, Any]) -> None:
-    """415 for a body of the wrong type, 400 for a missing one, before Litestar parses anything."""
+async def check_request(request: Request[Any, Any, Any]) -> None:
+    """Before Litestar reads anything: 401 without a bearer token of the right kind (no database), then
+    415 for a body of the wrong type and 400 for a missing one."""
+    precheck(request)
     kind = request.route_handler.opt.get("body")
     if kind is None:
         return
@@ -90,7 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PrometheusController,
         ],
         dependencies={"db": Provide(provide_db)},
-        before_request=check_body,
+        before_request=check_request,
         lifespan=[database_lifespan(settings)],
         state=State(
             {

@@ -79,8 +79,28 @@ def _token(request: Request[Any, Any, Any], prefixes: tuple[str, ...], what: str
     return token
 
 
+_KINDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "device": ((DEVICE,), "a device token"),
+    "admin": ((ADMIN,), "an admin key"),
+    "enrollment": ((ENROLLMENT,), "an enrollment token"),
+    "any": ((ENROLLMENT, DEVICE, ADMIN), "an enrollment token, a device token or an admin key"),
+}
+
+
+def precheck(request: Request[Any, Any, Any]) -> None:
+    """Before the body is read: refuse a request without a bearer token of the right kind (no database).
+
+    Handlers declare who may call them with ``opt={"auth": "device" | "admin" | "enrollment" | "any"}``;
+    the full check (the token exists, is not revoked...) runs in the handler.
+    """
+    kind = request.route_handler.opt.get("auth")
+    if kind is not None:
+        prefixes, what = _KINDS[kind]
+        _token(request, prefixes, what)
+
+
 def require_device(request: Request[Any, Any, Any], db: Session) -> Device:
-    token = _token(request, (DEVICE,), "a device token")
+    token = _token(request, *_KINDS["device"])
     try:
         return devices.authenticate_device(db, token)
     except InvalidCredentials as exc:
@@ -88,7 +108,7 @@ def require_device(request: Request[Any, Any, Any], db: Session) -> Device:
 
 
 def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any]:
-    token = _token(request, (ADMIN,), "an admin key")
+    token = _token(request, *_KINDS["admin"])
     try:
         return credentials.authenticate_admin(db, token)
     except InvalidCredentials as exc:
@@ -97,7 +117,7 @@ def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any
 
 def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:
     """The enrollment token's secret; ``core.devices.enroll_device`` checks it (and its uses) atomically."""
-    return _token(request, (ENROLLMENT,), "an enrollment token")
+    return _token(request, *_KINDS["enrollment"])
 
 
 def enrollment_refused(request: Request[Any, Any, Any], exc: InvalidCredentials) -> Exception:
@@ -106,7 +126,7 @@ def enrollment_refused(request: Request[Any, Any, Any], exc: InvalidCredentials)
 
 def require_apk_reader(request: Request[Any, Any, Any], db: Session) -> Principal:
     """An enrollment token (usable, uses not taken), a device or an admin key."""
-    token = _token(request, (ENROLLMENT, DEVICE, ADMIN), "an enrollment token, a device token or an admin key")
+    token = _token(request, *_KINDS["any"])
     try:
         if token.startswith(ENROLLMENT):
             enrollment = credentials.find_enrollment_token(db, token)

@@ -48,7 +48,7 @@ def build_out(request: Request[Any, Any, Any], build: ApkBuild) -> ApkBuildOut:
     summary="Metadata of the newest build",
     security=ANY_SECURITY,
     sync_to_thread=True,
-    opt={"readonly": True},
+    opt={"auth": "any", "readonly": True},
     responses=problems(400, 401, 404, 429),
 )
 def latest_build(request: Request[Any, Any, Any], db: DB) -> ApkBuildOut:
@@ -162,6 +162,7 @@ _DOWNLOAD_DOC = (
 )
 _DOWNLOAD = {
     "tags": ["apk"],
+    "opt": {"auth": "any"},
     "security": ANY_SECURITY,
     "sync_to_thread": True,
     "media_type": APK_MEDIA_TYPE,
@@ -198,7 +199,7 @@ class ApkUpload:
     status_code=201,
     security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"body": "multipart"},
+    opt={"auth": "admin", "body": "multipart"},
     responses=problems(400, 401, 409, 413, 415, 422, 429),
 )
 def upload_build(

@@ -63,7 +63,7 @@ def idempotency_key(raw: str | None) -> str:
     status_code=202,
     security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"body": "json"},
+    opt={"auth": "admin", "body": "json"},
     responses={
         200: ResponseSpec(Dispatch, description="A replay of an earlier request with the same key and body"),
         **problems(400, 401, 404, 409, 413, 415, 422, 429),
@@ -100,7 +100,7 @@ def create_command(
     summary="One dispatch with its status history",
     security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"readonly": True},
+    opt={"auth": "admin", "readonly": True},
     responses=problems(400, 401, 404, 429),
 )
 def get_command(request: Request[Any, Any, Any], db: DB, request_id: FromPath[str]) -> DispatchWithHistory:
@@ -115,7 +115,7 @@ def get_command(request: Request[Any, Any, Any], db: DB, request_id: FromPath[st
     description="Commands neither acknowledged nor expired, oldest first: the fallback when a push was lost.",
     security=DEVICE_SECURITY,
     sync_to_thread=True,
-    opt={"readonly": True},
+    opt={"auth": "device", "readonly": True},
     responses=problems(400, 401, 429),
 )
 def pending_commands(
@@ -139,7 +139,7 @@ def pending_commands(
     status_code=200,
     security=DEVICE_SECURITY,
     sync_to_thread=True,
-    opt={"body": "json"},
+    opt={"auth": "device", "body": "json"},
     responses=problems(400, 401, 404, 409, 413, 415, 422, 429),
 )
 def ack_command(request: Request[Any, Any, Any], db: DB, request_id: FromPath[str], data: AckIn) -> Dispatch:

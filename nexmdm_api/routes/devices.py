@@ -39,7 +39,7 @@ def decode_cursor(cursor: str) -> str:
     description="Ordered by device id; `next_cursor` is null on the last page.",
     security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"readonly": True},
+    opt={"auth": "admin", "readonly": True},
     responses=problems(400, 401, 422, 429),
 )
 def list_devices(
@@ -66,7 +66,7 @@ def list_devices(
     summary="One device",
     security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"readonly": True},
+    opt={"auth": "admin", "readonly": True},
     responses=problems(400, 401, 404, 422, 429),
 )
 def get_device(request: Request[Any, Any, Any], db: DB, device_id: FromPath[str]) -> DeviceOut:
@@ -81,7 +81,7 @@ def get_device(request: Request[Any, Any, Any], db: DB, device_id: FromPath[str]
     summary="A device's heartbeats, newest first",
     security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"readonly": True},
+    opt={"auth": "admin", "readonly": True},
     responses=problems(400, 401, 404, 422, 429),
 )
 def device_heartbeats(

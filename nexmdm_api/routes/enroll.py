@@ -27,7 +27,7 @@ from nexmdm_api.schemas import EnrollIn, EnrollOut
     status_code=201,
     security=ENROLLMENT_SECURITY,
     sync_to_thread=True,
-    opt={"body": "json"},
+    opt={"auth": "enrollment", "body": "json"},
     responses=problems(400, 401, 409, 413, 415, 422, 429),
 )
 def enroll(request: Request[Any, Any, Any], db: DB, data: EnrollIn) -> EnrollOut:

@@ -29,7 +29,7 @@ from nexmdm_api.schemas import HeartbeatIn, HeartbeatOut
     status_code=201,
     security=DEVICE_SECURITY,
     sync_to_thread=True,
-    opt={"body": "json"},
+    opt={"auth": "device", "body": "json"},
     responses={
         200: ResponseSpec(HeartbeatOut, description="The bucket already had a heartbeat; nothing was stored"),
         **problems(400, 401, 403, 413, 415, 422, 429),

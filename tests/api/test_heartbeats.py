@@ -134,3 +134,13 @@ def test_heartbeat_flood_is_limited_per_device(api_settings: Settings, engine, m
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         # another device behind the same address is not affected
         assert client.post("/v1/heartbeat", json=BEAT, headers=auth(tokens[1])).status_code in (200, 201)
+
+
+def test_missing_credentials_come_before_body_errors(client: TestClient[Any]) -> None:
+    for content, media_type in (
+        (b"{not json", "application/json"),
+        (b"x", "text/plain"),
+        (b'{"battery_pct": 900}', "application/json"),
+    ):
+        response = client.post("/v1/heartbeat", content=content, headers={"content-type": media_type})
+        assert response.status_code == 401, response.text
