@@ -93,3 +93,29 @@ def test_downloads_audit_and_ranges(client, admin, uploaded, enroll, auth, make_
     assert sources[-2:] == ["enrollment", "ci"]
     assert client.get("/v1/apk/download/999", headers=admin).status_code == 404
     assert client.get("/v1/apk/download/latest").status_code == 401
+
+
+def test_uploads_have_their_own_body_limit(api_settings, engine, admin_key) -> None:
+    from litestar.testing import TestClient
+
+    from nexmdm_api import create_app
+
+    settings = api_settings.with_overrides(apk_upload_max_mb=1)
+    with TestClient(create_app(settings)) as client:
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        big = b"PK\x03\x04" + b"\0" * (1024 * 1024 + 10)
+        response = client.post(
+            "/v1/apk/builds",
+            files={"file": ("a.apk", io.BytesIO(big))},
+            data={"version_code": "1", "version_name": "1"},
+            headers=headers,
+        )
+        assert response.status_code == 413
+        small = b"PK\x03\x04" + b"\0" * (200 * 1024)  # over the 64 KiB of other endpoints, under this limit
+        response = client.post(
+            "/v1/apk/builds",
+            files={"file": ("a.apk", io.BytesIO(small))},
+            data={"version_code": "2", "version_name": "2"},
+            headers=headers,
+        )
+        assert response.status_code == 201, response.text
