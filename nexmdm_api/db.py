@@ -13,9 +13,11 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from litestar import Litestar, Request
 from litestar.di import NamedDependency
 from sqlalchemy import Engine, event
@@ -29,6 +31,9 @@ from core.settings import Settings
 CONNECT_TIMEOUT_SECONDS = 2
 POOL_TIMEOUT_SECONDS = 5
 
+
+#: commits (and rollbacks) in flight at once per process; more than the pool can have open
+COMMIT_THREADS = 64
 
 #: longest a request waits for SQLite's write lock before it is a 503
 SQLITE_WRITE_WAIT_SECONDS = 10.0
@@ -71,6 +76,8 @@ class Database:
     read_engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
+    #: worker-thread slots for commits, separate from the handlers' (see ``provide_db``)
+    commit_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(COMMIT_THREADS))
 
 
 def open_database(settings: Settings) -> Database:
@@ -105,19 +112,37 @@ def database_lifespan(settings: Settings) -> Any:
 async def provide_db(request: Request[Any, Any, Any]) -> AsyncIterator[Session]:
     """A session per request: committed when the handler returned, rolled back when anything raised.
 
-    The commit (or rollback) runs on the event loop's thread, on purpose: Litestar would run a sync
-    generator's cleanup in a worker thread, and a transaction that holds SQLite's write lock (or
-    PostgreSQL row locks) while waiting for a free worker thread deadlocks against handlers that hold
-    the threads while waiting for that lock. A commit is one short round trip.
+    The commit (or rollback) runs in a worker thread under its own capacity limiter, never on the event
+    loop (a PostgreSQL commit waits for the WAL flush) and never in a slot of the handlers' limiter:
+    Litestar runs a sync generator's cleanup in a handler slot, and a transaction holding SQLite's write
+    lock (or PostgreSQL row locks) while it waits for a slot deadlocks against the handlers that hold all
+    the slots while waiting for that lock. Commits never wait for locks, so their own slots always free up.
     """
     database: Database = request.app.state.db
     factory = database.read_sessions if request.route_handler.opt.get("readonly") else database.sessions
     session = factory()
     try:
         yield session
-        session.commit()
-    finally:
-        session.close()  # rolls back whatever was not committed
+    except BaseException:
+        await _finish(session, database, commit=False)
+        raise
+    await _finish(session, database, commit=True)
+
+
+async def _finish(session: Session, database: Database, *, commit: bool) -> None:
+    if session.get_transaction() is None:  # never touched the database: nothing to send
+        session.close()
+        return
+
+    def finish() -> None:
+        try:
+            if commit:
+                session.commit()
+        finally:
+            session.close()  # rolls back whatever was not committed
+
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(finish, limiter=database.commit_limiter)
 
 
 #: how handlers ask for the request's session

@@ -108,7 +108,7 @@ class Simulation:
         devices: int,
         duration: float,
         interval: float,
-        concurrency: int = 64,
+        concurrency: int = 16,
         poll_every: int = 2,
         prefix: str | None = None,
     ) -> None:

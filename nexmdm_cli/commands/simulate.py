@@ -77,7 +77,12 @@ def simulate(
             envvar="NEXMDM_ENROLLMENT_TOKEN", help="Enroll with this token (else one is created in the database)."
         ),
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=1000, help="Requests in flight at most.")] = 64,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1, max=1000, help="Requests in flight at most (one httpx client; its pool gets slow past a few dozen)."
+        ),
+    ] = 16,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
 ) -> None:
     """Simulate devices against a running API: enroll, heartbeat, fetch and acknowledge commands; report latency."""
