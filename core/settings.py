@@ -65,6 +65,7 @@ class Settings:
     delivery_batch_size: int = 16
     delivery_concurrency: int = 8
     command_ttl_seconds: int = 86400
+    delivery_in_server: bool = True
 
     def __post_init__(self) -> None:
         url = self.database_url or f"sqlite:///{Path(self.data_dir) / 'nexmdm.db'}"

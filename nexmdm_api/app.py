@@ -15,6 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from core.migrations import head_revision
 from core.settings import Settings, get_settings
 from nexmdm_api.auth import precheck
+from nexmdm_api.background import background_lifespan
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies={"db": Provide(provide_db)},
         before_request=check_request,
-        lifespan=[database_lifespan(settings)],
+        lifespan=[database_lifespan(settings), background_lifespan(settings)],
         state=State(
             {
                 "settings": settings,

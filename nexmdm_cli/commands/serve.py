@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from core.delivery import client_from_settings
+from core.settings import Settings
 from nexmdm_cli.state import CliState, info, state
 
 FACTORY = "nexmdm_api.app:create_app"
@@ -23,6 +25,13 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="Log every request (method, path, status; never credentials).")
     ] = False,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            help="With FCM configured, run a delivery worker in each server process (else run `nexmdm worker`).",
+        ),
+    ] = True,
 ) -> None:
     """Run the device and admin API (uvicorn, a production ASGI server)."""
     import uvicorn
@@ -36,7 +45,9 @@ def serve(
         # prometheus_client's multiprocess mode: each worker writes its samples here, /metrics sums them.
         metrics_dir = tempfile.mkdtemp(prefix="nexmdm-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["NEXMDM_DELIVERY_IN_SERVER"] = "true" if worker else "false"
     _warn_if_not_migrated(st)
+    _say_how_commands_reach_devices(settings, worker)
     info(
         f"NexMDM API on [bold]http://{escape(host)}:{port}[/bold] · database {escape(st.masked_url)} · "
         f"{workers} worker{'s' if workers > 1 else ''} · OpenAPI at /schema/openapi.json"
@@ -57,6 +68,20 @@ def serve(
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _say_how_commands_reach_devices(settings: Settings, worker: bool) -> None:
+    """Once at start-up: is FCM push on, and where does the delivery worker run?"""
+    client = client_from_settings(settings)  # a broken credentials file fails here, in one clear line
+    if client is None:
+        info(
+            "[yellow]FCM push is off[/yellow] (NEXMDM_FCM_CREDENTIALS is not set): "
+            "commands stay pending until devices poll GET /v1/commands/pending"
+        )
+        return
+    client.close()
+    where = "a delivery worker in each server process" if worker else "no worker here: run `nexmdm worker`"
+    info(f"FCM push on for project [bold]{escape(client.project_id)}[/bold]: {where}")
 
 
 def _warn_if_not_migrated(st: CliState) -> None:

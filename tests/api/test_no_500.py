@@ -33,9 +33,7 @@ SLOW = settings(max_examples=40, deadline=None, suppress_health_check=list(Healt
 
 
 @pytest.fixture
-def device_headers(client, enroll, backend) -> dict[str, str]:
-    if backend != "sqlite":
-        pytest.skip("one backend is enough for fuzzing")
+def device_headers(client, enroll) -> dict[str, str]:
     return {"Authorization": f"Bearer {enroll('dev_001')}"}
 
 

@@ -1,0 +1,75 @@
+"""Work a server process does besides answering requests, started and stopped with the app.
+
+* **Maintenance** (every process): PostgreSQL heartbeat partitions for the coming week at start and then
+  hourly, so ingestion never depends on cron alone; the push-queue gauges every few seconds.
+* **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
+  pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from sqlalchemy.exc import SQLAlchemyError
+
+from core import partitions
+from core.delivery import DeliveryWorker, client_from_settings, queue_stats
+from core.settings import Settings
+from nexmdm_api import metrics
+from nexmdm_api.db import Database
+
+logger = logging.getLogger("nexmdm.api")
+
+QUEUE_GAUGE_SECONDS = 5.0
+PARTITIONS_EVERY_SECONDS = 3600.0
+
+
+def _maintain(database: Database, stop: threading.Event) -> None:
+    last_partitions = 0.0
+    while not stop.is_set():
+        try:
+            if time.monotonic() - last_partitions >= PARTITIONS_EVERY_SECONDS or not last_partitions:
+                with database.engine.begin() as conn:
+                    created = partitions.ensure_ahead(conn)
+                if created:
+                    logger.info("created heartbeat partitions %s", ", ".join(created))
+                last_partitions = time.monotonic()
+            with database.read_sessions() as db:
+                stats = queue_stats(db)
+            metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+        except SQLAlchemyError as exc:
+            logger.warning("maintenance could not reach the database: %s", str(exc).splitlines()[0])
+        stop.wait(QUEUE_GAUGE_SECONDS)
+
+
+def background_lifespan(settings: Settings) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        database: Database = app.state.db
+        stop = threading.Event()
+        threads = [threading.Thread(target=_maintain, args=(database, stop), name="nexmdm-maintenance", daemon=True)]
+        worker = None
+        if settings.delivery_in_server:
+            client = client_from_settings(settings)
+            if client is not None:
+                worker = DeliveryWorker(database.sessions, settings, client, observer=metrics.observe_push)
+                threads.append(threading.Thread(target=worker.run, args=(stop,), name="nexmdm-delivery", daemon=True))
+        app.state.delivery_worker = worker
+        for thread in threads:
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=15)
+            if worker is not None:
+                worker.close()
+
+    return lifespan
