@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
 
 from core import dispatches, validation
 from core.errors import InvalidArgument
@@ -73,9 +73,9 @@ def create_command(
     request: Request[Any, Any, Any],
     db: DB,
     device_id: FromPath[str],
-    data: CommandIn,
+    data: JSONBody[CommandIn],
     key: Annotated[
-        str | None, Parameter(header="Idempotency-Key", required=True, description=IDEMPOTENCY_KEY_DOC)
+        str | None, HeaderParameter(name="Idempotency-Key", required=True, description=IDEMPOTENCY_KEY_DOC)
     ] = None,
 ) -> Response[Dispatch]:
     require_admin(request, db)
@@ -142,7 +142,7 @@ def pending_commands(
     opt={"auth": "device", "body": "json"},
     responses=problems(400, 401, 404, 409, 413, 415, 422, 429),
 )
-def ack_command(request: Request[Any, Any, Any], db: DB, request_id: FromPath[str], data: AckIn) -> Dispatch:
+def ack_command(request: Request[Any, Any, Any], db: DB, request_id: FromPath[str], data: JSONBody[AckIn]) -> Dispatch:
     device = require_device(request, db)
     _, dispatch = dispatches.ack_command(
         db, device_id=device.id, request_id=request_id_from_path(request_id), status=data.status, detail=data.detail

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, post
+from litestar.params import JSONBody
 
 from core import devices
 from core.errors import InvalidCredentials
@@ -30,7 +31,7 @@ from nexmdm_api.schemas import EnrollIn, EnrollOut
     opt={"auth": "enrollment", "body": "json"},
     responses=problems(400, 401, 409, 413, 415, 422, 429),
 )
-def enroll(request: Request[Any, Any, Any], db: DB, data: EnrollIn) -> EnrollOut:
+def enroll(request: Request[Any, Any, Any], db: DB, data: JSONBody[EnrollIn]) -> EnrollOut:
     secret = require_enrollment_secret(request)
     try:
         result = devices.enroll_device(

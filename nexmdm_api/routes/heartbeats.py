@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody
 
 from core import devices
 from core.errors import Forbidden
@@ -35,7 +36,7 @@ from nexmdm_api.schemas import HeartbeatIn, HeartbeatOut
         **problems(400, 401, 403, 413, 415, 422, 429),
     },
 )
-def heartbeat(request: Request[Any, Any, Any], db: DB, data: HeartbeatIn) -> Response[HeartbeatOut]:
+def heartbeat(request: Request[Any, Any, Any], db: DB, data: JSONBody[HeartbeatIn]) -> Response[HeartbeatOut]:
     device = require_device(request, db)
     if data.device_id is not None and data.device_id != device.id:
         raise Forbidden("device_id is not the device this token belongs to")
