@@ -61,7 +61,7 @@ def _limiter(request: Request[Any, Any, Any]) -> FailureLimiter:
     return request.app.state.auth_limiter
 
 
-def _refuse(request: Request[Any, Any, Any], detail: str) -> Exception:
+def refused(request: Request[Any, Any, Any], detail: str) -> Exception:
     """Count a failed authentication; 429 once the address is over its limit, else 401."""
     wait = _limiter(request).fail(client_ip(request))
     if wait is not None:
@@ -75,7 +75,7 @@ def _token(request: Request[Any, Any, Any], prefixes: tuple[str, ...], what: str
         wait = _limiter(request).retry_after(client_ip(request))
         if wait is not None:
             raise rate_limited("too many failed authentications from this address", wait)
-        raise _refuse(request, f"this endpoint needs {what} as 'Authorization: Bearer <token>'")
+        raise refused(request, f"this endpoint needs {what} as 'Authorization: Bearer <token>'")
     return token
 
 
@@ -104,7 +104,7 @@ def require_device(request: Request[Any, Any, Any], db: Session) -> Device:
     try:
         return devices.authenticate_device(db, token)
     except InvalidCredentials as exc:
-        raise _refuse(request, exc.message) from None
+        raise refused(request, exc.message) from None
 
 
 def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any
     try:
         return credentials.authenticate_admin(db, token)
     except InvalidCredentials as exc:
-        raise _refuse(request, exc.message) from None
+        raise refused(request, exc.message) from None
 
 
 def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:
@@ -121,7 +121,7 @@ def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:
 
 
 def enrollment_refused(request: Request[Any, Any, Any], exc: InvalidCredentials) -> Exception:
-    return _refuse(request, exc.message)
+    return refused(request, exc.message)
 
 
 def require_apk_reader(request: Request[Any, Any, Any], db: Session) -> Principal:
@@ -136,4 +136,4 @@ def require_apk_reader(request: Request[Any, Any, Any], db: Session) -> Principa
             return Principal("device", devices.authenticate_device(db, token).id)
         return Principal("admin", credentials.authenticate_admin(db, token)["id"])
     except InvalidCredentials as exc:
-        raise _refuse(request, exc.message) from None
+        raise refused(request, exc.message) from None

@@ -76,6 +76,8 @@ class Database:
     read_engine: Engine
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
+    #: single-statement endpoints (the heartbeat) on PostgreSQL: no BEGIN/COMMIT round trips
+    autocommit_sessions: sessionmaker[Session]
     #: worker-thread slots for commits, separate from the handlers' (see ``provide_db``)
     commit_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(COMMIT_THREADS))
 
@@ -91,8 +93,13 @@ def open_database(settings: Settings) -> Database:
     if settings.is_sqlite:
         serialize_sqlite_writers(engine, min(settings.sqlite_busy_timeout_ms / 1000, SQLITE_WRITE_WAIT_SECONDS))
     read_engine = engine.execution_options(sqlite_begin="DEFERRED") if settings.is_sqlite else engine
+    autocommit_engine = engine if settings.is_sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
     return Database(
-        engine, read_engine, make_session_factory(engine, settings), make_session_factory(read_engine, settings)
+        engine,
+        read_engine,
+        make_session_factory(engine, settings),
+        make_session_factory(read_engine, settings),
+        make_session_factory(autocommit_engine, settings),
     )
 
 
@@ -119,7 +126,13 @@ async def provide_db(request: Request[Any, Any, Any]) -> AsyncIterator[Session]:
     the slots while waiting for that lock. Commits never wait for locks, so their own slots always free up.
     """
     database: Database = request.app.state.db
-    factory = database.read_sessions if request.route_handler.opt.get("readonly") else database.sessions
+    opt = request.route_handler.opt
+    if opt.get("readonly"):
+        factory = database.read_sessions
+    elif opt.get("autocommit"):
+        factory = database.autocommit_sessions
+    else:
+        factory = database.sessions
     session = factory()
     try:
         yield session

@@ -1,0 +1,94 @@
+"""The heartbeat hot path (one statement on PostgreSQL) behaves exactly like the helpers it replaces."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import security
+from core.errors import Forbidden, InvalidCredentials
+from core.heartbeats import record_heartbeat_for_token
+from core.models import Device, DeviceHeartbeat
+from core.settings import Settings
+
+T0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def token(session_factory: sessionmaker[Session]) -> str:
+    secret = security.new_secret(security.DEVICE_PREFIX)
+    with session_factory.begin() as db:
+        db.add(Device(id="dev_hot", device_token_hash=security.hash_secret(secret), fcm_token="old"))
+        db.add(Device(id="dev_other", device_token_hash=security.hash_secret("nxd_other")))
+    return secret
+
+
+def _beat(factory: sessionmaker[Session], settings: Settings, token: str, at: datetime, **data: object) -> dict:
+    with factory.begin() as db:
+        return record_heartbeat_for_token(db, token=token, heartbeat_data=data, settings=settings, received_at=at)
+
+
+def _device(factory: sessionmaker[Session], device_id: str = "dev_hot") -> Device:
+    with factory() as db:
+        return db.get(Device, device_id)
+
+
+def test_summary_moves_only_with_a_new_bucket(
+    session_factory: sessionmaker[Session], settings: Settings, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nexmdm.db")
+    first = _beat(session_factory, settings, token, T0, battery_pct=80, network_type="wifi", agent_version="2.0")
+    assert first == {"device_id": "dev_hot", "created": True, "bucket_start": T0}
+    device = _device(session_factory)
+    assert (device.last_seen_at, device.last_battery_pct, device.agent_version) == (T0, 80, "2.0")
+
+    again = _beat(session_factory, settings, token, T0 + timedelta(seconds=9.999), battery_pct=10, fcm_token="new")
+    assert again["created"] is False and again["bucket_start"] == T0
+    device = _device(session_factory)
+    assert (device.last_seen_at, device.last_battery_pct) == (T0, 80)  # the summary did not move
+    assert device.fcm_token == "new"  # but a new FCM token is taken at once
+
+    later = _beat(session_factory, settings, token, T0 + timedelta(seconds=10), battery_pct=55, plugged=True)
+    assert later["created"] is True
+    device = _device(session_factory)
+    assert (device.last_seen_at, device.last_battery_pct, device.last_plugged) == (
+        T0 + timedelta(seconds=10), 55, True,
+    )
+    assert device.agent_version == "2.0"  # a beat without agent_version keeps the known one
+    events = [r.getMessage().split()[1] for r in caplog.records if r.name == "nexmdm.db"]
+    assert events == ["event=create", "event=dedup_hit", "event=create"]
+
+
+def test_fcm_token_revived(session_factory: sessionmaker[Session], settings: Settings, token: str) -> None:
+    with session_factory.begin() as db:
+        db.execute(update(Device).where(Device.id == "dev_hot").values(fcm_token_dead_at=T0))
+    _beat(session_factory, settings, token, T0, fcm_token="old")
+    assert _device(session_factory).fcm_token_dead_at is None
+
+
+def test_another_device_id_writes_nothing(
+    session_factory: sessionmaker[Session], settings: Settings, token: str
+) -> None:
+    with pytest.raises(Forbidden):
+        _beat(session_factory, settings, token, T0, device_id="dev_other", fcm_token="stolen")
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(DeviceHeartbeat)).scalar_one() == 0
+    assert _device(session_factory).fcm_token == "old"
+    assert _beat(session_factory, settings, token, T0, device_id="dev_hot")["created"] is True
+
+
+def test_unknown_or_revoked_tokens_are_refused(
+    session_factory: sessionmaker[Session], settings: Settings, token: str
+) -> None:
+    with pytest.raises(InvalidCredentials):
+        _beat(session_factory, settings, "nxd_" + "x" * 43, T0)
+    with session_factory.begin() as db:
+        db.execute(update(Device).where(Device.id == "dev_hot").values(revoked_at=T0))
+    with pytest.raises(InvalidCredentials):
+        _beat(session_factory, settings, token, T0)
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(DeviceHeartbeat)).scalar_one() == 0
