@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: $(STAMP)  ## run the whole test suite (PostgreSQL tests skip without a ser
 
 demo: $(STAMP)  ## the whole system end to end on a throwaway SQLite database (under a minute)
 	$(BIN)/nexmdm demo
+
+bench: $(STAMP)  ## benchmarks beside their baselines from the same run (needs PostgreSQL); results in bench/results/
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -395,9 +395,17 @@ _CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def run_all_retention_cleanups(
-    db: Session, *, dry_run: bool = False, retention_days: Mapping[str, int | None] | None = None
+    db: Session,
+    *,
+    dry_run: bool = False,
+    retention_days: Mapping[str, int | None] | None = None,
+    on_result: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run every cleanup; ``retention_days`` maps entity to days and overrides the configured period."""
+    """Run every cleanup; ``retention_days`` maps entity to days and overrides the configured period.
+
+    ``on_result(entity, result)`` is called after each entity (progress display). Each entity ends its
+    own transaction: a real run has committed its batches, a dry run's counting is rolled back.
+    """
     overrides = dict(retention_days or {})
     unknown = sorted(set(overrides) - set(_CLEANUPS))
     if unknown:
@@ -406,7 +414,14 @@ def run_all_retention_cleanups(
         )
     for entity, days in overrides.items():
         _retention(db, entity, days)  # validate every override before deleting anything
-    return {
-        entity: cleanup(db, retention_days=overrides.get(entity), dry_run=dry_run)
-        for entity, cleanup in _CLEANUPS.items()
-    }
+    results = {}
+    for entity, cleanup in _CLEANUPS.items():
+        if dry_run and db.get_transaction() is None:
+            # counting only: a deferred transaction does not take SQLite's write lock
+            db.connection(execution_options={"sqlite_begin": "DEFERRED"})
+        results[entity] = cleanup(db, retention_days=overrides.get(entity), dry_run=dry_run)
+        if dry_run:
+            db.rollback()
+        if on_result is not None:
+            on_result(entity, results[entity])
+    return results

@@ -7,7 +7,6 @@ commits per bounded batch inside the helpers, so it gets a plain session, not on
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -18,13 +17,6 @@ from core.locks import maintenance_lock
 from nexmdm_cli.errors import EXIT_LOCKED
 from nexmdm_cli.render import JsonOption, note, show, table
 from nexmdm_cli.state import err_console, print_json, state
-
-#: one step per entity, in this order
-STEPS: dict[str, Callable[..., dict[str, Any]]] = {
-    "device_heartbeats": db_utils.cleanup_old_heartbeats,
-    "fcm_dispatches": db_utils.cleanup_old_fcm_dispatches,
-    "apk_download_events": db_utils.cleanup_old_apk_download_events,
-}
 
 
 def _days(help_text: str) -> Any:
@@ -82,19 +74,12 @@ def cleanup(
 
 
 def _run(factory: Any, retention: dict[str, int], *, dry_run: bool) -> dict[str, dict[str, Any]]:
-    """Each entity in turn, with a progress bar on stderr (shown only on a terminal)."""
-    results: dict[str, dict[str, Any]] = {}
+    """``run_all_retention_cleanups`` with a progress bar on stderr (shown only on a terminal)."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True,
                   disable=not err_console.is_terminal) as progress, factory() as db:
-        task = progress.add_task("retention cleanup", total=len(STEPS))
-        for entity, step in STEPS.items():
-            progress.update(task, description=f"{entity} (older than {retention[entity]} days)")
-            if dry_run:
-                # counting only: a deferred transaction does not take SQLite's write lock
-                db.connection(execution_options={"sqlite_begin": "DEFERRED"})
-            results[entity] = step(db, retention_days=retention[entity], dry_run=dry_run)
-            db.rollback()  # a real step has committed its batches; a dry run ends its read transaction
-            progress.advance(task)
-    return results
+        task = progress.add_task("retention cleanup", total=len(db_utils.CLEANUP_ENTITIES))
+        return db_utils.run_all_retention_cleanups(
+            db, dry_run=dry_run, retention_days=retention, on_result=lambda *_: progress.advance(task)
+        )
