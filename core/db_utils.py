@@ -12,13 +12,14 @@ refused the row (a foreign key); on PostgreSQL the caller's transaction must the
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, select, text
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -66,13 +67,53 @@ def log_operation(
     return latency_ms
 
 
-def _insert(db: Session) -> Callable[[Table], Any]:
-    name = db.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert
-    if name == "sqlite":
-        return sqlite.insert
-    raise NotImplementedError(f"NexMDM supports SQLite and PostgreSQL, not {name}")
+def _params(table: Table, *names: str) -> dict[str, Any]:
+    return {name: bindparam(name, type_=table.c[name].type) for name in names}
+
+
+@functools.cache
+def _statements(dialect: str) -> dict[str, Any]:
+    """The helpers' statements, built once per dialect with bind parameters.
+
+    Building an ``insert().values(...)`` per call costs more Python time than the round trip it sends;
+    a statement object reused with parameters also hits SQLAlchemy's compiled cache at once.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    dispatch_columns = ("request_id", "device_id", "action", "payload", "payload_hash", "fcm_status", "created_at")
+    heartbeat_columns = (
+        "device_id", "bucket_start", "received_at", "status", "battery_pct", "plugged", "network_type",
+        "agent_version",
+    )
+    return {
+        # A fresh row has replay_count 0; every conflict increments it, so 0 in RETURNING means "inserted".
+        "dispatch": insert(_DISPATCHES)
+        .values(status="pending", replay_count=0, attempts=0, **_params(_DISPATCHES, *dispatch_columns))
+        .on_conflict_do_update(
+            index_elements=[_DISPATCHES.c.request_id],
+            set_={
+                "replay_count": _DISPATCHES.c.replay_count + 1,
+                "last_replayed_at": bindparam("created_at", type_=_DISPATCHES.c.created_at.type),
+            },
+        )
+        .returning(*_DISPATCHES.c),
+        "heartbeat": insert(_HEARTBEATS)
+        .values(**_params(_HEARTBEATS, *heartbeat_columns))
+        .on_conflict_do_nothing(index_elements=[_HEARTBEATS.c.device_id, _HEARTBEATS.c.bucket_start])
+        .returning(*_HEARTBEATS.c),
+        "heartbeat_existing": select(_HEARTBEATS).where(
+            _HEARTBEATS.c.device_id == bindparam("device_id"), _HEARTBEATS.c.bucket_start == bindparam("bucket_start")
+        ),
+        "download": insert(_DOWNLOADS)
+        .values(**_params(_DOWNLOADS, "build_id", "source", "token_id", "ip", "created_at"))
+        .returning(*_DOWNLOADS.c),
+    }
+
+
+def _statement(db: Session, name: str) -> Any:
+    dialect = db.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise NotImplementedError(f"NexMDM supports SQLite and PostgreSQL, not {dialect}")
+    return _statements(dialect)[name]
 
 
 def _refused(exc: IntegrityError, what: str) -> NexMDMErrorType:
@@ -125,26 +166,17 @@ def record_fcm_dispatch(
     if fcm_status not in FCM_STATUSES:
         raise InvalidArgument(f"fcm_status must be one of {', '.join(FCM_STATUSES)}", field="fcm_status")
 
-    now = utcnow()
-    stmt = _insert(db)(_DISPATCHES).values(
-        request_id=request_id,
-        device_id=device_id,
-        action=action,
-        payload=payload,
-        payload_hash=payload_hash,
-        status="pending",
-        fcm_status=fcm_status,
-        replay_count=0,
-        attempts=0,
-        created_at=now,
-    )
-    # A fresh row has replay_count 0; every conflict increments it, so 0 in RETURNING means "inserted".
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[_DISPATCHES.c.request_id],
-        set_={"replay_count": _DISPATCHES.c.replay_count + 1, "last_replayed_at": now},
-    ).returning(*_DISPATCHES.c)
+    params = {
+        "request_id": request_id,
+        "device_id": device_id,
+        "action": action,
+        "payload": payload,
+        "payload_hash": payload_hash,
+        "fcm_status": fcm_status,
+        "created_at": utcnow(),
+    }
     try:
-        row = db.execute(stmt).mappings().one()
+        row = db.execute(_statement(db, "dispatch"), params).mappings().one()
     except IntegrityError as exc:
         raise _refused(exc, f"device {device_id!r} does not exist") from None
     created = row["replay_count"] == 0
@@ -205,27 +237,14 @@ def record_heartbeat_with_bucketing(
     bucket_start = bucket_floor(received, bucket_seconds)
     partitions.ensure_for(db, bucket_start)
 
-    stmt = (
-        _insert(db)(_HEARTBEATS)
-        .values(device_id=device_id, bucket_start=bucket_start, received_at=received, **fields)
-        .on_conflict_do_nothing(index_elements=[_HEARTBEATS.c.device_id, _HEARTBEATS.c.bucket_start])
-        .returning(*_HEARTBEATS.c)
-    )
+    key = {"device_id": device_id, "bucket_start": bucket_start}
     try:
-        row = db.execute(stmt).mappings().first()
+        row = db.execute(_statement(db, "heartbeat"), key | {"received_at": received, **fields}).mappings().first()
     except IntegrityError as exc:
         raise _refused(exc, f"device {device_id!r} does not exist") from None
     created = row is not None
-    if row is None:
-        row = (
-            db.execute(
-                select(_HEARTBEATS).where(
-                    _HEARTBEATS.c.device_id == device_id, _HEARTBEATS.c.bucket_start == bucket_start
-                )
-            )
-            .mappings()
-            .one()
-        )
+    if row is None:  # a duplicate: read the row already stored for this bucket
+        row = db.execute(_statement(db, "heartbeat_existing"), key).mappings().one()
     threshold = session_settings(db).slow_heartbeat_ms
     latency_ms = (time.perf_counter() - started) * 1000
     log_operation(
@@ -252,13 +271,9 @@ def record_apk_download(
         raise InvalidArgument(f"source must be one of {', '.join(DOWNLOAD_SOURCES)}", field="source")
     validation.text(token_id, "token_id", max_length=160)
     ip = validation.ip_address(ip)
-    stmt = (
-        _insert(db)(_DOWNLOADS)
-        .values(build_id=build_id, source=source, token_id=token_id, ip=ip, created_at=utcnow())
-        .returning(*_DOWNLOADS.c)
-    )
+    params = {"build_id": build_id, "source": source, "token_id": token_id, "ip": ip, "created_at": utcnow()}
     try:
-        row = db.execute(stmt).mappings().one()
+        row = db.execute(_statement(db, "download"), params).mappings().one()
     except IntegrityError as exc:
         raise _refused(exc, f"APK build {build_id} does not exist") from None
     log_operation("create", "apk_download_events", {"build_id": build_id}, started)

@@ -93,7 +93,10 @@ def open_database(settings: Settings) -> Database:
     if settings.is_sqlite:
         serialize_sqlite_writers(engine, min(settings.sqlite_busy_timeout_ms / 1000, SQLITE_WRITE_WAIT_SECONDS))
     read_engine = engine.execution_options(sqlite_begin="DEFERRED") if settings.is_sqlite else engine
-    autocommit_engine = engine if settings.is_sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
+    # a pool of its own: switching a pooled connection's isolation level at every checkout costs round trips
+    autocommit_engine = (
+        engine if settings.is_sqlite else engine_from_settings(settings, isolation_level="AUTOCOMMIT", **kwargs)
+    )
     return Database(
         engine,
         read_engine,
@@ -112,6 +115,7 @@ def database_lifespan(settings: Settings) -> Any:
             yield
         finally:
             database.engine.dispose()
+            database.autocommit_sessions.kw["bind"].dispose()
 
     return lifespan
 

@@ -1,20 +1,41 @@
 """NexMDM's own Prometheus metrics, next to Litestar's per-request ones (``nexmdm_requests_*``).
 
-Created on first use, once per process (prometheus_client refuses a second metric of the same name), and
-summed across workers by ``/metrics`` in multiprocess mode like the request metrics.
+Created on first use, once per process (prometheus_client refuses a second metric of the same name, so
+creation is under a lock: handlers run in many threads), and summed across workers by ``/metrics`` in
+multiprocess mode like the request metrics.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
-_COUNTERS: dict[str, Counter] = {}
+_METRICS: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+PUSH_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
+
+
+def _metric(name: str, make: Callable[[], Any]) -> Any:
+    metric = _METRICS.get(name)
+    if metric is None:
+        with _LOCK:
+            metric = _METRICS.get(name)
+            if metric is None:
+                metric = _METRICS[name] = make()
+    return metric
 
 
 def _counter(name: str, documentation: str) -> Counter:
-    if name not in _COUNTERS:
-        _COUNTERS[name] = Counter(name, documentation, ["result"])
-    return _COUNTERS[name]
+    return _metric(name, lambda: Counter(name, documentation, ["result"]))
+
+
+def _gauge(name: str, documentation: str) -> Gauge:
+    # every process computes the same value from the database: report the largest
+    return _metric(name, lambda: Gauge(name, documentation, multiprocess_mode="max"))
 
 
 def count_heartbeat(result: str) -> None:
@@ -25,17 +46,6 @@ def count_heartbeat(result: str) -> None:
 def count_command(result: str) -> None:
     """``created`` or ``replayed`` (an Idempotency-Key seen before with the same request)."""
     _counter("nexmdm_commands", "Commands dispatched through the API, by result").labels(result).inc()
-
-
-_GAUGES: dict[str, Gauge] = {}
-_PUSH_LATENCY: list[Histogram] = []
-
-
-def _gauge(name: str, documentation: str) -> Gauge:
-    if name not in _GAUGES:
-        # every process computes the same value from the database: report the largest
-        _GAUGES[name] = Gauge(name, documentation, multiprocess_mode="max")
-    return _GAUGES[name]
 
 
 def set_push_queue(depth: int, oldest_age_seconds: float) -> None:
@@ -50,12 +60,12 @@ def observe_push(outcome: str, latency_seconds: float | None) -> None:
     """Delivery worker observer: sends by outcome and push latency (created → sent)."""
     _counter("nexmdm_fcm_sends", "FCM sends, by outcome").labels(outcome).inc()
     if latency_seconds is not None:
-        if not _PUSH_LATENCY:
-            _PUSH_LATENCY.append(
-                Histogram(
-                    "nexmdm_push_latency_seconds",
-                    "Seconds from accepting a command to FCM accepting its push",
-                    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
-                )
-            )
-        _PUSH_LATENCY[0].observe(latency_seconds)
+        histogram = _metric(
+            "nexmdm_push_latency_seconds",
+            lambda: Histogram(
+                "nexmdm_push_latency_seconds",
+                "Seconds from accepting a command to FCM accepting its push",
+                buckets=PUSH_LATENCY_BUCKETS,
+            ),
+        )
+        histogram.observe(latency_seconds)
