@@ -8,6 +8,7 @@ databases and drops them at the end.
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from core.db import make_engine, make_session_factory
 from core.migrations import alembic_config
 from core.models import Base, Device
 from core.settings import Settings
+from tests.fakes.fcm import FakeFcm
+from tests.pgcluster import Cluster
 
 PG_ADMIN_URL = os.environ.get("NEXMDM_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -146,3 +149,27 @@ def add_device(session_factory: sessionmaker[Session], device_id: str = "dev_001
 def device(session_factory: sessionmaker[Session]) -> str:
     add_device(session_factory, "dev_001")
     return "dev_001"
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[Cluster]:
+    """A migrated throwaway PostgreSQL cluster on a free port, for tests that stop and start it."""
+    try:
+        cluster = Cluster().init()
+        cluster.start()
+    except (FileNotFoundError, OSError, subprocess.CalledProcessError) as exc:
+        message = f"cannot start a throwaway PostgreSQL cluster: {exc}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    command.upgrade(alembic_config(cluster.url), "head")
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def fake_fcm() -> Iterator[FakeFcm]:
+    """A fake FCM HTTP v1 + OAuth token server on loopback."""
+    fake = FakeFcm().start()
+    yield fake
+    fake.stop()

@@ -20,13 +20,6 @@ from tests.fakes.fcm import FakeFcm, write_service_account
 
 
 @pytest.fixture
-def fake_fcm() -> Iterator[FakeFcm]:
-    fake = FakeFcm().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def fcm_settings(settings: Settings, fake_fcm: FakeFcm, tmp_path: Path) -> Settings:
     key = write_service_account(tmp_path / "service-account.json", f"{fake_fcm.url}/token")
     return settings.with_overrides(fcm_credentials=key, fcm_endpoint=fake_fcm.url, fcm_backoff_seconds=1.0)

@@ -4,63 +4,45 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from core import dispatches
 from core.db import make_engine, make_session_factory
 from core.delivery import DeliveryWorker, client_from_settings
-from core.migrations import alembic_config
 from core.models import Device
 from core.settings import Settings
-from tests.conftest import IN_CI
 from tests.fakes.fcm import FakeFcm, write_service_account
 from tests.pgcluster import Cluster
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    try:
-        c = Cluster().init()
-        c.start()
-    except (FileNotFoundError, OSError) as exc:
-        if IN_CI:
-            pytest.fail(f"cannot start a throwaway PostgreSQL cluster: {exc}")
-        pytest.skip(f"cannot start a throwaway PostgreSQL cluster: {exc}")
-    command.upgrade(alembic_config(c.url), "head")
-    yield c
-    c.destroy()
-
-
-def test_engine_recovers_after_restart(cluster: Cluster) -> None:
-    engine = make_engine(cluster.url, pool_size=2)
+def test_engine_recovers_after_restart(pg_cluster: Cluster) -> None:
+    engine = make_engine(pg_cluster.url, pool_size=2)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT 1")).scalar_one() == 1
-    cluster.stop()
+    pg_cluster.stop()
     started = time.monotonic()
     with pytest.raises(OperationalError), engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     assert time.monotonic() - started < 5  # refused at once, no hang
-    cluster.start()
+    pg_cluster.start()
     for _ in range(3):  # every pooled connection was stale; pre-ping replaces them without an error
         with engine.connect() as conn:
             assert conn.execute(text("SELECT 1")).scalar_one() == 1
     engine.dispose()
 
 
-def test_delivery_worker_waits_out_an_outage(cluster: Cluster, tmp_path: Path) -> None:
+def test_delivery_worker_waits_out_an_outage(pg_cluster: Cluster, tmp_path: Path) -> None:
     fake = FakeFcm().start()
     key = write_service_account(tmp_path / "sa.json", f"{fake.url}/token")
     settings = Settings(
-        database_url=cluster.url, data_dir=tmp_path, fcm_credentials=key, fcm_endpoint=fake.url,
+        database_url=pg_cluster.url, data_dir=tmp_path, fcm_credentials=key, fcm_endpoint=fake.url,
         delivery_poll_seconds=0.05,
     )
-    engine = make_engine(cluster.url, pool_size=4)
+    engine = make_engine(pg_cluster.url, pool_size=4)
     factory = make_session_factory(engine, settings)
     with factory.begin() as db:
         db.add(Device(id="dev_restart", fcm_token="tok"))
@@ -72,9 +54,9 @@ def test_delivery_worker_waits_out_an_outage(cluster: Cluster, tmp_path: Path) -
     thread.start()
     try:
         _wait(lambda: "before" in fake.sent_request_ids())
-        cluster.stop()
+        pg_cluster.stop()
         time.sleep(1.0)
-        cluster.start()
+        pg_cluster.start()
         with factory.begin() as db:
             dispatches.create_command(db, settings, request_id="after", device_id="dev_restart", action="ping")
         _wait(lambda: "after" in fake.sent_request_ids(), timeout=20)

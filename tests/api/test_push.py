@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,6 @@ from core.settings import Settings
 from nexmdm_api import create_app
 from tests.api.conftest import bearer
 from tests.fakes.fcm import FakeFcm, write_service_account
-
-
-@pytest.fixture
-def fake_fcm() -> Iterator[FakeFcm]:
-    fake = FakeFcm().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
