@@ -1,4 +1,4 @@
-"""PostgreSQL goes away under a running API (a throwaway pg_cluster): fast 503s, then recovery without a restart."""
+"""PostgreSQL goes away under a running API (a throwaway cluster): fast 503s, then recovery without a restart."""
 
 from __future__ import annotations
 
