@@ -41,6 +41,8 @@ def public_dispatch(row: Any) -> dict[str, Any]:
         "finished_at": get("finished_at"),
         "attempts": get("attempts"),
         "last_error": get("last_error"),
+        "fcm_message_id": get("fcm_message_id"),
+        "next_attempt_at": get("next_attempt_at"),
         "replay_count": get("replay_count"),
         "ack_detail": get("ack_detail"),
     }

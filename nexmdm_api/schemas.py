@@ -87,6 +87,8 @@ class Dispatch(msgspec.Struct):
     finished_at: datetime | None
     attempts: int
     last_error: str | None
+    fcm_message_id: str | None
+    next_attempt_at: datetime | None
     replay_count: int
     ack_detail: str | None
 

@@ -90,6 +90,9 @@ def show_dispatch(
     out.add_row("created", f"{stamp(data['created_at'])} ({relative(data['created_at'], now)})")
     out.add_row("push attempts", str(data["attempts"]))
     out.add_row("last push error", dash(data["last_error"]))
+    if data["next_attempt_at"] and data["fcm_status"] == "pending":
+        out.add_row("next push attempt", f"{stamp(data['next_attempt_at'])} ({relative(data['next_attempt_at'], now)})")
+    out.add_row("FCM message id", dash(data["fcm_message_id"]))
     out.add_row("replays", str(data["replay_count"]))
     out.add_row("ack detail", dash(data["ack_detail"]))
     steps = table("History", "status", "at (UTC)", "after")
