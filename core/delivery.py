@@ -21,10 +21,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import fcm
+from core.errors import DatabaseUnavailable
 from core.models import Device, FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
@@ -104,7 +105,9 @@ class DeliveryWorker:
             tokens = dict(
                 db.execute(
                     select(Device.id, Device.fcm_token).where(
-                        Device.id.in_({r.device_id for r in rows}), Device.fcm_token_dead_at.is_(None)
+                        Device.id.in_({r.device_id for r in rows}),
+                        Device.fcm_token_dead_at.is_(None),
+                        Device.revoked_at.is_(None),
                     )
                 ).all()
             )
@@ -192,18 +195,7 @@ class DeliveryWorker:
 
     def sweep_expired(self, now: datetime | None = None) -> int:
         """Mark commands with no acknowledgement within the TTL as ``expired``."""
-        now = now or utcnow()
-        cutoff = now - timedelta(seconds=self.settings.command_ttl_seconds)
-        with self.session_factory.begin() as db:
-            expired = db.execute(
-                update(FcmDispatch)
-                .where(FcmDispatch.status == "pending", FcmDispatch.created_at < cutoff)
-                .values(status="expired", finished_at=now, lease_until=None)
-                .execution_options(synchronize_session=False)
-            ).rowcount
-        if expired:
-            logger.info("expired %d commands older than %ss", expired, self.settings.command_ttl_seconds)
-        return expired or 0
+        return sweep_expired(self.session_factory, self.settings, now)
 
     def run(self, stop: threading.Event, *, sweep_every: float = 30.0) -> None:
         """Deliver until ``stop`` is set; database outages are waited out, not fatal."""
@@ -216,10 +208,15 @@ class DeliveryWorker:
                     last_sweep = time.monotonic()
                 outcomes = self.run_once()
                 failures = 0
-            except OperationalError as exc:
+            except (SQLAlchemyError, DatabaseUnavailable) as exc:
                 failures += 1
-                logger.warning("delivery worker cannot reach the database: %s", str(exc.orig).splitlines()[0])
+                logger.warning("delivery worker cannot use the database: %s", str(exc).splitlines()[0])
                 stop.wait(min(5.0, 0.25 * 2**failures))  # back soon after the database returns
+                continue
+            except Exception:  # a bug must not silently end pushes for this process: log, wait, go on
+                failures += 1
+                logger.exception("delivery worker round failed")
+                stop.wait(min(5.0, 0.25 * 2**failures))
                 continue
             if len(outcomes) < self.settings.delivery_batch_size:
                 stop.wait(self.settings.delivery_poll_seconds)
@@ -228,6 +225,25 @@ class DeliveryWorker:
         self._pool.shutdown(wait=True)
         if self.client is not None:
             self.client.close()
+
+
+def sweep_expired(session_factory: sessionmaker[Session], settings: Settings, now: datetime | None = None) -> int:
+    """Mark commands with no acknowledgement within ``command_ttl_seconds`` as ``expired``.
+
+    Runs in every server process (with or without FCM) and in every delivery worker.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=settings.command_ttl_seconds)
+    with session_factory.begin() as db:
+        expired = db.execute(
+            update(FcmDispatch)
+            .where(FcmDispatch.status == "pending", FcmDispatch.created_at < cutoff)
+            .values(status="expired", finished_at=now, lease_until=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    if expired:
+        logger.info("expired %d commands older than %ss", expired, settings.command_ttl_seconds)
+    return expired or 0
 
 
 def queue_stats(db: Session, now: datetime | None = None) -> dict[str, Any]:

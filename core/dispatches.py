@@ -17,6 +17,8 @@ from core.settings import Settings
 from core.types import utcnow
 
 ACK_STATUSES = {"completed": "acked", "failed": "failed"}
+#: ids that would collide with fixed paths under /v1/commands/
+RESERVED_REQUEST_IDS = frozenset({"pending"})
 
 
 class IdempotencyMismatch(InvalidArgument):
@@ -73,6 +75,11 @@ def create_command(
     the same key with anything different raises :class:`IdempotencyMismatch`.
     """
     validation.request_id(request_id)
+    if request_id in RESERVED_REQUEST_IDS:
+        raise InvalidArgument(
+            f"{request_id!r} is reserved (GET /v1/commands/{request_id} is another endpoint); choose another key",
+            field="Idempotency-Key",
+        )
     validation.device_id(device_id)
     validation.action(action, settings.actions)
     validation.payload(payload)

@@ -9,6 +9,7 @@ device's registration token dead.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import logging
 import threading
@@ -105,7 +106,8 @@ class FcmClient:
         if not self.project_id:
             raise InvalidArgument("no FCM project id: set NEXMDM_FCM_PROJECT_ID", field="fcm_project_id")
         self.url = f"{endpoint.rstrip('/')}/v1/projects/{self.project_id}/messages:send"
-        self._auth_request = Request()
+        # google-auth's transport waits 120 s by default: bound the token refresh like the sends
+        self._auth_request = functools.partial(Request(), timeout=timeout)
         self._http = httpx.Client(timeout=timeout)
         self._lock = threading.Lock()
 

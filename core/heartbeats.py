@@ -82,6 +82,7 @@ def record_heartbeat_for_token(
     writes anything.
     """
     fields = db_utils.validate_heartbeat_data(heartbeat_data)
+    fields["agent_version"] = fields["agent_version"] or None  # "" is "not reported", as on SQLite
     claimed = heartbeat_data.get("device_id")
     if claimed is not None:
         validation.device_id(claimed)

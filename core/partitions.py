@@ -85,9 +85,9 @@ def create_partitions(conn: Connection, days: list[date]) -> list[str]:
 
 
 def ensure_ahead(conn: Connection, *, today: date | None = None, ahead: int = AHEAD_DAYS) -> list[str]:
-    """Partitions for yesterday, today and the coming ``ahead`` days."""
+    """Partitions for today and the coming ``ahead`` days (beats carry the server's receive time)."""
     today = today or datetime.now(UTC).date()
-    return create_partitions(conn, [today + timedelta(days=i) for i in range(-1, ahead + 1)])
+    return create_partitions(conn, [today + timedelta(days=i) for i in range(ahead + 1)])
 
 
 def ensure_for(db: Session, moment: datetime) -> None:
@@ -101,12 +101,18 @@ def ensure_for(db: Session, moment: datetime) -> None:
     if day in known:
         return
     conn = db.connection()
-    if is_partitioned(conn):
-        if day not in existing_partitions(conn):
+    if is_partitioned(conn) and day not in existing_partitions(conn):
+        if getattr(conn.connection.dbapi_connection, "autocommit", False):
+            # the advisory lock in create_partitions must hold until the CREATE commits, which it would
+            # not in an autocommit session: use a short transaction of its own (this session holds no locks)
+            with engine.connect() as own:
+                own.execution_options(isolation_level="READ COMMITTED")  # the engine may be autocommit
+                with own.begin():
+                    create_partitions(own, [day])
+        else:
+            # inside the caller's transaction (another connection would wait for the locks it holds)
             create_partitions(conn, [day])
-        known.add(day)
-    else:
-        known.add(day)
+    known.add(day)
 
 
 def forget(engine: Engine) -> None:

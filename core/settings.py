@@ -62,7 +62,7 @@ class Settings:
     fcm_timeout_seconds: float = 10.0
     delivery_lease_seconds: int = 30
     delivery_poll_seconds: float = 0.5
-    delivery_batch_size: int = 16
+    delivery_batch_size: int = 8
     delivery_concurrency: int = 8
     command_ttl_seconds: int = 86400
     delivery_in_server: bool = True

@@ -96,6 +96,16 @@ def payload_hash(payload: dict[str, Any] | None) -> str:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
+def _has_control_string(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(_CONTROL_RE.search(value))
+    if isinstance(value, dict):
+        return any(_has_control_string(k) or _has_control_string(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_control_string(v) for v in value)
+    return False
+
+
 def payload(value: object) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -105,6 +115,8 @@ def payload(value: object) -> dict[str, Any] | None:
         size = len(canonical_json(value).encode("utf-8"))
     except (TypeError, ValueError):
         raise InvalidArgument("payload must be plain JSON", field="payload") from None
+    if _has_control_string(value):
+        raise InvalidArgument("payload strings must not contain NUL or control characters", field="payload")
     if size > MAX_PAYLOAD_BYTES:
         raise InvalidArgument(
             f"payload is {size} bytes serialized; FCM accepts at most {MAX_PAYLOAD_BYTES}", field="payload"

@@ -1,7 +1,8 @@
 """Work a server process does besides answering requests, started and stopped with the app.
 
 * **Maintenance** (every process): PostgreSQL heartbeat partitions for the coming week at start and then
-  hourly, so ingestion never depends on cron alone; the push-queue gauges every few seconds.
+  hourly, so ingestion never depends on cron alone; the expiry sweep of unacknowledged commands (with or
+  without FCM); the push-queue gauges every few seconds.
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
   pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
 """
@@ -19,7 +20,8 @@ from litestar import Litestar
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import partitions
-from core.delivery import DeliveryWorker, client_from_settings, queue_stats
+from core.delivery import DeliveryWorker, client_from_settings, queue_stats, sweep_expired
+from core.errors import DatabaseUnavailable
 from core.settings import Settings
 from nexmdm_api import metrics
 from nexmdm_api.db import Database
@@ -28,10 +30,12 @@ logger = logging.getLogger("nexmdm.api")
 
 QUEUE_GAUGE_SECONDS = 5.0
 PARTITIONS_EVERY_SECONDS = 3600.0
+SWEEP_EVERY_SECONDS = 30.0
 
 
-def _maintain(database: Database, stop: threading.Event) -> None:
+def _maintain(database: Database, settings: Settings, stop: threading.Event) -> None:
     last_partitions = 0.0
+    last_sweep = 0.0
     while not stop.is_set():
         try:
             if time.monotonic() - last_partitions >= PARTITIONS_EVERY_SECONDS or not last_partitions:
@@ -40,11 +44,16 @@ def _maintain(database: Database, stop: threading.Event) -> None:
                 if created:
                     logger.info("created heartbeat partitions %s", ", ".join(created))
                 last_partitions = time.monotonic()
+            if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS:
+                sweep_expired(database.sessions, settings)
+                last_sweep = time.monotonic()
             with database.read_sessions() as db:
                 stats = queue_stats(db)
             metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
-        except SQLAlchemyError as exc:
-            logger.warning("maintenance could not reach the database: %s", str(exc).splitlines()[0])
+        except (SQLAlchemyError, DatabaseUnavailable) as exc:
+            logger.warning("maintenance could not use the database: %s", str(exc).splitlines()[0])
+        except Exception:  # never end the thread: partitions ahead matter more than one failed round
+            logger.exception("maintenance round failed")
         stop.wait(QUEUE_GAUGE_SECONDS)
 
 
@@ -53,7 +62,10 @@ def background_lifespan(settings: Settings) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         database: Database = app.state.db
         stop = threading.Event()
-        threads = [threading.Thread(target=_maintain, args=(database, stop), name="nexmdm-maintenance", daemon=True)]
+        maintenance = threading.Thread(
+            target=_maintain, args=(database, settings, stop), name="nexmdm-maintenance", daemon=True
+        )
+        threads = [maintenance]
         worker = None
         if settings.delivery_in_server:
             client = client_from_settings(settings)

@@ -14,7 +14,7 @@ import msgspec
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
-from sqlalchemy.exc import DBAPIError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.errors import (
@@ -161,6 +161,13 @@ def to_problem(exc: Exception) -> ProblemDetailsException:
     if isinstance(exc, ProgrammingError):
         logger.error("database schema problem: %s", _first_line(exc))
         return _unavailable("the database is not migrated to this version of NexMDM")
+    if isinstance(exc, DataError):
+        # a value the database refuses (validation should have caught it): the client's fault, not an outage
+        logger.warning("database refused a value: %s", _first_line(exc))
+        return _problem(422, "a value was refused by the database", "invalid_value")
+    if isinstance(exc, IntegrityError):
+        logger.warning("database constraint: %s", _first_line(exc))
+        return _problem(409, "the request conflicts with the stored data", "conflict")
     if isinstance(exc, DBAPIError):
         # OperationalError, InterfaceError, a dropped connection...: the database is unreachable or refusing.
         logger.warning("database unavailable: %s", _first_line(exc))

@@ -65,7 +65,7 @@ class FailureLimiter:
 class TokenBucket:
     """Per-key token buckets: ``rate_per_minute`` sustained, ``burst`` at once."""
 
-    def __init__(self, rate_per_minute: float, burst: int, *, max_keys: int = 1_000_000) -> None:
+    def __init__(self, rate_per_minute: float, burst: int, *, max_keys: int = 200_000) -> None:
         self.rate = rate_per_minute / 60.0
         self.burst = max(1, burst)
         self.max_keys = max_keys
@@ -84,6 +84,9 @@ class TokenBucket:
                 self._buckets[key] = (tokens, now)
                 return (1.0 - tokens) / self.rate
             if key not in self._buckets and len(self._buckets) >= self.max_keys:
-                self._buckets.clear()  # a full table only forgets history: everyone starts with a full bucket
+                # full (say, a flood of made-up tokens): forget the least recently seen tenth, not everyone
+                for old in list(self._buckets)[: max(1, self.max_keys // 10)]:
+                    del self._buckets[old]
+            self._buckets.pop(key, None)  # re-insert: the dict's order is least recently seen first
             self._buckets[key] = (tokens - 1.0, now)
             return None

@@ -92,3 +92,11 @@ def test_unknown_or_revoked_tokens_are_refused(
         _beat(session_factory, settings, token, T0)
     with session_factory() as db:
         assert db.execute(select(func.count()).select_from(DeviceHeartbeat)).scalar_one() == 0
+
+
+def test_empty_agent_version_keeps_the_known_one(
+    session_factory: sessionmaker[Session], settings: Settings, token: str
+) -> None:
+    _beat(session_factory, settings, token, T0, agent_version="3.1")
+    _beat(session_factory, settings, token, T0 + timedelta(seconds=10), agent_version="")
+    assert _device(session_factory).agent_version == "3.1"

@@ -29,7 +29,7 @@ def _days(factory: sessionmaker[Session]) -> set:
 def test_migration_creates_partitions_ahead(session_factory: sessionmaker[Session]) -> None:
     today = datetime.now(UTC).date()
     days = _days(session_factory)
-    assert {today + timedelta(days=i) for i in range(-1, 8)} <= days
+    assert {today + timedelta(days=i) for i in range(8)} <= days
     with session_factory() as db:
         assert partitions.is_partitioned(db.connection())
 
@@ -105,3 +105,36 @@ def test_retention_drops_whole_partitions_and_trims_the_boundary(session_factory
         assert db_utils.record_heartbeat_with_bucketing(
             db, device_id="dev_r", heartbeat_data={}, received_at=now + timedelta(days=6)
         )["created"]
+
+
+def test_processes_creating_one_new_day_in_autocommit(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """The API's hot path runs in autocommit sessions, one pool per process: they must not collide."""
+    for i in range(12):
+        add_device(session_factory, f"dev_{i}")
+    engines = [make_engine(settings.database_url, isolation_level="AUTOCOMMIT", pool_size=1) for _ in range(12)]
+    moment = datetime.now(UTC) + timedelta(days=30)
+    barrier = threading.Barrier(12)
+    errors: list[BaseException] = []
+
+    def beat(i: int) -> None:
+        factory = make_session_factory(engines[i], settings)
+        barrier.wait()
+        try:
+            with factory.begin() as db:
+                db_utils.record_heartbeat_with_bucketing(
+                    db, device_id=f"dev_{i}", heartbeat_data={}, received_at=moment
+                )
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=beat, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for engine in engines:
+        engine.dispose()
+    assert errors == []
+    assert moment.date() in _days(session_factory)

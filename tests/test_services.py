@@ -277,3 +277,18 @@ def test_bad_durations(text: str) -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(timedelta(seconds=s)) for s in (5, 125, 3700, 90000)] == ["5s", "2m", "1h 1m", "1d 1h"]
+
+
+def test_payload_strings_with_nul_or_control_characters_are_refused(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    _device(session_factory)
+    for payload in ({"msg": "a\x00b"}, {"k\x07": 1}, {"list": ["ok", "\u202e"]}):
+        with session_factory() as db, pytest.raises(InvalidArgument, match="control"):
+            dispatches.create_command(db, settings, request_id="nul", device_id="dev_1", action="ring", payload=payload)
+
+
+def test_pending_is_not_a_request_id(session_factory: sessionmaker[Session], settings: Settings) -> None:
+    _device(session_factory)
+    with session_factory() as db, pytest.raises(InvalidArgument, match="reserved"):
+        dispatches.create_command(db, settings, request_id="pending", device_id="dev_1", action="ring")
