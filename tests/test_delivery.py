@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -274,3 +275,31 @@ def test_retry_after_forms() -> None:
     assert fcm.parse_retry_after("7") == 7.0
     assert fcm.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
     assert fcm.parse_retry_after("soon") is None
+
+
+def test_worker_survives_a_pool_timeout(
+    session_factory: sessionmaker[Session], settings: Settings, fcm_settings: Settings, fake_fcm: FakeFcm
+) -> None:
+    """Under API load the worker may wait too long for a pooled connection: it must go on afterwards."""
+    _device(session_factory)
+    engine = make_engine(fcm_settings.database_url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    factory = make_session_factory(engine, fcm_settings.with_overrides(delivery_poll_seconds=0.05))
+    worker = DeliveryWorker(factory, fcm_settings, client_from_settings(fcm_settings))
+    stop = threading.Event()
+    held = engine.connect()  # the only connection: the worker's next claim times out
+    thread = threading.Thread(target=worker.run, args=(stop,), kwargs={"sweep_every": 3600})
+    thread.start()
+    try:
+        time.sleep(0.6)
+        assert thread.is_alive()
+        held.close()
+        _command(session_factory, settings, "after_timeout")
+        deadline = time.monotonic() + 10
+        while fake_fcm.sent_request_ids() != ["after_timeout"]:
+            assert time.monotonic() < deadline, "the worker stopped pushing after a pool timeout"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+        worker.close()
+        engine.dispose()
