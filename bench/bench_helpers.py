@@ -17,7 +17,7 @@ from core.settings import Settings
 from core.validation import payload_hash
 
 DEVICES = 100
-# partitions exist from yesterday to a week ahead: stay inside them (the floor cannot create one)
+# partitions exist from today to a week ahead: stay inside them (the floor cannot create one)
 BASE = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 HASH = payload_hash(None)
 BEAT = {"status": "ok", "battery_pct": 50, "plugged": True, "network_type": "wifi", "agent_version": "1.0"}

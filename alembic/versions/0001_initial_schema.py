@@ -111,7 +111,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('device_id', 'bucket_start', name=op.f('pk_device_heartbeats')),
     postgresql_partition_by='RANGE (bucket_start)',
     )
-    # PostgreSQL: daily partitions from yesterday to a week ahead (no DEFAULT partition, by design)
+    # PostgreSQL: daily partitions from today to a week ahead (no DEFAULT partition, by design)
     ensure_ahead(op.get_bind())
     with op.batch_alter_table('device_heartbeats', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_device_heartbeats_bucket_start'), ['bucket_start'], unique=False)
