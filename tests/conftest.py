@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -143,6 +146,18 @@ def db(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 def add_device(session_factory: sessionmaker[Session], device_id: str = "dev_001", **fields: object) -> None:
     with session_factory.begin() as session:
         session.add(Device(id=device_id, **fields))
+
+
+def run_together(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run ``fn(i)`` in ``n`` threads released at the same moment; returns the results, raises the first error."""
+    barrier = threading.Barrier(n)
+
+    def call(i: int) -> Any:
+        barrier.wait()
+        return fn(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(call, range(n)))
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,7 +16,7 @@ from core.errors import InvalidArgument, NotFound
 from core.models import ApkBuild, ApkDownloadEvent, DeviceHeartbeat, FcmDispatch
 from core.settings import Settings
 from core.validation import payload_hash
-from tests.conftest import add_device
+from tests.conftest import add_device, run_together
 
 HASH = payload_hash({"volume": 3})
 BEAT = {"status": "ok", "battery_pct": 80, "plugged": False, "network_type": "wifi", "agent_version": "1.2.3"}
@@ -29,18 +27,6 @@ LOG_LINE = re.compile(
 
 def _count(db: Session, model: type) -> int:
     return db.execute(select(func.count()).select_from(model)).scalar_one()
-
-
-def _run_together(n: int, fn) -> list:  # noqa: ANN001
-    """Run ``fn`` in ``n`` threads released at the same moment; return results (or raise the first error)."""
-    barrier = threading.Barrier(n)
-
-    def call(_: int):  # noqa: ANN202
-        barrier.wait()
-        return fn()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(call, range(n)))
 
 
 @pytest.fixture
@@ -87,13 +73,13 @@ def test_duplicate_with_different_action_or_hash_returns_original(db: Session, d
 
 
 def test_50_concurrent_dispatches_make_one_row(wide_factory: sessionmaker[Session], device: str) -> None:
-    def dispatch() -> dict:
+    def dispatch(_: int) -> dict:
         with wide_factory.begin() as session:
             return db_utils.record_fcm_dispatch(
                 session, request_id="cmd_race", device_id=device, action="sync", payload_hash=HASH
             )
 
-    results = _run_together(50, dispatch)
+    results = run_together(50, dispatch)
     assert sum(r["created"] for r in results) == 1
     ids = {r["dispatch"]["id"] for r in results}
     created_at = {r["dispatch"]["created_at"] for r in results}
@@ -184,13 +170,13 @@ def test_other_timezones_land_in_the_same_bucket(db: Session, device: str) -> No
 def test_50_concurrent_heartbeats_make_one_row(wide_factory: sessionmaker[Session], device: str) -> None:
     moment = datetime(2026, 11, 28, 12, 0, 3, tzinfo=UTC)
 
-    def beat() -> dict:
+    def beat(_: int) -> dict:
         with wide_factory.begin() as session:
             return db_utils.record_heartbeat_with_bucketing(
                 session, device_id=device, heartbeat_data=BEAT, received_at=moment
             )
 
-    results = _run_together(50, beat)
+    results = run_together(50, beat)
     assert sum(r["created"] for r in results) == 1
     assert {r["bucket_start"] for r in results} == {datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)}
     with wide_factory() as session:

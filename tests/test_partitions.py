@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +12,7 @@ from core import db_utils, partitions
 from core.db import make_engine, make_session_factory
 from core.models import DeviceHeartbeat
 from core.settings import Settings
-from tests.conftest import add_device
+from tests.conftest import add_device, run_together
 
 
 @pytest.fixture
@@ -43,34 +42,40 @@ def test_backfill_creates_its_partition(session_factory: sessionmaker[Session]) 
     assert old.date() in _days(session_factory)
 
 
+def _first_beats_of(day: datetime, factories: list[sessionmaker[Session]]) -> None:
+    """One first heartbeat of ``day`` per factory, all released at the same moment (as processes would)."""
+
+    def beat(i: int) -> None:
+        with factories[i].begin() as db:
+            db_utils.record_heartbeat_with_bucketing(db, device_id=f"dev_{i}", heartbeat_data={}, received_at=day)
+
+    run_together(len(factories), beat)  # raises the first error, e.g. DuplicateTable
+
+
 def test_concurrent_first_beats_of_a_new_day(settings: Settings, session_factory: sessionmaker[Session]) -> None:
     for i in range(8):
         add_device(session_factory, f"dev_{i}")
     engine = make_engine(settings.database_url, pool_size=8)
-    factory = make_session_factory(engine, settings)
-    moment = datetime(2024, 2, 29, 12, tzinfo=UTC)
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def beat(i: int) -> None:
-        barrier.wait()
-        try:
-            with factory.begin() as db:
-                db_utils.record_heartbeat_with_bucketing(
-                    db, device_id=f"dev_{i}", heartbeat_data={}, received_at=moment
-                )
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=beat, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _first_beats_of(datetime(2024, 2, 29, 12, tzinfo=UTC), [make_session_factory(engine, settings)] * 8)
     engine.dispose()
-    assert errors == []
     with session_factory() as db:
         assert db.execute(select(func.count()).select_from(DeviceHeartbeat)).scalar_one() == 8
+
+
+def test_processes_creating_one_new_day_in_autocommit(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """The API's hot path runs in autocommit sessions, one pool per process: they must not collide."""
+    for i in range(12):
+        add_device(session_factory, f"dev_{i}")
+    engines = [make_engine(settings.database_url, isolation_level="AUTOCOMMIT", pool_size=1) for _ in range(12)]
+    moment = datetime.now(UTC) + timedelta(days=30)
+    try:
+        _first_beats_of(moment, [make_session_factory(e, settings) for e in engines])
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert moment.date() in _days(session_factory)
 
 
 def test_retention_drops_whole_partitions_and_trims_the_boundary(session_factory: sessionmaker[Session]) -> None:
@@ -106,35 +111,3 @@ def test_retention_drops_whole_partitions_and_trims_the_boundary(session_factory
             db, device_id="dev_r", heartbeat_data={}, received_at=now + timedelta(days=6)
         )["created"]
 
-
-def test_processes_creating_one_new_day_in_autocommit(
-    settings: Settings, session_factory: sessionmaker[Session]
-) -> None:
-    """The API's hot path runs in autocommit sessions, one pool per process: they must not collide."""
-    for i in range(12):
-        add_device(session_factory, f"dev_{i}")
-    engines = [make_engine(settings.database_url, isolation_level="AUTOCOMMIT", pool_size=1) for _ in range(12)]
-    moment = datetime.now(UTC) + timedelta(days=30)
-    barrier = threading.Barrier(12)
-    errors: list[BaseException] = []
-
-    def beat(i: int) -> None:
-        factory = make_session_factory(engines[i], settings)
-        barrier.wait()
-        try:
-            with factory.begin() as db:
-                db_utils.record_heartbeat_with_bucketing(
-                    db, device_id=f"dev_{i}", heartbeat_data={}, received_at=moment
-                )
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=beat, args=(i,)) for i in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    for engine in engines:
-        engine.dispose()
-    assert errors == []
-    assert moment.date() in _days(session_factory)
