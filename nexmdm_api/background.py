@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -71,7 +72,12 @@ def background_lifespan(settings: Settings) -> Any:
             client = client_from_settings(settings)
             if client is not None:
                 worker = DeliveryWorker(database.sessions, settings, client, observer=metrics.observe_push)
-                threads.append(threading.Thread(target=worker.run, args=(stop,), name="nexmdm-delivery", daemon=True))
+                # the maintenance thread sweeps expired commands already: the worker only delivers
+                delivery = threading.Thread(
+                    target=worker.run, args=(stop,), kwargs={"sweep_every": math.inf}, name="nexmdm-delivery",
+                    daemon=True,
+                )
+                threads.append(delivery)
         app.state.delivery_worker = worker
         for thread in threads:
             thread.start()

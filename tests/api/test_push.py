@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
+from core import dispatches
+from core.models import Device, FcmDispatch
 from core.settings import Settings
 from nexmdm_api import create_app
 from tests.api.conftest import bearer
@@ -87,3 +90,22 @@ def test_without_credentials_commands_wait_for_polling(
         assert plain.get("/v1/commands/poll-1", headers=admin).json()["fcm_status"] == "pending"
         pending = plain.get("/v1/commands/pending", headers=device).json()["items"]
         assert [c["request_id"] for c in pending] == ["poll-1"]
+
+
+def test_server_expires_unacknowledged_commands_without_fcm(
+    settings: Settings, engine: Engine, session_factory, admin: dict[str, str]
+) -> None:
+    with session_factory.begin() as db:
+        db.add(Device(id="dev_old"))
+        db.flush()
+        dispatches.create_command(db, settings, request_id="stale", device_id="dev_old", action="ping")
+        dispatches.create_command(db, settings, request_id="fresh", device_id="dev_old", action="ping")
+        db.execute(
+            update(FcmDispatch)
+            .where(FcmDispatch.request_id == "stale")
+            .values(created_at=datetime.now(UTC) - timedelta(seconds=settings.command_ttl_seconds + 60))
+        )
+    with TestClient(create_app(settings)) as plain:
+        assert plain.app.state.delivery_worker is None
+        _until(lambda: plain.get("/v1/commands/stale", headers=admin).json()["status"] == "expired")
+        assert plain.get("/v1/commands/fresh", headers=admin).json()["status"] == "pending"
