@@ -18,6 +18,7 @@ from nexmdm_api.auth import precheck
 from nexmdm_api.background import background_lifespan
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
+from nexmdm_api.jsonbody import check_json_body
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
 from nexmdm_api.routes import apk, commands, devices, enroll, health, heartbeats
 
@@ -28,7 +29,8 @@ API_VERSION = "1.0.0"
 
 async def check_request(request: Request[Any, Any, Any]) -> None:
     """Before Litestar reads anything: 401 without a bearer token of the right kind (no database), then
-    415 for a body of the wrong type and 400 for a missing one."""
+    415 for a body of the wrong type and 400 for a missing one, or one nested too deeply, not UTF-8 or
+    with a repeated key (``nexmdm_api.jsonbody``)."""
     precheck(request)
     kind = request.route_handler.opt.get("body")
     if kind is None:
@@ -39,8 +41,10 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
             media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
         ):
             raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
-        if not await request.body():
+        body = await request.body()
+        if not body:
             raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
+        check_json_body(body)
     elif kind == "multipart" and media_type != "multipart/form-data":
         raise ApiError(415, "the body must be multipart/form-data")
 

@@ -26,6 +26,7 @@ from nexmdm_api.schemas import ApkBuildOut
 APK_MEDIA_TYPE = "application/vnd.android.package-archive"
 CHUNK = 256 * 1024
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_MAX_DIGITS = 18  # 1 EB: past any APK
 _SOURCES = {"enrollment": "enrollment", "device": "update"}
 
 
@@ -69,17 +70,24 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first_text, last_text = match.groups()
     if first_text == "":  # the last N bytes
-        suffix = int(last_text)
+        suffix = _position(last_text)
         if suffix == 0:
             raise _unsatisfiable(size)
         return max(0, size - suffix), size - 1
-    first = int(first_text)
+    first = _position(first_text)
     if first >= size:
         raise _unsatisfiable(size)
-    last = int(last_text) if last_text else size - 1
+    last = _position(last_text) if last_text else size - 1
     if last < first:
         return None
     return first, min(last, size - 1)
+
+
+def _position(digits: str) -> int:
+    """A byte position; one too long to be real counts as 10**18, past the end of any file (``int()`` of
+    more than 4300 digits raises, which was a 500)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 def _unsatisfiable(size: int) -> ApiError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, get
@@ -97,6 +97,10 @@ def device_heartbeats(
             raise InvalidArgument("cursor is not one this API returned", field="cursor") from None
         if before.tzinfo is None:
             raise InvalidArgument("cursor is not one this API returned", field="cursor")
+        try:
+            before = before.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 with an offset: the database layer would fail (503)
+            raise InvalidArgument("cursor is not one this API returned", field="cursor") from None
     rows = devices.recent_heartbeats(db, device_id, limit=limit + 1, before=before)
     more = len(rows) > limit
     rows = rows[:limit]
