@@ -49,3 +49,9 @@ class DatabaseUnavailable(NexMDMError):
     """The database cannot be reached or is not migrated."""
 
     code = "database_unavailable"
+
+
+class LockTimeout(NexMDMError):
+    """A maintenance step kept timing out on a lock (or its statement time limit); what it committed stays."""
+
+    code = "lock_timeout"

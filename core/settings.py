@@ -42,6 +42,9 @@ class Settings:
     dispatch_retention_days: int = 90
     download_retention_days: int = 365
     cleanup_batch_size: int = 5000
+    cleanup_lock_timeout_ms: int = 1000
+    cleanup_statement_timeout_ms: int = 30000
+    cleanup_retries: int = 5
     actions: tuple[str, ...] = DEFAULT_ACTIONS
     device_online_seconds: int = 300
     device_offline_seconds: int = 3600
@@ -77,6 +80,8 @@ class Settings:
         for name in (
             "heartbeat_bucket_seconds",
             "cleanup_batch_size",
+            "cleanup_lock_timeout_ms",
+            "cleanup_statement_timeout_ms",
             "db_pool_size",
             "fcm_max_attempts",
             "delivery_lease_seconds",
@@ -86,7 +91,12 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must be at least 1", field=name)
-        for name in ("heartbeat_retention_days", "dispatch_retention_days", "download_retention_days"):
+        for name in (
+            "heartbeat_retention_days",
+            "dispatch_retention_days",
+            "download_retention_days",
+            "cleanup_retries",
+        ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
         if self.device_offline_seconds < self.device_online_seconds:
