@@ -16,16 +16,17 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, func, select, text
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import partitions, validation
-from core.errors import InvalidArgument, NotFound
+from core import partitions, timeouts, validation
+from core.errors import InvalidArgument, LockTimeout, NotFound
 from core.models import (
     DOWNLOAD_SOURCES,
     FCM_STATUSES,
@@ -39,6 +40,8 @@ from core.settings import Settings, get_settings
 from core.types import utcnow
 
 logger = logging.getLogger("nexmdm.db")
+#: per-step progress of a retention cleanup (batches, dropped partitions, retries); shown by ``nexmdm -v``
+progress = logging.getLogger("nexmdm.cleanup")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DISPATCHES: Table = FcmDispatch.__table__  # type: ignore[assignment]
@@ -291,12 +294,64 @@ def _retention(db: Session, entity: str, retention_days: int | None) -> int:
     return retention_days
 
 
+def _after(keys: tuple[ColumnElement[Any], ...], low: tuple[Any, ...]) -> ColumnElement[bool]:
+    """Rows strictly after ``low`` in ``keys`` order (the plain ``>=`` on the first key serves the index)."""
+    if len(keys) == 1:
+        return keys[0] > low[0]
+    return and_(keys[0] >= low[0], or_(keys[0] > low[0], keys[1] > low[1]))
+
+
+def _up_to(keys: tuple[ColumnElement[Any], ...], high: tuple[Any, ...]) -> ColumnElement[bool]:
+    """Rows up to and including ``high`` in ``keys`` order."""
+    if len(keys) == 1:
+        return keys[0] <= high[0]
+    return and_(keys[0] <= high[0], or_(keys[0] < high[0], keys[1] <= high[1]))
+
+
+@dataclass
+class _Batching:
+    """One cleanup run's batch size; halved after a batch runs out of statement time."""
+
+    size: int
+
+    def after_timeout(self, db: Session, kind: str) -> None:
+        db.rollback()
+        if kind == "statement_timeout":
+            self.size = max(1, self.size // 2)
+
+
+def _delete_batch(
+    db: Session,
+    table: Table,
+    keys: tuple[ColumnElement[Any], ...],
+    where: ColumnElement[bool],
+    low: tuple[Any, ...] | None,
+    batching: _Batching,
+    limits: timeouts.Limits,
+) -> tuple[tuple[Any, ...] | None, int]:
+    """Delete the next batch after ``low`` in its own transaction; returns its last key and row count."""
+    timeouts.set_local(db, limits)
+    window = where if low is None else and_(where, _after(keys, low))
+    high = db.execute(select(*keys).where(window).order_by(*keys).offset(batching.size - 1).limit(1)).first()
+    batch_where = window if high is None else and_(window, _up_to(keys, tuple(high)))
+    count = db.execute(delete(table).where(batch_where)).rowcount or 0
+    db.commit()
+    return (None if high is None else tuple(high)), count
+
+
+def _stopped(exc: LockTimeout, deleted: int) -> LockTimeout:
+    return LockTimeout(
+        f"{exc.message}; cleanup stopped after deleting {deleted:,} rows (they stay deleted): run it again later",
+        field=exc.field,
+    )
+
+
 def _cleanup(
     db: Session,
     *,
     entity: str,
     table: Table,
-    key: ColumnElement[Any],
+    keys: tuple[ColumnElement[Any], ...],
     condition: Callable[[datetime], ColumnElement[bool]],
     retention_days: int | None,
     dry_run: bool,
@@ -304,11 +359,13 @@ def _cleanup(
     started: float | None = None,
     already_deleted: int = 0,
 ) -> dict[str, Any]:
-    """Delete rows matching ``condition(cutoff)`` in batches that walk ``key`` upwards.
+    """Delete rows matching ``condition(cutoff)`` in batches that walk ``keys`` (unique together) upwards.
 
-    Each batch ends at the key of the ``batch_size``-th remaining row, and the next starts strictly
-    after it, so no batch rescans the index entries that earlier batches left dead. All rows sharing
-    the boundary key go in the same batch. A real run commits after each batch.
+    Each batch ends at the keys of the ``batch_size``-th remaining row, and the next starts strictly
+    after it, so no batch holds more than ``batch_size`` rows nor rescans the index entries that earlier
+    batches left dead. A real run commits after each batch; on PostgreSQL each batch runs under the
+    cleanup's ``lock_timeout`` and ``statement_timeout`` and is retried when one fires
+    (``core.timeouts``). Each batch logs a ``cleanup_batch`` line on the ``nexmdm.cleanup`` logger.
     """
     started = time.perf_counter() if started is None else started
     if cutoff is None:
@@ -319,17 +376,28 @@ def _cleanup(
         latency = log_operation("cleanup_dry_run", entity, {"would_delete": count}, started)
         return {"entity": entity, "cutoff": cutoff, "would_delete": count, "latency_ms": round(latency, 1)}
 
-    batch_size = session_settings(db).cleanup_batch_size
+    settings = session_settings(db)
+    limits = timeouts.Limits.of(settings)
+    batching = _Batching(settings.cleanup_batch_size)
     deleted = already_deleted
-    low: Any = None
+    low: tuple[Any, ...] | None = None
     while True:
-        window = where if low is None else and_(where, key > low)
-        high = db.execute(
-            select(key).where(window).order_by(key).offset(batch_size - 1).limit(1)
-        ).scalar_one_or_none()
-        batch_where = window if high is None else and_(window, key <= high)
-        deleted += db.execute(delete(table).where(batch_where)).rowcount or 0
-        db.commit()
+        batch_started = time.perf_counter()
+        try:
+            high, count = timeouts.retrying(
+                functools.partial(_delete_batch, db, table, keys, where, low, batching, limits),
+                limits=limits,
+                entity=entity,
+                what="a batch delete",
+                on_timeout=functools.partial(batching.after_timeout, db),
+            )
+        except LockTimeout as exc:
+            raise _stopped(exc, deleted) from None
+        deleted += count
+        progress.info(
+            "cleanup_batch entity=%s deleted=%d batch_size=%d latency_ms=%.1f",
+            entity, count, batching.size, (time.perf_counter() - batch_started) * 1000,
+        )
         if high is None:
             break
         low = high
@@ -337,30 +405,83 @@ def _cleanup(
     return {"entity": entity, "cutoff": cutoff, "deleted": deleted, "latency_ms": round(latency, 1)}
 
 
+def _count_partition(db: Session, name: str, limits: timeouts.Limits) -> int:
+    # only the lock wait is bounded: counting a big day takes a while, but its ACCESS SHARE lock
+    # blocks nobody (only the detach below wants a stronger lock on an expired day)
+    db.execute(text("SELECT set_config('lock_timeout', :lock, true)"), {"lock": f"{limits.lock_timeout_ms}ms"})
+    rows = db.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()
+    db.commit()
+    return int(rows)
+
+
+def _ensure_ahead(db: Session, limits: timeouts.Limits) -> None:
+    timeouts.set_local(db, limits)  # creating a partition locks the parent: never queue behind a long lock
+    partitions.ensure_ahead(db.connection())
+    db.commit()
+
+
+def _drop_expired_partitions(db: Session, cutoff: datetime) -> int:
+    """Detach and drop the whole days before ``cutoff``; returns the rows they held."""
+    engine = db.get_bind()
+    limits = timeouts.Limits.of(session_settings(db))
+
+    def rollback(_kind: str) -> None:
+        db.rollback()
+
+    dropped = 0
+    db.commit()  # DETACH ... CONCURRENTLY waits for open transactions, ours included
+    try:
+        for _day, name in partitions.expired_partitions(db.connection(), cutoff):
+            step_started = time.perf_counter()
+            db.commit()
+            rows = timeouts.retrying(
+                functools.partial(_count_partition, db, name, limits),
+                limits=limits, entity="device_heartbeats", what=f"counting {name}", on_timeout=rollback,
+            )
+            timeouts.retrying(
+                functools.partial(
+                    partitions.drop_partition,
+                    engine,  # type: ignore[arg-type]
+                    name,
+                    lock_timeout_ms=limits.lock_timeout_ms,
+                    statement_timeout_ms=limits.statement_timeout_ms,
+                ),
+                limits=limits, entity="device_heartbeats", what=f"detaching and dropping {name}", on_timeout=rollback,
+            )
+            dropped += rows
+            progress.info(
+                "cleanup_partition entity=device_heartbeats partition=%s deleted=%d latency_ms=%.1f",
+                name, rows, (time.perf_counter() - step_started) * 1000,
+            )
+        timeouts.retrying(
+            functools.partial(_ensure_ahead, db, limits),
+            limits=limits, entity="device_heartbeats", what="creating the coming days' partitions",
+            on_timeout=rollback,
+        )
+    except LockTimeout as exc:
+        raise _stopped(exc, dropped) from None
+    return dropped
+
+
 def cleanup_old_heartbeats(db: Session, *, retention_days: int | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Delete heartbeats whose bucket started before now minus the retention period.
 
     On a partitioned PostgreSQL table, whole expired daily partitions are detached and dropped first
     (their rows counted as deleted), then the remainder of the boundary day is deleted in batches; a
-    real run also creates the partitions for the coming days.
+    real run also creates the partitions for the coming days. Every step waits at most the cleanup's
+    lock timeout and is retried a bounded number of times (``core.timeouts``); then it raises
+    ``LockTimeout``.
     """
     started = time.perf_counter()
     cutoff = utcnow() - timedelta(days=_retention(db, "device_heartbeats", retention_days))
     dropped = 0
     if not dry_run and partitions.is_partitioned(db.connection()):
-        engine = db.get_bind()
-        db.commit()  # DETACH ... CONCURRENTLY waits for open transactions, ours included
-        for _day, name in partitions.expired_partitions(db.connection(), cutoff):
-            dropped += db.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()
-            db.commit()
-            partitions.drop_partition(engine, name)  # type: ignore[arg-type]
-        partitions.ensure_ahead(db.connection())
-        db.commit()
+        dropped = _drop_expired_partitions(db, cutoff)
     return _cleanup(
         db,
         entity="device_heartbeats",
         table=_HEARTBEATS,
-        key=_HEARTBEATS.c.bucket_start,
+        keys=(_HEARTBEATS.c.bucket_start, _HEARTBEATS.c.device_id),
         condition=lambda cutoff: _HEARTBEATS.c.bucket_start < cutoff,
         retention_days=retention_days,
         dry_run=dry_run,
@@ -378,7 +499,7 @@ def cleanup_old_fcm_dispatches(
         db,
         entity="fcm_dispatches",
         table=_DISPATCHES,
-        key=_DISPATCHES.c.id,
+        keys=(_DISPATCHES.c.id,),
         condition=lambda cutoff: and_(
             _DISPATCHES.c.status.in_(FINISHED_STATUSES), _DISPATCHES.c.created_at < cutoff
         ),
@@ -395,7 +516,7 @@ def cleanup_old_apk_download_events(
         db,
         entity="apk_download_events",
         table=_DOWNLOADS,
-        key=_DOWNLOADS.c.id,
+        keys=(_DOWNLOADS.c.id,),
         condition=lambda cutoff: _DOWNLOADS.c.created_at < cutoff,
         retention_days=retention_days,
         dry_run=dry_run,

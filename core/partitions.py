@@ -14,7 +14,7 @@ import re
 import weakref
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session
 
 TABLE = "device_heartbeats"
@@ -23,6 +23,8 @@ _NAME_RE = re.compile(rf"{TABLE}_p(\d{{8}})")
 
 #: days known to have a partition, per engine (saves a catalog look-up on the hot path)
 _known: weakref.WeakKeyDictionary[Engine, set[date]] = weakref.WeakKeyDictionary()
+#: days ensured inside a connection's open transaction, not yet committed
+_pending: weakref.WeakKeyDictionary[Connection, set[date]] = weakref.WeakKeyDictionary()
 
 
 def partition_name(day: date) -> str:
@@ -90,9 +92,9 @@ def ensure_ahead(conn: Connection, *, today: date | None = None, ahead: int = AH
     return create_partitions(conn, [today + timedelta(days=i) for i in range(ahead + 1)])
 
 
-def ensure_for(db: Session, moment: datetime) -> None:
+def ensure_for(db: Session | Connection, moment: datetime) -> None:
     """Make sure the partition for ``moment``'s day exists (cheap when it is already known)."""
-    bind = db.get_bind()
+    bind = db.engine if isinstance(db, Connection) else db.get_bind()
     if bind.dialect.name != "postgresql":
         return
     engine = bind if isinstance(bind, Engine) else bind.engine
@@ -100,9 +102,13 @@ def ensure_for(db: Session, moment: datetime) -> None:
     day = moment.astimezone(UTC).date()
     if day in known:
         return
-    conn = db.connection()
+    conn = db if isinstance(db, Connection) else db.connection()
+    autocommit = getattr(conn.connection.dbapi_connection, "autocommit", False)
+    pending = None if autocommit else _pending_days(conn, known)
+    if pending is not None and day in pending:
+        return
     if is_partitioned(conn) and day not in existing_partitions(conn):
-        if getattr(conn.connection.dbapi_connection, "autocommit", False):
+        if autocommit:
             # the advisory lock in create_partitions must hold until the CREATE commits, which it would
             # not in an autocommit session: use a short transaction of its own (this session holds no locks)
             with engine.connect() as own:
@@ -112,7 +118,32 @@ def ensure_for(db: Session, moment: datetime) -> None:
         else:
             # inside the caller's transaction (another connection would wait for the locks it holds)
             create_partitions(conn, [day])
+    if pending is not None:
+        # this transaction may see its own uncommitted partition (made here or by an earlier call): the
+        # day is known for good only once it commits, as a rollback takes the partition with it
+        pending.add(day)
+        return
     known.add(day)
+
+
+def _pending_days(conn: Connection, known: set[date]) -> set[date]:
+    """Days ensured inside ``conn``'s current transaction; moved to ``known`` when it commits, dropped when
+    it (or a savepoint) rolls back."""
+    pending = _pending.get(conn)
+    if pending is None:
+        pending = _pending[conn] = set()
+
+        def on_commit(_conn: Connection) -> None:
+            known.update(pending)
+            pending.clear()
+
+        def on_rollback(_conn: Connection, *_args: object) -> None:
+            pending.clear()
+
+        event.listen(conn, "commit", on_commit)
+        event.listen(conn, "rollback", on_rollback)
+        event.listen(conn, "rollback_savepoint", on_rollback)
+    return pending
 
 
 def forget(engine: Engine) -> None:
@@ -120,33 +151,62 @@ def forget(engine: Engine) -> None:
     _known.pop(engine, None)
 
 
+def detached_leftovers(conn: Connection) -> dict[date, str]:
+    """Day tables that are no longer partitions: detached by a cleanup whose ``DROP`` then gave up."""
+    rows = conn.execute(
+        text(
+            "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND pg_table_is_visible(c.oid) "
+            "AND c.relname LIKE :pattern AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"
+        ),
+        {"pattern": TABLE.replace("_", "\\_") + "\\_p%"},
+    ).scalars()
+    found = {}
+    for name in rows:
+        match = _NAME_RE.fullmatch(name)
+        if match:
+            found[datetime.strptime(match.group(1), "%Y%m%d").date()] = name  # noqa: DTZ007 - a date only
+    return found
+
+
 def expired_partitions(conn: Connection, cutoff: datetime) -> list[tuple[date, str]]:
-    """Partitions whose whole range lies before ``cutoff``."""
+    """Partitions whose whole range lies before ``cutoff``, and detached leftovers of such days."""
+    candidates = {**detached_leftovers(conn), **existing_partitions(conn)}
     return sorted(
         (day, name)
-        for day, name in existing_partitions(conn).items()
+        for day, name in candidates.items()
         if datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) <= cutoff
     )
 
 
-def drop_partition(engine: Engine, name: str, *, lock_timeout_ms: int = 5000) -> None:
+def drop_partition(
+    engine: Engine, name: str, *, lock_timeout_ms: int = 5000, statement_timeout_ms: int | None = None
+) -> None:
     """Detach a partition concurrently (no long lock on the parent), then drop it.
 
     ``DETACH ... CONCURRENTLY`` cannot run inside a transaction block, so this uses its own autocommit
-    connection. A detach interrupted half-way is finished with ``FINALIZE``.
+    connection, with ``lock_timeout`` (and ``statement_timeout``) set for its session and reset before
+    the connection goes back to the pool. A detach interrupted half-way (by a timeout, say) is finished
+    with ``FINALIZE`` on the next call; a table already detached is only dropped.
     """
     if not _NAME_RE.fullmatch(name):
         raise ValueError(f"not a heartbeat partition: {name}")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text(f"SET lock_timeout = {int(lock_timeout_ms)}"))
-        pending = conn.execute(
-            text("SELECT i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                 "WHERE c.relname = :n"),
-            {"n": name},
-        ).scalar_one_or_none()
-        if pending:
-            conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name} FINALIZE"))
-        elif pending is not None:
-            conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name} CONCURRENTLY"))
-        conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+        if statement_timeout_ms is not None:
+            conn.execute(text(f"SET statement_timeout = {int(statement_timeout_ms)}"))
+        try:
+            pending = conn.execute(
+                text("SELECT i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                     "WHERE c.relname = :n"),
+                {"n": name},
+            ).scalar_one_or_none()
+            if pending:
+                conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name} FINALIZE"))
+            elif pending is not None:
+                conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name} CONCURRENTLY"))
+            conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+        finally:
+            if not conn.invalidated:  # session settings would outlive this call in the pool
+                conn.execute(text("RESET lock_timeout"))
+                conn.execute(text("RESET statement_timeout"))
     forget(engine)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
-from core.errors import Conflict, DatabaseUnavailable, InvalidArgument, InvalidCredentials, NexMDMError, NotFound
+from core.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    InvalidArgument,
+    InvalidCredentials,
+    LockTimeout,
+    NexMDMError,
+    NotFound,
+)
 
 #: exit codes, documented in docs/cli.md (cron jobs and scripts rely on them)
 EXIT_OK = 0
@@ -13,7 +21,7 @@ EXIT_USAGE = 2  # bad option or argument (also click's own usage errors)
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_DATABASE = 5  # unreachable, or not migrated to this version
-EXIT_LOCKED = 75  # another run holds the lock: try again later (EX_TEMPFAIL)
+EXIT_LOCKED = 75  # another run holds the lock, or a step kept timing out on a lock: try again later (EX_TEMPFAIL)
 
 EXIT_CODES: dict[type[NexMDMError], int] = {
     InvalidArgument: EXIT_USAGE,
@@ -21,6 +29,7 @@ EXIT_CODES: dict[type[NexMDMError], int] = {
     Conflict: EXIT_CONFLICT,
     InvalidCredentials: EXIT_USAGE,
     DatabaseUnavailable: EXIT_DATABASE,
+    LockTimeout: EXIT_LOCKED,
 }
 
 
