@@ -110,8 +110,8 @@ def enroll_device(
     """Enroll (or re-enroll) a device; returns ``{"device_id", "device_token", "created"}``.
 
     * a new device takes one use of the token, atomically;
-    * a retry with the same token and device within 10 minutes of enrolling (the first answer was lost)
-      issues a fresh device token without taking another use;
+    * a retry with the same token and device within 10 minutes of enrolling (the first answer was lost),
+      before the device sent any heartbeat, issues a fresh device token without taking another use;
     * an enrolled, unrevoked device is a ``Conflict`` unless ``current_device_token`` is its token, in
       which case its token rotates (taking a use); a revoked device enrolls again like a new one.
     """
@@ -124,11 +124,14 @@ def enroll_device(
     now = utcnow()
     device = db.get(Device, device_id, with_for_update=db.get_bind().dialect.name == "postgresql")
 
+    # A lost answer means the device never got its token, so it never sent a heartbeat with it: once it
+    # has, a "retry" would let any holder of a shared enrollment token take the device over.
     retry = (
         device is not None
         and device.revoked_at is None
         and device.enrollment_token_id == token.id
         and device.enrolled_at > now - ENROLL_RETRY_WINDOW
+        and device.last_seen_at is None
         and token.revoked_at is None
     )
     owns_it = current_device_token is not None and device is not None and security.matches(

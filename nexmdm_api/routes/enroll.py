@@ -21,7 +21,8 @@ from nexmdm_api.schemas import EnrollIn, EnrollOut
     summary="Enroll a device",
     description=(
         "Takes one use of the enrollment token and returns the device token (shown once). Retrying with the "
-        "same token and device within 10 minutes returns a fresh token without taking another use. An "
+        "same token and device within 10 minutes, before the device sent a heartbeat, returns a fresh token "
+        "without taking another use. An "
         "enrolled, unrevoked device is 409 unless `current_device_token` is its current token, in which case "
         "its token rotates and the old one stops working."
     ),
