@@ -3,6 +3,12 @@
 The URL comes from the config's ``sqlalchemy.url`` when the CLI sets it, else from the NexMDM settings
 (``NEXMDM_DATABASE_URL`` or the embedded SQLite file). SQLite uses batch mode with foreign keys off while
 tables are rebuilt; PostgreSQL partitions (children of a partitioned table) are ignored by autogenerate.
+
+On PostgreSQL every statement runs under a short ``lock_timeout`` (``NEXMDM_MIGRATION_LOCK_TIMEOUT_MS``, or
+the config attribute ``lock_timeout_ms``), so a migration waiting for a busy table gives up instead of
+queueing the heartbeat path behind it; ``nexmdm db upgrade`` retries. Each migration is its own
+transaction, so a retry resumes where the last attempt stopped, and a migration may use an autocommit
+block (``CREATE INDEX CONCURRENTLY``, see ``core.migrations.create_index_concurrently``).
 """
 
 from __future__ import annotations
@@ -39,7 +45,15 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(_database_url(), sqlite_foreign_keys=False)
+    url = _database_url()
+    kwargs = {}
+    if url.startswith("postgresql"):
+        lock_timeout_ms = config.attributes.get("lock_timeout_ms")
+        if lock_timeout_ms is None:
+            lock_timeout_ms = get_settings().migration_lock_timeout_ms
+        options = f"-c lock_timeout={int(lock_timeout_ms)}"
+        kwargs["connect_args"] = {"connect_timeout": 10, "application_name": "nexmdm-migrate", "options": options}
+    engine = make_engine(url, sqlite_foreign_keys=False, **kwargs)
     try:
         with engine.connect() as connection:
             _run(connection)
@@ -48,11 +62,16 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:  # noqa: ANN001
+    options = compare_options(connection)
+    external = config.attributes.get("connection") is not None
+    if not external and connection.in_transaction():
+        connection.commit()  # the catalog query above began one; Alembic must own the transactions
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
-        **compare_options(connection),
+        transaction_per_migration=True,
+        **options,
     )
     with context.begin_transaction():
         context.run_migrations()

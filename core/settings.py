@@ -50,6 +50,9 @@ class Settings:
     device_offline_seconds: int = 3600
     sqlite_busy_timeout_ms: int = 30000
     db_pool_size: int = 10
+    migration_lock_timeout_ms: int = 5000
+    migration_retries: int = 5
+    migration_backoff_ms: int = 1000
     log_level: str = "INFO"
     auth_failure_limit: int = 20
     auth_failure_window_seconds: int = 60
@@ -97,6 +100,9 @@ class Settings:
             "download_retention_days",
             "cleanup_retries",
         ):
+            if getattr(self, name) < 0:
+                raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
+        for name in ("migration_lock_timeout_ms", "migration_retries", "migration_backoff_ms"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
         if self.device_offline_seconds < self.device_online_seconds:

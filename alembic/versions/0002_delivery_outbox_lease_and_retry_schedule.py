@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import core.types
+from core.migrations import create_index_concurrently, drop_index_concurrently
 
 
 revision: str = '0002'
@@ -22,13 +23,15 @@ def upgrade() -> None:
     with op.batch_alter_table('fcm_dispatches', schema=None) as batch_op:
         batch_op.add_column(sa.Column('next_attempt_at', core.types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('lease_until', core.types.UTCDateTime(timezone=True), nullable=True))
-        batch_op.create_index(batch_op.f('ix_fcm_dispatches_fcm_status_next_attempt_at'), ['fcm_status', 'next_attempt_at'], unique=False)
+    # fcm_dispatches keeps 90 days of commands: on PostgreSQL the index is built without blocking writers
+    # (last in this migration: it commits the columns above first; see docs/migrations.md)
+    create_index_concurrently(op.f('ix_fcm_dispatches_fcm_status_next_attempt_at'), 'fcm_dispatches', ['fcm_status', 'next_attempt_at'])
 
 
 
 def downgrade() -> None:
+    drop_index_concurrently(op.f('ix_fcm_dispatches_fcm_status_next_attempt_at'), 'fcm_dispatches')
     with op.batch_alter_table('fcm_dispatches', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_fcm_dispatches_fcm_status_next_attempt_at'))
         batch_op.drop_column('lease_until')
         batch_op.drop_column('next_attempt_at')
 
