@@ -32,6 +32,7 @@ class Figure:
     baseline: float | None = None
     goal_ratio: float | None = None  # value / baseline must reach this (None: informational)
     extra: dict[str, Any] = field(default_factory=dict)
+    below: float | None = None  # or: value must stay under this (latency, memory, seconds)
 
     @property
     def ratio(self) -> float | None:
@@ -41,6 +42,8 @@ class Figure:
 
     @property
     def met(self) -> bool | None:
+        if self.below is not None:
+            return self.value < self.below
         if self.goal_ratio is None or self.ratio is None:
             return None
         return self.ratio >= self.goal_ratio

@@ -18,10 +18,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers
+from bench import bench_helpers, bench_http
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PARTS = ["helpers", "http", "retention"]
 
 
 def machine() -> dict[str, object]:
@@ -41,6 +42,8 @@ def render(figures: list[Figure], console: Console) -> None:
         goal = "" if f.met is None else ("[green]met[/green]" if f.met else "[red]missed[/red]")
         if f.goal_ratio is not None:
             goal += f" (≥ {f.goal_ratio:g}×)"
+        if f.below is not None:
+            goal += f" (< {f.below:g} {f.unit})"
         base = f"{f.baseline:,.0f} {f.unit} ({f.baseline_name})" if f.baseline is not None else ""
         ratio = f"{f.ratio:.2f}×" if f.ratio is not None else ""
         table.add_row(f.group, f.name, f"{f.value:,.0f} {f.unit}", base, ratio, goal)
@@ -50,17 +53,29 @@ def render(figures: list[Figure], console: Console) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sample sizes (a smoke run)")
-    parser.add_argument("--only", choices=["helpers"], action="append", help="run only these parts")
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only these parts (repeatable; default: all)"
+    )
     args = parser.parse_args()
-    parts = set(args.only or ["helpers"])
+    parts = set(args.only or PARTS)
     console = Console()
     figures: list[Figure] = []
+    details: dict[str, object] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nexmdm-bench-") as tmp:
         if "helpers" in parts:
             console.print("[bold]1. persistence helpers vs the raw driver[/bold]")
             n = (300, 500) if args.quick else (3000, 5000)
             figures += bench_helpers.run(Path(tmp), n_pg=n[0], n_sqlite=n[1])
+        if "http" in parts:
+            console.print("[bold]2. POST /v1/heartbeat through nexmdm serve vs the raw-insert floor; 4. memory[/bold]")
+            if args.quick:
+                found, details["http"] = bench_http.run(
+                    Path(tmp), sizes=(200, 1000), seconds=3, simulate_sizes=(20, 100), simulate_seconds=5
+                )
+            else:
+                found, details["http"] = bench_http.run(Path(tmp))
+            figures += found
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)
     document = {
@@ -68,6 +83,7 @@ def main() -> None:
         "machine": machine(),
         "seconds": round(time.perf_counter() - started, 1),
         "figures": [f.as_dict() for f in figures],
+        "details": details,
     }
     (RESULTS / "latest.json").write_text(json.dumps(document, indent=2, default=str))
     console.print(f"results written to {RESULTS / 'latest.json'} in {document['seconds']} s")

@@ -1,8 +1,9 @@
 """The heartbeat hot path: authenticate, store and update the last-seen summary in one statement.
 
-On PostgreSQL ``record_heartbeat_for_token`` is a single statement (one round trip): data-modifying CTEs
-look the device up by its token hash, insert the heartbeat with ``ON CONFLICT DO NOTHING`` against
-``(device_id, bucket_start)``, and update the device's summary only when a new bucket was stored (or its
+On PostgreSQL one statement (one round trip) stores a whole batch of beats (``store_beats``; the API
+batches the beats that arrive together, ``record_heartbeat_for_token`` stores one): data-modifying CTEs
+look the devices up by token hash, insert the heartbeats with ``ON CONFLICT DO NOTHING`` against
+``(device_id, bucket_start)``, and update each device's summary only when a new bucket was stored (or its
 FCM token changed). On SQLite, where a statement costs no network round trip, it is the same work done
 by ``authenticate_device`` and ``record_device_heartbeat`` in the caller's transaction.
 
@@ -13,58 +14,163 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from core import db_utils, partitions, security, validation
 from core.devices import authenticate_device, record_device_heartbeat
-from core.errors import Forbidden, InvalidCredentials
+from core.errors import Forbidden, InvalidCredentials, NexMDMError
 from core.settings import Settings
-from core.types import UTCDateTime, utcnow
+from core.types import utcnow
 
 _SUMMARY = """
-    last_seen_at = CASE WHEN ins.device_id IS NULL THEN d.last_seen_at ELSE :received_at END,
-    last_status = CASE WHEN ins.device_id IS NULL THEN d.last_status ELSE :status END,
-    last_battery_pct = CASE WHEN ins.device_id IS NULL THEN d.last_battery_pct ELSE :battery_pct END,
-    last_plugged = CASE WHEN ins.device_id IS NULL THEN d.last_plugged ELSE :plugged END,
-    last_network_type = CASE WHEN ins.device_id IS NULL THEN d.last_network_type ELSE :network_type END,
-    agent_version = CASE WHEN ins.device_id IS NOT NULL AND :agent_version IS NOT NULL
-                         THEN :agent_version ELSE d.agent_version END,
-    fcm_token = COALESCE(:fcm_token, d.fcm_token),
-    fcm_token_dead_at = CASE WHEN :fcm_token IS NOT NULL THEN NULL ELSE d.fcm_token_dead_at END
+    last_seen_at = CASE WHEN ins.device_id IS NULL THEN d.last_seen_at ELSE mine.received_at END,
+    last_status = CASE WHEN ins.device_id IS NULL THEN d.last_status ELSE mine.status END,
+    last_battery_pct = CASE WHEN ins.device_id IS NULL THEN d.last_battery_pct ELSE mine.battery_pct END,
+    last_plugged = CASE WHEN ins.device_id IS NULL THEN d.last_plugged ELSE mine.plugged END,
+    last_network_type = CASE WHEN ins.device_id IS NULL THEN d.last_network_type ELSE mine.network_type END,
+    agent_version = CASE WHEN ins.device_id IS NOT NULL AND mine.agent_version IS NOT NULL
+                         THEN mine.agent_version ELSE d.agent_version END,
+    fcm_token = COALESCE(mine.fcm_token, d.fcm_token),
+    fcm_token_dead_at = CASE WHEN mine.fcm_token IS NOT NULL THEN NULL ELSE d.fcm_token_dead_at END
 """
 
-_ONE_STATEMENT = text(
-    f"""
-WITH dev AS (
-    SELECT id FROM devices WHERE device_token_hash = :token_hash AND revoked_at IS NULL
+#: Many beats (at most one per token) in one statement: the beats arrive as parallel arrays, the devices
+#: are found by token hash, the heartbeats inserted sorted by the unique key (concurrent multi-row upserts
+#: in another order could deadlock), and each device's summary updated when its beat opened a bucket or
+#: brought a new FCM token. One row comes back per beat whose token belongs to a device.
+_MANY = f"""
+WITH beat AS (
+    SELECT * FROM unnest(
+        %(idx)s::int[], %(token_hash)s::text[], %(claimed)s::text[], %(bucket_start)s::timestamptz[],
+        %(received_at)s::timestamptz[], %(status)s::text[], %(battery_pct)s::int[], %(plugged)s::bool[],
+        %(network_type)s::text[], %(agent_version)s::text[], %(fcm_token)s::text[]
+    ) AS b(idx, token_hash, claimed, bucket_start, received_at, status, battery_pct, plugged, network_type,
+           agent_version, fcm_token)
+), dev AS (
+    SELECT beat.*, d.id AS device_id
+    FROM beat JOIN devices d ON d.device_token_hash = beat.token_hash AND d.revoked_at IS NULL
 ), mine AS (
-    SELECT id FROM dev WHERE CAST(:claimed AS VARCHAR) IS NULL OR id = :claimed
+    SELECT * FROM dev WHERE claimed IS NULL OR claimed = device_id
 ), ins AS (
     INSERT INTO device_heartbeats
         (device_id, bucket_start, received_at, status, battery_pct, plugged, network_type, agent_version)
-    SELECT id, :bucket_start, :received_at, :status, :battery_pct, :plugged, :network_type, :agent_version
-    FROM mine
+    SELECT device_id, bucket_start, received_at, status, battery_pct, plugged, network_type, agent_version
+    FROM mine ORDER BY device_id, bucket_start
     ON CONFLICT (device_id, bucket_start) DO NOTHING
     RETURNING device_id
 ), upd AS (
     UPDATE devices d SET {_SUMMARY}
-    FROM mine LEFT JOIN ins ON ins.device_id = mine.id
-    WHERE d.id = mine.id
+    FROM mine LEFT JOIN ins ON ins.device_id = mine.device_id
+    WHERE d.id = mine.device_id
       AND (ins.device_id IS NOT NULL
-           OR (CAST(:fcm_token AS TEXT) IS NOT NULL
-               AND (d.fcm_token IS DISTINCT FROM CAST(:fcm_token AS TEXT) OR d.fcm_token_dead_at IS NOT NULL)))
+           OR (mine.fcm_token IS NOT NULL
+               AND (d.fcm_token IS DISTINCT FROM mine.fcm_token OR d.fcm_token_dead_at IS NOT NULL)))
     RETURNING d.id
 )
-SELECT dev.id AS device_id, EXISTS (SELECT 1 FROM ins) AS created FROM dev
+SELECT dev.idx, dev.device_id, EXISTS (SELECT 1 FROM ins WHERE ins.device_id = dev.device_id) AS created
+FROM dev
 """
-).bindparams(
-    bindparam("bucket_start", type_=UTCDateTime()),
-    bindparam("received_at", type_=UTCDateTime()),
+
+_COLUMNS = (
+    "token_hash", "claimed", "bucket_start", "received_at", "status", "battery_pct", "plugged", "network_type",
+    "agent_version", "fcm_token",
 )
+#: attempts of a batch that met a deadlock (possible only when one device beats through two processes at once)
+_DEADLOCK_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A validated heartbeat, ready to store: everything the statement needs, the token only as its hash."""
+
+    token_hash: str
+    claimed: str | None
+    received_at: datetime
+    bucket_start: datetime
+    status: str | None
+    battery_pct: int | None
+    plugged: bool | None
+    network_type: str | None
+    agent_version: str | None
+    fcm_token: str | None
+
+
+def prepare_beat(
+    token: str, heartbeat_data: dict[str, Any], settings: Settings, received_at: datetime | None = None
+) -> Beat:
+    """Validate a heartbeat and fix its bucket (server receive time); raises ``InvalidArgument``."""
+    fields = db_utils.validate_heartbeat_data(heartbeat_data)
+    claimed = heartbeat_data.get("device_id")
+    if claimed is not None:
+        validation.device_id(claimed)
+    fcm_token = validation.text(heartbeat_data.get("fcm_token"), "fcm_token", max_length=4096) or None
+    received = received_at or utcnow()
+    return Beat(
+        token_hash=security.hash_secret(token),
+        claimed=claimed,
+        received_at=received,
+        bucket_start=db_utils.bucket_floor(received, settings.heartbeat_bucket_seconds),
+        status=fields["status"],
+        battery_pct=fields["battery_pct"],
+        plugged=fields["plugged"],
+        network_type=fields["network_type"],
+        agent_version=fields["agent_version"] or None,  # "" is "not reported", as on SQLite
+        fcm_token=fcm_token,
+    )
+
+
+def store_beats(conn: Connection, beats: Sequence[Beat], settings: Settings) -> list[dict[str, Any] | NexMDMError]:
+    """Store many beats in one statement on PostgreSQL (at most one per token); one outcome per beat.
+
+    An outcome is ``{"device_id", "created", "bucket_start"}``, or the ``InvalidCredentials`` /
+    ``Forbidden`` that beat earned (nothing of it is written). Database errors raise: then nothing of
+    the batch was written (one statement). ``conn`` should be in autocommit, or the caller commits.
+    """
+    if len({b.token_hash for b in beats}) != len(beats):
+        raise ValueError("store_beats takes at most one beat per token")
+    started = time.perf_counter()
+    for day_start in {b.bucket_start for b in beats}:
+        partitions.ensure_for(conn, day_start)
+    params: dict[str, list[Any]] = {"idx": list(range(len(beats)))}
+    for column in _COLUMNS:
+        params[column] = [getattr(b, column) for b in beats]
+    # a statement that lost a deadlock wrote nothing; in autocommit it can simply run again
+    retry = len(beats) > 1 and getattr(conn.connection.dbapi_connection, "autocommit", False)
+    for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+        try:
+            rows = conn.exec_driver_sql(_MANY, params).all()
+            break
+        except OperationalError as exc:
+            if not retry or getattr(exc.orig, "pgcode", None) != "40P01" or attempt == _DEADLOCK_ATTEMPTS:
+                raise
+            conn.rollback()  # SQLAlchemy's bookkeeping only: the DBAPI connection is in autocommit
+    found = {row.idx: row for row in rows}
+    outcomes: list[dict[str, Any] | NexMDMError] = []
+    slow = (time.perf_counter() - started) * 1000 > settings.slow_heartbeat_ms
+    for i, beat in enumerate(beats):
+        row = found.get(i)
+        if row is None:
+            outcomes.append(InvalidCredentials("invalid device token"))
+            continue
+        if beat.claimed is not None and beat.claimed != row.device_id:
+            outcomes.append(Forbidden("device_id is not the device this token belongs to"))
+            continue
+        db_utils.log_operation(
+            "create" if row.created else "dedup_hit",
+            "device_heartbeats",
+            {"device_id": row.device_id},
+            started,
+            level=logging.WARNING if slow else logging.INFO,
+        )
+        outcomes.append({"device_id": row.device_id, "created": bool(row.created), "bucket_start": beat.bucket_start})
+    return outcomes
 
 
 def record_heartbeat_for_token(
@@ -81,44 +187,14 @@ def record_heartbeat_for_token(
     revoked token and ``Forbidden`` when ``heartbeat_data["device_id"]`` names another device; neither
     writes anything.
     """
-    fields = db_utils.validate_heartbeat_data(heartbeat_data)
-    fields["agent_version"] = fields["agent_version"] or None  # "" is "not reported", as on SQLite
-    claimed = heartbeat_data.get("device_id")
-    if claimed is not None:
-        validation.device_id(claimed)
-    fcm_token = validation.text(heartbeat_data.get("fcm_token"), "fcm_token", max_length=4096) or None
+    beat = prepare_beat(token, heartbeat_data, settings, received_at)
     if db.get_bind().dialect.name != "postgresql":
         device = authenticate_device(db, token)
-        if claimed is not None and claimed != device.id:
+        if beat.claimed is not None and beat.claimed != device.id:
             raise Forbidden("device_id is not the device this token belongs to")
-        result = record_device_heartbeat(db, device, dict(heartbeat_data), settings, received_at=received_at)
+        result = record_device_heartbeat(db, device, dict(heartbeat_data), settings, received_at=beat.received_at)
         return {"device_id": device.id, "created": result["created"], "bucket_start": result["bucket_start"]}
-
-    started = time.perf_counter()
-    received = received_at or utcnow()
-    bucket_start = db_utils.bucket_floor(received, settings.heartbeat_bucket_seconds)
-    partitions.ensure_for(db, bucket_start)
-    row = db.execute(
-        _ONE_STATEMENT,
-        {
-            "token_hash": security.hash_secret(token),
-            "claimed": claimed,
-            "bucket_start": bucket_start,
-            "received_at": received,
-            "fcm_token": fcm_token,
-            **fields,
-        },
-    ).first()
-    if row is None:
-        raise InvalidCredentials("invalid device token")
-    if claimed is not None and claimed != row.device_id:
-        raise Forbidden("device_id is not the device this token belongs to")
-    latency_ms = (time.perf_counter() - started) * 1000
-    db_utils.log_operation(
-        "create" if row.created else "dedup_hit",
-        "device_heartbeats",
-        {"device_id": row.device_id},
-        started,
-        level=logging.WARNING if latency_ms > settings.slow_heartbeat_ms else logging.INFO,
-    )
-    return {"device_id": row.device_id, "created": bool(row.created), "bucket_start": bucket_start}
+    (outcome,) = store_beats(db.connection(), [beat], settings)
+    if isinstance(outcome, NexMDMError):
+        raise outcome
+    return outcome

@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             enroll.enroll,
-            heartbeats.heartbeat,
+            heartbeats.heartbeat if settings.is_sqlite else heartbeats.heartbeat_batched,
             commands.pending_commands,
             commands.ack_command,
             commands.create_command,

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import engine_from_settings, make_session_factory
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
+from nexmdm_api.heartbeat_writer import HeartbeatWriter
 
 #: seconds to wait for a PostgreSQL connection to open, or for a free connection in the pool
 CONNECT_TIMEOUT_SECONDS = 2
@@ -111,9 +112,15 @@ def database_lifespan(settings: Settings) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         database = open_database(settings)
         app.state.db = database
+        writer = None
+        if not settings.is_sqlite:
+            writer = app.state.heartbeat_writer = HeartbeatWriter(database.autocommit_sessions.kw["bind"], settings)
+            writer.start()
         try:
             yield
         finally:
+            if writer is not None:
+                writer.stop()
             database.engine.dispose()
             database.autocommit_sessions.kw["bind"].dispose()
 

@@ -69,3 +69,16 @@ def observe_push(outcome: str, latency_seconds: float | None) -> None:
             ),
         )
         histogram.observe(latency_seconds)
+
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def observe_heartbeat_batch(size: int) -> None:
+    """Beats stored together by one statement of the heartbeat writer (PostgreSQL)."""
+    _metric(
+        "nexmdm_heartbeat_batch_size",
+        lambda: Histogram(
+            "nexmdm_heartbeat_batch_size", "Heartbeats stored by one statement", buckets=BATCH_SIZE_BUCKETS
+        ),
+    ).observe(size)

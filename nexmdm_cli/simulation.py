@@ -52,15 +52,19 @@ class Stats:
             errors.update({s: n for s, n in counts.items() if not s.startswith("2")})
         return errors
 
-    def report(self, elapsed: float, devices: int) -> dict[str, Any]:
+    def report(self, elapsed: float, devices: int, enroll_s: float | None = None) -> dict[str, Any]:
+        """The final report. Enrollment rates are over the enrollment phase, the rest over the run after it."""
+        enroll_s = elapsed if enroll_s is None else enroll_s
+        run_s = max(0.0, elapsed - enroll_s) or elapsed
         endpoints = {}
         for endpoint, counts in sorted(self.statuses.items()):
             values = self.latencies.get(endpoint, [])
             total = sum(counts.values())
+            phase = enroll_s if endpoint == "POST /v1/enroll" else run_s
             endpoints[endpoint] = {
                 "requests": total,
                 "errors": sum(n for s, n in counts.items() if not s.startswith("2")),
-                "throughput_rps": round(total / elapsed, 1) if elapsed else 0.0,
+                "throughput_rps": round(total / phase, 1) if phase else 0.0,
                 "p50_ms": _round(percentile(values, 50)),
                 "p95_ms": _round(percentile(values, 95)),
                 "p99_ms": _round(percentile(values, 99)),
@@ -69,6 +73,7 @@ class Stats:
             "devices": devices,
             "enrolled": self.enrolled,
             "elapsed_s": round(elapsed, 2),
+            "enroll_s": round(enroll_s, 2),
             "requests": self.requests,
             "throughput_rps": round(self.requests / elapsed, 1) if elapsed else 0.0,
             "heartbeats": {"created": self.beats_created, "deduplicated": self.beats_deduplicated},
@@ -111,6 +116,7 @@ class Simulation:
         concurrency: int = 16,
         poll_every: int = 2,
         prefix: str | None = None,
+        ramp_up: float = 0.0,
     ) -> None:
         self.url = url
         self.enrollment_token = enrollment_token
@@ -118,6 +124,7 @@ class Simulation:
         self.duration = duration
         self.interval = interval
         self.poll_every = max(1, poll_every)
+        self.ramp_up = max(0.0, ramp_up)
         self.prefix = prefix or f"sim-{secrets.token_hex(3)}"
         self.stats = Stats()
         self.rng = random.Random()  # noqa: S311 - jitter for a load generator, not a secret
@@ -151,11 +158,15 @@ class Simulation:
             self.tokens[device_id] = response.json()["device_token"]
             self.stats.enrolled += 1
 
-    async def _device(self, client: httpx.AsyncClient, device_id: str, token: str, deadline: float) -> None:
+    async def _device(
+        self, client: httpx.AsyncClient, device_id: str, token: str, deadline: float, start_after: float = 0.0
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         battery = self.rng.randint(20, 100)
         network = self.rng.choice(NETWORKS)
-        await asyncio.sleep(self.rng.uniform(0, min(self.interval, max(0.0, deadline - time.monotonic()))))
+        # ramp-up: device i comes online at i/n of the ramp; then a random phase within one interval
+        first = start_after + self.rng.uniform(0, self.interval)
+        await asyncio.sleep(max(0.0, min(first, deadline - time.monotonic())))
         beats = 0
         while time.monotonic() < deadline:
             battery = max(1, min(100, battery + self.rng.choice((-1, 0, 0, 1))))
@@ -207,15 +218,20 @@ class Simulation:
         async with httpx.AsyncClient(base_url=self.url, limits=limits, timeout=30.0) as client:
             started = time.monotonic()
             await asyncio.gather(*(self._enroll(client, i) for i in range(self.devices)))
-            deadline = time.monotonic() + self.duration
-            tasks = [asyncio.create_task(self._device(client, d, t, deadline)) for d, t in self.tokens.items()]
+            enrolled_at = time.monotonic()
+            deadline = enrolled_at + self.duration
+            n = max(1, len(self.tokens))
+            tasks = [
+                asyncio.create_task(self._device(client, d, t, deadline, self.ramp_up * i / n))
+                for i, (d, t) in enumerate(self.tokens.items())
+            ]
             if during is not None:
                 tasks.append(asyncio.create_task(during(self)))
             ticker = asyncio.create_task(self._tick(on_tick, started, deadline)) if on_tick else None
             await asyncio.gather(*tasks)
             if ticker:
                 ticker.cancel()
-            return self.stats.report(time.monotonic() - started, self.devices)
+            return self.stats.report(time.monotonic() - started, self.devices, enroll_s=enrolled_at - started)
 
     async def _tick(self, on_tick: Callable[[Simulation, float], None], started: float, deadline: float) -> None:
         while True:

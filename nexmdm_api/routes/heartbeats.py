@@ -1,6 +1,9 @@
 """``POST /v1/heartbeat``: the hottest path. Authenticate, store, answer; nothing else.
 
-On PostgreSQL that is one statement in an autocommit session (``core.heartbeats``): one round trip.
+On PostgreSQL the handler never leaves the event loop: it validates the beat and awaits the process's
+heartbeat writer, which stores the beats arriving together with one statement (``heartbeat_writer``).
+On SQLite it is the same work in a worker thread, in the request's transaction. ``create_app`` mounts
+the one that fits the database; both answer the same way.
 """
 
 from __future__ import annotations
@@ -20,40 +23,62 @@ from nexmdm_api.errors import problems, rate_limited
 from nexmdm_api.metrics import count_heartbeat
 from nexmdm_api.schemas import HeartbeatIn, HeartbeatOut
 
-
-@post(
-    "/v1/heartbeat",
-    tags=["device"],
-    summary="Report a heartbeat",
-    description=(
+_ROUTE: dict[str, Any] = {
+    "path": "/v1/heartbeat",
+    "tags": ["device"],
+    "summary": "Report a heartbeat",
+    "description": (
         "Stores at most one heartbeat per device per bucket (server receive time). 201 when this heartbeat "
         "opened a new bucket, 200 when the bucket already had one (nothing stored). `fcm_token` updates the "
         "device's push token either way. Unknown fields are ignored."
     ),
-    status_code=201,
-    security=DEVICE_SECURITY,
-    sync_to_thread=True,
-    opt={"auth": "device", "body": "json", "autocommit": True},
-    responses={
+    "status_code": 201,
+    "security": DEVICE_SECURITY,
+    "responses": {
         200: ResponseSpec(HeartbeatOut, description="The bucket already had a heartbeat; nothing was stored"),
-        **problems(400, 401, 403, 413, 415, 422, 429),
+        **problems(400, 401, 403, 413, 415, 422, 429, 503),
     },
-)
-def heartbeat(request: Request[Any, Any, Any], db: DB, data: JSONBody[HeartbeatIn]) -> Response[HeartbeatOut]:
+}
+
+
+def _take_rate(request: Request[Any, Any, Any]) -> str:
     token = bearer_token(request) or ""
     # keyed by the token's hash, before the database: a flood costs no query (a device has one token)
     wait = request.app.state.heartbeat_limiter.take(security.hash_secret(token))
     if wait is not None:
         count_heartbeat("rate_limited")
         raise rate_limited("too many heartbeats from this device", wait)
+    return token
+
+
+def _answer(result: dict[str, Any]) -> Response[HeartbeatOut]:
+    count_heartbeat("created" if result["created"] else "deduplicated")
+    return Response(
+        HeartbeatOut(created=result["created"], bucket_start=result["bucket_start"]),
+        status_code=201 if result["created"] else 200,
+    )
+
+
+@post(**_ROUTE, opt={"auth": "device", "body": "json"})
+async def heartbeat_batched(request: Request[Any, Any, Any], data: JSONBody[HeartbeatIn]) -> Response[HeartbeatOut]:
+    """PostgreSQL: validated on the event loop, stored by the process's heartbeat writer (group commit)."""
+    token = _take_rate(request)
+    beat = heartbeats.prepare_beat(token, msgspec.structs.asdict(data), request.app.state.settings)
+    try:
+        result = await request.app.state.heartbeat_writer.store(beat)
+    except InvalidCredentials as exc:
+        raise refused(request, exc.message) from None
+    return _answer(result)
+
+
+@post(**_ROUTE, sync_to_thread=True, opt={"auth": "device", "body": "json", "autocommit": True})
+def heartbeat(request: Request[Any, Any, Any], db: DB, data: JSONBody[HeartbeatIn]) -> Response[HeartbeatOut]:
+    """SQLite: in a worker thread, in the request's transaction (one writer at a time anyway)."""
+    token = _take_rate(request)
     try:
         result = heartbeats.record_heartbeat_for_token(
             db, token=token, heartbeat_data=msgspec.structs.asdict(data), settings=request.app.state.settings
         )
     except InvalidCredentials as exc:
         raise refused(request, exc.message) from None
-    count_heartbeat("created" if result["created"] else "deduplicated")
-    return Response(
-        HeartbeatOut(created=result["created"], bucket_start=result["bucket_start"]),
-        status_code=201 if result["created"] else 200,
-    )
+    return _answer(result)

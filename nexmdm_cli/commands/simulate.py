@@ -42,7 +42,11 @@ def run_with_progress(sim: Simulation, during: Callable[[Simulation], Awaitable[
 
 
 def render_report(report: dict[str, Any]) -> None:
-    table = Table(title=f"Simulation: {report['devices']} devices, {report['elapsed_s']} s", title_justify="left")
+    table = Table(
+        title=f"Simulation: {report['devices']} devices, {report['elapsed_s']} s "
+        f"(enrollment {report['enroll_s']} s; rates are per phase)",
+        title_justify="left",
+    )
     for column in ("endpoint", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="left" if column == "endpoint" else "right")
     for endpoint, row in report["endpoints"].items():
@@ -83,6 +87,10 @@ def simulate(
             min=1, max=1000, help="Requests in flight at most (one httpx client; its pool gets slow past a few dozen)."
         ),
     ] = 16,
+    ramp_up: Annotated[
+        float,
+        typer.Option(min=0, max=86_400, help="Seconds over which devices come online after enrolling (0: at once)."),
+    ] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
 ) -> None:
     """Simulate devices against a running API: enroll, heartbeat, fetch and acknowledge commands; report latency."""
@@ -94,7 +102,8 @@ def simulate(
                 db, uses=devices, expires_in=timedelta(hours=1), note="nexmdm simulate"
             )
     sim = Simulation(
-        base, enrollment_token, devices=devices, duration=duration, interval=interval, concurrency=concurrency
+        base, enrollment_token, devices=devices, duration=duration, interval=interval, concurrency=concurrency,
+        ramp_up=ramp_up,
     )
     report = run_with_progress(sim)
     if json_output:

@@ -1,0 +1,180 @@
+"""Group commit of heartbeats on PostgreSQL: the beats that wait together go in one statement, each gets
+its own outcome, and one bad beat cannot fail the others."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import DataError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import security
+from core.db import make_engine
+from core.errors import Forbidden, InvalidCredentials
+from core.heartbeats import Beat, prepare_beat, store_beats
+from core.models import Device, DeviceHeartbeat
+from core.settings import Settings
+from nexmdm_api.heartbeat_writer import HeartbeatWriter
+
+T0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def backend() -> str:
+    return "postgresql"  # the writer exists on PostgreSQL only (SQLite stores in the request's transaction)
+
+
+@pytest.fixture
+def tokens(session_factory: sessionmaker[Session]) -> dict[str, str]:
+    secrets = {f"dev_{i:02d}": security.new_secret(security.DEVICE_PREFIX) for i in range(20)}
+    with session_factory.begin() as db:
+        db.add_all(Device(id=d, device_token_hash=security.hash_secret(s)) for d, s in secrets.items())
+    return secrets
+
+
+@pytest.fixture
+def autocommit_engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url, isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+def count_statements(engine: Engine) -> list[int]:
+    """Number of rows passed to each batch statement, recorded as they run."""
+    sizes: list[int] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "unnest(" in statement:
+            sizes.append(len(parameters["idx"]))
+
+    return sizes
+
+
+async def _store_all(writer: HeartbeatWriter, beats: list[Beat]) -> list[Any]:
+    """Queue every beat before the writer starts, so that they wait together; gather the outcomes."""
+    tasks = [asyncio.create_task(writer.store(b)) for b in beats]
+    await asyncio.sleep(0)  # every task has queued its beat
+    writer.start()
+    try:
+        return await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        writer.stop()
+
+
+def _beat(token: str, settings: Settings, at: datetime = T0, **data: Any) -> Beat:
+    return prepare_beat(token, {"status": "ok", **data}, settings, received_at=at)
+
+
+def _rows(factory: sessionmaker[Session]) -> dict[str, int]:
+    with factory() as db:
+        return dict(
+            db.execute(select(DeviceHeartbeat.device_id, func.count()).group_by(DeviceHeartbeat.device_id)).all()
+        )
+
+
+def test_beats_waiting_together_are_stored_by_one_statement(
+    autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    sizes = count_statements(autocommit_engine)
+    beats = [_beat(t, settings, battery_pct=i) for i, t in enumerate(tokens.values())]
+    outcomes = asyncio.run(_store_all(HeartbeatWriter(autocommit_engine, settings), beats))
+    assert sizes == [len(tokens)]
+    assert [o["device_id"] for o in outcomes] == list(tokens)
+    assert all(o["created"] and o["bucket_start"] == T0 for o in outcomes)
+    assert _rows(session_factory) == dict.fromkeys(tokens, 1)
+    with session_factory() as db:
+        seen = dict(db.execute(select(Device.id, Device.last_battery_pct)).all())
+    assert seen == {d: i for i, d in enumerate(tokens)}  # each device got its own beat's summary
+
+
+def test_a_second_beat_of_the_same_device_waits_for_the_next_statement(
+    autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    sizes = count_statements(autocommit_engine)
+    first, second = list(tokens.values())[:2]
+    beats = [
+        _beat(first, settings, battery_pct=10),
+        _beat(first, settings, T0 + timedelta(seconds=3), battery_pct=20),  # same bucket: a dedup hit
+        _beat(second, settings),
+        _beat(first, settings, T0 + timedelta(seconds=10), battery_pct=30),  # the next bucket
+    ]
+    outcomes = asyncio.run(_store_all(HeartbeatWriter(autocommit_engine, settings, max_batch=10), beats))
+    assert sizes == [2, 1, 1]  # arrival order kept per device
+    assert [o["created"] for o in outcomes] == [True, False, True, True]
+    assert _rows(session_factory) == {"dev_00": 2, "dev_01": 1}
+    with session_factory() as db:
+        assert db.get(Device, "dev_00").last_battery_pct == 30
+
+
+def test_each_beat_gets_its_own_refusal_and_writes_nothing(
+    autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    good, other = list(tokens.values())[:2]
+    beats = [
+        _beat(good, settings),
+        _beat("nxd_unknown", settings),
+        _beat(other, settings, device_id="dev_00"),  # claims to be another device
+    ]
+    outcomes = asyncio.run(_store_all(HeartbeatWriter(autocommit_engine, settings), beats))
+    assert outcomes[0]["device_id"] == "dev_00"
+    assert isinstance(outcomes[1], InvalidCredentials)
+    assert isinstance(outcomes[2], Forbidden)
+    assert _rows(session_factory) == {"dev_00": 1}
+
+
+def test_a_beat_the_database_refuses_does_not_fail_the_batch(
+    autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    values = list(tokens.values())[:4]
+    beats = [_beat(t, settings) for t in values]
+    beats[2] = dataclasses.replace(beats[2], status="x" * 500)  # past validation: longer than the column
+    outcomes = asyncio.run(_store_all(HeartbeatWriter(autocommit_engine, settings), beats))
+    assert isinstance(outcomes[2], DataError)
+    assert [o["created"] for i, o in enumerate(outcomes) if i != 2] == [True, True, True]
+    assert _rows(session_factory) == {"dev_00": 1, "dev_01": 1, "dev_03": 1}
+
+
+def test_store_beats_refuses_two_beats_of_one_token(autocommit_engine: Engine, settings: Settings) -> None:
+    beat = _beat("nxd_x", settings)
+    with autocommit_engine.connect() as conn, pytest.raises(ValueError, match="one beat per token"):
+        store_beats(conn, [beat, beat], settings)
+
+
+def test_the_writer_recovers_after_its_connection_breaks(
+    autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    first, second = list(tokens.values())[:2]
+
+    async def scenario() -> list[Any]:
+        writer = HeartbeatWriter(autocommit_engine, settings).start()
+        try:
+            one = await writer.store(_beat(first, settings))
+            # the server ends the writer's session (as a restart or failover would)
+            with autocommit_engine.connect() as admin:
+                admin.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            outcomes = [one]
+            for _ in range(3):  # the first try may meet the dead connection; the writer then takes a new one
+                try:
+                    outcomes.append(await writer.store(_beat(second, settings)))
+                    break
+                except Exception as exc:  # noqa: BLE001 - recorded and checked below
+                    outcomes.append(exc)
+            return outcomes
+        finally:
+            writer.stop()
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes[0]["created"] is True
+    assert isinstance(outcomes[-1], dict) and outcomes[-1]["device_id"] == "dev_01"
+    assert len(outcomes) <= 3  # at most one failed attempt
+    assert _rows(session_factory) == {"dev_00": 1, "dev_01": 1}
