@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers, bench_http
+from bench import bench_helpers, bench_http, bench_retention
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -34,6 +35,13 @@ def machine() -> dict[str, object]:
     }
 
 
+def _number(value: float) -> str:
+    """Three significant figures for small values, whole numbers with separators for large ones."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
 def render(figures: list[Figure], console: Console) -> None:
     table = Table(title="NexMDM benchmark (ratios are against baselines measured in this run)")
     for col in ("group", "figure", "value", "baseline", "ratio", "goal"):
@@ -44,9 +52,9 @@ def render(figures: list[Figure], console: Console) -> None:
             goal += f" (≥ {f.goal_ratio:g}×)"
         if f.below is not None:
             goal += f" (< {f.below:g} {f.unit})"
-        base = f"{f.baseline:,.0f} {f.unit} ({f.baseline_name})" if f.baseline is not None else ""
+        base = f"{_number(f.baseline)} {f.unit} ({f.baseline_name})" if f.baseline is not None else ""
         ratio = f"{f.ratio:.2f}×" if f.ratio is not None else ""
-        table.add_row(f.group, f.name, f"{f.value:,.0f} {f.unit}", base, ratio, goal)
+        table.add_row(f.group, f.name, f"{_number(f.value)} {f.unit}", base, ratio, goal)
     console.print(table)
 
 
@@ -58,7 +66,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     parts = set(args.only or PARTS)
-    console = Console()
+    console = Console(width=max(160, Console().width))
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the in-process client's request lines
     figures: list[Figure] = []
     details: dict[str, object] = {}
     started = time.perf_counter()
@@ -75,6 +84,13 @@ def main() -> None:
                 )
             else:
                 found, details["http"] = bench_http.run(Path(tmp))
+            figures += found
+        if "retention" in parts:
+            console.print("[bold]3. retention of expired heartbeats vs one DELETE; reads at 100,000 devices[/bold]")
+            if args.quick:
+                found, details["retention"] = bench_retention.run(devices=2_000, expired_days=3, per_day=5)
+            else:
+                found, details["retention"] = bench_retention.run()
             figures += found
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)
