@@ -100,7 +100,12 @@ def retrying(
             delay = min(BACKOFF_MAX_SECONDS, BACKOFF_SECONDS * 2 ** (attempt - 1))
             logger.info(
                 "cleanup_retry entity=%s step=%r reason=%s attempt=%d latency_ms=%.1f backoff_s=%.2f",
-                entity, what, kind, attempt, (time.perf_counter() - started) * 1000, delay,
+                entity,
+                what,
+                kind,
+                attempt,
+                (time.perf_counter() - started) * 1000,
+                delay,
             )
             time.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not a secret
             attempt += 1

@@ -108,8 +108,10 @@ def seed_old_rows(
     with engine.begin() as conn:
         partitions.create_partitions(conn, [*days, boundary, boundary + timedelta(days=1)])
         conn.execute(
-            text("INSERT INTO devices (id, enrolled_at) SELECT 'old_' || lpad(g::text, 4, '0'), now() "
-                 "FROM generate_series(0, :n - 1) g"),
+            text(
+                "INSERT INTO devices (id, enrolled_at) SELECT 'old_' || lpad(g::text, 4, '0'), now() "
+                "FROM generate_series(0, :n - 1) g"
+            ),
             {"n": devices},
         )
 
@@ -119,10 +121,12 @@ def seed_old_rows(
             # the devices exist; skipping the per-row foreign-key trigger only makes the bulk load faster
             conn.execute(text("SET LOCAL session_replication_role = replica"))
             conn.execute(
-                text("INSERT INTO device_heartbeats (device_id, bucket_start, received_at, status, battery_pct) "
-                     "SELECT 'old_' || lpad((g % :d)::text, 4, '0'), ts, ts, 'ok', 50 "
-                     "FROM generate_series(0, :n - 1) g, "
-                     "LATERAL (SELECT CAST(:start AS timestamptz) + (g / :d) * CAST(:step AS interval) AS ts) t"),
+                text(
+                    "INSERT INTO device_heartbeats (device_id, bucket_start, received_at, status, battery_pct) "
+                    "SELECT 'old_' || lpad((g % :d)::text, 4, '0'), ts, ts, 'ok', 50 "
+                    "FROM generate_series(0, :n - 1) g, "
+                    "LATERAL (SELECT CAST(:start AS timestamptz) + (g / :d) * CAST(:step AS interval) AS ts) t"
+                ),
                 {"d": devices, "n": rows, "start": start, "step": (end - start) / buckets},
             )
 
@@ -180,7 +184,9 @@ class Ingestion:
             try:
                 with self.sessions() as db:
                     result = record_heartbeat_for_token(
-                        db, token=tokens[i % len(tokens)], heartbeat_data={"status": "ok", "battery_pct": 80},
+                        db,
+                        token=tokens[i % len(tokens)],
+                        heartbeat_data={"status": "ok", "battery_pct": 80},
                         settings=self.settings,
                     )
             except Exception as exc:  # noqa: BLE001 - every failure is a finding
@@ -242,9 +248,20 @@ class CleanupProcess:
     @classmethod
     def start(cls, env: dict[str, str]) -> CleanupProcess:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from nexmdm_cli.main import run; run()", "-v", "cleanup", "--json",
-             "--heartbeats-days", str(RETENTION_DAYS)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-c",
+                "from nexmdm_cli.main import run; run()",
+                "-v",
+                "cleanup",
+                "--json",
+                "--heartbeats-days",
+                str(RETENTION_DAYS),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         me = cls(proc)
         me._readers = [
@@ -371,11 +388,19 @@ class Blocker:
     def __enter__(self) -> Blocker:
         self.conn = self.engine.connect()
         self.conn.begin()
+        # if the cleanup ever waited for this lock without a timeout, the test would fail, not hang
+        self.conn.execute(text("SET LOCAL idle_in_transaction_session_timeout = '20s'"))
         self.conn.execute(text(self.sql))
         return self
 
+    def release_after(self, seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, self.conn.rollback)
+        timer.start()
+        return timer
+
     def __exit__(self, *exc: object) -> None:
-        self.conn.rollback()
+        if self.conn.in_transaction():
+            self.conn.rollback()
         self.conn.close()
 
 
@@ -383,8 +408,12 @@ def _small_setup(
     pg_url: str, tmp_path: Path, *, expired_days: int = 1
 ) -> tuple[Engine, Settings, OldRows, list[list[str]]]:
     settings = Settings(
-        database_url=pg_url, data_dir=tmp_path, heartbeat_bucket_seconds=1, cleanup_batch_size=500,
-        cleanup_lock_timeout_ms=LOCK_TIMEOUT_MS, cleanup_retries=RETRIES,
+        database_url=pg_url,
+        data_dir=tmp_path,
+        heartbeat_bucket_seconds=1,
+        cleanup_batch_size=500,
+        cleanup_lock_timeout_ms=LOCK_TIMEOUT_MS,
+        cleanup_retries=RETRIES,
     )
     engine = make_engine(pg_url)
     old = seed_old_rows(
@@ -447,9 +476,7 @@ def test_a_reader_on_an_expired_day_makes_the_detach_time_out_retry_and_report(
     engine.dispose()
 
 
-def test_a_row_lock_on_a_boundary_row_makes_a_batch_time_out_and_the_cli_exit_75(
-    pg_url: str, tmp_path: Path
-) -> None:
+def test_a_row_lock_on_a_boundary_row_makes_a_batch_time_out_and_the_cli_exit_75(pg_url: str, tmp_path: Path) -> None:
     """A batch's DELETE waits for a row that another transaction locked; the CLI reports and exits 75."""
     engine, settings, old, tokens = _small_setup(pg_url, tmp_path)
     boundary = partitions.partition_name(old.boundary)
@@ -462,8 +489,10 @@ def test_a_row_lock_on_a_boundary_row_makes_a_batch_time_out_and_the_cli_exit_75
     cli = CliRunner()
     args = ["--database-url", pg_url, "cleanup", "--json", "--heartbeats-days", str(RETENTION_DAYS)]
     # the newest expired row of the boundary day: in the last batch (of 500), after three have committed
-    newest_expired = f"SELECT 1 FROM {boundary} WHERE bucket_start < '{old.cutoff.isoformat()}' " \
-                     "ORDER BY bucket_start DESC, device_id DESC LIMIT 1 FOR UPDATE"
+    newest_expired = (
+        f"SELECT 1 FROM {boundary} WHERE bucket_start < '{old.cutoff.isoformat()}' "
+        "ORDER BY bucket_start DESC, device_id DESC LIMIT 1 FOR UPDATE"
+    )
     with Ingestion(settings, tokens) as ingestion:
         time.sleep(0.3)
         with Blocker(engine, newest_expired):
@@ -515,4 +544,34 @@ def test_a_reader_on_the_table_cannot_make_heartbeats_queue_behind_a_partition_c
         assert db_utils.cleanup_old_heartbeats(db, retention_days=RETENTION_DAYS)["deleted"] == old.expired
     assert coming in day_partitions(engine)
     assert count(engine) == old.boundary_kept + ingestion.created
+    engine.dispose()
+
+
+def test_a_batch_past_the_statement_timeout_is_retried_at_half_the_size(
+    pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Here the statement timeout is the shorter limit, so a batch waiting on a locked row runs out of it:
+    the batch is rolled back and retried at half the size until the lock goes."""
+    caplog.set_level(logging.INFO, logger="nexmdm.cleanup")
+    engine, settings, old, _tokens = _small_setup(pg_url, tmp_path, expired_days=0)
+    settings = settings.with_overrides(
+        cleanup_batch_size=old.boundary_expired,
+        cleanup_statement_timeout_ms=300,
+        cleanup_lock_timeout_ms=10_000,
+        cleanup_retries=3,
+    )
+    boundary = partitions.partition_name(old.boundary)
+    newest_expired = (
+        f"SELECT 1 FROM {boundary} WHERE bucket_start < '{old.cutoff.isoformat()}' "
+        "ORDER BY bucket_start DESC, device_id DESC LIMIT 1 FOR UPDATE"
+    )
+    with Blocker(engine, newest_expired) as blocker, make_session_factory(engine, settings)() as db:
+        blocker.release_after(1.0)
+        result = db_utils.cleanup_old_heartbeats(db, retention_days=RETENTION_DAYS)
+    assert result["deleted"] == old.expired
+    assert count(engine) == old.boundary_kept
+    lines = [r.getMessage() for r in caplog.records if r.name == "nexmdm.cleanup"]
+    assert any("cleanup_retry" in line and "reason=statement_timeout" in line for line in lines), lines
+    sizes = [int(m[3]) for line in lines if (m := BATCH_LINE.search(line))]
+    assert sizes[0] == old.boundary_expired // 2 and sizes == sorted(sizes, reverse=True), sizes
     engine.dispose()
