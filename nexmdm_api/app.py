@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
 from core.migrations import head_revision
 from core.settings import Settings, get_settings
@@ -19,6 +19,13 @@ from nexmdm_api.background import background_lifespan
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
 from nexmdm_api.jsonbody import check_json_body
+from nexmdm_api.openapi import (
+    ActionsSchemaPlugin,
+    ClosedStructSchemaPlugin,
+    MetricsController,
+    check_json_types,
+    check_query,
+)
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
 from nexmdm_api.routes import apk, commands, devices, enroll, health, heartbeats
 
@@ -32,6 +39,7 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     415 for a body of the wrong type and 400 for a missing one, or one nested too deeply, not UTF-8 or
     with a repeated key (``nexmdm_api.jsonbody``)."""
     precheck(request)
+    check_query(request)
     kind = request.route_handler.opt.get("body")
     if kind is None:
         return
@@ -45,6 +53,7 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
         if not body:
             raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
         check_json_body(body)
+        check_json_types(request, body)
     elif kind == "multipart" and media_type != "multipart/form-data":
         raise ApiError(415, "the body must be multipart/form-data")
 
@@ -95,7 +104,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             uploads,
             health.healthz,
             health.readyz,
-            PrometheusController,
+            MetricsController,
         ],
         dependencies={"db": Provide(provide_db)},
         before_request=check_request,
@@ -108,7 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "heartbeat_limiter": TokenBucket(settings.heartbeat_rate_per_minute, settings.heartbeat_burst),
             }
         ),
-        plugins=[problem_details_plugin()],
+        plugins=[problem_details_plugin(), ActionsSchemaPlugin(settings.actions), ClosedStructSchemaPlugin()],
         middleware=[prometheus.middleware],
         openapi_config=openapi_config(),
         request_max_body_size=MAX_BODY_BYTES,

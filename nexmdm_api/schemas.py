@@ -12,8 +12,23 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
-ShortText = Annotated[str, Meta(max_length=64)]
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._~:-]{1,255}$"
+#: free text never holds control or bidi characters (``core.validation.text``); documented and enforced
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=DEVICE_ID_PATTERN)]
+ShortText = Annotated[str, Meta(max_length=64, pattern=TEXT_PATTERN)]
+ModelText = Annotated[str, Meta(max_length=128, pattern=TEXT_PATTERN)]
+FcmToken = Annotated[str, Meta(max_length=4096, pattern=TEXT_PATTERN)]
+TokenText = Annotated[str, Meta(max_length=128, pattern=TEXT_PATTERN)]
+DetailText = Annotated[str, Meta(max_length=1000, pattern=TEXT_PATTERN)]
+
+
+class ConfiguredActions:
+    """Marks the ``action`` field: the document lists the configured actions (``nexmdm_api.app``)."""
+
+
+ACTIONS = ConfiguredActions()
 NetworkType = Literal["wifi", "cellular", "ethernet", "vpn", "bluetooth", "none", "unknown"]
 
 
@@ -22,12 +37,12 @@ NetworkType = Literal["wifi", "cellular", "ethernet", "vpn", "bluetooth", "none"
 
 class EnrollIn(msgspec.Struct):
     device_id: DeviceId
-    fcm_token: Annotated[str, Meta(max_length=4096)] | None = None
-    model: Annotated[str, Meta(max_length=128)] | None = None
+    fcm_token: FcmToken | None = None
+    model: ModelText | None = None
     os_version: ShortText | None = None
     agent_version: ShortText | None = None
     #: the device's current token, to rotate it when the device is already enrolled
-    current_device_token: Annotated[str, Meta(max_length=128)] | None = None
+    current_device_token: TokenText | None = None
 
 
 class EnrollOut(msgspec.Struct):
@@ -37,12 +52,14 @@ class EnrollOut(msgspec.Struct):
 
 class HeartbeatIn(msgspec.Struct):
     status: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")] | None = None
-    battery_pct: Annotated[int, Meta(ge=0, le=100)] | None = None
+    # gt=-1, not ge=0: Litestar 2 leaves a bound of 0 out of the OpenAPI document (it tests the value's truth);
+    # for an integer it is the same bound, and msgspec reports it as ">= 0"
+    battery_pct: Annotated[int, Meta(gt=-1, le=100)] | None = None
     plugged: bool | None = None
     network_type: NetworkType | None = None
     agent_version: ShortText | None = None
-    fcm_token: Annotated[str, Meta(max_length=4096)] | None = None
-    device_id: str | None = None
+    fcm_token: FcmToken | None = None
+    device_id: DeviceId | None = None
 
 
 class HeartbeatOut(msgspec.Struct):
@@ -63,14 +80,14 @@ class PendingCommandsOut(msgspec.Struct):
 
 class AckIn(msgspec.Struct):
     status: Literal["completed", "failed"]
-    detail: Annotated[str, Meta(max_length=1000)] | None = None
+    detail: DetailText | None = None
 
 
 # ------------------------------------------------------------------------------------------ admin
 
 
 class CommandIn(msgspec.Struct, forbid_unknown_fields=True):
-    action: Annotated[str, Meta(min_length=1, max_length=32)]
+    action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
     payload: dict[str, Any] | None = None
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, BinaryIO, Literal
 from litestar import Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, Parameter
+from litestar.params import Body, FromPath, KwargDefinition, Parameter
 from litestar.response import Stream
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from core.models import ApkBuild
 from nexmdm_api.auth import ADMIN_SECURITY, ANY_SECURITY, Principal, client_ip, require_admin, require_apk_reader
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
-from nexmdm_api.schemas import ApkBuildOut
+from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut
 
 APK_MEDIA_TYPE = "application/vnd.android.package-archive"
 CHUNK = 256 * 1024
@@ -194,8 +194,9 @@ def download_build(
 @dataclass
 class ApkUpload:
     file: UploadFile
-    version_code: int
-    version_name: str
+    # documented here, checked by ``core.apk.add_build`` (Litestar does not apply these to a multipart form)
+    version_code: Annotated[int, KwargDefinition(ge=1, le=apk.MAX_VERSION_CODE)]
+    version_name: Annotated[str, KwargDefinition(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
 
 
 @post(

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter
 
 from core import dispatches, validation
 from core.errors import InvalidArgument
@@ -14,6 +14,7 @@ from nexmdm_api.auth import ADMIN_SECURITY, DEVICE_SECURITY, require_admin, requ
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
+from nexmdm_api.openapi import DeviceIdPath, RequestIdPath
 from nexmdm_api.schemas import (
     AckIn,
     CommandIn,
@@ -24,6 +25,7 @@ from nexmdm_api.schemas import (
     convert,
 )
 
+IDEMPOTENCY_KEY_PATTERN = r'^([A-Za-z0-9._~:-]{1,255}|"[A-Za-z0-9._~:-]{1,255}")$'
 IDEMPOTENCY_KEY_DOC = (
     "1-255 characters from A-Z a-z 0-9 . _ ~ : - (a structured-header string in double quotes is accepted "
     "too). It becomes the command's request_id; one key names one dispatch, globally."
@@ -72,10 +74,16 @@ def idempotency_key(raw: str | None) -> str:
 def create_command(
     request: Request[Any, Any, Any],
     db: DB,
-    device_id: FromPath[str],
+    device_id: DeviceIdPath,
     data: JSONBody[CommandIn],
     key: Annotated[
-        str | None, HeaderParameter(name="Idempotency-Key", required=True, description=IDEMPOTENCY_KEY_DOC)
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key",
+            required=True,
+            description=IDEMPOTENCY_KEY_DOC,
+            schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+        ),
     ] = None,
 ) -> Response[Dispatch]:
     require_admin(request, db)
@@ -103,7 +111,7 @@ def create_command(
     opt={"auth": "admin", "readonly": True},
     responses=problems(400, 401, 404, 429),
 )
-def get_command(request: Request[Any, Any, Any], db: DB, request_id: FromPath[str]) -> DispatchWithHistory:
+def get_command(request: Request[Any, Any, Any], db: DB, request_id: RequestIdPath) -> DispatchWithHistory:
     require_admin(request, db)
     return convert(dispatches.get_dispatch(db, request_id_from_path(request_id)), DispatchWithHistory)
 
@@ -116,7 +124,7 @@ def get_command(request: Request[Any, Any, Any], db: DB, request_id: FromPath[st
     security=DEVICE_SECURITY,
     sync_to_thread=True,
     opt={"auth": "device", "readonly": True},
-    responses=problems(400, 401, 429),
+    responses=problems(400, 401, 422, 429),
 )
 def pending_commands(
     request: Request[Any, Any, Any],
@@ -142,7 +150,7 @@ def pending_commands(
     opt={"auth": "device", "body": "json"},
     responses=problems(400, 401, 404, 409, 413, 415, 422, 429),
 )
-def ack_command(request: Request[Any, Any, Any], db: DB, request_id: FromPath[str], data: JSONBody[AckIn]) -> Dispatch:
+def ack_command(request: Request[Any, Any, Any], db: DB, request_id: RequestIdPath, data: JSONBody[AckIn]) -> Dispatch:
     device = require_device(request, db)
     _, dispatch = dispatches.ack_command(
         db, device_id=device.id, request_id=request_id_from_path(request_id), status=data.status, detail=data.detail

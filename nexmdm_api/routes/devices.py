@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Request, get
-from litestar.params import FromPath, Parameter
+from litestar.params import Parameter
 
 from core import devices, validation
-from core.errors import InvalidArgument
 from nexmdm_api.auth import ADMIN_SECURITY, require_admin
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
-from nexmdm_api.schemas import DeviceOut, DevicePage, HeartbeatPage, HeartbeatRow, convert
+from nexmdm_api.openapi import DeviceIdPath
+from nexmdm_api.schemas import DEVICE_ID_PATTERN, DeviceOut, DevicePage, HeartbeatPage, HeartbeatRow, convert
 
 Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
-Cursor = Annotated[str | None, Parameter(description="`next_cursor` of the previous page", max_length=512)]
+# Cursors are positions, not secrets: every value their pattern allows is a valid position (the document
+# can say exactly what is accepted). A device page goes on after a device id; a heartbeat page before a
+# bucket, given as microseconds since the Unix epoch.
+DeviceCursor = Annotated[
+    str | None,
+    Parameter(description="`next_cursor` of the previous page (a device id)", pattern=DEVICE_ID_PATTERN),
+]
+HEARTBEAT_CURSOR_PATTERN = r"^[0-9]{1,17}$"
+HeartbeatCursor = Annotated[
+    str | None,
+    Parameter(
+        description="`next_cursor` of the previous page (microseconds since the Unix epoch)",
+        pattern=HEARTBEAT_CURSOR_PATTERN,
+    ),
+]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+def encode_instant(value: datetime) -> str:
+    return str((value - _EPOCH) // _MICROSECOND)
 
 
-def decode_cursor(cursor: str) -> str:
-    try:
-        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidArgument("cursor is not one this API returned", field="cursor") from None
+def decode_instant(cursor: str) -> datetime:
+    return _EPOCH + int(cursor) * _MICROSECOND
 
 
 @get(
@@ -46,17 +57,17 @@ def list_devices(
     request: Request[Any, Any, Any],
     db: DB,
     limit: Limit = 100,
-    cursor: Cursor = None,
+    cursor: DeviceCursor = None,
     offline: Annotated[bool, Parameter(description="only devices not seen for the offline threshold")] = False,
 ) -> DevicePage:
     require_admin(request, db)
-    after = validation.device_id(decode_cursor(cursor), field="cursor") if cursor else None
+    after = validation.device_id(cursor, field="cursor") if cursor else None
     rows = devices.list_devices(db, request.app.state.settings, offline_only=offline, limit=limit + 1, after=after)
     more = len(rows) > limit
     rows = rows[:limit]
     return DevicePage(
         items=[convert(r, DeviceOut) for r in rows],
-        next_cursor=encode_cursor(rows[-1]["device_id"]) if more else None,
+        next_cursor=rows[-1]["device_id"] if more else None,
     )
 
 
@@ -69,7 +80,7 @@ def list_devices(
     opt={"auth": "admin", "readonly": True},
     responses=problems(400, 401, 404, 422, 429),
 )
-def get_device(request: Request[Any, Any, Any], db: DB, device_id: FromPath[str]) -> DeviceOut:
+def get_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
     require_admin(request, db)
     device = devices.get_device(db, validation.device_id(device_id))
     return convert(devices.device_dict(device, request.app.state.settings), DeviceOut)
@@ -85,26 +96,19 @@ def get_device(request: Request[Any, Any, Any], db: DB, device_id: FromPath[str]
     responses=problems(400, 401, 404, 422, 429),
 )
 def device_heartbeats(
-    request: Request[Any, Any, Any], db: DB, device_id: FromPath[str], limit: Limit = 50, cursor: Cursor = None
+    request: Request[Any, Any, Any],
+    db: DB,
+    device_id: DeviceIdPath,
+    limit: Limit = 50,
+    cursor: HeartbeatCursor = None,
 ) -> HeartbeatPage:
     require_admin(request, db)
     devices.get_device(db, validation.device_id(device_id))
-    before = None
-    if cursor:
-        try:
-            before = datetime.fromisoformat(decode_cursor(cursor))
-        except ValueError:
-            raise InvalidArgument("cursor is not one this API returned", field="cursor") from None
-        if before.tzinfo is None:
-            raise InvalidArgument("cursor is not one this API returned", field="cursor")
-        try:
-            before = before.astimezone(UTC)
-        except OverflowError:  # year 1 or 9999 with an offset: the database layer would fail (503)
-            raise InvalidArgument("cursor is not one this API returned", field="cursor") from None
+    before = decode_instant(cursor) if cursor else None
     rows = devices.recent_heartbeats(db, device_id, limit=limit + 1, before=before)
     more = len(rows) > limit
     rows = rows[:limit]
     return HeartbeatPage(
         items=[convert(r, HeartbeatRow) for r in rows],
-        next_cursor=encode_cursor(rows[-1]["bucket_start"].isoformat()) if more else None,
+        next_cursor=encode_instant(rows[-1]["bucket_start"]) if more else None,
     )

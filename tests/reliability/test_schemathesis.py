@@ -19,6 +19,7 @@ serves. (``schemathesis.pytest.from_fixture`` would read it from the running app
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from litestar import Litestar
 from litestar.testing import TestClient
+from schemathesis.checks import positive_data_acceptance
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,8 +49,9 @@ def _document() -> dict[str, Any]:
     return create_app(Settings(database_url="sqlite://")).openapi_schema.to_schema()
 
 
+DOCUMENT = _document()
 schema = schemathesis.openapi.from_dict(
-    _document(),
+    copy.deepcopy(DOCUMENT),
     config=schemathesis.Config.from_dict({"generation": {"mode": "all"}, "checks": {"enabled": True}}),
 )
 
@@ -90,11 +93,33 @@ def app(fuzz_settings: Settings, secrets: dict[str, str]) -> Litestar:
 
 
 def credentials_for(case: Any, secrets: dict[str, str]) -> dict[str, str]:
-    """The ``Authorization`` header for the first security requirement the operation declares."""
+    """The ``Authorization`` header for the first security requirement the operation declares.
+
+    None when Schemathesis generated one itself (a deliberately broken credential, for instance).
+    """
+    if any(name.lower() == "authorization" for name in case.headers or {}):
+        return {}
     for requirement in case.operation.definition.raw.get("security") or []:
         for name in requirement:
             return {"Authorization": f"Bearer {secrets[name]}"}
     return {}
+
+
+#: what JSON Schema cannot say, by operation: the body field whose 422 a schema-valid request may still get
+#: (an APK must be a ZIP archive; a command payload is at most 4096 bytes serialized, without control
+#: characters in its strings). ``positive_data_acceptance`` is replaced there by a narrower check.
+BEYOND_JSON_SCHEMA = {"POST /v1/apk/builds": "file", "POST /v1/devices/{device_id}/commands": "payload"}
+
+
+def validate(case: Any, response: Any, **kwargs: Any) -> None:
+    field = BEYOND_JSON_SCHEMA.get(case.operation.label)
+    if field is None:
+        case.validate_response(response, **kwargs)
+        return
+    case.validate_response(response, excluded_checks=[positive_data_acceptance], **kwargs)
+    if response.status_code == 422 and case.meta is not None and case.meta.generation.mode.is_positive:
+        problem = response.json()
+        assert [e["field"] for e in problem["errors"]] == [field], problem
 
 
 @schema.parametrize()
@@ -102,7 +127,8 @@ def credentials_for(case: Any, secrets: dict[str, str]) -> dict[str, str]:
 def test_every_operation(case: Any, app: Litestar, secrets: dict[str, str]) -> None:
     # the probes of some checks (ignored_auth...) go through the schema's own transport: point it at this app
     case.operation.app = case.operation.schema.app = app
-    case.call_and_validate(headers=credentials_for(case, secrets))
+    headers = credentials_for(case, secrets)
+    validate(case, case.call(headers=headers), headers=headers)
 
 
 def test_stateful(app: Litestar, secrets: dict[str, str]) -> None:
@@ -113,6 +139,9 @@ def test_stateful(app: Litestar, secrets: dict[str, str]) -> None:
             case.operation.app = case.operation.schema.app = app
             return {"headers": credentials_for(case, secrets)}
 
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            validate(case, response, transport_kwargs=kwargs or None, recorder=self.recorder)
+
     Workflow.run(settings=_hypothesis(STATEFUL_EXAMPLES))
 
 
@@ -120,7 +149,7 @@ def test_the_served_document_is_the_fuzzed_one(app: Litestar) -> None:
     with TestClient(app) as client:
         response = client.get(SCHEMA_PATH)
     assert response.status_code == 200
-    assert response.json() == schema.raw_schema
+    assert response.json() == DOCUMENT
 
 
 @pytest.fixture(autouse=True)

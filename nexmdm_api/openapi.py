@@ -1,0 +1,117 @@
+"""What the OpenAPI document needs beyond Litestar's defaults, and the request checks that keep it true.
+
+Schemathesis (``tests/reliability/test_schemathesis.py``) holds the server to its document in both
+directions: every request the document allows must be accepted, every one it forbids refused. So:
+
+* the ``action`` of a command lists the *configured* actions (``ActionsSchemaPlugin``);
+* identifiers in paths carry their patterns (``DeviceIdPath``, ``RequestIdPath``);
+* admin bodies say ``additionalProperties: false`` (``ClosedStructSchemaPlugin``), as the server refuses them;
+* ``/metrics`` says it answers Prometheus text, not JSON (``MetricsController``);
+* a JSON body is decoded strictly before Litestar's lax conversion would turn ``0`` into ``false`` or
+  ``"5"`` into ``5`` (``check_json_types``): the document says boolean and integer, so does the server.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin  # Litestar's own, extended
+from litestar.exceptions import ValidationException
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.params import Parameter
+from litestar.plugins import OpenAPISchemaPlugin
+from litestar.plugins.prometheus import PrometheusController
+from litestar.typing import FieldDefinition
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from nexmdm_api.schemas import DEVICE_ID_PATTERN, REQUEST_ID_PATTERN, ConfiguredActions
+
+#: identifiers in a path: documented, so that generated requests use them, but checked by the handlers,
+#: which answer 422 for a malformed device id and 400 for a malformed request id (contract: "Identifiers
+#: and values"), not Litestar's validation error
+DeviceIdPath = Annotated[str, Parameter(description="the device's id", schema_extra={"pattern": DEVICE_ID_PATTERN})]
+RequestIdPath = Annotated[
+    str, Parameter(description="the dispatch's request id", schema_extra={"pattern": REQUEST_ID_PATTERN})
+]
+
+
+class ActionsSchemaPlugin(OpenAPISchemaPlugin):
+    """Documents a field marked with ``ConfiguredActions`` as an enum of the configured actions."""
+
+    def __init__(self, actions: tuple[str, ...]) -> None:
+        self.actions = list(actions)
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        return False
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return field_definition.has_metadata(ConfiguredActions)
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        return Schema(
+            type=OpenAPIType.STRING,
+            enum=self.actions,
+            description="one of the configured actions (`NEXMDM_ACTIONS`)",
+        )
+
+
+class ClosedStructSchemaPlugin(StructSchemaPlugin):
+    """Documents a struct that forbids unknown fields (the admin bodies) with ``additionalProperties: false``."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return super().is_plugin_supported_field(field_definition) and bool(
+            field_definition.type_.__struct_config__.forbid_unknown_fields
+        )
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        schema.additional_properties = False
+        return schema
+
+
+class MetricsController(PrometheusController):
+    """Litestar's Prometheus endpoint, documented with the media type it answers."""
+
+    @get(media_type=CONTENT_TYPE_LATEST, tags=["health"], summary="Prometheus metrics", include_in_schema=True)
+    async def get(self) -> Response:
+        return await PrometheusController.get.fn(self)
+
+
+def check_json_types(request: Request[Any, Any, Any], body: bytes) -> None:
+    """Decode ``body`` strictly into the handler's ``data`` type; a type mismatch is 422 like any validation error.
+
+    Syntax errors are left to Litestar (400); unknown fields follow the struct (ignored or forbidden).
+    """
+    data = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if data is None:
+        return
+    try:
+        msgspec.json.decode(body, type=data.annotation, strict=True)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `$.")
+        if message.endswith("got `float`"):
+            return  # JSON Schema counts 6.0 as an integer: Litestar's conversion takes it and refuses 6.5
+
+        field = path.rstrip("`") or "body"
+        raise ValidationException(
+            detail=str(exc), extra=[{"key": field, "message": message, "source": "body"}]
+        ) from None
+    except msgspec.DecodeError:
+        return
+
+
+def check_query(request: Request[Any, Any, Any]) -> None:
+    """Admin endpoints refuse query parameters they do not declare (422), as they refuse unknown body fields."""
+    if request.route_handler.opt.get("auth") != "admin":
+        return
+    declared = request.route_handler.parsed_fn_signature.parameters
+    unknown = sorted(name for name in request.query_params if name not in declared)
+    if unknown:
+        raise ValidationException(
+            detail=f"unknown query parameter {unknown[0]!r}",
+            extra=[{"key": name, "message": "unknown query parameter", "source": "query"} for name in unknown],
+        )
