@@ -22,7 +22,9 @@ test: $(STAMP)  ## run the whole test suite (PostgreSQL tests skip without a ser
 demo: $(STAMP)  ## the whole system end to end on a throwaway SQLite database (under a minute)
 	$(BIN)/nexmdm demo
 
-bench: $(STAMP)  ## benchmarks beside their baselines from the same run (needs PostgreSQL); results in bench/results/
+bench: $(STAMP)  ## benchmarks beside their baselines from the same run (needs PostgreSQL and wrk); results in bench/results/
+	@command -v wrk >/dev/null 2>&1 || { echo "bench: installing wrk (the HTTP load generator)"; \
+	  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)

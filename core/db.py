@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, normalize_database_url
@@ -24,8 +26,9 @@ def make_engine(
     SQLite runs in WAL mode with foreign keys on and a busy timeout, and every transaction starts with
     ``BEGIN IMMEDIATE`` so that concurrent writers queue on the lock instead of failing with
     "database is locked" when a read transaction tries to upgrade. Pass the execution option
-    ``sqlite_begin="DEFERRED"`` for a long read-only transaction. PostgreSQL uses pre-ping so a
-    restarted server costs one failed check, not a failed request.
+    ``sqlite_begin="DEFERRED"`` for a long read-only transaction. On PostgreSQL a pooled connection that
+    sat idle for ``PING_AFTER_IDLE_SECONDS`` is checked with a round trip before use (``_ping_when_idle``),
+    so a server restarted while the pool was quiet costs one failed check, not a failed request.
     """
     url = normalize_database_url(url)
     parsed = make_url(url)
@@ -42,12 +45,49 @@ def make_engine(
         )
         _configure_sqlite(engine, busy_timeout_ms=busy_timeout_ms, foreign_keys=sqlite_foreign_keys)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     if parsed.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_size", pool_size)
         kwargs.setdefault("max_overflow", pool_size)
         kwargs.setdefault("connect_args", {"connect_timeout": 5, "application_name": "nexmdm"})
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine)
+    return engine
+
+
+#: a pooled connection idle longer than this is pinged before use; a busier one is used as it is
+PING_AFTER_IDLE_SECONDS = 1.0
+_IDLE_SINCE = "nexmdm_idle_since"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pre-ping only connections that sat idle in the pool (SQLAlchemy's custom pessimistic handling).
+
+    ``pool_pre_ping`` costs a round trip at every checkout, as much as the statement itself on the hot
+    paths. A connection in steady use has just proven itself; one that sat idle may have been cut by a
+    restart, a failover or a proxy, and is checked first. A dead one raises ``DisconnectionError``, on
+    which the pool discards it and checks out another (a fresh connection when the server restarted).
+    A restart that falls inside the idle window surfaces as one failed statement, after which SQLAlchemy
+    invalidates the whole pool (every connection older than the failure is replaced on checkout).
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return  # new (just connected) or in steady use
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise DisconnectionError(str(exc)) from exc
+            raise
 
 
 def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int, foreign_keys: bool) -> None:

@@ -76,3 +76,21 @@ def _wait(condition, timeout: float = 10) -> None:  # noqa: ANN001
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.05)
+
+
+def test_an_idle_pooled_connection_is_checked_before_use(pg_cluster: Cluster) -> None:
+    """A restart while the pool sat idle costs no failed statement: the idle connection is pinged and replaced."""
+    from core import db as core_db
+
+    engine = make_engine(pg_cluster.url, pool_size=1)
+    with engine.connect() as conn:
+        first = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    pg_cluster.stop()
+    pg_cluster.start()
+    time.sleep(core_db.PING_AFTER_IDLE_SECONDS + 0.2)
+    with engine.connect() as conn:  # no OperationalError: the ping found the old connection dead
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != first
+    with engine.connect() as conn:  # in steady use: no ping, the same (new) connection
+        conn.execute(text("SELECT 1"))
+    assert engine.pool.checkedin() == 1
+    engine.dispose()
