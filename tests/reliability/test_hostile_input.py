@@ -338,6 +338,9 @@ CASES = [
          "battery_pct: Integer value out of range", raw=b'{"battery_pct": ' + b"9" * 5000 + b"}"),
     case("battery-1e400", "POST", HB, "device", 422, "validation_failed", "battery_pct",
          raw=b'{"battery_pct": 1e400}'),
+    case("battery-as-string", "POST", HB, "device", 422, "validation_failed", "battery_pct",
+         json={"battery_pct": "80"}),
+    case("plugged-as-number", "POST", HB, "device", 422, "validation_failed", "plugged", json={"plugged": 0}),
     *[
         case(f"network-{name}", "POST", HB, "device", 422, "validation_failed", "network_type",
              json={"network_type": value})
