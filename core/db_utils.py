@@ -20,19 +20,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, func, or_, select, text
+from sqlalchemy import ColumnElement, Table, and_, bindparam, cast, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import partitions, timeouts, validation
-from core.errors import InvalidArgument, LockTimeout, NotFound
+from core.errors import Conflict, InvalidArgument, LockTimeout, NotFound
 from core.models import (
     DOWNLOAD_SOURCES,
     FCM_STATUSES,
     FINISHED_STATUSES,
     NETWORK_TYPES,
     ApkDownloadEvent,
+    Device,
     DeviceHeartbeat,
     FcmDispatch,
 )
@@ -46,6 +47,7 @@ progress = logging.getLogger("nexmdm.cleanup")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DISPATCHES: Table = FcmDispatch.__table__  # type: ignore[assignment]
 _HEARTBEATS: Table = DeviceHeartbeat.__table__  # type: ignore[assignment]
+_DEVICES: Table = Device.__table__  # type: ignore[assignment]
 _DOWNLOADS: Table = ApkDownloadEvent.__table__  # type: ignore[assignment]
 CLEANUP_ENTITIES = ("device_heartbeats", "fcm_dispatches", "apk_download_events")
 
@@ -99,10 +101,20 @@ def _statements(dialect: str) -> dict[str, Any]:
             },
         )
         .returning(*_DISPATCHES.c),
+        # heartbeats carry no foreign key (partitions are dropped without locking devices): the
+        # statement itself stores a beat only for a device that exists
         "heartbeat": insert(_HEARTBEATS)
-        .values(**_params(_HEARTBEATS, *heartbeat_columns))
+        .from_select(
+            heartbeat_columns,
+            # PostgreSQL types a bare NULL in a select list as text: cast every parameter to its column
+            select(*(cast(p, p.type) if dialect == "postgresql" else p
+                     for p in _params(_HEARTBEATS, *heartbeat_columns).values())).where(
+                select(_DEVICES.c.id).where(_DEVICES.c.id == bindparam("device_id")).exists()
+            ),
+        )
         .on_conflict_do_nothing(index_elements=[_HEARTBEATS.c.device_id, _HEARTBEATS.c.bucket_start])
         .returning(*_HEARTBEATS.c),
+        "device_exists": select(_DEVICES.c.id).where(_DEVICES.c.id == bindparam("device_id")),
         "heartbeat_existing": select(_HEARTBEATS).where(
             _HEARTBEATS.c.device_id == bindparam("device_id"), _HEARTBEATS.c.bucket_start == bindparam("bucket_start")
         ),
@@ -241,13 +253,15 @@ def record_heartbeat_with_bucketing(
     partitions.ensure_for(db, bucket_start)
 
     key = {"device_id": device_id, "bucket_start": bucket_start}
-    try:
-        row = db.execute(_statement(db, "heartbeat"), key | {"received_at": received, **fields}).mappings().first()
-    except IntegrityError as exc:
-        raise _refused(exc, f"device {device_id!r} does not exist") from None
+    row = db.execute(_statement(db, "heartbeat"), key | {"received_at": received, **fields}).mappings().first()
     created = row is not None
-    if row is None:  # a duplicate: read the row already stored for this bucket
-        row = db.execute(_statement(db, "heartbeat_existing"), key).mappings().one()
+    if row is None:  # a duplicate (read the row already stored for this bucket), or no such device
+        row = db.execute(_statement(db, "heartbeat_existing"), key).mappings().first()
+        if row is None:
+            if db.execute(_statement(db, "device_exists"), key).first() is None:
+                raise NotFound(f"device {device_id!r} does not exist")
+            # the bucket's row went between the two statements (a cleanup of a backfilled old bucket)
+            raise Conflict(f"the heartbeat bucket {bucket_start.isoformat()} changed meanwhile; send it again")
     threshold = session_settings(db).slow_heartbeat_ms
     latency_ms = (time.perf_counter() - started) * 1000
     log_operation(

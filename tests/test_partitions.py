@@ -111,3 +111,27 @@ def test_retention_drops_whole_partitions_and_trims_the_boundary(session_factory
             db, device_id="dev_r", heartbeat_data={}, received_at=now + timedelta(days=6)
         )["created"]
 
+
+
+def test_dropping_expired_days_does_not_wait_for_devices(settings: Settings) -> None:
+    """Heartbeats update ``devices``; retention must not need a lock on it (no foreign key to devices)."""
+    quick = Settings(
+        database_url=settings.database_url, data_dir=settings.data_dir, cleanup_lock_timeout_ms=300, cleanup_retries=1
+    )
+    engine = make_engine(quick.database_url)
+    factory = make_session_factory(engine, quick)
+    add_device(factory, "dev_busy")
+    old = datetime.now(UTC) - timedelta(days=20)
+    with factory.begin() as db:
+        for hours in (0, 1, 2):
+            db_utils.record_heartbeat_with_bucketing(
+                db, device_id="dev_busy", heartbeat_data={}, received_at=old + timedelta(hours=hours)
+            )
+    with engine.connect() as holder:  # a heartbeat's summary update, in flight
+        holder.exec_driver_sql("UPDATE devices SET last_status = 'ok' WHERE id = 'dev_busy'")
+        with factory() as db:
+            result = db_utils.cleanup_old_heartbeats(db, retention_days=10)  # LockTimeout if it needed devices
+        holder.rollback()
+    assert result["deleted"] == 3
+    assert old.date() not in _days(factory)
+    engine.dispose()

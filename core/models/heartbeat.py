@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import Boolean, CheckConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base
@@ -23,9 +23,11 @@ class DeviceHeartbeat(Base):
 
     __tablename__ = "device_heartbeats"
 
-    device_id: Mapped[str] = mapped_column(
-        String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key to devices, on purpose: on PostgreSQL a partition with one cannot be detached or
+    # dropped without locking ``devices`` (the referenced side's triggers change), which would stall every
+    # heartbeat during retention. Rows are only written for existing devices (the hot path joins on the
+    # token, the helper's INSERT ... SELECT checks), and devices are revoked, never deleted.
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str | None] = mapped_column(String(32))
