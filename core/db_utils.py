@@ -415,6 +415,8 @@ def _cleanup(
         if high is None:
             break
         low = high
+        if settings.cleanup_batch_pause_ms:
+            time.sleep(settings.cleanup_batch_pause_ms / 1000)  # let ingestion's commits through between batches
     latency = log_operation("cleanup", entity, {"deleted": deleted}, started)
     return {"entity": entity, "cutoff": cutoff, "deleted": deleted, "latency_ms": round(latency, 1)}
 

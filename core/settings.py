@@ -45,6 +45,7 @@ class Settings:
     cleanup_lock_timeout_ms: int = 1000
     cleanup_statement_timeout_ms: int = 30000
     cleanup_retries: int = 5
+    cleanup_batch_pause_ms: int = 100
     actions: tuple[str, ...] = DEFAULT_ACTIONS
     device_online_seconds: int = 300
     device_offline_seconds: int = 3600
@@ -99,6 +100,7 @@ class Settings:
             "dispatch_retention_days",
             "download_retention_days",
             "cleanup_retries",
+            "cleanup_batch_pause_ms",
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
