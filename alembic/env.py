@@ -14,6 +14,7 @@ block (``CREATE INDEX CONCURRENTLY``, see ``core.migrations.create_index_concurr
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import make_url
 from core.db import make_engine
 from core.migrations import compare_options
 from core.models import Base
@@ -52,6 +53,10 @@ def run_migrations_online() -> None:
         if lock_timeout_ms is None:
             lock_timeout_ms = get_settings().migration_lock_timeout_ms
         options = f"-c lock_timeout={int(lock_timeout_ms)}"
+        # connect_args' options replace the URL's (?options=-csearch_path=...): keep those too
+        from_url = make_url(url).query.get("options")
+        if from_url:
+            options = f"{from_url if isinstance(from_url, str) else ' '.join(from_url)} {options}"
         kwargs["connect_args"] = {"connect_timeout": 10, "application_name": "nexmdm-migrate", "options": options}
     engine = make_engine(url, sqlite_foreign_keys=False, **kwargs)
     try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, cast, delete, func, or_, select, text
+from sqlalchemy import ColumnElement, Engine, Table, and_, bindparam, cast, delete, func, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -253,7 +253,13 @@ def record_heartbeat_with_bucketing(
     partitions.ensure_for(db, bucket_start)
 
     key = {"device_id": device_id, "bucket_start": bucket_start}
-    row = db.execute(_statement(db, "heartbeat"), key | {"received_at": received, **fields}).mappings().first()
+    try:
+        row = db.execute(_statement(db, "heartbeat"), key | {"received_at": received, **fields}).mappings().first()
+    except IntegrityError as exc:
+        if getattr(exc.orig, "pgcode", None) == "23514":  # no partition for the row: the cache was wrong
+            bind = db.get_bind()
+            partitions.forget(bind if isinstance(bind, Engine) else bind.engine)  # the next attempt creates it
+        raise
     created = row is not None
     if row is None:  # a duplicate (read the row already stored for this bucket), or no such device
         row = db.execute(_statement(db, "heartbeat_existing"), key).mappings().first()

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core import db_utils, partitions, security, validation
@@ -29,13 +29,15 @@ from core.errors import Forbidden, InvalidCredentials, NexMDMError
 from core.settings import Settings
 from core.types import utcnow
 
-_SUMMARY = """
-    last_seen_at = CASE WHEN ins.device_id IS NULL THEN d.last_seen_at ELSE mine.received_at END,
-    last_status = CASE WHEN ins.device_id IS NULL THEN d.last_status ELSE mine.status END,
-    last_battery_pct = CASE WHEN ins.device_id IS NULL THEN d.last_battery_pct ELSE mine.battery_pct END,
-    last_plugged = CASE WHEN ins.device_id IS NULL THEN d.last_plugged ELSE mine.plugged END,
-    last_network_type = CASE WHEN ins.device_id IS NULL THEN d.last_network_type ELSE mine.network_type END,
-    agent_version = CASE WHEN ins.device_id IS NOT NULL AND mine.agent_version IS NOT NULL
+#: the summary moves only with a newer stored beat (an older one committing late must not turn it back)
+_OLDER = "(ins.device_id IS NULL OR COALESCE(d.last_seen_at > mine.received_at, FALSE))"
+_SUMMARY = f"""
+    last_seen_at = CASE WHEN {_OLDER} THEN d.last_seen_at ELSE mine.received_at END,
+    last_status = CASE WHEN {_OLDER} THEN d.last_status ELSE mine.status END,
+    last_battery_pct = CASE WHEN {_OLDER} THEN d.last_battery_pct ELSE mine.battery_pct END,
+    last_plugged = CASE WHEN {_OLDER} THEN d.last_plugged ELSE mine.plugged END,
+    last_network_type = CASE WHEN {_OLDER} THEN d.last_network_type ELSE mine.network_type END,
+    agent_version = CASE WHEN NOT {_OLDER} AND mine.agent_version IS NOT NULL
                          THEN mine.agent_version ELSE d.agent_version END,
     fcm_token = COALESCE(mine.fcm_token, d.fcm_token),
     fcm_token_dead_at = CASE WHEN mine.fcm_token IS NOT NULL THEN NULL ELSE d.fcm_token_dead_at END
@@ -84,6 +86,8 @@ _COLUMNS = (
 )
 #: attempts of a batch that met a deadlock (possible only when one device beats through two processes at once)
 _DEADLOCK_ATTEMPTS = 3
+_DEADLOCK = "40P01"
+_NO_PARTITION = "23514"  # check_violation: "no partition of relation ... found for row"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,16 +145,22 @@ def store_beats(conn: Connection, beats: Sequence[Beat], settings: Settings) -> 
     params: dict[str, list[Any]] = {"idx": list(range(len(beats)))}
     for column in _COLUMNS:
         params[column] = [getattr(b, column) for b in beats]
-    # a statement that lost a deadlock wrote nothing; in autocommit it can simply run again
-    retry = len(beats) > 1 and getattr(conn.connection.dbapi_connection, "autocommit", False)
+    # a statement that lost a deadlock, or met a partition another process dropped from under the cache,
+    # wrote nothing; in autocommit it can simply run again
+    retry = getattr(conn.connection.dbapi_connection, "autocommit", False)
     for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
         try:
             rows = conn.exec_driver_sql(_MANY, params).all()
             break
-        except OperationalError as exc:
-            if not retry or getattr(exc.orig, "pgcode", None) != "40P01" or attempt == _DEADLOCK_ATTEMPTS:
+        except (OperationalError, IntegrityError) as exc:
+            code = getattr(exc.orig, "pgcode", None)
+            if code == _NO_PARTITION:  # the day's partition is not there although the cache said so
+                partitions.forget(conn.engine)
+            if not retry or code not in (_DEADLOCK, _NO_PARTITION) or attempt == _DEADLOCK_ATTEMPTS:
                 raise
             conn.rollback()  # SQLAlchemy's bookkeeping only: the DBAPI connection is in autocommit
+            for day_start in {b.bucket_start for b in beats}:
+                partitions.ensure_for(conn, day_start)
     found = {row.idx: row for row in rows}
     outcomes: list[dict[str, Any] | NexMDMError] = []
     slow = (time.perf_counter() - started) * 1000 > settings.slow_heartbeat_ms

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import engine_from_settings, make_session_factory
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
-from nexmdm_api.heartbeat_writer import HeartbeatWriter
+from nexmdm_api.heartbeat_writer import WRITER_OPTIONS, HeartbeatWriter
 
 #: seconds to wait for a PostgreSQL connection to open, or for a free connection in the pool
 CONNECT_TIMEOUT_SECONDS = 2
@@ -87,7 +87,17 @@ def open_database(settings: Settings) -> Database:
     kwargs: dict[str, Any] = {}
     if not settings.is_sqlite:
         kwargs = {
-            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "application_name": "nexmdm-api"},
+            "connect_args": {
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "application_name": "nexmdm-api",
+                # a connection cut without a reset (a NAT or load balancer timing out) is noticed within
+                # a minute idle and 15 s busy, instead of the kernel's default quarter of an hour
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 15_000,
+            },
             "pool_timeout": POOL_TIMEOUT_SECONDS,
         }
     engine = engine_from_settings(settings, **kwargs)
@@ -95,8 +105,15 @@ def open_database(settings: Settings) -> Database:
         serialize_sqlite_writers(engine, min(settings.sqlite_busy_timeout_ms / 1000, SQLITE_WRITE_WAIT_SECONDS))
     read_engine = engine.execution_options(sqlite_begin="DEFERRED") if settings.is_sqlite else engine
     # a pool of its own: switching a pooled connection's isolation level at every checkout costs round trips
+    # on PostgreSQL it is the heartbeat writer's alone, with its bounded lock and statement waits
     autocommit_engine = (
-        engine if settings.is_sqlite else engine_from_settings(settings, isolation_level="AUTOCOMMIT", **kwargs)
+        engine
+        if settings.is_sqlite
+        else engine_from_settings(
+            settings,
+            isolation_level="AUTOCOMMIT",
+            **(kwargs | {"connect_args": kwargs["connect_args"] | {"options": WRITER_OPTIONS}}),
+        )
     )
     return Database(
         engine,

@@ -24,7 +24,7 @@ from collections import deque
 from typing import Any
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from core.errors import DatabaseUnavailable, NexMDMError
 from core.heartbeats import Beat, store_beats
@@ -40,6 +40,15 @@ MAX_QUEUED = 10_000
 #: longest a request waits for its beat to be stored before it is a 503 (it may still be stored: a retry
 #: of the same beat is deduplicated by its bucket)
 WAIT_SECONDS = 4.0
+#: the writer's statements wait at most this long for a lock and run at most this long: one device's
+#: locked row (an enrollment, a revocation) or a migration queued on a table must not hold every other
+#: device's heartbeats past ``WAIT_SECONDS``
+LOCK_TIMEOUT_MS = 1000
+STATEMENT_TIMEOUT_MS = 3000
+#: libpq options for the writer's engine (its connections are the writer's alone)
+WRITER_OPTIONS = f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+#: a held connection idle longer than this goes back to the pool, whose check-out pings it
+IDLE_RELEASE_SECONDS = 1.0
 
 _Item = tuple[Beat, "asyncio.Future[dict[str, Any]]"]
 _Outcome = dict[str, Any] | BaseException
@@ -65,7 +74,8 @@ class HeartbeatWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout)
-        self._drop_connection()
+        if not self._thread.is_alive():  # else the thread still owns its connection; the engine disposal ends it
+            self._drop_connection()
 
     async def store(self, beat: Beat) -> dict[str, Any]:
         """Store one beat (through the next batch); returns its outcome or raises its error."""
@@ -92,7 +102,11 @@ class HeartbeatWriter:
                 if not batch.take(item):
                     carry.append(item)
             if not batch.items and not stopping:
-                item = self._queue.get()  # wait for work
+                try:
+                    item = self._queue.get(timeout=IDLE_RELEASE_SECONDS)
+                except queue.Empty:
+                    self._drop_connection()  # idle: back to the pool, which pings it at the next check-out
+                    item = self._queue.get()  # wait for work
                 if item is None:
                     stopping = True
                 else:
@@ -107,10 +121,19 @@ class HeartbeatWriter:
                 elif not batch.take(item):
                     carry.append(item)
             if batch.items:
-                self._store(batch.items)
+                self._store_guarded(batch.items)
+
+    def _store_guarded(self, batch: list[_Item]) -> None:
+        """``_store``, and whatever it raises settles the batch: the writer thread must never die."""
+        try:
+            self._store(batch)
+        except BaseException as exc:  # noqa: BLE001 - settle every waiting request, keep the thread alive
+            logger.exception("heartbeat writer: a batch failed unexpectedly")
+            self._settle_all(batch, [exc] * len(batch))
 
     def _store(self, batch: list[_Item]) -> None:
-        observe_heartbeat_batch(len(batch))
+        with contextlib.suppress(Exception):  # a metrics failure must not cost the beats
+            observe_heartbeat_batch(len(batch))
         beats = [beat for beat, _ in batch]
         outcomes: list[_Outcome]
         try:
@@ -123,6 +146,10 @@ class HeartbeatWriter:
                 outcomes = [self._one(beat) for beat in beats]
         except Exception as exc:  # noqa: BLE001 - every waiting request gets the error (a 503 for the database)
             outcomes = [exc] * len(batch)
+        self._settle_all(batch, outcomes)
+
+    @staticmethod
+    def _settle_all(batch: list[_Item], outcomes: list[_Outcome]) -> None:
         # one wake-up of each event loop per batch, not one per beat
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[dict[str, Any]], _Outcome]]] = {}
         for (_, future), outcome in zip(batch, outcomes, strict=True):
@@ -140,10 +167,16 @@ class HeartbeatWriter:
     def _execute(self, beats: list[Beat]) -> list[dict[str, Any] | NexMDMError]:
         try:
             if self._conn is None:
-                self._conn = self.engine.connect()
+                self._conn = self.engine.connect()  # its engine sets WRITER_OPTIONS (nexmdm_api.db)
             return store_beats(self._conn, beats, self.settings)
+        except DBAPIError as exc:
+            if exc.connection_invalidated or not isinstance(exc, (DataError, IntegrityError, OperationalError)):
+                self._drop_connection()  # broken: the next batch takes a fresh connection
+            elif self._conn is not None:
+                self._conn.rollback()  # a refused statement (autocommit: SQLAlchemy's bookkeeping only)
+            raise
         except Exception:
-            self._drop_connection()  # a broken or unknown state: the next batch takes a fresh connection
+            self._drop_connection()  # an unknown state: the next batch takes a fresh connection
             raise
 
     def _drop_connection(self) -> None:
@@ -152,7 +185,9 @@ class HeartbeatWriter:
             try:
                 conn.close()
             except Exception:  # noqa: BLE001 - closing a dead connection may fail; it is gone either way
-                conn.invalidate()
+                with contextlib.suppress(Exception):
+                    conn.invalidate()
+                    conn.close()
 
 
 class _Batch:
@@ -168,6 +203,9 @@ class _Batch:
         return len(self.items) >= self.size
 
     def take(self, item: _Item) -> bool:
+        """Add a beat; False when it must wait for a later batch. A beat nobody waits for is dropped."""
+        if item[1].done():  # its request already got its answer (a 503 after WAIT_SECONDS): not stored
+            return True
         if self.full or item[0].token_hash in self.tokens:
             return False
         self.tokens.add(item[0].token_hash)

@@ -176,3 +176,99 @@ def test_the_writer_recovers_after_its_connection_breaks(
     assert isinstance(outcomes[-1], dict) and outcomes[-1]["device_id"] == "dev_01"
     assert len(outcomes) == 3 and isinstance(outcomes[1], Exception)  # one failed batch, then a fresh connection
     assert _rows(session_factory) == {"dev_00": 1, "dev_01": 1}
+
+
+def test_an_older_beat_stored_late_does_not_turn_the_summary_back(
+    autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    token = next(iter(tokens.values()))
+    with autocommit_engine.connect() as conn:
+        store_beats(conn, [_beat(token, settings, T0 + timedelta(seconds=20), battery_pct=90)], settings)
+        (late,) = store_beats(conn, [_beat(token, settings, T0, battery_pct=10)], settings)
+    assert late["created"] is True  # its own bucket is stored
+    with session_factory() as db:
+        device = db.get(Device, "dev_00")
+    assert (device.last_seen_at, device.last_battery_pct) == (T0 + timedelta(seconds=20), 90)
+
+
+def test_a_locked_device_fails_its_batch_within_the_lock_timeout_and_the_writer_goes_on(
+    settings: Settings, tokens: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    from nexmdm_api.db import open_database
+    from nexmdm_api.heartbeat_writer import LOCK_TIMEOUT_MS
+
+    database = open_database(settings)
+    engine = database.autocommit_sessions.kw["bind"]
+    first, second = list(tokens.values())[:2]
+
+    async def scenario() -> tuple[Any, float, Any]:
+        writer = HeartbeatWriter(engine, settings).start()
+        try:
+            with session_factory() as holder:  # an enrollment or a revocation holding dev_00's row
+                holder.execute(select(Device).where(Device.id == "dev_00").with_for_update())
+                started = asyncio.get_running_loop().time()
+                try:
+                    blocked: Any = await writer.store(_beat(first, settings))
+                except Exception as exc:  # noqa: BLE001 - checked below
+                    blocked = exc
+                waited = asyncio.get_running_loop().time() - started
+                holder.rollback()
+            return blocked, waited, await writer.store(_beat(second, settings))
+        finally:
+            writer.stop()
+
+    blocked, waited, after = asyncio.run(scenario())
+    database.engine.dispose()
+    engine.dispose()
+    assert "lock timeout" in str(blocked)
+    assert waited < LOCK_TIMEOUT_MS / 1000 + 1.5  # bounded by the writer's lock timeout, not by the holder
+    assert after["device_id"] == "dev_01"
+
+
+def test_an_unexpected_error_fails_its_batch_but_not_the_writer(
+    autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = list(tokens.values())[:2]
+    writer = HeartbeatWriter(autocommit_engine, settings)
+    real = writer._execute
+    calls = []
+
+    def flaky(beats: list[Beat]) -> Any:
+        calls.append(len(beats))
+        if len(calls) == 1:
+            raise MemoryError("simulated")
+        return real(beats)
+
+    monkeypatch.setattr(writer, "_execute", flaky)
+
+    async def scenario() -> list[Any]:
+        writer.start()
+        try:
+            outcomes: list[Any] = []
+            for token in (first, second):
+                try:
+                    outcomes.append(await writer.store(_beat(token, settings)))
+                except BaseException as exc:  # noqa: BLE001 - checked below
+                    outcomes.append(exc)
+            return outcomes
+        finally:
+            writer.stop()
+
+    failed, stored = asyncio.run(scenario())
+    assert isinstance(failed, MemoryError)
+    assert stored["device_id"] == "dev_01"
+
+
+def test_a_partition_dropped_behind_the_cache_is_created_again(
+    autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], session_factory: sessionmaker[Session]
+) -> None:
+    from core import partitions
+
+    later = T0 + timedelta(days=3)
+    beat = _beat(next(iter(tokens.values())), settings, later)
+    with autocommit_engine.connect() as conn:
+        partitions.ensure_for(conn, later)  # the cache now knows the day
+        conn.exec_driver_sql(f"DROP TABLE {partitions.partition_name(later.date())}")  # another process drops it
+        (outcome,) = store_beats(conn, [beat], settings)
+    assert outcome["created"] is True
+    assert _rows(session_factory) == {"dev_00": 1}

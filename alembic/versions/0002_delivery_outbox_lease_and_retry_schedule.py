@@ -20,9 +20,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('fcm_dispatches', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('next_attempt_at', core.types.UTCDateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('lease_until', core.types.UTCDateTime(timezone=True), nullable=True))
+    if op.get_bind().dialect.name == 'postgresql':
+        # IF NOT EXISTS: the index below commits these first, so a run interrupted during the index build
+        # must be able to run again
+        op.execute('ALTER TABLE fcm_dispatches ADD COLUMN IF NOT EXISTS next_attempt_at TIMESTAMP WITH TIME ZONE, '
+                   'ADD COLUMN IF NOT EXISTS lease_until TIMESTAMP WITH TIME ZONE')
+    else:
+        with op.batch_alter_table('fcm_dispatches', schema=None) as batch_op:
+            batch_op.add_column(sa.Column('next_attempt_at', core.types.UTCDateTime(timezone=True), nullable=True))
+            batch_op.add_column(sa.Column('lease_until', core.types.UTCDateTime(timezone=True), nullable=True))
     # fcm_dispatches keeps 90 days of commands: on PostgreSQL the index is built without blocking writers
     # (last in this migration: it commits the columns above first; see docs/migrations.md)
     create_index_concurrently(op.f('ix_fcm_dispatches_fcm_status_next_attempt_at'), 'fcm_dispatches', ['fcm_status', 'next_attempt_at'])

@@ -341,6 +341,9 @@ CASES = [
     case("battery-as-string", "POST", HB, "device", 422, "validation_failed", "battery_pct",
          json={"battery_pct": "80"}),
     case("plugged-as-number", "POST", HB, "device", 422, "validation_failed", "plugged", json={"plugged": 0}),
+    # a whole float (valid for an integer) before it must not switch the rest of the body to loose conversion
+    case("plugged-as-number-after-a-whole-float", "POST", HB, "device", 422, "validation_failed", "plugged",
+         json={"battery_pct": 50.0, "plugged": 0}),
     *[
         case(f"network-{name}", "POST", HB, "device", 422, "validation_failed", "network_type",
              json={"network_type": value})
