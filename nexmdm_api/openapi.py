@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin  # Litestar's own, extended
+from litestar.constants import RESERVED_KWARGS
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
@@ -125,7 +126,16 @@ def check_query(request: Request[Any, Any, Any]) -> None:
     """Admin endpoints refuse query parameters they do not declare (422), as they refuse unknown body fields."""
     if request.route_handler.opt.get("auth") != "admin":
         return
-    declared = request.route_handler.parsed_fn_signature.parameters
+    handler = request.route_handler
+    declared = {
+        (getattr(field.kwarg_definition, "query", None) or name)
+        for name, field in handler.parsed_fn_signature.parameters.items()
+        if name not in RESERVED_KWARGS
+        and name not in request.path_params
+        and name not in handler.resolve_dependencies()
+        and not getattr(field.kwarg_definition, "header", None)
+        and not getattr(field.kwarg_definition, "cookie", None)
+    }
     unknown = sorted(name for name in request.query_params if name not in declared)
     if unknown:
         raise ValidationException(

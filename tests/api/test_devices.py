@@ -57,3 +57,13 @@ def test_heartbeat_history_paging(client, admin, enroll, session_factory) -> Non
     assert seen == [50, 51, 52, 53, 54]
     assert client.get("/v1/devices/nobody/heartbeats", headers=admin).status_code == 404
     assert client.get("/v1/devices/dev_001/heartbeats", params={"cursor": "bm9wZQ"}, headers=admin).status_code == 422
+
+
+def test_admin_endpoints_refuse_query_parameters_they_do_not_declare(client, admin, enroll) -> None:
+    enroll("dev_001")
+    assert client.get("/v1/devices", params={"limit": 5, "offline": "true"}, headers=admin).status_code == 200
+    for name in ("nope", "db", "request", "data", "device_id"):  # handler arguments that are not query parameters
+        response = client.get("/v1/devices", params={name: "1"}, headers=admin)
+        assert response.status_code == 422, name
+        assert response.json()["errors"][0]["field"] == name
+    assert client.get("/v1/devices/dev_001", params={"device_id": "x"}, headers=admin).status_code == 422
