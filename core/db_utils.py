@@ -256,9 +256,8 @@ def record_heartbeat_with_bucketing(
     try:
         row = db.execute(_statement(db, "heartbeat"), key | {"received_at": received, **fields}).mappings().first()
     except IntegrityError as exc:
-        if getattr(exc.orig, "pgcode", None) == "23514":  # no partition for the row: the cache was wrong
-            bind = db.get_bind()
-            partitions.forget(bind if isinstance(bind, Engine) else bind.engine)  # the next attempt creates it
+        bind = db.get_bind()
+        partitions.forget_if_missing(exc, bind if isinstance(bind, Engine) else bind.engine)
         raise
     created = row is not None
     if row is None:  # a duplicate (read the row already stored for this bucket), or no such device

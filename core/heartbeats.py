@@ -87,7 +87,6 @@ _COLUMNS = (
 #: attempts of a batch that met a deadlock (possible only when one device beats through two processes at once)
 _DEADLOCK_ATTEMPTS = 3
 _DEADLOCK = "40P01"
-_NO_PARTITION = "23514"  # check_violation: "no partition of relation ... found for row"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,10 +152,9 @@ def store_beats(conn: Connection, beats: Sequence[Beat], settings: Settings) -> 
             rows = conn.exec_driver_sql(_MANY, params).all()
             break
         except (OperationalError, IntegrityError) as exc:
-            code = getattr(exc.orig, "pgcode", None)
-            if code == _NO_PARTITION:  # the day's partition is not there although the cache said so
-                partitions.forget(conn.engine)
-            if not retry or code not in (_DEADLOCK, _NO_PARTITION) or attempt == _DEADLOCK_ATTEMPTS:
+            missing = partitions.forget_if_missing(exc, conn.engine)
+            deadlock = getattr(exc.orig, "pgcode", None) == _DEADLOCK
+            if not retry or not (missing or deadlock) or attempt == _DEADLOCK_ATTEMPTS:
                 raise
             conn.rollback()  # SQLAlchemy's bookkeeping only: the DBAPI connection is in autocommit
             for day_start in {b.bucket_start for b in beats}:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, event, text
@@ -48,6 +49,16 @@ def is_partitioned(conn: Connection) -> bool:
     )
 
 
+def _by_day(names: Iterable[str]) -> dict[date, str]:
+    """Our day tables among ``names``, by the day their name carries."""
+    found = {}
+    for name in names:
+        match = _NAME_RE.fullmatch(name)
+        if match:
+            found[datetime.strptime(match.group(1), "%Y%m%d").date()] = name  # noqa: DTZ007 - a date only
+    return found
+
+
 def existing_partitions(conn: Connection) -> dict[date, str]:
     """Our daily partitions, by day."""
     rows = conn.execute(
@@ -57,12 +68,7 @@ def existing_partitions(conn: Connection) -> dict[date, str]:
         ),
         {"t": TABLE},
     ).scalars()
-    found = {}
-    for name in rows:
-        match = _NAME_RE.fullmatch(name)
-        if match:
-            found[datetime.strptime(match.group(1), "%Y%m%d").date()] = name  # noqa: DTZ007 - a date only
-    return found
+    return _by_day(rows)
 
 
 def create_partitions(conn: Connection, days: list[date]) -> list[str]:
@@ -151,6 +157,20 @@ def forget(engine: Engine) -> None:
     _known.pop(engine, None)
 
 
+#: SQLSTATE of "no partition of relation ... found for row" (a check_violation)
+NO_PARTITION = "23514"
+
+
+def forget_if_missing(exc: BaseException, engine: Engine) -> bool:
+    """After a failed insert: when the row's partition was missing although the cache knew its day (another
+    process dropped it, or the COMMIT that created it failed), drop the cache so the next attempt creates it.
+    Returns whether that was the failure."""
+    if getattr(getattr(exc, "orig", None), "pgcode", None) != NO_PARTITION:
+        return False
+    forget(engine)
+    return True
+
+
 def detached_leftovers(conn: Connection) -> dict[date, str]:
     """Day tables that are no longer partitions: detached by a cleanup whose ``DROP`` then gave up."""
     rows = conn.execute(
@@ -160,12 +180,7 @@ def detached_leftovers(conn: Connection) -> dict[date, str]:
         ),
         {"pattern": TABLE.replace("_", "\\_") + "\\_p%"},
     ).scalars()
-    found = {}
-    for name in rows:
-        match = _NAME_RE.fullmatch(name)
-        if match:
-            found[datetime.strptime(match.group(1), "%Y%m%d").date()] = name  # noqa: DTZ007 - a date only
-    return found
+    return _by_day(rows)
 
 
 def expired_partitions(conn: Connection, cutoff: datetime) -> list[tuple[date, str]]:

@@ -101,10 +101,10 @@ class Settings:
             "download_retention_days",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
+            "migration_lock_timeout_ms",
+            "migration_retries",
+            "migration_backoff_ms",
         ):
-            if getattr(self, name) < 0:
-                raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
-        for name in ("migration_lock_timeout_ms", "migration_retries", "migration_backoff_ms"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
         if self.device_offline_seconds < self.device_online_seconds:
