@@ -230,16 +230,16 @@ def test_an_unexpected_error_fails_its_batch_but_not_the_writer(
 ) -> None:
     first, second = list(tokens.values())[:2]
     writer = HeartbeatWriter(autocommit_engine, settings)
-    real = writer._execute
+    real = writer._store
     calls = []
 
-    def flaky(beats: list[Beat]) -> Any:
-        calls.append(len(beats))
+    def flaky(batch: list[Any]) -> None:  # fails outside the statement, where _store catches nothing
+        calls.append(len(batch))
         if len(calls) == 1:
             raise MemoryError("simulated")
-        return real(beats)
+        real(batch)
 
-    monkeypatch.setattr(writer, "_execute", flaky)
+    monkeypatch.setattr(writer, "_store", flaky)
 
     async def scenario() -> list[Any]:
         writer.start()
@@ -272,3 +272,25 @@ def test_a_partition_dropped_behind_the_cache_is_created_again(
         (outcome,) = store_beats(conn, [beat], settings)
     assert outcome["created"] is True
     assert _rows(session_factory) == {"dev_00": 1}
+
+
+def test_an_idle_writer_gives_its_connection_back_to_the_pool(
+    autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nexmdm_api import heartbeat_writer
+
+    monkeypatch.setattr(heartbeat_writer, "IDLE_RELEASE_SECONDS", 0.2)
+    token = next(iter(tokens.values()))
+
+    async def scenario() -> tuple[bool, int]:
+        writer = HeartbeatWriter(autocommit_engine, settings).start()
+        try:
+            await writer.store(_beat(token, settings))
+            held = writer._conn is not None  # kept while beats keep coming
+            await asyncio.sleep(0.6)
+            return held, autocommit_engine.pool.checkedout()
+        finally:
+            writer.stop()
+
+    held, checked_out = asyncio.run(scenario())
+    assert held and checked_out == 0  # idle: back in the pool, which pings it before the next use
