@@ -94,6 +94,7 @@ def measure(url: str, kind: str, n: int) -> list[Figure]:
     autocommit = make_session_factory(autocommit_engine, settings)
     figures = []
     for label, factory, days in (("transaction per call", per_tx, 1), ("autocommit session", autocommit, 2)):
+
         def beat(i: int, factory=factory, days=days) -> None:  # noqa: ANN001
             with factory.begin() as db:
                 db_utils.record_heartbeat_with_bucketing(
@@ -103,7 +104,10 @@ def measure(url: str, kind: str, n: int) -> list[Figure]:
         def dispatch(i: int, factory=factory, days=days) -> None:  # noqa: ANN001
             with factory.begin() as db:
                 db_utils.record_fcm_dispatch(
-                    db, request_id=f"h_{days}_{i}", device_id=f"bench_{i % DEVICES:03d}", action="ping",
+                    db,
+                    request_id=f"h_{days}_{i}",
+                    device_id=f"bench_{i % DEVICES:03d}",
+                    action="ping",
                     payload_hash=HASH,
                 )
 
@@ -111,10 +115,26 @@ def measure(url: str, kind: str, n: int) -> list[Figure]:
         dp, dp_lat = rate(n, dispatch)
         goal = 0.5 if label == "autocommit session" else None
         figures += [
-            Figure(f"helpers/{kind}", f"record_heartbeat_with_bucketing ({label})", hb, "ops/s",
-                   "raw driver INSERT ... ON CONFLICT", hb_floor, goal, {"p99_ms": pct(hb_lat, 99)}),
-            Figure(f"helpers/{kind}", f"record_fcm_dispatch ({label})", dp, "ops/s",
-                   "raw driver INSERT ... ON CONFLICT", dp_floor, goal, {"p99_ms": pct(dp_lat, 99)}),
+            Figure(
+                f"helpers/{kind}",
+                f"record_heartbeat_with_bucketing ({label})",
+                hb,
+                "ops/s",
+                "raw driver INSERT ... ON CONFLICT",
+                hb_floor,
+                goal,
+                {"p99_ms": pct(hb_lat, 99)},
+            ),
+            Figure(
+                f"helpers/{kind}",
+                f"record_fcm_dispatch ({label})",
+                dp,
+                "ops/s",
+                "raw driver INSERT ... ON CONFLICT",
+                dp_floor,
+                goal,
+                {"p99_ms": pct(dp_lat, 99)},
+            ),
         ]
     engine.dispose()
     autocommit_engine.dispose()

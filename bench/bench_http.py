@@ -140,8 +140,17 @@ def server(argv: list[str], env: dict[str, str], port: int, log: Path) -> Iterat
 def wrk(port: int, fleet: Path, *, connections: int, seconds: int, threads: int = 2) -> dict[str, Any]:
     """One wrk run; returns its figures plus the load generator's CPU use (share of one core)."""
     argv = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-        "-s", str(HERE / "heartbeat.lua"), f"http://127.0.0.1:{port}", "--", str(fleet),
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / "heartbeat.lua"),
+        f"http://127.0.0.1:{port}",
+        "--",
+        str(fleet),
     ]
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -161,8 +170,9 @@ def wrk(port: int, fleet: Path, *, connections: int, seconds: int, threads: int 
     return result
 
 
-def _measure(label: str, proc: subprocess.Popen[bytes], port: int, fleet: Path, connections: int,
-             seconds: int) -> dict[str, Any]:
+def _measure(
+    label: str, proc: subprocess.Popen[bytes], port: int, fleet: Path, connections: int, seconds: int
+) -> dict[str, Any]:
     wrk(port, fleet, connections=connections, seconds=2)  # warm-up: pools, caches, partitions
     pids = process_tree(proc.pid)
     cpu_before = cpu_seconds(pids)
@@ -177,26 +187,63 @@ def _figure(devices: int, connections: int, ours: dict[str, Any], floor: dict[st
     goal = 0.5 if devices >= 10_000 else None
     extra = {
         "connections": connections,
-        "p50_ms": ours["p50_ms"], "p95_ms": ours["p95_ms"], "p99_ms": ours["p99_ms"],
-        "non2xx": ours["non2xx"], "socket_errors": ours["connect"] + ours["read"] + ours["write"] + ours["timeout"],
-        "server_cpu_pct": ours["server_cpu_pct"], "loadgen_cpu_pct": ours["loadgen_cpu_pct"],
-        "floor": {k: floor[k] for k in ("throughput_rps", "p50_ms", "p95_ms", "p99_ms", "non2xx",
-                                         "server_cpu_pct", "loadgen_cpu_pct")},
+        "p50_ms": ours["p50_ms"],
+        "p95_ms": ours["p95_ms"],
+        "p99_ms": ours["p99_ms"],
+        "non2xx": ours["non2xx"],
+        "socket_errors": ours["connect"] + ours["read"] + ours["write"] + ours["timeout"],
+        "server_cpu_pct": ours["server_cpu_pct"],
+        "loadgen_cpu_pct": ours["loadgen_cpu_pct"],
+        "floor": {
+            k: floor[k]
+            for k in ("throughput_rps", "p50_ms", "p95_ms", "p99_ms", "non2xx", "server_cpu_pct", "loadgen_cpu_pct")
+        },
     }
     name = f"POST /v1/heartbeat, {devices:,} devices, {connections} connections"
-    figures = [Figure("http/postgresql", name, ours["throughput_rps"], "req/s",
-                      "minimal Litestar raw insert", floor["throughput_rps"], goal, extra)]
+    figures = [
+        Figure(
+            "http/postgresql",
+            name,
+            ours["throughput_rps"],
+            "req/s",
+            "minimal Litestar raw insert",
+            floor["throughput_rps"],
+            goal,
+            extra,
+        )
+    ]
     if goal is not None:
-        figures.append(Figure("http/postgresql", f"p99 latency, {devices:,} devices", ours["p99_ms"], "ms",
-                              "floor p99", floor["p99_ms"], below=P99_GOAL_MS))
+        figures.append(
+            Figure(
+                "http/postgresql",
+                f"p99 latency, {devices:,} devices",
+                ours["p99_ms"],
+                "ms",
+                "floor p99",
+                floor["p99_ms"],
+                below=P99_GOAL_MS,
+            )
+        )
     return figures
 
 
 def simulate(port: int, devices: int, seconds: float, env: dict[str, str]) -> dict[str, Any]:
     """``nexmdm simulate`` as a separate process; its report plus its own peak RSS and CPU."""
-    argv = [str(BIN / "nexmdm"), "simulate", "--devices", str(devices), "--duration", str(seconds),
-            "--interval", str(SIMULATE_INTERVAL_S), "--concurrency", "64", "--url", f"http://127.0.0.1:{port}",
-            "--json"]
+    argv = [
+        str(BIN / "nexmdm"),
+        "simulate",
+        "--devices",
+        str(devices),
+        "--duration",
+        str(seconds),
+        "--interval",
+        str(SIMULATE_INTERVAL_S),
+        "--concurrency",
+        "64",
+        "--url",
+        f"http://127.0.0.1:{port}",
+        "--json",
+    ]
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
@@ -210,9 +257,16 @@ def simulate(port: int, devices: int, seconds: float, env: dict[str, str]) -> di
     return report
 
 
-def run(tmp: Path, *, sizes: tuple[int, ...] = (1_000, 10_000), seconds: int = 15, connections: int = 64,
-        simulate_sizes: tuple[int, ...] = (100, 1_000, 10_000), simulate_seconds: float = 60,
-        workers: int = 2) -> tuple[list[Figure], dict[str, Any]]:
+def run(
+    tmp: Path,
+    *,
+    sizes: tuple[int, ...] = (1_000, 10_000),
+    seconds: int = 15,
+    connections: int = 64,
+    simulate_sizes: tuple[int, ...] = (100, 1_000, 10_000),
+    simulate_seconds: float = 60,
+    workers: int = 2,
+) -> tuple[list[Figure], dict[str, Any]]:
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (Debian: apt-get install -y wrk)")
     figures: list[Figure] = []
@@ -227,8 +281,17 @@ def run(tmp: Path, *, sizes: tuple[int, ...] = (1_000, 10_000), seconds: int = 1
         }
         fleet_all = seed_fleet(url, max(sizes), tmp)
         lines = fleet_all.read_text().splitlines(keepends=True)
-        floor_argv = [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--workers", str(workers),
-                      "--log-level", "warning", "--no-access-log"]
+        floor_argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.floor_app:app",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
         serve_argv = [str(BIN / "nexmdm"), "serve", "--workers", str(workers), "--no-worker"]
         rss: dict[str, list[float]] = {}
         for devices in sizes:
@@ -251,21 +314,44 @@ def run(tmp: Path, *, sizes: tuple[int, ...] = (1_000, 10_000), seconds: int = 1
                 report = simulate(port, devices, simulate_seconds, env)
                 details["simulate"].append(report)
                 beats = report["endpoints"].get("POST /v1/heartbeat", {})
-                figures.append(Figure(
-                    "simulate", f"nexmdm simulate, {devices:,} devices, a beat a minute each", beats.get(
-                        "throughput_rps", 0.0), "beats/s", "", None, None,
-                    {k: beats.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "errors")}
-                    | {"errors_by_status": report["errors_by_status"], "simulator_cpu_pct": report["cpu_pct"]},
-                ))
+                figures.append(
+                    Figure(
+                        "simulate",
+                        f"nexmdm simulate, {devices:,} devices, a beat a minute each",
+                        beats.get("throughput_rps", 0.0),
+                        "beats/s",
+                        "",
+                        None,
+                        None,
+                        {k: beats.get(k) for k in ("p50_ms", "p95_ms", "p99_ms", "errors")}
+                        | {"errors_by_status": report["errors_by_status"], "simulator_cpu_pct": report["cpu_pct"]},
+                    )
+                )
             workers_rss = [m for p in process_tree(proc.pid)[1:] if (m := peak_rss_mb(p))]
         simulator_rss = max(r["peak_rss_mb"] for r in details["simulate"])
         server_peak = max(workers_rss + rss.get("after wrk", []))
-        details["memory"] = {"server_workers_mb": workers_rss, "after_wrk_mb": rss.get("after wrk"),
-                             "simulator_mb": simulator_rss}
+        details["memory"] = {
+            "server_workers_mb": workers_rss,
+            "after_wrk_mb": rss.get("after wrk"),
+            "simulator_mb": simulator_rss,
+        }
         figures += [
-            Figure("memory", "server peak RSS per worker", server_peak, "MB", extra={"per_process": workers_rss},
-                   below=RSS_GOAL_MB),
-            Figure("memory", f"nexmdm simulate peak RSS at {max(simulate_sizes):,} devices", simulator_rss, "MB",
-                   "", None, None),
+            Figure(
+                "memory",
+                "server peak RSS per worker",
+                server_peak,
+                "MB",
+                extra={"per_process": workers_rss},
+                below=RSS_GOAL_MB,
+            ),
+            Figure(
+                "memory",
+                f"nexmdm simulate peak RSS at {max(simulate_sizes):,} devices",
+                simulator_rss,
+                "MB",
+                "",
+                None,
+                None,
+            ),
         ]
     return figures, details

@@ -66,8 +66,10 @@ def seed(engine: Any, *, devices: int, expired_days: int, per_day: int) -> dict[
     started = time.perf_counter()
     with engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO devices (id, enrolled_at, model) SELECT 'dev-' || lpad(d::text, 6, '0'), now(), 'bench' "
-                 "FROM generate_series(0, :n - 1) d"),
+            text(
+                "INSERT INTO devices (id, enrolled_at, model) SELECT 'dev-' || lpad(d::text, 6, '0'), now(), 'bench' "
+                "FROM generate_series(0, :n - 1) d"
+            ),
             {"n": devices},
         )
         partitions.create_partitions(conn, [d.date() for d in days])
@@ -91,6 +93,7 @@ def reads(url: str, settings: Settings, devices: int) -> tuple[list[Figure], dic
     headers = {"Authorization": f"Bearer {admin}"}
     details: dict[str, Any] = {}
     with TestClient(create_app(settings)) as client:
+
         def timed(path: str) -> float:
             t0 = time.perf_counter()
             response = client.get(path, headers=headers)
@@ -105,19 +108,26 @@ def reads(url: str, settings: Settings, devices: int) -> tuple[list[Figure], dic
         timed(f"/v1/devices/{ids[0]}/heartbeats?limit=50")
         beats = [timed(f"/v1/devices/{d}/heartbeats?limit=50") for d in ids]
     with engine.connect() as conn:
-        plan = conn.execute(
-            text("EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) SELECT * FROM device_heartbeats WHERE device_id = :d "
-                 "ORDER BY bucket_start DESC LIMIT 51"),
-            {"d": ids[len(ids) // 2]},
-        ).scalars().all()
+        plan = (
+            conn.execute(
+                text(
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) SELECT * FROM device_heartbeats WHERE device_id = :d "
+                    "ORDER BY bucket_start DESC LIMIT 51"
+                ),
+                {"d": ids[len(ids) // 2]},
+            )
+            .scalars()
+            .all()
+        )
     engine.dispose()
     env = os.environ | {"NEXMDM_DATABASE_URL": url}
     t0 = time.perf_counter()
     subprocess.run([str(BIN / "nexmdm"), "--help"], cwd=ROOT, capture_output=True, env=env, check=True)
     start_s = time.perf_counter() - t0  # the baseline: starting the CLI at all
     t0 = time.perf_counter()
-    cli = subprocess.run([str(BIN / "nexmdm"), "devices", "list", "--json"], cwd=ROOT, capture_output=True,
-                         env=env, check=True)
+    cli = subprocess.run(
+        [str(BIN / "nexmdm"), "devices", "list", "--json"], cwd=ROOT, capture_output=True, env=env, check=True
+    )
     cli_s = time.perf_counter() - t0
     details.update(
         devices_first_page_ms=[round(x * 1000, 1) for x in first],
@@ -131,13 +141,31 @@ def reads(url: str, settings: Settings, devices: int) -> tuple[list[Figure], dic
     )
     worst_page = max(first + deep + offline)
     figures = [
-        Figure("reads/postgresql", f"GET /v1/devices, 100 per page, {devices:,} devices (slowest page)", worst_page,
-               "s", below=READ_GOAL_S, extra={"median_s": statistics.median(first + deep)}),
-        Figure("reads/postgresql", f"nexmdm devices list (500 rows, process start included), {devices:,} devices",
-               cli_s, "s", "nexmdm --help (process start)", start_s, below=READ_GOAL_S),
-        Figure("reads/postgresql", "GET /v1/devices/{id}/heartbeats, 50 rows (p95 over 50 devices)",
-               pct(beats, 95) * 1000, "ms", below=HEARTBEATS_GOAL_MS, extra={"median_ms": statistics.median(beats)
-                                                                              * 1000}),
+        Figure(
+            "reads/postgresql",
+            f"GET /v1/devices, 100 per page, {devices:,} devices (slowest page)",
+            worst_page,
+            "s",
+            below=READ_GOAL_S,
+            extra={"median_s": statistics.median(first + deep)},
+        ),
+        Figure(
+            "reads/postgresql",
+            f"nexmdm devices list (500 rows, process start included), {devices:,} devices",
+            cli_s,
+            "s",
+            "nexmdm --help (process start)",
+            start_s,
+            below=READ_GOAL_S,
+        ),
+        Figure(
+            "reads/postgresql",
+            "GET /v1/devices/{id}/heartbeats, 50 rows (p95 over 50 devices)",
+            pct(beats, 95) * 1000,
+            "ms",
+            below=HEARTBEATS_GOAL_MS,
+            extra={"median_ms": statistics.median(beats) * 1000},
+        ),
     ]
     return figures, details
 
@@ -206,8 +234,9 @@ class Ingest(threading.Thread):
 def run(*, devices: int = 100_000, expired_days: int = 20, per_day: int = 5) -> tuple[list[Figure], dict[str, Any]]:
     figures: list[Figure] = []
     with pg_database() as url:
-        settings = Settings(database_url=url, heartbeat_retention_days=RETENTION_DAYS, slow_heartbeat_ms=1e9,
-                            log_level="WARNING")
+        settings = Settings(
+            database_url=url, heartbeat_retention_days=RETENTION_DAYS, slow_heartbeat_ms=1e9, log_level="WARNING"
+        )
         engine = make_engine(url)
         seeded = seed(engine, devices=devices, expired_days=expired_days, per_day=per_day)
         read_figures, details = reads(url, settings, devices)
@@ -258,24 +287,48 @@ def run(*, devices: int = 100_000, expired_days: int = 20, per_day: int = 5) -> 
         during = [ms for at, ms in ingest.latencies if cleanup_started <= at <= cleanup_ended]
         drops_s = (steps.first_batch or cleanup_ended) - cleanup_started
         details["cleanup"] = {
-            "partitions_dropped": steps.partitions, "rows_in_dropped_partitions": steps.partition_rows,
-            "drop_phase_s": drops_s, "boundary_batches": steps.batches,
+            "partitions_dropped": steps.partitions,
+            "rows_in_dropped_partitions": steps.partition_rows,
+            "drop_phase_s": drops_s,
+            "boundary_batches": steps.batches,
             "batch_pause_ms": settings.cleanup_batch_pause_ms,
-            "result": result, "seconds": cleanup_s, "single_delete_s": delete_s, "single_delete_rows": deleted_plain,
-            "expired_rows_left": left_old, "ingest_errors": ingest.errors, "ingest_stored": ingest.stored,
-            "ingest_p99_before_ms": pct(before, 99), "ingest_p99_during_ms": pct(during, 99),
+            "result": result,
+            "seconds": cleanup_s,
+            "single_delete_s": delete_s,
+            "single_delete_rows": deleted_plain,
+            "expired_rows_left": left_old,
+            "ingest_errors": ingest.errors,
+            "ingest_stored": ingest.stored,
+            "ingest_p99_before_ms": pct(before, 99),
+            "ingest_p99_during_ms": pct(during, 99),
             "ingest_batches_during": len(during),
         }
         figures += [
             # the goal: the expired days' rows gone in < 5 s (whole partitions, O(partitions)); the paced
             # trim of the boundary day that follows is reported beside it, without a goal
-            Figure("retention/postgresql",
-                   f"{steps.partition_rows:,} expired rows gone: {steps.partitions} days dropped while ingesting",
-                   drops_s, "s", f"one DELETE of {deleted_plain:,} rows", delete_s, below=CLEANUP_GOAL_S),
-            Figure("retention/postgresql", f"whole cleanup, {result['deleted']:,} rows: the above plus the boundary "
-                   f"day's {steps.batches} batches, {settings.cleanup_batch_pause_ms} ms apart",
-                   cleanup_s, "s", f"one DELETE of {deleted_plain:,} rows", delete_s,
-                   extra={"ingest_errors": len(ingest.errors), "expired_rows_left": left_old,
-                          "ingest_p99_before_ms": pct(before, 99), "ingest_p99_during_ms": pct(during, 99)}),
+            Figure(
+                "retention/postgresql",
+                f"{steps.partition_rows:,} expired rows gone: {steps.partitions} days dropped while ingesting",
+                drops_s,
+                "s",
+                f"one DELETE of {deleted_plain:,} rows",
+                delete_s,
+                below=CLEANUP_GOAL_S,
+            ),
+            Figure(
+                "retention/postgresql",
+                f"whole cleanup, {result['deleted']:,} rows: the above plus the boundary "
+                f"day's {steps.batches} batches, {settings.cleanup_batch_pause_ms} ms apart",
+                cleanup_s,
+                "s",
+                f"one DELETE of {deleted_plain:,} rows",
+                delete_s,
+                extra={
+                    "ingest_errors": len(ingest.errors),
+                    "expired_rows_left": left_old,
+                    "ingest_p99_before_ms": pct(before, 99),
+                    "ingest_p99_during_ms": pct(during, 99),
+                },
+            ),
         ]
     return figures, details

@@ -47,8 +47,16 @@ def heartbeat(data: Beat) -> Response[dict[str, bool]]:
     cur = _cursor()
     cur.execute(
         _INSERT,
-        (data.device_id, bucket, now, data.status, data.battery_pct, data.plugged, data.network_type,
-         data.agent_version),
+        (
+            data.device_id,
+            bucket,
+            now,
+            data.status,
+            data.battery_pct,
+            data.plugged,
+            data.network_type,
+            data.agent_version,
+        ),
     )
     created = cur.rowcount == 1
     return Response({"created": created}, status_code=201 if created else 200)

@@ -66,9 +66,7 @@ def log_operation(
 ) -> float:
     """Log the contract's ``db_operation`` line and return the latency in milliseconds."""
     latency_ms = (time.perf_counter() - started) * 1000
-    logger.log(
-        level, "db_operation event=%s entity=%s keys=%r latency_ms=%.1f", event, entity, dict(keys), latency_ms
-    )
+    logger.log(level, "db_operation event=%s entity=%s keys=%r latency_ms=%.1f", event, entity, dict(keys), latency_ms)
     return latency_ms
 
 
@@ -86,7 +84,13 @@ def _statements(dialect: str) -> dict[str, Any]:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     dispatch_columns = ("request_id", "device_id", "action", "payload", "payload_hash", "fcm_status", "created_at")
     heartbeat_columns = (
-        "device_id", "bucket_start", "received_at", "status", "battery_pct", "plugged", "network_type",
+        "device_id",
+        "bucket_start",
+        "received_at",
+        "status",
+        "battery_pct",
+        "plugged",
+        "network_type",
         "agent_version",
     )
     return {
@@ -107,10 +111,12 @@ def _statements(dialect: str) -> dict[str, Any]:
         .from_select(
             heartbeat_columns,
             # PostgreSQL types a bare NULL in a select list as text: cast every parameter to its column
-            select(*(cast(p, p.type) if dialect == "postgresql" else p
-                     for p in _params(_HEARTBEATS, *heartbeat_columns).values())).where(
-                select(_DEVICES.c.id).where(_DEVICES.c.id == bindparam("device_id")).exists()
-            ),
+            select(
+                *(
+                    cast(p, p.type) if dialect == "postgresql" else p
+                    for p in _params(_HEARTBEATS, *heartbeat_columns).values()
+                )
+            ).where(select(_DEVICES.c.id).where(_DEVICES.c.id == bindparam("device_id")).exists()),
         )
         .on_conflict_do_nothing(index_elements=[_HEARTBEATS.c.device_id, _HEARTBEATS.c.bucket_start])
         .returning(*_HEARTBEATS.c),
@@ -195,9 +201,7 @@ def record_fcm_dispatch(
     except IntegrityError as exc:
         raise _refused(exc, f"device {device_id!r} does not exist") from None
     created = row["replay_count"] == 0
-    log_operation(
-        "create" if created else "idempotency_hit", "fcm_dispatches", {"request_id": request_id}, started
-    )
+    log_operation("create" if created else "idempotency_hit", "fcm_dispatches", {"request_id": request_id}, started)
     return {"created": created, "dispatch": dict(row)}
 
 
@@ -415,7 +419,10 @@ def _cleanup(
         deleted += count
         progress.info(
             "cleanup_batch entity=%s deleted=%d batch_size=%d latency_ms=%.1f",
-            entity, count, batching.size, (time.perf_counter() - batch_started) * 1000,
+            entity,
+            count,
+            batching.size,
+            (time.perf_counter() - batch_started) * 1000,
         )
         if high is None:
             break
@@ -457,7 +464,10 @@ def _drop_expired_partitions(db: Session, cutoff: datetime) -> int:
             db.commit()
             rows = timeouts.retrying(
                 functools.partial(_count_partition, db, name, limits),
-                limits=limits, entity="device_heartbeats", what=f"counting {name}", on_timeout=rollback,
+                limits=limits,
+                entity="device_heartbeats",
+                what=f"counting {name}",
+                on_timeout=rollback,
             )
             timeouts.retrying(
                 functools.partial(
@@ -467,16 +477,23 @@ def _drop_expired_partitions(db: Session, cutoff: datetime) -> int:
                     lock_timeout_ms=limits.lock_timeout_ms,
                     statement_timeout_ms=limits.statement_timeout_ms,
                 ),
-                limits=limits, entity="device_heartbeats", what=f"detaching and dropping {name}", on_timeout=rollback,
+                limits=limits,
+                entity="device_heartbeats",
+                what=f"detaching and dropping {name}",
+                on_timeout=rollback,
             )
             dropped += rows
             progress.info(
                 "cleanup_partition entity=device_heartbeats partition=%s deleted=%d latency_ms=%.1f",
-                name, rows, (time.perf_counter() - step_started) * 1000,
+                name,
+                rows,
+                (time.perf_counter() - step_started) * 1000,
             )
         timeouts.retrying(
             functools.partial(_ensure_ahead, db, limits),
-            limits=limits, entity="device_heartbeats", what="creating the coming days' partitions",
+            limits=limits,
+            entity="device_heartbeats",
+            what="creating the coming days' partitions",
             on_timeout=rollback,
         )
     except LockTimeout as exc:
@@ -521,9 +538,7 @@ def cleanup_old_fcm_dispatches(
         entity="fcm_dispatches",
         table=_DISPATCHES,
         keys=(_DISPATCHES.c.id,),
-        condition=lambda cutoff: and_(
-            _DISPATCHES.c.status.in_(FINISHED_STATUSES), _DISPATCHES.c.created_at < cutoff
-        ),
+        condition=lambda cutoff: and_(_DISPATCHES.c.status.in_(FINISHED_STATUSES), _DISPATCHES.c.created_at < cutoff),
         retention_days=retention_days,
         dry_run=dry_run,
     )

@@ -174,8 +174,13 @@ class DeliveryWorker:
         if self.observer is not None:
             self.observer(outcome, latency)
         log = logger.warning if outcome in (fcm.UNREGISTERED, fcm.INVALID, fcm.AUTH, "gave_up") else logger.info
-        log("push request_id=%s device_id=%s outcome=%s attempts=%d", claim.request_id, claim.device_id, outcome,
-            claim.attempts)
+        log(
+            "push request_id=%s device_id=%s outcome=%s attempts=%d",
+            claim.request_id,
+            claim.device_id,
+            outcome,
+            claim.attempts,
+        )
         return outcome
 
     def _deliver(self, claim: Claim) -> str:

@@ -134,8 +134,10 @@ def enroll_device(
         and device.last_seen_at is None
         and token.revoked_at is None
     )
-    owns_it = current_device_token is not None and device is not None and security.matches(
-        current_device_token, device.device_token_hash
+    owns_it = (
+        current_device_token is not None
+        and device is not None
+        and security.matches(current_device_token, device.device_token_hash)
     )
     if device is not None and device.revoked_at is None and not retry and not owns_it:
         raise Conflict(f"device {device_id!r} is already enrolled; revoke it first or send its current device token")

@@ -134,22 +134,32 @@ def ack_command(
     validation.text(detail, "detail", max_length=1000)
     new_status = ACK_STATUSES[status]
     now = utcnow()
-    row = db.execute(
-        update(FcmDispatch)
-        .where(
-            FcmDispatch.request_id == request_id,
-            FcmDispatch.device_id == device_id,
-            FcmDispatch.status == "pending",
+    row = (
+        db.execute(
+            update(FcmDispatch)
+            .where(
+                FcmDispatch.request_id == request_id,
+                FcmDispatch.device_id == device_id,
+                FcmDispatch.status == "pending",
+            )
+            .values(status=new_status, acked_at=now, finished_at=now, ack_detail=detail)
+            .returning(FcmDispatch.__table__)
+            .execution_options(synchronize_session=False)
         )
-        .values(status=new_status, acked_at=now, finished_at=now, ack_detail=detail)
-        .returning(FcmDispatch.__table__)
-        .execution_options(synchronize_session=False)
-    ).mappings().first()
+        .mappings()
+        .first()
+    )
     if row is not None:
         return True, public_dispatch(dict(row))
-    current = db.execute(
-        select(FcmDispatch.__table__).where(FcmDispatch.request_id == request_id, FcmDispatch.device_id == device_id)
-    ).mappings().first()
+    current = (
+        db.execute(
+            select(FcmDispatch.__table__).where(
+                FcmDispatch.request_id == request_id, FcmDispatch.device_id == device_id
+            )
+        )
+        .mappings()
+        .first()
+    )
     if current is None:
         raise NotFound(f"no command {request_id!r} for this device")
     if current["status"] == new_status and current["acked_at"] is not None:

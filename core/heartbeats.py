@@ -81,8 +81,16 @@ FROM dev
 """
 
 _COLUMNS = (
-    "token_hash", "claimed", "bucket_start", "received_at", "status", "battery_pct", "plugged", "network_type",
-    "agent_version", "fcm_token",
+    "token_hash",
+    "claimed",
+    "bucket_start",
+    "received_at",
+    "status",
+    "battery_pct",
+    "plugged",
+    "network_type",
+    "agent_version",
+    "fcm_token",
 )
 #: attempts of a batch that met a deadlock (possible only when one device beats through two processes at once)
 _DEADLOCK_ATTEMPTS = 3

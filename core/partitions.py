@@ -42,8 +42,10 @@ def is_partitioned(conn: Connection) -> bool:
         return False
     return bool(
         conn.execute(
-            text("SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
-                 "WHERE c.relname = :t AND pg_table_is_visible(c.oid))"),
+            text(
+                "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+                "WHERE c.relname = :t AND pg_table_is_visible(c.oid))"
+            ),
             {"t": TABLE},
         ).scalar_one()
     )
@@ -85,8 +87,10 @@ def create_partitions(conn: Connection, days: list[date]) -> list[str]:
     for day in sorted(set(days) - set(existing)):
         low, high = _bounds(day)
         conn.execute(
-            text(f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF {TABLE} "
-                 f"FOR VALUES FROM ('{low}') TO ('{high}')")
+            text(
+                f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF {TABLE} "
+                f"FOR VALUES FROM ('{low}') TO ('{high}')"
+            )
         )
         created.append(partition_name(day))
     return created
@@ -211,8 +215,10 @@ def drop_partition(
             conn.execute(text(f"SET statement_timeout = {int(statement_timeout_ms)}"))
         try:
             pending = conn.execute(
-                text("SELECT i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                     "WHERE c.relname = :n"),
+                text(
+                    "SELECT i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                    "WHERE c.relname = :n"
+                ),
                 {"n": name},
             ).scalar_one_or_none()
             if pending:

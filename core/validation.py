@@ -48,9 +48,7 @@ def action(value: object, allowed: tuple[str, ...] | None = None) -> str:
     if not isinstance(value, str) or not ACTION_RE.fullmatch(value):
         raise InvalidArgument(f"action must be a lowercase word (got {_describe(value)})", field="action")
     if allowed is not None and value not in allowed:
-        raise InvalidArgument(
-            f"unknown action {value!r}; configured actions: {', '.join(allowed)}", field="action"
-        )
+        raise InvalidArgument(f"unknown action {value!r}; configured actions: {', '.join(allowed)}", field="action")
     return value
 
 

@@ -74,7 +74,10 @@ def background_lifespan(settings: Settings) -> Any:
                 worker = DeliveryWorker(database.sessions, settings, client, observer=metrics.observe_push)
                 # the maintenance thread sweeps expired commands already: the worker only delivers
                 delivery = threading.Thread(
-                    target=worker.run, args=(stop,), kwargs={"sweep_every": math.inf}, name="nexmdm-delivery",
+                    target=worker.run,
+                    args=(stop,),
+                    kwargs={"sweep_every": math.inf},
+                    name="nexmdm-delivery",
                     daemon=True,
                 )
                 threads.append(delivery)

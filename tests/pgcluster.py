@@ -52,8 +52,15 @@ class Cluster:
 
     def start(self) -> None:
         self._run(
-            _bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w",
-            "-o", f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+            _bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
         )
 
     def stop(self) -> None:

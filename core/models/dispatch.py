@@ -43,12 +43,8 @@ class FcmDispatch(Base):
     ack_detail: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending', 'acked', 'failed', 'expired')", name="status_known"
-        ),
-        CheckConstraint(
-            "fcm_status IN ('pending', 'sent', 'failed', 'skipped')", name="fcm_status_known"
-        ),
+        CheckConstraint("status IN ('pending', 'acked', 'failed', 'expired')", name="status_known"),
+        CheckConstraint("fcm_status IN ('pending', 'sent', 'failed', 'skipped')", name="fcm_status_known"),
         Index(None, "device_id", "status"),
         Index(None, "status", "created_at"),
         Index(None, "created_at"),

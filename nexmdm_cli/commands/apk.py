@@ -48,8 +48,12 @@ def list_builds(ctx: typer.Context, json_output: JsonOption = False) -> None:
     out = table("APK builds (newest first)", "id", "code", "name", "size", "sha256", "added")
     for item in items:
         out.add_row(
-            str(item["id"]), str(item["version_code"]), item["version_name"], size(item["size_bytes"]),
-            item["sha256"][:16] + "…", stamp(item["created_at"]),
+            str(item["id"]),
+            str(item["version_code"]),
+            item["version_name"],
+            size(item["size_bytes"]),
+            item["sha256"][:16] + "…",
+            stamp(item["created_at"]),
         )
     show(out)
 
@@ -77,7 +81,10 @@ def downloads(
     out = table("APK downloads (newest first)", "when", "build", "source", "token", "ip")
     for item in items:
         out.add_row(
-            relative(item["created_at"], now), f"{item['version_name']} ({item['version_code']})",
-            item["source"], dash(item["token_id"]), dash(item["ip"]),
+            relative(item["created_at"], now),
+            f"{item['version_name']} ({item['version_code']})",
+            item["source"],
+            dash(item["token_id"]),
+            dash(item["ip"]),
         )
     show(out)

@@ -65,7 +65,11 @@ def cleanup(
         return
     out = table(
         "Retention cleanup (dry run: nothing deleted)" if dry_run else "Retention cleanup",
-        "entity", "days", "cutoff (UTC)", "would delete" if dry_run else "deleted", "seconds",
+        "entity",
+        "days",
+        "cutoff (UTC)",
+        "would delete" if dry_run else "deleted",
+        "seconds",
     )
     for entity, result in results.items():
         cutoff, seconds = result["cutoff"].strftime("%Y-%m-%d %H:%M"), f"{result['latency_ms'] / 1000:.2f}"
@@ -75,10 +79,17 @@ def cleanup(
 
 def _run(factory: Any, retention: dict[str, int], *, dry_run: bool) -> dict[str, dict[str, Any]]:
     """``run_all_retention_cleanups`` with a progress bar on stderr (shown only on a terminal)."""
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as progress, factory() as db:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with (
+        Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress,
+        factory() as db,
+    ):
         task = progress.add_task("retention cleanup", total=len(db_utils.CLEANUP_ENTITIES))
         return db_utils.run_all_retention_cleanups(
             db, dry_run=dry_run, retention_days=retention, on_result=lambda *_: progress.advance(task)

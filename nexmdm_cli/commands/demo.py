@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import click
 import httpx
 import typer
 from alembic import command
@@ -116,8 +117,8 @@ def demo(
     render_report(report)
 
     info("[bold]5/5[/bold] what the operator sees (nexmdm devices list · heartbeats show · dispatches stats)")
-    from nexmdm_cli.main import app
-
+    # the root group of this very invocation (a command module never imports the root app: no cycle)
+    root = click.get_current_context().find_root().command
     shown = dispatched[0] if dispatched else next(iter(sorted(sim.tokens)), None)
     for args in (
         ["devices", "list", "--limit", "10"],
@@ -126,7 +127,7 @@ def demo(
     ):
         out_console.rule(f"nexmdm {' '.join(args)}")
         with contextlib.suppress(SystemExit):
-            app(["--database-url", database_url, *args], prog_name="nexmdm", standalone_mode=False)
+            root.main(["--database-url", database_url, *args], prog_name="nexmdm", standalone_mode=False)
     if keep:
         info(f"kept the demo folder {escape(str(folder))} (database and server.log)")
     else:

@@ -53,8 +53,12 @@ def list_devices(
     out = table(title, "device", "state", "last seen", "battery", "network", "agent")
     for item in items:
         out.add_row(
-            item["device_id"], styled(item["state"]), relative(item["last_seen_at"], now),
-            battery(item["battery_pct"], item["plugged"]), dash(item["network_type"]), dash(item["agent_version"]),
+            item["device_id"],
+            styled(item["state"]),
+            relative(item["last_seen_at"], now),
+            battery(item["battery_pct"], item["plugged"]),
+            dash(item["network_type"]),
+            dash(item["agent_version"]),
         )
     counts: dict[str, int] = {}
     for item in items:

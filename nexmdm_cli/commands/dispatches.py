@@ -128,7 +128,11 @@ def list_dispatches(
     out = table("Commands (newest first)", "request id", "device", "action", "status", "push", "created")
     for item in items:
         out.add_row(
-            item["request_id"], item["device_id"], item["action"], styled(item["status"]),
-            styled(item["fcm_status"]), relative(item["created_at"], now),
+            item["request_id"],
+            item["device_id"],
+            item["action"],
+            styled(item["status"]),
+            styled(item["fcm_status"]),
+            relative(item["created_at"], now),
         )
     show(out)

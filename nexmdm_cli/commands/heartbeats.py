@@ -39,7 +39,13 @@ def show_heartbeats(
         return
     out = table(
         f"Heartbeats of {device_id}, last {since.strip()} (newest first)",
-        "received", "at (UTC)", "status", "battery", "plugged", "network", "agent",
+        "received",
+        "at (UTC)",
+        "status",
+        "battery",
+        "plugged",
+        "network",
+        "agent",
     )
     for beat in beats:
         out.add_row(

@@ -48,7 +48,10 @@ def list_keys(ctx: typer.Context, json_output: JsonOption = False) -> None:
     out = make_table("Admin keys", "name", "id", "state", "created", "last used")
     for item in items:
         out.add_row(
-            item["name"], item["id"], styled(item["state"]), relative(item["created_at"], now),
+            item["name"],
+            item["id"],
+            styled(item["state"]),
+            relative(item["created_at"], now),
             relative(item["last_used_at"], now),
         )
     show(out)

@@ -102,7 +102,12 @@ def simulate(
                 db, uses=devices, expires_in=timedelta(hours=1), note="nexmdm simulate"
             )
     sim = Simulation(
-        base, enrollment_token, devices=devices, duration=duration, interval=interval, concurrency=concurrency,
+        base,
+        enrollment_token,
+        devices=devices,
+        duration=duration,
+        interval=interval,
+        concurrency=concurrency,
         ramp_up=ramp_up,
     )
     report = run_with_progress(sim)

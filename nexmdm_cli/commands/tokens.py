@@ -32,8 +32,10 @@ def create(
         print_json(token | {"secret": secret})
         return
     plural = "s" if uses != 1 else ""
-    note(f"Enrollment token [bold]{token['id']}[/bold] on {st.masked_url}: {uses} use{plural}, "
-         f"expires {relative(token['expires_at'])}")
+    note(
+        f"Enrollment token [bold]{token['id']}[/bold] on {st.masked_url}: {uses} use{plural}, "
+        f"expires {relative(token['expires_at'])}"
+    )
     secret_once("enrollment token", secret)
 
 
@@ -42,8 +44,12 @@ def _rows(items: list[dict[str, Any]]) -> Any:
     out = table("Enrollment tokens (newest first)", "id", "state", "uses", "expires", "created", "note")
     for item in items:
         out.add_row(
-            item["id"], styled(item["state"]), f"{item['uses']}/{item['max_uses']}",
-            relative(item["expires_at"], now), relative(item["created_at"], now), dash(item["note"]),
+            item["id"],
+            styled(item["state"]),
+            f"{item['uses']}/{item['max_uses']}",
+            relative(item["expires_at"], now),
+            relative(item["created_at"], now),
+            dash(item["note"]),
         )
     return out
 

@@ -44,7 +44,6 @@ def one_error_line(result: Result) -> str:
     return lines[0]
 
 
-
 # ------------------------------------------------------------------------------ seeding real rows
 
 
@@ -71,9 +70,7 @@ def seed_dispatch(
             db, request_id=request_id, device_id=device_id, action=action, payload_hash="0" * 64
         )
         db.execute(
-            update(FcmDispatch)
-            .where(FcmDispatch.request_id == request_id)
-            .values(created_at=utcnow() - ago, **values)
+            update(FcmDispatch).where(FcmDispatch.request_id == request_id).values(created_at=utcnow() - ago, **values)
         )
 
 
@@ -82,15 +79,16 @@ def seed_download(factory: sessionmaker[Session], *, ago: timedelta, version_cod
         build = db.query(ApkBuild).filter_by(version_code=version_code).one_or_none()
         if build is None:
             build = ApkBuild(
-                version_code=version_code, version_name=f"1.{version_code}", filename=f"{version_code}.apk",
-                size_bytes=4, sha256="0" * 64,
+                version_code=version_code,
+                version_name=f"1.{version_code}",
+                filename=f"{version_code}.apk",
+                size_bytes=4,
+                sha256="0" * 64,
             )
             db.add(build)
             db.flush()
         event = db_utils.record_apk_download(db, build_id=build.id, source="manual", ip="10.0.0.7")["download"]
-        db.execute(
-            update(ApkDownloadEvent).where(ApkDownloadEvent.id == event["id"]).values(created_at=utcnow() - ago)
-        )
+        db.execute(update(ApkDownloadEvent).where(ApkDownloadEvent.id == event["id"]).values(created_at=utcnow() - ago))
 
 
 def count(factory: sessionmaker[Session], model: type) -> int:

@@ -27,7 +27,10 @@ def test_upgrade_from_another_folder_then_current(
     assert result.stdout == ""
     current = fresh_cli.json("db", "current")
     assert current == {
-        "database": current["database"], "current": head_revision(), "head": head_revision(), "up_to_date": True
+        "database": current["database"],
+        "current": head_revision(),
+        "head": head_revision(),
+        "up_to_date": True,
     }
     engine = make_engine(fresh_cli.url)
     assert {"devices", "device_heartbeats", "fcm_dispatches"} <= set(inspect(engine).get_table_names())

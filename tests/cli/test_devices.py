@@ -15,8 +15,9 @@ from tests.conftest import add_device
 def _fleet(factory: sessionmaker[Session]) -> None:
     for device_id in ("dev_online", "dev_stale", "dev_offline", "dev_never", "dev_revoked"):
         add_device(factory, device_id)
-    seed_heartbeat(factory, "dev_online", timedelta(seconds=20), battery_pct=64, network_type="wifi",
-                   agent_version="2.4.1")
+    seed_heartbeat(
+        factory, "dev_online", timedelta(seconds=20), battery_pct=64, network_type="wifi", agent_version="2.4.1"
+    )
     seed_heartbeat(factory, "dev_stale", timedelta(minutes=20), battery_pct=10, network_type="cellular")
     seed_heartbeat(factory, "dev_offline", timedelta(days=2), battery_pct=3)
     seed_heartbeat(factory, "dev_revoked", timedelta(seconds=5))

@@ -16,11 +16,25 @@ def _seed(factory: sessionmaker[Session]) -> None:
     add_device(factory, "dev_001")
     add_device(factory, "dev_002")
     now = utcnow()
-    seed_dispatch(factory, "r1", action="ping", ago=timedelta(minutes=10), fcm_status="sent",
-                  sent_at=now - timedelta(minutes=10) + timedelta(milliseconds=200))
-    seed_dispatch(factory, "r2", action="ping", ago=timedelta(minutes=5), status="acked", fcm_status="sent",
-                  sent_at=now - timedelta(minutes=5) + timedelta(milliseconds=400),
-                  acked_at=now - timedelta(minutes=4), finished_at=now - timedelta(minutes=4))
+    seed_dispatch(
+        factory,
+        "r1",
+        action="ping",
+        ago=timedelta(minutes=10),
+        fcm_status="sent",
+        sent_at=now - timedelta(minutes=10) + timedelta(milliseconds=200),
+    )
+    seed_dispatch(
+        factory,
+        "r2",
+        action="ping",
+        ago=timedelta(minutes=5),
+        status="acked",
+        fcm_status="sent",
+        sent_at=now - timedelta(minutes=5) + timedelta(milliseconds=400),
+        acked_at=now - timedelta(minutes=4),
+        finished_at=now - timedelta(minutes=4),
+    )
     seed_dispatch(factory, "r3", "dev_002", action="reboot", ago=timedelta(minutes=1), fcm_status="skipped")
     seed_dispatch(factory, "r-old", action="lock", ago=timedelta(days=3))
 

@@ -49,8 +49,17 @@ def _section_for(path: tuple[str, ...], sections: dict[str, str]) -> str | None:
 
 def test_the_tree_is_complete() -> None:
     names = {" ".join(path) for path, _ in LEAVES}
-    for expected in ("db upgrade", "schema check", "cleanup", "heartbeats show", "dispatches stats",
-                     "devices revoke", "tokens create", "keys revoke", "apk downloads"):
+    for expected in (
+        "db upgrade",
+        "schema check",
+        "cleanup",
+        "heartbeats show",
+        "dispatches stats",
+        "devices revoke",
+        "tokens create",
+        "keys revoke",
+        "apk downloads",
+    ):
         assert expected in names
 
 

@@ -15,8 +15,14 @@ def _seed(factory: sessionmaker[Session]) -> None:
     seed_heartbeat(factory, "dev_001", timedelta(days=3), battery_pct=80, network_type="cellular")
     seed_heartbeat(factory, "dev_001", timedelta(minutes=30), battery_pct=55, plugged=False, network_type="wifi")
     seed_heartbeat(
-        factory, "dev_001", timedelta(seconds=12), battery_pct=7, plugged=True, network_type="ethernet",
-        agent_version="2.4.1", status="ok",
+        factory,
+        "dev_001",
+        timedelta(seconds=12),
+        battery_pct=7,
+        plugged=True,
+        network_type="ethernet",
+        agent_version="2.4.1",
+        status="ok",
     )
 
 

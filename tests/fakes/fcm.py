@@ -109,8 +109,14 @@ class FakeFcm:
 
 
 def error_body(status: int, error_code: str) -> dict[str, Any]:
-    rpc_status = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
-                  500: "INTERNAL", 503: "UNAVAILABLE"}.get(status, "UNKNOWN")
+    rpc_status = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        404: "NOT_FOUND",
+        429: "RESOURCE_EXHAUSTED",
+        500: "INTERNAL",
+        503: "UNAVAILABLE",
+    }.get(status, "UNKNOWN")
     return {
         "error": {
             "code": status,

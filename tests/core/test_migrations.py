@@ -20,7 +20,7 @@ from core.migrations import alembic_config, compare_options, current_revision, h
 from core.models import Base, Device
 from tests.conftest import BACKENDS, DatabaseFactory
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=BACKENDS)

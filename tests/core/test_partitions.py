@@ -112,7 +112,6 @@ def test_retention_drops_whole_partitions_and_trims_the_boundary(session_factory
         )["created"]
 
 
-
 def test_dropping_expired_days_does_not_wait_for_devices(settings: Settings) -> None:
     """Heartbeats update ``devices``; retention must not need a lock on it (no foreign key to devices)."""
     quick = Settings(

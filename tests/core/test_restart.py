@@ -39,7 +39,10 @@ def test_delivery_worker_waits_out_an_outage(pg_cluster: Cluster, tmp_path: Path
     fake = FakeFcm().start()
     key = write_service_account(tmp_path / "sa.json", f"{fake.url}/token")
     settings = Settings(
-        database_url=pg_cluster.url, data_dir=tmp_path, fcm_credentials=key, fcm_endpoint=fake.url,
+        database_url=pg_cluster.url,
+        data_dir=tmp_path,
+        fcm_credentials=key,
+        fcm_endpoint=fake.url,
         delivery_poll_seconds=0.05,
     )
     engine = make_engine(pg_cluster.url, pool_size=4)

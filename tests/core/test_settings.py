@@ -10,7 +10,7 @@ import pytest
 from core.errors import InvalidArgument
 from core.settings import Settings, env_name, get_settings
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_every_setting_is_documented() -> None:

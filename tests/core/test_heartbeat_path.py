@@ -56,7 +56,9 @@ def test_summary_moves_only_with_a_new_bucket(
     assert later["created"] is True
     device = _device(session_factory)
     assert (device.last_seen_at, device.last_battery_pct, device.last_plugged) == (
-        T0 + timedelta(seconds=10), 55, True,
+        T0 + timedelta(seconds=10),
+        55,
+        True,
     )
     assert device.agent_version == "2.0"  # a beat without agent_version keeps the known one
     events = [r.getMessage().split()[1] for r in caplog.records if r.name == "nexmdm.db"]

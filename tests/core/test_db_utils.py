@@ -207,7 +207,10 @@ def test_bad_heartbeats_raise_before_writing(db: Session, device: str, data: dic
 def test_heartbeat_rejects_naive_time_and_empty_id(db: Session, device: str) -> None:
     with pytest.raises(InvalidArgument, match="timezone-aware"):
         db_utils.record_heartbeat_with_bucketing(
-            db, device_id=device, heartbeat_data={}, received_at=datetime(2026, 1, 1)  # noqa: DTZ001
+            db,
+            device_id=device,
+            heartbeat_data={},
+            received_at=datetime(2026, 1, 1),  # noqa: DTZ001
         )
     with pytest.raises(InvalidArgument, match="device_id"):
         db_utils.record_heartbeat_with_bucketing(db, device_id="", heartbeat_data={})
@@ -276,7 +279,11 @@ def _seed_for_cleanup(session_factory: sessionmaker[Session]) -> datetime:
         ):
             db.add(
                 FcmDispatch(
-                    request_id=f"r{i}", device_id="dev_a", action="ping", payload_hash=HASH, status=status,
+                    request_id=f"r{i}",
+                    device_id="dev_a",
+                    action="ping",
+                    payload_hash=HASH,
+                    status=status,
                     created_at=now - timedelta(days=days),
                 )
             )
