@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import click
 import httpx
 import typer
 from alembic import command
@@ -63,6 +62,7 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 
 def demo(
+    ctx: typer.Context,
     devices: Annotated[int, typer.Option(min=1, max=1000, help="Simulated devices.")] = 100,
     duration: Annotated[float, typer.Option(min=2, max=300, help="Seconds of simulated traffic.")] = 15,
     keep: Annotated[bool, typer.Option(help="Keep the demo folder (database, server log) afterwards.")] = False,
@@ -118,7 +118,7 @@ def demo(
 
     info("[bold]5/5[/bold] what the operator sees (nexmdm devices list · heartbeats show · dispatches stats)")
     # the root group of this very invocation (a command module never imports the root app: no cycle)
-    root = click.get_current_context().find_root().command
+    root = ctx.find_root().command
     shown = dispatched[0] if dispatched else next(iter(sorted(sim.tokens)), None)
     for args in (
         ["devices", "list", "--limit", "10"],
