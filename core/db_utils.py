@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import partitions, timeouts, validation
-from core.errors import Conflict, InvalidArgument, LockTimeout, NotFound
+from core.errors import Conflict, InvalidArgument, LockTimeout, NexMDMError, NotFound, from_database_error
 from core.models import (
     DOWNLOAD_SOURCES,
     FCM_STATUSES,
@@ -137,14 +137,10 @@ def _statement(db: Session, name: str) -> Any:
     return _statements(dialect)[name]
 
 
-def _refused(exc: IntegrityError, what: str) -> NexMDMErrorType:
-    message = str(exc.orig).lower()
-    if "foreign key" in message:
-        return NotFound(what)
-    return InvalidArgument(f"the database refused the row: {str(exc.orig).splitlines()[0]}")
-
-
-NexMDMErrorType = NotFound | InvalidArgument
+def _refused(exc: IntegrityError, what: str) -> NexMDMError:
+    """The domain error for a refused row; a missing parent (a foreign key) is named by ``what``."""
+    error = from_database_error(exc) or InvalidArgument("the database refused the row")
+    return NotFound(what) if isinstance(error, NotFound) else error
 
 
 def _aware(value: object, field: str) -> datetime:
