@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from core import db_utils
+from core import retention as retention_engine
 from core.locks import maintenance_lock
 from nexmdm_cli.errors import EXIT_LOCKED
 from nexmdm_cli.render import JsonOption, note, show, table
@@ -90,7 +90,7 @@ def _run(factory: Any, retention: dict[str, int], *, dry_run: bool) -> dict[str,
         Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress,
         factory() as db,
     ):
-        task = progress.add_task("retention cleanup", total=len(db_utils.CLEANUP_ENTITIES))
-        return db_utils.run_all_retention_cleanups(
+        task = progress.add_task("retention cleanup", total=len(retention_engine.CLEANUP_ENTITIES))
+        return retention_engine.run_all_retention_cleanups(
             db, dry_run=dry_run, retention_days=retention, on_result=lambda *_: progress.advance(task)
         )
