@@ -97,3 +97,11 @@ def test_timestamps_come_back_aware_in_utc(fresh_url: str) -> None:
     engine.dispose()
     assert enrolled == datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert enrolled.utcoffset().total_seconds() == 0
+
+
+def test_the_clis_revision_readers_agree_with_alembic(engine) -> None:
+    """``core.schema_version`` (read without Alembic, for a fast CLI start) gives Alembic's answers."""
+    from core import migrations, schema_version
+
+    assert schema_version.head_revision() == migrations.head_revision()
+    assert schema_version.current_revision(engine) == migrations.current_revision(engine)
