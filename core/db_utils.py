@@ -181,7 +181,7 @@ def record_fcm_dispatch(
     validation.request_id(request_id)
     validation.device_id(device_id)
     validation.action(action)
-    validation.sha256_hex(payload_hash)
+    validation.payload_hash_value(payload_hash)
     validation.payload(payload)
     if fcm_status not in FCM_STATUSES:
         raise InvalidArgument(f"fcm_status must be one of {', '.join(FCM_STATUSES)}", field="fcm_status")

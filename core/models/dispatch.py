@@ -27,7 +27,7 @@ class FcmDispatch(Base):
     device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"))
     action: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    payload_hash: Mapped[str] = mapped_column(String(64))
+    payload_hash: Mapped[str] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     fcm_status: Mapped[str] = mapped_column(String(16), default="pending")
     replay_count: Mapped[int] = mapped_column(Integer, default=0)
