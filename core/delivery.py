@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import fcm
 from core.errors import DatabaseUnavailable
-from core.models import Device, FcmDispatch
+from core.models import FINISHED_STATUSES, Device, FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
 
@@ -147,7 +147,9 @@ class DeliveryWorker:
             values |= {"fcm_status": "skipped"}
         elif outcome == fcm.RETRY and claim.attempts < self.settings.fcm_max_attempts:
             delay = self.backoff(claim.attempts, result.retry_after)
-            values |= {"next_attempt_at": now + timedelta(seconds=delay)}
+            # a command that finished meanwhile is never claimed again: its push is skipped, not pending
+            still_pending = case((FcmDispatch.status == "pending", FcmDispatch.fcm_status), else_="skipped")
+            values |= {"next_attempt_at": now + timedelta(seconds=delay), "fcm_status": still_pending}
         else:
             values |= {"fcm_status": "failed"}
             if outcome == fcm.RETRY:
@@ -246,6 +248,17 @@ def sweep_expired(session_factory: sessionmaker[Session], settings: Settings, no
             .values(status="expired", finished_at=now, lease_until=None)
             .execution_options(synchronize_session=False)
         ).rowcount
+        # the pushes that will never be sent (their command finished; no worker holds them): skipped
+        db.execute(
+            update(FcmDispatch)
+            .where(
+                FcmDispatch.fcm_status == "pending",
+                FcmDispatch.status.in_(FINISHED_STATUSES),
+                or_(FcmDispatch.lease_until.is_(None), FcmDispatch.lease_until < now),
+            )
+            .values(fcm_status="skipped")
+            .execution_options(synchronize_session=False)
+        )
     if expired:
         logger.info("expired %d commands older than %ss", expired, settings.command_ttl_seconds)
     return expired or 0
