@@ -20,6 +20,8 @@ from core.types import utcnow
 
 MAX_TOKEN_USES = 1_000_000
 MAX_TOKEN_LIFETIME = timedelta(days=365)
+#: an admin key's ``last_used_at`` is written at most this often (not one write per admin request)
+KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def token_state(token: EnrollmentToken, now: datetime | None = None) -> str:
@@ -173,7 +175,24 @@ def revoke_admin_key(db: Session, name: str) -> dict[str, Any]:
 
 
 def authenticate_admin(db: Session, secret: str) -> dict[str, Any]:
+    """The key a secret belongs to; records ``last_used_at`` when the stored one is a minute old or more.
+
+    The write is one conditional UPDATE in the caller's transaction, skipped (no statement at all) while
+    the stored time is recent, so a busy admin client costs one write a minute, not one per request;
+    two requests racing at the minute's turn write once.
+    """
     key = db.execute(select(AdminKey).where(AdminKey.key_hash == security.hash_secret(secret))).scalar_one_or_none()
     if key is None or not security.matches(secret, key.key_hash) or key.revoked_at is not None:
         raise InvalidCredentials("invalid admin key")
+    now = utcnow()
+    stale = now - KEY_LAST_USED_RESOLUTION
+    if key.last_used_at is None or key.last_used_at <= stale:
+        touched = db.execute(
+            update(AdminKey)
+            .where(AdminKey.id == key.id, (AdminKey.last_used_at.is_(None)) | (AdminKey.last_used_at <= stale))
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if touched:
+            return key_dict(key) | {"last_used_at": now}
     return key_dict(key)
