@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from core import security, validation
 from core.errors import Conflict, InvalidArgument, InvalidCredentials, NotFound
 from core.models import AdminKey, EnrollmentToken
+from core.operations import rowcount
 from core.types import utcnow
 
 MAX_TOKEN_USES = 1_000_000
@@ -187,12 +188,14 @@ def authenticate_admin(db: Session, secret: str) -> dict[str, Any]:
     now = utcnow()
     stale = now - KEY_LAST_USED_RESOLUTION
     if key.last_used_at is None or key.last_used_at <= stale:
-        touched = db.execute(
-            update(AdminKey)
-            .where(AdminKey.id == key.id, (AdminKey.last_used_at.is_(None)) | (AdminKey.last_used_at <= stale))
-            .values(last_used_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        touched = rowcount(
+            db.execute(
+                update(AdminKey)
+                .where(AdminKey.id == key.id, (AdminKey.last_used_at.is_(None)) | (AdminKey.last_used_at <= stale))
+                .values(last_used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        )
         if touched:
             return key_dict(key) | {"last_used_at": now}
     return key_dict(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,7 +66,7 @@ def list_devices(
 ) -> list[dict[str, Any]]:
     """Devices ordered by id (keyset: ``after`` is the last id of the previous page)."""
     now = utcnow()
-    query: Select[tuple[Device]] = select(Device).order_by(Device.id)
+    query = select(Device).order_by(Device.id)
     if after is not None:
         query = query.where(Device.id > after)
     if offline_only:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import CursorResult, Result
 from sqlalchemy.orm import Session
 
 from core.settings import Settings, get_settings
@@ -27,3 +28,8 @@ def log_operation(
     latency_ms = (time.perf_counter() - started) * 1000
     logger.log(level, "db_operation event=%s entity=%s keys=%r latency_ms=%.1f", event, entity, dict(keys), latency_ms)
     return latency_ms
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (``Session.execute`` is typed as returning a plain ``Result``)."""
+    return cast(CursorResult[Any], result).rowcount

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from core import partitions, timeouts
 from core.errors import InvalidArgument, LockTimeout
 from core.models import FINISHED_STATUSES, ApkDownloadEvent, DeviceHeartbeat, FcmDispatch
-from core.operations import log_operation, session_settings
+from core.operations import log_operation, rowcount, session_settings
 from core.types import utcnow
 
 #: per-step progress of a retention cleanup (batches, dropped partitions, retries); shown by ``nexmdm -v``
@@ -46,14 +46,16 @@ def _retention(db: Session, entity: str, retention_days: int | None) -> int:
 def _after(keys: tuple[ColumnElement[Any], ...], low: tuple[Any, ...]) -> ColumnElement[bool]:
     """Rows strictly after ``low`` in ``keys`` order (the plain ``>=`` on the first key serves the index)."""
     if len(keys) == 1:
-        return keys[0] > low[0]
+        after: ColumnElement[bool] = keys[0] > low[0]
+        return after
     return and_(keys[0] >= low[0], or_(keys[0] > low[0], keys[1] > low[1]))
 
 
 def _up_to(keys: tuple[ColumnElement[Any], ...], high: tuple[Any, ...]) -> ColumnElement[bool]:
     """Rows up to and including ``high`` in ``keys`` order."""
     if len(keys) == 1:
-        return keys[0] <= high[0]
+        up_to: ColumnElement[bool] = keys[0] <= high[0]
+        return up_to
     return and_(keys[0] <= high[0], or_(keys[0] < high[0], keys[1] <= high[1]))
 
 
@@ -83,7 +85,7 @@ def _delete_batch(
     window = where if low is None else and_(where, _after(keys, low))
     high = db.execute(select(*keys).where(window).order_by(*keys).offset(batching.size - 1).limit(1)).first()
     batch_where = window if high is None else and_(window, _up_to(keys, tuple(high)))
-    count = db.execute(delete(table).where(batch_where)).rowcount or 0
+    count = rowcount(db.execute(delete(table).where(batch_where)))
     db.commit()
     return (None if high is None else tuple(high)), count
 

@@ -42,7 +42,7 @@ class NexMDMGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/red]")
             raise typer.Exit(code=EXIT_INTERRUPTED) from None
-        except Exception as exc:  # noqa: BLE001 - the whole point: no traceback reaches an operator
+        except Exception as exc:  # the whole point: no traceback reaches an operator
             err_console.print(f"[red]error:[/red] {escape(message_for(exc, _masked(ctx)))}", soft_wrap=True)
             logging.getLogger("nexmdm.cli").debug("command failed", exc_info=True)
             raise typer.Exit(code=exit_code_for(exc)) from None

@@ -30,7 +30,7 @@ def _count(db: Session, model: type) -> int:
 
 
 @pytest.fixture
-def wide_factory(settings: Settings, engine):  # noqa: ANN001, ARG001 - engine empties tables afterwards
+def wide_factory(settings: Settings, engine):  # engine: it empties the tables afterwards
     wide = make_engine(settings.database_url, pool_size=50)
     yield make_session_factory(wide, settings)
     wide.dispose()
@@ -231,7 +231,7 @@ def test_heartbeat_rejects_naive_time_and_empty_id(db: Session, device: str) -> 
             db,
             device_id=device,
             heartbeat_data={},
-            received_at=datetime(2026, 1, 1),  # noqa: DTZ001
+            received_at=datetime(2026, 1, 1),
         )
     with pytest.raises(InvalidArgument, match="device_id"):
         db_utils.record_heartbeat_with_bucketing(db, device_id="", heartbeat_data={})

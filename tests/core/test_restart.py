@@ -73,7 +73,7 @@ def test_delivery_worker_waits_out_an_outage(pg_cluster: Cluster, tmp_path: Path
     assert sorted(fake.sent_request_ids()) == ["after", "before"]
 
 
-def _wait(condition, timeout: float = 10) -> None:  # noqa: ANN001
+def _wait(condition, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
