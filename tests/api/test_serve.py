@@ -8,17 +8,31 @@ import subprocess
 import sys
 
 import httpx
+from sqlalchemy import make_url
 from typer.testing import CliRunner
 
 from core.settings import Settings
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
 from nexmdm_cli.main import app
 
+USERINFO_SECRET = "pw-in-userinfo-7f3a"
+QUERY_SECRET = "pw-in-query-91bc"
+
+
+def with_passwords(database_url: str) -> str:
+    """The same PostgreSQL database behind a URL that carries a password twice (trust auth ignores both)."""
+    parsed = make_url(database_url)
+    return parsed.set(password=USERINFO_SECRET, query={"password": QUERY_SECRET}).render_as_string(hide_password=False)
+
 
 def test_serve_and_simulate(settings: Settings, engine, tmp_path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = os.environ | {"NEXMDM_DATABASE_URL": settings.database_url, "NEXMDM_DATA_DIR": str(tmp_path)}
+    database_url = settings.database_url
+    if engine.dialect.name == "postgresql":
+        database_url = with_passwords(database_url)
+    # wide lines: the start-up line with the (masked) URL is read back whole
+    env = os.environ | {"NEXMDM_DATABASE_URL": database_url, "NEXMDM_DATA_DIR": str(tmp_path), "COLUMNS": "400"}
     log = (tmp_path / "server.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-c", "from nexmdm_cli.main import run; run()", "serve", "--port", str(port)],
@@ -62,6 +76,9 @@ def test_serve_and_simulate(settings: Settings, engine, tmp_path) -> None:
     assert "nxd_" not in server_log and "nxe_" not in server_log
     masked = settings.database_url.split("://", 1)[0]
     assert masked in server_log
+    assert USERINFO_SECRET not in server_log and QUERY_SECRET not in server_log
+    if engine.dialect.name == "postgresql":  # the URL is shown, masked, not left out
+        assert ":***@127.0.0.1" in server_log and "password=%2A%2A%2A" in server_log
 
 
 def test_simulate_refuses_other_hosts() -> None:

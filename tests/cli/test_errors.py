@@ -24,7 +24,7 @@ DATA_COMMANDS = [
     ["apk", "downloads"],
     ["cleanup", "--dry-run"],
 ]
-UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
+UNREACHABLE = "postgresql://nobody:hunter2-userinfo@127.0.0.1:1/x?password=hunter3-query"
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,8 @@ def test_unreachable_database(args: list[str], cli_env: dict) -> None:
     result = Cli(UNREACHABLE, cli_env)(*args)
     assert result.exit_code == 5
     line = one_error_line(result)
-    assert "127.0.0.1" in line and "nobody@" in line
+    assert "127.0.0.1" in line and "nobody:***@" in line
+    assert "hunter2" not in result.output and "hunter3" not in result.output  # neither password, anywhere
 
 
 @pytest.mark.parametrize("args", DATA_COMMANDS, ids=" ".join)
