@@ -197,14 +197,18 @@ def record_admin_key_use(db: Session, key_id: str, now: datetime | None = None) 
     """
     now = now or utcnow()
     stale = now - KEY_LAST_USED_RESOLUTION
-    return (
-        rowcount(
-            db.execute(
-                update(AdminKey)
-                .where(AdminKey.id == key_id, (AdminKey.last_used_at.is_(None)) | (AdminKey.last_used_at <= stale))
-                .values(last_used_at=now)
-                .execution_options(synchronize_session=False)
-            )
-        )
-        > 0
+    # on PostgreSQL a row another request is recording right now is skipped, not waited for (its
+    # transaction may last the whole request); SQLite has no row locks and ignores FOR UPDATE
+    target = (
+        select(AdminKey.id)
+        .where(AdminKey.id == key_id, (AdminKey.last_used_at.is_(None)) | (AdminKey.last_used_at <= stale))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
     )
+    written = db.execute(
+        update(AdminKey)
+        .where(AdminKey.id == target)
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(written) > 0

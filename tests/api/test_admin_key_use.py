@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -63,3 +64,22 @@ def test_the_cli_shows_it(
     with session_factory() as db:
         (key,) = credentials.list_admin_keys(db)
     assert key["last_used_at"] is not None  # `nexmdm keys list` no longer says "never"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_key_row_locked_by_another_request_is_skipped_not_waited_for(
+    client: TestClient[Any], admin: dict[str, str], engine: Engine
+) -> None:
+    """At the minute's turn concurrent requests of one key do not queue on its row lock."""
+    other = engine.connect()
+    other.begin()
+    other.execute(update(AdminKey).values(name=AdminKey.name))  # holds the row lock, like a request would
+    pool = ThreadPoolExecutor(1)
+    try:
+        answer = pool.submit(client.get, "/v1/devices", headers=admin)
+        status = answer.result(timeout=20).status_code  # would wait for `other` without SKIP LOCKED
+    finally:
+        other.rollback()  # releases a request that waited, so that a failing test ends
+        other.close()
+        pool.shutdown()
+    assert status == 200
