@@ -81,7 +81,8 @@ class DeliveryWorker:
                 or_(FcmDispatch.next_attempt_at.is_(None), FcmDispatch.next_attempt_at <= now),
                 or_(FcmDispatch.lease_until.is_(None), FcmDispatch.lease_until < now),
             )
-            .order_by(FcmDispatch.id)
+            # commands of no campaign first: one `lock` never waits behind 100k campaign pushes
+            .order_by(FcmDispatch.campaign_id.is_not(None), FcmDispatch.id)
             .limit(self.settings.delivery_batch_size)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's BEGIN IMMEDIATE serializes instead
         )
@@ -242,7 +243,14 @@ def sweep_expired(session_factory: sessionmaker[Session], settings: Settings, no
     with session_factory.begin() as db:
         expired = db.execute(
             update(FcmDispatch)
-            .where(FcmDispatch.status == "pending", FcmDispatch.created_at < cutoff)
+            .where(FcmDispatch.status == "pending", FcmDispatch.expires_at.is_(None), FcmDispatch.created_at < cutoff)
+            .values(status="expired", finished_at=now, lease_until=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        # commands with their own lifetime (campaign releases), by the (status, expires_at) index
+        expired += db.execute(
+            update(FcmDispatch)
+            .where(FcmDispatch.status == "pending", FcmDispatch.expires_at < now)
             .values(status="expired", finished_at=now, lease_until=None)
             .execution_options(synchronize_session=False)
         ).rowcount

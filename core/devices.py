@@ -63,10 +63,18 @@ def list_devices(
     offline_only: bool = False,
     limit: int = 100,
     after: str | None = None,
+    selector: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Devices ordered by id (keyset: ``after`` is the last id of the previous page)."""
+    """Devices ordered by id (keyset: ``after`` is the last id of the previous page).
+
+    ``selector`` (``core.fleet.selectors``) is evaluated in SQL; it never matches revoked devices.
+    """
+    from core.fleet import selectors
+
     now = utcnow()
     query: Select[tuple[Device]] = select(Device).order_by(Device.id)
+    if selector is not None:
+        query = query.where(selectors.where_clause(selectors.parse(selector), settings, now))
     if after is not None:
         query = query.where(Device.id > after)
     if offline_only:
@@ -115,6 +123,9 @@ def enroll_device(
     * an enrolled, unrevoked device is a ``Conflict`` unless ``current_device_token`` is its token, in
       which case its token rotates (taking a use); a revoked device enrolls again like a new one.
     """
+    from core.fleet.labels import set_initial_labels  # core.fleet imports this module
+    from core.fleet.versions import version_key
+
     validation.device_id(device_id)
     validation.text(fcm_token, "fcm_token", max_length=4096)
     validation.text(model, "model", max_length=128)
@@ -143,6 +154,8 @@ def enroll_device(
         raise Conflict(f"device {device_id!r} is already enrolled; revoke it first or send its current device token")
     if not retry:
         credentials.consume_enrollment_use(db, token)
+    # a new device, or a revoked id enrolling again, starts with exactly its token's labels
+    fresh = device is None or device.revoked_at is not None
 
     secret = security.new_secret(security.DEVICE_PREFIX)
     fields = {
@@ -153,6 +166,7 @@ def enroll_device(
         "model": model,
         "os_version": os_version,
         "agent_version": agent_version,
+        "agent_version_key": version_key(agent_version),
     }
     if fcm_token:
         fields |= {"fcm_token": fcm_token, "fcm_token_dead_at": None}
@@ -171,6 +185,8 @@ def enroll_device(
         for name, value in fields.items():
             setattr(device, name, value)
         db.flush()
+    if fresh:
+        set_initial_labels(db, device_id, token.labels)
     return {"device_id": device_id, "device_token": secret, "created": created}
 
 
@@ -186,6 +202,8 @@ def record_device_heartbeat(
 
     A heartbeat carrying ``fcm_token`` updates the device's token (and revives a dead one) either way.
     """
+    from core.fleet.versions import version_key  # core.fleet imports this module
+
     result = db_utils.record_heartbeat_with_bucketing(
         db,
         device_id=device.id,
@@ -205,6 +223,7 @@ def record_device_heartbeat(
         }
         if beat["agent_version"]:
             values["agent_version"] = beat["agent_version"]
+            values["agent_version_key"] = version_key(beat["agent_version"])
     fcm_token = validation.text(heartbeat_data.get("fcm_token"), "fcm_token", max_length=4096)
     if fcm_token and (fcm_token != device.fcm_token or device.fcm_token_dead_at is not None):
         values |= {"fcm_token": fcm_token, "fcm_token_dead_at": None}

@@ -80,6 +80,11 @@ def create_command(
             f"{request_id!r} is reserved (GET /v1/commands/{request_id} is another endpoint); choose another key",
             field="Idempotency-Key",
         )
+    if request_id.startswith("cmp_"):
+        raise InvalidArgument(
+            "Idempotency-Key may not start with 'cmp_' (campaign commands are named {campaign_id}:{device_id})",
+            field="Idempotency-Key",
+        )
     validation.device_id(device_id)
     validation.action(action, settings.actions)
     validation.payload(payload)

@@ -73,6 +73,7 @@ class Settings:
     delivery_concurrency: int = 8
     command_ttl_seconds: int = 86400
     delivery_in_server: bool = True
+    campaign_max_targets: int = 0
 
     def __post_init__(self) -> None:
         url = self.database_url or f"sqlite:///{Path(self.data_dir) / 'nexmdm.db'}"
@@ -104,6 +105,7 @@ class Settings:
             "migration_lock_timeout_ms",
             "migration_retries",
             "migration_backoff_ms",
+            "campaign_max_targets",
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)

@@ -24,6 +24,9 @@ class Device(Base):
     model: Mapped[str | None] = mapped_column(String(128))
     os_version: Mapped[str | None] = mapped_column(String(64))
     agent_version: Mapped[str | None] = mapped_column(String(64))
+    #: ``agent_version`` as a string of digits that sorts like the version (``core.fleet.versions``);
+    #: NULL when it is not a version. Kept at enrollment and at every heartbeat that reports a version.
+    agent_version_key: Mapped[str | None] = mapped_column(String(400))
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     token_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -33,4 +36,4 @@ class Device(Base):
     last_plugged: Mapped[bool | None] = mapped_column(Boolean)
     last_network_type: Mapped[str | None] = mapped_column(String(16))
 
-    __table_args__ = (Index(None, "last_seen_at"),)
+    __table_args__ = (Index(None, "last_seen_at"), Index(None, "agent_version_key"))

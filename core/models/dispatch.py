@@ -41,6 +41,10 @@ class FcmDispatch(Base):
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ack_detail: Mapped[str | None] = mapped_column(Text)
+    #: the campaign that released this command (NULL: a per-device command); counts group on it
+    campaign_id: Mapped[str | None] = mapped_column(String(30))
+    #: when the command expires unacknowledged (NULL: ``created_at`` + NEXMDM_COMMAND_TTL_SECONDS)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'acked', 'failed', 'expired')", name="status_known"),
@@ -49,4 +53,6 @@ class FcmDispatch(Base):
         Index(None, "status", "created_at"),
         Index(None, "created_at"),
         Index(None, "fcm_status", "next_attempt_at"),
+        Index(None, "campaign_id", "status"),
+        Index(None, "status", "expires_at"),
     )

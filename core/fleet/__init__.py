@@ -1,0 +1,47 @@
+"""Fleet operations: labels, selectors and campaigns (one command to many devices, in waves).
+
+Public functions:
+
+* labels — ``parse_label_args``, ``validate_labels``, ``label_device``, ``apply_labels``, ``label_counts``,
+  ``device_labels``, ``set_initial_labels``;
+* selectors — ``parse``, ``matching_ids``, ``where_clause`` (``InvalidSelector``);
+* campaigns — ``create_campaign``, ``preview``, ``get_campaign``, ``list_campaigns``, ``campaign_devices``;
+* progress — ``advance``, ``run_due`` (release, halt, complete), ``pause``, ``resume``, ``cancel``.
+"""
+
+from core.fleet.campaigns import campaign_devices, create_campaign, get_campaign, list_campaigns, preview
+from core.fleet.labels import (
+    apply_labels,
+    device_labels,
+    label_counts,
+    label_device,
+    parse_label_args,
+    set_initial_labels,
+    validate_labels,
+)
+from core.fleet.release import advance, cancel, pause, resume, run_due
+from core.fleet.selectors import InvalidSelector, matching_ids, parse, where_clause
+
+__all__ = [
+    "InvalidSelector",
+    "advance",
+    "apply_labels",
+    "campaign_devices",
+    "cancel",
+    "create_campaign",
+    "device_labels",
+    "get_campaign",
+    "label_counts",
+    "label_device",
+    "list_campaigns",
+    "matching_ids",
+    "parse",
+    "parse_label_args",
+    "pause",
+    "preview",
+    "resume",
+    "run_due",
+    "set_initial_labels",
+    "validate_labels",
+    "where_clause",
+]
