@@ -52,8 +52,9 @@ def _wave_targets(campaign_id: str, wave: int, boundary: str | None) -> Any:
     return cond if boundary is None else and_(cond, CampaignTarget.device_id <= boundary)
 
 
-def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, batch: int = RELEASE_BATCH) -> int:
-    """Release up to ``batch`` queued targets of ``wave`` (set-based); returns the commands inserted."""
+def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, batch: int | None = None) -> int:
+    """Release up to ``batch`` (``RELEASE_BATCH``) queued targets of ``wave``; returns the commands inserted."""
+    batch = batch or RELEASE_BATCH
     boundary = db.execute(
         select(CampaignTarget.device_id)
         .where(_wave_targets(campaign.id, wave, None))
