@@ -2,7 +2,8 @@
 
 * **Maintenance** (every process): PostgreSQL heartbeat partitions for the coming week at start and then
   hourly, so ingestion never depends on cron alone; the expiry sweep of unacknowledged commands (with or
-  without FCM); the push-queue gauges every few seconds.
+  without FCM); campaign releases, halts and completions (``core.fleet.run_due``); the push-queue gauges
+  every few seconds.
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
   pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
 """
@@ -20,7 +21,7 @@ from typing import Any
 from litestar import Litestar
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import partitions
+from core import fleet, partitions
 from core.delivery import DeliveryWorker, client_from_settings, queue_stats, sweep_expired
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
@@ -48,6 +49,8 @@ def _maintain(database: Database, settings: Settings, stop: threading.Event) -> 
             if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS:
                 sweep_expired(database.sessions, settings)
                 last_sweep = time.monotonic()
+            # campaign waves, halts and completions (idempotent across processes: the campaign row is locked)
+            fleet.run_due(database.sessions, settings)
             with database.read_sessions() as db:
                 stats = queue_stats(db)
             metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])

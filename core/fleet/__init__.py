@@ -6,7 +6,7 @@ Public functions:
   ``device_labels``, ``set_initial_labels``;
 * selectors — ``parse``, ``matching_ids``, ``where_clause`` (``InvalidSelector``);
 * campaigns — ``create_campaign``, ``preview``, ``get_campaign``, ``list_campaigns``, ``campaign_devices``;
-* progress — ``advance``, ``run_due`` (release, halt, complete), ``pause``, ``resume``, ``cancel``.
+* progress — ``advance``, ``run_due`` (release, halt, complete), ``campaign_loop``, ``pause``, ``resume``, ``cancel``.
 """
 
 from core.fleet.campaigns import campaign_devices, create_campaign, get_campaign, list_campaigns, preview
@@ -19,7 +19,7 @@ from core.fleet.labels import (
     set_initial_labels,
     validate_labels,
 )
-from core.fleet.release import advance, cancel, pause, resume, run_due
+from core.fleet.release import advance, campaign_loop, cancel, pause, resume, run_due
 from core.fleet.selectors import InvalidSelector, matching_ids, parse, where_clause
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "advance",
     "apply_labels",
     "campaign_devices",
+    "campaign_loop",
     "cancel",
     "create_campaign",
     "device_labels",

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, literal, select
+from sqlalchemy import Select, delete, func, insert, literal, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -75,8 +75,10 @@ def _upsert(db: Session, source: Any, key: str, value: str) -> None:
     dialect = db.get_bind().dialect.name
     maker = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = maker(DeviceLabel).from_select(
-        ["device_id", "key", "value"], select(source.c.id, literal(key), literal(value)).select_from(source)
+        ["device_id", "key", "value"],
+        select(source.c.id, literal(key), literal(value)).select_from(source).where(true()),
     )
+    # the WHERE above lets SQLite tell the ON CONFLICT clause from a join's ON
     stmt = stmt.on_conflict_do_update(index_elements=["device_id", "key"], set_={"value": stmt.excluded.value})
     db.execute(stmt)
 
@@ -119,6 +121,23 @@ def label_device(db: Session, device_id: str, to_set: Mapping[str, str], remove:
         raise Conflict(f"device {device_id!r} is revoked")
     apply_labels(db, select(Device.id).where(Device.id == device_id), to_set, remove)
     return device_labels(db, device_id)
+
+
+def attach_labels(db: Session, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``labels`` to device dicts, with one query for the whole page."""
+    ids = [item["device_id"] for item in items]
+    found: dict[str, dict[str, str]] = {i: {} for i in ids}
+    if ids:
+        rows = db.execute(
+            select(DeviceLabel.device_id, DeviceLabel.key, DeviceLabel.value)
+            .where(DeviceLabel.device_id.in_(ids))
+            .order_by(DeviceLabel.device_id, DeviceLabel.key)
+        )
+        for device_id, key, value in rows:
+            found[device_id][key] = value
+    for item in items:
+        item["labels"] = found[item["device_id"]]
+    return items
 
 
 def set_initial_labels(db: Session, device_id: str, labels: Mapping[str, str] | None) -> None:

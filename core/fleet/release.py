@@ -11,12 +11,14 @@ rest queued, and the next round goes on where it stopped.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, literal, null, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import Conflict, InvalidArgument
@@ -182,6 +184,20 @@ def run_due(session_factory: sessionmaker[Session], settings: Settings, now: dat
     for campaign_id in ids:
         released += advance(session_factory, campaign_id, now).count("released")
     return released
+
+
+def campaign_loop(
+    session_factory: sessionmaker[Session], settings: Settings, stop: threading.Event, every: float = 5.0
+) -> None:
+    """``run_due`` every few seconds until ``stop`` (``nexmdm worker``); database outages are waited out."""
+    while not stop.is_set():
+        try:
+            run_due(session_factory, settings)
+        except SQLAlchemyError as exc:
+            logger.warning("campaigns could not use the database: %s", str(exc).splitlines()[0])
+        except Exception:  # never end the thread
+            logger.exception("campaign round failed")
+        stop.wait(every)
 
 
 # ----------------------------------------------------------------------------- operator actions
