@@ -2,7 +2,7 @@
 
 Public functions:
 
-* labels — ``parse_label_args``, ``validate_labels``, ``label_device``, ``apply_labels``, ``label_counts``,
+* labels — ``attach_labels``, ``parse_label_args``, ``validate_labels``, ``label_device``, ``apply_labels``, ``label_counts``,
   ``device_labels``, ``set_initial_labels``;
 * selectors — ``parse``, ``matching_ids``, ``where_clause`` (``InvalidSelector``);
 * campaigns — ``create_campaign``, ``preview``, ``get_campaign``, ``list_campaigns``, ``campaign_devices``;
@@ -12,6 +12,7 @@ Public functions:
 from core.fleet.campaigns import campaign_devices, create_campaign, get_campaign, list_campaigns, preview
 from core.fleet.labels import (
     apply_labels,
+    attach_labels,
     device_labels,
     label_counts,
     label_device,
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidSelector",
     "advance",
     "apply_labels",
+    "attach_labels",
     "campaign_devices",
     "campaign_loop",
     "cancel",

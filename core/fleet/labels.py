@@ -67,7 +67,7 @@ def parse_label_args(args: Iterable[str]) -> tuple[dict[str, str], list[str]]:
 
 def device_labels(db: Session, device_id: str) -> dict[str, str]:
     rows = db.execute(select(DeviceLabel.key, DeviceLabel.value).where(DeviceLabel.device_id == device_id))
-    return dict(sorted(rows.tuples().all()))
+    return dict(sorted((key, value) for key, value in rows))
 
 
 def _upsert(db: Session, source: Any, key: str, value: str) -> None:

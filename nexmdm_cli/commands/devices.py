@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy import func, select
 
-from core import devices
+from core import devices, fleet
+from core.errors import InvalidArgument
+from core.fleet import selectors
 from core.types import utcnow
 from nexmdm_cli.render import (
     CONTEXT,
@@ -36,21 +39,28 @@ def list_devices(
         bool, typer.Option("--offline", help="Only devices not seen within NEXMDM_DEVICE_OFFLINE_SECONDS.")
     ] = False,
     limit: Annotated[int, typer.Option(min=1, max=100000, help="At most this many devices.")] = 500,
+    selector: Annotated[
+        str | None, typer.Option("--selector", "-l", help="Only devices matching: 'store=42,@state=offline'.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """The fleet: last seen, online/stale/offline/revoked, battery, network, agent version."""
+    """The fleet: last seen, online/stale/offline/revoked, battery, network, agent version, labels."""
     st = state(ctx)
     with st.session() as db:
-        items = devices.list_devices(db, st.settings, offline_only=offline, limit=limit)
+        items = devices.list_devices(db, st.settings, offline_only=offline, limit=limit, selector=selector)
+        fleet.attach_labels(db, items)
     if json_output:
         print_json({"items": items})
         return
     if not items:
+        if selector is not None:
+            show(f"No device matches {selector!r}.")
+            return
         show("No offline devices." if offline else "No devices yet: enroll one with a `nexmdm tokens create` token.")
         return
     now = utcnow()
     title = "Offline devices" if offline else "Devices"
-    out = table(title, "device", "state", "last seen", "battery", "network", "agent")
+    out = table(title, "device", "state", "last seen", "battery", "network", "agent", "labels")
     for item in items:
         out.add_row(
             item["device_id"],
@@ -59,6 +69,7 @@ def list_devices(
             battery(item["battery_pct"], item["plugged"]),
             dash(item["network_type"]),
             dash(item["agent_version"]),
+            ",".join(f"{k}={v}" for k, v in item["labels"].items()) or "—",
         )
     counts: dict[str, int] = {}
     for item in items:
@@ -121,3 +132,69 @@ def revoke(
         print_json(data)
         return
     note(f"[green]✅ device {device_id} revoked on {st.masked_url}[/green]")
+
+
+@app.command(context_settings=CONTEXT)
+def label(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[ID] LABEL...", help="A device id (unless --selector), then key=value to set, key- to remove."
+        ),
+    ],
+    selector: Annotated[
+        str | None, typer.Option("--selector", "-l", help="Label every device this selector matches instead of one.")
+    ] = None,
+    yes: YesOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Set (key=value) and remove (key-) labels on one device, or on every device a selector matches."""
+    st = state(ctx)
+    device_id = None
+    if selector is None:
+        if len(args) < 2:
+            raise InvalidArgument("give a device id and at least one label (key=value or key-)", field="labels")
+        device_id, args = args[0], args[1:]
+    to_set, remove = fleet.parse_label_args(args)
+    if device_id is not None:
+        with st.session() as db:
+            labels = fleet.label_device(db, device_id, to_set, remove)
+        if json_output:
+            print_json({"device_id": device_id, "labels": labels})
+            return
+        note(f"[green]✅ {device_id}: {', '.join(f'{k}={v}' for k, v in labels.items()) or 'no labels'}[/green]")
+        return
+    parsed = selectors.parse(selector)
+    ids = selectors.matching_ids(parsed, st.settings)
+    with st.session() as db:
+        matched = db.execute(select(func.count()).select_from(ids.subquery())).scalar_one()
+    if matched > 1 and not yes:
+        confirm(f"Change labels on {matched:,} devices matching {selector!r} on {st.masked_url}?")
+    with st.session() as db:
+        fleet.apply_labels(db, selectors.matching_ids(parsed, st.settings), to_set, remove)
+    if json_output:
+        print_json({"selector": parsed.text, "matched": matched})
+        return
+    note(f"[green]✅ labels changed on {matched:,} devices matching {selector!r}[/green]")
+
+
+@app.command(context_settings=CONTEXT)
+def labels(
+    ctx: typer.Context,
+    key: Annotated[str | None, typer.Option("--key", help="Only this label key.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """How many devices carry each label key and value (revoked devices are not counted)."""
+    with state(ctx).session() as db:
+        items = fleet.label_counts(db, key=key)
+    if json_output:
+        print_json({"items": items})
+        return
+    if not items:
+        show("No labels yet: `nexmdm devices label ID key=value`, or `nexmdm tokens create --label key=value`.")
+        return
+    out = table("Labels", "key", "value", "devices")
+    for item in items:
+        out.add_row(item["key"], item["value"] or '""', f"{item['devices']:,}")
+    show(out)

@@ -8,6 +8,8 @@ import typer
 
 from core import credentials
 from core.durations import parse_duration
+from core.errors import InvalidArgument
+from core.fleet.labels import parse_label_args
 from core.types import utcnow
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
 from nexmdm_cli.state import print_json, state
@@ -21,13 +23,22 @@ def create(
     uses: Annotated[int, typer.Option(min=1, max=credentials.MAX_TOKEN_USES, help="How many devices may enroll.")] = 1,
     expires: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d... (at most 365d).")] = "1h",
     note_text: Annotated[str | None, typer.Option("--note", help="What the token is for (shown in lists).")] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="key=value every device enrolled with it starts with (repeat for several)."),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Create an enrollment token and print its secret, once."""
     st = state(ctx)
     lifetime = parse_duration(expires, field="--expires")
+    labels, removed = parse_label_args(label or [])
+    if removed:
+        raise InvalidArgument("--label takes key=value", field="--label")
     with st.session() as db:
-        secret, token = credentials.create_enrollment_token(db, uses=uses, expires_in=lifetime, note=note_text)
+        secret, token = credentials.create_enrollment_token(
+            db, uses=uses, expires_in=lifetime, note=note_text, labels=labels
+        )
     if json_output:
         print_json(token | {"secret": secret})
         return
