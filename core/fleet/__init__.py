@@ -2,8 +2,8 @@
 
 Public functions:
 
-* labels — ``attach_labels``, ``parse_label_args``, ``validate_labels``, ``label_device``, ``apply_labels``, ``label_counts``,
-  ``device_labels``, ``set_initial_labels``;
+* labels — ``attach_labels``, ``parse_label_args``, ``validate_labels``, ``label_device``, ``apply_labels``,
+  ``label_counts``, ``device_labels``, ``set_initial_labels``;
 * selectors — ``parse``, ``matching_ids``, ``where_clause`` (``InvalidSelector``);
 * campaigns — ``create_campaign``, ``preview``, ``get_campaign``, ``list_campaigns``, ``campaign_devices``;
 * progress — ``advance``, ``run_due`` (release, halt, complete), ``campaign_loop``, ``pause``, ``resume``, ``cancel``.
