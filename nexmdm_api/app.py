@@ -101,10 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             labels.patch_labels,
             labels.bulk_labels,
             labels.label_counts,
-            # GET before POST on one path: in the other order this Litestar wraps the sync POST handler
-            # for a thread twice and it returns a coroutine (500)
-            campaigns.list_campaigns,
-            campaigns.create_campaign,
+            campaigns.CampaignCollection,
             campaigns.get_campaign,
             campaigns.campaign_devices,
             campaigns.pause_campaign,

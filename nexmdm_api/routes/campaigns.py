@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from litestar import Request, Response, get, post
+from litestar import Controller, HttpMethod, Request, Response, get, post, route
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, JSONBody, Parameter
 
@@ -50,84 +50,102 @@ def _out(request: Request[Any, Any, Any], campaign: dict[str, Any]) -> CampaignO
     return convert(campaign, CampaignOut)
 
 
-@post(
-    "/v1/campaigns",
-    tags=["admin"],
-    summary="Send one command to many devices",
-    description=(
-        "Idempotent by `Idempotency-Key` (the same rules as commands). Exactly one of `selector` (`all` for "
-        "every device) or `device_ids` (at most 10,000). The targets are the matching devices now (a "
-        "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`."
-    ),
-    status_code=202,
-    security=ADMIN_SECURITY,
-    sync_to_thread=True,
-    request_max_body_size=MAX_CAMPAIGN_BODY_BYTES,
-    opt={"auth": "admin", "body": "json"},
-    responses={
-        200: ResponseSpec(CampaignOut, description="A replay of an earlier request with the same key and body"),
-        **problems(400, 401, 404, 413, 415, 422, 429),
-    },
-)
-def create_campaign(
-    request: Request[Any, Any, Any],
-    db: DB,
-    data: JSONBody[CampaignIn],
-    key: Annotated[
-        str | None,
-        HeaderParameter(
-            name="Idempotency-Key",
-            required=True,
-            description=IDEMPOTENCY_KEY_DOC,
-            schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
-        ),
-    ] = None,
-) -> Response[CampaignOut]:
-    require_admin(request, db)
-    waves = None
-    if data.waves is not None:
-        waves = {k: getattr(data.waves, k) for k in data.waves.__struct_fields__ if getattr(data.waves, k) is not None}
-        if not waves:
-            raise InvalidArgument("waves need exactly one of size or percent", field="waves")
-    created, campaign = fleet.create_campaign(
-        db,
-        request.app.state.settings,
-        idempotency_key=idempotency_key(key),
-        action=data.action,
-        payload=data.payload,
-        selector=data.selector,
-        device_ids=data.device_ids,
-        waves=waves,
-        expires_in_seconds=data.expires_in_seconds,
-        note=data.note,
+class CampaignCollection(Controller):
+    """``GET`` and ``POST /v1/campaigns``, registered together, behind an explicit ``OPTIONS``.
+
+    Litestar 2 (litestar-org/litestar#4169, fixed only in v3) registers the handlers of one path one after
+    the other: the first is registered twice (a sync handler then returns a coroutine: 500), and the
+    automatic ``OPTIONS`` answers with the first handler's methods only. A controller registers its
+    handlers at once, and an ``OPTIONS`` handler defined first keeps Litestar from adding its own.
+    """
+
+    path = "/v1/campaigns"
+
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, status_code=204)
+    async def allowed_methods(self) -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
+    @get(
+        "/",
+        tags=["admin"],
+        summary="List campaigns, newest first",
+        security=ADMIN_SECURITY,
+        sync_to_thread=True,
+        opt={"auth": "admin", "readonly": True},
+        responses=problems(400, 401, 422, 429),
     )
-    if created:
-        return Response(_out(request, campaign), status_code=202)
-    return Response(_out(request, campaign), status_code=200, headers={"Idempotent-Replayed": "true"})
+    def list_campaigns(
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        limit: Limit = 50,
+        cursor: Annotated[
+            str | None, Parameter(description="`next_cursor` of the previous page", pattern=CAMPAIGN_ID_PATTERN)
+        ] = None,
+    ) -> CampaignPage:
+        require_admin(request, db)
+        rows = fleet.list_campaigns(db, limit=limit + 1, before=_campaign_id(cursor) if cursor else None)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return CampaignPage(items=[_out(request, r) for r in rows], next_cursor=rows[-1]["id"] if more else None)
 
-
-@get(
-    "/v1/campaigns",
-    tags=["admin"],
-    summary="List campaigns, newest first",
-    security=ADMIN_SECURITY,
-    sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True},
-    responses=problems(400, 401, 422, 429),
-)
-def list_campaigns(
-    request: Request[Any, Any, Any],
-    db: DB,
-    limit: Limit = 50,
-    cursor: Annotated[
-        str | None, Parameter(description="`next_cursor` of the previous page", pattern=CAMPAIGN_ID_PATTERN)
-    ] = None,
-) -> CampaignPage:
-    require_admin(request, db)
-    rows = fleet.list_campaigns(db, limit=limit + 1, before=_campaign_id(cursor) if cursor else None)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return CampaignPage(items=[_out(request, r) for r in rows], next_cursor=rows[-1]["id"] if more else None)
+    @post(
+        "/",
+        tags=["admin"],
+        summary="Send one command to many devices",
+        description=(
+            "Idempotent by `Idempotency-Key` (the same rules as commands). Exactly one of `selector` (`all` for "
+            "every device) or `device_ids` (at most 10,000). The targets are the matching devices now (a "
+            "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`."
+        ),
+        status_code=202,
+        security=ADMIN_SECURITY,
+        sync_to_thread=True,
+        request_max_body_size=MAX_CAMPAIGN_BODY_BYTES,
+        opt={"auth": "admin", "body": "json"},
+        responses={
+            200: ResponseSpec(CampaignOut, description="A replay of an earlier request with the same key and body"),
+            **problems(400, 401, 404, 413, 415, 422, 429),
+        },
+    )
+    def create_campaign(
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        data: JSONBody[CampaignIn],
+        key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=True,
+                description=IDEMPOTENCY_KEY_DOC,
+                schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+            ),
+        ] = None,
+    ) -> Response[CampaignOut]:
+        require_admin(request, db)
+        waves = None
+        if data.waves is not None:
+            waves = {
+                k: getattr(data.waves, k) for k in data.waves.__struct_fields__ if getattr(data.waves, k) is not None
+            }
+            if not waves:
+                raise InvalidArgument("waves need exactly one of size or percent", field="waves")
+        created, campaign = fleet.create_campaign(
+            db,
+            request.app.state.settings,
+            idempotency_key=idempotency_key(key),
+            action=data.action,
+            payload=data.payload,
+            selector=data.selector,
+            device_ids=data.device_ids,
+            waves=waves,
+            expires_in_seconds=data.expires_in_seconds,
+            note=data.note,
+        )
+        if created:
+            return Response(_out(request, campaign), status_code=202)
+        return Response(_out(request, campaign), status_code=200, headers={"Idempotent-Replayed": "true"})
 
 
 @get(

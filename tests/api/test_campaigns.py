@@ -128,3 +128,17 @@ def test_labels_selectors_and_tokens_over_http(
     assert enrolled.status_code == 201
     shown = client.get("/v1/devices/new-1", headers=admin).json()
     assert shown["labels"] == {"ring": "beta", "store": "99"}
+
+
+def test_agent_version_selectors_follow_enrollment_and_heartbeats(client, admin, enroll) -> None:
+    old = enroll("v-old", agent_version="1.9.2")
+    enroll("v-new", agent_version="1.10.0")
+
+    def below(version: str) -> list[str]:
+        page = client.get("/v1/devices", params={"selector": f"@agent_version<{version}"}, headers=admin).json()
+        return [d["device_id"] for d in page["items"]]
+
+    assert below("1.10.0") == ["v-old"]
+    beat = client.post("/v1/heartbeat", json={"agent_version": "2.0.0"}, headers={"Authorization": f"Bearer {old}"})
+    assert beat.status_code == 201, beat.text
+    assert below("1.10.0") == [] and below("2.0.1") == ["v-new", "v-old"]
