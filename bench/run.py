@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers, bench_http, bench_retention
+from bench import bench_campaigns, bench_helpers, bench_http, bench_retention
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention"]
+PARTS = ["helpers", "http", "retention", "campaigns"]
 
 
 def machine() -> dict[str, object]:
@@ -91,6 +91,13 @@ def main() -> None:
                 found, details["retention"] = bench_retention.run(devices=2_000, expired_days=3, per_day=5)
             else:
                 found, details["retention"] = bench_retention.run()
+            figures += found
+        if "campaigns" in parts:
+            console.print("[bold]5. selectors and campaigns at 100,000 devices vs a raw INSERT ... SELECT[/bold]")
+            if args.quick:
+                found, details["campaigns"] = bench_campaigns.run(Path(tmp), pg_devices=10_000, sqlite_devices=2_000)
+            else:
+                found, details["campaigns"] = bench_campaigns.run(Path(tmp))
             figures += found
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)

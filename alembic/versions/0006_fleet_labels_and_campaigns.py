@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("wave_size", sa.Integer(), nullable=False),
         sa.Column("wave_count", sa.Integer(), nullable=False),
         sa.Column("waves_released", sa.Integer(), nullable=False),
+        sa.Column("release_cursor", sa.String(length=128), nullable=True),
         sa.Column("wave_percent", sa.Float(), nullable=True),
         sa.Column("interval_seconds", sa.Integer(), nullable=True),
         sa.Column("min_success_pct", sa.Float(), nullable=True),
@@ -78,9 +79,7 @@ def upgrade() -> None:
         sa.Column("device_id", sa.String(length=128), nullable=False),
         sa.Column("wave", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
-        sa.CheckConstraint(
-            "state IN ('queued', 'released', 'cancelled')", name=op.f("ck_campaign_targets_state_known")
-        ),
+        sa.CheckConstraint("state IN ('queued', 'cancelled')", name=op.f("ck_campaign_targets_state_known")),
         sa.ForeignKeyConstraint(
             ["campaign_id"],
             ["campaigns.id"],
@@ -112,7 +111,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("expires_at", core.types.UTCDateTime(timezone=True), nullable=True))
     _backfill_version_keys()
     # fcm_dispatches keeps 90 days of commands: built without blocking writers on PostgreSQL, last (see 0002)
-    create_index_concurrently(op.f("ix_fcm_dispatches_campaign_id_status"), "fcm_dispatches", ["campaign_id", "status"])
+    create_index_concurrently(
+        op.f("ix_fcm_dispatches_campaign_id_status_fcm_status"),
+        "fcm_dispatches",
+        ["campaign_id", "status", "fcm_status"],
+    )
     create_index_concurrently(op.f("ix_fcm_dispatches_status_expires_at"), "fcm_dispatches", ["status", "expires_at"])
 
 
@@ -132,7 +135,7 @@ def _backfill_version_keys() -> None:
 
 def downgrade() -> None:
     drop_index_concurrently(op.f("ix_fcm_dispatches_status_expires_at"), "fcm_dispatches")
-    drop_index_concurrently(op.f("ix_fcm_dispatches_campaign_id_status"), "fcm_dispatches")
+    drop_index_concurrently(op.f("ix_fcm_dispatches_campaign_id_status_fcm_status"), "fcm_dispatches")
     with op.batch_alter_table("fcm_dispatches", schema=None) as batch_op:
         batch_op.drop_column("expires_at")
         batch_op.drop_column("campaign_id")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Integer, case, func, insert, literal, select
+from sqlalchemy import Integer, func, insert, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -22,7 +22,7 @@ from core import validation
 from core.dispatches import IdempotencyMismatch
 from core.errors import InvalidArgument, NotFound
 from core.fleet import selectors
-from core.fleet.counts import live_counts
+from core.fleet.counts import live_counts, unreleased
 from core.fleet.ids import new_campaign_id
 from core.models import Campaign, CampaignTarget, Device, FcmDispatch
 from core.settings import Settings
@@ -177,19 +177,8 @@ def create_campaign(
     if existing is not None:
         return False, existing
     targets, selector_text = resolve_targets(db, settings, selector=selector, device_ids=device_ids)
-    targeted = db.execute(select(func.count()).select_from(targets.subquery())).scalar_one()
-    if targeted == 0:
-        raise InvalidArgument("no device matches: a campaign needs at least one target", field="selector")
-    limit = max_targets(settings)
-    if targeted > limit:
-        raise InvalidArgument(f"{targeted:,} devices match; at most {limit:,} (NEXMDM_CAMPAIGN_MAX_TARGETS)")
-    if plan.size is not None:
-        size = min(plan.size, targeted)
-    elif plan.percent is not None:
-        size = max(1, math.ceil(targeted * plan.percent / 100))
-    else:
-        size = targeted
-    wave_count = math.ceil(targeted / size)
+    # a percentage needs the count first; otherwise the snapshot's row count is the count
+    matching = db.execute(select(func.count()).select_from(targets.subquery())).scalar_one() if plan.percent else 0
     now = utcnow()
     campaign_id = new_campaign_id()
     row = {
@@ -202,9 +191,9 @@ def create_campaign(
         "selector": selector_text,
         "note": note,
         "status": "running",
-        "targeted": targeted,
-        "wave_size": size,
-        "wave_count": wave_count,
+        "targeted": 0,
+        "wave_size": 0,
+        "wave_count": 0,
         "waves_released": 0,
         "wave_percent": plan.percent,
         "interval_seconds": plan.interval_seconds if waves else None,
@@ -221,23 +210,42 @@ def create_campaign(
         if existing is None:
             raise InvalidArgument("the Idempotency-Key is being used by another request", field="Idempotency-Key")
         return False, existing
-    _snapshot(db, campaign_id, targets, size, wave_count)
-    return True, get_campaign(db, campaign_id)
+    if plan.percent is not None:
+        size: int | None = max(1, math.ceil(matching * plan.percent / 100))
+    else:
+        size = plan.size
+    targeted = _snapshot(db, campaign_id, targets, size)
+    if targeted == 0:  # the caller's transaction rolls back: nothing was written
+        raise InvalidArgument("no device matches: a campaign needs at least one target", field="selector")
+    limit = max_targets(settings)
+    if targeted > limit:
+        raise InvalidArgument(f"{targeted:,} devices match; at most {limit:,} (NEXMDM_CAMPAIGN_MAX_TARGETS)")
+    size = min(size or targeted, targeted)
+    campaign = load(db, campaign_id)
+    campaign.targeted, campaign.wave_size, campaign.wave_count = targeted, size, math.ceil(targeted / size)
+    db.flush()
+    return True, campaign_dict(db, campaign)
 
 
-def _snapshot(db: Session, campaign_id: str, targets: Any, size: int, wave_count: int) -> int:
-    """One INSERT ... SELECT: every target with its wave, by a hash of (campaign, device), not by id."""
+def _snapshot(db: Session, campaign_id: str, targets: Any, size: int | None) -> int:
+    """One INSERT ... SELECT of every target with its wave; returns how many.
+
+    Waves follow a hash of (campaign, device), not id order, so the first wave is a fair sample; the rows
+    go in in device id order (the primary key's), which keeps the index inserts sequential. A device
+    matched beyond the count taken for a percentage starts one more wave (``wave_count`` counts it).
+    """
     sub = targets.subquery()
-    ranked = select(
-        sub.c.id.label("device_id"),
-        func.row_number().over(order_by=(func.md5(literal(campaign_id) + sub.c.id), sub.c.id)).label("rn"),
-    ).subquery()
-    wave = (ranked.c.rn - 1) // literal(size, Integer) + 1
-    wave = case((wave > wave_count, literal(wave_count, Integer)), else_=wave)
-    source = select(literal(campaign_id), ranked.c.device_id, wave, literal("queued"))
-    return db.execute(
-        insert(CampaignTarget).from_select(["campaign_id", "device_id", "wave", "state"], source)
-    ).rowcount
+    if size is None:
+        source = select(literal(campaign_id), sub.c.id, literal(1, Integer), literal("queued")).order_by(sub.c.id)
+    else:
+        ranked = select(
+            sub.c.id.label("device_id"),
+            func.row_number().over(order_by=(func.md5(literal(campaign_id) + sub.c.id), sub.c.id)).label("rn"),
+        ).subquery()
+        wave = (ranked.c.rn - 1) // literal(size, Integer) + 1
+        source = select(literal(campaign_id), ranked.c.device_id, wave, literal("queued")).order_by(ranked.c.device_id)
+    inserted = db.execute(insert(CampaignTarget).from_select(["campaign_id", "device_id", "wave", "state"], source))
+    return inserted.rowcount or 0
 
 
 def _replay(db: Session, key: str, request_hash: str) -> dict[str, Any] | None:
@@ -282,7 +290,7 @@ def campaign_dict(db: Session, row: Campaign, *, counts: bool = True) -> dict[st
         "finished_at": row.finished_at,
     }
     if counts:
-        data["counts"] = dict(row.final_counts) if row.final_counts else live_counts(db, row.id)
+        data["counts"] = dict(row.final_counts) if row.final_counts else live_counts(db, row)
         data["counts"]["targeted"] = row.targeted
     return data
 
@@ -317,7 +325,7 @@ def campaign_devices(
     db: Session, campaign_id: str, *, status: str | None = None, limit: int = 100, after: str | None = None
 ) -> list[dict[str, Any]]:
     """The targets (in one state), by device id: keyset paging with ``after``."""
-    load(db, campaign_id)
+    campaign = load(db, campaign_id)
     if status is not None and status not in DRILL_STATUSES:
         raise InvalidArgument(f"status must be one of {', '.join(DRILL_STATUSES)}", field="status")
     t, d = CampaignTarget, FcmDispatch
@@ -331,7 +339,7 @@ def campaign_devices(
     if after is not None:
         query = query.where(t.device_id > after)
     if status == "queued":
-        query = query.where(t.state == "queued")
+        query = query.where(unreleased(campaign))
     elif status == "cancelled":
         query = query.where((t.state == "cancelled") | (d.status == "cancelled"))
     elif status is not None:

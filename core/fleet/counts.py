@@ -4,30 +4,62 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from core.models import CampaignTarget, FcmDispatch
+from core.models import Campaign, CampaignTarget, FcmDispatch
 
 STATUS_COUNTS = ("queued", "pending", "acked", "failed", "expired", "cancelled")
 
 
-def live_counts(db: Session, campaign_id: str) -> dict[str, int]:
+def unreleased(campaign: Campaign) -> ColumnElement[bool]:
+    """The campaign's targets whose command is not released yet (and never cancelled).
+
+    A release does not rewrite the targets it releases: the campaign row says how far it got — every
+    wave up to ``waves_released``, except the device ids after ``release_cursor`` in that last wave.
+    """
+    t = CampaignTarget
+    later = t.wave > campaign.waves_released
+    if campaign.release_cursor is not None:
+        later = or_(later, and_(t.wave == campaign.waves_released, t.device_id > campaign.release_cursor))
+    return and_(t.campaign_id == campaign.id, t.state == "queued", later)
+
+
+def unreleased_any() -> ColumnElement[bool]:
+    """``unreleased`` for targets of any campaign (correlated with ``campaigns``): revocation uses it."""
+    t, c = CampaignTarget, Campaign
+    return and_(
+        t.state == "queued",
+        exists(
+            select(c.id).where(
+                c.id == t.campaign_id,
+                or_(
+                    t.wave > c.waves_released,
+                    and_(t.wave == c.waves_released, c.release_cursor.is_not(None), t.device_id > c.release_cursor),
+                ),
+            )
+        ),
+    )
+
+
+def live_counts(db: Session, campaign: Campaign) -> dict[str, int]:
     """``queued + pending + acked + failed + expired + cancelled = targeted``; beside them the pushes."""
     counts = dict.fromkeys((*STATUS_COUNTS, "pushed", "push_failed", "push_skipped", "released"), 0)
-    targets = db.execute(
-        select(CampaignTarget.state, func.count())
-        .where(CampaignTarget.campaign_id == campaign_id)
-        .group_by(CampaignTarget.state)
-    ).all()
-    for state, n in targets:
-        if state == "queued":
-            counts["queued"] += n
-        elif state == "cancelled":  # cancelled (or its device revoked) before its wave was released
-            counts["cancelled"] += n
+    t = CampaignTarget
+
+    def targets(*where: ColumnElement[bool]) -> int:
+        # index range scans on (campaign_id, state, wave, device_id): the already released are never read
+        return int(db.execute(select(func.count()).where(t.campaign_id == campaign.id, *where)).scalar_one())
+
+    counts["queued"] = targets(t.state == "queued", t.wave > campaign.waves_released)
+    if campaign.release_cursor is not None:
+        counts["queued"] += targets(
+            t.state == "queued", t.wave == campaign.waves_released, t.device_id > campaign.release_cursor
+        )
+    counts["cancelled"] = targets(t.state == "cancelled")  # before their wave was released
     rows = db.execute(
         select(FcmDispatch.status, FcmDispatch.fcm_status, func.count())
-        .where(FcmDispatch.campaign_id == campaign_id)
+        .where(FcmDispatch.campaign_id == campaign.id)
         .group_by(FcmDispatch.status, FcmDispatch.fcm_status)
     ).all()
     for status, fcm_status, n in rows:

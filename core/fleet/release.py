@@ -4,8 +4,9 @@ Every step locks the campaign row first (``SELECT ... FOR UPDATE`` on PostgreSQL
 ``BEGIN IMMEDIATE`` serializes writers), so two workers never release one wave twice, and a release
 commits only while the campaign is ``running`` and its wave is the current or the next one. A wave is
 released in transactions of at most ``RELEASE_BATCH`` commands, each one set-based
-(``INSERT ... SELECT ... ON CONFLICT (request_id) DO NOTHING``): a crash between batches leaves the
-rest queued, and the next round goes on where it stopped.
+(``INSERT ... SELECT ... ON CONFLICT (request_id) DO NOTHING``) that leaves the targets untouched: the
+campaign row's release position (``waves_released``, ``release_cursor``) commits with each batch, so a
+crash between batches leaves the rest queued and the next round goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import Conflict, InvalidArgument
 from core.fleet.campaigns import _pct, campaign_dict, load
-from core.fleet.counts import gate_figures, live_counts
+from core.fleet.counts import gate_figures, live_counts, unreleased
 from core.models import CAMPAIGN_FINAL, Campaign, CampaignTarget, Device, FcmDispatch
 from core.models.base import JSONType
 from core.settings import Settings
@@ -38,7 +39,7 @@ ACTIVE = ("running", "paused", "halted")
 
 
 def _finish(db: Session, campaign: Campaign, status: str, now: datetime, reason: str | None = None) -> None:
-    counts = live_counts(db, campaign.id)
+    counts = live_counts(db, campaign)
     counts["targeted"] = campaign.targeted
     campaign.status = status
     campaign.reason = reason
@@ -47,37 +48,28 @@ def _finish(db: Session, campaign: Campaign, status: str, now: datetime, reason:
     campaign.final_counts = counts
 
 
-def _wave_targets(campaign_id: str, wave: int, boundary: str | None) -> Any:
-    cond = and_(
-        CampaignTarget.campaign_id == campaign_id, CampaignTarget.wave == wave, CampaignTarget.state == "queued"
-    )
-    return cond if boundary is None else and_(cond, CampaignTarget.device_id <= boundary)
-
-
 def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, batch: int | None = None) -> int:
-    """Release up to ``batch`` (``RELEASE_BATCH``) queued targets of ``wave``; returns the commands inserted."""
+    """Release the next ``batch`` (``RELEASE_BATCH``) targets of ``wave`` after the campaign's release
+    cursor, set-based; moves the cursor (NULL once the wave is done). Returns the commands inserted."""
     batch = batch or RELEASE_BATCH
+    t = CampaignTarget
+    after = campaign.release_cursor or ""
+    cond = and_(t.campaign_id == campaign.id, t.wave == wave, t.state == "queued", t.device_id > after)
     boundary = db.execute(
-        select(CampaignTarget.device_id)
-        .where(_wave_targets(campaign.id, wave, None))
-        .order_by(CampaignTarget.device_id)
-        .offset(batch - 1)
-        .limit(1)
+        select(t.device_id).where(cond).order_by(t.device_id).offset(batch - 1).limit(1)
     ).scalar_one_or_none()
-    cond = _wave_targets(campaign.id, wave, boundary)
+    if boundary is not None:
+        cond = and_(cond, t.device_id <= boundary)
     # a device revoked since the snapshot gets no command
-    gone = select(Device.id).where(Device.revoked_at.is_not(None))
+    gone = select(Device.id).where(Device.id == t.device_id, Device.revoked_at.is_not(None))
     db.execute(
-        update(CampaignTarget)
-        .where(cond, CampaignTarget.device_id.in_(gone))
-        .values(state="cancelled")
-        .execution_options(synchronize_session=False)
+        update(t).where(cond, gone.exists()).values(state="cancelled").execution_options(synchronize_session=False)
     )
     payload = null() if campaign.payload is None else literal(campaign.payload, JSONType)
     source = (
         select(
-            literal(campaign.id + ":") + CampaignTarget.device_id,
-            CampaignTarget.device_id,
+            literal(campaign.id + ":") + t.device_id,
+            t.device_id,
             literal(campaign.action),
             payload,
             literal(campaign.payload_hash),
@@ -89,9 +81,9 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
             literal(campaign.id),
             literal(now + timedelta(seconds=campaign.expires_in_seconds), FcmDispatch.expires_at.type),
         )
-        .join(Device, and_(Device.id == CampaignTarget.device_id, Device.revoked_at.is_(None)))
+        .join(Device, and_(Device.id == t.device_id, Device.revoked_at.is_(None)))
         .where(cond)
-        .order_by(CampaignTarget.device_id)
+        .order_by(t.device_id)
     )
     maker = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     columns = [
@@ -111,15 +103,8 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
     inserted = db.execute(
         maker(FcmDispatch).from_select(columns, source).on_conflict_do_nothing(index_elements=["request_id"])
     ).rowcount
-    db.execute(update(CampaignTarget).where(cond).values(state="released").execution_options(synchronize_session=False))
+    campaign.release_cursor = boundary
     return inserted or 0
-
-
-def _has_queued(db: Session, campaign_id: str, wave: int) -> bool:
-    return (
-        db.execute(select(CampaignTarget.device_id).where(_wave_targets(campaign_id, wave, None)).limit(1)).first()
-        is not None
-    )
 
 
 def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
@@ -128,7 +113,14 @@ def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
     campaign = load(db, campaign_id, lock=True)
     if campaign.status not in ACTIVE:
         return "final"
-    counts = live_counts(db, campaign.id)
+    current = campaign.waves_released
+    if campaign.status == "running" and campaign.release_cursor is not None:
+        # a wave interrupted between batches (or still being released) goes on first: no gate applies
+        campaign.updated_at = now
+        inserted = release_batch(db, campaign, current, now)
+        logger.info("campaign %s wave %d: released %d more commands", campaign.id, current, inserted)
+        return "released"
+    counts = live_counts(db, campaign)
     if counts["queued"] == 0 and counts["pending"] == 0:
         _finish(db, campaign, "completed", now)
         logger.info("campaign %s completed", campaign.id)
@@ -140,26 +132,21 @@ def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
         campaign.status, campaign.reason, campaign.updated_at = "halted", "max_failure", now
         logger.warning("campaign %s halted: %.1f %% failed", campaign.id, gates["failure_pct"])
         return "halted"
-    current = campaign.waves_released
-    if current >= 1 and _has_queued(db, campaign.id, current):
-        wave = current  # a wave interrupted between batches goes on first
-    elif current >= campaign.wave_count:
+    if current >= campaign.wave_count:
         return "waiting"  # everything released; completion waits for the last commands
-    else:
-        if current >= 1:
-            due = (campaign.last_wave_at or now) + timedelta(seconds=campaign.interval_seconds or 0)
-            if now < due:
-                return "waiting"
-            if campaign.min_success_pct is not None and gates["success_pct"] < campaign.min_success_pct:
-                if counts["pending"] == 0:
-                    campaign.status, campaign.reason, campaign.updated_at = "halted", "min_success_unmet", now
-                    logger.warning("campaign %s halted: %.1f %% succeeded", campaign.id, gates["success_pct"])
-                    return "halted"
-                return "waiting"
-        wave = current + 1
-        campaign.waves_released = wave
-        campaign.last_wave_at = now
-    campaign.updated_at = now
+    if current >= 1:
+        due = (campaign.last_wave_at or now) + timedelta(seconds=campaign.interval_seconds or 0)
+        if now < due:
+            return "waiting"
+        if campaign.min_success_pct is not None and gates["success_pct"] < campaign.min_success_pct:
+            if counts["pending"] == 0:
+                campaign.status, campaign.reason, campaign.updated_at = "halted", "min_success_unmet", now
+                logger.warning("campaign %s halted: %.1f %% succeeded", campaign.id, gates["success_pct"])
+                return "halted"
+            return "waiting"
+    wave = current + 1
+    campaign.waves_released, campaign.release_cursor = wave, ""
+    campaign.last_wave_at = campaign.updated_at = now
     inserted = release_batch(db, campaign, wave, now)
     logger.info("campaign %s wave %d: released %d commands", campaign.id, wave, inserted)
     return "released"
@@ -252,7 +239,7 @@ def cancel(db: Session, campaign_id: str) -> dict[str, Any]:
     now = utcnow()
     db.execute(
         update(CampaignTarget)
-        .where(CampaignTarget.campaign_id == campaign.id, CampaignTarget.state == "queued")
+        .where(unreleased(campaign))
         .values(state="cancelled")
         .execution_options(synchronize_session=False)
     )

@@ -53,6 +53,6 @@ class FcmDispatch(Base):
         Index(None, "status", "created_at"),
         Index(None, "created_at"),
         Index(None, "fcm_status", "next_attempt_at"),
-        Index(None, "campaign_id", "status"),
+        Index(None, "campaign_id", "status", "fcm_status"),
         Index(None, "status", "expires_at"),
     )

@@ -14,7 +14,9 @@ from core.types import UTCDateTime, utcnow
 CAMPAIGN_STATUSES = ("running", "paused", "halted", "completed", "cancelled")
 #: a campaign in one of these states never changes again
 CAMPAIGN_FINAL = ("completed", "cancelled")
-TARGET_STATES = ("queued", "released", "cancelled")
+#: a target is ``queued`` until cancelled; whether its command was released is the campaign's release
+#: position (``Campaign.unreleased``), so a release never rewrites the targets it releases
+TARGET_STATES = ("queued", "cancelled")
 
 
 class DeviceLabel(Base):
@@ -48,6 +50,9 @@ class Campaign(Base):
     wave_count: Mapped[int] = mapped_column(Integer)
     #: waves whose release has started (the last one may still be releasing in batches)
     waves_released: Mapped[int] = mapped_column(Integer, default=0)
+    #: while wave ``waves_released`` is being released in batches: the last device id released so far
+    #: ("" before the first batch); NULL once the wave is fully released
+    release_cursor: Mapped[str | None] = mapped_column(String(128))
     wave_percent: Mapped[float | None] = mapped_column(Float)
     interval_seconds: Mapped[int | None] = mapped_column(Integer)
     min_success_pct: Mapped[float | None] = mapped_column(Float)
@@ -68,7 +73,7 @@ class Campaign(Base):
 
 
 class CampaignTarget(Base):
-    """A device in a campaign's snapshot: its wave and whether its command was released."""
+    """A device in a campaign's snapshot: its wave, and ``cancelled`` when it will never get its command."""
 
     __tablename__ = "campaign_targets"
 
@@ -80,7 +85,7 @@ class CampaignTarget(Base):
     state: Mapped[str] = mapped_column(String(16), default="queued")
 
     __table_args__ = (
-        CheckConstraint("state IN ('queued', 'released', 'cancelled')", name="state_known"),
+        CheckConstraint("state IN ('queued', 'cancelled')", name="state_known"),
         Index(None, "campaign_id", "state", "wave", "device_id"),
         Index(None, "device_id", "state"),
     )
