@@ -174,7 +174,7 @@ def run_due(session_factory: sessionmaker[Session], settings: Settings, now: dat
 
 
 def campaign_loop(
-    session_factory: sessionmaker[Session], settings: Settings, stop: threading.Event, every: float = 5.0
+    session_factory: sessionmaker[Session], settings: Settings, stop: threading.Event, every: float = 1.0
 ) -> None:
     """``run_due`` every few seconds until ``stop`` (``nexmdm worker``); database outages are waited out."""
     while not stop.is_set():

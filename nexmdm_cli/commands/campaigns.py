@@ -102,6 +102,9 @@ def watch(
     ctx: typer.Context,
     campaign_id: CampaignId,
     every: Annotated[float, typer.Option(min=0.2, max=60, help="Seconds between refreshes.")] = 1.0,
+    timeout: Annotated[
+        float, typer.Option(min=0, help="Stop watching after this many seconds (0: until the campaign ends).")
+    ] = 0,
     json_output: JsonOption = False,
 ) -> None:
     """Live progress bars per state, waves and ack rate, until the campaign completes or is cancelled."""
@@ -121,25 +124,28 @@ def watch(
         for name, color in BARS
     }
     header = progress.add_task("[bold]waves[/bold]", total=campaign["waves"]["count"], extra="")
-    last = (time.monotonic(), campaign["counts"]["acked"])
+    started = time.monotonic()
+    first = (started, campaign["counts"]["acked"])
     with Live(progress, console=console, transient=json_output, refresh_per_second=4):
         while True:
             w = campaign["waves"]
-            rate = (campaign["counts"]["acked"] - last[1]) / max(1e-6, time.monotonic() - last[0])
-            progress.update(header, completed=w["released"], extra=f"{styled(campaign['status'])}")
+            elapsed = time.monotonic() - first[0]
+            rate = (campaign["counts"]["acked"] - first[1]) / elapsed if elapsed > 0 else 0.0
+            progress.update(header, completed=w["released"], extra=styled(campaign["status"]))
             for name, _ in BARS:
-                extra = f"{rate:,.1f}/s" if name == "acked" else ""
+                extra = f"{rate:,.1f} acks/s while watched" if name == "acked" else ""
                 progress.update(tasks[name], completed=campaign["counts"][name], extra=extra)
-            if campaign["status"] in CAMPAIGN_FINAL:
+            if campaign["status"] in CAMPAIGN_FINAL or (timeout and time.monotonic() - started >= timeout):
                 break
-            last = (time.monotonic(), campaign["counts"]["acked"])
             time.sleep(every)
             with st.session() as db:
                 campaign = fleet.get_campaign(db, campaign_id)
     if json_output:
         print_json(campaign)
         return
-    note(f"campaign {campaign_id} {campaign['status']}: {_progress_text(campaign)}")
+    if not console.is_terminal:
+        console.line()  # Live ends without a newline when it is not drawing on a terminal
+    console.print(f"campaign {campaign_id} {styled(campaign['status'])}: {_progress_text(campaign)}")
 
 
 @app.command(context_settings=CONTEXT)

@@ -10,18 +10,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
 from alembic import command
 from rich.markup import escape
+from sqlalchemy import select
 
 from core import credentials
 from core.db import engine_from_settings, make_session_factory
 from core.migrations import alembic_config
+from core.models import Campaign
 from core.settings import get_settings
 from nexmdm_cli.commands.simulate import render_report, run_with_progress
 from nexmdm_cli.simulation import Simulation
@@ -61,6 +64,71 @@ def stop(server: subprocess.Popen[bytes]) -> None:
             server.wait(timeout=5)
 
 
+CAMPAIGN_DEVICES = 24
+
+
+def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, env: dict[str, str]) -> None:
+    """Devices enrolled with a labelled token poll every second while a campaign reaches them in waves."""
+    engine = engine_from_settings(settings)
+    with make_session_factory(engine, settings).begin() as db:
+        token, _ = credentials.create_enrollment_token(
+            db, uses=CAMPAIGN_DEVICES, note="nexmdm demo campaign", labels={"demo": "campaign"}
+        )
+    engine.dispose()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (folder / "server-campaign.log").open("wb")
+    server = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+        [sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    sim = Simulation(url, token, devices=CAMPAIGN_DEVICES, duration=60, interval=1.0, poll_every=1, prefix="shop")
+    devices = threading.Thread(target=lambda: asyncio.run(sim.run()), name="demo-devices", daemon=True)
+    try:
+        wait_until_ready(url, server)
+        devices.start()
+        deadline = time.monotonic() + 15
+        while len(sim.tokens) < CAMPAIGN_DEVICES and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        def run(*args: str) -> None:
+            with contextlib.suppress(SystemExit):
+                root.main(["--database-url", database_url, *args], prog_name="nexmdm", standalone_mode=False)
+
+        for args in (
+            ["devices", "labels"],
+            ["send", "ring", "--to", "demo=campaign", "--dry-run"],
+            [
+                "send",
+                "ring",
+                "--to",
+                "demo=campaign",
+                "--wave-percent",
+                "25",
+                "--wave-interval",
+                "2s",
+                "--max-failure",
+                "10%",
+                "--yes",
+                "--idempotency-key",
+                "demo-campaign-1",
+                "--note",
+                "nexmdm demo",
+            ],
+        ):
+            out_console.rule(f"nexmdm {' '.join(args)}")
+            run(*args)
+        with make_session_factory(engine_from_settings(settings), settings)() as db:
+            campaign_id = db.execute(select(Campaign.id).where(Campaign.idempotency_key == "demo-campaign-1")).scalar()
+        if campaign_id:
+            out_console.rule(f"nexmdm campaigns watch {campaign_id}")
+            run("campaigns", "watch", campaign_id, "--every", "0.5", "--timeout", "60")
+            out_console.rule(f"nexmdm campaigns show {campaign_id}")
+            run("campaigns", "show", campaign_id)
+    finally:
+        stop(server)  # the simulated devices (a daemon thread) find it gone and end with the demo
+        log.close()
+
+
 def demo(
     ctx: typer.Context,
     devices: Annotated[int, typer.Option(min=1, max=1000, help="Simulated devices.")] = 100,
@@ -71,7 +139,7 @@ def demo(
     folder = Path(tempfile.mkdtemp(prefix="nexmdm-demo-"))
     database_url = f"sqlite:///{folder / 'nexmdm.db'}"
     settings = get_settings(data_dir=folder, database_url=database_url)
-    info(f"[bold]1/5[/bold] migrating a fresh demo database in {escape(str(folder))}")
+    info(f"[bold]1/6[/bold] migrating a fresh demo database in {escape(str(folder))}")
     command.upgrade(alembic_config(database_url), "head")
     engine = engine_from_settings(settings)
     with make_session_factory(engine, settings).begin() as db:
@@ -81,7 +149,7 @@ def demo(
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    info(f"[bold]2/5[/bold] starting the API on {url}")
+    info(f"[bold]2/6[/bold] starting the API on {url}")
     env = os.environ | {
         "NEXMDM_DATABASE_URL": database_url,
         "NEXMDM_DATA_DIR": str(folder),
@@ -94,7 +162,7 @@ def demo(
     dispatched: list[str] = []
     try:
         wait_until_ready(url, server)
-        info(f"[bold]3/5[/bold] simulating {devices} devices for {duration:.0f} s; dispatching commands on the way")
+        info(f"[bold]3/6[/bold] simulating {devices} devices for {duration:.0f} s; dispatching commands on the way")
         sim = Simulation(url, enrollment_token, devices=devices, duration=duration, interval=2.0, poll_every=2)
 
         async def dispatch_commands(running: Simulation) -> None:
@@ -113,10 +181,10 @@ def demo(
     finally:
         stop(server)
         log.close()
-    info("[bold]4/5[/bold] the API has stopped; the simulation's report:")
+    info("[bold]4/6[/bold] the API has stopped; the simulation's report:")
     render_report(report)
 
-    info("[bold]5/5[/bold] what the operator sees (nexmdm devices list · heartbeats show · dispatches stats)")
+    info("[bold]5/6[/bold] what the operator sees (nexmdm devices list · heartbeats show · dispatches stats)")
     # the root group of this very invocation (a command module never imports the root app: no cycle)
     root = ctx.find_root().command
     shown = dispatched[0] if dispatched else next(iter(sorted(sim.tokens)), None)
@@ -128,6 +196,11 @@ def demo(
         out_console.rule(f"nexmdm {' '.join(args)}")
         with contextlib.suppress(SystemExit):
             root.main(["--database-url", database_url, *args], prog_name="nexmdm", standalone_mode=False)
+    info(
+        "[bold]6/6[/bold] a small campaign: `nexmdm send ring --to demo=campaign` in waves of 25 %, "
+        "then `nexmdm campaigns watch`"
+    )
+    campaign_phase(root, settings, database_url, folder, env)
     if keep:
         info(f"kept the demo folder {escape(str(folder))} (database and server.log)")
     else:

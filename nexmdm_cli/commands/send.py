@@ -105,7 +105,8 @@ def send(
         if json_output:
             print_json({"dry_run": True, "plain": plain, **preview})
             return
-        out = table(f"{action} would go to {preview['matched']:,} devices (dry run: nothing sent)", "sample")
+        note(f"{action} would go to {preview['matched']:,} devices (dry run: nothing sent); a sample:")
+        out = table(None, "device")
         for device_id in preview["sample"]:
             out.add_row(device_id)
         show(out)
