@@ -41,6 +41,7 @@ class Settings:
     heartbeat_retention_days: int = 30
     dispatch_retention_days: int = 90
     download_retention_days: int = 365
+    campaign_retention_days: int = 365
     cleanup_batch_size: int = 5000
     cleanup_lock_timeout_ms: int = 1000
     cleanup_statement_timeout_ms: int = 30000
@@ -100,6 +101,7 @@ class Settings:
             "heartbeat_retention_days",
             "dispatch_retention_days",
             "download_retention_days",
+            "campaign_retention_days",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",
@@ -125,6 +127,7 @@ class Settings:
             "device_heartbeats": self.heartbeat_retention_days,
             "fcm_dispatches": self.dispatch_retention_days,
             "apk_download_events": self.download_retention_days,
+            "campaigns": self.campaign_retention_days,
         }
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -299,3 +299,31 @@ def test_plain_commands_are_claimed_before_campaign_commands(
     finally:
         worker.close()
     assert claim.request_id == "urgent-lock" and campaign["id"]
+
+
+def test_cleanup_keeps_commands_of_unfinished_campaigns_and_ended_campaigns_for_their_period(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    from core import db_utils
+
+    _seed(session_factory, 4)
+    running = _create(session_factory, settings, key="running", waves={"size": 2, "interval_seconds": 3600})
+    ended = _create(session_factory, settings, key="ended")
+    release.run_due(session_factory, settings)
+    ack_all(session_factory, running["id"])
+    ack_all(session_factory, ended["id"])
+    release.run_due(session_factory, settings)
+    assert _counts(session_factory, ended["id"])["status"] == "completed"
+    with session_factory.begin() as db:
+        result = db_utils.cleanup_old_fcm_dispatches(db, retention_days=0)
+    assert result["deleted"] == 4  # the ended campaign's; the running one's 2 acked commands stay
+    with session_factory() as db:
+        left = db.scalars(select(FcmDispatch.campaign_id)).all()
+    assert left == [running["id"]] * 2
+    with session_factory.begin() as db:
+        assert db_utils.cleanup_old_campaigns(db)["deleted"] == 0  # ended just now: kept 365 days
+    with session_factory.begin() as db:
+        assert db_utils.cleanup_old_campaigns(db, retention_days=0)["deleted"] == 1
+    with session_factory() as db:
+        assert db.scalars(select(Campaign.id)).all() == [running["id"]]
+        assert db.scalar(select(func.count()).select_from(CampaignTarget)) == 4
