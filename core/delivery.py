@@ -80,6 +80,10 @@ class DeliveryWorker:
                 FcmDispatch.fcm_status == "pending",
                 or_(FcmDispatch.next_attempt_at.is_(None), FcmDispatch.next_attempt_at <= now),
                 or_(FcmDispatch.lease_until.is_(None), FcmDispatch.lease_until < now),
+                # only the device's current enrollment generation: a re-enrolled id gets no old push
+                select(Device.id)
+                .where(Device.id == FcmDispatch.device_id, Device.generation == FcmDispatch.generation)
+                .exists(),
             )
             # commands of no campaign first: one `lock` never waits behind 100k campaign pushes
             .order_by(FcmDispatch.campaign_id.is_not(None), FcmDispatch.id)

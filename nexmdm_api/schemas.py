@@ -43,11 +43,15 @@ class EnrollIn(msgspec.Struct):
     agent_version: ShortText | None = None
     #: the device's current token, to rotate it when the device is already enrolled
     current_device_token: TokenText | None = None
+    #: the one-time secret of the answer that was lost, for a retry (see docs/api.md)
+    enrollment_secret: TokenText | None = None
 
 
 class EnrollOut(msgspec.Struct):
     device_id: str
     device_token: str
+    #: present it in a retry if this answer is lost (until the first heartbeat, 10 minutes at most)
+    enrollment_secret: str
 
 
 class HeartbeatIn(msgspec.Struct):
@@ -133,6 +137,8 @@ class DeviceOut(msgspec.Struct):
     has_fcm_token: bool
     enrolled_at: datetime
     revoked_at: datetime | None
+    #: enrollment generation: grows by one each time this id enrolls again after a revocation
+    generation: int
     labels: dict[str, str] = {}
 
 

@@ -1,7 +1,7 @@
 """fleet operations: device labels, campaigns and their targets
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-11-29 20:00:00
 
 Adds ``device_labels``, ``campaigns``, ``campaign_targets``; ``devices.agent_version_key`` (a sortable
@@ -19,7 +19,7 @@ from core.migrations import create_index_concurrently, drop_index_concurrently
 from core.models.base import JSONType
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -77,6 +77,7 @@ def upgrade() -> None:
         "campaign_targets",
         sa.Column("campaign_id", sa.String(length=30), nullable=False),
         sa.Column("device_id", sa.String(length=128), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("wave", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.CheckConstraint("state IN ('queued', 'cancelled')", name=op.f("ck_campaign_targets_state_known")),

@@ -99,7 +99,8 @@ def resolve_targets(
         if not selector.strip():
             raise InvalidArgument("a campaign needs a selector; write `all` to target every device", field="selector")
         parsed = selectors.parse(selector)
-        return selectors.matching_ids(parsed, settings), parsed.text
+        ids = selectors.matching_ids(parsed, settings).add_columns(Device.generation)
+        return ids, parsed.text
     ids = device_ids or []
     if not ids:
         raise InvalidArgument("device_ids is empty", field="device_ids")
@@ -113,7 +114,7 @@ def resolve_targets(
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise NotFound(f"no device {shown}")
-    return select(Device.id).where(Device.id.in_(ids), Device.revoked_at.is_(None)), None
+    return select(Device.id, Device.generation).where(Device.id.in_(ids), Device.revoked_at.is_(None)), None
 
 
 def preview(
@@ -236,15 +237,21 @@ def _snapshot(db: Session, campaign_id: str, targets: Any, size: int | None) -> 
     """
     sub = targets.subquery()
     if size is None:
-        source = select(literal(campaign_id), sub.c.id, literal(1, Integer), literal("queued")).order_by(sub.c.id)
+        source = select(
+            literal(campaign_id), sub.c.id, sub.c.generation, literal(1, Integer), literal("queued")
+        ).order_by(sub.c.id)
     else:
         ranked = select(
             sub.c.id.label("device_id"),
+            sub.c.generation,
             func.row_number().over(order_by=(func.md5(literal(campaign_id) + sub.c.id), sub.c.id)).label("rn"),
         ).subquery()
         wave = (ranked.c.rn - 1) // literal(size, Integer) + 1
-        source = select(literal(campaign_id), ranked.c.device_id, wave, literal("queued")).order_by(ranked.c.device_id)
-    inserted = db.execute(insert(CampaignTarget).from_select(["campaign_id", "device_id", "wave", "state"], source))
+        source = select(
+            literal(campaign_id), ranked.c.device_id, ranked.c.generation, wave, literal("queued")
+        ).order_by(ranked.c.device_id)
+    columns = ["campaign_id", "device_id", "generation", "wave", "state"]
+    inserted = db.execute(insert(CampaignTarget).from_select(columns, source))
     return inserted.rowcount or 0
 
 

@@ -16,7 +16,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, literal, null, select, update
+from sqlalchemy import and_, case, literal, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,8 +60,10 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
     ).scalar_one_or_none()
     if boundary is not None:
         cond = and_(cond, t.device_id <= boundary)
-    # a device revoked since the snapshot gets no command
-    gone = select(Device.id).where(Device.id == t.device_id, Device.revoked_at.is_not(None))
+    # a device revoked since the snapshot (or enrolled again since: another generation) gets no command
+    gone = select(Device.id).where(
+        Device.id == t.device_id, or_(Device.revoked_at.is_not(None), Device.generation != t.generation)
+    )
     db.execute(
         update(t).where(cond, gone.exists()).values(state="cancelled").execution_options(synchronize_session=False)
     )
@@ -80,8 +82,9 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
             literal(now, FcmDispatch.created_at.type),
             literal(campaign.id),
             literal(now + timedelta(seconds=campaign.expires_in_seconds), FcmDispatch.expires_at.type),
+            t.generation,
         )
-        .join(Device, and_(Device.id == t.device_id, Device.revoked_at.is_(None)))
+        .join(Device, and_(Device.id == t.device_id, Device.generation == t.generation, Device.revoked_at.is_(None)))
         .where(cond)
         .order_by(t.device_id)
     )
@@ -99,6 +102,7 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
         "created_at",
         "campaign_id",
         "expires_at",
+        "generation",
     ]
     inserted = db.execute(
         maker(FcmDispatch).from_select(columns, source).on_conflict_do_nothing(index_elements=["request_id"])

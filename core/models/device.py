@@ -35,5 +35,9 @@ class Device(Base):
     last_battery_pct: Mapped[int | None] = mapped_column(Integer)
     last_plugged: Mapped[bool | None] = mapped_column(Boolean)
     last_network_type: Mapped[str | None] = mapped_column(String(16))
+    #: grows by one each time a revoked id enrolls again; commands and pushes belong to one generation
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: hash of the one-time secret that a lost-answer enrollment retry must present (None: no retry)
+    enrollment_secret_hash: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index(None, "last_seen_at"), Index(None, "agent_version_key"))

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.models.base import Base, JSONType
 from core.types import UTCDateTime, utcnow
 
-COMMAND_STATUSES = ("pending", "acked", "failed", "expired")
-FINISHED_STATUSES = ("acked", "failed", "expired")
+COMMAND_STATUSES = ("pending", "acked", "failed", "expired", "cancelled")
+FINISHED_STATUSES = ("acked", "failed", "expired", "cancelled")
 FCM_STATUSES = ("pending", "sent", "failed", "skipped")
 
 
@@ -45,9 +45,11 @@ class FcmDispatch(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(30))
     #: when the command expires unacknowledged (NULL: ``created_at`` + NEXMDM_COMMAND_TTL_SECONDS)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the device's enrollment generation when the command was created: a re-enrolled id never sees it
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'acked', 'failed', 'expired')", name="status_known"),
+        CheckConstraint("status IN ('pending', 'acked', 'failed', 'expired', 'cancelled')", name="status_known"),
         CheckConstraint("fcm_status IN ('pending', 'sent', 'failed', 'skipped')", name="fcm_status_known"),
         Index(None, "device_id", "status"),
         Index(None, "status", "created_at"),

@@ -81,6 +81,8 @@ class CampaignTarget(Base):
         String(30), ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
     )
     device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    #: the device's enrollment generation at the snapshot: a re-enrolled id is not this target
+    generation: Mapped[int] = mapped_column(Integer, default=1)
     wave: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="queued")
 

@@ -120,12 +120,16 @@ def revoke(
     yes: YesOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Revoke a device: its token stops working at once; it can enroll again with a new enrollment token."""
+    """Revoke a device: its token stops working and its pending commands are cancelled at once; it can enroll
+    again as a new generation that sees none of the old one's commands."""
     st = state(ctx)
     with st.session() as db:
         devices.get_device(db, device_id)  # unknown device: fail before asking
     if not yes:
-        confirm(f"Revoke device {device_id} on {st.masked_url}? Its token stops working at once")
+        confirm(
+            f"Revoke device {device_id} on {st.masked_url}? Its token stops working and its pending commands "
+            "are cancelled at once"
+        )
     with st.session() as db:
         data = devices.device_dict(devices.revoke_device(db, device_id), st.settings)
     if json_output:

@@ -327,3 +327,49 @@ def test_cleanup_keeps_commands_of_unfinished_campaigns_and_ended_campaigns_for_
     with session_factory() as db:
         assert db.scalars(select(Campaign.id)).all() == [running["id"]]
         assert db.scalar(select(func.count()).select_from(CampaignTarget)) == 4
+
+
+def test_revocation_during_a_campaign_cancels_its_command_and_queued_target_at_once(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    _seed(session_factory, 6)
+    campaign = _create(session_factory, settings, waves={"size": 3, "interval_seconds": 3600})
+    release.run_due(session_factory, settings)
+    with session_factory() as db:
+        released = db.scalars(select(FcmDispatch.device_id).order_by(FcmDispatch.device_id)).all()
+        queued = db.scalars(
+            select(CampaignTarget.device_id)
+            .where(CampaignTarget.device_id.not_in(released))
+            .order_by(CampaignTarget.device_id)
+        ).all()
+    with session_factory.begin() as db:
+        devices.revoke_device(db, released[0])
+        devices.revoke_device(db, queued[0])
+    with session_factory() as db:
+        assert dispatches.pending_commands(db, released[0]) == []
+        states = {d: st for d, st in db.execute(select(CampaignTarget.device_id, CampaignTarget.state))}
+        assert states[queued[0]] == "cancelled" and states[released[0]] == "queued"  # released: its command says
+    counts = _counts(session_factory, campaign["id"])["counts"]
+    assert (counts["cancelled"], counts["pending"], counts["queued"]) == (2, 2, 2)
+    assert sum(counts[s] for s in ("queued", "pending", "acked", "failed", "expired", "cancelled")) == 6
+    release.run_due(session_factory, settings, utcnow() + timedelta(hours=2))
+    counts = _counts(session_factory, campaign["id"])["counts"]
+    assert (counts["cancelled"], counts["pending"], counts["queued"]) == (2, 4, 0)
+
+
+def test_a_re_enrolled_id_is_not_the_snapshot_target(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    _seed(session_factory, 2)
+    campaign = _create(session_factory, settings, waves={"size": 1, "interval_seconds": 3600})
+    with session_factory() as db:
+        second = db.scalar(select(CampaignTarget.device_id).where(CampaignTarget.wave == 2))
+    # another generation of the id by the time its wave comes (the release's generation join alone, as when a
+    # revocation and re-enrollment raced the snapshot; an ordinary revocation cancels the target first)
+    with session_factory.begin() as db:
+        db.execute(update(Device).where(Device.id == second).values(generation=Device.generation + 1))
+    release.run_due(session_factory, settings)
+    release.run_due(session_factory, settings, utcnow() + timedelta(hours=2))
+    with session_factory() as db:
+        assert db.scalar(select(func.count()).where(FcmDispatch.device_id == second)) == 0
+    assert _counts(session_factory, campaign["id"])["counts"]["cancelled"] == 1
