@@ -142,3 +142,17 @@ def test_agent_version_selectors_follow_enrollment_and_heartbeats(client, admin,
     beat = client.post("/v1/heartbeat", json={"agent_version": "2.0.0"}, headers={"Authorization": f"Bearer {old}"})
     assert beat.status_code == 201, beat.text
     assert below("1.10.0") == [] and below("2.0.1") == ["v-new", "v-old"]
+
+
+def test_campaign_bodies_have_their_own_limit(client, admin, session_factory) -> None:
+    with session_factory.begin() as db:
+        seed_many(db, 3)
+    ids = [f"d{i:06d}" for i in range(3)] + [f"unknown-device-{i:05d}" for i in range(9_997)]
+    big = _post(client, admin, {"action": "sync", "device_ids": ids})  # ~250 KB: past the 64 KiB default
+    assert big.status_code == 404 and "no device unknown-device-00000" in big.json()["detail"]
+    too_many = _post(client, admin, {"action": "sync", "device_ids": [*ids, "one-more"]})
+    assert too_many.status_code == 422
+    huge = _post(client, admin, {"action": "sync", "selector": "all", "note": "x" * (2 * 1024 * 1024)})
+    assert huge.status_code == 413
+    explicit = _post(client, admin, {"action": "sync", "device_ids": ids[:3]}, key="explicit")
+    assert explicit.status_code == 202 and explicit.json()["targeted"] == 3
