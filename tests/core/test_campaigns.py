@@ -373,3 +373,27 @@ def test_a_re_enrolled_id_is_not_the_snapshot_target(
     with session_factory() as db:
         assert db.scalar(select(func.count()).where(FcmDispatch.device_id == second)) == 0
     assert _counts(session_factory, campaign["id"])["counts"]["cancelled"] == 1
+
+
+def test_campaign_commands_expire_after_their_own_lifetime_and_count_as_failures(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    from core.delivery import sweep_expired
+
+    _seed(session_factory, 4)
+    campaign = _create(
+        session_factory,
+        settings,
+        expires_in_seconds=60,
+        waves={"size": 2, "interval_seconds": 3600, "max_failure_pct": 50},
+    )
+    release.run_due(session_factory, settings)
+    with session_factory.begin() as db:
+        dispatches.create_command(db, settings, request_id="plain-1", device_id="d000003", action="ping")
+    assert sweep_expired(session_factory, settings, utcnow() + timedelta(seconds=30)) == 0
+    assert sweep_expired(session_factory, settings, utcnow() + timedelta(seconds=61)) == 2  # not the plain one
+    with session_factory() as db:
+        assert db.scalar(select(FcmDispatch.status).where(FcmDispatch.request_id == "plain-1")) == "pending"
+    release.run_due(session_factory, settings)
+    shown = _counts(session_factory, campaign["id"])
+    assert shown["counts"]["expired"] == 2 and (shown["status"], shown["reason"]) == ("halted", "max_failure")
