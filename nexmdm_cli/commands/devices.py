@@ -86,11 +86,12 @@ def show_device(
     device_id: Annotated[str, typer.Argument(metavar="ID", help="The device id.")],
     json_output: JsonOption = False,
 ) -> None:
-    """One device: state, last heartbeat values, model, OS, agent, push token, pending commands."""
+    """One device: state, last heartbeat values, model, OS, agent, push token, pending commands, labels."""
     st = state(ctx)
     with st.session() as db:
         data = devices.device_dict(devices.get_device(db, device_id), st.settings)
         data |= devices.device_activity(db, device_id)
+        data["labels"] = fleet.device_labels(db, device_id)
     if json_output:
         print_json(data)
         return
@@ -110,6 +111,7 @@ def show_device(
     out.add_row("revoked", stamp(data["revoked_at"]) if data["revoked_at"] else "no")
     out.add_row("heartbeats stored", f"{data['heartbeats_stored']:,}")
     out.add_row("pending commands", str(data["pending_commands"]))
+    out.add_row("labels", ", ".join(f"{k}={v}" for k, v in data["labels"].items()) or "—")
     show(out)
 
 

@@ -103,6 +103,8 @@ def test_labels_from_the_cli(cli: Cli, session_factory: sessionmaker[Session]) -
         "device_id": "a2",
         "labels": {"ring": "canary"},
     }
+    assert cli.json("devices", "show", "a2")["labels"] == {"ring": "canary"}
+    assert "ring=canary" in cli("devices", "show", "a2").stdout
     bad = cli("devices", "label", "a2", "Ring=x")
     assert bad.exit_code == 2 and "label key" in one_error_line(bad)
     bulk = cli.json("devices", "label", "--selector", "ring=canary", "wave=1", "--yes")
