@@ -1,4 +1,4 @@
-"""Part 5: fleet operations at scale — selector listings, campaign creation beside a raw INSERT ... SELECT
+"""Part 6: fleet operations at scale — selector listings, campaign creation beside a raw INSERT ... SELECT
 floor measured in the same run, and campaign counts while it runs.
 
 Goals (issue 13), at 100,000 devices on PostgreSQL: a selector listing page < 100 ms; creating a campaign
@@ -31,14 +31,14 @@ def _seed(engine: Any, n: int) -> None:
         "generate_series(0, :n - 1)"
         if pg
         else "(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < :n - 1) SELECT i FROM s)"
-    )  # noqa: E501
+    )
     i = "i" if pg else "s.i"
     now = "now()" if pg else "strftime('%Y-%m-%d %H:%M:%f', 'now')"
     seen = (
         f"now() - ({i} % 7200) * interval '1 second'"
         if pg
         else f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || ({i} % 7200) || ' seconds')"
-    )  # noqa: E501
+    )
     source = f"FROM {series} AS g(i)" if pg else f"FROM {series} AS s"
     with engine.begin() as conn:
         conn.execute(

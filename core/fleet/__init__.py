@@ -4,7 +4,7 @@ Public functions:
 
 * labels — ``attach_labels``, ``parse_label_args``, ``validate_labels``, ``label_device``, ``apply_labels``,
   ``label_counts``, ``device_labels``, ``set_initial_labels``;
-* selectors — ``parse``, ``matching_ids``, ``where_clause`` (``InvalidSelector``);
+* selectors — ``parse``, ``matching_ids``, ``count_matching``, ``where_clause`` (``InvalidSelector``);
 * campaigns — ``create_campaign``, ``preview``, ``get_campaign``, ``list_campaigns``, ``campaign_devices``;
 * progress — ``advance``, ``run_due`` (release, halt, complete), ``campaign_loop``, ``pause``, ``resume``, ``cancel``.
 """
@@ -21,7 +21,7 @@ from core.fleet.labels import (
     validate_labels,
 )
 from core.fleet.release import advance, campaign_loop, cancel, pause, resume, run_due
-from core.fleet.selectors import InvalidSelector, matching_ids, parse, where_clause
+from core.fleet.selectors import InvalidSelector, count_matching, matching_ids, parse, where_clause
 
 __all__ = [
     "InvalidSelector",
@@ -31,6 +31,7 @@ __all__ = [
     "campaign_devices",
     "campaign_loop",
     "cancel",
+    "count_matching",
     "create_campaign",
     "device_labels",
     "get_campaign",

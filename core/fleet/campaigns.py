@@ -25,6 +25,7 @@ from core.fleet import selectors
 from core.fleet.counts import live_counts, unreleased
 from core.fleet.ids import new_campaign_id
 from core.models import Campaign, CampaignTarget, Device, FcmDispatch
+from core.operations import rowcount
 from core.settings import Settings
 from core.types import utcnow
 
@@ -99,8 +100,7 @@ def resolve_targets(
         if not selector.strip():
             raise InvalidArgument("a campaign needs a selector; write `all` to target every device", field="selector")
         parsed = selectors.parse(selector)
-        ids = selectors.matching_ids(parsed, settings).add_columns(Device.generation)
-        return ids, parsed.text
+        return selectors.matching_ids(parsed, settings).add_columns(Device.generation), parsed.text
     ids = device_ids or []
     if not ids:
         raise InvalidArgument("device_ids is empty", field="device_ids")
@@ -251,8 +251,7 @@ def _snapshot(db: Session, campaign_id: str, targets: Any, size: int | None) -> 
             literal(campaign_id), ranked.c.device_id, ranked.c.generation, wave, literal("queued")
         ).order_by(ranked.c.device_id)
     columns = ["campaign_id", "device_id", "generation", "wave", "state"]
-    inserted = db.execute(insert(CampaignTarget).from_select(columns, source))
-    return inserted.rowcount or 0
+    return rowcount(db.execute(insert(CampaignTarget).from_select(columns, source)))
 
 
 def _replay(db: Session, key: str, request_hash: str) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from core.fleet.campaigns import _pct, campaign_dict, load
 from core.fleet.counts import gate_figures, live_counts, unreleased
 from core.models import CAMPAIGN_FINAL, Campaign, CampaignTarget, Device, FcmDispatch
 from core.models.base import JSONType
+from core.operations import rowcount
 from core.settings import Settings
 from core.types import utcnow
 
@@ -104,9 +105,11 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
         "expires_at",
         "generation",
     ]
-    inserted = db.execute(
-        maker(FcmDispatch).from_select(columns, source).on_conflict_do_nothing(index_elements=["request_id"])
-    ).rowcount
+    inserted = rowcount(
+        db.execute(
+            maker(FcmDispatch).from_select(columns, source).on_conflict_do_nothing(index_elements=["request_id"])
+        )
+    )
     campaign.release_cursor = boundary
     return inserted or 0
 

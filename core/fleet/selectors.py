@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
 from sqlalchemy.sql import Select
 
 from core.errors import InvalidArgument
@@ -157,11 +157,11 @@ class _Parser:
         start = self.token
         if start.kind == "op" and start.text == "!":
             self.take()
-            key = self.token
-            if key.kind != "word":
+            lacking = self.token
+            if lacking.kind != "word":
                 raise self.fail("a label key after '!'")
             self.take()
-            return Term(_key(key), "!", (), start.position)
+            return Term(_key(lacking), "!", (), start.position)
         if start.kind == "field":
             self.take()
             return self.field_term(start)
@@ -283,7 +283,7 @@ def _field(term: Term, settings: Settings, now: datetime) -> ColumnElement[bool]
         if term.op in ("!=", "notin"):
             wanted = set(STATES) - wanted
         return or_(*(_state(s, settings, now) for s in STATES if s in wanted)) if wanted else false()
-    column = FIELDS[name][0]
+    column: ColumnElement[Any] = FIELDS[name][0]
     values: list[Any] = list(term.values)
     if name == "battery_pct":
         values = [int(v) for v in values]
@@ -291,12 +291,17 @@ def _field(term: Term, settings: Settings, now: datetime) -> ColumnElement[bool]
         values = [v == "true" for v in values]
     if term.op in ORDERING:
         if name == "agent_version":
-            column, values = Device.agent_version_key, [version_key(values[0])]
-        return {"<": column < values[0], "<=": column <= values[0], ">": column > values[0], ">=": column >= values[0]}[
-            term.op
-        ]
+            column, values = Device.agent_version_key.expression, [version_key(values[0])]
+        compared: dict[str, ColumnElement[bool]] = {
+            "<": column < values[0],
+            "<=": column <= values[0],
+            ">": column > values[0],
+            ">=": column >= values[0],
+        }
+        return compared[term.op]
     if term.op == "=":
-        return column == values[0]
+        equal: ColumnElement[bool] = column == values[0]
+        return equal
     if term.op == "in":
         return column.in_(values)
     if term.op == "!=":
@@ -325,3 +330,8 @@ def where_clause(selector: Selector, settings: Settings, now: datetime | None = 
 def matching_ids(selector: Selector, settings: Settings, now: datetime | None = None) -> Select[Any]:
     """``SELECT devices.id`` of the matching devices."""
     return select(Device.id).where(where_clause(selector, settings, now))
+
+
+def count_matching(db: Any, selector: Selector, settings: Settings) -> int:
+    """How many (unrevoked) devices the selector matches now."""
+    return int(db.execute(select(func.count()).select_from(matching_ids(selector, settings).subquery())).scalar_one())

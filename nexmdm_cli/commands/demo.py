@@ -15,20 +15,21 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
-from alembic import command
 from rich.markup import escape
-from sqlalchemy import select
 
-from core import credentials
-from core.db import engine_from_settings, make_session_factory
-from core.migrations import alembic_config
-from core.models import Campaign
 from core.settings import get_settings
 from nexmdm_cli.commands.simulate import render_report, run_with_progress
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.simulation import Simulation
 from nexmdm_cli.state import info, out_console
+
+# loaded when the demo runs, not by `nexmdm --help`
+httpx = lazy_module("httpx")
+credentials = lazy_module("core.credentials")
+core_db = lazy_module("core.db")
+migrations = lazy_module("core.migrations")
+fleet = lazy_module("core.fleet")
 
 DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
@@ -69,8 +70,8 @@ CAMPAIGN_DEVICES = 24
 
 def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, env: dict[str, str]) -> None:
     """Devices enrolled with a labelled token poll every second while a campaign reaches them in waves."""
-    engine = engine_from_settings(settings)
-    with make_session_factory(engine, settings).begin() as db:
+    engine = core_db.engine_from_settings(settings)
+    with core_db.make_session_factory(engine, settings).begin() as db:
         token, _ = credentials.create_enrollment_token(
             db, uses=CAMPAIGN_DEVICES, note="nexmdm demo campaign", labels={"demo": "campaign"}
         )
@@ -117,8 +118,11 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
         ):
             out_console.rule(f"nexmdm {' '.join(args)}")
             run(*args)
-        with make_session_factory(engine_from_settings(settings), settings)() as db:
-            campaign_id = db.execute(select(Campaign.id).where(Campaign.idempotency_key == "demo-campaign-1")).scalar()
+        engine = core_db.engine_from_settings(settings)
+        with core_db.make_session_factory(engine, settings)() as db:
+            newest = fleet.list_campaigns(db, limit=1)
+        engine.dispose()
+        campaign_id = newest[0]["id"] if newest else None
         if campaign_id:
             out_console.rule(f"nexmdm campaigns watch {campaign_id}")
             run("campaigns", "watch", campaign_id, "--every", "0.5", "--timeout", "60")
@@ -140,9 +144,11 @@ def demo(
     database_url = f"sqlite:///{folder / 'nexmdm.db'}"
     settings = get_settings(data_dir=folder, database_url=database_url)
     info(f"[bold]1/6[/bold] migrating a fresh demo database in {escape(str(folder))}")
-    command.upgrade(alembic_config(database_url), "head")
-    engine = engine_from_settings(settings)
-    with make_session_factory(engine, settings).begin() as db:
+    from alembic import command
+
+    command.upgrade(migrations.alembic_config(database_url), "head")
+    engine = core_db.engine_from_settings(settings)
+    with core_db.make_session_factory(engine, settings).begin() as db:
         enrollment_token, _ = credentials.create_enrollment_token(db, uses=devices, note="nexmdm demo")
         admin_key, _ = credentials.create_admin_key(db, name="demo")
     engine.dispose()

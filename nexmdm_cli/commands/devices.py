@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy import func, select
 
-from core import devices, fleet
+from core.clock import utcnow
 from core.errors import InvalidArgument
-from core.fleet import selectors
-from core.types import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
     JsonOption,
@@ -28,6 +26,10 @@ from nexmdm_cli.render import (
     yes_no,
 )
 from nexmdm_cli.state import print_json, state
+
+devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
+fleet = lazy_module("core.fleet")
+selectors = lazy_module("core.fleet.selectors")
 
 app = group("Devices: the fleet with last seen and online/stale/offline, one device, revoke.")
 
@@ -172,9 +174,8 @@ def label(
         note(f"[green]✅ {device_id}: {', '.join(f'{k}={v}' for k, v in labels.items()) or 'no labels'}[/green]")
         return
     parsed = selectors.parse(selector)
-    ids = selectors.matching_ids(parsed, st.settings)
     with st.session() as db:
-        matched = db.execute(select(func.count()).select_from(ids.subquery())).scalar_one()
+        matched = fleet.count_matching(db, parsed, st.settings)
     if matched > 1 and not yes:
         confirm(f"Change labels on {matched:,} devices matching {selector!r} on {st.masked_url}?")
     with st.session() as db:

@@ -8,12 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from core import dispatches, fleet
 from core.durations import parse_duration
 from core.errors import InvalidArgument
-from core.fleet.campaigns import validate_waves
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import JsonOption, YesOption, confirm, note, show, table
 from nexmdm_cli.state import print_json, state
+
+# loaded by the command, not by `nexmdm --help`
+dispatches = lazy_module("core.dispatches")
+fleet = lazy_module("core.fleet")
+campaigns_module = lazy_module("core.fleet.campaigns")
 
 
 def percent(text: str | None, option: str) -> float | None:
@@ -39,6 +43,28 @@ def _payload(text: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidArgument("--payload must be a JSON object", field="--payload")
     return value
+
+
+def _waves(
+    size: int | None, share: str | None, interval: str | None, min_success: str | None, max_failure: str | None
+) -> dict[str, Any]:
+    """The campaign's ``waves`` from the options (empty: no wave option given)."""
+    waves: dict[str, Any] = {}
+    if size is not None:
+        waves["size"] = size
+    if share is not None:
+        waves["percent"] = percent(share, "--wave-percent")
+    if interval is not None:
+        waves["interval_seconds"] = int(parse_duration(interval, field="--wave-interval").total_seconds())
+    if min_success is not None:
+        waves["min_success_pct"] = percent(min_success, "--min-success")
+    if max_failure is not None:
+        waves["max_failure_pct"] = percent(max_failure, "--max-failure")
+    if waves and "size" not in waves and "percent" not in waves:
+        if set(waves) & {"interval_seconds", "min_success_pct"}:
+            raise InvalidArgument("--wave-interval and --min-success need --wave-size or --wave-percent")
+        waves["size"] = 1_000_000_000  # --max-failure alone: one wave, with a halt threshold
+    return waves
 
 
 def send(
@@ -78,24 +104,10 @@ def send(
     if sum((bool(devices), to is not None, all_devices)) != 1:
         raise InvalidArgument("give exactly one of --device, --to or --all", field="--to")
     body = _payload(payload)
-    waves: dict[str, Any] = {}
-    if wave_size is not None:
-        waves["size"] = wave_size
-    if wave_percent is not None:
-        waves["percent"] = percent(wave_percent, "--wave-percent")
-    if wave_interval is not None:
-        waves["interval_seconds"] = int(parse_duration(wave_interval, field="--wave-interval").total_seconds())
-    if min_success is not None:
-        waves["min_success_pct"] = percent(min_success, "--min-success")
-    if max_failure is not None:
-        waves["max_failure_pct"] = percent(max_failure, "--max-failure")
-    if waves and "size" not in waves and "percent" not in waves:
-        if set(waves) & {"interval_seconds", "min_success_pct"}:
-            raise InvalidArgument("--wave-interval and --min-success need --wave-size or --wave-percent")
-        waves["size"] = 1_000_000_000  # --max-failure alone: one wave, with a halt threshold
+    waves = _waves(wave_size, wave_percent, wave_interval, min_success, max_failure)
     expires_in = int(parse_duration(expires, field="--expires").total_seconds()) if expires else None
     plain = len(devices) == 1 and not waves and expires_in is None
-    validate_waves(waves)  # bad input fails before anything is printed or asked
+    campaigns_module.validate_waves(waves)  # bad input fails before anything is printed or asked
     key = idempotency_key or f"cli-{secrets.token_hex(8)}"
     selector = "all" if all_devices else to
     targets = {"selector": selector} if selector is not None else {"device_ids": devices}

@@ -6,13 +6,17 @@ from typing import Annotated, Any
 
 import typer
 
-from core import credentials
+from core.clock import utcnow
 from core.durations import parse_duration
 from core.errors import InvalidArgument
-from core.fleet.labels import parse_label_args
-from core.types import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
 from nexmdm_cli.state import print_json, state
+
+credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
+labels_module = lazy_module("core.fleet.labels")
+#: core.credentials.MAX_TOKEN_USES, spelled out for the help text (tests/cli/test_startup.py pins it)
+MAX_TOKEN_USES = 1_000_000
 
 app = group("Enrollment tokens: what a new device presents to enroll.")
 
@@ -20,7 +24,7 @@ app = group("Enrollment tokens: what a new device presents to enroll.")
 @app.command(context_settings=CONTEXT)
 def create(
     ctx: typer.Context,
-    uses: Annotated[int, typer.Option(min=1, max=credentials.MAX_TOKEN_USES, help="How many devices may enroll.")] = 1,
+    uses: Annotated[int, typer.Option(min=1, max=MAX_TOKEN_USES, help="How many devices may enroll.")] = 1,
     expires: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d... (at most 365d).")] = "1h",
     note_text: Annotated[str | None, typer.Option("--note", help="What the token is for (shown in lists).")] = None,
     label: Annotated[
@@ -32,7 +36,7 @@ def create(
     """Create an enrollment token and print its secret, once."""
     st = state(ctx)
     lifetime = parse_duration(expires, field="--expires")
-    labels, removed = parse_label_args(label or [])
+    labels, removed = labels_module.parse_label_args(label or [])
     if removed:
         raise InvalidArgument("--label takes key=value", field="--label")
     with st.session() as db:

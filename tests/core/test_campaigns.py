@@ -304,7 +304,7 @@ def test_plain_commands_are_claimed_before_campaign_commands(
 def test_cleanup_keeps_commands_of_unfinished_campaigns_and_ended_campaigns_for_their_period(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    from core import db_utils
+    from core import retention as db_utils
 
     _seed(session_factory, 4)
     running = _create(session_factory, settings, key="running", waves={"size": 2, "interval_seconds": 3600})
