@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers, bench_http, bench_retention, bench_startup
+from bench import bench_campaigns, bench_helpers, bench_http, bench_retention, bench_startup
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "startup"]
+PARTS = ["helpers", "http", "retention", "startup", "campaigns"]
 
 
 def machine() -> dict[str, object]:
@@ -95,6 +95,13 @@ def main() -> None:
         if "startup" in parts:
             console.print("[bold]5. CLI start-up vs python -c pass[/bold]")
             found, details["startup"] = bench_startup.run(Path(tmp), runs=5 if args.quick else 15)
+            figures += found
+        if "campaigns" in parts:
+            console.print("[bold]6. selectors and campaigns at 100,000 devices vs a raw INSERT ... SELECT[/bold]")
+            if args.quick:
+                found, details["campaigns"] = bench_campaigns.run(Path(tmp), pg_devices=10_000, sqlite_devices=2_000)
+            else:
+                found, details["campaigns"] = bench_campaigns.run(Path(tmp))
             figures += found
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)

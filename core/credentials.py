@@ -48,13 +48,25 @@ def token_dict(token: EnrollmentToken, now: datetime | None = None) -> dict[str,
         "expires_at": token.expires_at,
         "revoked_at": token.revoked_at,
         "last_used_at": token.last_used_at,
+        "labels": dict(token.labels or {}),
     }
 
 
 def create_enrollment_token(
-    db: Session, *, uses: int = 1, expires_in: timedelta = timedelta(hours=1), note: str | None = None
+    db: Session,
+    *,
+    uses: int = 1,
+    expires_in: timedelta = timedelta(hours=1),
+    note: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Create a token; returns ``(secret, token)``. The secret is shown once and not stored."""
+    """Create a token; returns ``(secret, token)``. The secret is shown once and not stored.
+
+    Every device enrolled with it starts with ``labels``.
+    """
+    from core.fleet.labels import validate_labels
+
+    labels = validate_labels(labels)
     if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_TOKEN_USES:
         raise InvalidArgument(f"uses must be between 1 and {MAX_TOKEN_USES}", field="uses")
     if expires_in <= timedelta(0) or expires_in > MAX_TOKEN_LIFETIME:
@@ -68,6 +80,7 @@ def create_enrollment_token(
         max_uses=uses,
         uses=0,
         note=note,
+        labels=labels or None,
         created_at=now,
         expires_at=now + expires_in,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -101,6 +102,8 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int, foreign_keys: boo
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.close()
+        # PostgreSQL has md5(); campaigns assign waves by it (core.fleet.campaigns), so SQLite gets one too
+        dbapi_connection.create_function("md5", 1, _md5, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -108,6 +111,10 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int, foreign_keys: boo
         if mode not in ("IMMEDIATE", "DEFERRED", "EXCLUSIVE"):
             raise ValueError(f"unknown sqlite_begin mode {mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _md5(value: str | None) -> str | None:
+    return None if value is None else hashlib.md5(value.encode(), usedforsecurity=False).hexdigest()
 
 
 def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, cast, select
+from sqlalchemy import Engine, Table, bindparam, cast, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -99,7 +99,16 @@ def _statements(dialect: str) -> dict[str, Any]:
     return {
         # A fresh row has replay_count 0; every conflict increments it, so 0 in RETURNING means "inserted".
         "dispatch": insert(_DISPATCHES)
-        .values(status="pending", replay_count=0, attempts=0, **_params(_DISPATCHES, *dispatch_columns))
+        .values(
+            status="pending",
+            replay_count=0,
+            attempts=0,
+            # stamped from the device: a command belongs to the enrollment generation it was made for
+            generation=func.coalesce(
+                select(_DEVICES.c.generation).where(_DEVICES.c.id == bindparam("device_id")).scalar_subquery(), 1
+            ),
+            **_params(_DISPATCHES, *dispatch_columns),
+        )
         .on_conflict_do_update(
             index_elements=[_DISPATCHES.c.request_id],
             set_={

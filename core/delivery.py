@@ -81,8 +81,13 @@ class DeliveryWorker:
                 FcmDispatch.fcm_status == "pending",
                 or_(FcmDispatch.next_attempt_at.is_(None), FcmDispatch.next_attempt_at <= now),
                 or_(FcmDispatch.lease_until.is_(None), FcmDispatch.lease_until < now),
+                # only the device's current enrollment generation: a re-enrolled id gets no old push
+                select(Device.id)
+                .where(Device.id == FcmDispatch.device_id, Device.generation == FcmDispatch.generation)
+                .exists(),
             )
-            .order_by(FcmDispatch.id)
+            # commands of no campaign first: one `lock` never waits behind 100k campaign pushes
+            .order_by(FcmDispatch.campaign_id.is_not(None), FcmDispatch.id)
             .limit(self.settings.delivery_batch_size)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's BEGIN IMMEDIATE serializes instead
         )
@@ -248,7 +253,18 @@ def sweep_expired(session_factory: sessionmaker[Session], settings: Settings, no
         expired = rowcount(
             db.execute(
                 update(FcmDispatch)
-                .where(FcmDispatch.status == "pending", FcmDispatch.created_at < cutoff)
+                .where(
+                    FcmDispatch.status == "pending", FcmDispatch.expires_at.is_(None), FcmDispatch.created_at < cutoff
+                )
+                .values(status="expired", finished_at=now, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        # commands with their own lifetime (campaign releases), by the (status, expires_at) index
+        expired += rowcount(
+            db.execute(
+                update(FcmDispatch)
+                .where(FcmDispatch.status == "pending", FcmDispatch.expires_at < now)
                 .values(status="expired", finished_at=now, lease_until=None)
                 .execution_options(synchronize_session=False)
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,6 +46,7 @@ def device_dict(device: Device, settings: Settings, now: datetime | None = None)
         "has_fcm_token": bool(device.fcm_token) and device.fcm_token_dead_at is None,
         "enrolled_at": device.enrolled_at,
         "revoked_at": device.revoked_at,
+        "generation": device.generation,
     }
 
 
@@ -63,10 +64,18 @@ def list_devices(
     offline_only: bool = False,
     limit: int = 100,
     after: str | None = None,
+    selector: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Devices ordered by id (keyset: ``after`` is the last id of the previous page)."""
+    """Devices ordered by id (keyset: ``after`` is the last id of the previous page).
+
+    ``selector`` (``core.fleet.selectors``) is evaluated in SQL; it never matches revoked devices.
+    """
+    from core.fleet import selectors
+
     now = utcnow()
     query = select(Device).order_by(Device.id)
+    if selector is not None:
+        query = query.where(selectors.where_clause(selectors.parse(selector), settings, now))
     if after is not None:
         query = query.where(Device.id > after)
     if offline_only:
@@ -78,12 +87,37 @@ def list_devices(
 
 
 def revoke_device(db: Session, device_id: str) -> Device:
-    """Revoke a device: its token stops working at once; it may enroll again with a new token."""
+    """Revoke a device, in the caller's transaction.
+
+    Its token and its enrollment retry stop working at once, and its pending commands are cancelled (a
+    late ack is 409, they leave its pending list and are never pushed), and so are its targets in campaign
+    waves not released yet. It may enroll again, as a new
+    generation that sees nothing of this one. The one place revocation is defined: the CLI and the API
+    both call it. Revoking a revoked device changes nothing more.
+    """
     device = get_device(db, device_id)
+    now = utcnow()
     if device.revoked_at is None:
-        device.revoked_at = utcnow()
+        device.revoked_at = now
     device.device_token_hash = None
+    device.enrollment_secret_hash = None
     db.flush()
+    db.execute(
+        update(FcmDispatch)
+        .where(FcmDispatch.device_id == device_id, FcmDispatch.status == "pending")
+        .values(status="cancelled", finished_at=now, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    # and its targets in waves of campaigns not released yet (core.fleet: imported here, it imports us)
+    from core.fleet.counts import unreleased_any
+    from core.models import CampaignTarget
+
+    db.execute(
+        update(CampaignTarget)
+        .where(CampaignTarget.device_id == device_id, unreleased_any())
+        .values(state="cancelled")
+        .execution_options(synchronize_session=False)
+    )
     return device
 
 
@@ -106,15 +140,24 @@ def enroll_device(
     os_version: str | None = None,
     agent_version: str | None = None,
     current_device_token: str | None = None,
+    retry_secret: str | None = None,
 ) -> dict[str, Any]:
-    """Enroll (or re-enroll) a device; returns ``{"device_id", "device_token", "created"}``.
+    """Enroll (or re-enroll) a device; returns ``{"device_id", "device_token", "enrollment_secret", "created",
+    "generation"}``. Both secrets are shown once; only their hashes are stored.
 
     * a new device takes one use of the token, atomically;
-    * a retry with the same token and device within 10 minutes of enrolling (the first answer was lost),
-      before the device sent any heartbeat, issues a fresh device token without taking another use;
+    * a retry after a lost answer (same unexpired token and device, within 10 minutes of enrolling, before
+      the device's first heartbeat) issues a fresh device token without taking another use, but only when
+      it presents the ``enrollment_secret`` of the answer it lost (``retry_secret``): without it a holder of
+      a shared enrollment token could take the device over. Each secret works once;
     * an enrolled, unrevoked device is a ``Conflict`` unless ``current_device_token`` is its token, in
-      which case its token rotates (taking a use); a revoked device enrolls again like a new one.
+      which case its token rotates (taking a use);
+    * a revoked device enrolls again like a new one, as its next generation: no command, ack, push or
+      FCM token of the old generation follows it.
     """
+    from core.fleet.labels import set_initial_labels  # core.fleet imports this module
+    from core.fleet.versions import version_key
+
     validation.device_id(device_id)
     validation.text(fcm_token, "fcm_token", max_length=4096)
     validation.text(model, "model", max_length=128)
@@ -125,14 +168,17 @@ def enroll_device(
     device = db.get(Device, device_id, with_for_update=db.get_bind().dialect.name == "postgresql")
 
     # A lost answer means the device never got its token, so it never sent a heartbeat with it: once it
-    # has, a "retry" would let any holder of a shared enrollment token take the device over.
+    # has, a "retry" would let any holder of a shared enrollment token take the device over. Before that,
+    # only the device that received the first answer's one-time secret can retry.
     retry = (
         device is not None
         and device.revoked_at is None
         and device.enrollment_token_id == token.id
         and device.enrolled_at > now - ENROLL_RETRY_WINDOW
         and device.last_seen_at is None
-        and token.revoked_at is None
+        and credentials.token_state(token, now) in ("active", "exhausted")
+        and retry_secret is not None
+        and security.matches(retry_secret, device.enrollment_secret_hash)
     )
     owns_it = (
         current_device_token is not None
@@ -143,22 +189,27 @@ def enroll_device(
         raise Conflict(f"device {device_id!r} is already enrolled; revoke it first or send its current device token")
     if not retry:
         credentials.consume_enrollment_use(db, token)
+    # a new device, or a revoked id enrolling again, starts with exactly its token's labels
+    fresh = device is None or device.revoked_at is not None
 
     secret = security.new_secret(security.DEVICE_PREFIX)
-    fields = {
+    one_time = security.new_secret(security.ENROLLMENT_SECRET_PREFIX)
+    fields: dict[str, Any] = {
         "device_token_hash": security.hash_secret(secret),
+        "enrollment_secret_hash": security.hash_secret(one_time),
         "enrollment_token_id": token.id,
         "token_issued_at": now,
         "revoked_at": None,
         "model": model,
         "os_version": os_version,
         "agent_version": agent_version,
+        "agent_version_key": version_key(agent_version),
     }
     if fcm_token:
         fields |= {"fcm_token": fcm_token, "fcm_token_dead_at": None}
     created = device is None
     if device is None:
-        device = Device(id=device_id, enrolled_at=now, **fields)
+        device = Device(id=device_id, enrolled_at=now, generation=1, **fields)
         db.add(device)
         try:
             with db.begin_nested():
@@ -166,12 +217,29 @@ def enroll_device(
         except IntegrityError:
             raise Conflict(f"device {device_id!r} is being enrolled by another request") from None
     else:
+        if device.revoked_at is not None:
+            # a new generation: nothing the old one reported or was reachable at carries over
+            fields |= dict.fromkeys(_SUMMARY) | {"generation": device.generation + 1}
+            if not fcm_token:
+                fields |= {"fcm_token": None, "fcm_token_dead_at": None}
         if device.revoked_at is not None or not retry:
             fields["enrolled_at"] = now
         for name, value in fields.items():
             setattr(device, name, value)
         db.flush()
-    return {"device_id": device_id, "device_token": secret, "created": created}
+    if fresh:
+        set_initial_labels(db, device_id, token.labels)
+    return {
+        "device_id": device_id,
+        "device_token": secret,
+        "enrollment_secret": one_time,
+        "created": created,
+        "generation": device.generation,
+    }
+
+
+#: the last-seen summary that heartbeats keep; a new generation starts without it
+_SUMMARY = ("last_seen_at", "last_status", "last_battery_pct", "last_plugged", "last_network_type")
 
 
 def recent_heartbeats(
@@ -201,6 +269,11 @@ def device_activity(db: Session, device_id: str) -> dict[str, int]:
     pending = db.scalar(
         select(func.count())
         .select_from(FcmDispatch)
-        .where(FcmDispatch.device_id == device_id, FcmDispatch.status == "pending")
+        .join(Device, Device.id == FcmDispatch.device_id)
+        .where(
+            FcmDispatch.device_id == device_id,
+            FcmDispatch.status == "pending",
+            FcmDispatch.generation == Device.generation,
+        )
     )
     return {"heartbeats_stored": int(heartbeats or 0), "pending_commands": int(pending or 0)}

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from core import db_utils, validation
 from core.devices import get_device
 from core.errors import Conflict, InvalidArgument, NotFound
-from core.models import FcmDispatch
+from core.models import Device, FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
 
@@ -95,6 +95,11 @@ def create_command(
             f"{request_id!r} is reserved (GET /v1/commands/{request_id} is another endpoint); choose another key",
             field="Idempotency-Key",
         )
+    if request_id.startswith("cmp_"):
+        raise InvalidArgument(
+            "Idempotency-Key may not start with 'cmp_' (campaign commands are named {campaign_id}:{device_id})",
+            field="Idempotency-Key",
+        )
     validation.device_id(device_id)
     validation.action(action, settings.actions)
     validation.payload(payload)
@@ -126,10 +131,19 @@ def get_dispatch(db: Session, request_id: str) -> dict[str, Any]:
     return dispatch | {"history": history(dispatch)}
 
 
+def _current_generation(device_id: str) -> Any:
+    """The device's current enrollment generation, as a scalar subquery (a re-enrolled id sees only its own)."""
+    return select(Device.generation).where(Device.id == device_id).scalar_subquery()
+
+
 def pending_commands(db: Session, device_id: str, *, limit: int = 100) -> list[dict[str, Any]]:
     rows = db.execute(
         select(FcmDispatch)
-        .where(FcmDispatch.device_id == device_id, FcmDispatch.status == "pending")
+        .where(
+            FcmDispatch.device_id == device_id,
+            FcmDispatch.status == "pending",
+            FcmDispatch.generation == _current_generation(device_id),
+        )
         .order_by(FcmDispatch.id)
         .limit(limit)
     ).scalars()
@@ -141,8 +155,9 @@ def ack_command(
 ) -> tuple[bool, dict[str, Any]]:
     """Record a device's acknowledgement; returns ``(changed, dispatch)``.
 
-    The same ack again changes nothing; a conflicting one (or one for an expired command) is a
-    ``Conflict``; another device's command is ``NotFound``, exactly like a command that does not exist.
+    The same ack again changes nothing; a conflicting one (or one for an expired or cancelled command) is
+    a ``Conflict``; another device's command, or one of an earlier enrollment generation of this device id,
+    is ``NotFound``, exactly like a command that does not exist.
     """
     if status not in ACK_STATUSES:
         raise InvalidArgument("status must be 'completed' or 'failed'", field="status")
@@ -156,6 +171,7 @@ def ack_command(
                 FcmDispatch.request_id == request_id,
                 FcmDispatch.device_id == device_id,
                 FcmDispatch.status == "pending",
+                FcmDispatch.generation == _current_generation(device_id),
             )
             .values(
                 status=new_status,
@@ -175,7 +191,9 @@ def ack_command(
     current = (
         db.execute(
             select(FcmDispatch.__table__).where(
-                FcmDispatch.request_id == request_id, FcmDispatch.device_id == device_id
+                FcmDispatch.request_id == request_id,
+                FcmDispatch.device_id == device_id,
+                FcmDispatch.generation == _current_generation(device_id),
             )
         )
         .mappings()

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from core import db_utils, partitions, security, validation
 from core.devices import authenticate_device
 from core.errors import Forbidden, InvalidCredentials, NexMDMError
+from core.fleet.versions import version_key
 from core.models import Device
 from core.settings import Settings
 from core.types import UTCDateTime, utcnow
@@ -43,6 +44,8 @@ _SUMMARY = f"""
     last_network_type = CASE WHEN {_OLDER} THEN d.last_network_type ELSE mine.network_type END,
     agent_version = CASE WHEN NOT {_OLDER} AND mine.agent_version IS NOT NULL
                          THEN mine.agent_version ELSE d.agent_version END,
+    agent_version_key = CASE WHEN NOT {_OLDER} AND mine.agent_version IS NOT NULL
+                             THEN mine.agent_version_key ELSE d.agent_version_key END,
     fcm_token = COALESCE(mine.fcm_token, d.fcm_token),
     fcm_token_dead_at = CASE WHEN mine.fcm_token IS NOT NULL THEN NULL ELSE d.fcm_token_dead_at END
 """
@@ -64,6 +67,7 @@ _ONE_TYPES = {
     "network_type": "text",
     "agent_version": "text",
     "fcm_token": "text",
+    "agent_version_key": "text",
 }
 
 
@@ -88,9 +92,10 @@ WITH beat AS (
     SELECT * FROM unnest(
         %(idx)s::int[], %(token_hash)s::text[], %(claimed)s::text[], %(bucket_start)s::timestamptz[],
         %(received_at)s::timestamptz[], %(status)s::text[], %(battery_pct)s::int[], %(plugged)s::bool[],
-        %(network_type)s::text[], %(agent_version)s::text[], %(fcm_token)s::text[]
+        %(network_type)s::text[], %(agent_version)s::text[], %(fcm_token)s::text[],
+        %(agent_version_key)s::text[]
     ) AS b(idx, token_hash, claimed, bucket_start, received_at, status, battery_pct, plugged, network_type,
-           agent_version, fcm_token)
+           agent_version, fcm_token, agent_version_key)
 ), dev AS (
     SELECT beat.*, d.id AS device_id
     FROM beat JOIN devices d ON d.device_token_hash = beat.token_hash AND d.revoked_at IS NULL
@@ -127,6 +132,7 @@ _COLUMNS = (
     "network_type",
     "agent_version",
     "fcm_token",
+    "agent_version_key",
 )
 #: attempts of a batch that met a deadlock (possible only when one device beats through two processes at once)
 _DEADLOCK_ATTEMPTS = 3
@@ -147,6 +153,8 @@ class Beat:
     network_type: str | None
     agent_version: str | None
     fcm_token: str | None
+    #: ``core.fleet.versions.version_key`` of ``agent_version``, kept on the device for selectors
+    agent_version_key: str | None = None
 
 
 def prepare_beat(
@@ -170,6 +178,7 @@ def prepare_beat(
         network_type=fields["network_type"],
         agent_version=fields["agent_version"] or None,  # "" is "not reported", as on SQLite
         fcm_token=fcm_token,
+        agent_version_key=version_key(fields["agent_version"] or None),
     )
 
 
@@ -286,6 +295,7 @@ def record_device_heartbeat(
             "network_type": beat["network_type"],
             "agent_version": beat["agent_version"] or None,  # "" is "not reported"
             "fcm_token": fcm_token,
+            "agent_version_key": version_key(beat["agent_version"] or None),
         }
         db.execute(_ONE_BY_DIALECT[db.get_bind().dialect.name], params)
     return result

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from core import partitions, timeouts
 from core.errors import InvalidArgument, LockTimeout
-from core.models import FINISHED_STATUSES, ApkDownloadEvent, DeviceHeartbeat, FcmDispatch
+from core.models import FINISHED_STATUSES, ApkDownloadEvent, Campaign, DeviceHeartbeat, FcmDispatch
 from core.operations import log_operation, rowcount, session_settings
 from core.types import utcnow
 
@@ -32,7 +32,10 @@ progress = logging.getLogger("nexmdm.cleanup")
 _DISPATCHES: Table = FcmDispatch.__table__  # type: ignore[assignment]
 _HEARTBEATS: Table = DeviceHeartbeat.__table__  # type: ignore[assignment]
 _DOWNLOADS: Table = ApkDownloadEvent.__table__  # type: ignore[assignment]
-CLEANUP_ENTITIES = ("device_heartbeats", "fcm_dispatches", "apk_download_events")
+_CAMPAIGNS: Table = Campaign.__table__  # type: ignore[assignment]
+CLEANUP_ENTITIES = ("device_heartbeats", "fcm_dispatches", "apk_download_events", "campaigns")
+#: a campaign in one of these states may still release, halt or complete: its commands are kept
+_UNFINISHED_CAMPAIGN = ("running", "paused", "halted")
 
 
 def _retention(db: Session, entity: str, retention_days: int | None) -> int:
@@ -260,13 +263,36 @@ def cleanup_old_heartbeats(db: Session, *, retention_days: int | None = None, dr
 def cleanup_old_fcm_dispatches(
     db: Session, *, retention_days: int | None = None, dry_run: bool = False
 ) -> dict[str, Any]:
-    """Delete finished dispatches (acked, failed, expired) created before the cutoff; never pending ones."""
+    """Delete finished dispatches (acked, failed, expired) created before the cutoff; never pending ones,
+    nor any command of a campaign that has not ended (its counts come from them)."""
+    unfinished = select(_CAMPAIGNS.c.id).where(
+        _CAMPAIGNS.c.id == _DISPATCHES.c.campaign_id, _CAMPAIGNS.c.status.in_(_UNFINISHED_CAMPAIGN)
+    )
     return _cleanup(
         db,
         entity="fcm_dispatches",
         table=_DISPATCHES,
         keys=(_DISPATCHES.c.id,),
-        condition=lambda cutoff: and_(_DISPATCHES.c.status.in_(FINISHED_STATUSES), _DISPATCHES.c.created_at < cutoff),
+        condition=lambda cutoff: and_(
+            _DISPATCHES.c.status.in_(FINISHED_STATUSES),
+            _DISPATCHES.c.created_at < cutoff,
+            or_(_DISPATCHES.c.campaign_id.is_(None), ~unfinished.exists()),
+        ),
+        retention_days=retention_days,
+        dry_run=dry_run,
+    )
+
+
+def cleanup_old_campaigns(db: Session, *, retention_days: int | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Delete campaigns (and their targets) that ended before the cutoff; never an unfinished one."""
+    return _cleanup(
+        db,
+        entity="campaigns",
+        table=_CAMPAIGNS,
+        keys=(_CAMPAIGNS.c.id,),
+        condition=lambda cutoff: and_(
+            _CAMPAIGNS.c.status.not_in(_UNFINISHED_CAMPAIGN), _CAMPAIGNS.c.finished_at < cutoff
+        ),
         retention_days=retention_days,
         dry_run=dry_run,
     )
@@ -291,6 +317,7 @@ _CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "device_heartbeats": cleanup_old_heartbeats,
     "fcm_dispatches": cleanup_old_fcm_dispatches,
     "apk_download_events": cleanup_old_apk_download_events,
+    "campaigns": cleanup_old_campaigns,
 }
 
 

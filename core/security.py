@@ -12,6 +12,8 @@ SECRET_BYTES = 32
 ENROLLMENT_PREFIX = "nxe"
 DEVICE_PREFIX = "nxd"
 ADMIN_PREFIX = "nxa"
+#: the one-time secret of an enrollment answer, presented by a retry after a lost answer
+ENROLLMENT_SECRET_PREFIX = "nxr"  # noqa: S105 - a prefix, not a secret
 
 
 def new_secret(prefix: str) -> str:

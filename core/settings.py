@@ -41,6 +41,7 @@ class Settings:
     heartbeat_retention_days: int = 30
     dispatch_retention_days: int = 90
     download_retention_days: int = 365
+    campaign_retention_days: int = 365
     cleanup_batch_size: int = 5000
     cleanup_lock_timeout_ms: int = 1000
     cleanup_statement_timeout_ms: int = 30000
@@ -73,6 +74,7 @@ class Settings:
     delivery_concurrency: int = 8
     command_ttl_seconds: int = 86400
     delivery_in_server: bool = True
+    campaign_max_targets: int = 0
 
     def __post_init__(self) -> None:
         url = self.database_url or f"sqlite:///{Path(self.data_dir) / 'nexmdm.db'}"
@@ -99,11 +101,13 @@ class Settings:
             "heartbeat_retention_days",
             "dispatch_retention_days",
             "download_retention_days",
+            "campaign_retention_days",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",
             "migration_retries",
             "migration_backoff_ms",
+            "campaign_max_targets",
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
@@ -123,6 +127,7 @@ class Settings:
             "device_heartbeats": self.heartbeat_retention_days,
             "fcm_dispatches": self.dispatch_retention_days,
             "apk_download_events": self.download_retention_days,
+            "campaigns": self.campaign_retention_days,
         }
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -6,6 +6,6 @@ cleanup deletes only those, and a command that finished before any push has ``fc
 
 from __future__ import annotations
 
-COMMAND_STATUSES = ("pending", "acked", "failed", "expired")
-FINISHED_STATUSES = ("acked", "failed", "expired")
+COMMAND_STATUSES = ("pending", "acked", "failed", "expired", "cancelled")
+FINISHED_STATUSES = ("acked", "failed", "expired", "cancelled")
 FCM_STATUSES = ("pending", "sent", "failed", "skipped")

@@ -27,7 +27,7 @@ from nexmdm_api.openapi import (
     check_query,
 )
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
-from nexmdm_api.routes import apk, commands, devices, enroll, health, heartbeats
+from nexmdm_api.routes import apk, campaigns, commands, devices, enroll, health, heartbeats, labels
 
 #: every endpoint but the APK upload accepts at most this much body (heartbeats are tiny)
 MAX_BODY_BYTES = 64 * 1024
@@ -98,6 +98,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             devices.list_devices,
             devices.get_device,
             devices.device_heartbeats,
+            labels.patch_labels,
+            labels.bulk_labels,
+            labels.label_counts,
+            campaigns.CampaignCollection,
+            campaigns.get_campaign,
+            campaigns.campaign_devices,
+            campaigns.pause_campaign,
+            campaigns.resume_campaign,
+            campaigns.cancel_campaign,
             apk.latest_build,
             apk.download_latest,
             apk.download_build,

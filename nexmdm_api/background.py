@@ -2,7 +2,8 @@
 
 * **Maintenance** (every process): PostgreSQL heartbeat partitions for the coming week at start and then
   hourly, so ingestion never depends on cron alone; the expiry sweep of unacknowledged commands (with or
-  without FCM); the push-queue gauges every few seconds.
+  without FCM); campaign releases, halts and completions (``core.fleet.run_due``, every second); the
+  push-queue gauges every few seconds.
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
   pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
 """
@@ -20,7 +21,7 @@ from typing import Any
 from litestar import Litestar
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import partitions
+from core import fleet, partitions
 from core.delivery import DeliveryWorker, client_from_settings, queue_stats, sweep_expired
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
@@ -32,12 +33,16 @@ logger = logging.getLogger("nexmdm.api")
 QUEUE_GAUGE_SECONDS = 5.0
 PARTITIONS_EVERY_SECONDS = 3600.0
 SWEEP_EVERY_SECONDS = 30.0
+#: campaigns are checked this often (one indexed SELECT when none is running)
+CAMPAIGN_EVERY_SECONDS = 1.0
 
 
 def _maintain(database: Database, settings: Settings, stop: threading.Event) -> None:
     last_partitions = 0.0
     last_sweep = 0.0
+    last_gauges = 0.0
     while not stop.is_set():
+        pause = CAMPAIGN_EVERY_SECONDS
         try:
             if time.monotonic() - last_partitions >= PARTITIONS_EVERY_SECONDS or not last_partitions:
                 with database.engine.begin() as conn:
@@ -48,14 +53,20 @@ def _maintain(database: Database, settings: Settings, stop: threading.Event) -> 
             if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS:
                 sweep_expired(database.sessions, settings)
                 last_sweep = time.monotonic()
-            with database.read_sessions() as db:
-                stats = queue_stats(db)
-            metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+            # campaign waves, halts and completions (idempotent across processes: the campaign row is locked)
+            fleet.run_due(database.sessions, settings)
+            if time.monotonic() - last_gauges >= QUEUE_GAUGE_SECONDS:
+                with database.read_sessions() as db:
+                    stats = queue_stats(db)
+                metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+                last_gauges = time.monotonic()
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             logger.warning("maintenance could not use the database: %s", str(exc).splitlines()[0])
+            pause = QUEUE_GAUGE_SECONDS
         except Exception:  # never end the thread: partitions ahead matter more than one failed round
             logger.exception("maintenance round failed")
-        stop.wait(QUEUE_GAUGE_SECONDS)
+            pause = QUEUE_GAUGE_SECONDS
+        stop.wait(pause)
 
 
 def background_lifespan(settings: Settings) -> Any:

@@ -43,11 +43,15 @@ class EnrollIn(msgspec.Struct):
     agent_version: ShortText | None = None
     #: the device's current token, to rotate it when the device is already enrolled
     current_device_token: TokenText | None = None
+    #: the one-time secret of the answer that was lost, for a retry (see docs/api.md)
+    enrollment_secret: TokenText | None = None
 
 
 class EnrollOut(msgspec.Struct):
     device_id: str
     device_token: str
+    #: present it in a retry if this answer is lost (until the first heartbeat, 10 minutes at most)
+    enrollment_secret: str
 
 
 class HeartbeatIn(msgspec.Struct):
@@ -133,6 +137,9 @@ class DeviceOut(msgspec.Struct):
     has_fcm_token: bool
     enrolled_at: datetime
     revoked_at: datetime | None
+    #: enrollment generation: grows by one each time this id enrolls again after a revocation
+    generation: int
+    labels: dict[str, str] = {}
 
 
 class DevicePage(msgspec.Struct):
@@ -186,3 +193,131 @@ class Readiness(msgspec.Struct):
 def convert(value: Any, kind: type[Any]) -> Any:
     """A core dict as a response struct (extra keys are dropped)."""
     return msgspec.convert(value, kind, from_attributes=True)
+
+
+# ------------------------------------------------------------------------------------------ fleet
+
+LabelKey = Annotated[str, Meta(min_length=1, max_length=127)]
+LabelValue = Annotated[str, Meta(max_length=63)]
+Percent = Annotated[float, Meta(ge=0, le=100)]
+NoteText = Annotated[str, Meta(max_length=200, pattern=TEXT_PATTERN)]
+SelectorText = Annotated[str, Meta(max_length=1024)]
+
+
+class LabelsPatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    set: dict[LabelKey, LabelValue] = {}
+    remove: list[LabelKey] = []
+
+
+class BulkLabelsIn(msgspec.Struct, forbid_unknown_fields=True):
+    selector: SelectorText
+    set: dict[LabelKey, LabelValue] = {}
+    remove: list[LabelKey] = []
+
+
+class DeviceLabelsOut(msgspec.Struct):
+    device_id: str
+    labels: dict[str, str]
+
+
+class BulkLabelsOut(msgspec.Struct):
+    selector: str
+    matched: int
+
+
+class LabelCount(msgspec.Struct):
+    key: str
+    value: str
+    devices: int
+
+
+class LabelCountsOut(msgspec.Struct):
+    items: list[LabelCount]
+
+
+class WavesIn(msgspec.Struct, forbid_unknown_fields=True):
+    size: Annotated[int, Meta(ge=1)] | None = None
+    percent: Annotated[float, Meta(gt=0, le=100)] | None = None
+    interval_seconds: Annotated[int, Meta(gt=-1, le=30 * 86400)] | None = None
+    min_success_pct: Percent | None = None
+    max_failure_pct: Percent | None = None
+
+
+class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
+    action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
+    payload: dict[str, Any] | None = None
+    selector: SelectorText | None = None
+    device_ids: Annotated[list[DeviceId], Meta(max_length=10_000)] | None = None
+    waves: WavesIn | None = None
+    expires_in_seconds: Annotated[int, Meta(ge=60, le=30 * 86400)] | None = None
+    note: NoteText | None = None
+
+
+class ResumeIn(msgspec.Struct, forbid_unknown_fields=True):
+    ignore_failures: bool = False
+    min_success_pct: Percent | None = None
+    max_failure_pct: Percent | None = None
+
+
+class WavesOut(msgspec.Struct):
+    size: int
+    percent: float | None
+    count: int
+    released: int
+    interval_seconds: int | None
+    min_success_pct: float | None
+    max_failure_pct: float | None
+    next_at: datetime | None
+
+
+class CampaignCounts(msgspec.Struct):
+    targeted: int
+    queued: int
+    pending: int
+    acked: int
+    failed: int
+    expired: int
+    cancelled: int
+    pushed: int
+    push_failed: int
+    push_skipped: int
+    fcm_configured: bool = False
+
+
+class CampaignOut(msgspec.Struct):
+    id: str
+    status: str
+    reason: str | None
+    action: str
+    payload: dict[str, Any] | None
+    selector: str | None
+    note: str | None
+    idempotency_key: str
+    targeted: int
+    waves: WavesOut
+    expires_in_seconds: int
+    created_at: datetime
+    updated_at: datetime
+    last_wave_at: datetime | None
+    finished_at: datetime | None
+    counts: CampaignCounts
+
+
+class CampaignPage(msgspec.Struct):
+    items: list[CampaignOut]
+    next_cursor: str | None
+
+
+class CampaignDeviceOut(msgspec.Struct):
+    device_id: str
+    wave: int
+    status: str
+    request_id: str | None
+    fcm_status: str | None
+    released_at: datetime | None
+    finished_at: datetime | None
+
+
+class CampaignDevicePage(msgspec.Struct):
+    items: list[CampaignDeviceOut]
+    next_cursor: str | None

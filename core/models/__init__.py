@@ -5,9 +5,15 @@ from core.models.base import NAMING_CONVENTION, Base
 from core.models.credentials import AdminKey, EnrollmentToken
 from core.models.device import Device
 from core.models.dispatch import COMMAND_STATUSES, FCM_STATUSES, FINISHED_STATUSES, FcmDispatch
+from core.models.fleet import CAMPAIGN_FINAL, CAMPAIGN_STATUSES, Campaign, CampaignTarget, DeviceLabel
 from core.models.heartbeat import NETWORK_TYPES, DeviceHeartbeat
 
 __all__ = [
+    "CAMPAIGN_FINAL",
+    "CAMPAIGN_STATUSES",
+    "Campaign",
+    "CampaignTarget",
+    "DeviceLabel",
     "COMMAND_STATUSES",
     "DOWNLOAD_SOURCES",
     "FCM_STATUSES",

@@ -23,6 +23,8 @@ class ApkBuild(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: withdrawn by an operator (``nexmdm apk remove``): never "latest", never served again
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ApkDownloadEvent(Base):
@@ -39,4 +41,6 @@ class ApkDownloadEvent(Base):
         CheckConstraint("source IN ('enrollment', 'update', 'manual', 'ci')", name="source_known"),
         Index(None, "created_at"),
         Index(None, "build_id", "created_at"),
+        # "has this credential started a download of this build within the hour" (one event per session)
+        Index(None, "token_id", "build_id", "created_at"),
     )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.models.base import Base
+from core.models.base import Base, JSONType
 from core.types import UTCDateTime, utcnow
 
 
@@ -23,6 +24,8 @@ class EnrollmentToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: labels every device enrolled with this token starts with (``{"store": "42"}``)
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     __table_args__ = (
         CheckConstraint("max_uses >= 1", name="max_uses_positive"),

@@ -44,6 +44,12 @@ class FcmDispatch(Base):
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ack_detail: Mapped[str | None] = mapped_column(Text)
+    #: the campaign that released this command (NULL: a per-device command); counts group on it
+    campaign_id: Mapped[str | None] = mapped_column(String(30))
+    #: when the command expires unacknowledged (NULL: ``created_at`` + NEXMDM_COMMAND_TTL_SECONDS)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the device's enrollment generation when the command was created: a re-enrolled id never sees it
+    generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (
         CheckConstraint(f"status IN ({_sql_list(COMMAND_STATUSES)})", name="status_known"),
@@ -52,4 +58,6 @@ class FcmDispatch(Base):
         Index(None, "status", "created_at"),
         Index(None, "created_at"),
         Index(None, "fcm_status", "next_attempt_at"),
+        Index(None, "campaign_id", "status", "fcm_status"),
+        Index(None, "status", "expires_at"),
     )

@@ -9,6 +9,7 @@ from litestar import Request, get
 from litestar.params import Parameter
 
 from core import devices, validation
+from core.fleet.labels import attach_labels
 from nexmdm_api.auth import ADMIN_SECURITY, require_admin
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
@@ -59,10 +60,20 @@ def list_devices(
     limit: Limit = 100,
     cursor: DeviceCursor = None,
     offline: Annotated[bool, Parameter(description="only devices not seen for the offline threshold")] = False,
+    selector: Annotated[
+        str | None,
+        Parameter(
+            description="only devices matching this selector (`store=42,@state=offline`; docs/campaigns.md)",
+            max_length=1024,
+        ),
+    ] = None,
 ) -> DevicePage:
     require_admin(request, db)
     after = validation.device_id(cursor, field="cursor") if cursor else None
-    rows = devices.list_devices(db, request.app.state.settings, offline_only=offline, limit=limit + 1, after=after)
+    rows = devices.list_devices(
+        db, request.app.state.settings, offline_only=offline, limit=limit + 1, after=after, selector=selector
+    )
+    attach_labels(db, rows)
     more = len(rows) > limit
     rows = rows[:limit]
     return DevicePage(
@@ -83,7 +94,7 @@ def list_devices(
 def get_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
     require_admin(request, db)
     device = devices.get_device(db, validation.device_id(device_id))
-    return convert(devices.device_dict(device, request.app.state.settings), DeviceOut)
+    return convert(attach_labels(db, [devices.device_dict(device, request.app.state.settings)])[0], DeviceOut)
 
 
 @get(

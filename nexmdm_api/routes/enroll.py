@@ -20,11 +20,13 @@ from nexmdm_api.schemas import EnrollIn, EnrollOut
     tags=["device"],
     summary="Enroll a device",
     description=(
-        "Takes one use of the enrollment token and returns the device token (shown once). Retrying with the "
-        "same token and device within 10 minutes, before the device sent a heartbeat, returns a fresh token "
-        "without taking another use. An "
-        "enrolled, unrevoked device is 409 unless `current_device_token` is its current token, in which case "
-        "its token rotates and the old one stops working."
+        "Takes one use of the enrollment token and returns the device token and a one-time `enrollment_secret` "
+        "(both shown once). A retry after a lost answer (the same unexpired token and device, within 10 minutes, "
+        "before the device's first heartbeat) returns fresh ones without taking another use only when it sends "
+        "that `enrollment_secret`; otherwise it is 409 like any enrolled device. An enrolled, unrevoked device is "
+        "409 unless `current_device_token` is its current token, in which case its token rotates and the old one "
+        "stops working. A revoked device id enrolls again as a new generation that sees none of the old one's "
+        "commands, acks or pushes."
     ),
     status_code=201,
     security=ENROLLMENT_SECURITY,
@@ -44,7 +46,12 @@ def enroll(request: Request[Any, Any, Any], db: DB, data: JSONBody[EnrollIn]) ->
             os_version=data.os_version,
             agent_version=data.agent_version,
             current_device_token=data.current_device_token,
+            retry_secret=data.enrollment_secret,
         )
     except InvalidCredentials as exc:
         raise enrollment_refused(request, exc) from None
-    return EnrollOut(device_id=result["device_id"], device_token=result["device_token"])
+    return EnrollOut(
+        device_id=result["device_id"],
+        device_token=result["device_token"],
+        enrollment_secret=result["enrollment_secret"],
+    )

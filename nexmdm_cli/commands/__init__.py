@@ -9,6 +9,7 @@ import typer
 
 from nexmdm_cli.commands import (
     apk,
+    campaigns,
     cleanup,
     db,
     demo,
@@ -17,6 +18,7 @@ from nexmdm_cli.commands import (
     heartbeats,
     keys,
     schema,
+    send,
     serve,
     simulate,
     tokens,
@@ -33,6 +35,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("tokens", tokens.app),
     ("keys", keys.app),
     ("apk", apk.app),
+    ("campaigns", campaigns.app),
 ]
 #: top-level commands
 COMMANDS: list[Callable[..., Any]] = [
@@ -41,4 +44,5 @@ COMMANDS: list[Callable[..., Any]] = [
     simulate.simulate,
     demo.demo,
     worker.worker,
+    send.send,
 ]

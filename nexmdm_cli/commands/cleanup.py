@@ -39,7 +39,7 @@ def cleanup(
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Delete heartbeats, finished dispatches and download events past their retention period.
+    """Delete heartbeats, finished dispatches, download events and ended campaigns past their retention period.
 
     Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
     """
@@ -51,7 +51,7 @@ def cleanup(
         "apk_download_events": downloads_days,
     }
     retention = {
-        entity: configured if overrides[entity] is None else overrides[entity]
+        entity: configured if overrides.get(entity) is None else overrides[entity]
         for entity, configured in st.settings.retention_days().items()
     }
     with locks.maintenance_lock(st.engine) as acquired:

@@ -10,9 +10,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -28,6 +29,7 @@ httpx = lazy_module("httpx")
 credentials = lazy_module("core.credentials")
 core_db = lazy_module("core.db")
 migrations = lazy_module("core.migrations")
+fleet = lazy_module("core.fleet")
 
 DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
@@ -63,6 +65,74 @@ def stop(server: subprocess.Popen[bytes]) -> None:
             server.wait(timeout=5)
 
 
+CAMPAIGN_DEVICES = 24
+
+
+def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, env: dict[str, str]) -> None:
+    """Devices enrolled with a labelled token poll every second while a campaign reaches them in waves."""
+    engine = core_db.engine_from_settings(settings)
+    with core_db.make_session_factory(engine, settings).begin() as db:
+        token, _ = credentials.create_enrollment_token(
+            db, uses=CAMPAIGN_DEVICES, note="nexmdm demo campaign", labels={"demo": "campaign"}
+        )
+    engine.dispose()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (folder / "server-campaign.log").open("wb")
+    server = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+        [sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    sim = Simulation(url, token, devices=CAMPAIGN_DEVICES, duration=60, interval=1.0, poll_every=1, prefix="shop")
+    devices = threading.Thread(target=lambda: asyncio.run(sim.run()), name="demo-devices", daemon=True)
+    try:
+        wait_until_ready(url, server)
+        devices.start()
+        deadline = time.monotonic() + 15
+        while len(sim.tokens) < CAMPAIGN_DEVICES and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        def run(*args: str) -> None:
+            with contextlib.suppress(SystemExit):
+                root.main(["--database-url", database_url, *args], prog_name="nexmdm", standalone_mode=False)
+
+        for args in (
+            ["devices", "labels"],
+            ["send", "ring", "--to", "demo=campaign", "--dry-run"],
+            [
+                "send",
+                "ring",
+                "--to",
+                "demo=campaign",
+                "--wave-percent",
+                "25",
+                "--wave-interval",
+                "2s",
+                "--max-failure",
+                "10%",
+                "--yes",
+                "--idempotency-key",
+                "demo-campaign-1",
+                "--note",
+                "nexmdm demo",
+            ],
+        ):
+            out_console.rule(f"nexmdm {' '.join(args)}")
+            run(*args)
+        engine = core_db.engine_from_settings(settings)
+        with core_db.make_session_factory(engine, settings)() as db:
+            newest = fleet.list_campaigns(db, limit=1)
+        engine.dispose()
+        campaign_id = newest[0]["id"] if newest else None
+        if campaign_id:
+            out_console.rule(f"nexmdm campaigns watch {campaign_id}")
+            run("campaigns", "watch", campaign_id, "--every", "0.5", "--timeout", "60")
+            out_console.rule(f"nexmdm campaigns show {campaign_id}")
+            run("campaigns", "show", campaign_id)
+    finally:
+        stop(server)  # the simulated devices (a daemon thread) find it gone and end with the demo
+        log.close()
+
+
 def demo(
     ctx: typer.Context,
     devices: Annotated[int, typer.Option(min=1, max=1000, help="Simulated devices.")] = 100,
@@ -73,7 +143,7 @@ def demo(
     folder = Path(tempfile.mkdtemp(prefix="nexmdm-demo-"))
     database_url = f"sqlite:///{folder / 'nexmdm.db'}"
     settings = get_settings(data_dir=folder, database_url=database_url)
-    info(f"[bold]1/5[/bold] migrating a fresh demo database in {escape(str(folder))}")
+    info(f"[bold]1/6[/bold] migrating a fresh demo database in {escape(str(folder))}")
     from alembic import command
 
     command.upgrade(migrations.alembic_config(database_url), "head")
@@ -85,7 +155,7 @@ def demo(
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    info(f"[bold]2/5[/bold] starting the API on {url}")
+    info(f"[bold]2/6[/bold] starting the API on {url}")
     env = os.environ | {
         "NEXMDM_DATABASE_URL": database_url,
         "NEXMDM_DATA_DIR": str(folder),
@@ -98,7 +168,7 @@ def demo(
     dispatched: list[str] = []
     try:
         wait_until_ready(url, server)
-        info(f"[bold]3/5[/bold] simulating {devices} devices for {duration:.0f} s; dispatching commands on the way")
+        info(f"[bold]3/6[/bold] simulating {devices} devices for {duration:.0f} s; dispatching commands on the way")
         sim = Simulation(url, enrollment_token, devices=devices, duration=duration, interval=2.0, poll_every=2)
 
         async def dispatch_commands(running: Simulation) -> None:
@@ -117,10 +187,10 @@ def demo(
     finally:
         stop(server)
         log.close()
-    info("[bold]4/5[/bold] the API has stopped; the simulation's report:")
+    info("[bold]4/6[/bold] the API has stopped; the simulation's report:")
     render_report(report)
 
-    info("[bold]5/5[/bold] what the operator sees (nexmdm devices list · heartbeats show · dispatches stats)")
+    info("[bold]5/6[/bold] what the operator sees (nexmdm devices list · heartbeats show · dispatches stats)")
     # the root group of this very invocation (a command module never imports the root app: no cycle)
     root = ctx.find_root().command
     shown = dispatched[0] if dispatched else next(iter(sorted(sim.tokens)), None)
@@ -132,6 +202,11 @@ def demo(
         out_console.rule(f"nexmdm {' '.join(args)}")
         with contextlib.suppress(SystemExit):
             root.main(["--database-url", database_url, *args], prog_name="nexmdm", standalone_mode=False)
+    info(
+        "[bold]6/6[/bold] a small campaign: `nexmdm send ring --to demo=campaign` in waves of 25 %, "
+        "then `nexmdm campaigns watch`"
+    )
+    campaign_phase(root, settings, database_url, folder, env)
     if keep:
         info(f"kept the demo folder {escape(str(folder))} (database and server.log)")
     else:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from core.clock import utcnow
+from core.errors import InvalidArgument
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
@@ -27,6 +28,8 @@ from nexmdm_cli.render import (
 from nexmdm_cli.state import print_json, state
 
 devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
+fleet = lazy_module("core.fleet")
+selectors = lazy_module("core.fleet.selectors")
 
 app = group("Devices: the fleet with last seen and online/stale/offline, one device, revoke.")
 
@@ -38,21 +41,28 @@ def list_devices(
         bool, typer.Option("--offline", help="Only devices not seen within NEXMDM_DEVICE_OFFLINE_SECONDS.")
     ] = False,
     limit: Annotated[int, typer.Option(min=1, max=100000, help="At most this many devices.")] = 500,
+    selector: Annotated[
+        str | None, typer.Option("--selector", "-l", help="Only devices matching: 'store=42,@state=offline'.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """The fleet: last seen, online/stale/offline/revoked, battery, network, agent version."""
+    """The fleet: last seen, online/stale/offline/revoked, battery, network, agent version, labels."""
     st = state(ctx)
     with st.session() as db:
-        items = devices.list_devices(db, st.settings, offline_only=offline, limit=limit)
+        items = devices.list_devices(db, st.settings, offline_only=offline, limit=limit, selector=selector)
+        fleet.attach_labels(db, items)
     if json_output:
         print_json({"items": items})
         return
     if not items:
+        if selector is not None:
+            show(f"No device matches {selector!r}.")
+            return
         show("No offline devices." if offline else "No devices yet: enroll one with a `nexmdm tokens create` token.")
         return
     now = utcnow()
     title = "Offline devices" if offline else "Devices"
-    out = table(title, "device", "state", "last seen", "battery", "network", "agent")
+    out = table(title, "device", "state", "last seen", "battery", "network", "agent", "labels")
     for item in items:
         out.add_row(
             item["device_id"],
@@ -61,6 +71,7 @@ def list_devices(
             battery(item["battery_pct"], item["plugged"]),
             dash(item["network_type"]),
             dash(item["agent_version"]),
+            ",".join(f"{k}={v}" for k, v in item["labels"].items()) or "—",
         )
     counts: dict[str, int] = {}
     for item in items:
@@ -77,11 +88,12 @@ def show_device(
     device_id: Annotated[str, typer.Argument(metavar="ID", help="The device id.")],
     json_output: JsonOption = False,
 ) -> None:
-    """One device: state, last heartbeat values, model, OS, agent, push token, pending commands."""
+    """One device: state, last heartbeat values, model, OS, agent, push token, pending commands, labels."""
     st = state(ctx)
     with st.session() as db:
         data = devices.device_dict(devices.get_device(db, device_id), st.settings)
         data |= devices.device_activity(db, device_id)
+        data["labels"] = fleet.device_labels(db, device_id)
     if json_output:
         print_json(data)
         return
@@ -101,6 +113,7 @@ def show_device(
     out.add_row("revoked", stamp(data["revoked_at"]) if data["revoked_at"] else "no")
     out.add_row("heartbeats stored", f"{data['heartbeats_stored']:,}")
     out.add_row("pending commands", str(data["pending_commands"]))
+    out.add_row("labels", ", ".join(f"{k}={v}" for k, v in data["labels"].items()) or "—")
     show(out)
 
 
@@ -111,15 +124,84 @@ def revoke(
     yes: YesOption = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Revoke a device: its token stops working at once; it can enroll again with a new enrollment token."""
+    """Revoke a device: its token stops working and its pending commands are cancelled at once; it can enroll
+    again as a new generation that sees none of the old one's commands."""
     st = state(ctx)
     with st.session() as db:
         devices.get_device(db, device_id)  # unknown device: fail before asking
     if not yes:
-        confirm(f"Revoke device {device_id} on {st.masked_url}? Its token stops working at once")
+        confirm(
+            f"Revoke device {device_id} on {st.masked_url}? Its token stops working and its pending commands "
+            "are cancelled at once"
+        )
     with st.session() as db:
         data = devices.device_dict(devices.revoke_device(db, device_id), st.settings)
     if json_output:
         print_json(data)
         return
     note(f"[green]✅ device {device_id} revoked on {st.masked_url}[/green]")
+
+
+@app.command(context_settings=CONTEXT)
+def label(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[ID] LABEL...", help="A device id (unless --selector), then key=value to set, key- to remove."
+        ),
+    ],
+    selector: Annotated[
+        str | None, typer.Option("--selector", "-l", help="Label every device this selector matches instead of one.")
+    ] = None,
+    yes: YesOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Set (key=value) and remove (key-) labels on one device, or on every device a selector matches."""
+    st = state(ctx)
+    device_id = None
+    if selector is None:
+        if len(args) < 2:
+            raise InvalidArgument("give a device id and at least one label (key=value or key-)", field="labels")
+        device_id, args = args[0], args[1:]
+    to_set, remove = fleet.parse_label_args(args)
+    if device_id is not None:
+        with st.session() as db:
+            labels = fleet.label_device(db, device_id, to_set, remove)
+        if json_output:
+            print_json({"device_id": device_id, "labels": labels})
+            return
+        note(f"[green]✅ {device_id}: {', '.join(f'{k}={v}' for k, v in labels.items()) or 'no labels'}[/green]")
+        return
+    parsed = selectors.parse(selector)
+    with st.session() as db:
+        matched = fleet.count_matching(db, parsed, st.settings)
+    if matched > 1 and not yes:
+        confirm(f"Change labels on {matched:,} devices matching {selector!r} on {st.masked_url}?")
+    with st.session() as db:
+        fleet.apply_labels(db, selectors.matching_ids(parsed, st.settings), to_set, remove)
+    if json_output:
+        print_json({"selector": parsed.text, "matched": matched})
+        return
+    note(f"[green]✅ labels changed on {matched:,} devices matching {selector!r}[/green]")
+
+
+@app.command(context_settings=CONTEXT)
+def labels(
+    ctx: typer.Context,
+    key: Annotated[str | None, typer.Option("--key", help="Only this label key.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """How many devices carry each label key and value (revoked devices are not counted)."""
+    with state(ctx).session() as db:
+        items = fleet.label_counts(db, key=key)
+    if json_output:
+        print_json({"items": items})
+        return
+    if not items:
+        show("No labels yet: `nexmdm devices label ID key=value`, or `nexmdm tokens create --label key=value`.")
+        return
+    out = table("Labels", "key", "value", "devices")
+    for item in items:
+        out.add_row(item["key"], item["value"] or '""', f"{item['devices']:,}")
+    show(out)

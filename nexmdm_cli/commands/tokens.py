@@ -8,11 +8,13 @@ import typer
 
 from core.clock import utcnow
 from core.durations import parse_duration
+from core.errors import InvalidArgument
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
 from nexmdm_cli.state import print_json, state
 
 credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
+labels_module = lazy_module("core.fleet.labels")
 #: core.credentials.MAX_TOKEN_USES, spelled out for the help text (tests/cli/test_startup.py pins it)
 MAX_TOKEN_USES = 1_000_000
 
@@ -25,13 +27,22 @@ def create(
     uses: Annotated[int, typer.Option(min=1, max=MAX_TOKEN_USES, help="How many devices may enroll.")] = 1,
     expires: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d... (at most 365d).")] = "1h",
     note_text: Annotated[str | None, typer.Option("--note", help="What the token is for (shown in lists).")] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="key=value every device enrolled with it starts with (repeat for several)."),
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Create an enrollment token and print its secret, once."""
     st = state(ctx)
     lifetime = parse_duration(expires, field="--expires")
+    labels, removed = labels_module.parse_label_args(label or [])
+    if removed:
+        raise InvalidArgument("--label takes key=value", field="--label")
     with st.session() as db:
-        secret, token = credentials.create_enrollment_token(db, uses=uses, expires_in=lifetime, note=note_text)
+        secret, token = credentials.create_enrollment_token(
+            db, uses=uses, expires_in=lifetime, note=note_text, labels=labels
+        )
     if json_output:
         print_json(token | {"secret": secret})
         return

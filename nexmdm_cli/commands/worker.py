@@ -13,6 +13,7 @@ from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import err_console, print_json, state
 
 delivery_module = lazy_module("core.delivery")
+fleet = lazy_module("core.fleet")
 
 
 def worker(
@@ -41,9 +42,10 @@ def worker(
     try:
         if once:
             expired = delivery.sweep_expired()
+            released = fleet.run_due(st.session_factory, settings)
             outcomes = delivery.run_once()
             if json_output:
-                print_json({"expired": expired, "outcomes": outcomes})
+                print_json({"expired": expired, "campaign_releases": released, "outcomes": outcomes})
             else:
                 err_console.print(f"expired {expired}, pushed {len(outcomes)}: {', '.join(outcomes) or 'nothing due'}")
             return
@@ -51,7 +53,12 @@ def worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         err_console.print(f"delivery worker started on {st.masked_url} (project {client.project_id}); Ctrl-C stops it")
+        campaigns = threading.Thread(
+            target=fleet.campaign_loop, args=(st.session_factory, settings, stop), name="nexmdm-campaigns", daemon=True
+        )
+        campaigns.start()
         delivery.run(stop)
+        campaigns.join(timeout=15)
         err_console.print(f"delivery worker stopped: {dict(delivery.totals) or 'nothing sent'}")
     finally:
         delivery.close()

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from litestar.testing import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from core import credentials
 from core.models import Device, EnrollmentToken
@@ -55,15 +55,63 @@ def test_exhausted_expired_revoked_and_unknown_tokens_are_401(client, make_token
 
 def test_retry_within_window_takes_no_use_and_rotates(client, make_token, auth, session_factory) -> None:
     token = make_token(uses=1)
-    first = client.post("/v1/enroll", json={"device_id": "dev_001"}, headers=auth(token)).json()["device_token"]
-    retry = client.post("/v1/enroll", json={"device_id": "dev_001"}, headers=auth(token))
+    answer = client.post("/v1/enroll", json={"device_id": "dev_001"}, headers=auth(token)).json()
+    first, lost_secret = answer["device_token"], answer["enrollment_secret"]
+    retry = client.post(
+        "/v1/enroll", json={"device_id": "dev_001", "enrollment_secret": lost_secret}, headers=auth(token)
+    )
     assert retry.status_code == 201
     second = retry.json()["device_token"]
-    assert second != first
+    assert second != first and retry.json()["enrollment_secret"] != lost_secret
     assert client.post("/v1/heartbeat", json=BEAT, headers=auth(first)).status_code == 401
     assert client.post("/v1/heartbeat", json=BEAT, headers=auth(second)).status_code == 201
     with session_factory() as db:
         assert db.execute(select(EnrollmentToken.uses)).scalar_one() == 1
+
+
+def test_a_retry_needs_the_lost_answers_one_time_secret(client, make_token, auth, session_factory) -> None:
+    """Issue #11 item 4: another holder of the shared token cannot take the device over in the window."""
+    shared = make_token(uses=10)
+    answer = client.post("/v1/enroll", json={"device_id": "victim-1"}, headers=auth(shared)).json()
+    secret = answer["enrollment_secret"]
+    assert secret.startswith("nxr_") and len(secret) >= 4 + 43
+    for body in ({}, {"enrollment_secret": "nxr_" + "A" * 43}, {"enrollment_secret": answer["device_token"]}):
+        takeover = client.post("/v1/enroll", json={"device_id": "victim-1", **body}, headers=auth(shared))
+        assert takeover.status_code == 409, takeover.text
+        assert takeover.json()["code"] == "conflict"
+    # the real device, whose answer was lost, still gets in; its secret then works only once
+    retry = client.post("/v1/enroll", json={"device_id": "victim-1", "enrollment_secret": secret}, headers=auth(shared))
+    assert retry.status_code == 201
+    again = client.post("/v1/enroll", json={"device_id": "victim-1", "enrollment_secret": secret}, headers=auth(shared))
+    assert again.status_code == 409
+    with session_factory() as db:
+        device = db.get(Device, "victim-1")
+        stored = device.enrollment_secret_hash
+        assert stored is not None and len(stored) == 64 and retry.json()["enrollment_secret"] not in stored
+        assert db.execute(select(EnrollmentToken.uses)).scalar_one() == 1
+    # after the first heartbeat no retry works, secret or not
+    newest = retry.json()
+    assert client.post("/v1/heartbeat", json=BEAT, headers=auth(newest["device_token"])).status_code == 201
+    late = client.post(
+        "/v1/enroll",
+        json={"device_id": "victim-1", "enrollment_secret": newest["enrollment_secret"]},
+        headers=auth(shared),
+    )
+    assert late.status_code == 409
+
+
+def test_a_retry_with_an_expired_token_never_enrolls(client, make_token, auth, session_factory) -> None:
+    token = make_token(uses=5)
+    answer = client.post("/v1/enroll", json={"device_id": "dev_exp"}, headers=auth(token)).json()
+    with session_factory.begin() as db:
+        db.execute(update(EnrollmentToken).values(expires_at=utcnow() - timedelta(seconds=1)))
+    retry = client.post(
+        "/v1/enroll",
+        json={"device_id": "dev_exp", "enrollment_secret": answer["enrollment_secret"]},
+        headers=auth(token),
+    )
+    assert retry.status_code == 409, retry.text  # like any enrolled device: the retry window is closed
+    assert client.post("/v1/heartbeat", json=BEAT, headers=auth(answer["device_token"])).status_code == 201
 
 
 def test_enrolled_device_is_409_unless_it_sends_its_token(client, make_token, auth) -> None:

@@ -28,7 +28,7 @@ def test_worker_once_pushes_pending_commands(
         env = {"NEXMDM_FCM_CREDENTIALS": str(key), "NEXMDM_FCM_ENDPOINT": fake.url}
         result = CliRunner().invoke(app, ["--database-url", database_url, "worker", "--once", "--json"], env=env)
         assert result.exit_code == 0, result.stderr
-        assert json.loads(result.stdout) == {"expired": 0, "outcomes": ["sent"]}
+        assert json.loads(result.stdout) == {"expired": 0, "campaign_releases": 0, "outcomes": ["sent"]}
         assert fake.sent_request_ids() == ["w1"]
     finally:
         fake.stop()

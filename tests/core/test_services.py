@@ -85,7 +85,9 @@ def test_enrollment_issues_a_device_token(session_factory: sessionmaker[Session]
 def test_retry_within_ten_minutes_uses_no_second_use(session_factory: sessionmaker[Session]) -> None:
     secret = _token(session_factory, uses=1)
     first = _enroll(session_factory, secret, "dev_1")
-    again = _enroll(session_factory, secret, "dev_1")
+    with pytest.raises(Conflict):  # a retry must present the lost answer's one-time secret
+        _enroll(session_factory, secret, "dev_1")
+    again = _enroll(session_factory, secret, "dev_1", retry_secret=first["enrollment_secret"])
     assert again["device_token"] != first["device_token"]
     with session_factory() as db:
         assert db.execute(select(EnrollmentToken.uses)).scalar_one() == 1
@@ -96,7 +98,7 @@ def test_retry_within_ten_minutes_uses_no_second_use(session_factory: sessionmak
     with session_factory.begin() as db:
         db.execute(update(Device).values(enrolled_at=datetime.now(UTC) - timedelta(minutes=11)))
     with pytest.raises(Conflict):
-        _enroll(session_factory, secret, "dev_1")
+        _enroll(session_factory, secret, "dev_1", retry_secret=again["enrollment_secret"])
 
 
 def test_enrolled_device_rotates_only_with_its_current_token(session_factory: sessionmaker[Session]) -> None:

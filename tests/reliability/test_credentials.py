@@ -143,9 +143,10 @@ def response_without_issued_token(response: httpx.Response) -> str:
     """A response's status, headers and body, less the one secret it exists to hand out (an enrollment's)."""
     text = f"{response.status_code} {response.headers.raw!r} {response.content!r}"
     if response.request.url.path == "/v1/enroll" and response.status_code == 201:
-        issued = response.json()["device_token"]
-        assert text.count(issued) == 1
-        text = text.replace(issued, "<issued device token>")
+        for field in ("device_token", "enrollment_secret"):
+            issued = response.json()[field]
+            assert text.count(issued) == 1
+            text = text.replace(issued, f"<issued {field}>")
     return text
 
 
@@ -202,11 +203,12 @@ def test_no_secret_in_logs_responses_or_database(
             response = call("POST", "/v1/enroll", nxe, json={"device_id": device_id, "model": "Pixel 8"})
             assert response.status_code == 201, response.text
             tokens[device_id] = response.json()["device_token"]
-            secrets.append(tokens[device_id])
-        retry = call("POST", "/v1/enroll", nxe, json={"device_id": "dev_c"})
+            secrets += [tokens[device_id], response.json()["enrollment_secret"]]
+        lost = secrets[-1]  # dev_c's answer was lost: its retry presents the one-time secret
+        retry = call("POST", "/v1/enroll", nxe, json={"device_id": "dev_c", "enrollment_secret": lost})
         assert retry.status_code == 201
         tokens["dev_c"] = retry.json()["device_token"]
-        secrets.append(tokens["dev_c"])
+        secrets += [tokens["dev_c"], retry.json()["enrollment_secret"]]
         for device_id, token in tokens.items():
             beat = {"status": "ok", "battery_pct": 80, "network_type": "wifi", "fcm_token": f"fcm-{device_id}"}
             assert call("POST", "/v1/heartbeat", token, json=beat).status_code == 201
@@ -253,7 +255,7 @@ def test_no_secret_in_logs_responses_or_database(
         rotated = call("POST", "/v1/enroll", nxe, json={"device_id": "dev_a", "current_device_token": tokens["dev_a"]})
         assert rotated.status_code == 201, rotated.text
         old_a, tokens["dev_a"] = tokens["dev_a"], rotated.json()["device_token"]
-        secrets.append(tokens["dev_a"])
+        secrets += [tokens["dev_a"], rotated.json()["enrollment_secret"]]
         assert_unauthorized(call("POST", "/v1/heartbeat", old_a, json={}))
         # failed authentications: guesses, the wrong kind, mangled real tokens, another scheme
         failures = [
@@ -309,7 +311,7 @@ def test_no_secret_in_logs_responses_or_database(
             cli("apk", "downloads", "--json"),
         ]
 
-    assert len(set(secrets)) == len(secrets) == 7
+    assert len(set(secrets)) == len(secrets) == 12
     stored = database_text(engine)
     log_text = logs.text()
     response_text = "\n".join(map(response_without_issued_token, call.responses))
@@ -389,11 +391,16 @@ def test_expired_revoked_and_exhausted_enrollment_tokens_are_refused_everywhere(
 
 
 def test_a_used_device_cannot_be_taken_over_with_the_shared_enrollment_token(client, make_token, auth) -> None:
-    """The lost-answer retry (same token, same device, 10 minutes) rotates the token only before the device
-    has used it; after its first heartbeat another holder of the token gets 409 and the device keeps working."""
+    """The lost-answer retry (same token, same device, 10 minutes, the answer's one-time secret) rotates the
+    token only before the device has used it; after its first heartbeat another holder of the token gets 409
+    and the device keeps working."""
     shared = make_token(uses=100)
-    first = client.post("/v1/enroll", json={"device_id": "kiosk-1"}, headers=auth(shared)).json()["device_token"]
-    retry = client.post("/v1/enroll", json={"device_id": "kiosk-1"}, headers=auth(shared))
+    answer = client.post("/v1/enroll", json={"device_id": "kiosk-1"}, headers=auth(shared)).json()
+    first = answer["device_token"]
+    blind = client.post("/v1/enroll", json={"device_id": "kiosk-1"}, headers=auth(shared))
+    assert blind.status_code == 409  # without the answer's one-time secret even the window is closed
+    lost = {"device_id": "kiosk-1", "enrollment_secret": answer["enrollment_secret"]}
+    retry = client.post("/v1/enroll", json=lost, headers=auth(shared))
     assert retry.status_code == 201  # the first answer was "lost": documented
     current = retry.json()["device_token"]
     assert client.post("/v1/heartbeat", json={}, headers=auth(first)).status_code == 401

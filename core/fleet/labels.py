@@ -1,0 +1,161 @@
+"""Device labels: validation, setting and removing them (one device or in bulk by selector), counts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Select, delete, func, insert, literal, select, true
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from core.errors import Conflict, InvalidArgument, NotFound
+from core.models import Device, DeviceLabel
+
+MAX_LABELS = 32
+_NAME = r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?"
+KEY_RE = re.compile(rf"({_NAME}/)?{_NAME}")
+VALUE_RE = re.compile(r"[A-Za-z0-9._:-]{0,63}")
+
+
+def label_key(key: object) -> str:
+    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
+        raise InvalidArgument(
+            f"label key {key!r} must be 1-63 characters from a-z 0-9 . _ - starting and ending with a letter or "
+            "digit, with an optional prefix/ of the same form",
+            field="labels",
+        )
+    return key
+
+
+def label_value(value: object, key: str = "") -> str:
+    if not isinstance(value, str) or not VALUE_RE.fullmatch(value):
+        raise InvalidArgument(
+            f"label value {value!r}{f' of {key!r}' if key else ''} must be 0-63 characters from A-Z a-z 0-9 . _ : -",
+            field="labels",
+        )
+    return value
+
+
+def validate_labels(labels: Mapping[str, Any] | None) -> dict[str, str]:
+    """A label mapping checked key by key (at most 32)."""
+    labels = labels or {}
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(f"at most {MAX_LABELS} labels per device", field="labels")
+    return {label_key(k): label_value(v, k) for k, v in labels.items()}
+
+
+def parse_label_args(args: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    """kubectl's syntax: ``key=value`` sets, ``key-`` removes; returns ``(set, remove)``."""
+    to_set: dict[str, str] = {}
+    remove: list[str] = []
+    for arg in args:
+        if "=" in arg:
+            key, value = arg.split("=", 1)
+            to_set[label_key(key)] = label_value(value, key)
+        elif arg.endswith("-"):
+            remove.append(label_key(arg[:-1]))
+        else:
+            raise InvalidArgument(f"{arg!r}: write key=value to set a label or key- to remove one", field="labels")
+    both = set(to_set) & set(remove)
+    if both:
+        raise InvalidArgument(f"label {sorted(both)[0]!r} is both set and removed", field="labels")
+    return to_set, remove
+
+
+def device_labels(db: Session, device_id: str) -> dict[str, str]:
+    rows = db.execute(select(DeviceLabel.key, DeviceLabel.value).where(DeviceLabel.device_id == device_id))
+    return dict(sorted((key, value) for key, value in rows))
+
+
+def _upsert(db: Session, source: Any, key: str, value: str) -> None:
+    """Set ``key=value`` on every device that ``source`` (a SELECT of device ids) yields, in one statement."""
+    dialect = db.get_bind().dialect.name
+    maker = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = maker(DeviceLabel).from_select(
+        ["device_id", "key", "value"],
+        select(source.c.id, literal(key), literal(value)).select_from(source).where(true()),
+    )
+    # the WHERE above lets SQLite tell the ON CONFLICT clause from a join's ON
+    stmt = stmt.on_conflict_do_update(index_elements=["device_id", "key"], set_={"value": stmt.excluded.value})
+    db.execute(stmt)
+
+
+def _check_limit(db: Session, device_ids: Any) -> None:
+    over = db.execute(
+        select(DeviceLabel.device_id)
+        .where(DeviceLabel.device_id.in_(device_ids))
+        .group_by(DeviceLabel.device_id)
+        .having(func.count() > MAX_LABELS)
+        .limit(1)
+    ).scalar_one_or_none()
+    if over is not None:
+        raise InvalidArgument(f"device {over!r} would carry more than {MAX_LABELS} labels", field="labels")
+
+
+def apply_labels(db: Session, device_ids: Select[Any], to_set: Mapping[str, str], remove: Iterable[str]) -> None:
+    """Set and remove labels on the devices ``device_ids`` selects (a SELECT of ids); set-based."""
+    to_set = validate_labels(to_set)
+    remove = [label_key(k) for k in remove]
+    if remove:
+        db.execute(
+            delete(DeviceLabel)
+            .where(DeviceLabel.device_id.in_(device_ids), DeviceLabel.key.in_(remove))
+            .execution_options(synchronize_session=False)
+        )
+    source = device_ids.subquery()
+    for key, value in to_set.items():
+        _upsert(db, source, key, value)
+    if to_set:
+        _check_limit(db, device_ids)
+
+
+def label_device(db: Session, device_id: str, to_set: Mapping[str, str], remove: Iterable[str]) -> dict[str, str]:
+    """Set and remove labels of one device; returns its labels after the change."""
+    device = db.get(Device, device_id)
+    if device is None:
+        raise NotFound(f"no device {device_id!r}")
+    if device.revoked_at is not None:
+        raise Conflict(f"device {device_id!r} is revoked")
+    apply_labels(db, select(Device.id).where(Device.id == device_id), to_set, remove)
+    return device_labels(db, device_id)
+
+
+def attach_labels(db: Session, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``labels`` to device dicts, with one query for the whole page."""
+    ids = [item["device_id"] for item in items]
+    found: dict[str, dict[str, str]] = {i: {} for i in ids}
+    if ids:
+        rows = db.execute(
+            select(DeviceLabel.device_id, DeviceLabel.key, DeviceLabel.value)
+            .where(DeviceLabel.device_id.in_(ids))
+            .order_by(DeviceLabel.device_id, DeviceLabel.key)
+        )
+        for device_id, key, value in rows:
+            found[device_id][key] = value
+    for item in items:
+        item["labels"] = found[item["device_id"]]
+    return items
+
+
+def set_initial_labels(db: Session, device_id: str, labels: Mapping[str, str] | None) -> None:
+    """A new enrollment starts with exactly its token's labels."""
+    db.execute(delete(DeviceLabel).where(DeviceLabel.device_id == device_id))
+    if labels:
+        db.execute(insert(DeviceLabel), [{"device_id": device_id, "key": k, "value": v} for k, v in labels.items()])
+
+
+def label_counts(db: Session, *, key: str | None = None) -> list[dict[str, Any]]:
+    """Devices (not revoked) per label key and value."""
+    query = (
+        select(DeviceLabel.key, DeviceLabel.value, func.count().label("devices"))
+        .join(Device, Device.id == DeviceLabel.device_id)
+        .where(Device.revoked_at.is_(None))
+        .group_by(DeviceLabel.key, DeviceLabel.value)
+        .order_by(DeviceLabel.key, DeviceLabel.value)
+    )
+    if key is not None:
+        query = query.where(DeviceLabel.key == label_key(key))
+    return [dict(row) for row in db.execute(query).mappings()]

@@ -1,0 +1,93 @@
+"""Fleet operations: device labels, campaigns and their targets (the snapshot taken at creation)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.models.base import Base, JSONType
+from core.types import UTCDateTime, utcnow
+
+CAMPAIGN_STATUSES = ("running", "paused", "halted", "completed", "cancelled")
+#: a campaign in one of these states never changes again
+CAMPAIGN_FINAL = ("completed", "cancelled")
+#: a target is ``queued`` until cancelled; whether its command was released is the campaign's release
+#: position (``Campaign.unreleased``), so a release never rewrites the targets it releases
+TARGET_STATES = ("queued", "cancelled")
+
+
+class DeviceLabel(Base):
+    """One ``key=value`` label of a device; ``(key, value, device_id)`` serves every selector term."""
+
+    __tablename__ = "device_labels"
+
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(127), primary_key=True)
+    value: Mapped[str] = mapped_column(String(63))
+
+    __table_args__ = (Index(None, "key", "value", "device_id"),)
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(30), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    #: SHA-256 of the request's canonical JSON: a replay must match it
+    request_hash: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    payload_hash: Mapped[str] = mapped_column(String(128))
+    selector: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    reason: Mapped[str | None] = mapped_column(String(32))
+    targeted: Mapped[int] = mapped_column(Integer, default=0)
+    wave_size: Mapped[int] = mapped_column(Integer)
+    wave_count: Mapped[int] = mapped_column(Integer)
+    #: waves whose release has started (the last one may still be releasing in batches)
+    waves_released: Mapped[int] = mapped_column(Integer, default=0)
+    #: while wave ``waves_released`` is being released in batches: the last device id released so far
+    #: ("" before the first batch); NULL once the wave is fully released
+    release_cursor: Mapped[str | None] = mapped_column(String(128))
+    wave_percent: Mapped[float | None] = mapped_column(Float)
+    interval_seconds: Mapped[int | None] = mapped_column(Integer)
+    min_success_pct: Mapped[float | None] = mapped_column(Float)
+    max_failure_pct: Mapped[float | None] = mapped_column(Float)
+    expires_in_seconds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_wave_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the counts, frozen when the campaign ends (NULL while it runs: they come from a GROUP BY)
+    final_counts: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'paused', 'halted', 'completed', 'cancelled')", name="status_known"),
+        Index(None, "idempotency_key", unique=True),
+        Index(None, "status"),
+    )
+
+
+class CampaignTarget(Base):
+    """A device in a campaign's snapshot: its wave, and ``cancelled`` when it will never get its command."""
+
+    __tablename__ = "campaign_targets"
+
+    campaign_id: Mapped[str] = mapped_column(
+        String(30), ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    #: the device's enrollment generation at the snapshot: a re-enrolled id is not this target
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    wave: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'cancelled')", name="state_known"),
+        Index(None, "campaign_id", "state", "wave", "device_id"),
+        Index(None, "device_id", "state"),
+    )

@@ -1,0 +1,247 @@
+"""Campaigns: one command to many devices, in waves; counts, drill-down, pause, resume and cancel.
+
+Every route here is an admin route (``require_admin``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from litestar import Controller, HttpMethod, Request, Response, get, post, route
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import HeaderParameter, JSONBody, Parameter
+
+from core import fleet, validation
+from core.errors import InvalidArgument
+from nexmdm_api.auth import ADMIN_SECURITY, require_admin
+from nexmdm_api.db import DB
+from nexmdm_api.errors import problems
+from nexmdm_api.routes.commands import IDEMPOTENCY_KEY_DOC, IDEMPOTENCY_KEY_PATTERN, idempotency_key
+from nexmdm_api.schemas import (
+    DEVICE_ID_PATTERN,
+    CampaignDeviceOut,
+    CampaignDevicePage,
+    CampaignIn,
+    CampaignOut,
+    CampaignPage,
+    ResumeIn,
+    convert,
+)
+
+#: POST /v1/campaigns accepts up to 10,000 device ids
+MAX_CAMPAIGN_BODY_BYTES = 2 * 1024 * 1024
+CAMPAIGN_ID_PATTERN = r"^cmp_[0-9A-Z]{26}$"
+CampaignIdPath = Annotated[
+    str, Parameter(description="the campaign's id", schema_extra={"pattern": CAMPAIGN_ID_PATTERN})
+]
+Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
+
+
+def _campaign_id(value: str) -> str:
+    if not re.fullmatch(CAMPAIGN_ID_PATTERN, value):
+        raise InvalidArgument(f"{value[:40]!r} is not a campaign id (cmp_ + 26 characters)", field="campaign_id")
+    return value
+
+
+def _out(request: Request[Any, Any, Any], campaign: dict[str, Any]) -> CampaignOut:
+    settings = request.app.state.settings
+    campaign["counts"]["fcm_configured"] = bool(settings.fcm_credentials)
+    return convert(campaign, CampaignOut)
+
+
+class CampaignCollection(Controller):
+    """``GET`` and ``POST /v1/campaigns``, registered together, behind an explicit ``OPTIONS``.
+
+    Litestar 2 (litestar-org/litestar#4169, fixed only in v3) registers the handlers of one path one after
+    the other: the first is registered twice (a sync handler then returns a coroutine: 500), and the
+    automatic ``OPTIONS`` answers with the first handler's methods only. A controller registers its
+    handlers at once, and an ``OPTIONS`` handler defined first keeps Litestar from adding its own.
+    """
+
+    path = "/v1/campaigns"
+
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, status_code=204)
+    async def allowed_methods(self) -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
+    @get(
+        "/",
+        tags=["admin"],
+        summary="List campaigns, newest first",
+        security=ADMIN_SECURITY,
+        sync_to_thread=True,
+        opt={"auth": "admin", "readonly": True},
+        responses=problems(400, 401, 422, 429),
+    )
+    def list_campaigns(
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        limit: Limit = 50,
+        cursor: Annotated[
+            str | None, Parameter(description="`next_cursor` of the previous page", pattern=CAMPAIGN_ID_PATTERN)
+        ] = None,
+    ) -> CampaignPage:
+        require_admin(request, db)
+        rows = fleet.list_campaigns(db, limit=limit + 1, before=_campaign_id(cursor) if cursor else None)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return CampaignPage(items=[_out(request, r) for r in rows], next_cursor=rows[-1]["id"] if more else None)
+
+    @post(
+        "/",
+        tags=["admin"],
+        summary="Send one command to many devices",
+        description=(
+            "Idempotent by `Idempotency-Key` (the same rules as commands). Exactly one of `selector` (`all` for "
+            "every device) or `device_ids` (at most 10,000). The targets are the matching devices now (a "
+            "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`."
+        ),
+        status_code=202,
+        security=ADMIN_SECURITY,
+        sync_to_thread=True,
+        request_max_body_size=MAX_CAMPAIGN_BODY_BYTES,
+        opt={"auth": "admin", "body": "json"},
+        responses={
+            200: ResponseSpec(CampaignOut, description="A replay of an earlier request with the same key and body"),
+            **problems(400, 401, 404, 413, 415, 422, 429),
+        },
+    )
+    def create_campaign(
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        data: JSONBody[CampaignIn],
+        key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=True,
+                description=IDEMPOTENCY_KEY_DOC,
+                schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+            ),
+        ] = None,
+    ) -> Response[CampaignOut]:
+        require_admin(request, db)
+        waves = None
+        if data.waves is not None:
+            waves = {
+                k: getattr(data.waves, k) for k in data.waves.__struct_fields__ if getattr(data.waves, k) is not None
+            }
+            if not waves:
+                raise InvalidArgument("waves need exactly one of size or percent", field="waves")
+        created, campaign = fleet.create_campaign(
+            db,
+            request.app.state.settings,
+            idempotency_key=idempotency_key(key),
+            action=data.action,
+            payload=data.payload,
+            selector=data.selector,
+            device_ids=data.device_ids,
+            waves=waves,
+            expires_in_seconds=data.expires_in_seconds,
+            note=data.note,
+        )
+        if created:
+            return Response(_out(request, campaign), status_code=202)
+        return Response(_out(request, campaign), status_code=200, headers={"Idempotent-Replayed": "true"})
+
+
+@get(
+    "/v1/campaigns/{campaign_id:str}",
+    tags=["admin"],
+    summary="One campaign with its counts",
+    security=ADMIN_SECURITY,
+    sync_to_thread=True,
+    opt={"auth": "admin", "readonly": True},
+    responses=problems(400, 401, 404, 422, 429),
+)
+def get_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
+    require_admin(request, db)
+    return _out(request, fleet.get_campaign(db, _campaign_id(campaign_id)))
+
+
+@get(
+    "/v1/campaigns/{campaign_id:str}/devices",
+    tags=["admin"],
+    summary="A campaign's targets (in one state), by device id",
+    security=ADMIN_SECURITY,
+    sync_to_thread=True,
+    opt={"auth": "admin", "readonly": True},
+    responses=problems(400, 401, 404, 422, 429),
+)
+def campaign_devices(
+    request: Request[Any, Any, Any],
+    db: DB,
+    campaign_id: CampaignIdPath,
+    status: Annotated[
+        str | None,
+        Parameter(description="queued, pending, acked, failed, expired or cancelled", pattern=r"^[a-z]{1,16}$"),
+    ] = None,
+    limit: Limit = 100,
+    cursor: Annotated[
+        str | None, Parameter(description="`next_cursor` of the previous page (a device id)", pattern=DEVICE_ID_PATTERN)
+    ] = None,
+) -> CampaignDevicePage:
+    require_admin(request, db)
+    after = validation.device_id(cursor, field="cursor") if cursor else None
+    rows = fleet.campaign_devices(db, _campaign_id(campaign_id), status=status, limit=limit + 1, after=after)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return CampaignDevicePage(
+        items=[convert(r, CampaignDeviceOut) for r in rows], next_cursor=rows[-1]["device_id"] if more else None
+    )
+
+
+def _action_route(path: str, summary: str) -> Any:
+    return post(
+        path,
+        tags=["admin"],
+        summary=summary,
+        status_code=200,
+        security=ADMIN_SECURITY,
+        sync_to_thread=True,
+        opt={"auth": "admin"},
+        responses=problems(400, 401, 404, 409, 422, 429),
+    )
+
+
+@_action_route("/v1/campaigns/{campaign_id:str}/pause", "Pause a campaign (no further waves)")
+def pause_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
+    require_admin(request, db)
+    return _out(request, fleet.pause(db, _campaign_id(campaign_id)))
+
+
+@post(
+    "/v1/campaigns/{campaign_id:str}/resume",
+    tags=["admin"],
+    summary="Resume a paused or halted campaign",
+    description="A halted campaign needs new thresholds or `ignore_failures: true` (else 409). Body optional.",
+    status_code=200,
+    security=ADMIN_SECURITY,
+    sync_to_thread=True,
+    opt={"auth": "admin"},
+    responses=problems(400, 401, 404, 409, 413, 415, 422, 429),
+)
+def resume_campaign(
+    request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath, data: JSONBody[ResumeIn | None] = None
+) -> CampaignOut:
+    require_admin(request, db)
+    body = data or ResumeIn()
+    return _out(
+        request,
+        fleet.resume(
+            db,
+            _campaign_id(campaign_id),
+            ignore_failures=body.ignore_failures,
+            min_success_pct=body.min_success_pct,
+            max_failure_pct=body.max_failure_pct,
+        ),
+    )
+
+
+@_action_route("/v1/campaigns/{campaign_id:str}/cancel", "Cancel a campaign and its queued and pending commands")
+def cancel_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
+    require_admin(request, db)
+    return _out(request, fleet.cancel(db, _campaign_id(campaign_id)))

@@ -1,0 +1,205 @@
+"""``nexmdm campaigns``: list, show, watch (live progress), pause, resume and cancel."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
+
+from core.clock import utcnow
+from nexmdm_cli.commands.send import percent
+from nexmdm_cli.lazy import lazy_module
+from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, dash, group, note, relative, show, styled, table
+from nexmdm_cli.state import err_console, out_console, print_json, state
+
+fleet = lazy_module("core.fleet")  # loaded by the command, not by `nexmdm --help`
+#: core.models.CAMPAIGN_FINAL (the models import SQLAlchemy)
+CAMPAIGN_FINAL = ("completed", "cancelled")
+
+app = group("Campaigns: one command to many devices, in waves; progress, pause, resume, cancel.")
+
+CampaignId = Annotated[str, typer.Argument(metavar="ID", help="The campaign id (cmp_...).")]
+BARS = (
+    ("acked", "green"),
+    ("failed", "red"),
+    ("expired", "magenta"),
+    ("cancelled", "bright_black"),
+    ("pending", "yellow"),
+    ("queued", "blue"),
+)
+
+
+def _progress_text(c: dict[str, Any]) -> str:
+    n = c["counts"]
+    return f"{n['acked']:,}/{c['targeted']:,} acked · {n['failed'] + n['expired']:,} failed · {n['pending']:,} pending"
+
+
+@app.command("list", context_settings=CONTEXT)
+def list_campaigns(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many, newest first.")] = 20,
+    json_output: JsonOption = False,
+) -> None:
+    """Campaigns, newest first, with their status and progress."""
+    with state(ctx).session() as db:
+        items = fleet.list_campaigns(db, limit=limit)
+    if json_output:
+        print_json({"items": items})
+        return
+    if not items:
+        show("No campaigns yet: start one with `nexmdm send ACTION --to SELECTOR`.")
+        return
+    now = utcnow()
+    out = table("Campaigns (newest first)", "id", "status", "action", "targets", "waves", "progress", "created")
+    for c in items:
+        out.add_row(
+            c["id"],
+            styled(c["status"]),
+            c["action"],
+            dash(c["selector"]) if c["selector"] else f"{c['targeted']} devices",
+            f"{c['waves']['released']}/{c['waves']['count']}",
+            _progress_text(c),
+            relative(c["created_at"], now),
+        )
+    show(out)
+
+
+def _detail(c: dict[str, Any]) -> Any:
+    now = utcnow()
+    out = table(f"Campaign {c['id']}", "field", "value")
+    out.add_row("status", styled(c["status"]) + (f" ({c['reason']})" if c["reason"] else ""))
+    out.add_row("action", c["action"])
+    out.add_row("targets", c["selector"] or "explicit device ids")
+    out.add_row("note", dash(c["note"]))
+    w = c["waves"]
+    out.add_row("waves", f"{w['released']}/{w['count']} released, {w['size']:,} devices each")
+    if w["interval_seconds"]:
+        out.add_row("wave interval", f"{w['interval_seconds']} s")
+    if w["next_at"]:
+        out.add_row("next wave", relative(w["next_at"], now))
+    out.add_row("min success", f"{w['min_success_pct']}%" if w["min_success_pct"] is not None else "—")
+    out.add_row("max failure", f"{w['max_failure_pct']}%" if w["max_failure_pct"] is not None else "—")
+    for name in ("targeted", "queued", "pending", "acked", "failed", "expired", "cancelled", "pushed"):
+        out.add_row(name, f"{c['counts'][name]:,}")
+    out.add_row("created", relative(c["created_at"], now))
+    out.add_row("finished", relative(c["finished_at"], now) if c["finished_at"] else "—")
+    return out
+
+
+@app.command("show", context_settings=CONTEXT)
+def show_campaign(ctx: typer.Context, campaign_id: CampaignId, json_output: JsonOption = False) -> None:
+    """One campaign: status, waves, thresholds and counts per state."""
+    with state(ctx).session() as db:
+        campaign = fleet.get_campaign(db, campaign_id)
+    if json_output:
+        print_json(campaign)
+        return
+    show(_detail(campaign))
+
+
+@app.command(context_settings=CONTEXT)
+def watch(
+    ctx: typer.Context,
+    campaign_id: CampaignId,
+    every: Annotated[float, typer.Option(min=0.2, max=60, help="Seconds between refreshes.")] = 1.0,
+    timeout: Annotated[
+        float, typer.Option(min=0, help="Stop watching after this many seconds (0: until the campaign ends).")
+    ] = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """Live progress bars per state, waves and ack rate, until the campaign completes or is cancelled."""
+    st = state(ctx)
+    with st.session() as db:
+        campaign = fleet.get_campaign(db, campaign_id)
+    console = err_console if json_output else out_console  # stdout holds only the JSON document
+    progress = Progress(
+        TextColumn("{task.description:>10}"),
+        BarColumn(bar_width=40),
+        TextColumn("{task.completed:>8,.0f}/{task.total:,.0f}"),
+        TextColumn("{task.fields[extra]}"),
+        console=console,
+    )
+    tasks = {
+        name: progress.add_task(f"[{color}]{name}[/{color}]", total=max(1, campaign["targeted"]), extra="")
+        for name, color in BARS
+    }
+    header = progress.add_task("[bold]waves[/bold]", total=campaign["waves"]["count"], extra="")
+    started = time.monotonic()
+    first = (started, campaign["counts"]["acked"])
+    with Live(progress, console=console, transient=json_output, refresh_per_second=4):
+        while True:
+            w = campaign["waves"]
+            elapsed = time.monotonic() - first[0]
+            rate = (campaign["counts"]["acked"] - first[1]) / elapsed if elapsed > 0 else 0.0
+            progress.update(header, completed=w["released"], extra=styled(campaign["status"]))
+            for name, _ in BARS:
+                extra = f"{rate:,.1f} acks/s while watched" if name == "acked" else ""
+                progress.update(tasks[name], completed=campaign["counts"][name], extra=extra)
+            if campaign["status"] in CAMPAIGN_FINAL or (timeout and time.monotonic() - started >= timeout):
+                break
+            time.sleep(every)
+            with st.session() as db:
+                campaign = fleet.get_campaign(db, campaign_id)
+    if json_output:
+        print_json(campaign)
+        return
+    if not console.is_terminal:
+        console.line()  # Live ends without a newline when it is not drawing on a terminal
+    console.print(f"campaign {campaign_id} {styled(campaign['status'])}: {_progress_text(campaign)}")
+
+
+@app.command(context_settings=CONTEXT)
+def pause(ctx: typer.Context, campaign_id: CampaignId, json_output: JsonOption = False) -> None:
+    """Stop releasing waves (commands already released stay pending)."""
+    with state(ctx).session() as db:
+        campaign = fleet.pause(db, campaign_id)
+    _done(campaign, json_output, "paused")
+
+
+@app.command(context_settings=CONTEXT)
+def resume(
+    ctx: typer.Context,
+    campaign_id: CampaignId,
+    ignore_failures: Annotated[
+        bool, typer.Option("--ignore-failures", help="Resume a halted campaign without its thresholds.")
+    ] = False,
+    min_success: Annotated[str | None, typer.Option(help="New --min-success threshold: 80%.")] = None,
+    max_failure: Annotated[str | None, typer.Option(help="New --max-failure threshold: 10%.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Resume a paused campaign; a halted one needs new thresholds or --ignore-failures."""
+    with state(ctx).session() as db:
+        campaign = fleet.resume(
+            db,
+            campaign_id,
+            ignore_failures=ignore_failures,
+            min_success_pct=percent(min_success, "--min-success"),
+            max_failure_pct=percent(max_failure, "--max-failure"),
+        )
+    _done(campaign, json_output, "running")
+
+
+@app.command(context_settings=CONTEXT)
+def cancel(
+    ctx: typer.Context, campaign_id: CampaignId, yes: YesOption = False, json_output: JsonOption = False
+) -> None:
+    """Cancel a campaign: its queued and pending commands are cancelled at once."""
+    st = state(ctx)
+    with st.session() as db:
+        campaign = fleet.get_campaign(db, campaign_id)
+    if not yes and campaign["status"] != "cancelled":
+        pending = campaign["counts"]["queued"] + campaign["counts"]["pending"]
+        confirm(f"Cancel campaign {campaign_id} ({pending:,} commands not yet done) on {st.masked_url}?")
+    with st.session() as db:
+        campaign = fleet.cancel(db, campaign_id)
+    _done(campaign, json_output, "cancelled")
+
+
+def _done(campaign: dict[str, Any], json_output: bool, verb: str) -> None:
+    if json_output:
+        print_json(campaign)
+        return
+    note(f"[green]✅ campaign {campaign['id']} {verb}[/green]: {_progress_text(campaign)}")

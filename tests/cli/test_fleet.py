@@ -1,0 +1,130 @@
+"""``nexmdm send``, ``campaigns ...``, ``devices label/labels/list --selector``, ``tokens create --label``."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import fleet
+from core.models import Campaign, EnrollmentToken, FcmDispatch
+from core.settings import Settings
+from tests.cli.helpers import Cli, count, one_error_line
+from tests.core.fleet_helpers import ack_all, seed_fleet, seed_many
+
+
+def test_send_to_one_device_is_a_plain_command(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    result = cli("send", "ping", "--device", "a1", "--idempotency-key", "ops-1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["request_id"] == "ops-1"
+    assert "idempotency key: ops-1" in result.stderr
+    again = cli.json("send", "ping", "--device", "a1", "--idempotency-key", "ops-1")
+    assert again["created"] is False
+    assert count(session_factory, FcmDispatch) == 1 and count(session_factory, Campaign) == 0
+
+
+def test_send_dry_run_confirm_and_campaign(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    dry = cli.json("send", "sync", "--to", "store=42", "--dry-run")
+    assert dry == {"dry_run": True, "plain": False, "matched": 2, "sample": ["a1", "a2"]}
+    refused = cli("send", "sync", "--to", "store=42", input="n\n")
+    assert refused.exit_code == 1 and count(session_factory, Campaign) == 0
+    made = cli.json("send", "sync", "--to", "store=42", "--wave-size", "1", "--wave-interval", "10m", "--yes")
+    assert made["targeted"] == 2 and made["waves"]["released"] == 1 and made["counts"]["pending"] == 1
+    key = made["idempotency_key"]
+    replay = cli.json(
+        "send",
+        "sync",
+        "--to",
+        "store=42",
+        "--wave-size",
+        "1",
+        "--wave-interval",
+        "10m",
+        "--yes",
+        "--idempotency-key",
+        key,
+    )
+    assert replay["id"] == made["id"] and replay["created"] is False
+    assert count(session_factory, Campaign) == 1
+
+
+def test_send_refuses_bad_input_in_one_line(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    for args, text in (
+        (["send", "sync", "--to", "store in 42"], "position 9"),
+        (["send", "sync", "--to", "store=1", "--all"], "exactly one of"),
+        (["send", "sync", "--all", "--wave-percent", "0", "--yes"], "above 0 %"),
+        (["send", "sync", "--all", "--wave-interval", "10m", "--yes"], "need --wave-size or --wave-percent"),
+        (["send", "sync", "--all", "--max-failure", "120%", "--yes"], "between 0% and 100%"),
+        (["send", "sync", "--to", "store=nowhere", "--yes"], "no device matches"),
+        (["send", "sync", "--all", "--payload", "[1]", "--yes"], "JSON object"),
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert text in one_error_line(result), (args, result.stderr)
+    assert count(session_factory, Campaign) == 0
+
+
+def test_campaigns_list_show_pause_resume_watch(
+    cli: Cli, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    with session_factory.begin() as db:
+        seed_many(db, 6)
+    made = cli.json("send", "ring", "--all", "--wave-size", "3", "--wave-interval", "1h", "--yes")
+    cid = made["id"]
+    assert [c["id"] for c in cli.json("campaigns", "list")["items"]] == [cid]
+    assert cli.json("campaigns", "show", cid)["counts"]["queued"] == 3
+    assert cli("campaigns", "show", cid).exit_code == 0
+    assert cli.json("campaigns", "pause", cid)["status"] == "paused"
+    assert cli.json("campaigns", "resume", cid)["status"] == "running"
+    missing = cli("campaigns", "show", "cmp_00000000000000000000000000")
+    assert missing.exit_code == 3 and "no campaign" in one_error_line(missing)
+    # finish it: the devices ack, the interval is shortened so the second wave goes now, they ack again
+    ack_all(session_factory, cid)
+    with session_factory.begin() as db:
+        db.execute(Campaign.__table__.update().values(interval_seconds=0))
+    fleet.run_due(session_factory, settings)
+    ack_all(session_factory, cid)
+    fleet.run_due(session_factory, settings)
+    watched = cli("campaigns", "watch", cid, "--json")
+    assert watched.exit_code == 0, watched.stderr
+    final = json.loads(watched.stdout)
+    assert final["status"] == "completed" and final["counts"]["acked"] == 6
+    people = cli("campaigns", "watch", cid)
+    assert "acked" in people.stdout and f"campaign {cid} completed: 6/6 acked" in people.stdout
+
+
+def test_labels_from_the_cli(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    assert cli.json("devices", "label", "a2", "ring=canary", "store-") == {
+        "device_id": "a2",
+        "labels": {"ring": "canary"},
+    }
+    assert cli.json("devices", "show", "a2")["labels"] == {"ring": "canary"}
+    assert "ring=canary" in cli("devices", "show", "a2").stdout
+    bad = cli("devices", "label", "a2", "Ring=x")
+    assert bad.exit_code == 2 and "label key" in one_error_line(bad)
+    bulk = cli.json("devices", "label", "--selector", "ring=canary", "wave=1", "--yes")
+    assert bulk == {"selector": "ring=canary", "matched": 2}
+    listed = cli.json("devices", "list", "--selector", "wave=1")
+    assert [d["device_id"] for d in listed["items"]] == ["a1", "a2"]
+    assert listed["items"][0]["labels"]["wave"] == "1"
+    table = cli("devices", "list", "--selector", "wave=1")
+    assert "wave=1" in table.stdout
+    bad_selector = cli("devices", "list", "--selector", "wave in")
+    assert bad_selector.exit_code == 2 and "invalid selector at position" in one_error_line(bad_selector)
+    counts = {(c["key"], c["value"]): c["devices"] for c in cli.json("devices", "labels")["items"]}
+    assert counts[("wave", "1")] == 2
+    assert "wave" in cli("devices", "labels").stdout
+
+
+def test_tokens_create_with_labels(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    made = cli.json("tokens", "create", "--label", "store=42", "--label", "ring=beta")
+    assert made["labels"] == {"store": "42", "ring": "beta"}
+    with session_factory() as db:
+        assert db.execute(select(EnrollmentToken.labels)).scalar_one() == {"store": "42", "ring": "beta"}
+    bad = cli("tokens", "create", "--label", "store")
+    assert bad.exit_code == 2 and "key=value" in one_error_line(bad)
