@@ -1,0 +1,197 @@
+"""The push queue in SQL: claim due commands with a lease, record outcomes in batches, sweep, gauges.
+
+Each function takes a ``Session`` and never commits: the worker runs each one in its own short
+transaction, so no lock is ever held across an HTTP call to FCM.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, case, func, literal, or_, select, tuple_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.models import Device, FcmDispatch
+from core.settings import Settings
+from core.types import utcnow
+
+logger = logging.getLogger("nexmdm.delivery")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One leased command, with what its push needs."""
+
+    id: int
+    request_id: str
+    device_id: str
+    action: str
+    attempts: int
+    lease_until: datetime
+    created_at: datetime
+    fcm_token: str | None
+    #: when the command expires (its push's ``android.ttl`` is the time left until then)
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to store for one claim: the column values and the outcome name reported."""
+
+    claim: Claim
+    values: dict[str, Any]
+    outcome: str
+
+
+def claim_due(db: Session, *, now: datetime, lease_until: datetime, limit: int) -> Sequence[Row[Any]]:
+    """Lease up to ``limit`` commands whose push is due: the push queue's one claim query.
+
+    Due means: the command is pending, its push is pending, no backoff is ahead of it and nobody holds
+    an unexpired lease on it. Oldest first. ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent
+    claimers take disjoint rows without waiting; SQLite's ``BEGIN IMMEDIATE`` serializes claimers instead.
+    Filters and orderings of the queue belong here and nowhere else.
+    """
+    due = (
+        select(FcmDispatch.id)
+        .where(
+            FcmDispatch.status == "pending",
+            FcmDispatch.fcm_status == "pending",
+            or_(FcmDispatch.next_attempt_at.is_(None), FcmDispatch.next_attempt_at <= now),
+            or_(FcmDispatch.lease_until.is_(None), FcmDispatch.lease_until < now),
+        )
+        .order_by(FcmDispatch.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return db.execute(
+        update(FcmDispatch)
+        .where(FcmDispatch.id.in_(due.scalar_subquery()))
+        .values(lease_until=lease_until, attempts=FcmDispatch.attempts + 1)
+        .returning(
+            FcmDispatch.id,
+            FcmDispatch.request_id,
+            FcmDispatch.device_id,
+            FcmDispatch.action,
+            FcmDispatch.attempts,
+            FcmDispatch.created_at,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+
+
+def claim(db: Session, settings: Settings, *, now: datetime, limit: int) -> list[Claim]:
+    """Lease a batch and look up the live registration token of each command's device."""
+    lease = now + timedelta(seconds=settings.delivery_lease_seconds)
+    rows = claim_due(db, now=now, lease_until=lease, limit=limit)
+    if not rows:
+        return []
+    tokens = dict(
+        db.execute(
+            select(Device.id, Device.fcm_token).where(
+                Device.id.in_({r.device_id for r in rows}),
+                Device.fcm_token_dead_at.is_(None),
+                Device.revoked_at.is_(None),
+            )
+        ).all()
+    )
+    ttl = timedelta(seconds=settings.command_ttl_seconds)
+    return [
+        Claim(
+            r.id,
+            r.request_id,
+            r.device_id,
+            r.action,
+            r.attempts,
+            lease,
+            r.created_at,
+            tokens.get(r.device_id),
+            r.created_at + ttl,
+        )
+        for r in sorted(rows, key=lambda r: r.id)
+    ]
+
+
+def _column_value(column: str, decisions: list[Decision]) -> Any:
+    """One SET expression: a plain value when every row gets the same, else a CASE on the row id."""
+    col = FcmDispatch.__table__.c[column]
+    values = [d.values.get(column, col) for d in decisions]
+    first = values[0]
+    if all(v is not col for v in values) and all(v == first for v in values):
+        return first
+    whens = [
+        (FcmDispatch.id == d.claim.id, literal(v, col.type) if v is not None else None)
+        for d, v in zip(decisions, values, strict=True)
+        if v is not col
+    ]
+    return case(*whens, else_=col)
+
+
+def record(db: Session, decisions: list[Decision], now: datetime) -> set[int]:
+    """Store many outcomes in one statement, only on rows whose lease is still the claimer's.
+
+    Returns the ids that were stored. All ``decisions`` come from one claim (one lease value). Devices
+    whose registration token FCM called ``UNREGISTERED`` are marked in a second statement, only for rows
+    still owned.
+    """
+    if not decisions:
+        return set()
+    leases = {d.claim.lease_until for d in decisions}
+    if len(leases) != 1:
+        raise ValueError("one batch of outcomes must come from one claim")
+    columns = sorted({k for d in decisions for k in d.values})
+    owned = set(
+        db.execute(
+            update(FcmDispatch)
+            .where(FcmDispatch.id.in_([d.claim.id for d in decisions]), FcmDispatch.lease_until == leases.pop())
+            .values({c: _column_value(c, decisions) for c in columns} | {"lease_until": None})
+            .returning(FcmDispatch.id)
+            .execution_options(synchronize_session=False)
+        ).scalars()
+    )
+    dead = {
+        (d.claim.device_id, d.claim.fcm_token)
+        for d in decisions
+        if d.outcome == "unregistered" and d.claim.id in owned and d.claim.fcm_token
+    }
+    if dead:
+        db.execute(
+            update(Device)
+            .where(tuple_(Device.id, Device.fcm_token).in_(sorted(dead)))
+            .values(fcm_token_dead_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    return owned
+
+
+def sweep_expired(session_factory: sessionmaker[Session], settings: Settings, now: datetime | None = None) -> int:
+    """Mark commands with no acknowledgement within ``command_ttl_seconds`` as ``expired``.
+
+    Runs in every server process (with or without FCM) and in every delivery worker.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=settings.command_ttl_seconds)
+    with session_factory.begin() as db:
+        expired = db.execute(
+            update(FcmDispatch)
+            .where(FcmDispatch.status == "pending", FcmDispatch.created_at < cutoff)
+            .values(status="expired", finished_at=now, lease_until=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    if expired:
+        logger.info("expired %d commands older than %ss", expired, settings.command_ttl_seconds)
+    return expired or 0
+
+
+def queue_stats(db: Session, now: datetime | None = None) -> dict[str, Any]:
+    """Depth of the push queue and the age of its oldest row (for metrics)."""
+    now = now or utcnow()
+    depth, oldest = db.execute(
+        select(func.count(), func.min(FcmDispatch.created_at)).where(
+            FcmDispatch.status == "pending", FcmDispatch.fcm_status == "pending"
+        )
+    ).one()
+    return {"depth": depth, "oldest_age_seconds": (now - oldest).total_seconds() if oldest else 0.0}
