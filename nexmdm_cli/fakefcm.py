@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ class FakeFcmServer:
         self.on_message = on_message
         self.received = 0
         self.token_requests = 0
+        #: pushes per request id (``GET /stats`` tells how many ids were pushed more than once)
+        self.pushes: Counter[str] = Counter()
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -39,7 +42,24 @@ class FakeFcmServer:
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_post(f"/v1/projects/{self.project}/messages:send", self._send)
+        app.router.add_get("/stats", self._stats)
+        app.router.add_post("/reset", self._reset)
         return app
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "received": self.received,
+                "request_ids": len(self.pushes),
+                "pushed_twice_or_more": sum(1 for n in self.pushes.values() if n > 1),
+                "token_requests": self.token_requests,
+            }
+        )
+
+    async def _reset(self, _request: web.Request) -> web.Response:
+        self.received = 0
+        self.pushes.clear()
+        return web.json_response({"reset": True})
 
     async def _token(self, request: web.Request) -> web.Response:
         await request.read()
@@ -54,6 +74,9 @@ class FakeFcmServer:
             await asyncio.sleep(self.delay)
         self.received += 1
         message = body.get("message", {}) if isinstance(body, dict) else {}
+        data = message.get("data") if isinstance(message, dict) else None
+        if isinstance(data, dict) and "request_id" in data:
+            self.pushes[str(data["request_id"])] += 1
         if self.on_message is not None and isinstance(message.get("data"), dict):
             self.on_message(str(message.get("token", "")), message["data"])
         return web.json_response({"name": f"projects/{self.project}/messages/{self.received}"})

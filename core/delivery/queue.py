@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, case, func, literal, or_, select, tuple_, update
+from sqlalchemy import ARRAY, Integer, Row, case, func, literal, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import Device, FcmDispatch
@@ -115,19 +115,32 @@ def claim(db: Session, settings: Settings, *, now: datetime, limit: int) -> list
     ]
 
 
-def _column_value(column: str, decisions: list[Decision]) -> Any:
-    """One SET expression: a plain value when every row gets the same, else a CASE on the row id."""
-    col = FcmDispatch.__table__.c[column]
-    values = [d.values.get(column, col) for d in decisions]
-    first = values[0]
-    if all(v is not col for v in values) and all(v == first for v in values):
-        return first
-    whens = [
-        (FcmDispatch.id == d.claim.id, literal(v, col.type) if v is not None else None)
-        for d, v in zip(decisions, values, strict=True)
-        if v is not col
-    ]
-    return case(*whens, else_=col)
+def _set_clause(db: Session, decisions: list[Decision]) -> tuple[dict[str, Any], Any]:
+    """SET expressions for a batch: a plain value where every row gets the same one, else per-row values.
+
+    Per-row values come from arrays unnested beside the ids on PostgreSQL (one join, however many rows)
+    and from a ``CASE`` on the row id on SQLite. Every decision sets the same columns.
+    """
+    table = FcmDispatch.__table__
+    columns = sorted(decisions[0].values)
+    uniform = {
+        c: decisions[0].values[c] for c in columns if all(d.values[c] == decisions[0].values[c] for d in decisions)
+    }
+    varying = [c for c in columns if c not in uniform]
+    if not varying:
+        return uniform, None
+    if db.get_bind().dialect.name == "postgresql":
+        arrays = [func.unnest(literal([d.claim.id for d in decisions], ARRAY(Integer))).label("id")]
+        arrays += [
+            func.unnest(literal([d.values[c] for d in decisions], ARRAY(table.c[c].type))).label(c) for c in varying
+        ]
+        rows = select(*arrays).subquery("outcomes")
+        return uniform | {c: rows.c[c] for c in varying}, rows
+    cases = {
+        c: case(*[(FcmDispatch.id == d.claim.id, literal(d.values[c], table.c[c].type)) for d in decisions])
+        for c in varying
+    }
+    return uniform | cases, None
 
 
 def record(db: Session, decisions: list[Decision], now: datetime) -> set[int]:
@@ -142,12 +155,15 @@ def record(db: Session, decisions: list[Decision], now: datetime) -> set[int]:
     leases = {d.claim.lease_until for d in decisions}
     if len(leases) != 1:
         raise ValueError("one batch of outcomes must come from one claim")
-    columns = sorted({k for d in decisions for k in d.values})
+    values, rows = _set_clause(db, decisions)
+    statement = update(FcmDispatch).where(FcmDispatch.lease_until == leases.pop())
+    if rows is not None:
+        statement = statement.where(FcmDispatch.id == rows.c.id)
+    else:
+        statement = statement.where(FcmDispatch.id.in_([d.claim.id for d in decisions]))
     owned = set(
         db.execute(
-            update(FcmDispatch)
-            .where(FcmDispatch.id.in_([d.claim.id for d in decisions]), FcmDispatch.lease_until == leases.pop())
-            .values({c: _column_value(c, decisions) for c in columns} | {"lease_until": None})
+            statement.values(values | {"lease_until": None})
             .returning(FcmDispatch.id)
             .execution_options(synchronize_session=False)
         ).scalars()

@@ -65,7 +65,7 @@ class DeliveryWorker:
         self.rng = rng
         self.totals: Counter[str] = Counter()
         self.sender = Sender(client, settings, rng) if client is not None else None
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop()
 
     # ------------------------------------------------------------------------------ claim, record
 
@@ -86,7 +86,14 @@ class DeliveryWorker:
     def decide(self, claim: Claim, result: fcm.SendResult, now: datetime) -> Decision:
         """The columns to store for one send's outcome."""
         outcome = result.outcome
-        values: dict[str, Any] = {"last_error": result.error}
+        # every outcome sets the same columns, so a batch is one statement with one value list per column
+        values: dict[str, Any] = {
+            "last_error": result.error,
+            "fcm_status": "pending",
+            "sent_at": None,
+            "fcm_message_id": None,
+            "next_attempt_at": None,
+        }
         if outcome == fcm.SENT:
             values |= {"fcm_status": "sent", "sent_at": now, "fcm_message_id": result.message_id}
         elif outcome == "skipped":
@@ -189,7 +196,10 @@ class DeliveryWorker:
 
     def run_once(self, now: datetime | None = None) -> list[str]:
         """Claim one batch (due at ``now``) and deliver it; returns the outcomes."""
-        claims = self.claim(now)
+        return self.send_claims(self.claim(now))
+
+    def send_claims(self, claims: list[Claim]) -> list[str]:
+        """Send already claimed rows from this thread and record their outcomes; returns them."""
         if not claims:
             return []
         return self._loop.run_until_complete(self.deliver(claims))
@@ -272,6 +282,15 @@ class DeliveryWorker:
         closer = threading.Thread(target=finish, name="nexmdm-delivery-close")
         closer.start()
         closer.join()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where installed (uvicorn[standard] brings it): about a third less CPU per push."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows, or a slim install
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def client_from_settings(settings: Settings) -> fcm.FcmClient | None:
