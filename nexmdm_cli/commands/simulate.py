@@ -52,8 +52,17 @@ def run_with_progress(sim: Simulation, during: Callable[[Simulation], Awaitable[
             f"{st.beats_deduplicated} dedup beats · {st.commands_acked} acks · {sum(st.errors().values())} errors",
         )
 
-    with progress:
-        return asyncio.run(sim.run(on_tick=tick, during=during))
+    with progress, asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(sim.run(on_tick=tick, during=during))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed: less of the simulator's own time in every latency it measures."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return None
+    return uvloop.new_event_loop
 
 
 def run_parts_with_progress(options: dict[str, Any], processes: int) -> dict[str, Any]:
