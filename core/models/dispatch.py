@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
@@ -14,6 +14,8 @@ from core.types import UTCDateTime, utcnow
 COMMAND_STATUSES = ("pending", "acked", "failed", "expired")
 FINISHED_STATUSES = ("acked", "failed", "expired")
 FCM_STATUSES = ("pending", "sent", "failed", "skipped")
+#: rows of the push queue: commands still pending whose push is still pending (a partial index)
+PUSH_QUEUE = "status = 'pending' AND fcm_status = 'pending'"
 
 
 class FcmDispatch(Base):
@@ -49,4 +51,11 @@ class FcmDispatch(Base):
         Index(None, "status", "created_at"),
         Index(None, "created_at"),
         Index(None, "fcm_status", "next_attempt_at"),
+        # the push queue: the delivery worker claims pending pushes in id order (core/delivery/queue.py)
+        Index(
+            "ix_fcm_dispatches_push_queue",
+            "id",
+            postgresql_where=text(PUSH_QUEUE),
+            sqlite_where=text(PUSH_QUEUE),
+        ),
     )
