@@ -41,8 +41,8 @@ logger = logging.getLogger("nexmdm.delivery")
 #: outcomes are stored once this many have accumulated in a round (or the round ends, or a second passed)
 RECORD_BATCH = 250
 RECORD_EVERY_SECONDS = 1.0
-#: rounds in flight at once: the one sending and the next, claimed before the first runs dry
-MAX_ROUNDS = 2
+#: rounds in flight at once: the ones sending and the next, claimed before the sender runs dry
+MAX_ROUNDS = 3
 
 #: called with (outcome, push latency in seconds or None) after each recorded outcome
 Observer = Callable[[str, float | None], None]
