@@ -21,11 +21,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import aiohttp
 
 logger = logging.getLogger("nexmdm.fcm")
 
@@ -128,6 +129,8 @@ class FcmClient:
         self._token_lock: asyncio.Lock | None = None
 
     def _http(self) -> aiohttp.ClientSession:
+        import aiohttp  # not at import time: the CLI starts without it
+
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.connections, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
@@ -153,6 +156,7 @@ class FcmClient:
         force_refresh: bool = False,
     ) -> SendResult:
         """Send one data message to one registration token (``android``: FCM's AndroidConfig)."""
+        import aiohttp
         from google.auth import exceptions as auth_exceptions
 
         try:

@@ -24,7 +24,6 @@ from core.db import engine_from_settings, make_session_factory
 from core.migrations import alembic_config
 from core.settings import get_settings
 from nexmdm_cli.commands.simulate import fake_fcm_env, render_report, run_with_progress
-from nexmdm_cli.simulation import Simulation
 from nexmdm_cli.state import info, out_console
 
 DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
@@ -96,6 +95,8 @@ def demo(
     try:
         wait_until_ready(url, server)
         info(f"[bold]3/5[/bold] simulating {devices} devices for {duration:.0f} s; dispatching commands on the way")
+        from nexmdm_cli.simulation import Simulation
+
         sim = Simulation(
             url, enrollment_token, devices=devices, duration=duration, interval=2.0, poll_every=5, fcm_port=fcm_port
         )
