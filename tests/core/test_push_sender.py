@@ -252,3 +252,43 @@ def test_a_single_command_is_pushed_within_a_second_of_its_commit(
     _until(lambda: len(fake_fcm.messages) == 1, timeout=10)
     # ~1 s is the promise; the margin absorbs a loaded test machine
     assert fake_fcm.messages[0].at - committed < 2.5
+
+
+def test_a_claim_whose_lease_is_ending_is_not_sent(
+    make_worker: Callable[..., DeliveryWorker],
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    fake_fcm: FakeFcm,
+) -> None:
+    """After a long pause another worker may own the row: never send without the lease."""
+    import dataclasses
+
+    _device(session_factory, "dev_1", "tok-1")
+    _command(session_factory, settings, "c_1", "dev_1", "sync")
+    worker = make_worker()
+    (claim,) = worker.claim()
+    ending = dataclasses.replace(claim, lease_until=datetime.now(UTC) + timedelta(milliseconds=300))
+    assert worker.send_claims([ending]) == ["lease_lost"]
+    assert fake_fcm.messages == []
+    row = _rows(session_factory)["c_1"]
+    assert row.fcm_status == "pending" and row.lease_until == claim.lease_until  # untouched: it goes back later
+
+
+def test_a_command_past_its_life_is_skipped_not_pushed(
+    make_worker: Callable[..., DeliveryWorker],
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    fake_fcm: FakeFcm,
+) -> None:
+    _device(session_factory, "dev_1", "tok-1")
+    _command(session_factory, settings, "c_old", "dev_1", "sync")
+    with session_factory.begin() as db:  # older than the TTL, and the expiry sweep has not run yet
+        db.execute(
+            update(FcmDispatch)
+            .where(FcmDispatch.request_id == "c_old")
+            .values(created_at=datetime.now(UTC) - timedelta(seconds=settings.command_ttl_seconds + 1))
+        )
+    assert make_worker().run_once() == ["skipped"]
+    assert fake_fcm.messages == []
+    row = _rows(session_factory)["c_old"]
+    assert row.fcm_status == "skipped" and "expired" in row.last_error
