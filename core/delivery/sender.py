@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiolimiter import AsyncLimiter
 
@@ -25,6 +25,13 @@ logger = logging.getLogger("nexmdm.delivery")
 
 #: a claim whose lease ends sooner than this is not sent: another worker may take it at any moment
 LEASE_MARGIN_SECONDS = 1.0
+
+
+class RateGate(Protocol):
+    """What the sender waits on before each send: ``aiolimiter.AsyncLimiter`` per process, or a shared one
+    (a Redis bucket, so that the cap holds across every sender of the cluster)."""
+
+    async def acquire(self, amount: float = 1) -> None: ...
 
 
 def rate_limiter(per_minute: int) -> AsyncLimiter:
@@ -55,6 +62,7 @@ class Sender:
         rng: Callable[[], float],
         *,
         clock: Callable[[], float] = time.monotonic,
+        limiter: RateGate | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -65,7 +73,8 @@ class Sender:
         self._consecutive_pauses = 0
         self._waiting = 0
         self._semaphore: asyncio.Semaphore | None = None
-        self._limiter: AsyncLimiter | None = None
+        #: the rate cap; by default NEXMDM_FCM_MAX_PER_MINUTE for this process alone
+        self._limiter: RateGate | None = limiter
 
     @property
     def waiting(self) -> int:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import fcm
 from core.delivery import queue
 from core.delivery.queue import Claim, Decision
-from core.delivery.sender import Sender
+from core.delivery.sender import RateGate, Sender
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
 from core.types import utcnow
@@ -57,6 +57,7 @@ class DeliveryWorker:
         *,
         observer: Observer | None = None,
         rng: Callable[[], float] = random.random,
+        limiter: RateGate | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
@@ -64,7 +65,7 @@ class DeliveryWorker:
         self.observer = observer
         self.rng = rng
         self.totals: Counter[str] = Counter()
-        self.sender = Sender(client, settings, rng) if client is not None else None
+        self.sender = Sender(client, settings, rng, limiter=limiter) if client is not None else None
         self._loop = _new_loop()
 
     # ------------------------------------------------------------------------------ claim, record

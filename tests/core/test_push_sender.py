@@ -292,3 +292,27 @@ def test_a_command_past_its_life_is_skipped_not_pushed(
     assert fake_fcm.messages == []
     row = _rows(session_factory)["c_old"]
     assert row.fcm_status == "skipped" and "expired" in row.last_error
+
+
+def test_a_shared_rate_gate_is_asked_before_every_send(
+    session_factory: sessionmaker[Session], fcm_settings: Settings, settings: Settings, fake_fcm: FakeFcm
+) -> None:
+    """The hook for a cluster-wide cap (a Redis bucket): every send waits on the gate it is given."""
+
+    class Gate:
+        calls = 0
+
+        async def acquire(self, amount: float = 1) -> None:
+            Gate.calls += 1
+
+    _device(session_factory, "dev_1", "tok-1")
+    with session_factory.begin() as db:
+        for i in range(7):
+            dispatches.create_command(db, settings, request_id=f"c_{i}", device_id="dev_1", action="sync")
+    factory = make_session_factory(session_factory.kw["bind"], fcm_settings)
+    worker = DeliveryWorker(factory, fcm_settings, client_from_settings(fcm_settings), limiter=Gate())
+    try:
+        assert worker.run_once() == ["sent"] * 7
+    finally:
+        worker.close()
+    assert Gate.calls == 7
