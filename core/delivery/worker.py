@@ -72,11 +72,14 @@ class DeliveryWorker:
 
     def claim(self, now: datetime | None = None) -> list[Claim]:
         """Lease up to ``delivery_batch_size`` due rows in one short transaction."""
-        # never claim more than the rate cap lets us send within half a lease
-        per_lease = self.settings.fcm_max_per_minute / 60 * self.settings.delivery_lease_seconds / 2
-        limit = max(1, min(self.settings.delivery_batch_size, int(per_lease)))
         with self.session_factory.begin() as db:
-            return queue.claim(db, self.settings, now=now or utcnow(), limit=limit)
+            return queue.claim(db, self.settings, now=now or utcnow(), limit=self.claim_limit)
+
+    @property
+    def claim_limit(self) -> int:
+        """``delivery_batch_size``, but never more than the rate cap lets us send within half a lease."""
+        per_lease = self.settings.fcm_max_per_minute / 60 * self.settings.delivery_lease_seconds / 2
+        return max(1, min(self.settings.delivery_batch_size, int(per_lease)))
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter (50-100 % of the step), never sooner than ``Retry-After``."""
@@ -243,7 +246,7 @@ class DeliveryWorker:
                 logger.exception("delivery worker round failed")
                 await self._idle(stop, rounds, min(5.0, 0.25 * 2**failures))
                 continue
-            if claimed >= self.settings.delivery_batch_size:
+            if claimed >= self.claim_limit:
                 await self._idle(stop, rounds, 0.005)  # more is due: claim again once the sender has room
             else:
                 await self._idle(stop, rounds, self.settings.delivery_poll_seconds)
