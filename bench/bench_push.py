@@ -1,4 +1,4 @@
-"""Part 5: pushes at fleet scale against a fake FCM 50 ms away, beside wrk's floor in the same run.
+"""Part 6: pushes at fleet scale against a fake FCM 50 ms away, beside wrk's floor in the same run.
 
 A fake FCM (``python -m nexmdm_cli.fakefcm``) runs in its own process and answers every send after
 50 ms. The floor is wrk with 256 sends in flight against it. Then N devices with registration tokens

@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers, bench_http, bench_push, bench_retention
+from bench import bench_helpers, bench_http, bench_push, bench_retention, bench_startup
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "push"]
+PARTS = ["helpers", "http", "retention", "startup", "push"]
 
 
 def machine() -> dict[str, object]:
@@ -93,8 +93,12 @@ def main() -> None:
             else:
                 found, details["retention"] = bench_retention.run()
             figures += found
+        if "startup" in parts:
+            console.print("[bold]5. CLI start-up vs python -c pass[/bold]")
+            found, details["startup"] = bench_startup.run(Path(tmp), runs=5 if args.quick else 15)
+            figures += found
         if "push" in parts:
-            console.print("[bold]5. pushes: N commands through a fake FCM 50 ms away vs wrk's floor[/bold]")
+            console.print("[bold]6. pushes: N commands through a fake FCM 50 ms away vs wrk's floor[/bold]")
             n = args.push_commands or (2_000 if args.quick else 20_000)
             found, details["push"] = bench_push.run(Path(tmp), n=n, floor_seconds=5 if args.quick else 10)
             figures += found

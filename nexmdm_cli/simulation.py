@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from core.errors import InvalidArgument
+from nexmdm_cli.lazy import lazy_module
+
+aiohttp = lazy_module("aiohttp")  # loaded when a simulation runs, not by `nexmdm --help`
 
 NETWORKS = ("wifi", "wifi", "wifi", "cellular", "cellular", "ethernet")
 #: report rows for the pushed commands, measured from each command's creation

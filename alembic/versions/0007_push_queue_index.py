@@ -1,7 +1,7 @@
 """push queue index: pending pushes in id order, whatever the history
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-29 20:15:00.000000
 
 The delivery worker claims the oldest pending pushes (``ORDER BY id LIMIT 500``). With millions of
@@ -17,7 +17,7 @@ from core.migrations import create_index_concurrently, drop_index_concurrently
 
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

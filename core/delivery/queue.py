@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, Integer, Row, case, func, literal, or_, select, tuple_, update
+from sqlalchemy import ARRAY, Integer, Row, and_, case, func, literal, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Device, FcmDispatch
+from core.models import FINISHED_STATUSES, Device, FcmDispatch
+from core.operations import rowcount
 from core.settings import Settings
 from core.types import utcnow
 
@@ -47,7 +48,9 @@ class Decision:
     outcome: str
 
 
-def claim_due(db: Session, *, now: datetime, lease_until: datetime, limit: int) -> Sequence[Row[Any]]:
+def claim_due(
+    db: Session, *, now: datetime, lease_until: datetime, limit: int
+) -> Sequence[Row[int, str, str, str, int, datetime]]:
     """Lease up to ``limit`` commands whose push is due: the push queue's one claim query.
 
     Due means: the command is pending, its push is pending, no backoff is ahead of it and nobody holds
@@ -156,6 +159,15 @@ def record(db: Session, decisions: list[Decision], now: datetime) -> set[int]:
     if len(leases) != 1:
         raise ValueError("one batch of outcomes must come from one claim")
     values, rows = _set_clause(db, decisions)
+    # a command that finished meanwhile is never claimed again: a push left pending becomes skipped
+    status = values["fcm_status"]
+    if isinstance(status, str):
+        if status == "pending":
+            values["fcm_status"] = case((FcmDispatch.status == "pending", "pending"), else_="skipped")
+    else:
+        values["fcm_status"] = case(
+            (and_(FcmDispatch.status != "pending", status == "pending"), "skipped"), else_=status
+        )
     statement = update(FcmDispatch).where(FcmDispatch.lease_until == leases.pop())
     if rows is not None:
         statement = statement.where(FcmDispatch.id == rows.c.id)
@@ -191,12 +203,25 @@ def sweep_expired(session_factory: sessionmaker[Session], settings: Settings, no
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.command_ttl_seconds)
     with session_factory.begin() as db:
-        expired = db.execute(
+        expired = rowcount(
+            db.execute(
+                update(FcmDispatch)
+                .where(FcmDispatch.status == "pending", FcmDispatch.created_at < cutoff)
+                .values(status="expired", finished_at=now, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        # the pushes that will never be sent (their command finished; no worker holds them): skipped
+        db.execute(
             update(FcmDispatch)
-            .where(FcmDispatch.status == "pending", FcmDispatch.created_at < cutoff)
-            .values(status="expired", finished_at=now, lease_until=None)
+            .where(
+                FcmDispatch.fcm_status == "pending",
+                FcmDispatch.status.in_(FINISHED_STATUSES),
+                or_(FcmDispatch.lease_until.is_(None), FcmDispatch.lease_until < now),
+            )
+            .values(fcm_status="skipped")
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     if expired:
         logger.info("expired %d commands older than %ss", expired, settings.command_ttl_seconds)
     return expired or 0

@@ -91,7 +91,7 @@ class Sender:
         if base is None:
             base = min(
                 self.settings.fcm_backoff_max_seconds,
-                self.settings.fcm_backoff_seconds * 2 ** (self._consecutive_pauses - 1),
+                self.settings.fcm_backoff_seconds * 2.0 ** (self._consecutive_pauses - 1),
             )
         until = self.clock() + base * (1 + 0.2 * self.rng())
         if until > self.paused_until:

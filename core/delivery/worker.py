@@ -83,7 +83,7 @@ class DeliveryWorker:
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter (50-100 % of the step), never sooner than ``Retry-After``."""
-        step = min(self.settings.fcm_backoff_max_seconds, self.settings.fcm_backoff_seconds * 2 ** (attempts - 1))
+        step = min(self.settings.fcm_backoff_max_seconds, self.settings.fcm_backoff_seconds * 2.0 ** (attempts - 1))
         delay = step * (0.5 + self.rng() / 2)
         return max(delay, retry_after or 0.0)
 
@@ -157,7 +157,7 @@ class DeliveryWorker:
             return fcm.SendResult("skipped", error="FCM is not configured")
         try:
             return await self.sender.send(claim)
-        except Exception as exc:  # noqa: BLE001 - one bad send must not stop the worker
+        except Exception as exc:  # one bad send must not stop the worker
             logger.exception("push of %s failed unexpectedly", claim.request_id)
             return fcm.SendResult(fcm.RETRY, error=f"unexpected: {exc.__class__.__name__}")
 

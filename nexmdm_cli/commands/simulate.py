@@ -17,19 +17,18 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from core import credentials
 from nexmdm_cli.errors import EXIT_USAGE
+from nexmdm_cli.lazy import lazy_module
+from nexmdm_cli.simulation import Simulation, check_loopback
 from nexmdm_cli.state import CliState, err_console, out_console, print_json, state
 
-if TYPE_CHECKING:  # the simulator brings aiohttp: imported when the command runs, not when the CLI starts
-    from nexmdm_cli.simulation import Simulation
-
+credentials = lazy_module("core.credentials")
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
 
 
@@ -209,8 +208,6 @@ def simulate(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
 ) -> None:
     """Simulate devices against a running API: enroll, heartbeat, fetch and acknowledge commands; report latency."""
-    from nexmdm_cli.simulation import Simulation, check_loopback
-
     base = check_loopback(url)
     if fcm and processes > 1:
         err_console.print("[red]error:[/red] --fcm runs in one process (pushes reach devices in its own loop)")

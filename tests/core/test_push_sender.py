@@ -147,7 +147,7 @@ def test_mixed_outcomes_are_recorded_in_one_statement(
     statements: list[str] = []
     engine = session_factory.kw["bind"]
 
-    def seen(conn, cursor, statement, *args) -> None:  # noqa: ANN001
+    def seen(conn, cursor, statement, *args) -> None:
         if statement.lstrip().upper().startswith("UPDATE FCM_DISPATCHES"):
             statements.append(statement)
 

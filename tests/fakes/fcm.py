@@ -54,6 +54,16 @@ class FakeFcm:
         """Answer every send to ``token`` this way."""
         self.per_token[token] = (status, error_body(status, error_code) if error_code else {}, headers or {})
 
+    def answer(self, token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The response for the next send to ``token`` (call with the lock held)."""
+        if token in self.per_token:
+            return self.per_token[token]
+        if self.scripted:
+            return self.scripted.popleft()
+        if self.always:
+            return self.always
+        return 200, {}, {}
+
     def sent_request_ids(self) -> list[str]:
         return [m.body["message"]["data"]["request_id"] for m in self.messages]
 
@@ -76,7 +86,7 @@ class FakeFcm:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(length)
                 if self.path == "/token":
@@ -95,15 +105,7 @@ class FakeFcm:
                 with fake.lock:
                     fake.messages.append(Received(self.path, self.headers.get("Authorization", ""), body, time.time()))
                     n = len(fake.messages)
-                    token = body.get("message", {}).get("token")
-                    if token in fake.per_token:
-                        status, body, headers = fake.per_token[token]
-                    elif fake.scripted:
-                        status, body, headers = fake.scripted.popleft()
-                    elif fake.always:
-                        status, body, headers = fake.always
-                    else:
-                        status, body, headers = 200, {}, {}
+                    status, body, headers = fake.answer(body.get("message", {}).get("token"))
                 if status == 200:
                     body = {"name": f"projects/{PROJECT}/messages/{n}"}
                 if fake.delay:
