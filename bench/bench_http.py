@@ -137,8 +137,14 @@ def server(argv: list[str], env: dict[str, str], port: int, log: Path) -> Iterat
             proc.wait()
 
 
-def wrk(port: int, fleet: Path, *, connections: int, seconds: int, threads: int = 2) -> dict[str, Any]:
-    """One wrk run; returns its figures plus the load generator's CPU use (share of one core)."""
+def wrk(
+    port: int, fleet: Path, *, connections: int, seconds: int, threads: int = 2, pace_ms: float | None = None
+) -> dict[str, Any]:
+    """One wrk run; returns its figures plus the load generator's CPU use (share of one core).
+
+    With ``pace_ms`` each connection waits that long between requests (a fixed request rate).
+    """
+    script = "heartbeat.lua" if pace_ms is None else "heartbeat_paced.lua"
     argv = [
         "wrk",
         f"-t{threads}",
@@ -147,10 +153,11 @@ def wrk(port: int, fleet: Path, *, connections: int, seconds: int, threads: int 
         "--timeout",
         "10s",
         "-s",
-        str(HERE / "heartbeat.lua"),
+        str(HERE / script),
         f"http://127.0.0.1:{port}",
         "--",
         str(fleet),
+        *([] if pace_ms is None else [str(int(pace_ms))]),
     ]
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -257,6 +264,31 @@ def simulate(port: int, devices: int, seconds: float, env: dict[str, str]) -> di
     return report
 
 
+def cross_check(port: int, fleet: Path, report: dict[str, Any], seconds: float, details: dict[str, Any]) -> Figure:
+    """wrk at the simulator's request rate against the same server: is the simulator's heartbeat p99 the server's?
+
+    The rate is every request the simulated devices made after enrolling (heartbeats and command polls).
+    """
+    beats = report["endpoints"].get("POST /v1/heartbeat", {})
+    rate = sum(e["throughput_rps"] for name, e in report["endpoints"].items() if name != "POST /v1/enroll")
+    rate = max(1.0, rate)
+    connections = 16
+    pace = max(1.0, connections / rate * 1000)
+    paced = wrk(port, fleet, connections=connections, seconds=int(min(seconds, 30)), pace_ms=pace)
+    details["cross_check"] = {"simulate": beats, "simulate_rps": rate, "wrk_same_rate": paced, "pace_ms": pace}
+    sim_p99 = beats.get("p99_ms") or float("nan")
+    enough = paced["requests"] >= 100 and beats.get("requests", 0) >= 100  # a p99 of fewer says nothing
+    return Figure(
+        "simulate",
+        f"heartbeat p99: nexmdm simulate ÷ wrk at the same rate (~{rate:,.0f} req/s)"
+        + ("" if enough else ", too few requests to compare"),
+        sim_p99 / paced["p99_ms"] if paced["p99_ms"] else float("nan"),
+        "×",
+        extra={"simulate_p99_ms": sim_p99, "wrk_p99_ms": paced["p99_ms"], "wrk_rps": paced["throughput_rps"]},
+        below=2.0 if enough else None,
+    )
+
+
 def run(
     tmp: Path,
     *,
@@ -327,6 +359,8 @@ def run(
                         | {"errors_by_status": report["errors_by_status"], "simulator_cpu_pct": report["cpu_pct"]},
                     )
                 )
+                if devices == max(simulate_sizes):
+                    figures.append(cross_check(port, fleet_all, report, simulate_seconds, details))
             workers_rss = [m for p in process_tree(proc.pid)[1:] if (m := peak_rss_mb(p))]
         simulator_rss = max(r["peak_rss_mb"] for r in details["simulate"])
         server_peak = max(workers_rss + rss.get("after wrk", []))

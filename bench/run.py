@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_campaigns, bench_helpers, bench_http, bench_retention, bench_startup
+from bench import bench_campaigns, bench_helpers, bench_http, bench_push, bench_retention, bench_startup
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "startup", "campaigns"]
+PARTS = ["helpers", "http", "retention", "startup", "campaigns", "push"]
 
 
 def machine() -> dict[str, object]:
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=PARTS, action="append", help="run only these parts (repeatable; default: all)"
     )
+    parser.add_argument("--push-commands", type=int, help="commands in the push part (default 20,000; --quick 2,000)")
     args = parser.parse_args()
     parts = set(args.only or PARTS)
     console = Console(width=max(160, Console().width))
@@ -102,6 +103,11 @@ def main() -> None:
                 found, details["campaigns"] = bench_campaigns.run(Path(tmp), pg_devices=10_000, sqlite_devices=2_000)
             else:
                 found, details["campaigns"] = bench_campaigns.run(Path(tmp))
+            figures += found
+        if "push" in parts:
+            console.print("[bold]7. pushes: N commands through a fake FCM 50 ms away vs wrk's floor[/bold]")
+            n = args.push_commands or (2_000 if args.quick else 20_000)
+            found, details["push"] = bench_push.run(Path(tmp), n=n, floor_seconds=5 if args.quick else 10)
             figures += found
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)

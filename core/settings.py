@@ -12,6 +12,8 @@ from pathlib import Path
 from core.errors import InvalidArgument
 
 DEFAULT_ACTIONS = ("ping", "ring", "sync", "lock", "reboot", "install_apk", "update_agent")
+#: actions that must wake a dozing device; FCM deprioritizes apps whose high-priority pushes show nothing
+DEFAULT_HIGH_PRIORITY_ACTIONS = ("ring", "lock", "reboot")
 
 
 def default_data_dir() -> Path:
@@ -70,8 +72,10 @@ class Settings:
     fcm_timeout_seconds: float = 10.0
     delivery_lease_seconds: int = 30
     delivery_poll_seconds: float = 0.5
-    delivery_batch_size: int = 8
-    delivery_concurrency: int = 8
+    fcm_max_per_minute: int = 600_000
+    fcm_high_priority_actions: tuple[str, ...] = DEFAULT_HIGH_PRIORITY_ACTIONS
+    delivery_batch_size: int = 500
+    delivery_concurrency: int = 256
     command_ttl_seconds: int = 86400
     delivery_in_server: bool = True
     campaign_max_targets: int = 0
@@ -93,6 +97,7 @@ class Settings:
             "delivery_lease_seconds",
             "delivery_batch_size",
             "delivery_concurrency",
+            "fcm_max_per_minute",
             "command_ttl_seconds",
         ):
             if getattr(self, name) < 1:

@@ -5,14 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
 from core.statuses import COMMAND_STATUSES, FCM_STATUSES, FINISHED_STATUSES
 from core.types import UTCDateTime, utcnow
 
-__all__ = ["COMMAND_STATUSES", "FCM_STATUSES", "FINISHED_STATUSES", "FcmDispatch"]
+__all__ = [
+    "CAMPAIGN_PUSH_QUEUE",
+    "COMMAND_STATUSES",
+    "FCM_STATUSES",
+    "FINISHED_STATUSES",
+    "PLAIN_PUSH_QUEUE",
+    "FcmDispatch",
+]
+
+#: rows of the push queue: commands still pending whose push is still pending (partial indexes), split in
+#: two so that commands of no campaign are claimed first, each half in id order from its own index
+PUSH_QUEUE = "status = 'pending' AND fcm_status = 'pending'"
+PLAIN_PUSH_QUEUE = f"{PUSH_QUEUE} AND campaign_id IS NULL"
+CAMPAIGN_PUSH_QUEUE = f"{PUSH_QUEUE} AND campaign_id IS NOT NULL"
 
 
 def _sql_list(values: tuple[str, ...]) -> str:
@@ -60,4 +73,18 @@ class FcmDispatch(Base):
         Index(None, "fcm_status", "next_attempt_at"),
         Index(None, "campaign_id", "status", "fcm_status"),
         Index(None, "status", "expires_at"),
+        # the push queue: the delivery worker claims pending pushes in id order (core/delivery/queue.py),
+        # commands of no campaign before campaign ones (one `lock` never waits behind 100k campaign pushes)
+        Index(
+            "ix_fcm_dispatches_push_queue",
+            "id",
+            postgresql_where=text(PLAIN_PUSH_QUEUE),
+            sqlite_where=text(PLAIN_PUSH_QUEUE),
+        ),
+        Index(
+            "ix_fcm_dispatches_campaign_push_queue",
+            "id",
+            postgresql_where=text(CAMPAIGN_PUSH_QUEUE),
+            sqlite_where=text(CAMPAIGN_PUSH_QUEUE),
+        ),
     )

@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from core.settings import get_settings
-from nexmdm_cli.commands.simulate import render_report, run_with_progress
+from nexmdm_cli.commands.simulate import fake_fcm_env, render_report, run_with_progress
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.simulation import Simulation
 from nexmdm_cli.state import info, out_console
@@ -155,12 +155,13 @@ def demo(
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    info(f"[bold]2/6[/bold] starting the API on {url}")
-    env = os.environ | {
-        "NEXMDM_DATABASE_URL": database_url,
-        "NEXMDM_DATA_DIR": str(folder),
-        "NEXMDM_LOG_LEVEL": "WARNING",
-    }
+    fcm_port = free_port()  # the simulation's fake FCM: the server's delivery worker pushes through it
+    info(f"[bold]2/6[/bold] starting the API on {url}, pushing through a local fake FCM on port {fcm_port}")
+    env = (
+        os.environ
+        | fake_fcm_env(folder, fcm_port)
+        | {"NEXMDM_DATABASE_URL": database_url, "NEXMDM_DATA_DIR": str(folder), "NEXMDM_LOG_LEVEL": "WARNING"}
+    )
     log = (folder / "server.log").open("wb")
     server = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
         [sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -169,7 +170,9 @@ def demo(
     try:
         wait_until_ready(url, server)
         info(f"[bold]3/6[/bold] simulating {devices} devices for {duration:.0f} s; dispatching commands on the way")
-        sim = Simulation(url, enrollment_token, devices=devices, duration=duration, interval=2.0, poll_every=2)
+        sim = Simulation(
+            url, enrollment_token, devices=devices, duration=duration, interval=2.0, poll_every=5, fcm_port=fcm_port
+        )
 
         async def dispatch_commands(running: Simulation) -> None:
             await asyncio.sleep(min(3.0, duration / 4))
@@ -179,6 +182,7 @@ def demo(
                     key = f"demo-{index + 1}"
                     body = {"action": action, "payload": {"reason": "nexmdm demo"}}
                     path = f"/v1/devices/{device_id}/commands"
+                    running.created[key] = time.monotonic()
                     response = await client.post(path, json=body, headers={"Idempotency-Key": key})
                     if response.status_code == 202:
                         dispatched.append(device_id)

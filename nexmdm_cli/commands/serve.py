@@ -81,7 +81,6 @@ def _say_how_commands_reach_devices(settings: Settings, worker: bool) -> None:
             "commands stay pending until devices poll GET /v1/commands/pending"
         )
         return
-    client.close()
     where = "a delivery worker in each server process" if worker else "no worker here: run `nexmdm worker`"
     info(f"FCM push on for project [bold]{escape(client.project_id)}[/bold]: {where}")
 

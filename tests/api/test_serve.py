@@ -83,6 +83,66 @@ def test_serve_and_simulate(settings: Settings, engine, tmp_path) -> None:
         assert ":***@127.0.0.1" in server_log and "password=%2A%2A%2A" in server_log
 
 
+def test_simulate_with_fake_fcm_reports_push_latency(settings: Settings, engine, tmp_path) -> None:
+    """--fcm: a local fake FCM, a worker pushing through it, devices acking on push, split nowhere."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = os.environ | {"NEXMDM_DATABASE_URL": settings.database_url, "NEXMDM_DATA_DIR": str(tmp_path)}
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from nexmdm_cli.main import run; run()", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_ready(url, server)
+        result = CliRunner().invoke(
+            app,
+            ["--database-url", settings.database_url, "simulate", "--devices", "5", "--duration", "8"]
+            + ["--interval", "30", "--fcm", "--command-rate", "4", "--url", url, "--json"],
+        )
+    finally:
+        stop(server)
+        log.close()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    pushed = report["endpoints"]["FCM push (creation → device)"]
+    acked = report["endpoints"]["ack (creation → stored)"]
+    # devices beat every 30 s (at most once in 8 s, and poll every second beat): the acks came from pushes
+    assert pushed["requests"] >= 3 and acked["requests"] >= 3
+    assert report["commands_acked"] == acked["requests"]
+    assert report["endpoints"]["GET /v1/commands/pending"]["requests"] >= pushed["requests"]
+
+
+def test_simulate_in_several_processes_merges_their_figures(settings: Settings, engine, tmp_path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = os.environ | {"NEXMDM_DATABASE_URL": settings.database_url, "NEXMDM_DATA_DIR": str(tmp_path)}
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from nexmdm_cli.main import run; run()", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_ready(url, server)
+        result = CliRunner().invoke(
+            app,
+            ["--database-url", settings.database_url, "simulate", "--devices", "9", "--duration", "2"]
+            + ["--interval", "0.5", "--processes", "3", "--url", url, "--json"],
+        )
+    finally:
+        stop(server)
+        log.close()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["processes"] == 3 and report["enrolled"] == 9
+    assert report["endpoints"]["POST /v1/enroll"]["requests"] == 9
+    assert report["heartbeats"]["created"] >= 9 and report["errors_by_status"] == {}
+
+
 def test_simulate_refuses_other_hosts() -> None:
     result = CliRunner().invoke(app, ["simulate", "--url", "http://example.com", "--enrollment-token", "nxe_x"])
     assert result.exit_code != 0

@@ -32,6 +32,10 @@ class FakeFcm:
     scripted: deque[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=deque)
     always: tuple[int, dict[str, Any], dict[str, str]] | None = None
     token_status: int = 200
+    #: seconds before answering each send (a distant FCM; lets a test kill a worker mid-round)
+    delay: float = 0.0
+    #: a fixed response per registration token, before ``scripted`` and ``always``
+    per_token: dict[str, tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -44,6 +48,22 @@ class FakeFcm:
         """Queue one response for the next send (an FCM-shaped error when ``error_code`` is given)."""
         self.scripted.append((status, error_body(status, error_code) if error_code else {}, headers or {}))
 
+    def answer_token(
+        self, token: str, status: int, error_code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer every send to ``token`` this way."""
+        self.per_token[token] = (status, error_body(status, error_code) if error_code else {}, headers or {})
+
+    def answer(self, token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The response for the next send to ``token`` (call with the lock held)."""
+        if token in self.per_token:
+            return self.per_token[token]
+        if self.scripted:
+            return self.scripted.popleft()
+        if self.always:
+            return self.always
+        return 200, {}, {}
+
     def sent_request_ids(self) -> list[str]:
         return [m.body["message"]["data"]["request_id"] for m in self.messages]
 
@@ -51,6 +71,8 @@ class FakeFcm:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as FCM: the sender reuses its connections
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -79,23 +101,19 @@ class FakeFcm:
                 if self.path != f"/v1/projects/{PROJECT}/messages:send":
                     self._reply(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
                     return
+                body = json.loads(raw)
                 with fake.lock:
-                    fake.messages.append(
-                        Received(self.path, self.headers.get("Authorization", ""), json.loads(raw), time.time())
-                    )
+                    fake.messages.append(Received(self.path, self.headers.get("Authorization", ""), body, time.time()))
                     n = len(fake.messages)
-                    if fake.scripted:
-                        status, body, headers = fake.scripted.popleft()
-                    elif fake.always:
-                        status, body, headers = fake.always
-                    else:
-                        status, body, headers = 200, {}, {}
+                    status, body, headers = fake.answer(body.get("message", {}).get("token"))
                 if status == 200:
                     body = {"name": f"projects/{PROJECT}/messages/{n}"}
+                if fake.delay:
+                    time.sleep(fake.delay)
                 self._reply(status, body, headers)
 
         class Server(ThreadingHTTPServer):
-            request_queue_size = 128  # the default backlog of 5 refuses a worker's concurrent sends
+            request_queue_size = 512  # the default backlog of 5 refuses a worker's concurrent sends
             daemon_threads = True
 
         self.server = Server(("127.0.0.1", 0), Handler)

@@ -1,0 +1,100 @@
+"""Two ``nexmdm worker`` processes push one queue; one is killed (SIGKILL) mid-round.
+
+On SQLite and PostgreSQL: every command is recorded ``sent`` exactly once, and no command is pushed
+twice except those the killed worker had already handed to FCM without recording the answer (a push is
+at least once: the device de-duplicates by ``request_id``). Commands first pushed after the kill are
+pushed exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import dispatches
+from core.models import Device, FcmDispatch
+from core.settings import Settings
+from tests.fakes.fcm import FakeFcm, write_service_account
+
+COMMANDS = 240
+_RUN_CLI = "from nexmdm_cli.main import run; run()"
+
+
+def _statuses(factory: sessionmaker[Session]) -> Counter[str]:
+    with factory() as db:
+        return Counter(db.execute(select(FcmDispatch.fcm_status)).scalars())
+
+
+def test_two_workers_one_killed_mid_round(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings, fake_fcm: FakeFcm, tmp_path: Path
+) -> None:
+    with session_factory.begin() as db:
+        db.add_all(Device(id=f"dev_{i:03d}", fcm_token=f"tok-{i:03d}") for i in range(COMMANDS))
+        db.flush()
+        for i in range(COMMANDS):
+            dispatches.create_command(db, settings, request_id=f"c_{i:03d}", device_id=f"dev_{i:03d}", action="sync")
+    fake_fcm.delay = 0.1  # a distant FCM: the kill lands while sends are in flight
+    key = write_service_account(tmp_path / "sa.json", f"{fake_fcm.url}/token")
+    env = os.environ | {
+        "NEXMDM_DATABASE_URL": database_url,
+        "NEXMDM_DATA_DIR": str(tmp_path / "data"),
+        "NEXMDM_FCM_CREDENTIALS": str(key),
+        "NEXMDM_FCM_ENDPOINT": fake_fcm.url,
+        "NEXMDM_DELIVERY_CONCURRENCY": "8",
+        "NEXMDM_DELIVERY_BATCH_SIZE": "20",
+        "NEXMDM_DELIVERY_LEASE_SECONDS": "3",
+        "NEXMDM_DELIVERY_POLL_SECONDS": "0.1",
+        "NEXMDM_LOG_LEVEL": "WARNING",
+    }
+    logs = [(tmp_path / f"worker-{i}.log").open("wb") for i in range(2)]
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _RUN_CLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        for log in logs
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while len(fake_fcm.messages) < COMMANDS // 4:
+            assert time.monotonic() < deadline, "the workers pushed nothing"
+            assert all(w.poll() is None for w in workers), "a worker exited early"
+            time.sleep(0.01)
+        killed_at = time.time()
+        os.kill(workers[0].pid, signal.SIGKILL)
+        workers[0].wait(10)
+        deadline = time.monotonic() + 90
+        while _statuses(session_factory) != Counter({"sent": COMMANDS}):
+            assert time.monotonic() < deadline, f"not all pushed: {_statuses(session_factory)}"
+            assert workers[1].poll() is None, "the surviving worker exited"
+            time.sleep(0.1)
+        workers[1].send_signal(signal.SIGTERM)
+        assert workers[1].wait(30) == 0
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait(10)
+        for log in logs:
+            log.close()
+    pushes = Counter(fake_fcm.sent_request_ids())
+    first_push = {}
+    for m in fake_fcm.messages:
+        first_push.setdefault(m.body["message"]["data"]["request_id"], m.at)
+    assert set(pushes) == {f"c_{i:03d}" for i in range(COMMANDS)}
+    twice = {r for r, n in pushes.items() if n > 1}
+    # only what the killed worker had handed to FCM before it died is pushed again...
+    assert all(first_push[r] <= killed_at for r in twice), twice
+    assert all(n == 2 for r, n in pushes.items() if r in twice)
+    # ...at most two rounds' worth (the answers it had not recorded yet); the rest went exactly once
+    assert len(twice) <= 2 * 20
+    assert all(n == 1 for r, n in pushes.items() if first_push[r] > killed_at)
+    with session_factory() as db:
+        rows = db.execute(select(FcmDispatch)).scalars().all()
+    assert all(r.lease_until is None and r.sent_at is not None for r in rows)
+    assert max(r.attempts for r in rows) <= 2
