@@ -50,7 +50,7 @@ def count_command(result: str) -> None:
 
 def set_push_queue(depth: int, oldest_age_seconds: float) -> None:
     """Commands whose push is still pending, and how long the oldest has waited."""
-    _gauge("nexmdm_push_queue_depth", "Commands whose FCM push is pending").set(depth)
+    _gauge("nexmdm_push_queue_commands", "Commands whose FCM push is pending (the push queue)").set(depth)
     _gauge("nexmdm_push_queue_oldest_age_seconds", "Age of the oldest command whose push is pending").set(
         oldest_age_seconds
     )
@@ -77,8 +77,8 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 def observe_heartbeat_batch(size: int) -> None:
     """Beats stored together by one statement of the heartbeat writer (PostgreSQL)."""
     _metric(
-        "nexmdm_heartbeat_batch_size",
+        "nexmdm_heartbeat_batch_beats",
         lambda: Histogram(
-            "nexmdm_heartbeat_batch_size", "Heartbeats stored by one statement", buckets=BATCH_SIZE_BUCKETS
+            "nexmdm_heartbeat_batch_beats", "Heartbeats stored by one statement", buckets=BATCH_SIZE_BUCKETS
         ),
     ).observe(size)

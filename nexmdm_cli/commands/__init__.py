@@ -20,6 +20,7 @@ from nexmdm_cli.commands import (
     serve,
     simulate,
     tokens,
+    top,
     worker,
 )
 
@@ -41,4 +42,5 @@ COMMANDS: list[Callable[..., Any]] = [
     simulate.simulate,
     demo.demo,
     worker.worker,
+    top.top,
 ]
