@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers, bench_http, bench_retention
+from bench import bench_helpers, bench_http, bench_retention, bench_top
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention"]
+PARTS = ["helpers", "http", "retention", "top"]
 
 
 def machine() -> dict[str, object]:
@@ -91,6 +91,13 @@ def main() -> None:
                 found, details["retention"] = bench_retention.run(devices=2_000, expired_days=3, per_day=5)
             else:
                 found, details["retention"] = bench_retention.run()
+            figures += found
+        if "top" in parts:
+            console.print("[bold]5. one refresh of nexmdm top at 100,000 devices and 10 million heartbeats[/bold]")
+            if args.quick:
+                found, details["top"] = bench_top.run(devices=10_000, heartbeats=200_000, commands=10_000, rounds=5)
+            else:
+                found, details["top"] = bench_top.run()
             figures += found
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)
