@@ -3,9 +3,9 @@
 The goal: one refresh costs at most 50 ms of database time at 100,000 devices and 10 million heartbeats.
 The fleet is seeded set-based: devices spread over online / stale / offline / never seen / revoked, a
 share that went offline within the last hour, heartbeats over the last days (daily partitions) with one
-beat per online device in the last minute, and an hour of commands with push and ack times (10,000 by default: a tenth of the fleet commanded in the
-hour). Each query
-of the refresh is timed on its own as well, so a regression points at its query.
+beat per online device in the last minute, and an hour of commands with push and ack times (10,000 by
+default: a tenth of the fleet commanded in the hour). Each query of the refresh is timed on its own as
+well, so a regression points at its query.
 """
 
 from __future__ import annotations
