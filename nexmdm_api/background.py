@@ -69,6 +69,7 @@ def background_lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         database: Database = app.state.db
+        metrics.declare()
         stop = threading.Event()
         maintenance = threading.Thread(
             target=_maintain,
