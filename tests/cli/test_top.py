@@ -108,3 +108,11 @@ def test_bad_options(cli: Cli) -> None:
     result = cli("top", "--json", url="postgresql://nobody@127.0.0.1:1/none")
     assert result.exit_code != 0
     one_error_line(result)
+
+
+def test_without_a_terminal_it_prints_once(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    result = cli("top")  # stdout is not a terminal here: no live screen, no alternate screen
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b[?1049h" not in result.stdout
+    assert re.search(r"\bonline\s+3\b", result.stdout)
