@@ -159,3 +159,16 @@ def test_every_metric_has_help_a_unit_and_a_line_in_the_docs(settings: Settings,
     assert documented <= set(families), (
         f"docs/metrics.md lists metrics that /metrics does not serve: {documented - set(families)}"
     )
+
+
+def test_one_worker_per_period_runs_the_queries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers of one server share the metrics folder: the first to claim a period runs the queries."""
+    from nexmdm_api.fleet_metrics import _NodeStamp
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    first, second = _NodeStamp(), _NodeStamp()
+    assert first.claim(every=60) is True
+    assert second.claim(every=60) is False
+    assert first.claim(every=60) is False
+    assert second.claim(every=0) is True  # the period has passed
+    assert not list(tmp_path.glob("*.db"))  # nothing the multiprocess collector would read as samples
