@@ -85,11 +85,11 @@ class _NodeStamp:
             except ValueError:
                 last = 0.0
             now = time.time()
-            if now - last < every:
+            if 0 <= now - last < every:  # (a stamp from the future: the clock was set back)
                 return False
             os.lseek(fd, 0, os.SEEK_SET)
             os.ftruncate(fd, 0)
-            os.write(fd, f"{now:.3f}".encode())
+            os.write(fd, repr(now).encode())
             return True
         finally:
             os.close(fd)  # closing releases the flock
