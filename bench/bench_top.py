@@ -1,6 +1,9 @@
 """Part 5: one refresh of ``nexmdm top`` (``core.fleet_stats.snapshot``) on a large PostgreSQL fleet.
 
 The goal: one refresh costs at most 50 ms of database time at 100,000 devices and 10 million heartbeats.
+Database time is what PostgreSQL reports for the refresh's statements (planning plus execution, from
+``EXPLAIN (ANALYZE, TIMING OFF)``); the time the CLI waits, driver and round trips included, is
+reported beside it.
 The fleet is seeded set-based: devices spread over online / stale / offline / never seen / revoked, a
 share that went offline within the last hour, heartbeats over the last days (daily partitions) with one
 beat per online device in the last minute, and an hour of commands with push and ack times (10,000 by
@@ -14,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from bench.common import Figure, median, pct, pg_database
 from core import fleet_stats, partitions
@@ -32,6 +35,25 @@ def seed(engine: Any, *, devices: int, heartbeats: int, commands: int) -> dict[s
     started = time.perf_counter()
     days_back = max(1, min(25, heartbeats // (devices * 20) or 1))
     per_day = max(1, heartbeats // (devices * days_back))
+    today = now.date()
+    with engine.begin() as conn:
+        partitions.create_partitions(conn, [today - timedelta(days=i) for i in range(days_back + 1)])
+    for back in range(days_back, 0, -1):
+        day = datetime.combine(today - timedelta(days=back), datetime.min.time(), UTC)
+        slots = 8640 // per_day
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO device_heartbeats (device_id, bucket_start, received_at, status, battery_pct, "
+                    "plugged, network_type, agent_version) "
+                    "SELECT 'dev-' || lpad(d::text, 6, '0'), ts, ts, 'ok', d % 101, d % 2 = 0, 'wifi', '1.0' "
+                    "FROM generate_series(0, :devices - 1) d, generate_series(0, :per_day - 1) k, "
+                    "LATERAL (SELECT CAST(:day AS timestamptz) "
+                    "+ make_interval(secs => (k * :slots + d % :slots) * 10)) t(ts)"
+                ),
+                {"devices": devices, "per_day": per_day, "slots": slots, "day": day},
+            )
+    now = datetime.now(UTC)  # the bulk insert took a while: the fleet's times are relative to now
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -50,24 +72,6 @@ def seed(engine: Any, *, devices: int, heartbeats: int, commands: int) -> dict[s
             ),
             {"n": devices, "now": now},
         )
-        today = now.date()
-        partitions.create_partitions(conn, [today - timedelta(days=i) for i in range(days_back + 1)])
-    for back in range(days_back, 0, -1):
-        day = datetime.combine(today - timedelta(days=back), datetime.min.time(), UTC)
-        slots = 8640 // per_day
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO device_heartbeats (device_id, bucket_start, received_at, status, battery_pct, "
-                    "plugged, network_type, agent_version) "
-                    "SELECT 'dev-' || lpad(d::text, 6, '0'), ts, ts, 'ok', d % 101, d % 2 = 0, 'wifi', '1.0' "
-                    "FROM generate_series(0, :devices - 1) d, generate_series(0, :per_day - 1) k, "
-                    "LATERAL (SELECT CAST(:day AS timestamptz) "
-                    "+ make_interval(secs => (k * :slots + d % :slots) * 10)) t(ts)"
-                ),
-                {"devices": devices, "per_day": per_day, "slots": slots, "day": day},
-            )
-    with engine.begin() as conn:
         # today: the online devices' beats of the last minute (and nothing later than now)
         conn.execute(
             text(
@@ -103,6 +107,44 @@ def seed(engine: Any, *, devices: int, heartbeats: int, commands: int) -> dict[s
     return {"devices": devices, "heartbeats": rows, "commands": commands, "seed_s": time.perf_counter() - started}
 
 
+def _one_refresh(factory: Any, settings: Settings) -> None:
+    with factory() as db:
+        fleet_stats.snapshot(db, settings, offline_limit=20)
+
+
+def _statements(engine: Any, run: Any) -> list[tuple[str, Any]]:
+    """The SELECTs ``run`` sends to the database, with their parameters."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    return seen
+
+
+def _database_ms(engine: Any, statements: list[tuple[str, Any]]) -> float:
+    """Planning plus execution time of every statement, as PostgreSQL reports it (EXPLAIN ANALYZE without
+    per-node timing): the database's own time, without the network, the driver or Python."""
+    total = 0.0
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for sql, params in statements:
+            cursor.execute("EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON, FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0][0]
+            total += plan["Planning Time"] + plan["Execution Time"]
+        raw.rollback()
+    finally:
+        raw.close()
+    return total
+
+
 def run(
     *, devices: int = 100_000, heartbeats: int = 10_000_000, commands: int = 10_000, rounds: int = 20
 ) -> tuple[list[Figure], dict[str, Any]]:
@@ -119,6 +161,8 @@ def run(
             "latencies": fleet_stats.latencies,
             "went_offline": lambda db: fleet_stats.went_offline(db, settings, limit=20),
         }
+        statements = _statements(engine, lambda: _one_refresh(factory, settings))
+        db_time = [_database_ms(engine, statements) for _ in range(rounds)]
         per_query: dict[str, list[float]] = {name: [] for name in queries}
         refresh: list[float] = []
         for _ in range(rounds):
@@ -135,13 +179,16 @@ def run(
         engine.dispose()
     label = f"{seeded['devices']:,} devices, {seeded['heartbeats']:,} heartbeats"
     figures = [
-        Figure("top", f"one refresh, median ({label})", median(refresh), "ms", below=GOAL_MS),
-        Figure("top", "one refresh, p95", pct(refresh, 95), "ms", below=GOAL_MS),
-        Figure("top", "one refresh, fastest (the machine's quietest moment)", min(refresh), "ms", below=GOAL_MS),
+        Figure("top", f"database time of one refresh, median ({label})", median(db_time), "ms", below=GOAL_MS),
+        Figure("top", "database time of one refresh, p95", pct(db_time, 95), "ms", below=GOAL_MS),
+        Figure("top", "one refresh as the CLI sees it (with the driver), median", median(refresh), "ms"),
+        Figure("top", "one refresh as the CLI sees it, fastest (the machine's quietest moment)", min(refresh), "ms"),
     ]
     details = {
         "seed": seeded,
         "refresh_ms": refresh,
+        "database_ms": db_time,
+        "statements": len(statements),
         "per_query_median_ms": {name: round(median(v), 2) for name, v in per_query.items()},
         "devices": snap["devices"],
         "went_offline": snap["went_offline"]["count"],
