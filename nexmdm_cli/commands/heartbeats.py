@@ -66,8 +66,8 @@ def show_heartbeats(
         )
     if len(beats) == limit:
         out.caption = f"showing the newest {limit}; use --limit for more"
-    show(_trend(slots, since.strip()))
     show(out)
+    show(_trend(slots, since.strip()))
 
 
 #: characters in a trend line (one per time slot of the --since window), fewer on a narrow terminal
