@@ -64,11 +64,13 @@ class MetricsSource:
             return None
         self.error = None
         now = time.monotonic()
+        if self.samples and (created < self.samples[-1][1] or dedup < self.samples[-1][2]):
+            self.samples.clear()  # a server restarted: its counters began again
         self.samples.append((now, created, dedup))
         while len(self.samples) > 2 and now - self.samples[1][0] >= DEDUP_WINDOW_SECONDS:
             self.samples.popleft()
         first = self.samples[0]
-        if len(self.samples) > 1 and created >= first[1] and dedup >= first[2]:
+        if len(self.samples) > 1:
             created, dedup = created - first[1], dedup - first[2]
             window = "1m"
         else:

@@ -116,3 +116,27 @@ def test_without_a_terminal_it_prints_once(cli: Cli, session_factory: sessionmak
     assert result.exit_code == 0, result.stderr
     assert "\x1b[?1049h" not in result.stdout
     assert re.search(r"\bonline\s+3\b", result.stdout)
+
+
+def test_dedup_share_over_the_last_minute_between_refreshes(metrics_server: str) -> None:
+    """The live view scrapes every refresh: the share is over the counters' increase, not since start."""
+    from nexmdm_cli.commands.top import MetricsSource
+
+    source = MetricsSource([metrics_server])
+    first = source.dedup()
+    assert first is not None and first["window"] == "since start" and first["share"] == pytest.approx(0.25)
+    _Metrics.body = (
+        b"# TYPE nexmdm_heartbeats_total counter\n"
+        b'nexmdm_heartbeats_total{result="created"} 175.0\n'
+        b'nexmdm_heartbeats_total{result="deduplicated"} 125.0\n'
+    )
+    second = source.dedup()
+    assert second is not None and second["window"] == "1m"
+    assert second["share"] == pytest.approx(100 / 200)
+    # a restarted server (counters went down): back to its totals since start
+    _Metrics.body = b'# TYPE nexmdm_heartbeats_total counter\nnexmdm_heartbeats_total{result="created"} 10.0\n'
+    third = source.dedup()
+    assert third is not None and third["window"] == "since start" and third["share"] == 0
+    _Metrics.body = b'# TYPE nexmdm_heartbeats_total counter\nnexmdm_heartbeats_total{result="created"} 30.0\n'
+    fourth = source.dedup()
+    assert fourth is not None and fourth["window"] == "1m" and fourth["share"] == 0  # 20 more, none deduplicated
