@@ -114,14 +114,13 @@ def offline_table(snap: dict[str, Any], rows: int | None = None) -> Table:
 
 
 def header(snap: dict[str, Any], source: str, note: str | None = None, *, interval: float | None = None) -> Text:
-    text = Text.assemble(
-        ("NexMDM top", "bold"),
-        f" · {source} · {snap['at'].strftime('%H:%M:%S')} UTC · queries {snap['query_ms']:.0f} ms",
-    )
+    """One line; the database URL comes last, so a narrow terminal cuts it rather than the keys."""
+    text = Text.assemble(("NexMDM top", "bold"), f" · {snap['at'].strftime('%H:%M:%S')} UTC")
     if interval is not None:
         text.append(f" · every {interval:g}s · q quits")
     if note:
         text.append(f" · {note}", style="yellow")
+    text.append(f" · queries {snap['query_ms']:.0f} ms · {source}")
     return text
 
 
