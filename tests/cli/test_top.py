@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.models import COMMAND_STATUSES
 from tests.cli.fleet import EXPECTED, seed_fleet
 from tests.cli.helpers import Cli, one_error_line
 
@@ -21,7 +22,8 @@ def test_json_figures(cli: Cli, session_factory: sessionmaker[Session]) -> None:
     assert data["heartbeats"]["stored"] == EXPECTED["heartbeats_last_minute"]
     assert data["heartbeats"]["per_second"] == pytest.approx(EXPECTED["heartbeats_last_minute"] / 60)
     assert "dedup" not in data["heartbeats"]  # leaves no row: only with --metrics-url
-    assert data["commands"]["last_hour"] == EXPECTED["commands_last_hour"]
+    # every status the model knows is listed (0 when none); a status added later shows up by itself
+    assert data["commands"]["last_hour"] == dict.fromkeys(COMMAND_STATUSES, 0) | EXPECTED["commands_last_hour"]
     assert data["commands"]["pending"] == EXPECTED["pending_now"]
     assert data["push_queue"]["depth"] == EXPECTED["push_queue_depth"]
     assert 590 <= data["push_queue"]["oldest_age_seconds"] <= 660
