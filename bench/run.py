@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers, bench_http, bench_retention, bench_top
+from bench import bench_helpers, bench_http, bench_retention, bench_startup, bench_top
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "top"]
+PARTS = ["helpers", "http", "retention", "startup", "top"]
 
 
 def machine() -> dict[str, object]:
@@ -92,8 +92,12 @@ def main() -> None:
             else:
                 found, details["retention"] = bench_retention.run()
             figures += found
+        if "startup" in parts:
+            console.print("[bold]5. CLI start-up vs python -c pass[/bold]")
+            found, details["startup"] = bench_startup.run(Path(tmp), runs=5 if args.quick else 15)
+            figures += found
         if "top" in parts:
-            console.print("[bold]5. one refresh of nexmdm top at 100,000 devices and 10 million heartbeats[/bold]")
+            console.print("[bold]6. one refresh of nexmdm top at 100,000 devices and 10 million heartbeats[/bold]")
             if args.quick:
                 found, details["top"] = bench_top.run(devices=10_000, heartbeats=200_000, commands=10_000, rounds=5)
             else:

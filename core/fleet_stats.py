@@ -119,7 +119,8 @@ def latencies(db: Session, now: datetime | None = None) -> dict[str, dict[str, A
     ).all()
     result = {}
     for name, index in (("push_latency_ms", 1), ("ack_latency_ms", 2)):
-        values = sorted(max(0.0, (row[index] - row[0]).total_seconds() * 1000) for row in rows if row[index])
+        pairs = [(row[0], row[index]) for row in rows]
+        values = sorted(max(0.0, (end - begin).total_seconds() * 1000) for begin, end in pairs if end is not None)
         result[name] = {"p50": _nearest_rank(values, 50), "p99": _nearest_rank(values, 99), "count": len(values)}
     return result
 
@@ -143,6 +144,7 @@ def went_offline(db: Session, settings: Settings, now: datetime | None = None, *
         "items": [
             {"device_id": device_id, "last_seen_at": seen, "offline_since": seen + (now - horizon)}
             for device_id, seen in rows
+            if seen is not None  # (the filter guarantees it)
         ],
     }
 

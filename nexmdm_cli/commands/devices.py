@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from core import devices, trends
-from core.types import utcnow
+from core.clock import utcnow
 from nexmdm_cli import sparklines
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
     JsonOption,
@@ -27,6 +27,9 @@ from nexmdm_cli.render import (
     yes_no,
 )
 from nexmdm_cli.state import print_json, state
+
+devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
+trends = lazy_module("core.trends")
 
 #: the presence strip: the last 24 hours in half-hour slots
 PRESENCE = timedelta(hours=24)

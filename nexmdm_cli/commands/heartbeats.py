@@ -7,12 +7,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from core import devices, trends
+from core.clock import utcnow
 from core.durations import parse_duration
-from core.types import utcnow
 from nexmdm_cli import sparklines
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, battery, dash, group, relative, show, stamp, styled, table, yes_no
 from nexmdm_cli.state import out_console, print_json, state
+
+devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
+trends = lazy_module("core.trends")
 
 app = group("Heartbeats: what each device has been reporting.")
 
