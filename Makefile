@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install tools test lint demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,15 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## create the virtual environment and install the project with its dev extras
+
+# Debian packages the tests use: promtool (in prometheus) checks and unit-tests deploy/prometheus/alerts.yml;
+# tmux runs `nexmdm top` in a real terminal. Installed only when missing.
+TOOLS := promtool:prometheus tmux:tmux
+tools:  ## install the Debian packages the tests use (promtool, tmux) when they are missing
+	@missing=""; for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then echo "tools: installing$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }; fi
 
 test: $(STAMP)  ## run the whole test suite (PostgreSQL tests skip without a server unless CI=true)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

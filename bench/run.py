@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_campaigns, bench_helpers, bench_http, bench_push, bench_retention, bench_startup
+from bench import bench_campaigns, bench_helpers, bench_http, bench_push, bench_retention, bench_startup, bench_top
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "startup", "campaigns", "push"]
+PARTS = ["helpers", "http", "retention", "startup", "top", "campaigns", "push"]
 
 
 def machine() -> dict[str, object]:
@@ -97,15 +97,22 @@ def main() -> None:
             console.print("[bold]5. CLI start-up vs python -c pass[/bold]")
             found, details["startup"] = bench_startup.run(Path(tmp), runs=5 if args.quick else 15)
             figures += found
+        if "top" in parts:
+            console.print("[bold]6. one refresh of nexmdm top at 100,000 devices and 10 million heartbeats[/bold]")
+            if args.quick:
+                found, details["top"] = bench_top.run(devices=10_000, heartbeats=200_000, commands=10_000, rounds=5)
+            else:
+                found, details["top"] = bench_top.run()
+            figures += found
         if "campaigns" in parts:
-            console.print("[bold]6. selectors and campaigns at 100,000 devices vs a raw INSERT ... SELECT[/bold]")
+            console.print("[bold]7. selectors and campaigns at 100,000 devices vs a raw INSERT ... SELECT[/bold]")
             if args.quick:
                 found, details["campaigns"] = bench_campaigns.run(Path(tmp), pg_devices=10_000, sqlite_devices=2_000)
             else:
                 found, details["campaigns"] = bench_campaigns.run(Path(tmp))
             figures += found
         if "push" in parts:
-            console.print("[bold]7. pushes: N commands through a fake FCM 50 ms away vs wrk's floor[/bold]")
+            console.print("[bold]8. pushes: N commands through a fake FCM 50 ms away vs wrk's floor[/bold]")
             n = args.push_commands or (2_000 if args.quick else 20_000)
             found, details["push"] = bench_push.run(Path(tmp), n=n, floor_seconds=5 if args.quick else 10)
             figures += found

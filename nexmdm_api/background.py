@@ -3,7 +3,8 @@
 * **Maintenance** (every process): PostgreSQL heartbeat partitions for the coming week at start and then
   hourly, so ingestion never depends on cron alone; the expiry sweep of unacknowledged commands (with or
   without FCM); campaign releases, halts and completions (``core.fleet.run_due``, every second); the
-  push-queue gauges every few seconds.
+  push-queue gauges and the readiness check every few seconds; the fleet-state gauges at most every 15 s
+  (``nexmdm_api.fleet_metrics``).
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
   pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
 """
@@ -27,6 +28,8 @@ from core.errors import DatabaseUnavailable
 from core.settings import Settings
 from nexmdm_api import metrics
 from nexmdm_api.db import Database
+from nexmdm_api.fleet_metrics import FleetGauges
+from nexmdm_api.routes.health import readiness
 
 logger = logging.getLogger("nexmdm.api")
 
@@ -37,13 +40,18 @@ SWEEP_EVERY_SECONDS = 30.0
 CAMPAIGN_EVERY_SECONDS = 1.0
 
 
-def _maintain(database: Database, settings: Settings, stop: threading.Event) -> None:
+def _maintain(database: Database, settings: Settings, head: str, stop: threading.Event) -> None:
     last_partitions = 0.0
     last_sweep = 0.0
-    last_gauges = 0.0
+    last_gauges = last_ready = 0.0
+    gauges = FleetGauges(settings)
     while not stop.is_set():
         pause = CAMPAIGN_EVERY_SECONDS
         try:
+            if time.monotonic() - last_ready >= QUEUE_GAUGE_SECONDS:  # first: it must see an outage
+                problem, _ = readiness(database.read_engine, head)
+                gauges.readiness(problem is None)
+                last_ready = time.monotonic()
             if time.monotonic() - last_partitions >= PARTITIONS_EVERY_SECONDS or not last_partitions:
                 with database.engine.begin() as conn:
                     created = partitions.ensure_ahead(conn)
@@ -59,6 +67,7 @@ def _maintain(database: Database, settings: Settings, stop: threading.Event) -> 
                 with database.read_sessions() as db:
                     stats = queue_stats(db)
                 metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+                gauges.maybe_refresh(database.read_sessions)
                 last_gauges = time.monotonic()
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             logger.warning("maintenance could not use the database: %s", str(exc).splitlines()[0])
@@ -73,9 +82,13 @@ def background_lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         database: Database = app.state.db
+        metrics.declare()
         stop = threading.Event()
         maintenance = threading.Thread(
-            target=_maintain, args=(database, settings, stop), name="nexmdm-maintenance", daemon=True
+            target=_maintain,
+            args=(database, settings, app.state.head_revision, stop),
+            name="nexmdm-maintenance",
+            daemon=True,
         )
         threads = [maintenance]
         worker = None

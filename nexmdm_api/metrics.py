@@ -50,7 +50,7 @@ def count_command(result: str) -> None:
 
 def set_push_queue(depth: int, oldest_age_seconds: float) -> None:
     """Commands whose push is still pending, and how long the oldest has waited."""
-    _gauge("nexmdm_push_queue_depth", "Commands whose FCM push is pending").set(depth)
+    _gauge("nexmdm_push_queue_commands", "Commands whose FCM push is pending (the push queue)").set(depth)
     _gauge("nexmdm_push_queue_oldest_age_seconds", "Age of the oldest command whose push is pending").set(
         oldest_age_seconds
     )
@@ -60,15 +60,18 @@ def observe_push(outcome: str, latency_seconds: float | None) -> None:
     """Delivery worker observer: sends by outcome and push latency (created → sent)."""
     _counter("nexmdm_fcm_sends", "FCM sends, by outcome").labels(outcome).inc()
     if latency_seconds is not None:
-        histogram = _metric(
+        _push_latency().observe(latency_seconds)
+
+
+def _push_latency() -> Histogram:
+    return _metric(
+        "nexmdm_push_latency_seconds",
+        lambda: Histogram(
             "nexmdm_push_latency_seconds",
-            lambda: Histogram(
-                "nexmdm_push_latency_seconds",
-                "Seconds from accepting a command to FCM accepting its push",
-                buckets=PUSH_LATENCY_BUCKETS,
-            ),
-        )
-        histogram.observe(latency_seconds)
+            "Seconds from accepting a command to FCM accepting its push",
+            buckets=PUSH_LATENCY_BUCKETS,
+        ),
+    )
 
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -76,9 +79,38 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 def observe_heartbeat_batch(size: int) -> None:
     """Beats stored together by one statement of the heartbeat writer (PostgreSQL)."""
-    _metric(
-        "nexmdm_heartbeat_batch_size",
+    _batch_beats().observe(size)
+
+
+def _batch_beats() -> Histogram:
+    return _metric(
+        "nexmdm_heartbeat_batch_beats",
         lambda: Histogram(
-            "nexmdm_heartbeat_batch_size", "Heartbeats stored by one statement", buckets=BATCH_SIZE_BUCKETS
+            "nexmdm_heartbeat_batch_beats", "Heartbeats stored by one statement", buckets=BATCH_SIZE_BUCKETS
         ),
-    ).observe(size)
+    )
+
+
+#: label values each counter starts with at 0, so that a dashboard or alert finds the series before the
+#: first event (a rate over a series that does not exist yet is no data, not 0)
+KNOWN_RESULTS = {
+    "heartbeats": ("created", "deduplicated", "rate_limited"),
+    "commands": ("created", "replayed"),
+    "fcm_sends": ("sent", "retry", "unregistered", "invalid", "auth", "gave_up", "skipped", "lease_lost"),
+}
+
+
+def declare() -> None:
+    """Create NexMDM's own metrics with their known label values (called when a server process starts)."""
+    count_names = {
+        "heartbeats": "Heartbeats handled, by result",
+        "commands": "Commands dispatched through the API, by result",
+        "fcm_sends": "FCM sends, by outcome",
+    }
+    for short, results in KNOWN_RESULTS.items():
+        counter = _counter(f"nexmdm_{short}", count_names[short])
+        for result in results:
+            counter.labels(result)
+    set_push_queue(0, 0.0)
+    _push_latency()
+    _batch_beats()

@@ -32,6 +32,21 @@ def _is_newer(revision: str) -> bool:
         return True
 
 
+def readiness(engine: Any, head: str) -> tuple[str | None, str | None]:
+    """``(problem, current migration)``; the problem is ``None`` when ready, else why not: the database is
+    unreachable or not migrated far enough. The one rule behind ``/readyz`` and the
+    ``nexmdm_readiness_failing_seconds`` gauge."""
+    try:
+        current = current_revision(engine)
+    except SQLAlchemyError:
+        return "the database is unreachable", None
+    if current is None:
+        return "the database is not migrated: run `nexmdm db upgrade`", None
+    if current != head and not _is_newer(current):
+        return f"the database is at migration {current}; this NexMDM needs {head}: run `nexmdm db upgrade`", current
+    return None, current
+
+
 @get(
     "/readyz",
     tags=["health"],
@@ -41,12 +56,7 @@ def _is_newer(revision: str) -> bool:
 )
 def readyz(request: Request[Any, Any, Any]) -> Readiness:
     head = request.app.state.head_revision
-    try:
-        current = current_revision(request.app.state.db.read_engine)
-    except SQLAlchemyError:
-        raise _not_ready("the database is unreachable") from None
-    if current is None:
-        raise _not_ready("the database is not migrated: run `nexmdm db upgrade`")
-    if current != head and not _is_newer(current):
-        raise _not_ready(f"the database is at migration {current}; this NexMDM needs {head}: run `nexmdm db upgrade`")
+    problem, current = readiness(request.app.state.db.read_engine, head)
+    if problem is not None:
+        raise _not_ready(problem)
     return Readiness(status="ready", database="ok", migration=current, expected_migration=head)

@@ -22,6 +22,7 @@ from nexmdm_cli.commands import (
     serve,
     simulate,
     tokens,
+    top,
     worker,
 )
 
@@ -45,4 +46,5 @@ COMMANDS: list[Callable[..., Any]] = [
     demo.demo,
     worker.worker,
     send.send,
+    top.top,
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 import typer
 
 from core.clock import utcnow
 from core.errors import InvalidArgument
+from nexmdm_cli import sparklines
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
@@ -30,6 +32,11 @@ from nexmdm_cli.state import print_json, state
 devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
 fleet = lazy_module("core.fleet")
 selectors = lazy_module("core.fleet.selectors")
+trends = lazy_module("core.trends")
+
+#: the presence strip: the last 24 hours in half-hour slots
+PRESENCE = timedelta(hours=24)
+PRESENCE_SLOTS = 48
 
 app = group("Devices: the fleet with last seen and online/stale/offline, one device, revoke.")
 
@@ -94,10 +101,11 @@ def show_device(
         data = devices.device_dict(devices.get_device(db, device_id), st.settings)
         data |= devices.device_activity(db, device_id)
         data["labels"] = fleet.device_labels(db, device_id)
+        now = utcnow()
+        day = [] if json_output else trends.slots(db, device_id, since=now - PRESENCE, until=now, count=PRESENCE_SLOTS)
     if json_output:
         print_json(data)
         return
-    now = utcnow()
     out = table(f"Device {device_id}", "field", "value")
     out.add_row("state", styled(data["state"]))
     out.add_row("last seen", f"{relative(data['last_seen_at'], now)} ({stamp(data['last_seen_at'])})")
@@ -112,6 +120,12 @@ def show_device(
     out.add_row("enrolled", f"{stamp(data['enrolled_at'])} ({relative(data['enrolled_at'], now)})")
     out.add_row("revoked", stamp(data["revoked_at"]) if data["revoked_at"] else "no")
     out.add_row("heartbeats stored", f"{data['heartbeats_stored']:,}")
+    heard = sum(1 for slot in day if slot["beats"])
+    out.add_row(
+        "heard from (24h)",
+        f"[green]{sparklines.presence(day)}[/green]\n[dim]{'24h ago'.ljust(PRESENCE_SLOTS - 3)}now[/dim]\n"
+        f"[dim]{heard} of {PRESENCE_SLOTS} half-hours with a heartbeat[/dim]",
+    )
     out.add_row("pending commands", str(data["pending_commands"]))
     out.add_row("labels", ", ".join(f"{k}={v}" for k, v in data["labels"].items()) or "—")
     show(out)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from core.clock import utcnow
 from core.durations import parse_duration
+from nexmdm_cli import sparklines
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, battery, dash, group, relative, show, stamp, styled, table, yes_no
-from nexmdm_cli.state import print_json, state
+from nexmdm_cli.state import out_console, print_json, state
 
 devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
+trends = lazy_module("core.trends")
 
 app = group("Heartbeats: what each device has been reporting.")
 
@@ -32,6 +35,11 @@ def show_heartbeats(
         device = devices.get_device(db, device_id)
         last_seen = device.last_seen_at
         beats = devices.recent_heartbeats(db, device_id, since=now - window, limit=limit)
+        slots = (
+            []
+            if json_output or not beats
+            else trends.slots(db, device_id, since=now - window, until=now, count=_trend_width())
+        )
     if json_output:
         print_json({"device_id": device_id, "since": now - window, "last_seen_at": last_seen, "items": beats})
         return
@@ -62,3 +70,27 @@ def show_heartbeats(
     if len(beats) == limit:
         out.caption = f"showing the newest {limit}; use --limit for more"
     show(out)
+    show(_trend(slots, since.strip()))
+
+
+#: characters in a trend line (one per time slot of the --since window), fewer on a narrow terminal
+TREND_SLOTS = 48
+
+
+def _trend_width() -> int:
+    return max(12, min(TREND_SLOTS, out_console.width - 10))
+
+
+def _trend(slots: list[dict[str, Any]], window: str) -> Table:
+    """Battery and network over the whole --since window (every beat, not only the rows listed)."""
+    levels = [s["battery_pct"] for s in slots if s["battery_pct"] is not None]
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True, min_width=7)
+    grid.add_column(no_wrap=True, min_width=len(slots))
+    span = f"{levels[0]}% → {levels[-1]}%, min {min(levels)}%, max {max(levels)}%" if levels else "no readings"
+    grid.add_row("battery", f"[green]{sparklines.battery(slots)}[/green]")
+    grid.add_row("", f"[dim]{span}[/dim]")
+    grid.add_row("network", sparklines.network(slots))
+    grid.add_row("", f"[dim]{sparklines.network_legend(slots)}[/dim]")
+    grid.add_row("", f"[dim]{f'{window} ago'.ljust(len(slots) - 3)}now[/dim]")
+    return grid

@@ -72,7 +72,7 @@ def test_push_metrics(
     _until(lambda: 'nexmdm_fcm_sends_total{result="sent"}' in client.get("/metrics").text)
     text = client.get("/metrics").text
     assert "nexmdm_push_latency_seconds_count" in text
-    assert "nexmdm_push_queue_depth" in text
+    assert "nexmdm_push_queue_commands" in text
 
 
 def test_without_credentials_commands_wait_for_polling(

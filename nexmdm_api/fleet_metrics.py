@@ -1,0 +1,149 @@
+"""Fleet-state gauges: how many devices are in each state, commands by status, readiness, retention.
+
+The maintenance loop of each server process calls :meth:`FleetGauges.maybe_refresh`; it runs the fleet
+queries (``core.fleet_stats``, every one index-backed) at most every ``REFRESH_SECONDS`` and stores the
+values in the process's gauges, so a scrape of ``/metrics`` only reads memory.
+
+Several workers of one server (prometheus_client's multiprocess mode) would otherwise each report a
+value: the gauges use the ``mostrecent`` mode (the newest write wins, one value per series), and a
+stamp file in the shared metrics directory, taken under ``flock``, lets only one worker of the node run
+the queries per period. Several nodes each export the same figures; the shipped alerts and dashboard
+take ``max`` across instances.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Gauge
+from sqlalchemy.orm import Session
+
+from core import fleet_stats
+from core.models import COMMAND_STATUSES
+from core.settings import Settings
+
+#: the fleet queries run at most this often per node
+REFRESH_SECONDS = 15.0
+
+_GAUGES: dict[str, Gauge] = {}
+_LOCK = threading.Lock()
+
+#: name → (help, labels); every name ends with its unit
+GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "nexmdm_fleet_devices": ("Devices by state (online, stale, offline, revoked), refreshed every 15 s", ("state",)),
+    "nexmdm_fleet_commands": (
+        "Commands created in the last hour, by their status now, refreshed every 15 s",
+        ("status",),
+    ),
+    "nexmdm_fleet_pending_commands": ("Commands still pending (not acked, failed, expired or cancelled)", ()),
+    "nexmdm_fleet_went_offline_devices": ("Devices that crossed the offline threshold in the last hour", ()),
+    "nexmdm_heartbeats_oldest_age_seconds": ("Age of the oldest stored heartbeat (retention cleanup bounds it)", ()),
+    "nexmdm_heartbeat_retention_seconds": ("Configured heartbeat retention (NEXMDM_HEARTBEAT_RETENTION_DAYS)", ()),
+    "nexmdm_fleet_gauges_updated_timestamp_seconds": ("When the fleet gauges were last computed (Unix time)", ()),
+    "nexmdm_readiness_failing_seconds": (
+        "How long /readyz has been failing in this server (0 while ready): database unreachable or not migrated",
+        (),
+    ),
+}
+
+
+def gauge(name: str) -> Gauge:
+    """The process's gauge ``name`` (created once; ``mostrecent`` across workers)."""
+    metric = _GAUGES.get(name)
+    if metric is None:
+        with _LOCK:
+            metric = _GAUGES.get(name)
+            if metric is None:
+                documentation, labels = GAUGES[name]
+                metric = _GAUGES[name] = Gauge(name, documentation, labels, multiprocess_mode="mostrecent")
+    return metric
+
+
+class _NodeStamp:
+    """Across the workers of one server: whose turn it is to run the fleet queries (None: single process)."""
+
+    def __init__(self) -> None:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.path = Path(directory) / "nexmdm-fleet-gauges.stamp" if directory else None
+
+    def claim(self, every: float) -> bool:
+        """True when no worker of this node computed the gauges within ``every`` seconds (and records it)."""
+        if self.path is None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.read(fd, 64).decode(errors="replace").strip()
+            try:
+                last = float(raw)
+            except ValueError:
+                last = 0.0
+            now = time.time()
+            if 0 <= now - last < every:  # (a stamp from the future: the clock was set back)
+                return False
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, repr(now).encode())
+            return True
+        finally:
+            os.close(fd)  # closing releases the flock
+
+
+class FleetGauges:
+    """Owned by one server process's maintenance loop."""
+
+    def __init__(self, settings: Settings, *, every: float = REFRESH_SECONDS) -> None:
+        self.settings = settings
+        self.every = every
+        self._last = -float("inf")
+        self._stamp = _NodeStamp()
+        self._failing_since: float | None = None
+        gauge("nexmdm_heartbeat_retention_seconds").set(settings.heartbeat_retention_days * 86400)
+        gauge("nexmdm_readiness_failing_seconds").set(0)
+
+    def maybe_refresh(self, read_session: Callable[[], Any]) -> bool:
+        """Compute and store the fleet gauges if their period has passed; True when it ran the queries."""
+        if time.monotonic() - self._last < self.every:
+            return False
+        self._last = time.monotonic()
+        if not self._stamp.claim(self.every):
+            return False
+        with read_session() as db:
+            self.store(db)
+        return True
+
+    def store(self, db: Session) -> None:
+        snapshot = {
+            "devices": fleet_stats.device_counts(db, self.settings),
+            "commands": fleet_stats.command_counts(db),
+            "went_offline": fleet_stats.went_offline(db, self.settings, limit=0)["count"],
+            "oldest": fleet_stats.oldest_heartbeat_age(db),
+        }
+        devices = gauge("nexmdm_fleet_devices")
+        for state in fleet_stats.DEVICE_STATES:
+            devices.labels(state).set(snapshot["devices"][state])
+        commands = gauge("nexmdm_fleet_commands")
+        for status in COMMAND_STATUSES:
+            commands.labels(status).set(snapshot["commands"]["last_hour"].get(status, 0))
+        gauge("nexmdm_fleet_pending_commands").set(snapshot["commands"]["pending"])
+        gauge("nexmdm_fleet_went_offline_devices").set(snapshot["went_offline"])
+        gauge("nexmdm_heartbeats_oldest_age_seconds").set(snapshot["oldest"] or 0)
+        gauge("nexmdm_fleet_gauges_updated_timestamp_seconds").set(time.time())
+
+    def readiness(self, ready: bool) -> None:
+        """Record one readiness check of the maintenance loop (the same rule as ``/readyz``)."""
+        now = time.monotonic()
+        if ready:
+            self._failing_since = None
+            gauge("nexmdm_readiness_failing_seconds").set(0)
+            return
+        if self._failing_since is None:
+            self._failing_since = now
+        # at least a tick above 0, so that "failing" shows from the first failed check
+        gauge("nexmdm_readiness_failing_seconds").set(max(now - self._failing_since, 0.001))

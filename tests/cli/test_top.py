@@ -1,0 +1,144 @@
+"""``nexmdm top --json`` and ``--once``: the figures of a seeded fleet, on both databases."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.models import COMMAND_STATUSES
+from tests.cli.fleet import EXPECTED, seed_fleet
+from tests.cli.helpers import Cli, one_error_line
+
+
+def test_json_figures(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    data = cli.json("top")
+    assert data["devices"] == EXPECTED["devices"]
+    assert data["heartbeats"]["stored"] == EXPECTED["heartbeats_last_minute"]
+    assert data["heartbeats"]["per_second"] == pytest.approx(EXPECTED["heartbeats_last_minute"] / 60)
+    assert "dedup" not in data["heartbeats"]  # leaves no row: only with --metrics-url
+    # every status the model knows is listed (0 when none); a status added later shows up by itself
+    assert data["commands"]["last_hour"] == dict.fromkeys(COMMAND_STATUSES, 0) | EXPECTED["commands_last_hour"]
+    assert data["commands"]["pending"] == EXPECTED["pending_now"]
+    assert data["push_queue"]["depth"] == EXPECTED["push_queue_depth"]
+    assert 590 <= data["push_queue"]["oldest_age_seconds"] <= 660
+    push, ack = data["latency"]["push_latency_ms"], data["latency"]["ack_latency_ms"]
+    assert {k: round(push[k]) for k in ("p50", "p99")} == EXPECTED["push_ms"]
+    assert {k: round(ack[k]) for k in ("p50", "p99")} == EXPECTED["ack_ms"]
+    went = data["went_offline"]
+    assert went["count"] == 2
+    assert [item["device_id"] for item in went["items"]] == EXPECTED["went_offline"]
+
+
+def test_once_table(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    result = cli("top", "--once")
+    assert result.exit_code == 0, result.stderr
+    screen = result.stdout
+    for label, value in (("online", 3), ("stale", 2), ("offline", 4), ("revoked", 1), ("total", 10)):
+        assert re.search(rf"\b{label}\s+{value}\b", screen), label
+    assert re.search(r"pending now\s+2\b", screen)
+    assert re.search(r"push queue\s+1\b", screen)
+    assert re.search(r"push p50\s+300 ms", screen) and re.search(r"ack p99\s+6\.00 s", screen)
+    assert "Went offline in the last hour: 2" in screen
+    assert screen.index("dev_off_10m") < screen.index("dev_off_40m")
+    assert "dev_off_3h" not in screen and "dev_revoked" not in screen
+
+
+def test_empty_fleet(cli: Cli) -> None:
+    data = cli.json("top")
+    assert data["devices"]["total"] == 0
+    assert data["latency"]["push_latency_ms"] == {"p50": None, "p99": None, "count": 0}
+    assert cli("top", "--once").exit_code == 0
+
+
+class _Metrics(BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self) -> None:  # http.server's name
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def metrics_server() -> Iterator[str]:
+    """A real HTTP server on loopback answering like a NexMDM /metrics."""
+    _Metrics.body = (
+        b"# HELP nexmdm_heartbeats_total Heartbeats handled, by result\n"
+        b"# TYPE nexmdm_heartbeats_total counter\n"
+        b'nexmdm_heartbeats_total{result="created"} 75.0\n'
+        b'nexmdm_heartbeats_total{result="deduplicated"} 25.0\n'
+        b'nexmdm_heartbeats_total{result="rate_limited"} 3.0\n'
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    server.shutdown()
+    server.server_close()
+
+
+def test_dedup_share_from_metrics(cli: Cli, metrics_server: str) -> None:
+    data = cli.json("top", "--metrics-url", metrics_server)
+    assert data["heartbeats"]["dedup"]["share"] == pytest.approx(0.25)
+    assert data["heartbeats"]["dedup"]["window"] == "since start"
+    # two servers: their counters add up
+    data = cli.json("top", "--metrics-url", metrics_server, "--metrics-url", metrics_server)
+    assert data["heartbeats"]["dedup"]["share"] == pytest.approx(0.25)
+    assert re.search(r"dedup share\s+25\.0%", cli("top", "--once", "--metrics-url", metrics_server).stdout)
+
+
+def test_unreachable_metrics_is_a_warning(cli: Cli) -> None:
+    result = cli("top", "--once", "--metrics-url", "http://127.0.0.1:9/metrics")
+    assert result.exit_code == 0
+    assert "warning: metrics:" in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_bad_options(cli: Cli) -> None:
+    assert cli("top", "--interval", "0.1").exit_code == 2
+    result = cli("top", "--json", url="postgresql://nobody@127.0.0.1:1/none")
+    assert result.exit_code != 0
+    one_error_line(result)
+
+
+def test_without_a_terminal_it_prints_once(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    result = cli("top")  # stdout is not a terminal here: no live screen, no alternate screen
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b[?1049h" not in result.stdout
+    assert re.search(r"\bonline\s+3\b", result.stdout)
+
+
+def test_dedup_share_over_the_last_minute_between_refreshes(metrics_server: str) -> None:
+    """The live view scrapes every refresh: the share is over the counters' increase, not since start."""
+    from nexmdm_cli.commands.top import MetricsSource
+
+    source = MetricsSource([metrics_server])
+    first = source.dedup()
+    assert first is not None and first["window"] == "since start" and first["share"] == pytest.approx(0.25)
+    _Metrics.body = (
+        b"# TYPE nexmdm_heartbeats_total counter\n"
+        b'nexmdm_heartbeats_total{result="created"} 175.0\n'
+        b'nexmdm_heartbeats_total{result="deduplicated"} 125.0\n'
+    )
+    second = source.dedup()
+    assert second is not None and second["window"] == "1m"
+    assert second["share"] == pytest.approx(100 / 200)
+    # a restarted server (counters went down): back to its totals since start
+    _Metrics.body = b'# TYPE nexmdm_heartbeats_total counter\nnexmdm_heartbeats_total{result="created"} 10.0\n'
+    third = source.dedup()
+    assert third is not None and third["window"] == "since start" and third["share"] == 0
+    _Metrics.body = b'# TYPE nexmdm_heartbeats_total counter\nnexmdm_heartbeats_total{result="created"} 30.0\n'
+    fourth = source.dedup()
+    assert fourth is not None and fourth["window"] == "1m" and fourth["share"] == 0  # 20 more, none deduplicated
