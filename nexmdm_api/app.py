@@ -27,6 +27,7 @@ from nexmdm_api.openapi import (
     check_query,
 )
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
+from nexmdm_api.shared_limits import RedisLink, SharedFailureLimiter, SharedTokenBucket
 from nexmdm_api.routes import apk, commands, devices, enroll, health, heartbeats
 
 #: every endpoint but the APK upload accepts at most this much body (heartbeats are tiny)
@@ -77,6 +78,20 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
+def limiters(settings: Settings) -> dict[str, Any]:
+    """The failed-auth and heartbeat limiters: in Redis with ``NEXMDM_REDIS_URL`` (shared), else per process."""
+    auth, window = settings.auth_failure_limit, settings.auth_failure_window_seconds
+    rate, burst = settings.heartbeat_rate_per_minute, settings.heartbeat_burst
+    if not settings.redis_url:
+        return {"auth_limiter": FailureLimiter(auth, window), "heartbeat_limiter": TokenBucket(rate, burst)}
+    link = RedisLink(settings.redis_url, settings.redis_key_prefix)  # connects on first use, not here
+    return {
+        "redis": link,
+        "auth_limiter": SharedFailureLimiter(link, auth, window),
+        "heartbeat_limiter": SharedTokenBucket(link, rate, burst),
+    }
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API. The engine is created when the app starts (lifespan) and disposed when it stops."""
     settings = settings or get_settings()
@@ -113,8 +128,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "head_revision": head_revision(settings.database_url),
-                "auth_limiter": FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),
-                "heartbeat_limiter": TokenBucket(settings.heartbeat_rate_per_minute, settings.heartbeat_burst),
+                **limiters(settings),
             }
         ),
         plugins=[problem_details_plugin(), ActionsSchemaPlugin(settings.actions), ClosedStructSchemaPlugin()],

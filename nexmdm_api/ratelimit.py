@@ -1,7 +1,9 @@
 """In-process rate limiters: failed authentications per client address, heartbeats per device.
 
-Both live on ``app.state`` (one per worker process), so with ``--workers N`` each worker counts on its
-own: the effective limits are up to N times the configured ones. ``docs/api.md`` says so.
+Both live on ``app.state`` (one per worker process). Without Redis each worker counts on its own: the
+effective limits are up to N times the configured ones across N processes. With ``NEXMDM_REDIS_URL``
+the subclasses in :mod:`nexmdm_api.shared_limits` count in Redis, across every process and node, and
+fall back to these when Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections import deque
 
 
 class FailureLimiter:
-    """A sliding window of failures per key: more than ``limit`` within ``window`` seconds blocks the key."""
+    """A sliding window of failures per key: ``limit`` failures within ``window`` seconds pass (401), the
+    next is refused (429), and so is every request of the key until one of them leaves the window."""
 
     def __init__(self, limit: int, window: float, *, max_keys: int = 100_000) -> None:
         self.limit = limit
@@ -34,7 +37,7 @@ class FailureLimiter:
             failures = self._failures.get(key)
             if failures is None or len(failures) < self.limit:
                 return None
-            wait = failures[0] + self.window - now
+            wait = failures[-self.limit] + self.window - now
             return wait if wait > 0 else None
 
     def fail(self, key: str, now: float | None = None) -> float | None:
@@ -47,13 +50,13 @@ class FailureLimiter:
             if failures is None:
                 if len(self._failures) >= self.max_keys:
                     self._prune(now)
-                failures = self._failures[key] = deque(maxlen=self.limit)
+                failures = self._failures[key] = deque(maxlen=self.limit + 1)
             while failures and failures[0] <= now - self.window:
                 failures.popleft()
             failures.append(now)
-            if len(failures) < self.limit:
+            if len(failures) <= self.limit:
                 return None
-            return max(failures[0] + self.window - now, 1.0)
+            return max(failures[-self.limit] + self.window - now, 1.0)
 
     def _prune(self, now: float) -> None:
         for key in [k for k, v in self._failures.items() if not v or v[-1] <= now - self.window]:

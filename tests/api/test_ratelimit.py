@@ -7,12 +7,12 @@ from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
 
 def test_failure_limiter_blocks_after_the_limit_and_forgets_after_the_window() -> None:
     limiter = FailureLimiter(limit=3, window=60)
-    assert limiter.fail("a", now=0) is None and limiter.fail("a", now=1) is None
-    assert limiter.retry_after("a", now=1) is None
-    assert limiter.fail("a", now=2) == 58
-    assert limiter.retry_after("a", now=30) == 30
+    assert [limiter.fail("a", now=t) for t in (0, 1, 2)] == [None, None, None]  # the limit's failures pass
+    assert limiter.retry_after("a", now=2) == 58  # the next request is refused
+    assert limiter.fail("a", now=3) == 58  # and so is the (limit + 1)-th failure
+    assert limiter.retry_after("a", now=30) == 31
     assert limiter.retry_after("b", now=30) is None  # per address
-    assert limiter.retry_after("a", now=61) is None  # the first failure left the window
+    assert limiter.retry_after("a", now=62) is None  # enough failures left the window
     assert FailureLimiter(limit=0, window=60).fail("a", now=0) is None  # disabled
 
 
