@@ -27,8 +27,8 @@ from nexmdm_api.openapi import (
     check_query,
 )
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
-from nexmdm_api.shared_limits import RedisLink, SharedFailureLimiter, SharedTokenBucket
 from nexmdm_api.routes import apk, commands, devices, enroll, health, heartbeats
+from nexmdm_api.shared_limits import RedisLink, SharedFailureLimiter, SharedTokenBucket
 
 #: every endpoint but the APK upload accepts at most this much body (heartbeats are tiny)
 MAX_BODY_BYTES = 64 * 1024

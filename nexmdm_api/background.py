@@ -1,8 +1,10 @@
 """Work a server process does besides answering requests, started and stopped with the app.
 
-* **Maintenance** (every process): PostgreSQL heartbeat partitions for the coming week at start and then
-  hourly, so ingestion never depends on cron alone; the expiry sweep of unacknowledged commands (with or
-  without FCM); the push-queue gauges every few seconds.
+* **Maintenance**: every process keeps PostgreSQL heartbeat partitions for the coming week (at start and
+  then hourly, idempotent), so ingestion never depends on cron alone. One process among every node, the
+  maintenance leader (the holder of the ``maintenance`` lease, ``core.leases``), runs the expiry sweep
+  of unacknowledged commands and exports the push-queue gauges; when it dies another process takes the
+  lease within ``LEADER_LEASE_SECONDS``.
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
   pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
 """
@@ -20,7 +22,7 @@ from typing import Any
 from litestar import Litestar
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import partitions
+from core import leases, partitions
 from core.delivery import DeliveryWorker, client_from_settings, queue_stats, sweep_expired
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
@@ -32,30 +34,49 @@ logger = logging.getLogger("nexmdm.api")
 QUEUE_GAUGE_SECONDS = 5.0
 PARTITIONS_EVERY_SECONDS = 3600.0
 SWEEP_EVERY_SECONDS = 30.0
+#: the leader renews its lease every round (``QUEUE_GAUGE_SECONDS``); a dead leader's passes on after this
+LEADER_LEASE_SECONDS = 30.0
+LEADER_LEASE = "maintenance"
 
 
-def _maintain(database: Database, settings: Settings, stop: threading.Event) -> None:
+def _maintain(database: Database, settings: Settings, stop: threading.Event, holder: str) -> None:
     last_partitions = 0.0
     last_sweep = 0.0
+    leader = False
     while not stop.is_set():
         try:
+            with database.sessions() as db, db.begin():
+                is_leader = leases.take(db, LEADER_LEASE, holder, LEADER_LEASE_SECONDS)
+            if is_leader != leader:
+                logger.info("maintenance_leader=%s holder=%s", "yes" if is_leader else "no", holder)
+                leader = is_leader
+
             if time.monotonic() - last_partitions >= PARTITIONS_EVERY_SECONDS or not last_partitions:
                 with database.engine.begin() as conn:
                     created = partitions.ensure_ahead(conn)
                 if created:
                     logger.info("created heartbeat partitions %s", ", ".join(created))
                 last_partitions = time.monotonic()
-            if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS:
-                sweep_expired(database.sessions, settings)
-                last_sweep = time.monotonic()
-            with database.read_sessions() as db:
-                stats = queue_stats(db)
-            metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+            if not leader:
+                last_sweep = 0.0  # a new leader sweeps at once
+            else:
+                if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS:
+                    sweep_expired(database.sessions, settings)
+                    last_sweep = time.monotonic()
+                with database.read_sessions() as db:
+                    stats = queue_stats(db)
+                metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             logger.warning("maintenance could not use the database: %s", str(exc).splitlines()[0])
         except Exception:  # never end the thread: partitions ahead matter more than one failed round
             logger.exception("maintenance round failed")
         stop.wait(QUEUE_GAUGE_SECONDS)
+    if leader:  # hand over at once on a clean stop
+        try:
+            with database.sessions() as db, db.begin():
+                leases.release(db, LEADER_LEASE, holder)
+        except (SQLAlchemyError, DatabaseUnavailable):
+            pass
 
 
 def background_lifespan(settings: Settings) -> Any:
@@ -63,8 +84,9 @@ def background_lifespan(settings: Settings) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         database: Database = app.state.db
         stop = threading.Event()
+        app.state.maintenance_holder = holder = leases.new_holder("api")
         maintenance = threading.Thread(
-            target=_maintain, args=(database, settings, stop), name="nexmdm-maintenance", daemon=True
+            target=_maintain, args=(database, settings, stop, holder), name="nexmdm-maintenance", daemon=True
         )
         threads = [maintenance]
         worker = None
