@@ -3,8 +3,8 @@
 PostgreSQL: a lease (``core.leases``: a row taken by a conditional UPDATE and renewed while the cleanup
 runs; a dead holder's lease passes on after ``LEASE_SECONDS``). Unlike a session-level advisory lock it
 holds nothing on a connection between transactions, so it also works through PgBouncer in transaction
-mode. SQLite (one machine): an exclusive ``flock`` on a file beside the database (also released if the process dies); the
-database's own write lock cannot be held across the cleanup's per-batch commits.
+mode. SQLite (one machine): an exclusive ``flock`` on a file beside the database (also released if the
+process dies); the database's own write lock cannot be held across the cleanup's per-batch commits.
 """
 
 from __future__ import annotations
