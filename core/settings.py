@@ -95,6 +95,7 @@ class Settings:
     redis_url: str = ""
     redis_key_prefix: str = "nexmdm:"
     database_read_url: str = ""
+    database_pool_mode: str = "session"
     apk_storage: str = ""
 
     def __post_init__(self) -> None:
@@ -133,6 +134,11 @@ class Settings:
         object.__setattr__(self, "forwarded_allow_ips", check_forwarded_allow_ips(self.forwarded_allow_ips))
         if self.database_read_url:
             object.__setattr__(self, "database_read_url", normalize_database_url(self.database_read_url))
+        if self.database_pool_mode not in ("session", "transaction"):
+            raise InvalidArgument(
+                "NEXMDM_DATABASE_POOL_MODE must be 'session' (a direct connection) or 'transaction' (PgBouncer)",
+                field="database_pool_mode",
+            )
         storage = self.apk_storage.strip().lower() or ("folder" if self.is_sqlite else "database")
         if storage not in ("database", "folder"):
             raise InvalidArgument("NEXMDM_APK_STORAGE must be 'database' or 'folder'", field="apk_storage")

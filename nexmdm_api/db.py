@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import engine_from_settings, make_session_factory
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
-from nexmdm_api.heartbeat_writer import WRITER_OPTIONS, HeartbeatWriter
+from nexmdm_api.heartbeat_writer import HeartbeatWriter
 
 #: seconds to wait for a PostgreSQL connection to open, or for a free connection in the pool
 CONNECT_TIMEOUT_SECONDS = 2
@@ -105,15 +105,9 @@ def open_database(settings: Settings) -> Database:
         serialize_sqlite_writers(engine, min(settings.sqlite_busy_timeout_ms / 1000, SQLITE_WRITE_WAIT_SECONDS))
     read_engine = engine.execution_options(sqlite_begin="DEFERRED") if settings.is_sqlite else engine
     # a pool of its own: switching a pooled connection's isolation level at every checkout costs round trips
-    # on PostgreSQL it is the heartbeat writer's alone, with its bounded lock and statement waits
+    # on PostgreSQL it is the heartbeat writer's alone (its statements carry their own lock and statement limits)
     autocommit_engine = (
-        engine
-        if settings.is_sqlite
-        else engine_from_settings(
-            settings,
-            isolation_level="AUTOCOMMIT",
-            **(kwargs | {"connect_args": kwargs["connect_args"] | {"options": WRITER_OPTIONS}}),
-        )
+        engine if settings.is_sqlite else engine_from_settings(settings, isolation_level="AUTOCOMMIT", **kwargs)
     )
     return Database(
         engine,
