@@ -96,6 +96,7 @@ class Settings:
     redis_key_prefix: str = "nexmdm:"
     database_read_url: str = ""
     database_pool_mode: str = "session"
+    database_read_max_lag_seconds: float = 30.0
     apk_storage: str = ""
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from core.migrations import head_revision
 from core.settings import Settings, get_settings
+from nexmdm_api import metrics
 from nexmdm_api.auth import precheck
 from nexmdm_api.background import background_lifespan
 from nexmdm_api.db import database_lifespan, provide_db
@@ -57,6 +58,23 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
         check_json_types(request, body)
     elif kind == "multipart" and media_type != "multipart/form-data":
         raise ApiError(415, "the body must be multipart/form-data")
+
+
+async def read_headers(message: Any, scope: Any) -> None:
+    """On admin listings: where they were read (``NexMDM-Read-From: replica|primary``), how far behind
+    the replica was (``NexMDM-Replica-Lag``, seconds) and why the primary answered instead."""
+    if message["type"] != "http.response.start":
+        return
+    route = scope.get("state", {}).get("read_route")
+    if route is None:
+        return
+    headers = message.setdefault("headers", [])
+    headers.append((b"nexmdm-read-from", route.source.encode()))
+    if route.lag_seconds is not None:
+        headers.append((b"nexmdm-replica-lag", f"{route.lag_seconds:.3f}".encode()))
+        metrics.set_replica_lag(route.lag_seconds)
+    if route.reason:
+        headers.append((b"nexmdm-read-reason", route.reason.encode()))
 
 
 def openapi_config() -> OpenAPIConfig:
@@ -123,6 +141,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies={"db": Provide(provide_db)},
         before_request=check_request,
+        before_send=[read_headers],
         lifespan=[database_lifespan(settings), background_lifespan(settings)],
         state=State(
             {

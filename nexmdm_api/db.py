@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import engine_from_settings, make_session_factory
 from core.errors import DatabaseUnavailable
+from core.replica import ReadRouter, replica_engine
 from core.settings import Settings
 from nexmdm_api.heartbeat_writer import HeartbeatWriter
 
@@ -79,6 +80,8 @@ class Database:
     read_sessions: sessionmaker[Session]
     #: single-statement endpoints (the heartbeat) on PostgreSQL: no BEGIN/COMMIT round trips
     autocommit_sessions: sessionmaker[Session]
+    #: admin listings: the replica (``NEXMDM_DATABASE_READ_URL``) while it is close enough behind, else the primary
+    reads: ReadRouter = field(default=None)  # type: ignore[assignment]
     #: worker-thread slots for commits, separate from the handlers' (see ``provide_db``)
     commit_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(COMMIT_THREADS))
 
@@ -109,12 +112,22 @@ def open_database(settings: Settings) -> Database:
     autocommit_engine = (
         engine if settings.is_sqlite else engine_from_settings(settings, isolation_level="AUTOCOMMIT", **kwargs)
     )
+    sessions = make_session_factory(engine, settings)
+    replica = None
+    if settings.database_read_url and not settings.is_sqlite:
+        replica = make_session_factory(
+            replica_engine(
+                settings.database_read_url, pool_size=settings.db_pool_size, pool_timeout=POOL_TIMEOUT_SECONDS
+            ),
+            settings,
+        )
     return Database(
         engine,
         read_engine,
-        make_session_factory(engine, settings),
+        sessions,
         make_session_factory(read_engine, settings),
         make_session_factory(autocommit_engine, settings),
+        reads=ReadRouter(sessions, replica, max_lag_seconds=settings.database_read_max_lag_seconds),
     )
 
 
@@ -134,6 +147,8 @@ def database_lifespan(settings: Settings) -> Any:
                 writer.stop()
             database.engine.dispose()
             database.autocommit_sessions.kw["bind"].dispose()
+            if database.reads.replica is not None:
+                database.reads.replica.kw["bind"].dispose()
 
     return lifespan
 
@@ -149,13 +164,18 @@ async def provide_db(request: Request[Any, Any, Any]) -> AsyncIterator[Session]:
     """
     database: Database = request.app.state.db
     opt = request.route_handler.opt
-    if opt.get("readonly"):
+    if opt.get("replica"):  # an admin listing: the replica unless it lags too far or is down
+        route = request.state.read_route = await anyio.to_thread.run_sync(database.reads.route)
+        factory = database.reads.sessions(route) if route.source == "replica" else database.read_sessions
+    elif opt.get("readonly"):
         factory = database.read_sessions
     elif opt.get("autocommit"):
         factory = database.autocommit_sessions
     else:
         factory = database.sessions
     session = factory()
+    if database.reads is not None and factory is database.reads.replica:
+        session.info["replica"] = True  # credentials are still checked on the primary (nexmdm_api.auth)
     try:
         yield session
     except BaseException:

@@ -58,6 +58,11 @@ def count_redis_fallback(limiter: str) -> None:
     ).labels(limiter).inc()
 
 
+def set_replica_lag(seconds: float) -> None:
+    """How far behind the read replica was at the last admin listing (``NEXMDM_DATABASE_READ_URL``)."""
+    _gauge("nexmdm_replica_lag_seconds", "Seconds the read replica was behind the primary").set(seconds)
+
+
 def set_push_queue(depth: int, oldest_age_seconds: float) -> None:
     """Commands whose push is still pending, and how long the oldest has waited."""
     _gauge("nexmdm_push_queue_depth", "Commands whose FCM push is pending").set(depth)
