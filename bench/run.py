@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers, bench_http, bench_retention
+from bench import bench_helpers, bench_http, bench_nodes, bench_retention
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention"]
+PARTS = ["helpers", "http", "retention", "nodes"]
 
 
 def machine() -> dict[str, object]:
@@ -91,6 +91,13 @@ def main() -> None:
                 found, details["retention"] = bench_retention.run(devices=2_000, expired_days=3, per_day=5)
             else:
                 found, details["retention"] = bench_retention.run()
+            figures += found
+        if "nodes" in parts:
+            console.print("[bold]5. sizing: 1, 2 and 4 API nodes against one PostgreSQL[/bold]")
+            if args.quick:
+                found, details["nodes"] = bench_nodes.run(Path(tmp), devices=1_000, seconds=3, connections=32)
+            else:
+                found, details["nodes"] = bench_nodes.run(Path(tmp))
             figures += found
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)
