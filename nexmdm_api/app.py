@@ -110,6 +110,12 @@ def limiters(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def close_redis(app: Litestar) -> None:
+    link = app.state.get("redis")
+    if link is not None:
+        await link.close()
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API. The engine is created when the app starts (lifespan) and disposed when it stops."""
     settings = settings or get_settings()
@@ -142,6 +148,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"db": Provide(provide_db)},
         before_request=check_request,
         before_send=[read_headers],
+        on_shutdown=[close_redis],
         lifespan=[database_lifespan(settings), background_lifespan(settings)],
         state=State(
             {

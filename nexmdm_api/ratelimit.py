@@ -93,3 +93,7 @@ class TokenBucket:
             self._buckets.pop(key, None)  # re-insert: the dict's order is least recently seen first
             self._buckets[key] = (tokens - 1.0, now)
             return None
+
+    async def take_async(self, key: str) -> float | None:
+        """:meth:`take` for handlers on the event loop (in memory: nothing to wait for)."""
+        return self.take(key)

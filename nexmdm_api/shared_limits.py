@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from nexmdm_api import metrics
@@ -81,59 +81,93 @@ return tostring(wait)
 
 
 class RedisLink:
-    """One Redis client per process, with the fallback bookkeeping shared by its limiters."""
+    """Redis clients for one process (a blocking one for handlers in worker threads, an asyncio one for
+    handlers on the event loop), with the fallback bookkeeping shared by its limiters."""
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis
+        import redis.asyncio
 
         self.prefix = prefix
         self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self.client = redis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            retry_on_timeout=False,
-            decode_responses=True,
-        )
-        self._scripts: dict[str, Any] = {}
+        options: dict[str, Any] = {
+            "socket_timeout": REDIS_TIMEOUT_SECONDS,
+            "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+            "retry_on_timeout": False,
+            "decode_responses": True,
+        }
+        self.client = redis.Redis.from_url(url, **options)
+        self.aclient = redis.asyncio.Redis.from_url(url, **options)
+        self._scripts: dict[tuple[str, bool], Any] = {}
         self._down_until = 0.0
         self._down = False
         self._lock = threading.Lock()
 
     def script(self, source: str) -> Any:
-        script = self._scripts.get(source)
+        return self._script(source, asynchronous=False)
+
+    def ascript(self, source: str) -> Any:
+        return self._script(source, asynchronous=True)
+
+    def _script(self, source: str, *, asynchronous: bool) -> Any:
+        script = self._scripts.get((source, asynchronous))
         if script is None:
-            script = self._scripts[source] = self.client.register_script(source)
+            client = self.aclient if asynchronous else self.client
+            script = self._scripts[(source, asynchronous)] = client.register_script(source)
         return script
 
-    def run(self, limiter: str, remote: Callable[[], T], local: Callable[[], T]) -> T:
-        """``remote()`` through Redis; ``local()`` while Redis is unreachable (logged once, counted)."""
-        if self._down and time.monotonic() < self._down_until:
-            metrics.count_redis_fallback(limiter)
-            return local()
-        try:
-            result = remote()
-        except self.errors as exc:
-            with self._lock:
-                self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
-                first = not self._down
-                self._down = True
-            if first:
-                logger.warning(
-                    "redis_unavailable error=%s: rate limits are per process until it answers again",
-                    exc.__class__.__name__,
-                )
-            metrics.count_redis_fallback(limiter)
-            return local()
+    def _skip(self) -> bool:
+        return self._down and time.monotonic() < self._down_until
+
+    def _failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+            first = not self._down
+            self._down = True
+        if first:
+            logger.warning(
+                "redis_unavailable error=%s: rate limits are per process until it answers again",
+                exc.__class__.__name__,
+            )
+
+    def _answered(self) -> None:
         if self._down:
             with self._lock:
                 was_down, self._down = self._down, False
             if was_down:
                 logger.warning("redis_available: rate limits are shared again")
+
+    def run(self, limiter: str, remote: Callable[[], T], local: Callable[[], T]) -> T:
+        """``remote()`` through Redis; ``local()`` while Redis is unreachable (logged once, counted)."""
+        if self._skip():
+            metrics.count_redis_fallback(limiter)
+            return local()
+        try:
+            result = remote()
+        except self.errors as exc:
+            self._failed(exc)
+            metrics.count_redis_fallback(limiter)
+            return local()
+        self._answered()
         return result
 
-    def close(self) -> None:
+    async def run_async(self, limiter: str, remote: Callable[[], Awaitable[T]], local: Callable[[], T]) -> T:
+        """:meth:`run` for the event loop: waiting on Redis never blocks other requests."""
+        if self._skip():
+            metrics.count_redis_fallback(limiter)
+            return local()
+        try:
+            result = await remote()
+        except self.errors as exc:
+            self._failed(exc)
+            metrics.count_redis_fallback(limiter)
+            return local()
+        self._answered()
+        return result
+
+    async def close(self) -> None:
         self.client.close()
+        await self.aclient.aclose()
 
 
 def _seconds(reply: Any) -> float | None:
@@ -195,3 +229,14 @@ class SharedTokenBucket(TokenBucket):
             ),
             lambda: super(SharedTokenBucket, self).take(key),
         )
+
+    async def take_async(self, key: str) -> float | None:
+        if self.rate <= 0:
+            return None
+        rate_per_ms = self.rate / 1000.0
+
+        async def remote() -> float | None:
+            script = self.link.ascript(_TAKE)
+            return _seconds(await script(keys=[f"{self.link.prefix}hb:{key}"], args=[repr(rate_per_ms), self.burst]))
+
+        return await self.link.run_async("heartbeat", remote, lambda: super(SharedTokenBucket, self).take(key))

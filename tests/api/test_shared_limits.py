@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,11 +92,17 @@ def test_redis_down_keeps_serving_per_process(
                 answers.append(client.post("/v1/heartbeat", json={}, headers=BAD).status_code)
             # valid beats are stored (one bucket: 201 then 200), bad ones limited by the process's own count
             assert answers == [201, 401, 200, 429, 200, 429]
-            logging.getLogger("nexmdm.api").removeHandler(records)
             down = [r for r in records.records if "redis_unavailable" in r.getMessage()]
             assert len(down) == 1  # logged once, not per request
             metrics = client.get("/metrics").text
             assert 'nexmdm_redis_fallbacks_total{limiter="auth"}' in metrics
             assert 'nexmdm_redis_fallbacks_total{limiter="heartbeat"}' in metrics
+
+            server.start()  # back (empty: it keeps nothing) on the same port
+            time.sleep(shared_limits.RETRY_AFTER_SECONDS + 0.1)
+            # counted in Redis again from zero; the process's own count (already over) no longer decides
+            assert [client.post("/v1/heartbeat", json={}, headers=BAD).status_code for _ in range(3)] == [401, 401, 429]
+            logging.getLogger("nexmdm.api").removeHandler(records)
+            assert any("redis_available" in r.getMessage() for r in records.records)
     finally:
         server.stop()
