@@ -81,7 +81,7 @@ class Database:
     #: single-statement endpoints (the heartbeat) on PostgreSQL: no BEGIN/COMMIT round trips
     autocommit_sessions: sessionmaker[Session]
     #: admin listings: the replica (``NEXMDM_DATABASE_READ_URL``) while it is close enough behind, else the primary
-    reads: ReadRouter = field(default=None)  # type: ignore[assignment]
+    reads: ReadRouter | None = None
     #: worker-thread slots for commits, separate from the handlers' (see ``provide_db``)
     commit_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(COMMIT_THREADS))
 
@@ -164,7 +164,7 @@ async def provide_db(request: Request[Any, Any, Any]) -> AsyncIterator[Session]:
     """
     database: Database = request.app.state.db
     opt = request.route_handler.opt
-    if opt.get("replica"):  # an admin listing: the replica unless it lags too far or is down
+    if opt.get("replica") and database.reads is not None:  # the replica unless it lags too far or is down
         route = request.state.read_route = await anyio.to_thread.run_sync(database.reads.route)
         factory = database.reads.sessions(route) if route.source == "replica" else database.read_sessions
     elif opt.get("readonly"):
