@@ -7,9 +7,9 @@
   the build's SHA-256 before it is used; Range requests then read a local file as before.
 * ``folder`` (the default on SQLite, one node): files in ``NEXMDM_APK_DIR`` as before.
 
-Builds added before the database storage existed have a file in the APK folder and no blob: the node
-that holds the file imports it into the database on its first download (``import_files`` does them all),
-so they migrate without a step of their own.
+Builds added before the database storage existed have a file in the APK folder and no blob: every server
+process imports the files its node holds at start (``import_files``), and a download of such a build
+imports it first, so they migrate without a step of their own.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
   maintenance leader (the holder of the ``maintenance`` lease, ``core.leases``), runs the expiry sweep
   of unacknowledged commands and exports the push-queue gauges; when it dies another process takes the
   lease within ``LEADER_LEASE_SECONDS``.
+* **APK builds** of the folder storage whose file is on this node are imported into the database once
+  at start (``core.apk_storage.import_files``), so that every node can serve them.
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
   pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
 """
@@ -22,7 +24,7 @@ from typing import Any
 from litestar import Litestar
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import leases, partitions
+from core import apk_storage, leases, partitions
 from core.delivery import DeliveryWorker, client_from_settings, queue_stats, sweep_expired
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
@@ -43,8 +45,16 @@ def _maintain(database: Database, settings: Settings, stop: threading.Event, hol
     last_partitions = 0.0
     last_sweep = 0.0
     leader = False
+    imported = settings.apk_storage != "database"
     while not stop.is_set():
         try:
+            if not imported:  # builds of the folder storage whose file is on this node: into the database
+                with database.sessions() as db, db.begin():
+                    ids = apk_storage.import_files(db, settings)
+                if ids:
+                    logger.info("imported APK builds %s from %s into the database", ids, settings.apk_dir)
+                imported = True
+
             with database.sessions() as db, db.begin():
                 is_leader = leases.take(db, LEADER_LEASE, holder, LEADER_LEASE_SECONDS)
             if is_leader != leader:

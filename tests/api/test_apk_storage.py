@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,16 @@ def test_contents_that_do_not_match_are_never_served(
         response = node_b.get("/v1/apk/download/latest", headers=admin)
         assert response.status_code == 404 and "SHA-256" in response.json()["detail"]
     assert not any((tmp_path / "b" / "apk-cache").iterdir())
+
+
+def test_a_node_imports_the_files_it_holds_at_start(
+    settings: Settings, engine, session_factory, tmp_path: Path
+) -> None:
+    old = settings.with_overrides(data_dir=tmp_path / "a", apk_storage="folder")
+    with session_factory.begin() as db:
+        apk.add_build(db, old, source=io.BytesIO(APK), version_code=5, version_name="5")
+    with TestClient(create_app(node(settings, "a", tmp_path))):
+        deadline = time.monotonic() + 20
+        while blob_count(session_factory) != (1, 4):  # no download needed: the maintenance thread's first round
+            assert time.monotonic() < deadline, "not imported"
+            time.sleep(0.05)
