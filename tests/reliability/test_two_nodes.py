@@ -58,7 +58,7 @@ class Node:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=5)  # the database is dropped next: a graceful stop is not under test
             except subprocess.TimeoutExpired:
                 self.kill()
 
@@ -72,6 +72,11 @@ class Cluster:
     admin: dict[str, str]
     device_tokens: dict[str, str]
     fake: FakeFcm
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +128,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 proc = subprocess.Popen(
                     [sys.executable, "-c", "from nexmdm_cli.main import run; run()", "serve", "--port", str(port)]
                     + ["--workers", "2"],
-                    env=env | {"NEXMDM_DATA_DIR": str(tmp / f"data-{name}")},
+                    env=env
+                    | {
+                        "NEXMDM_DATA_DIR": str(tmp / f"data-{name}"),
+                        # a folder the test removes, even when the node is killed before it cleans up
+                        "PROMETHEUS_MULTIPROC_DIR": str(_mkdir(tmp / f"metrics-{name}")),
+                    },
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: killing the node kills its workers
