@@ -94,10 +94,12 @@ def store(db: Session, settings: Settings, upload: Upload, filename: str) -> Non
 def _insert_blob(db: Session, sha256: str, size: int, handle: BinaryIO) -> None:
     """The blob and its chunks; nothing when the same bytes are stored already (another build, or a
     concurrent upload of the same file: its row is waited for, then this insert does nothing)."""
+    # the named constraint on PostgreSQL; SQLite names only the columns of a conflict target
+    target = "ON CONSTRAINT pk_apk_blobs" if db.get_bind().dialect.name == "postgresql" else "(sha256)"
     inserted = db.execute(
         text(
             "INSERT INTO apk_blobs (sha256, size_bytes, chunk_size, created_at) "
-            "VALUES (:sha256, :size, :chunk, :now) ON CONFLICT (sha256) DO NOTHING RETURNING sha256"
+            f"VALUES (:sha256, :size, :chunk, :now) ON CONFLICT {target} DO NOTHING RETURNING sha256"
         ),
         {"sha256": sha256, "size": size, "chunk": CHUNK_BYTES, "now": _now(db)},
     ).first()
