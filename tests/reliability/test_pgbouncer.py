@@ -20,7 +20,7 @@ from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from core import credentials
+from core import credentials, dispatches
 from core.db import make_session_factory
 from core.models import DeviceHeartbeat
 from core.settings import Settings
@@ -120,6 +120,14 @@ def test_api_workers_and_cli_through_pgbouncer(
         assert len(client.get("/v1/devices?limit=5", headers=admin).json()["items"]) == 5
         with factory() as db:  # the maintenance loop took its lease through PgBouncer
             assert db.execute(text("SELECT holder FROM leases WHERE name = 'maintenance'")).scalar_one()
+
+    with factory.begin() as db:  # pushed by a `nexmdm worker` of its own this time
+        dispatches.create_command(db, settings, request_id="pgb-2", device_id="dev_2", action="ping")
+    worker_env = env | {"NEXMDM_FCM_CREDENTIALS": str(key), "NEXMDM_FCM_ENDPOINT": fake_fcm.url}
+    pushed = runner.invoke(app, ["--database-url", bouncer.url, "worker", "--once", "--json"], env=worker_env)
+    assert pushed.exit_code == 0, pushed.output
+    assert json.loads(pushed.stdout)["outcomes"] == ["sent"]
+    assert fake_fcm.sent_request_ids() == ["pgb-1", "pgb-2"]
 
     seed_heartbeat(factory, "dev_1", timedelta(days=45), battery_pct=5)  # creates a partition 45 days back
     cleaned = runner.invoke(app, ["--database-url", bouncer.url, "cleanup", "--json"], env=env)
