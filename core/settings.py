@@ -134,7 +134,15 @@ class Settings:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
         object.__setattr__(self, "forwarded_allow_ips", check_forwarded_allow_ips(self.forwarded_allow_ips))
         if self.database_read_url:
-            object.__setattr__(self, "database_read_url", normalize_database_url(self.database_read_url))
+            read_url = normalize_database_url(self.database_read_url)
+            if not read_url.startswith("postgresql") or self.is_sqlite:
+                raise InvalidArgument(
+                    "NEXMDM_DATABASE_READ_URL must be a PostgreSQL replica of a PostgreSQL NEXMDM_DATABASE_URL",
+                    field="database_read_url",
+                )
+            object.__setattr__(self, "database_read_url", read_url)
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidArgument("NEXMDM_REDIS_URL must start with redis://, rediss:// or unix://", field="redis_url")
         if self.database_pool_mode not in ("session", "transaction"):
             raise InvalidArgument(
                 "NEXMDM_DATABASE_POOL_MODE must be 'session' (a direct connection) or 'transaction' (PgBouncer)",
