@@ -21,6 +21,18 @@ from sqlalchemy import Engine
 LEASE_SECONDS = 60.0
 
 
+def lock_holder(engine: Engine, name: str = "cleanup") -> str | None:
+    """Who holds the maintenance lock ``name`` (``host:pid:role:random``) on PostgreSQL; None elsewhere."""
+    if engine.dialect.name != "postgresql":
+        return None
+    from sqlalchemy.orm import Session
+
+    from core import leases
+
+    with Session(engine) as db:
+        return leases.holder_of(db, f"maintenance:{name}")
+
+
 @contextmanager
 def maintenance_lock(engine: Engine, name: str = "cleanup") -> Iterator[bool]:
     """Try to take the lock without waiting; yields True when this process holds it."""

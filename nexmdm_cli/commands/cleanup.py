@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from core import db_utils
-from core.locks import maintenance_lock
+from core.locks import lock_holder, maintenance_lock
 from nexmdm_cli.errors import EXIT_LOCKED
 from nexmdm_cli.render import JsonOption, note, show, table
 from nexmdm_cli.state import err_console, print_json, state
@@ -54,7 +55,9 @@ def cleanup(
     }
     with maintenance_lock(st.engine) as acquired:
         if not acquired:
-            note(f"[red]error:[/red] another cleanup holds the lock on {st.masked_url}; nothing done, try later")
+            holder = lock_holder(st.engine)
+            by = f" ({escape(holder)})" if holder else ""
+            note(f"[red]error:[/red] another cleanup holds the lock{by} on {st.masked_url}; nothing done, try later")
             raise typer.Exit(code=EXIT_LOCKED)
         note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{st.masked_url}[/bold]")
         results = _run(st.session_factory, retention, dry_run=dry_run)
