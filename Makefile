@@ -35,9 +35,10 @@ services:  ## Debian packages the multi-node tests start instances of (pgbouncer
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 || \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; fi
 
-lint: $(STAMP)  ## ruff's checks and formatting
+lint: $(STAMP)  ## ruff's checks and formatting, mypy --strict on core/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

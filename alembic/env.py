@@ -73,7 +73,7 @@ def run_migrations_online() -> None:
     if kwargs.get("execution_options"):
 
         @event.listens_for(engine, "begin")
-        def _limit_transaction(conn) -> None:  # noqa: ANN001
+        def _limit_transaction(conn) -> None:
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
 
     try:
@@ -83,7 +83,7 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
-def _run(connection) -> None:  # noqa: ANN001
+def _run(connection) -> None:
     options = compare_options(connection)
     external = config.attributes.get("connection") is not None
     if not external and connection.in_transaction():

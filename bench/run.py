@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers, bench_http, bench_nodes, bench_retention
+from bench import bench_helpers, bench_http, bench_nodes, bench_retention, bench_startup
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "nodes"]
+PARTS = ["helpers", "http", "retention", "startup", "nodes"]
 
 
 def machine() -> dict[str, object]:
@@ -92,8 +92,12 @@ def main() -> None:
             else:
                 found, details["retention"] = bench_retention.run()
             figures += found
+        if "startup" in parts:
+            console.print("[bold]5. CLI start-up vs python -c pass[/bold]")
+            found, details["startup"] = bench_startup.run(Path(tmp), runs=5 if args.quick else 15)
+            figures += found
         if "nodes" in parts:
-            console.print("[bold]5. sizing: 1, 2 and 4 API nodes against one PostgreSQL[/bold]")
+            console.print("[bold]6. sizing: 1, 2 and 4 API nodes against one PostgreSQL[/bold]")
             if args.quick:
                 found, details["nodes"] = bench_nodes.run(Path(tmp), devices=1_000, seconds=3, connections=32)
             else:

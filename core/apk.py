@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -34,7 +34,7 @@ def build_dict(build: ApkBuild) -> dict[str, Any]:
 
 def build_path(settings: Settings, build: ApkBuild | dict[str, Any]) -> Path:
     filename = build["filename"] if isinstance(build, dict) else build.filename
-    return Path(settings.apk_dir) / filename
+    return Path(cast(Path, settings.apk_dir)) / filename  # set by Settings.__post_init__
 
 
 def add_build(

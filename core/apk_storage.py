@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -45,12 +45,16 @@ class Upload:
     sha256: str
 
 
+def _apk_dir(settings: Settings) -> Path:
+    return Path(cast(Path, settings.apk_dir))  # set by Settings.__post_init__
+
+
 def cache_dir(settings: Settings) -> Path:
     return Path(settings.data_dir) / "apk-cache"
 
 
 def _spool_dir(settings: Settings) -> Path:
-    return Path(settings.apk_dir) if settings.apk_storage == "folder" else cache_dir(settings)
+    return _apk_dir(settings) if settings.apk_storage == "folder" else cache_dir(settings)
 
 
 @contextmanager
@@ -84,7 +88,7 @@ def store(db: Session, settings: Settings, upload: Upload, filename: str) -> Non
     """Put a received upload where builds are served from. In the caller's transaction: with the
     database storage the bytes commit (or roll back) with the build's row."""
     if settings.apk_storage == "folder":
-        os.replace(upload.path, Path(settings.apk_dir) / filename)
+        os.replace(upload.path, _apk_dir(settings) / filename)
         return
     with upload.path.open("rb") as handle:
         _insert_blob(db, upload.sha256, upload.size, handle)
@@ -123,7 +127,7 @@ def _now(db: Session) -> Any:
 
 def local_file(db: Session, settings: Settings, build: ApkBuild) -> Path:
     """A file on this node holding ``build``'s bytes, to stream from (filled from the database once)."""
-    legacy = Path(settings.apk_dir) / build.filename
+    legacy = _apk_dir(settings) / build.filename
     if settings.apk_storage == "folder":
         if not legacy.is_file():
             raise NotFound(f"the file of APK build {build.id} is missing from the APK folder")
@@ -190,7 +194,7 @@ def import_files(db: Session, settings: Settings) -> list[int]:
     ).scalars()
     done = []
     for build in missing:
-        path = Path(settings.apk_dir) / build.filename
+        path = _apk_dir(settings) / build.filename
         if path.is_file():
             _import(db, settings, build, path)
             done.append(build.id)

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.operations import rowcount
 from core.types import utcnow
 
 logger = logging.getLogger("nexmdm.leases")
@@ -62,7 +63,7 @@ def take(db: Session, name: str, holder: str, ttl_seconds: float) -> bool:
             ),
             params,
         )
-        return result.rowcount == 1
+        return rowcount(result) == 1
     now = utcnow()
     params = {"name": name, "holder": holder, "now": now, "expires": now + timedelta(seconds=ttl_seconds)}
     db.execute(
@@ -80,7 +81,7 @@ def take(db: Session, name: str, holder: str, ttl_seconds: float) -> bool:
         ),
         {k: _sqlite_time(v) if k in ("now", "expires") else v for k, v in params.items()},
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def release(db: Session, name: str, holder: str) -> bool:
@@ -90,7 +91,7 @@ def release(db: Session, name: str, holder: str) -> bool:
         text(f"UPDATE leases SET expires_at = {now} WHERE name = :name AND holder = :holder"),
         {"name": name, "holder": holder, "now": _sqlite_time(utcnow())},
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def holder_of(db: Session, name: str) -> str | None:

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -94,7 +95,7 @@ class ReadRouter:
         return lag
 
 
-def replica_engine(url: str, *, pool_size: int, connect_timeout: int = 2, **kwargs: object) -> Engine:
+def replica_engine(url: str, *, pool_size: int, connect_timeout: int = 2, **kwargs: Any) -> Engine:
     from core.db import make_engine
 
     return make_engine(

@@ -41,52 +41,72 @@ LEADER_LEASE_SECONDS = 30.0
 LEADER_LEASE = "maintenance"
 
 
+class _Maintenance:
+    """One maintenance round after another, every ``QUEUE_GAUGE_SECONDS``, until stopped."""
+
+    def __init__(self, database: Database, settings: Settings, holder: str) -> None:
+        self.database = database
+        self.settings = settings
+        self.holder = holder
+        self.leader = False
+        self.imported = settings.apk_storage != "database"
+        self.last_partitions = 0.0
+        self.last_sweep = 0.0
+
+    def round(self) -> None:
+        if not self.imported:  # builds of the folder storage whose file is on this node: into the database
+            with self.database.sessions() as db, db.begin():
+                ids = apk_storage.import_files(db, self.settings)
+            if ids:
+                logger.info("imported APK builds %s from %s into the database", ids, self.settings.apk_dir)
+            self.imported = True
+        self.elect()
+        if time.monotonic() - self.last_partitions >= PARTITIONS_EVERY_SECONDS or not self.last_partitions:
+            with self.database.engine.begin() as conn:
+                created = partitions.ensure_ahead(conn)
+            if created:
+                logger.info("created heartbeat partitions %s", ", ".join(created))
+            self.last_partitions = time.monotonic()
+        if not self.leader:
+            self.last_sweep = 0.0  # a new leader sweeps at once
+            return
+        if time.monotonic() - self.last_sweep >= SWEEP_EVERY_SECONDS:
+            sweep_expired(self.database.sessions, self.settings)
+            self.last_sweep = time.monotonic()
+        with self.database.read_sessions() as db:
+            stats = queue_stats(db)
+        metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+
+    def elect(self) -> None:
+        """Take or renew the ``maintenance`` lease: one leader among every process of every node."""
+        with self.database.sessions() as db, db.begin():
+            is_leader = leases.take(db, LEADER_LEASE, self.holder, LEADER_LEASE_SECONDS)
+        if is_leader != self.leader:
+            logger.info("maintenance_leader=%s holder=%s", "yes" if is_leader else "no", self.holder)
+            self.leader = is_leader
+
+    def hand_over(self) -> None:
+        """On a clean stop: release the lease at once, so that another process leads at its next round."""
+        if not self.leader:
+            return
+        try:
+            with self.database.sessions() as db, db.begin():
+                leases.release(db, LEADER_LEASE, self.holder)
+        except (SQLAlchemyError, DatabaseUnavailable):
+            pass  # it expires on its own
+
+
 def _maintain(database: Database, settings: Settings, stop: threading.Event, holder: str) -> None:
-    last_partitions = 0.0
-    last_sweep = 0.0
-    leader = False
-    imported = settings.apk_storage != "database"
+    maintenance = _Maintenance(database, settings, holder)
     while not stop.is_set():
         try:
-            if not imported:  # builds of the folder storage whose file is on this node: into the database
-                with database.sessions() as db, db.begin():
-                    ids = apk_storage.import_files(db, settings)
-                if ids:
-                    logger.info("imported APK builds %s from %s into the database", ids, settings.apk_dir)
-                imported = True
-
-            with database.sessions() as db, db.begin():
-                is_leader = leases.take(db, LEADER_LEASE, holder, LEADER_LEASE_SECONDS)
-            if is_leader != leader:
-                logger.info("maintenance_leader=%s holder=%s", "yes" if is_leader else "no", holder)
-                leader = is_leader
-
-            if time.monotonic() - last_partitions >= PARTITIONS_EVERY_SECONDS or not last_partitions:
-                with database.engine.begin() as conn:
-                    created = partitions.ensure_ahead(conn)
-                if created:
-                    logger.info("created heartbeat partitions %s", ", ".join(created))
-                last_partitions = time.monotonic()
-            if not leader:
-                last_sweep = 0.0  # a new leader sweeps at once
-            else:
-                if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS:
-                    sweep_expired(database.sessions, settings)
-                    last_sweep = time.monotonic()
-                with database.read_sessions() as db:
-                    stats = queue_stats(db)
-                metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+            maintenance.round()
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             logger.warning("maintenance could not use the database: %s", str(exc).splitlines()[0])
         except Exception:  # never end the thread: partitions ahead matter more than one failed round
             logger.exception("maintenance round failed")
         stop.wait(QUEUE_GAUGE_SECONDS)
-    if leader:  # hand over at once on a clean stop
-        try:
-            with database.sessions() as db, db.begin():
-                leases.release(db, LEADER_LEASE, holder)
-        except (SQLAlchemyError, DatabaseUnavailable):
-            pass
+    maintenance.hand_over()
 
 
 def background_lifespan(settings: Settings) -> Any:

@@ -14,8 +14,11 @@ from collections import deque
 
 
 class FailureLimiter:
-    """A sliding window of failures per key: ``limit`` failures within ``window`` seconds pass (401), the
-    next is refused (429), and so is every request of the key until one of them leaves the window."""
+    """A sliding window of failures per key: ``limit`` failures within ``window`` seconds block the key.
+
+    The contract's count: the first ``limit`` failures are answered 401, the next one (and every one
+    after it while ``limit`` failures stay in the window) 429.
+    """
 
     def __init__(self, limit: int, window: float, *, max_keys: int = 100_000) -> None:
         self.limit = limit
@@ -37,7 +40,7 @@ class FailureLimiter:
             failures = self._failures.get(key)
             if failures is None or len(failures) < self.limit:
                 return None
-            wait = failures[-self.limit] + self.window - now
+            wait = failures[-self.limit] + self.window - now  # until fewer than ``limit`` remain
             return wait if wait > 0 else None
 
     def fail(self, key: str, now: float | None = None) -> float | None:
@@ -55,7 +58,7 @@ class FailureLimiter:
                 failures.popleft()
             failures.append(now)
             if len(failures) <= self.limit:
-                return None
+                return None  # the first ``limit`` failures are plain 401s
             return max(failures[-self.limit] + self.window - now, 1.0)
 
     def _prune(self, now: float) -> None:

@@ -1,6 +1,6 @@
 """``nexmdm cleanup``: retention cleanup, safe to run from cron.
 
-A maintenance lock (``core.locks``: an advisory lock on PostgreSQL, a ``flock`` beside the SQLite file)
+A maintenance lock (``core.locks``: a lease on PostgreSQL, across nodes, a ``flock`` beside the SQLite file)
 makes a second run exit with code 75 (EX_TEMPFAIL) instead of deleting alongside the first. A real run
 commits per bounded batch inside the helpers, so it gets a plain session, not one wrapping transaction.
 """
@@ -13,11 +13,13 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from core import db_utils
-from core.locks import lock_holder, maintenance_lock
 from nexmdm_cli.errors import EXIT_LOCKED
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import JsonOption, note, show, table
 from nexmdm_cli.state import err_console, print_json, state
+
+retention_engine = lazy_module("core.retention")
+locks = lazy_module("core.locks")
 
 
 def _days(help_text: str) -> Any:
@@ -53,9 +55,9 @@ def cleanup(
         entity: configured if overrides[entity] is None else overrides[entity]
         for entity, configured in st.settings.retention_days().items()
     }
-    with maintenance_lock(st.engine) as acquired:
+    with locks.maintenance_lock(st.engine) as acquired:
         if not acquired:
-            holder = lock_holder(st.engine)
+            holder = locks.lock_holder(st.engine)
             by = f" ({escape(holder)})" if holder else ""
             note(f"[red]error:[/red] another cleanup holds the lock{by} on {st.masked_url}; nothing done, try later")
             raise typer.Exit(code=EXIT_LOCKED)
@@ -93,7 +95,7 @@ def _run(factory: Any, retention: dict[str, int], *, dry_run: bool) -> dict[str,
         Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress,
         factory() as db,
     ):
-        task = progress.add_task("retention cleanup", total=len(db_utils.CLEANUP_ENTITIES))
-        return db_utils.run_all_retention_cleanups(
+        task = progress.add_task("retention cleanup", total=len(retention_engine.CLEANUP_ENTITIES))
+        return retention_engine.run_all_retention_cleanups(
             db, dry_run=dry_run, retention_days=retention, on_result=lambda *_: progress.advance(task)
         )

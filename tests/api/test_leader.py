@@ -19,7 +19,7 @@ def _leader(factory: sessionmaker[Session]) -> str | None:
         return leases.holder_of(db, LEADER_LEASE)
 
 
-def _until(condition, timeout: float = 20) -> None:  # noqa: ANN001
+def _until(condition, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
