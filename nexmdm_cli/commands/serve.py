@@ -47,6 +47,8 @@ def serve(
 
     st = state(ctx)
     settings = st.settings
+    if forwarded_allow_ips is None and not os.environ.get("NEXMDM_FORWARDED_ALLOW_IPS"):
+        forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS")  # uvicorn's own variable, still honoured
     if forwarded_allow_ips is not None:
         settings = settings.with_overrides(forwarded_allow_ips=forwarded_allow_ips)
     # Workers build their own settings from the environment: hand them the database chosen here.
