@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install tools test lint demo bench clean
+.PHONY: install tools services test lint demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ bench: $(STAMP)  ## benchmarks beside their baselines from the same run (needs P
 	@command -v wrk >/dev/null 2>&1 || { echo "bench: installing wrk (the HTTP load generator)"; \
 	  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+services:  ## Debian packages the multi-node tests start instances of (pgbouncer, redis-server); needs root
+	@missing=""; \
+	  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
+	  command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	  if [ -n "$$missing" ]; then echo "services: installing$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; fi
 
 lint: $(STAMP)  ## ruff's checks and formatting, mypy --strict on core/
 	$(BIN)/ruff check .

@@ -9,13 +9,19 @@ the config attribute ``lock_timeout_ms``), so a migration waiting for a busy tab
 queueing the heartbeat path behind it; ``nexmdm db upgrade`` retries. Each migration is its own
 transaction, so a retry resumes where the last attempt stopped, and a migration may use an autocommit
 block (``CREATE INDEX CONCURRENTLY``, see ``core.migrations.create_index_concurrently``).
+
+Through PgBouncer in transaction mode (``NEXMDM_DATABASE_POOL_MODE=transaction``, or the config attribute
+``pool_mode``) there is no session to configure: PgBouncer refuses the ``options`` startup parameter, so
+the limit is set with ``SET LOCAL`` at the start of every transaction instead, and autocommit blocks run
+under the server's default (the concurrent index builds they hold conflict with no write).
 """
 
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from core.db import make_engine
+from core.db import TRANSACTION_POOLING, make_engine
 from core.migrations import compare_options
 from core.models import Base
 from core.settings import get_settings, normalize_database_url
@@ -52,13 +58,24 @@ def run_migrations_online() -> None:
         lock_timeout_ms = config.attributes.get("lock_timeout_ms")
         if lock_timeout_ms is None:
             lock_timeout_ms = get_settings().migration_lock_timeout_ms
-        options = f"-c lock_timeout={int(lock_timeout_ms)}"
-        # connect_args' options replace the URL's (?options=-csearch_path=...): keep those too
-        from_url = make_url(url).query.get("options")
-        if from_url:
-            options = f"{from_url if isinstance(from_url, str) else ' '.join(from_url)} {options}"
-        kwargs["connect_args"] = {"connect_timeout": 10, "application_name": "nexmdm-migrate", "options": options}
+        pooled = (config.attributes.get("pool_mode") or get_settings().database_pool_mode) == "transaction"
+        kwargs["connect_args"] = {"connect_timeout": 10, "application_name": "nexmdm-migrate"}
+        if pooled:
+            kwargs["execution_options"] = {TRANSACTION_POOLING: True}
+        else:
+            options = f"-c lock_timeout={int(lock_timeout_ms)}"
+            # connect_args' options replace the URL's (?options=-csearch_path=...): keep those too
+            from_url = make_url(url).query.get("options")
+            if from_url:
+                options = f"{from_url if isinstance(from_url, str) else ' '.join(from_url)} {options}"
+            kwargs["connect_args"]["options"] = options
     engine = make_engine(url, sqlite_foreign_keys=False, **kwargs)
+    if kwargs.get("execution_options"):
+
+        @event.listens_for(engine, "begin")
+        def _limit_transaction(conn) -> None:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+
     try:
         with engine.connect() as connection:
             _run(connection)

@@ -19,11 +19,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_campaigns, bench_helpers, bench_http, bench_push, bench_retention, bench_startup, bench_top
+from bench import (
+    bench_campaigns,
+    bench_helpers,
+    bench_http,
+    bench_nodes,
+    bench_push,
+    bench_retention,
+    bench_startup,
+    bench_top,
+)
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "startup", "top", "campaigns", "push"]
+PARTS = ["helpers", "http", "retention", "startup", "top", "campaigns", "push", "nodes"]
 
 
 def machine() -> dict[str, object]:
@@ -115,6 +124,13 @@ def main() -> None:
             console.print("[bold]8. pushes: N commands through a fake FCM 50 ms away vs wrk's floor[/bold]")
             n = args.push_commands or (2_000 if args.quick else 20_000)
             found, details["push"] = bench_push.run(Path(tmp), n=n, floor_seconds=5 if args.quick else 10)
+            figures += found
+        if "nodes" in parts:
+            console.print("[bold]9. sizing: 1, 2 and 4 API nodes against one PostgreSQL[/bold]")
+            if args.quick:
+                found, details["nodes"] = bench_nodes.run(Path(tmp), devices=1_000, seconds=3, connections=32)
+            else:
+                found, details["nodes"] = bench_nodes.run(Path(tmp))
             figures += found
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)

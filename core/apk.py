@@ -1,10 +1,7 @@
-"""APK builds: add (copy and fingerprint), list, find the latest, and the download audit trail."""
+"""APK builds: add (store and fingerprint), list, find the latest, and the download audit trail."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -13,14 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import validation
+from core import apk_storage, validation
 from core.errors import Conflict, InvalidArgument, NotFound
 from core.models import ApkBuild, ApkDownloadEvent
 from core.settings import Settings
 from core.types import utcnow
 
 MAX_VERSION_CODE = 2_100_000_000  # Android's limit for versionCode
-ZIP_MAGIC = b"PK\x03\x04"
+ZIP_MAGIC = apk_storage.ZIP_MAGIC
 
 
 def build_dict(build: ApkBuild) -> dict[str, Any]:
@@ -45,8 +42,8 @@ def add_build(
 ) -> dict[str, Any]:
     """Copy an APK into the APK folder, fingerprint it (size, sha256) and record it.
 
-    The file is written to a temporary name and renamed into place, so a reader never sees half a file;
-    on any error nothing is left behind.
+    The bytes go where ``core.apk_storage`` keeps builds (the database or the APK folder), received into
+    a temporary file first, so a reader never sees half a build; on any error nothing is left behind.
     """
     if isinstance(version_code, bool) or not isinstance(version_code, int) or not 1 <= version_code <= MAX_VERSION_CODE:
         raise InvalidArgument(f"version_code must be between 1 and {MAX_VERSION_CODE}", field="version_code")
@@ -54,31 +51,13 @@ def add_build(
     if db.execute(select(ApkBuild.id).where(ApkBuild.version_code == version_code)).first() is not None:
         raise Conflict(f"a build with version code {version_code} already exists")
 
-    apk_dir = Path(cast(Path, settings.apk_dir))  # set by Settings.__post_init__
-    apk_dir.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    fd, tmp_name = tempfile.mkstemp(dir=apk_dir, prefix=".upload-", suffix=".apk")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            first = True
-            while chunk := source.read(1024 * 1024):
-                if first and not chunk.startswith(ZIP_MAGIC[: len(chunk)]):
-                    raise InvalidArgument("the file is not an APK (APKs are ZIP archives)", field="file")
-                first = False
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        if size == 0:
-            raise InvalidArgument("the file is empty", field="file")
-        sha256 = digest.hexdigest()
-        filename = f"{version_code}-{sha256[:16]}.apk"
+    with apk_storage.receive(settings, source) as upload:
         build = ApkBuild(
             version_code=version_code,
             version_name=version_name,
-            filename=filename,
-            size_bytes=size,
-            sha256=sha256,
+            filename=f"{version_code}-{upload.sha256[:16]}.apk",
+            size_bytes=upload.size,
+            sha256=upload.sha256,
             created_at=utcnow(),
         )
         db.add(build)
@@ -86,10 +65,7 @@ def add_build(
             db.flush()
         except IntegrityError:
             raise Conflict(f"a build with version code {version_code} already exists") from None
-        os.replace(tmp_name, apk_dir / filename)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        apk_storage.store(db, settings, upload, build.filename)
     return build_dict(build)
 
 

@@ -117,7 +117,22 @@ def _md5(value: str | None) -> str | None:
     return None if value is None else hashlib.md5(value.encode(), usedforsecurity=False).hexdigest()
 
 
+#: execution option marking an engine whose connections go through a transaction-pooling PgBouncer
+TRANSACTION_POOLING = "nexmdm_transaction_pooling"
+
+
+def transaction_pooled(bind: Any) -> bool:
+    """Does ``bind`` (an engine or connection) go through PgBouncer in transaction mode?
+
+    Then nothing may rely on session state: consecutive transactions of one client can run on different
+    server connections, and a session setting would stay on the server connection for its next client.
+    """
+    return bool(bind.get_execution_options().get(TRANSACTION_POOLING))
+
+
 def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:
+    if settings.database_pool_mode == "transaction" and not settings.is_sqlite:
+        kwargs["execution_options"] = {**kwargs.get("execution_options", {}), TRANSACTION_POOLING: True}
     return make_engine(
         settings.database_url,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,

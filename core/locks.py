@@ -1,40 +1,48 @@
-"""A maintenance lock so that two cleanups never both delete.
+"""A maintenance lock so that two cleanups never both delete, on one node or several.
 
-PostgreSQL: a session-level advisory lock on a dedicated connection (released if the process dies).
-SQLite: an exclusive ``flock`` on a file beside the database (also released if the process dies); the
-database's own write lock cannot be held across the cleanup's per-batch commits.
+PostgreSQL: a lease (``core.leases``: a row taken by a conditional UPDATE and renewed while the cleanup
+runs; a dead holder's lease passes on after ``LEASE_SECONDS``). Unlike a session-level advisory lock it
+holds nothing on a connection between transactions, so it also works through PgBouncer in transaction
+mode. SQLite (one machine): an exclusive ``flock`` on a file beside the database (also released if the
+process dies); the database's own write lock cannot be held across the cleanup's per-batch commits.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+
+#: a crashed cleanup's lease passes on after this long; a live one renews it every third of it
+LEASE_SECONDS = 60.0
 
 
-def _advisory_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"nexmdm:{name}".encode()).digest()[:8], "big", signed=True)
+def lock_holder(engine: Engine, name: str = "cleanup") -> str | None:
+    """Who holds the maintenance lock ``name`` (``host:pid:role:random``) on PostgreSQL; None elsewhere."""
+    if engine.dialect.name != "postgresql":
+        return None
+    from sqlalchemy.orm import Session
+
+    from core import leases
+
+    with Session(engine) as db:
+        return leases.holder_of(db, f"maintenance:{name}")
 
 
 @contextmanager
 def maintenance_lock(engine: Engine, name: str = "cleanup") -> Iterator[bool]:
     """Try to take the lock without waiting; yields True when this process holds it."""
     if engine.dialect.name == "postgresql":
-        key = _advisory_key(name)
-        with engine.connect() as conn:
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar_one())
-            conn.commit()
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                    conn.commit()
+        from sqlalchemy.orm import sessionmaker
+
+        from core import leases
+
+        with leases.held(sessionmaker(engine), f"maintenance:{name}", ttl_seconds=LEASE_SECONDS, role=name) as lost:
+            yield lost is not None
         return
     database = engine.url.database
     lock_path = Path(f"{database}.{name}.lock") if database and database != ":memory:" else None

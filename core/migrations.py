@@ -191,13 +191,18 @@ def _build_concurrently(conn: Connection, index_name: str, table_name: str, colu
         ),
         {"n": index_name},
     ).scalar_one_or_none()
-    conn.execute(text("SET lock_timeout = 0"))  # see create_index_concurrently: waiting here blocks nobody
+    from core.db import transaction_pooled
+
+    session = not transaction_pooled(conn)  # through PgBouncer (transaction mode) no session setting is made
+    if session:
+        conn.execute(text("SET lock_timeout = 0"))  # see create_index_concurrently: waiting here blocks nobody
     try:
         if valid is False:
             conn.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{index_name}"'))
         op.create_index(index_name, table_name, list(columns), postgresql_concurrently=True, if_not_exists=True, **kw)
     finally:
-        conn.execute(text("RESET lock_timeout"))  # back to the session's (the migration's) lock_timeout
+        if session:
+            conn.execute(text("RESET lock_timeout"))  # back to the session's (the migration's) lock_timeout
 
 
 def _child_index_name(index_name: str, partition: str) -> str:

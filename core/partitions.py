@@ -18,6 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session
 
+from core.db import transaction_pooled
+
 TABLE = "device_heartbeats"
 AHEAD_DAYS = 7
 _NAME_RE = re.compile(rf"{TABLE}_p(\d{{8}})")
@@ -197,6 +199,34 @@ def expired_partitions(conn: Connection, cutoff: datetime) -> list[tuple[date, s
     )
 
 
+def _detach_pending(conn: Connection, name: str) -> bool | None:
+    return conn.execute(
+        text("SELECT i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relname = :n"),
+        {"n": name},
+    ).scalar_one_or_none()
+
+
+def _drop_pooled(engine: Engine, name: str, *, lock_timeout_ms: int, statement_timeout_ms: int | None) -> None:
+    """``drop_partition`` through PgBouncer in transaction mode: no session settings.
+
+    The detach runs alone in autocommit under the server's default limits (its lock conflicts with no
+    insert, update or delete, so nothing queues behind it while it waits); the drop of the detached
+    table, which nothing else uses any more, is a transaction of its own with ``SET LOCAL`` limits.
+    """
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        pending = _detach_pending(conn, name)
+        if pending:
+            conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name} FINALIZE"))
+        elif pending is not None:
+            conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name} CONCURRENTLY"))
+    with engine.begin() as conn:
+        conn.execute(
+            text("SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :statement, true)"),
+            {"lock": f"{int(lock_timeout_ms)}ms", "statement": f"{int(statement_timeout_ms or 0)}ms"},
+        )
+        conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+
+
 def drop_partition(
     engine: Engine, name: str, *, lock_timeout_ms: int = 5000, statement_timeout_ms: int | None = None
 ) -> None:
@@ -209,18 +239,16 @@ def drop_partition(
     """
     if not _NAME_RE.fullmatch(name):
         raise ValueError(f"not a heartbeat partition: {name}")
+    if transaction_pooled(engine):
+        _drop_pooled(engine, name, lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=statement_timeout_ms)
+        forget(engine)
+        return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text(f"SET lock_timeout = {int(lock_timeout_ms)}"))
         if statement_timeout_ms is not None:
             conn.execute(text(f"SET statement_timeout = {int(statement_timeout_ms)}"))
         try:
-            pending = conn.execute(
-                text(
-                    "SELECT i.inhdetachpending FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                    "WHERE c.relname = :n"
-                ),
-                {"n": name},
-            ).scalar_one_or_none()
+            pending = _detach_pending(conn, name)
             if pending:
                 conn.execute(text(f"ALTER TABLE {TABLE} DETACH PARTITION {name} FINALIZE"))
             elif pending is not None:

@@ -31,6 +31,24 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def check_forwarded_allow_ips(value: str) -> str:
+    """The proxies whose ``X-Forwarded-For``/``-Proto`` uvicorn trusts: ``*`` or addresses and networks."""
+    import ipaddress
+
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    for item in items:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise InvalidArgument(
+                f"NEXMDM_FORWARDED_ALLOW_IPS: {item!r} is not an IP address, a network (10.0.0.0/8) or *",
+                field="forwarded_allow_ips",
+            ) from None
+    return ",".join(items)
+
+
 @dataclass(frozen=True)
 class Settings:
     """NexMDM configuration. Field ``foo_bar`` is read from ``NEXMDM_FOO_BAR``."""
@@ -79,6 +97,13 @@ class Settings:
     command_ttl_seconds: int = 86400
     delivery_in_server: bool = True
     campaign_max_targets: int = 0
+    forwarded_allow_ips: str = "127.0.0.1"
+    redis_url: str = ""
+    redis_key_prefix: str = "nexmdm:"
+    database_read_url: str = ""
+    database_pool_mode: str = "session"
+    database_read_max_lag_seconds: float = 30.0
+    apk_storage: str = ""
 
     def __post_init__(self) -> None:
         url = self.database_url or f"sqlite:///{Path(self.data_dir) / 'nexmdm.db'}"
@@ -116,6 +141,26 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
+        object.__setattr__(self, "forwarded_allow_ips", check_forwarded_allow_ips(self.forwarded_allow_ips))
+        if self.database_read_url:
+            read_url = normalize_database_url(self.database_read_url)
+            if not read_url.startswith("postgresql") or self.is_sqlite:
+                raise InvalidArgument(
+                    "NEXMDM_DATABASE_READ_URL must be a PostgreSQL replica of a PostgreSQL NEXMDM_DATABASE_URL",
+                    field="database_read_url",
+                )
+            object.__setattr__(self, "database_read_url", read_url)
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidArgument("NEXMDM_REDIS_URL must start with redis://, rediss:// or unix://", field="redis_url")
+        if self.database_pool_mode not in ("session", "transaction"):
+            raise InvalidArgument(
+                "NEXMDM_DATABASE_POOL_MODE must be 'session' (a direct connection) or 'transaction' (PgBouncer)",
+                field="database_pool_mode",
+            )
+        storage = self.apk_storage.strip().lower() or ("folder" if self.is_sqlite else "database")
+        if storage not in ("database", "folder"):
+            raise InvalidArgument("NEXMDM_APK_STORAGE must be 'database' or 'folder'", field="apk_storage")
+        object.__setattr__(self, "apk_storage", storage)
         if self.device_offline_seconds < self.device_online_seconds:
             raise InvalidArgument(
                 "NEXMDM_DEVICE_OFFLINE_SECONDS must not be below NEXMDM_DEVICE_ONLINE_SECONDS",

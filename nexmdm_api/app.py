@@ -14,6 +14,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from core.migrations import head_revision
 from core.settings import Settings, get_settings
+from nexmdm_api import metrics
 from nexmdm_api.auth import precheck
 from nexmdm_api.background import background_lifespan
 from nexmdm_api.db import database_lifespan, provide_db
@@ -28,6 +29,7 @@ from nexmdm_api.openapi import (
 )
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
 from nexmdm_api.routes import apk, campaigns, commands, devices, enroll, health, heartbeats, labels
+from nexmdm_api.shared_limits import RedisLink, SharedFailureLimiter, SharedTokenBucket
 
 #: every endpoint but the APK upload accepts at most this much body (heartbeats are tiny)
 MAX_BODY_BYTES = 64 * 1024
@@ -61,6 +63,23 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
         raise ApiError(415, "the body must be multipart/form-data")
 
 
+async def read_headers(message: Any, scope: Any) -> None:
+    """On admin listings: where they were read (``NexMDM-Read-From: replica|primary``), how far behind
+    the replica was (``NexMDM-Replica-Lag``, seconds) and why the primary answered instead."""
+    if message["type"] != "http.response.start":
+        return
+    route = scope.get("state", {}).get("read_route")
+    if route is None:
+        return
+    headers = message.setdefault("headers", [])
+    headers.append((b"nexmdm-read-from", route.source.encode()))
+    if route.lag_seconds is not None:
+        headers.append((b"nexmdm-replica-lag", f"{route.lag_seconds:.3f}".encode()))
+        metrics.set_replica_lag(route.lag_seconds)
+    if route.reason:
+        headers.append((b"nexmdm-read-reason", route.reason.encode()))
+
+
 def openapi_config() -> OpenAPIConfig:
     def bearer(description: str) -> SecurityScheme:
         return SecurityScheme(type="http", scheme="bearer", description=description)
@@ -78,6 +97,26 @@ def openapi_config() -> OpenAPIConfig:
             }
         ),
     )
+
+
+def limiters(settings: Settings) -> dict[str, Any]:
+    """The failed-auth and heartbeat limiters: in Redis with ``NEXMDM_REDIS_URL`` (shared), else per process."""
+    auth, window = settings.auth_failure_limit, settings.auth_failure_window_seconds
+    rate, burst = settings.heartbeat_rate_per_minute, settings.heartbeat_burst
+    if not settings.redis_url:
+        return {"auth_limiter": FailureLimiter(auth, window), "heartbeat_limiter": TokenBucket(rate, burst)}
+    link = RedisLink(settings.redis_url, settings.redis_key_prefix)  # connects on first use, not here
+    return {
+        "redis": link,
+        "auth_limiter": SharedFailureLimiter(link, auth, window),
+        "heartbeat_limiter": SharedTokenBucket(link, rate, burst),
+    }
+
+
+async def close_redis(app: Litestar) -> None:
+    link = app.state.get("redis")
+    if link is not None:
+        await link.close()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -126,13 +165,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         dependencies={"db": Provide(provide_db)},
         before_request=check_request,
+        before_send=[read_headers],
+        on_shutdown=[close_redis],
         lifespan=[database_lifespan(settings), background_lifespan(settings)],
         state=State(
             {
                 "settings": settings,
                 "head_revision": head_revision(settings.database_url),
-                "auth_limiter": FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),
-                "heartbeat_limiter": TokenBucket(settings.heartbeat_rate_per_minute, settings.heartbeat_burst),
+                **limiters(settings),
             }
         ),
         plugins=[problem_details_plugin(), ActionsSchemaPlugin(settings.actions), ClosedStructSchemaPlugin()],

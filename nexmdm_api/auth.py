@@ -113,6 +113,13 @@ def require_device(request: Request[Any, Any, Any], db: Session) -> Device:
 
 def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any]:
     token = _token(request, *_KINDS["admin"])
+    if db.info.get("replica"):  # a key made or revoked a moment ago counts at once: ask the primary
+        with request.app.state.db.sessions.begin() as primary:
+            return _admin(request, primary, token)
+    return _admin(request, db, token)
+
+
+def _admin(request: Request[Any, Any, Any], db: Session, token: str) -> dict[str, Any]:
     try:
         key = credentials.authenticate_admin(db, token)
     except InvalidCredentials as exc:

@@ -1,10 +1,14 @@
 """Work a server process does besides answering requests, started and stopped with the app.
 
-* **Maintenance** (every process): PostgreSQL heartbeat partitions for the coming week at start and then
-  hourly, so ingestion never depends on cron alone; the expiry sweep of unacknowledged commands (with or
-  without FCM); campaign releases, halts and completions (``core.fleet.run_due``, every second); the
-  push-queue gauges and the readiness check every few seconds; the fleet-state gauges at most every 15 s
-  (``nexmdm_api.fleet_metrics``).
+* **Maintenance**: every process keeps PostgreSQL heartbeat partitions for the coming week (at start and
+  then hourly, idempotent), so ingestion never depends on cron alone. One process among every node, the
+  maintenance leader (the holder of the ``maintenance`` lease, ``core.leases``), runs the expiry sweep
+  of unacknowledged commands and exports the push-queue and fleet-state gauges (``nexmdm_api.fleet_metrics``,
+  at most every 15 s); when it dies another process takes the lease within ``LEADER_LEASE_SECONDS``.
+  Every process checks readiness (its own gauge) and runs campaign releases, halts and completions
+  (``core.fleet.run_due``, every second; idempotent across processes: the campaign row is locked).
+* **APK builds** of the folder storage whose file is on this node are imported into the database once
+  at start (``core.apk_storage.import_files``), so that every node can serve them.
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
   pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
 """
@@ -22,7 +26,7 @@ from typing import Any
 from litestar import Litestar
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import fleet, partitions
+from core import apk_storage, fleet, leases, partitions
 from core.delivery import DeliveryWorker, client_from_settings, queue_stats, sweep_expired
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
@@ -38,37 +42,86 @@ PARTITIONS_EVERY_SECONDS = 3600.0
 SWEEP_EVERY_SECONDS = 30.0
 #: campaigns are checked this often (one indexed SELECT when none is running)
 CAMPAIGN_EVERY_SECONDS = 1.0
+#: the leader renews its lease every round (``QUEUE_GAUGE_SECONDS``); a dead leader's passes on after this
+LEADER_LEASE_SECONDS = 30.0
+LEADER_LEASE = "maintenance"
 
 
-def _maintain(database: Database, settings: Settings, head: str, stop: threading.Event) -> None:
-    last_partitions = 0.0
-    last_sweep = 0.0
-    last_gauges = last_ready = 0.0
-    gauges = FleetGauges(settings)
+class _Maintenance:
+    """One maintenance round after another, every ``QUEUE_GAUGE_SECONDS``, until stopped."""
+
+    def __init__(self, database: Database, settings: Settings, head: str, holder: str) -> None:
+        self.database = database
+        self.settings = settings
+        self.head = head
+        self.holder = holder
+        self.leader = False
+        self.gauges = FleetGauges(settings)
+        self.last_round = 0.0
+        self.imported = settings.apk_storage != "database"
+        self.last_partitions = 0.0
+        self.last_sweep = 0.0
+
+    def tick(self) -> None:
+        """Every ``CAMPAIGN_EVERY_SECONDS``: campaigns; every ``QUEUE_GAUGE_SECONDS``: readiness, then a round."""
+        if time.monotonic() - self.last_round >= QUEUE_GAUGE_SECONDS or not self.last_round:
+            self.last_round = time.monotonic()
+            problem, _ = readiness(self.database.read_engine, self.head)  # first: it must see an outage
+            self.gauges.readiness(problem is None)
+            self.round()
+        # campaign waves, halts and completions (idempotent across processes: the campaign row is locked)
+        fleet.run_due(self.database.sessions, self.settings)
+
+    def round(self) -> None:
+        if not self.imported:  # builds of the folder storage whose file is on this node: into the database
+            with self.database.sessions() as db, db.begin():
+                ids = apk_storage.import_files(db, self.settings)
+            if ids:
+                logger.info("imported APK builds %s from %s into the database", ids, self.settings.apk_dir)
+            self.imported = True
+        self.elect()
+        if time.monotonic() - self.last_partitions >= PARTITIONS_EVERY_SECONDS or not self.last_partitions:
+            with self.database.engine.begin() as conn:
+                created = partitions.ensure_ahead(conn)
+            if created:
+                logger.info("created heartbeat partitions %s", ", ".join(created))
+            self.last_partitions = time.monotonic()
+        if not self.leader:
+            self.last_sweep = 0.0  # a new leader sweeps at once
+            return
+        if time.monotonic() - self.last_sweep >= SWEEP_EVERY_SECONDS:
+            sweep_expired(self.database.sessions, self.settings)
+            self.last_sweep = time.monotonic()
+        with self.database.read_sessions() as db:
+            stats = queue_stats(db)
+        metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+        self.gauges.maybe_refresh(self.database.read_sessions)
+
+    def elect(self) -> None:
+        """Take or renew the ``maintenance`` lease: one leader among every process of every node."""
+        with self.database.sessions() as db, db.begin():
+            is_leader = leases.take(db, LEADER_LEASE, self.holder, LEADER_LEASE_SECONDS)
+        if is_leader != self.leader:
+            logger.info("maintenance_leader=%s holder=%s", "yes" if is_leader else "no", self.holder)
+            self.leader = is_leader
+
+    def hand_over(self) -> None:
+        """On a clean stop: release the lease at once, so that another process leads at its next round."""
+        if not self.leader:
+            return
+        try:
+            with self.database.sessions() as db, db.begin():
+                leases.release(db, LEADER_LEASE, self.holder)
+        except (SQLAlchemyError, DatabaseUnavailable):
+            pass  # it expires on its own
+
+
+def _maintain(database: Database, settings: Settings, head: str, stop: threading.Event, holder: str) -> None:
+    maintenance = _Maintenance(database, settings, head, holder)
     while not stop.is_set():
         pause = CAMPAIGN_EVERY_SECONDS
         try:
-            if time.monotonic() - last_ready >= QUEUE_GAUGE_SECONDS:  # first: it must see an outage
-                problem, _ = readiness(database.read_engine, head)
-                gauges.readiness(problem is None)
-                last_ready = time.monotonic()
-            if time.monotonic() - last_partitions >= PARTITIONS_EVERY_SECONDS or not last_partitions:
-                with database.engine.begin() as conn:
-                    created = partitions.ensure_ahead(conn)
-                if created:
-                    logger.info("created heartbeat partitions %s", ", ".join(created))
-                last_partitions = time.monotonic()
-            if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS:
-                sweep_expired(database.sessions, settings)
-                last_sweep = time.monotonic()
-            # campaign waves, halts and completions (idempotent across processes: the campaign row is locked)
-            fleet.run_due(database.sessions, settings)
-            if time.monotonic() - last_gauges >= QUEUE_GAUGE_SECONDS:
-                with database.read_sessions() as db:
-                    stats = queue_stats(db)
-                metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
-                gauges.maybe_refresh(database.read_sessions)
-                last_gauges = time.monotonic()
+            maintenance.tick()
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             logger.warning("maintenance could not use the database: %s", str(exc).splitlines()[0])
             pause = QUEUE_GAUGE_SECONDS
@@ -76,6 +129,7 @@ def _maintain(database: Database, settings: Settings, head: str, stop: threading
             logger.exception("maintenance round failed")
             pause = QUEUE_GAUGE_SECONDS
         stop.wait(pause)
+    maintenance.hand_over()
 
 
 def background_lifespan(settings: Settings) -> Any:
@@ -84,9 +138,10 @@ def background_lifespan(settings: Settings) -> Any:
         database: Database = app.state.db
         metrics.declare()
         stop = threading.Event()
+        app.state.maintenance_holder = holder = leases.new_holder("api")
         maintenance = threading.Thread(
             target=_maintain,
-            args=(database, settings, app.state.head_revision, stop),
+            args=(database, settings, app.state.head_revision, stop, holder),
             name="nexmdm-maintenance",
             daemon=True,
         )

@@ -25,8 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import engine_from_settings, make_session_factory
 from core.errors import DatabaseUnavailable
+from core.replica import ReadRouter, replica_engine
 from core.settings import Settings
-from nexmdm_api.heartbeat_writer import WRITER_OPTIONS, HeartbeatWriter
+from nexmdm_api.heartbeat_writer import HeartbeatWriter
 
 #: seconds to wait for a PostgreSQL connection to open, or for a free connection in the pool
 CONNECT_TIMEOUT_SECONDS = 2
@@ -79,6 +80,8 @@ class Database:
     read_sessions: sessionmaker[Session]
     #: single-statement endpoints (the heartbeat) on PostgreSQL: no BEGIN/COMMIT round trips
     autocommit_sessions: sessionmaker[Session]
+    #: admin listings: the replica (``NEXMDM_DATABASE_READ_URL``) while it is close enough behind, else the primary
+    reads: ReadRouter | None = None
     #: worker-thread slots for commits, separate from the handlers' (see ``provide_db``)
     commit_limiter: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(COMMIT_THREADS))
 
@@ -105,22 +108,26 @@ def open_database(settings: Settings) -> Database:
         serialize_sqlite_writers(engine, min(settings.sqlite_busy_timeout_ms / 1000, SQLITE_WRITE_WAIT_SECONDS))
     read_engine = engine.execution_options(sqlite_begin="DEFERRED") if settings.is_sqlite else engine
     # a pool of its own: switching a pooled connection's isolation level at every checkout costs round trips
-    # on PostgreSQL it is the heartbeat writer's alone, with its bounded lock and statement waits
+    # on PostgreSQL it is the heartbeat writer's alone (its statements carry their own lock and statement limits)
     autocommit_engine = (
-        engine
-        if settings.is_sqlite
-        else engine_from_settings(
-            settings,
-            isolation_level="AUTOCOMMIT",
-            **(kwargs | {"connect_args": kwargs["connect_args"] | {"options": WRITER_OPTIONS}}),
-        )
+        engine if settings.is_sqlite else engine_from_settings(settings, isolation_level="AUTOCOMMIT", **kwargs)
     )
+    sessions = make_session_factory(engine, settings)
+    replica = None
+    if settings.database_read_url and not settings.is_sqlite:
+        replica = make_session_factory(
+            replica_engine(
+                settings.database_read_url, pool_size=settings.db_pool_size, pool_timeout=POOL_TIMEOUT_SECONDS
+            ),
+            settings,
+        )
     return Database(
         engine,
         read_engine,
-        make_session_factory(engine, settings),
+        sessions,
         make_session_factory(read_engine, settings),
         make_session_factory(autocommit_engine, settings),
+        reads=ReadRouter(sessions, replica, max_lag_seconds=settings.database_read_max_lag_seconds),
     )
 
 
@@ -140,6 +147,8 @@ def database_lifespan(settings: Settings) -> Any:
                 writer.stop()
             database.engine.dispose()
             database.autocommit_sessions.kw["bind"].dispose()
+            if database.reads.replica is not None:
+                database.reads.replica.kw["bind"].dispose()
 
     return lifespan
 
@@ -155,13 +164,18 @@ async def provide_db(request: Request[Any, Any, Any]) -> AsyncIterator[Session]:
     """
     database: Database = request.app.state.db
     opt = request.route_handler.opt
-    if opt.get("readonly"):
+    if opt.get("replica") and database.reads is not None:  # the replica unless it lags too far or is down
+        route = request.state.read_route = await anyio.to_thread.run_sync(database.reads.route)
+        factory = database.reads.sessions(route) if route.source == "replica" else database.read_sessions
+    elif opt.get("readonly"):
         factory = database.read_sessions
     elif opt.get("autocommit"):
         factory = database.autocommit_sessions
     else:
         factory = database.sessions
     session = factory()
+    if database.reads is not None and factory is database.reads.replica:
+        session.info["replica"] = True  # credentials are still checked on the primary (nexmdm_api.auth)
     try:
         yield session
     except BaseException:

@@ -45,8 +45,6 @@ WAIT_SECONDS = 4.0
 #: device's heartbeats past ``WAIT_SECONDS``
 LOCK_TIMEOUT_MS = 1000
 STATEMENT_TIMEOUT_MS = 3000
-#: libpq options for the writer's engine (its connections are the writer's alone)
-WRITER_OPTIONS = f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
 #: a held connection idle longer than this goes back to the pool, whose check-out pings it
 IDLE_RELEASE_SECONDS = 1.0
 
@@ -167,8 +165,9 @@ class HeartbeatWriter:
     def _execute(self, beats: list[Beat]) -> list[dict[str, Any] | NexMDMError]:
         try:
             if self._conn is None:
-                self._conn = self.engine.connect()  # its engine sets WRITER_OPTIONS (nexmdm_api.db)
-            return store_beats(self._conn, beats, self.settings)
+                self._conn = self.engine.connect()
+            # the limits travel with the statement (SET LOCAL): no session state, PgBouncer-safe
+            return store_beats(self._conn, beats, self.settings, timeouts_ms=(LOCK_TIMEOUT_MS, STATEMENT_TIMEOUT_MS))
         except DBAPIError as exc:
             if exc.connection_invalidated or not isinstance(exc, (DataError, IntegrityError, OperationalError)):
                 self._drop_connection()  # broken: the next batch takes a fresh connection

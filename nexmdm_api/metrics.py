@@ -48,6 +48,21 @@ def count_command(result: str) -> None:
     _counter("nexmdm_commands", "Commands dispatched through the API, by result").labels(result).inc()
 
 
+def count_redis_fallback(limiter: str) -> None:
+    """A limiter decision taken in this process because Redis could not be reached (``auth``, ``heartbeat``)."""
+    _metric(
+        "nexmdm_redis_fallbacks",
+        lambda: Counter(
+            "nexmdm_redis_fallbacks", "Limiter decisions taken per process: Redis unreachable", ["limiter"]
+        ),
+    ).labels(limiter).inc()
+
+
+def set_replica_lag(seconds: float) -> None:
+    """How far behind the read replica was at the last admin listing (``NEXMDM_DATABASE_READ_URL``)."""
+    _gauge("nexmdm_replica_lag_seconds", "Seconds the read replica was behind the primary").set(seconds)
+
+
 def set_push_queue(depth: int, oldest_age_seconds: float) -> None:
     """Commands whose push is still pending, and how long the oldest has waited."""
     _gauge("nexmdm_push_queue_commands", "Commands whose FCM push is pending (the push queue)").set(depth)

@@ -1,7 +1,9 @@
 """In-process rate limiters: failed authentications per client address, heartbeats per device.
 
-Both live on ``app.state`` (one per worker process), so with ``--workers N`` each worker counts on its
-own: the effective limits are up to N times the configured ones. ``docs/api.md`` says so.
+Both live on ``app.state`` (one per worker process). Without Redis each worker counts on its own: the
+effective limits are up to N times the configured ones across N processes. With ``NEXMDM_REDIS_URL``
+the subclasses in :mod:`nexmdm_api.shared_limits` count in Redis, across every process and node, and
+fall back to these when Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -94,3 +96,7 @@ class TokenBucket:
             self._buckets.pop(key, None)  # re-insert: the dict's order is least recently seen first
             self._buckets[key] = (tokens - 1.0, now)
             return None
+
+    async def take_async(self, key: str) -> float | None:
+        """:meth:`take` for handlers on the event loop (in memory: nothing to wait for)."""
+        return self.take(key)

@@ -33,6 +33,7 @@ class CliState:
     _engine: Engine | None = field(default=None, repr=False)
     _factory: sessionmaker[Session] | None = field(default=None, repr=False)
     _checked: bool = field(default=False, repr=False)
+    _router: Any = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -92,7 +93,37 @@ class CliState:
         with self.session_factory.begin() as db:
             yield db
 
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """For listings and statistics: the replica (``NEXMDM_DATABASE_READ_URL``) while it is no further
+        behind than ``NEXMDM_DATABASE_READ_MAX_LAG_SECONDS``, else the primary; a note on stderr says
+        which when it matters (the replica is a second or more behind, or was passed over)."""
+        settings = self.settings
+        if not settings.database_read_url or settings.is_sqlite:
+            with self.session() as db:
+                yield db
+            return
+        self.require_migrated()
+        if self._router is None:
+            from core.db import make_session_factory
+            from core.replica import ReadRouter, replica_engine
+
+            replica = make_session_factory(replica_engine(settings.database_read_url, pool_size=2), settings)
+            self._router = ReadRouter(
+                self.session_factory, replica, max_lag_seconds=settings.database_read_max_lag_seconds
+            )
+        route = self._router.route()
+        if route.source == "replica" and route.lag_seconds and route.lag_seconds >= 1:
+            info(f"[yellow]read from the replica, {route.lag_seconds:.1f} s behind the primary[/yellow]")
+        elif route.source == "primary":
+            info(f"[yellow]read from the primary: {route.reason}[/yellow]")
+        with self._router.sessions(route).begin() as db:
+            yield db
+
     def close(self) -> None:
+        if self._router is not None and self._router.replica is not None:
+            self._router.replica.kw["bind"].dispose()
+            self._router = None
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

@@ -2,11 +2,13 @@
 
 from core.models.apk import DOWNLOAD_SOURCES, ApkBuild, ApkDownloadEvent
 from core.models.base import NAMING_CONVENTION, Base
+from core.models.blob import ApkBlob, ApkChunk
 from core.models.credentials import AdminKey, EnrollmentToken
 from core.models.device import Device
 from core.models.dispatch import COMMAND_STATUSES, FCM_STATUSES, FINISHED_STATUSES, FcmDispatch
 from core.models.fleet import CAMPAIGN_FINAL, CAMPAIGN_STATUSES, Campaign, CampaignTarget, DeviceLabel
 from core.models.heartbeat import NETWORK_TYPES, DeviceHeartbeat
+from core.models.lease import Lease
 
 __all__ = [
     "CAMPAIGN_FINAL",
@@ -21,11 +23,14 @@ __all__ = [
     "NAMING_CONVENTION",
     "NETWORK_TYPES",
     "AdminKey",
+    "ApkBlob",
     "ApkBuild",
+    "ApkChunk",
     "ApkDownloadEvent",
     "Base",
     "Device",
     "DeviceHeartbeat",
     "EnrollmentToken",
     "FcmDispatch",
+    "Lease",
 ]

@@ -15,7 +15,7 @@ from litestar.params import Body, FromPath, KwargDefinition, Parameter
 from litestar.response import Stream
 from sqlalchemy.orm import Session
 
-from core import apk, db_utils
+from core import apk, apk_storage, db_utils
 from core.errors import NotFound
 from core.models import ApkBuild
 from nexmdm_api.auth import ADMIN_SECURITY, ANY_SECURITY, Principal, client_ip, require_admin, require_apk_reader
@@ -117,11 +117,11 @@ def _download(request: Request[Any, Any, Any], db: Session, build_id: int | None
     if_range = request.headers.get("if-range")
     if byte_range is not None and if_range is not None and if_range.strip() != etag:
         byte_range = None  # the file changed (or a date was sent): start over with the whole file
-    path = apk.build_path(request.app.state.settings, build)
+    path = apk_storage.local_file(db, request.app.state.settings, build)  # the database's copy, cached here
     try:
         handle = Path(path).open("rb")  # noqa: SIM115 - closed by the stream
     except OSError:
-        raise NotFound(f"the file of APK build {build.id} is missing from the APK folder") from None
+        raise NotFound(f"the file of APK build {build.id} is missing on this node") from None
 
     first, last = byte_range if byte_range is not None else (0, size - 1)
     if first == 0:  # a new download; a resumed one (a range past byte 0) is not another event

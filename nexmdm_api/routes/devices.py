@@ -51,7 +51,7 @@ def decode_instant(cursor: str) -> datetime:
     description="Ordered by device id; `next_cursor` is null on the last page.",
     security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True},
+    opt={"auth": "admin", "readonly": True, "replica": True},
     responses=problems(400, 401, 422, 429),
 )
 def list_devices(
@@ -88,7 +88,7 @@ def list_devices(
     summary="One device",
     security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True},
+    opt={"auth": "admin", "readonly": True, "replica": True},
     responses=problems(400, 401, 404, 422, 429),
 )
 def get_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
@@ -103,7 +103,7 @@ def get_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath)
     summary="A device's heartbeats, newest first",
     security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True},
+    opt={"auth": "admin", "readonly": True, "replica": True},
     responses=problems(400, 401, 404, 422, 429),
 )
 def device_heartbeats(

@@ -46,7 +46,16 @@ _ROUTE: dict[str, Any] = {
 def _take_rate(request: Request[Any, Any, Any]) -> str:
     token = bearer_token(request) or ""
     # keyed by the token's hash, before the database: a flood costs no query (a device has one token)
-    wait = request.app.state.heartbeat_limiter.take(security.hash_secret(token))
+    return _limited(token, request.app.state.heartbeat_limiter.take(security.hash_secret(token)))
+
+
+async def _take_rate_async(request: Request[Any, Any, Any]) -> str:
+    token = bearer_token(request) or ""
+    # on the event loop: with Redis the decision is awaited, never blocking other requests
+    return _limited(token, await request.app.state.heartbeat_limiter.take_async(security.hash_secret(token)))
+
+
+def _limited(token: str, wait: float | None) -> str:
     if wait is not None:
         count_heartbeat("rate_limited")
         raise rate_limited("too many heartbeats from this device", wait)
@@ -64,7 +73,7 @@ def _answer(result: dict[str, Any]) -> Response[HeartbeatOut]:
 @post(**_ROUTE, opt={"auth": "device", "body": "json"})
 async def heartbeat_batched(request: Request[Any, Any, Any], data: JSONBody[HeartbeatIn]) -> Response[HeartbeatOut]:
     """PostgreSQL: validated on the event loop, stored by the process's heartbeat writer (group commit)."""
-    token = _take_rate(request)
+    token = await _take_rate_async(request)
     beat = heartbeats.prepare_beat(token, msgspec.structs.asdict(data), request.app.state.settings)
     try:
         result = await request.app.state.heartbeat_writer.store(beat)

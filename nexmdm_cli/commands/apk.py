@@ -25,7 +25,7 @@ def add(
     version_name: Annotated[str, typer.Option(help="Android versionName, e.g. 1.4.2.")],
     json_output: JsonOption = False,
 ) -> None:
-    """Copy an APK into the APK folder (NEXMDM_APK_DIR), record its size and sha256."""
+    """Store an APK (in the database, or the APK folder with NEXMDM_APK_STORAGE=folder), record its size and sha256."""
     st = state(ctx)
     with st.session() as db:
         build = apk.add_build_from_file(db, st.settings, file, version_code=version_code, version_name=version_name)
@@ -33,7 +33,8 @@ def add(
         print_json(build)
         return
     note(f"[green]✅ build {build['version_name']} ({build['version_code']}) added on {st.masked_url}[/green]")
-    show(f"{apk.build_path(st.settings, build)}  {size(build['size_bytes'])}  sha256 {build['sha256']}")
+    where = "in the database" if st.settings.apk_storage == "database" else str(apk.build_path(st.settings, build))
+    show(f"{where}  {size(build['size_bytes'])}  sha256 {build['sha256']}")
 
 
 @app.command("list", context_settings=CONTEXT)

@@ -1,6 +1,6 @@
 """``nexmdm cleanup``: retention cleanup, safe to run from cron.
 
-A maintenance lock (``core.locks``: an advisory lock on PostgreSQL, a ``flock`` beside the SQLite file)
+A maintenance lock (``core.locks``: a lease on PostgreSQL, across nodes, a ``flock`` beside the SQLite file)
 makes a second run exit with code 75 (EX_TEMPFAIL) instead of deleting alongside the first. A real run
 commits per bounded batch inside the helpers, so it gets a plain session, not one wrapping transaction.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from nexmdm_cli.errors import EXIT_LOCKED
@@ -56,7 +57,9 @@ def cleanup(
     }
     with locks.maintenance_lock(st.engine) as acquired:
         if not acquired:
-            note(f"[red]error:[/red] another cleanup holds the lock on {st.masked_url}; nothing done, try later")
+            holder = locks.lock_holder(st.engine)
+            by = f" ({escape(holder)})" if holder else ""
+            note(f"[red]error:[/red] another cleanup holds the lock{by} on {st.masked_url}; nothing done, try later")
             raise typer.Exit(code=EXIT_LOCKED)
         note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{st.masked_url}[/bold]")
         results = _run(st.session_factory, retention, dry_run=dry_run)

@@ -55,7 +55,7 @@ def list_devices(
 ) -> None:
     """The fleet: last seen, online/stale/offline/revoked, battery, network, agent version, labels."""
     st = state(ctx)
-    with st.session() as db:
+    with st.read_session() as db:
         items = devices.list_devices(db, st.settings, offline_only=offline, limit=limit, selector=selector)
         fleet.attach_labels(db, items)
     if json_output:

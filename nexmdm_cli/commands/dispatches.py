@@ -31,7 +31,7 @@ def stats(
 ) -> None:
     """Totals by status, action and push status; idempotency hit rate; push and ack latency p50/p95."""
     window = parse_duration(since, field="--since")
-    with state(ctx).session() as db:
+    with state(ctx).read_session() as db:
         data = dispatches.dispatch_stats(db, since=utcnow() - window)
     data["idempotency_hit_rate_high"] = data["idempotency_hit_rate"] > HIT_RATE_WARNING
     if json_output:
@@ -118,7 +118,7 @@ def list_dispatches(
     if status is not None and status not in COMMAND_STATUSES:
         raise InvalidArgument(f"--status must be one of {', '.join(COMMAND_STATUSES)}; got {status!r}")
     start = utcnow() - parse_duration(since, field="--since") if since else None
-    with state(ctx).session() as db:
+    with state(ctx).read_session() as db:
         items = dispatches.list_dispatches(db, device_id=device, status=status, since=start, limit=limit)
     if json_output:
         print_json({"items": items})

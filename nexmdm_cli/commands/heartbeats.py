@@ -31,7 +31,7 @@ def show_heartbeats(
     """A device's recent heartbeats, newest first: when, status, battery, plugged, network, agent version."""
     window = parse_duration(since, field="--since")
     now = utcnow()
-    with state(ctx).session() as db:
+    with state(ctx).read_session() as db:
         device = devices.get_device(db, device_id)
         last_seen = device.last_seen_at
         beats = devices.recent_heartbeats(db, device_id, since=now - window, limit=limit)

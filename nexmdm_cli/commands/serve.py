@@ -34,12 +34,23 @@ def serve(
             help="With FCM configured, run a delivery worker in each server process (else run `nexmdm worker`).",
         ),
     ] = True,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxies (addresses, networks or *) whose X-Forwarded-For/-Proto are trusted: the load "
+            "balancer's. Default NEXMDM_FORWARDED_ALLOW_IPS, else 127.0.0.1.",
+        ),
+    ] = None,
 ) -> None:
     """Run the device and admin API (uvicorn, a production ASGI server)."""
     import uvicorn
 
     st = state(ctx)
     settings = st.settings
+    if forwarded_allow_ips is None and not os.environ.get("NEXMDM_FORWARDED_ALLOW_IPS"):
+        forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS")  # uvicorn's own variable, still honoured
+    if forwarded_allow_ips is not None:
+        settings = settings.with_overrides(forwarded_allow_ips=forwarded_allow_ips)
     # Workers build their own settings from the environment: hand them the database chosen here.
     os.environ["NEXMDM_DATABASE_URL"] = settings.database_url
     metrics_dir = None
@@ -50,6 +61,8 @@ def serve(
     os.environ["NEXMDM_DELIVERY_IN_SERVER"] = "true" if worker else "false"
     _warn_if_not_migrated(st)
     _say_how_commands_reach_devices(settings, worker)
+    if settings.forwarded_allow_ips:
+        info(f"client addresses from X-Forwarded-For sent by {escape(settings.forwarded_allow_ips)}")
     info(
         f"NexMDM API on [bold]http://{escape(host)}:{port}[/bold] · database {escape(st.masked_url)} · "
         f"{workers} worker{'s' if workers > 1 else ''} · OpenAPI at /schema/openapi.json"
@@ -65,6 +78,8 @@ def serve(
             access_log=access_log,
             log_level=settings.log_level.lower(),
             proxy_headers=True,
+            # only these peers may say who the client is; everyone else's X-Forwarded-For is ignored
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             server_header=False,
         )
     finally:

@@ -6,6 +6,7 @@ import hashlib
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.cli.helpers import Cli, one_error_line, seed_download
@@ -13,14 +14,22 @@ from tests.cli.helpers import Cli, one_error_line, seed_download
 APK = b"PK\x03\x04" + b"fake agent build" * 64
 
 
-def test_add_and_list(cli: Cli, tmp_path: Path) -> None:
+def test_add_and_list(cli: Cli, tmp_path: Path, engine) -> None:
     source = tmp_path / "agent.apk"
     source.write_bytes(APK)
     data = cli.json("apk", "add", str(source), "--version-code", "42", "--version-name", "4.2.0")
     assert data["version_code"] == 42 and data["version_name"] == "4.2.0"
     assert data["size_bytes"] == len(APK) and data["sha256"] == hashlib.sha256(APK).hexdigest()
-    stored = Path(cli.env["NEXMDM_DATA_DIR"]) / "apks" / data["filename"]
-    assert stored.read_bytes() == APK
+    if engine.dialect.name == "sqlite":  # one node: the APK folder
+        stored = Path(cli.env["NEXMDM_DATA_DIR"]) / "apks" / data["filename"]
+        assert stored.read_bytes() == APK
+    else:  # every node can serve it: the bytes are in the database
+        with engine.connect() as conn:
+            chunks = conn.execute(
+                text("SELECT data FROM apk_chunks WHERE sha256 = :s ORDER BY seq"), {"s": data["sha256"]}
+            )
+            assert b"".join(bytes(row[0]) for row in chunks) == APK
+        assert not (Path(cli.env["NEXMDM_DATA_DIR"]) / "apks" / data["filename"]).exists()
 
     source.write_bytes(APK + b"v43")
     table_add = cli("apk", "add", str(source), "--version-code", "43", "--version-name", "4.3.0")

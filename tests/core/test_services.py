@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import apk, credentials, devices, dispatches, security
+from core import apk, apk_storage, credentials, devices, dispatches, security
 from core.db import make_engine, make_session_factory
 from core.durations import format_duration, parse_duration
 from core.errors import Conflict, InvalidArgument, InvalidCredentials, NotFound
@@ -244,7 +244,8 @@ def test_apk_builds_are_copied_and_fingerprinted(session_factory: sessionmaker[S
     data = b"PK\x03\x04" + b"x" * 5000
     with session_factory.begin() as db:
         build = apk.add_build(db, settings, source=io.BytesIO(data), version_code=3, version_name="1.3")
-    path = apk.build_path(settings, build)
+    with session_factory() as db:  # the folder's file (SQLite) or the node's cache filled from the database
+        path = apk_storage.local_file(db, settings, apk.get_build(db, build["id"]))
     assert path.read_bytes() == data and build["size_bytes"] == len(data)
     with session_factory() as db:
         with pytest.raises(Conflict):
@@ -252,7 +253,7 @@ def test_apk_builds_are_copied_and_fingerprinted(session_factory: sessionmaker[S
         with pytest.raises(InvalidArgument, match="not an APK"):
             apk.add_build(db, settings, source=io.BytesIO(b"hello"), version_code=4, version_name="x")
         assert apk.get_build(db).version_code == 3
-    assert sorted(p.name for p in settings.apk_dir.iterdir()) == [path.name]
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no half-written upload left behind
 
 
 def test_maintenance_lock_is_exclusive(engine) -> None:

@@ -51,6 +51,11 @@ def test_environment_is_read_and_postgres_urls_normalized() -> None:
         ({"NEXMDM_HEARTBEAT_BUCKET_SECONDS": "0"}, "at least 1"),
         ({"NEXMDM_HEARTBEAT_RETENTION_DAYS": "-1"}, "must not be negative"),
         ({"NEXMDM_DEVICE_ONLINE_SECONDS": "600", "NEXMDM_DEVICE_OFFLINE_SECONDS": "60"}, "OFFLINE"),
+        ({"NEXMDM_FORWARDED_ALLOW_IPS": "10.0.0.1,lb.example"}, "NEXMDM_FORWARDED_ALLOW_IPS"),
+        ({"NEXMDM_REDIS_URL": "127.0.0.1:6379"}, "NEXMDM_REDIS_URL"),
+        ({"NEXMDM_DATABASE_READ_URL": "postgresql://replica/nexmdm"}, "PostgreSQL replica"),  # SQLite primary
+        ({"NEXMDM_DATABASE_POOL_MODE": "statement"}, "NEXMDM_DATABASE_POOL_MODE"),
+        ({"NEXMDM_APK_STORAGE": "s3"}, "NEXMDM_APK_STORAGE"),
     ],
 )
 def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:

@@ -1,0 +1,73 @@
+"""``nexmdm serve --forwarded-allow-ips``: behind a load balancer the limiter sees the client, not the balancer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
+from nexmdm_cli.main import app
+from tests.conftest import migrate
+
+
+@contextmanager
+def serving(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path / 'fwd.db'}"
+    if not (tmp_path / "fwd.db").exists():
+        migrate(url)
+    port = free_port()
+    environ = os.environ | {
+        "NEXMDM_DATABASE_URL": url,
+        "NEXMDM_DATA_DIR": str(tmp_path / "data"),
+        "NEXMDM_AUTH_FAILURE_LIMIT": "2",
+    }
+    environ.pop("NEXMDM_FORWARDED_ALLOW_IPS", None)
+    with (tmp_path / "server.log").open("ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-c", "from nexmdm_cli.main import run; run()", "serve", "--port", str(port), *args],
+            env=environ | (env or {}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_ready(f"http://127.0.0.1:{port}", server)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop(server)
+
+
+def failures(url: str, forwarded_for: str, n: int) -> list[int]:
+    headers = {"X-Forwarded-For": forwarded_for, "Authorization": "Bearer nxd_wrong"}
+    return [httpx.get(f"{url}/v1/commands/pending", headers=headers).status_code for _ in range(n)]
+
+
+def test_trusted_balancer_passes_on_the_client_address(tmp_path: Path) -> None:
+    # the balancer (here: this test, on 127.0.0.1) is trusted: each client has its own failure count
+    with serving(tmp_path, "--forwarded-allow-ips", "127.0.0.1,10.0.0.0/8") as url:
+        assert failures(url, "203.0.113.7", 3) == [401, 401, 429]
+        assert failures(url, "203.0.113.8", 1) == [401]  # another client behind the same balancer
+        assert failures(url, "198.51.100.1, 203.0.113.9", 1) == [401]  # the last hop before the balancer
+
+
+def test_untrusted_peer_cannot_choose_its_address(tmp_path: Path) -> None:
+    # from the environment; the peer 127.0.0.1 is not the configured balancer, so its header is ignored
+    with serving(tmp_path, env={"NEXMDM_FORWARDED_ALLOW_IPS": "10.1.2.3"}) as url:
+        assert failures(url, "203.0.113.7", 2) == [401, 401]
+        assert failures(url, "203.0.113.8", 1) == [429]  # a new made-up address does not reset the count
+
+
+@pytest.mark.parametrize("value", ["balancer.example", "10.0.0.0/33"])
+def test_a_bad_value_is_one_line(value: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["--database-url", f"sqlite:///{tmp_path / 'x.db'}", "serve", "--forwarded-allow-ips", value]
+    )
+    assert result.exit_code == 2, result.output
+    assert "NEXMDM_FORWARDED_ALLOW_IPS" in result.output and "Traceback" not in result.output
