@@ -13,6 +13,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,6 +68,54 @@ def render(figures: list[Figure], console: Console) -> None:
     console.print(table)
 
 
+Part = tuple[str, Callable[[], tuple[list[Figure], object]]]
+
+
+def _parts(tmp: Path, args: argparse.Namespace) -> dict[str, Part]:
+    """Each part's title and how to run it (at a smaller scale with ``--quick``)."""
+    quick = args.quick
+
+    def helpers() -> tuple[list[Figure], object]:
+        n = (300, 500) if quick else (3000, 5000)
+        return bench_helpers.run(tmp, n_pg=n[0], n_sqlite=n[1]), None
+
+    def http() -> tuple[list[Figure], object]:
+        if quick:
+            return bench_http.run(tmp, sizes=(200, 1000), seconds=3, simulate_sizes=(20, 100), simulate_seconds=5)
+        return bench_http.run(tmp)
+
+    def retention() -> tuple[list[Figure], object]:
+        return bench_retention.run(devices=2_000, expired_days=3, per_day=5) if quick else bench_retention.run()
+
+    def top() -> tuple[list[Figure], object]:
+        if quick:
+            return bench_top.run(devices=10_000, heartbeats=200_000, commands=10_000, rounds=5)
+        return bench_top.run()
+
+    def campaigns() -> tuple[list[Figure], object]:
+        if quick:
+            return bench_campaigns.run(tmp, pg_devices=10_000, sqlite_devices=2_000)
+        return bench_campaigns.run(tmp)
+
+    def push() -> tuple[list[Figure], object]:
+        n = args.push_commands or (2_000 if quick else 20_000)
+        return bench_push.run(tmp, n=n, floor_seconds=5 if quick else 10)
+
+    def nodes() -> tuple[list[Figure], object]:
+        return bench_nodes.run(tmp, devices=1_000, seconds=3, connections=32) if quick else bench_nodes.run(tmp)
+
+    return {
+        "helpers": ("1. persistence helpers vs the raw driver", helpers),
+        "http": ("2. POST /v1/heartbeat through nexmdm serve vs the raw-insert floor; 4. memory", http),
+        "retention": ("3. retention of expired heartbeats vs one DELETE; reads at 100,000 devices", retention),
+        "startup": ("5. CLI start-up vs python -c pass", lambda: bench_startup.run(tmp, runs=5 if quick else 15)),
+        "top": ("6. one refresh of nexmdm top at 100,000 devices and 10 million heartbeats", top),
+        "campaigns": ("7. selectors and campaigns at 100,000 devices vs a raw INSERT ... SELECT", campaigns),
+        "push": ("8. pushes: N commands through a fake FCM 50 ms away vs wrk's floor", push),
+        "nodes": ("9. sizing: 1, 2 and 4 API nodes against one PostgreSQL", nodes),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sample sizes (a smoke run)")
@@ -82,56 +131,14 @@ def main() -> None:
     details: dict[str, object] = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nexmdm-bench-") as tmp:
-        if "helpers" in parts:
-            console.print("[bold]1. persistence helpers vs the raw driver[/bold]")
-            n = (300, 500) if args.quick else (3000, 5000)
-            figures += bench_helpers.run(Path(tmp), n_pg=n[0], n_sqlite=n[1])
-        if "http" in parts:
-            console.print("[bold]2. POST /v1/heartbeat through nexmdm serve vs the raw-insert floor; 4. memory[/bold]")
-            if args.quick:
-                found, details["http"] = bench_http.run(
-                    Path(tmp), sizes=(200, 1000), seconds=3, simulate_sizes=(20, 100), simulate_seconds=5
-                )
-            else:
-                found, details["http"] = bench_http.run(Path(tmp))
-            figures += found
-        if "retention" in parts:
-            console.print("[bold]3. retention of expired heartbeats vs one DELETE; reads at 100,000 devices[/bold]")
-            if args.quick:
-                found, details["retention"] = bench_retention.run(devices=2_000, expired_days=3, per_day=5)
-            else:
-                found, details["retention"] = bench_retention.run()
-            figures += found
-        if "startup" in parts:
-            console.print("[bold]5. CLI start-up vs python -c pass[/bold]")
-            found, details["startup"] = bench_startup.run(Path(tmp), runs=5 if args.quick else 15)
-            figures += found
-        if "top" in parts:
-            console.print("[bold]6. one refresh of nexmdm top at 100,000 devices and 10 million heartbeats[/bold]")
-            if args.quick:
-                found, details["top"] = bench_top.run(devices=10_000, heartbeats=200_000, commands=10_000, rounds=5)
-            else:
-                found, details["top"] = bench_top.run()
-            figures += found
-        if "campaigns" in parts:
-            console.print("[bold]7. selectors and campaigns at 100,000 devices vs a raw INSERT ... SELECT[/bold]")
-            if args.quick:
-                found, details["campaigns"] = bench_campaigns.run(Path(tmp), pg_devices=10_000, sqlite_devices=2_000)
-            else:
-                found, details["campaigns"] = bench_campaigns.run(Path(tmp))
-            figures += found
-        if "push" in parts:
-            console.print("[bold]8. pushes: N commands through a fake FCM 50 ms away vs wrk's floor[/bold]")
-            n = args.push_commands or (2_000 if args.quick else 20_000)
-            found, details["push"] = bench_push.run(Path(tmp), n=n, floor_seconds=5 if args.quick else 10)
-            figures += found
-        if "nodes" in parts:
-            console.print("[bold]9. sizing: 1, 2 and 4 API nodes against one PostgreSQL[/bold]")
-            if args.quick:
-                found, details["nodes"] = bench_nodes.run(Path(tmp), devices=1_000, seconds=3, connections=32)
-            else:
-                found, details["nodes"] = bench_nodes.run(Path(tmp))
-            figures += found
+        for name in PARTS:
+            if name in parts:
+                title, run_part = _parts(Path(tmp), args)[name]
+                console.print(f"[bold]{title}[/bold]")
+                found, detail = run_part()
+                figures += found
+                if detail is not None:
+                    details[name] = detail
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)
     document = {
