@@ -57,7 +57,8 @@ def seed_fleet(factory: sessionmaker[Session]) -> None:
         "dev_revoked",
     ):
         add_device(factory, device_id)
-    for seconds in (50, 30, 10):
+    # the oldest bucket starts at most 45 s ago: a slow run keeps it inside the last minute
+    for seconds in (35, 25, 5):
         seed_heartbeat(factory, "dev_on_a", timedelta(seconds=seconds), battery_pct=80, network_type="wifi")
     seed_heartbeat(factory, "dev_on_b", timedelta(seconds=20), battery_pct=60, network_type="cellular")
     seed_heartbeat(factory, "dev_on_c", timedelta(minutes=2), battery_pct=40)
