@@ -60,6 +60,7 @@ class Settings:
     heartbeat_rate_per_minute: int = 60
     heartbeat_burst: int = 10
     apk_upload_max_mb: int = 512
+    public_url: str = ""
     fcm_credentials: Path | None = None
     fcm_project_id: str = ""
     fcm_endpoint: str = "https://fcm.googleapis.com"
@@ -107,6 +108,14 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
+        public = self.public_url.strip().rstrip("/")
+        if public and (not public.startswith(("https://", "http://")) or any(c in public for c in "?#\\ ")):
+            raise InvalidArgument(
+                "NEXMDM_PUBLIC_URL must be an http(s) base URL without query or fragment, such as "
+                "https://mdm.example.com",
+                field="public_url",
+            )
+        object.__setattr__(self, "public_url", public)
         if self.device_offline_seconds < self.device_online_seconds:
             raise InvalidArgument(
                 "NEXMDM_DEVICE_OFFLINE_SECONDS must not be below NEXMDM_DEVICE_ONLINE_SECONDS",

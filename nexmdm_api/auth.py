@@ -20,7 +20,7 @@ from core import credentials, devices, security
 from core.errors import InvalidCredentials
 from core.models import Device
 from nexmdm_api.errors import rate_limited, unauthorized
-from nexmdm_api.ratelimit import FailureLimiter
+from nexmdm_api.ratelimit import FailureLimiter, client_key
 
 ENROLLMENT = security.ENROLLMENT_PREFIX + "_"
 DEVICE = security.DEVICE_PREFIX + "_"
@@ -63,7 +63,7 @@ def _limiter(request: Request[Any, Any, Any]) -> FailureLimiter:
 
 def refused(request: Request[Any, Any, Any], detail: str) -> Exception:
     """Count a failed authentication; 429 once the address is over its limit, else 401."""
-    wait = _limiter(request).fail(client_ip(request))
+    wait = _limiter(request).fail(client_key(client_ip(request)))
     if wait is not None:
         return rate_limited("too many failed authentications from this address", wait)
     return unauthorized(detail)
@@ -72,7 +72,7 @@ def refused(request: Request[Any, Any, Any], detail: str) -> Exception:
 def _token(request: Request[Any, Any, Any], prefixes: tuple[str, ...], what: str) -> str:
     token = bearer_token(request)
     if token is None or not token.startswith(prefixes):
-        wait = _limiter(request).retry_after(client_ip(request))
+        wait = _limiter(request).retry_after(client_key(client_ip(request)))
         if wait is not None:
             raise rate_limited("too many failed authentications from this address", wait)
         raise refused(request, f"this endpoint needs {what} as 'Authorization: Bearer <token>'")
@@ -113,6 +113,13 @@ def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any
         return credentials.authenticate_admin(db, token)
     except InvalidCredentials as exc:
         raise refused(request, exc.message) from None
+
+
+def authenticate_admin_now(request: Request[Any, Any, Any]) -> None:
+    """The admin check in a short read-only session of its own (SQLite: no write lock), for handlers that
+    must not read their body before it (``opt={"authenticate_first": True}``)."""
+    with request.app.state.db.read_sessions() as db:
+        require_admin(request, db)
 
 
 def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:

@@ -102,7 +102,7 @@ def _check_duplicates(body: bytes, text: str, outside: bytes) -> None:
     """Refuse a repeated key: the decoded objects hold fewer entries than the body has ``key: value`` pairs.
 
     A body with n colons outside strings has n pairs; msgspec keeps one entry per distinct key, and its
-    encoder writes them back with one colon each (both in C, no Python per value).
+    encoder writes each back with one colon outside strings (both in C, no Python per value).
     """
     pairs = outside.count(b":")
     if pairs < 2:

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import engine_from_settings, make_session_factory, mask_url
+from core.db import engine_from_settings, make_session_factory, mask_url, sqlite_file
 from core.errors import DatabaseUnavailable
 from core.migrations import current_revision, head_revision
 from core.settings import Settings, get_settings
@@ -51,10 +51,18 @@ class CliState:
             self._engine = engine_from_settings(self.settings)
         return self._engine
 
+    def require_database(self) -> None:
+        """Fail with one line when the SQLite file does not exist: only ``db upgrade`` (and the commands that
+        run it) may create the database; any other command would leave an empty file behind."""
+        path = sqlite_file(self.settings.database_url)
+        if path is not None and not path.exists():
+            raise DatabaseUnavailable(f"no database at {path}: create it with `nexmdm db upgrade`")
+
     def require_migrated(self) -> None:
         """Fail with one clear line when the database is unreachable or not at the current migration."""
         if self._checked:
             return
+        self.require_database()
         try:
             current = current_revision(self.engine)
         except OperationalError as exc:

@@ -139,6 +139,7 @@ def find_problems(conn: Connection) -> list[dict[str, str]]:
 def check(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Compare tables, columns, types, nullability, indexes, constraints and migration head; exit 1 on any problem."""
     st = state(ctx)
+    st.require_database()
     try:
         with st.engine.connect() as conn:
             note(f"Checking [bold]{st.masked_url}[/bold] against the models")
