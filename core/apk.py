@@ -9,7 +9,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -42,7 +42,7 @@ def build_dict(build: ApkBuild) -> dict[str, Any]:
 
 def build_path(settings: Settings, build: ApkBuild | dict[str, Any]) -> Path:
     filename = build["filename"] if isinstance(build, dict) else build.filename
-    return Path(settings.apk_dir) / filename
+    return Path(cast(Path, settings.apk_dir)) / filename  # set by Settings.__post_init__
 
 
 def check_build_fields(version_code: object, version_name: object) -> None:
@@ -80,7 +80,7 @@ class ApkStager:
     held while a big file is hashed and copied."""
 
     def __init__(self, settings: Settings) -> None:
-        apk_dir = Path(settings.apk_dir)
+        apk_dir = Path(cast(Path, settings.apk_dir))  # set by Settings.__post_init__
         private_dir(apk_dir)  # 0700; the file is written 0600 (mkstemp)
         fd, name = tempfile.mkstemp(dir=apk_dir, prefix=".upload-", suffix=".apk")
         self.path = Path(name)
@@ -149,7 +149,7 @@ def record_build(
             db.flush()
         except IntegrityError:
             raise Conflict(f"a build with version code {version_code} already exists") from None
-        os.replace(staged.path, Path(settings.apk_dir) / filename)
+        os.replace(staged.path, build_path(settings, {"filename": filename}))
     except BaseException:
         staged.discard()
         raise

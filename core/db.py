@@ -155,15 +155,15 @@ def sqlite_file(url: str) -> Path | None:
     return Path(database).expanduser()
 
 
-#: query parameters that carry a secret (libpq reads a password from the query string too)
+#: query parameters that carry a secret (libpq takes ``?password=`` as well as ``user:password@``)
 _SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password hidden (in the user part or the query string), for messages to operators."""
+    """The URL with its password hidden (in the user part and in the query), for messages to operators."""
     parsed = make_url(normalize_database_url(url))
-    secret_keys = [key for key in parsed.query if key.lower() in _SECRET_QUERY_KEYS]
-    masked = parsed.difference_update_query(secret_keys).render_as_string(hide_password=True)
-    if secret_keys:
-        masked += ("&" if parsed.query.keys() - set(secret_keys) else "?") + "&".join(f"{k}=***" for k in secret_keys)
-    return masked
+    if any(key.lower() in _SECRET_QUERY_KEYS for key in parsed.query):
+        parsed = parsed.update_query_dict(
+            {key: "***" for key in parsed.query if key.lower() in _SECRET_QUERY_KEYS}, append=False
+        )
+    return parsed.render_as_string(hide_password=True)

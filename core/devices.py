@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import credentials, db_utils, security, validation
+from core import credentials, security, validation
 from core.errors import Conflict, InvalidCredentials, NotFound
 from core.models import Device, DeviceHeartbeat, FcmDispatch
 from core.settings import Settings
@@ -67,7 +67,7 @@ def list_devices(
 ) -> list[dict[str, Any]]:
     """Devices ordered by id (keyset: ``after`` is the last id of the previous page)."""
     now = utcnow()
-    query: Select[tuple[Device]] = select(Device).order_by(Device.id)
+    query = select(Device).order_by(Device.id)
     if after is not None:
         query = query.where(Device.id > after)
     if offline_only:
@@ -93,10 +93,12 @@ def revoke_device(db: Session, device_id: str) -> Device:
     device.device_token_hash = None
     device.enrollment_secret_hash = None
     db.flush()
+    from core.dispatches import finished_fcm_status  # core.dispatches imports this module
+
     db.execute(
         update(FcmDispatch)
         .where(FcmDispatch.device_id == device_id, FcmDispatch.status == "pending")
-        .values(status="cancelled", finished_at=now, lease_until=None)
+        .values(status="cancelled", finished_at=now, lease_until=None, fcm_status=finished_fcm_status(now))
         .execution_options(synchronize_session=False)
     )
     return device
@@ -213,47 +215,6 @@ def enroll_device(
 
 #: the last-seen summary that heartbeats keep; a new generation starts without it
 _SUMMARY = ("last_seen_at", "last_status", "last_battery_pct", "last_plugged", "last_network_type")
-
-
-def record_device_heartbeat(
-    db: Session,
-    device: Device,
-    heartbeat_data: dict[str, Any],
-    settings: Settings,
-    *,
-    received_at: datetime | None = None,
-) -> dict[str, Any]:
-    """Store a heartbeat; when it opens a new bucket, update the device's last-seen summary too.
-
-    A heartbeat carrying ``fcm_token`` updates the device's token (and revives a dead one) either way.
-    """
-    result = db_utils.record_heartbeat_with_bucketing(
-        db,
-        device_id=device.id,
-        heartbeat_data=heartbeat_data,
-        bucket_seconds=settings.heartbeat_bucket_seconds,
-        received_at=received_at,
-    )
-    values: dict[str, Any] = {}
-    if result["created"]:
-        beat = result["heartbeat"]
-        values = {
-            "last_seen_at": beat["received_at"],
-            "last_status": beat["status"],
-            "last_battery_pct": beat["battery_pct"],
-            "last_plugged": beat["plugged"],
-            "last_network_type": beat["network_type"],
-        }
-        if beat["agent_version"]:
-            values["agent_version"] = beat["agent_version"]
-    fcm_token = validation.text(heartbeat_data.get("fcm_token"), "fcm_token", max_length=4096)
-    if fcm_token and (fcm_token != device.fcm_token or device.fcm_token_dead_at is not None):
-        values |= {"fcm_token": fcm_token, "fcm_token_dead_at": None}
-    if values:
-        db.execute(
-            update(Device).where(Device.id == device.id).values(**values).execution_options(synchronize_session=False)
-        )
-    return result
 
 
 def recent_heartbeats(

@@ -10,17 +10,21 @@ sends no bearer token at all or one that cannot be valid (wrong prefix or shape)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core import credentials, devices, security
-from core.errors import InvalidCredentials
+from core.errors import InvalidCredentials, NexMDMError
 from core.models import Device
 from nexmdm_api.errors import rate_limited, unauthorized
 from nexmdm_api.ratelimit import FailureLimiter, client_key
+
+logger = logging.getLogger("nexmdm.api")
 
 ENROLLMENT = security.ENROLLMENT_PREFIX + "_"
 DEVICE = security.DEVICE_PREFIX + "_"
@@ -110,9 +114,32 @@ def require_device(request: Request[Any, Any, Any], db: Session) -> Device:
 def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any]:
     token = _token(request, *_KINDS["admin"])
     try:
-        return credentials.authenticate_admin(db, token)
+        key = credentials.authenticate_admin(db, token)
     except InvalidCredentials as exc:
         raise refused(request, exc.message) from None
+    note_admin_key_use(request, db, key)
+    return key
+
+
+def note_admin_key_use(request: Request[Any, Any, Any], db: Session, key: dict[str, Any]) -> None:
+    """Record the key's last use, at most once a minute (no write at all in between).
+
+    In the request's transaction, except for a read-only endpoint on SQLite: its transaction is DEFERRED
+    and a write there could meet "database is locked" at once (a reader cannot wait to become a writer),
+    so the use goes in a short write transaction of its own. Bookkeeping never fails a request.
+    """
+    if not credentials.key_use_is_stale(key):
+        return
+    settings = request.app.state.settings
+    try:
+        if settings.is_sqlite and request.route_handler.opt.get("readonly"):
+            with request.app.state.db.sessions.begin() as own:
+                credentials.record_admin_key_use(own, key["id"])
+        else:
+            with db.begin_nested():  # a savepoint: a failure here leaves the request's transaction usable
+                credentials.record_admin_key_use(db, key["id"])
+    except (NexMDMError, SQLAlchemyError) as exc:
+        logger.warning("could not record the use of admin key %s: %s", key["name"], exc.__class__.__name__)
 
 
 def authenticate_admin_now(request: Request[Any, Any, Any]) -> None:
@@ -141,6 +168,8 @@ def require_apk_reader(request: Request[Any, Any, Any], db: Session) -> Principa
             return Principal("enrollment", enrollment.id)
         if token.startswith(DEVICE):
             return Principal("device", devices.authenticate_device(db, token).id)
-        return Principal("admin", credentials.authenticate_admin(db, token)["id"])
+        key = credentials.authenticate_admin(db, token)
     except InvalidCredentials as exc:
         raise refused(request, exc.message) from None
+    note_admin_key_use(request, db, key)
+    return Principal("admin", key["id"])

@@ -35,55 +35,80 @@ def _invalid(detail: str) -> ApiError:
     return ApiError(400, detail, code="bad_request")
 
 
+class _FormReader:
+    """The parser's events, one method each: a part starts, a piece of its data, the part ends."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.form = ApkForm()
+        self.stager: apk.ApkStager | None = None
+        self.segment: MultipartSegment | None = None
+        self.value = bytearray()
+
+    def start(self, part: MultipartSegment) -> None:
+        self.segment, self.value = part, bytearray()
+        if part.name == "file" and part.filename is not None:
+            if self.stager is not None:
+                raise ApiError(422, "send one file", code="invalid_argument")
+            self.stager = apk.ApkStager(self.settings)
+        elif part.name not in FIELDS or part.filename is not None or part.name in self.form.fields:
+            raise ApiError(422, f"unexpected form field {part.name[:64]!r}", code="invalid_argument")
+
+    def file_stager(self) -> apk.ApkStager | None:
+        """The stager while the file's part is being read, else None (a text field's part)."""
+        in_file = self.segment is not None and self.segment.name == "file"
+        return self.stager if in_file else None
+
+    def text(self, data: bytes) -> None:
+        self.value += data
+        if len(self.value) > MAX_FIELD_BYTES:
+            raise ApiError(413, f"a form field may hold at most {MAX_FIELD_BYTES} bytes")
+
+    def end(self) -> None:
+        if self.segment is not None and self.file_stager() is None:
+            try:
+                self.form.fields[self.segment.name] = self.value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ApiError(400, "the form field is not valid UTF-8", code="invalid_utf8") from None
+        self.segment = None
+
+    def discard(self) -> None:
+        if self.stager is not None:
+            self.stager.discard()
+
+
 async def read_apk_form(request: Request[Any, Any, Any], settings: Settings) -> ApkForm:
     """Parse the upload; the staged file (if any) belongs to the caller once this returns."""
     boundary = request.content_type[1].get("boundary")
     if not boundary:
         raise _invalid("multipart boundary missing in Content-Type")
-    form = ApkForm()
-    stager: apk.ApkStager | None = None
-    segment: MultipartSegment | None = None
-    value = bytearray()
+    reader = _FormReader(settings)
     try:
         with PushMultipartParser(boundary.encode("latin-1"), max_segment_count=len(FIELDS) + 2) as parser:
             async for chunk in _chunks(request):
                 for part in parser.parse(chunk):
                     if isinstance(part, MultipartSegment):
-                        segment, value = part, bytearray()
-                        if part.name == "file" and part.filename is not None:
-                            if stager is not None:
-                                raise ApiError(422, "send one file", code="invalid_argument")
-                            stager = apk.ApkStager(settings)
-                        elif part.name not in FIELDS or part.filename is not None or part.name in form.fields:
-                            raise ApiError(422, f"unexpected form field {part.name[:64]!r}", code="invalid_argument")
+                        reader.start(part)
+                    elif part and (stager := reader.file_stager()) is not None:
+                        await anyio.to_thread.run_sync(stager.write, bytes(part))
                     elif part:
-                        if segment is not None and segment.name == "file" and stager is not None:
-                            await anyio.to_thread.run_sync(stager.write, bytes(part))
-                        else:
-                            value += part
-                            if len(value) > MAX_FIELD_BYTES:
-                                raise ApiError(413, f"a form field may hold at most {MAX_FIELD_BYTES} bytes")
-                    elif segment is not None:
-                        if segment.name != "file":
-                            try:
-                                form.fields[segment.name] = value.decode("utf-8")
-                            except UnicodeDecodeError:
-                                raise ApiError(400, "the form field is not valid UTF-8", code="invalid_utf8") from None
-                        segment = None
+                        reader.text(part)
+                    else:
+                        reader.end()
             if not parser.closed:
                 raise _invalid("the multipart/form-data body is truncated")
     except ParserLimitReached:
-        _discard(stager)
+        reader.discard()
         raise ApiError(413, "too many parts or headers in the form") from None
     except ParserError:
-        _discard(stager)
+        reader.discard()
         raise _invalid("the body is not valid multipart/form-data") from None
     except BaseException:
-        _discard(stager)
+        reader.discard()
         raise
-    if stager is not None:
-        form.staged = await anyio.to_thread.run_sync(stager.finish)
-    return form
+    if reader.stager is not None:
+        reader.form.staged = await anyio.to_thread.run_sync(reader.stager.finish)
+    return reader.form
 
 
 async def _chunks(request: Request[Any, Any, Any]) -> Any:
@@ -92,8 +117,3 @@ async def _chunks(request: Request[Any, Any, Any]) -> Any:
         if chunk:
             yield chunk
     yield b""
-
-
-def _discard(stager: apk.ApkStager | None) -> None:
-    if stager is not None:
-        stager.discard()

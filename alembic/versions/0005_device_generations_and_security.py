@@ -1,7 +1,7 @@
 """device generations, cancelled commands, enrollment secrets, withdrawn APK builds (issue #11)
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-29 20:00:00
 
 * ``devices.generation`` and ``fcm_dispatches.generation`` (integers, 1 for every existing row): a revoked id
@@ -25,7 +25,7 @@ import core.types
 from core.migrations import create_index_concurrently, drop_index_concurrently
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from core import apk
-from core.types import utcnow
+from core.clock import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
     JsonOption,
@@ -25,6 +25,8 @@ from nexmdm_cli.render import (
     table,
 )
 from nexmdm_cli.state import print_json, state
+
+apk = lazy_module("core.apk")  # loaded by the command, not by `nexmdm --help`
 
 app = group("APK builds of the device agent and their download audit trail.")
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from core import devices
-from core.types import utcnow
+from core.clock import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
     JsonOption,
@@ -25,6 +25,8 @@ from nexmdm_cli.render import (
     yes_no,
 )
 from nexmdm_cli.state import print_json, state
+
+devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
 
 app = group("Devices: the fleet with last seen and online/stale/offline, one device, revoke.")
 

@@ -7,13 +7,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 
-from core import dispatches
+from core.clock import utcnow
 from core.durations import format_duration, parse_duration
 from core.errors import InvalidArgument
-from core.models import COMMAND_STATUSES
-from core.types import utcnow
+from core.statuses import COMMAND_STATUSES
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, ms, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state
+
+dispatches = lazy_module("core.dispatches")  # loaded by the command, not by `nexmdm --help`
 
 app = group("Commands dispatched to devices: statistics, one command, recent commands.")
 

@@ -6,12 +6,14 @@ from typing import Annotated
 
 import typer
 
-from core import credentials
+from core.clock import utcnow
 from core.errors import NotFound
-from core.types import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, relative, secret_once, show, styled
 from nexmdm_cli.render import table as make_table
 from nexmdm_cli.state import print_json, state
+
+credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
 
 app = group("Admin API keys: for integrations and the admin endpoints.")
 

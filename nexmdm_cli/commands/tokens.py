@@ -6,11 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from core import credentials
+from core.clock import utcnow
 from core.durations import parse_duration
-from core.types import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
 from nexmdm_cli.state import print_json, state
+
+credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
+#: core.credentials.MAX_TOKEN_USES, spelled out for the help text (tests/cli/test_startup.py pins it)
+MAX_TOKEN_USES = 1_000_000
 
 app = group("Enrollment tokens: what a new device presents to enroll.")
 
@@ -18,7 +22,7 @@ app = group("Enrollment tokens: what a new device presents to enroll.")
 @app.command(context_settings=CONTEXT)
 def create(
     ctx: typer.Context,
-    uses: Annotated[int, typer.Option(min=1, max=credentials.MAX_TOKEN_USES, help="How many devices may enroll.")] = 1,
+    uses: Annotated[int, typer.Option(min=1, max=MAX_TOKEN_USES, help="How many devices may enroll.")] = 1,
     expires: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d... (at most 365d).")] = "1h",
     note_text: Annotated[str | None, typer.Option("--note", help="What the token is for (shown in lists).")] = None,
     json_output: JsonOption = False,

@@ -151,7 +151,7 @@ def test_a_download_is_audited_whatever_its_first_range(client, admin, uploaded,
     assert len(events(session_factory)) == 2
 
 
-def test_download_url_never_comes_from_the_host_header(api_settings, engine, admin_key, uploaded) -> None:  # noqa: ANN001
+def test_download_url_never_comes_from_the_host_header(api_settings, engine, admin_key, uploaded) -> None:
     """Issue #11 item 12: `Host: evil.example` came back as `http://evil.example:443/...` in download_url."""
     from litestar.testing import TestClient
 
@@ -168,14 +168,14 @@ def test_download_url_never_comes_from_the_host_header(api_settings, engine, adm
 
 
 @pytest.mark.parametrize("bad", ["mdm.example.com", "ftp://mdm.example.com", "https://x?y=1", "https://x#f"])
-def test_public_url_must_be_an_http_base(api_settings, bad: str) -> None:  # noqa: ANN001
+def test_public_url_must_be_an_http_base(api_settings, bad: str) -> None:
     from core.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument, match="NEXMDM_PUBLIC_URL"):
         api_settings.with_overrides(public_url=bad)
 
 
-def test_remove_withdraws_a_build_through_the_api(client, admin, uploaded, enroll, auth) -> None:  # noqa: ANN001
+def test_remove_withdraws_a_build_through_the_api(client, admin, uploaded, enroll, auth) -> None:
     newer = client.post(
         "/v1/apk/builds",
         files={"file": ("bad.apk", io.BytesIO(apk_bytes(b"bad")), APK_TYPE)},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import time
 from collections.abc import Callable
 
@@ -109,8 +110,14 @@ def test_worst_bodies_cost_at_most_5x_parsing_an_ordinary_body() -> None:
     normal = normal_body()
     assert SIZE - 300 < len(normal) <= SIZE and _code(normal) is None
     ratios = {}
-    for name, (body, _) in WORST.items():  # the baseline measured beside each case: same load on both
-        ratios[name] = _best(check_json_body, body) / min(_best(json.loads, normal), _best(json.loads, normal))
+    for name, (body, _) in WORST.items():
+        # the baseline is measured beside each case (the same load on both); a case gets up to three trials,
+        # since a burst of load on a shared machine can fall on one side: a quadratic step fails them all
+        ratios[name] = math.inf
+        for _ in range(3):
+            ratios[name] = min(ratios[name], _best(check_json_body, body) / _best(json.loads, normal))
+            if ratios[name] <= LIMIT:
+                break
     slow = {name: round(ratio, 1) for name, ratio in ratios.items() if ratio > LIMIT}
     assert not slow, f"checks slower than {LIMIT}x parsing an ordinary 64 KiB body: {slow}"
 

@@ -186,5 +186,6 @@ def test_a_password_in_the_query_string_is_masked(cli_env: dict) -> None:
     assert result.exit_code == 5
     line = one_error_line(result)
     assert "TOPSECRET42" not in result.stderr + result.stdout
-    assert "password=***" in line and "sslmode=disable" in line
-    assert mask_url("postgresql://u:pw@h/db?PassWord=s3cr3t") == "postgresql+psycopg2://u:***@h/db?PassWord=***"
+    assert "password=%2A%2A%2A" in line and "sslmode=disable" in line
+    masked = mask_url("postgresql://u:pw@h/db?PassWord=s3cr3t&sslpassword=k3y")
+    assert "s3cr3t" not in masked and "k3y" not in masked and "pw" not in masked

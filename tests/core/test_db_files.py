@@ -52,7 +52,7 @@ def test_a_world_readable_database_from_an_older_version_is_tightened(tmp_path: 
     assert _mode(tmp_path) == 0o755  # an existing folder keeps the mode its operator chose
 
 
-def test_the_apk_folder_and_files_are_private(tmp_path: Path, session_factory, settings: Settings) -> None:  # noqa: ANN001
+def test_the_apk_folder_and_files_are_private(tmp_path: Path, session_factory, settings: Settings) -> None:
     old_umask = os.umask(0o022)
     try:
         with session_factory.begin() as db:
