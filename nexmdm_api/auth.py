@@ -121,7 +121,9 @@ def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any
     return key
 
 
-def note_admin_key_use(request: Request[Any, Any, Any], db: Session, key: dict[str, Any]) -> None:
+def note_admin_key_use(
+    request: Request[Any, Any, Any], db: Session, key: dict[str, Any], *, own_transaction: bool = False
+) -> None:
     """Record the key's last use, at most once a minute (no write at all in between).
 
     In the request's transaction, except for a read-only endpoint on SQLite: its transaction is DEFERRED
@@ -132,7 +134,7 @@ def note_admin_key_use(request: Request[Any, Any, Any], db: Session, key: dict[s
         return
     settings = request.app.state.settings
     try:
-        if settings.is_sqlite and request.route_handler.opt.get("readonly"):
+        if own_transaction or (settings.is_sqlite and request.route_handler.opt.get("readonly")):
             with request.app.state.db.sessions.begin() as own:
                 credentials.record_admin_key_use(own, key["id"])
         else:
@@ -144,9 +146,15 @@ def note_admin_key_use(request: Request[Any, Any, Any], db: Session, key: dict[s
 
 def authenticate_admin_now(request: Request[Any, Any, Any]) -> None:
     """The admin check in a short read-only session of its own (SQLite: no write lock), for handlers that
-    must not read their body before it (``opt={"authenticate_first": True}``)."""
+    must not read their body before it (``opt={"authenticate_first": True}``); the key's use, when due, is
+    recorded in a short write transaction of its own (the read-only session is never committed)."""
+    token = _token(request, *_KINDS["admin"])
     with request.app.state.db.read_sessions() as db:
-        require_admin(request, db)
+        try:
+            key = credentials.authenticate_admin(db, token)
+        except InvalidCredentials as exc:
+            raise refused(request, exc.message) from None
+        note_admin_key_use(request, db, key, own_transaction=True)
 
 
 def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:

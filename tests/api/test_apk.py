@@ -192,3 +192,11 @@ def test_remove_withdraws_a_build_through_the_api(client, admin, uploaded, enrol
     gone = client.get(f"/v1/apk/download/{newer['id']}", headers=device)
     assert gone.status_code == 404 and "was removed" in gone.json()["detail"]
     assert client.delete("/v1/apk/builds/999", headers=admin).status_code == 404
+
+
+def test_an_upload_records_the_admin_keys_use(uploaded, session_factory) -> None:
+    """The key is checked in a read-only session before the body is read; its use is still recorded."""
+    from core import credentials
+
+    with session_factory() as db:
+        assert [key["last_used_at"] is not None for key in credentials.list_admin_keys(db)] == [True]
