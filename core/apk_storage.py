@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -26,7 +24,7 @@ from typing import Any, BinaryIO, cast
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidArgument, NotFound
+from core.errors import NotFound
 from core.models import ApkBlob, ApkBuild
 from core.settings import Settings
 from core.types import utcnow
@@ -53,35 +51,9 @@ def cache_dir(settings: Settings) -> Path:
     return Path(settings.data_dir) / "apk-cache"
 
 
-def _spool_dir(settings: Settings) -> Path:
+def spool_dir(settings: Settings) -> Path:
+    """Where uploads are received: beside their destination, so that storing one is a rename."""
     return _apk_dir(settings) if settings.apk_storage == "folder" else cache_dir(settings)
-
-
-@contextmanager
-def receive(settings: Settings, source: BinaryIO) -> Iterator[Upload]:
-    """Copy ``source`` to a temporary file beside its destination, checking it looks like an APK and
-    fingerprinting it; the file is removed at the end unless :func:`store` moved it into place."""
-    spool = _spool_dir(settings)
-    spool.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    fd, name = tempfile.mkstemp(dir=spool, prefix=".upload-", suffix=".apk")
-    path = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            first = True
-            while chunk := source.read(CHUNK_BYTES):
-                if first and not chunk.startswith(ZIP_MAGIC[: len(chunk)]):
-                    raise InvalidArgument("the file is not an APK (APKs are ZIP archives)", field="file")
-                first = False
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-        if size == 0:
-            raise InvalidArgument("the file is empty", field="file")
-        yield Upload(path, size, digest.hexdigest())
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def store(db: Session, settings: Settings, upload: Upload, filename: str) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -34,17 +36,15 @@ def make_engine(
     url = normalize_database_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            from pathlib import Path
-
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(url)
+        if path is not None:
+            private_dir(path.parent)
         engine = create_engine(
             url,
             connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
             **kwargs,
         )
-        _configure_sqlite(engine, busy_timeout_ms=busy_timeout_ms, foreign_keys=sqlite_foreign_keys)
+        _configure_sqlite(engine, busy_timeout_ms=busy_timeout_ms, foreign_keys=sqlite_foreign_keys, path=path)
         return engine
     if parsed.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_size", pool_size)
@@ -91,9 +91,31 @@ def _ping_when_idle(engine: Engine) -> None:
             raise
 
 
-def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int, foreign_keys: bool) -> None:
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and its parents) if missing; the folder NexMDM creates is 0700: it holds command
+    payloads, FCM tokens and APKs. A folder that already exists keeps its mode (the operator chose it)."""
+    if not path.exists():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def private_file(path: Path | None) -> None:
+    """Make the SQLite database file 0600 (owner only). SQLite creates its ``-wal`` and ``-shm`` files with
+    the database file's mode, so they follow; ones left by an older version are tightened too."""
+    if path is None:
+        return
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if name.stat().st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except OSError:  # missing (no WAL yet), or not ours: SQLite reports real problems itself
+            continue
+
+
+def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int, foreign_keys: bool, path: Path | None = None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # before journal_mode=WAL creates the -wal and -shm files, which take the database file's mode
+        private_file(path)
         # Let SQLAlchemy, not the driver, decide where transactions begin (see the "begin" hook).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -144,6 +166,15 @@ def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:
 def make_session_factory(engine: Engine, settings: Settings | None = None) -> sessionmaker[Session]:
     """Sessions that carry their settings in ``session.info`` (the helpers read thresholds there)."""
     return sessionmaker(bind=engine, expire_on_commit=False, info={"settings": settings} if settings else None)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for PostgreSQL, in-memory or ``file:`` URI databases)."""
+    parsed = make_url(normalize_database_url(url))
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
 
 
 #: query parameters that carry a secret (libpq takes ``?password=`` as well as ``user:password@``)

@@ -102,10 +102,12 @@ def revoke_device(db: Session, device_id: str) -> Device:
     device.device_token_hash = None
     device.enrollment_secret_hash = None
     db.flush()
+    from core.dispatches import finished_fcm_status  # core.dispatches imports this module
+
     db.execute(
         update(FcmDispatch)
         .where(FcmDispatch.device_id == device_id, FcmDispatch.status == "pending")
-        .values(status="cancelled", finished_at=now, lease_until=None)
+        .values(status="cancelled", finished_at=now, lease_until=None, fcm_status=finished_fcm_status(now))
         .execution_options(synchronize_session=False)
     )
     # and its targets in waves of campaigns not released yet (core.fleet: imported here, it imports us)

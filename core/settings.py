@@ -81,6 +81,7 @@ class Settings:
     heartbeat_rate_per_minute: int = 60
     heartbeat_burst: int = 10
     apk_upload_max_mb: int = 512
+    public_url: str = ""
     fcm_credentials: Path | None = None
     fcm_project_id: str = ""
     fcm_endpoint: str = "https://fcm.googleapis.com"
@@ -142,6 +143,16 @@ class Settings:
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
         object.__setattr__(self, "forwarded_allow_ips", check_forwarded_allow_ips(self.forwarded_allow_ips))
+        self._check_nodes()
+        self._check_public_url()
+        if self.device_offline_seconds < self.device_online_seconds:
+            raise InvalidArgument(
+                "NEXMDM_DEVICE_OFFLINE_SECONDS must not be below NEXMDM_DEVICE_ONLINE_SECONDS",
+                field="device_offline_seconds",
+            )
+
+    def _check_nodes(self) -> None:
+        """The settings of several nodes: read replica, Redis, PgBouncer, APK storage."""
         if self.database_read_url:
             read_url = normalize_database_url(self.database_read_url)
             if not read_url.startswith("postgresql") or self.is_sqlite:
@@ -161,11 +172,16 @@ class Settings:
         if storage not in ("database", "folder"):
             raise InvalidArgument("NEXMDM_APK_STORAGE must be 'database' or 'folder'", field="apk_storage")
         object.__setattr__(self, "apk_storage", storage)
-        if self.device_offline_seconds < self.device_online_seconds:
+
+    def _check_public_url(self) -> None:
+        public = self.public_url.strip().rstrip("/")
+        if public and (not public.startswith(("https://", "http://")) or any(c in public for c in "?#\\ ")):
             raise InvalidArgument(
-                "NEXMDM_DEVICE_OFFLINE_SECONDS must not be below NEXMDM_DEVICE_ONLINE_SECONDS",
-                field="device_offline_seconds",
+                "NEXMDM_PUBLIC_URL must be an http(s) base URL without query or fragment, such as "
+                "https://mdm.example.com",
+                field="public_url",
             )
+        object.__setattr__(self, "public_url", public)
 
     @property
     def is_sqlite(self) -> bool:

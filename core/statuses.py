@@ -7,5 +7,6 @@ cleanup deletes only those, and a command that finished before any push has ``fc
 from __future__ import annotations
 
 COMMAND_STATUSES = ("pending", "acked", "failed", "expired", "cancelled")
+#: ``cancelled``: by an operator, or because the device was revoked (``core.devices.revoke_device``)
 FINISHED_STATUSES = ("acked", "failed", "expired", "cancelled")
 FCM_STATUSES = ("pending", "sent", "failed", "skipped")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import anyio.to_thread
 from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -15,7 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from core.migrations import head_revision
 from core.settings import Settings, get_settings
 from nexmdm_api import metrics
-from nexmdm_api.auth import precheck
+from nexmdm_api.auth import authenticate_admin_now, precheck
 from nexmdm_api.background import background_lifespan
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
@@ -44,6 +45,10 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     415 for a body of the wrong type and 400 for a missing one, or one nested too deeply, not UTF-8 or
     with a repeated key (``nexmdm_api.jsonbody``)."""
     precheck(request)
+    if request.route_handler.opt.get("authenticate_first"):
+        # a big body (the APK upload) is read only for a valid key: the full check, with the failed-auth
+        # limiter, runs before a byte of it is (issue #11: a bad key used to cost a 512 MB upload first)
+        await anyio.to_thread.run_sync(authenticate_admin_now, request)
     check_query(request)
     kind = request.route_handler.opt.get("body")
     if kind is None:
@@ -159,6 +164,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             apk.download_latest,
             apk.download_build,
             uploads,
+            apk.remove_build,
             health.healthz,
             health.readyz,
             MetricsController,

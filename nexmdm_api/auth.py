@@ -22,7 +22,7 @@ from core import credentials, devices, security
 from core.errors import InvalidCredentials, NexMDMError
 from core.models import Device
 from nexmdm_api.errors import rate_limited, unauthorized
-from nexmdm_api.ratelimit import FailureLimiter
+from nexmdm_api.ratelimit import FailureLimiter, client_key
 
 logger = logging.getLogger("nexmdm.api")
 
@@ -67,7 +67,7 @@ def _limiter(request: Request[Any, Any, Any]) -> FailureLimiter:
 
 def refused(request: Request[Any, Any, Any], detail: str) -> Exception:
     """Count a failed authentication; 429 once the address is over its limit, else 401."""
-    wait = _limiter(request).fail(client_ip(request))
+    wait = _limiter(request).fail(client_key(client_ip(request)))
     if wait is not None:
         return rate_limited("too many failed authentications from this address", wait)
     return unauthorized(detail)
@@ -76,7 +76,7 @@ def refused(request: Request[Any, Any, Any], detail: str) -> Exception:
 def _token(request: Request[Any, Any, Any], prefixes: tuple[str, ...], what: str) -> str:
     token = bearer_token(request)
     if token is None or not token.startswith(prefixes):
-        wait = _limiter(request).retry_after(client_ip(request))
+        wait = _limiter(request).retry_after(client_key(client_ip(request)))
         if wait is not None:
             raise rate_limited("too many failed authentications from this address", wait)
         raise refused(request, f"this endpoint needs {what} as 'Authorization: Bearer <token>'")
@@ -128,7 +128,9 @@ def _admin(request: Request[Any, Any, Any], db: Session, token: str) -> dict[str
     return key
 
 
-def note_admin_key_use(request: Request[Any, Any, Any], db: Session, key: dict[str, Any]) -> None:
+def note_admin_key_use(
+    request: Request[Any, Any, Any], db: Session, key: dict[str, Any], *, own_transaction: bool = False
+) -> None:
     """Record the key's last use, at most once a minute (no write at all in between).
 
     In the request's transaction, except for a read-only endpoint on SQLite: its transaction is DEFERRED
@@ -139,7 +141,7 @@ def note_admin_key_use(request: Request[Any, Any, Any], db: Session, key: dict[s
         return
     settings = request.app.state.settings
     try:
-        if settings.is_sqlite and request.route_handler.opt.get("readonly"):
+        if own_transaction or (settings.is_sqlite and request.route_handler.opt.get("readonly")):
             with request.app.state.db.sessions.begin() as own:
                 credentials.record_admin_key_use(own, key["id"])
         else:
@@ -147,6 +149,19 @@ def note_admin_key_use(request: Request[Any, Any, Any], db: Session, key: dict[s
                 credentials.record_admin_key_use(db, key["id"])
     except (NexMDMError, SQLAlchemyError) as exc:
         logger.warning("could not record the use of admin key %s: %s", key["name"], exc.__class__.__name__)
+
+
+def authenticate_admin_now(request: Request[Any, Any, Any]) -> None:
+    """The admin check in a short read-only session of its own (SQLite: no write lock), for handlers that
+    must not read their body before it (``opt={"authenticate_first": True}``); the key's use, when due, is
+    recorded in a short write transaction of its own (the read-only session is never committed)."""
+    token = _token(request, *_KINDS["admin"])
+    with request.app.state.db.read_sessions() as db:
+        try:
+            key = credentials.authenticate_admin(db, token)
+        except InvalidCredentials as exc:
+            raise refused(request, exc.message) from None
+        note_admin_key_use(request, db, key, own_transaction=True)
 
 
 def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:

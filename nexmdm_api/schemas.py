@@ -20,6 +20,8 @@ DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=DEVICE_ID_P
 ShortText = Annotated[str, Meta(max_length=64, pattern=TEXT_PATTERN)]
 ModelText = Annotated[str, Meta(max_length=128, pattern=TEXT_PATTERN)]
 FcmToken = Annotated[str, Meta(max_length=4096, pattern=TEXT_PATTERN)]
+#: the largest integer accepted in a path (a 32-bit signed id); a larger one overflowed SQLite (a 500)
+MAX_PATH_INT = 2**31 - 1
 TokenText = Annotated[str, Meta(max_length=128, pattern=TEXT_PATTERN)]
 DetailText = Annotated[str, Meta(max_length=1000, pattern=TEXT_PATTERN)]
 
@@ -163,6 +165,12 @@ class HeartbeatPage(msgspec.Struct):
 
 
 # -------------------------------------------------------------------------------------------- APK
+
+
+class ApkBuildRemoved(msgspec.Struct):
+    id: int
+    version_code: int
+    removed_at: datetime
 
 
 class ApkBuildOut(msgspec.Struct):

@@ -55,6 +55,15 @@ class CliState:
             self._engine = engine_from_settings(self.settings)
         return self._engine
 
+    def require_database(self) -> None:
+        """Fail with one line when the SQLite file does not exist: only ``db upgrade`` (and the commands that
+        run it) may create the database; any other command would leave an empty file behind."""
+        from core.db import sqlite_file
+
+        path = sqlite_file(self.settings.database_url)
+        if path is not None and not path.exists():
+            raise DatabaseUnavailable(f"no database at {path}: create it with `nexmdm db upgrade`")
+
     def require_migrated(self) -> None:
         """Fail with one clear line when the database is unreachable or not at the current migration."""
         if self._checked:
@@ -63,6 +72,7 @@ class CliState:
 
         from core.schema_version import current_revision, head_revision  # no Alembic: read the version table
 
+        self.require_database()
         try:
             current = current_revision(self.engine)
         except OperationalError as exc:

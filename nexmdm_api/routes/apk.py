@@ -8,20 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
-from litestar import Request, get, post
-from litestar.datastructures import UploadFile
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromPath, KwargDefinition, Parameter
+import anyio.to_thread
+from litestar import Request, delete, get, post
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+from litestar.params import Parameter
 from litestar.response import Stream
 from sqlalchemy.orm import Session
 
-from core import apk, apk_storage, db_utils
-from core.errors import NotFound
+from core import apk, apk_storage
+from core.errors import InvalidArgument, NotFound
 from core.models import ApkBuild
 from nexmdm_api.auth import ADMIN_SECURITY, ANY_SECURITY, Principal, client_ip, require_admin, require_apk_reader
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
-from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut
+from nexmdm_api.schemas import MAX_PATH_INT, TEXT_PATTERN, ApkBuildOut, ApkBuildRemoved
+from nexmdm_api.upload import read_apk_form
 
 APK_MEDIA_TYPE = "application/vnd.android.package-archive"
 CHUNK = 256 * 1024
@@ -31,7 +33,8 @@ _SOURCES = {"enrollment": "enrollment", "device": "update"}
 
 
 def build_out(request: Request[Any, Any, Any], build: ApkBuild) -> ApkBuildOut:
-    base = str(request.base_url).rstrip("/")
+    # from the configured public URL, never from the Host header (a client chooses it: a poisoned link)
+    base = request.app.state.settings.public_url
     return ApkBuildOut(
         id=build.id,
         version_code=build.version_code,
@@ -124,14 +127,15 @@ def _download(request: Request[Any, Any, Any], db: Session, build_id: int | None
         raise NotFound(f"the file of APK build {build.id} is missing on this node") from None
 
     first, last = byte_range if byte_range is not None else (0, size - 1)
-    if first == 0:  # a new download; a resumed one (a range past byte 0) is not another event
-        db_utils.record_apk_download(
-            db,
-            build_id=build.id,
-            source=_SOURCES.get(principal.kind, source),
-            token_id=principal.token_id,
-            ip=_ip_or_none(client_ip(request)),
-        )
+    # one event per credential and build per download session, whatever the range (a download may well
+    # start at byte 1: every APK starts with "P")
+    apk.record_download(
+        db,
+        build_id=build.id,
+        source=_SOURCES.get(principal.kind, source),
+        token_id=principal.token_id,
+        ip=_ip_or_none(client_ip(request)),
+    )
     handle.seek(first)
     headers = {
         "ETag": etag,
@@ -165,8 +169,8 @@ AdminSource = Annotated[
 ]
 _DOWNLOAD_DOC = (
     "Streams the build with `Content-Length`, `ETag` (the sha256), `Accept-Ranges: bytes`; `Range` (one range) "
-    "with `If-Range` resumes. Records one audit event per download: requests for a range that starts past byte 0 "
-    "are resumptions and are not recorded again. Takes no enrollment use."
+    "with `If-Range` resumes. Records one audit event per credential and build per download session (an hour), "
+    "whatever the range asked for. Takes no enrollment use."
 )
 _DOWNLOAD = {
     "tags": ["apk"],
@@ -184,47 +188,100 @@ def download_latest(request: Request[Any, Any, Any], db: DB, source: AdminSource
     return _download(request, db, None, source)
 
 
+#: a build id in a path: bounded like every path integer (an unbounded one overflowed SQLite: a 500)
+BuildId = Annotated[int, Parameter(ge=1, le=MAX_PATH_INT, description="a build id")]
+
+
 @get("/v1/apk/download/{build_id:int}", summary="Download one build", **_DOWNLOAD)
 def download_build(
-    request: Request[Any, Any, Any], db: DB, build_id: FromPath[int], source: AdminSource = "manual"
+    request: Request[Any, Any, Any], db: DB, build_id: BuildId, source: AdminSource = "manual"
 ) -> Stream:
     return _download(request, db, build_id, source)
 
 
+def _upload_operation_body() -> RequestBody:
+    """The upload's body for the OpenAPI document (the handler reads the stream itself, after the key check)."""
+    schema = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["file", "version_code", "version_name"],
+        properties={
+            "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="the APK"),
+            "version_code": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=apk.MAX_VERSION_CODE),
+            "version_name": Schema(type=OpenAPIType.STRING, min_length=1, max_length=64, pattern=TEXT_PATTERN),
+        },
+    )
+    return RequestBody(content={"multipart/form-data": OpenAPIMediaType(schema=schema)}, required=True)
+
+
 @dataclass
-class ApkUpload:
-    file: UploadFile
-    # documented here, checked by ``core.apk.add_build`` (Litestar does not apply these to a multipart form)
-    version_code: Annotated[int, KwargDefinition(ge=1, le=apk.MAX_VERSION_CODE)]
-    version_name: Annotated[str, KwargDefinition(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
+class UploadOperation(Operation):
+    def __post_init__(self) -> None:
+        self.request_body = _upload_operation_body()
+
+
+def _version_code(raw: str | None) -> int:
+    text = (raw or "").strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        raise InvalidArgument(f"version_code must be between 1 and {apk.MAX_VERSION_CODE}", field="version_code")
+    return int(text)
 
 
 @post(
     "/v1/apk/builds",
     tags=["admin", "apk"],
     summary="Upload a build (CI)",
-    description="`multipart/form-data` with `file`, `version_code` and `version_name`. Its own body limit "
-    "(`NEXMDM_APK_UPLOAD_MAX_MB`).",
+    description="`multipart/form-data` with `file` (an APK: a ZIP archive with `AndroidManifest.xml`), "
+    "`version_code` and `version_name` (each at most 4096 bytes). The admin key is checked before the body is "
+    "read. Its own body limit (`NEXMDM_APK_UPLOAD_MAX_MB`).",
     status_code=201,
     security=ADMIN_SECURITY,
-    sync_to_thread=True,
-    opt={"auth": "admin", "body": "multipart"},
+    opt={"auth": "admin", "body": "multipart", "authenticate_first": True},
+    operation_class=UploadOperation,
     responses=problems(400, 401, 409, 413, 415, 422, 429),
 )
-def upload_build(
-    request: Request[Any, Any, Any],
-    db: DB,
-    data: Annotated[ApkUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
-) -> ApkBuildOut:
-    require_admin(request, db)
+async def upload_build(request: Request[Any, Any, Any]) -> ApkBuildOut:
+    settings = request.app.state.settings
+    form = await read_apk_form(request, settings)
+    staged = form.staged
     try:
-        result = apk.add_build(
-            db,
-            request.app.state.settings,
-            source=data.file.file,  # type: ignore[arg-type]
-            version_code=data.version_code,
-            version_name=data.version_name,
-        )
+        if staged is None:
+            raise InvalidArgument("the form has no file: send the APK as the `file` part", field="file")
+        missing = [name for name in ("version_code", "version_name") if name not in form.fields]
+        if missing:
+            raise InvalidArgument(f"the form has no {missing[0]}", field=missing[0])
+        version_code = _version_code(form.fields["version_code"])
+        version_name = form.fields["version_name"]
+        apk.check_build_fields(version_code, version_name)
+        # the file is in place and hashed: now one short transaction records it
+        return await anyio.to_thread.run_sync(_record, request, staged, version_code, version_name)
     finally:
-        data.file.file.close()
-    return build_out(request, apk.get_build(db, result["id"]))
+        if staged is not None:
+            staged.discard()  # a no-op once the file was renamed into place
+
+
+def _record(
+    request: Request[Any, Any, Any], staged: apk.StagedApk, version_code: int, version_name: str
+) -> ApkBuildOut:
+    with request.app.state.db.sessions.begin() as db:
+        result = apk.record_build(
+            db, request.app.state.settings, staged, version_code=version_code, version_name=version_name
+        )
+        return build_out(request, apk.get_build(db, result["id"]))
+
+
+@delete(
+    "/v1/apk/builds/{build_id:int}",
+    tags=["admin", "apk"],
+    summary="Remove a build",
+    description='Withdraws a build (a bad "latest"): it is no longer the newest nor downloadable (404). Its row '
+    "and download audit stay. Removing a removed build again is 200. CLI: `nexmdm apk remove ID`.",
+    status_code=200,
+    security=ADMIN_SECURITY,
+    sync_to_thread=True,
+    opt={"auth": "admin"},
+    responses=problems(400, 401, 404, 422, 429),
+)
+def remove_build(request: Request[Any, Any, Any], db: DB, build_id: BuildId) -> ApkBuildRemoved:
+    require_admin(request, db)
+    removed = apk.remove_build(db, build_id)
+    return ApkBuildRemoved(id=removed["id"], version_code=removed["version_code"], removed_at=removed["removed_at"])

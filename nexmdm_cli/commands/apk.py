@@ -9,7 +9,21 @@ import typer
 
 from core.clock import utcnow
 from nexmdm_cli.lazy import lazy_module
-from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, show, since, size, stamp, table
+from nexmdm_cli.render import (
+    CONTEXT,
+    JsonOption,
+    YesOption,
+    confirm,
+    dash,
+    group,
+    note,
+    relative,
+    show,
+    since,
+    size,
+    stamp,
+    table,
+)
 from nexmdm_cli.state import print_json, state
 
 apk = lazy_module("core.apk")  # loaded by the command, not by `nexmdm --help`
@@ -37,9 +51,30 @@ def add(
     show(f"{where}  {size(build['size_bytes'])}  sha256 {build['sha256']}")
 
 
+@app.command(context_settings=CONTEXT)
+def remove(
+    ctx: typer.Context,
+    build_id: Annotated[int, typer.Argument(metavar="ID", min=1, max=2**31 - 1, help="The build id (apk list).")],
+    yes: YesOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Withdraw a build (a bad latest): devices no longer get it; its audit trail stays."""
+    st = state(ctx)
+    with st.session() as db:
+        apk.get_build(db, build_id)  # unknown or already removed: fail before asking
+    if not yes:
+        confirm(f"Remove APK build {build_id} on {st.masked_url}? Devices will no longer download it")
+    with st.session() as db:
+        build = apk.remove_build(db, build_id)
+    if json_output:
+        print_json(build)
+        return
+    note(f"[green]✅ build {build['version_name']} ({build['version_code']}) removed on {st.masked_url}[/green]")
+
+
 @app.command("list", context_settings=CONTEXT)
 def list_builds(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """Builds, newest version first (the first one is what devices get as latest)."""
+    """Builds, newest version first (the first one not removed is what devices get as latest)."""
     with state(ctx).session() as db:
         items = apk.list_builds(db)
     if json_output:
@@ -48,7 +83,7 @@ def list_builds(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if not items:
         show("No builds yet: add one with `nexmdm apk add FILE --version-code N --version-name S`.")
         return
-    out = table("APK builds (newest first)", "id", "code", "name", "size", "sha256", "added")
+    out = table("APK builds (newest first)", "id", "code", "name", "size", "sha256", "added", "removed")
     for item in items:
         out.add_row(
             str(item["id"]),
@@ -57,6 +92,7 @@ def list_builds(ctx: typer.Context, json_output: JsonOption = False) -> None:
             size(item["size_bytes"]),
             item["sha256"][:16] + "…",
             stamp(item["created_at"]),
+            stamp(item["removed_at"]) if item["removed_at"] else "-",
         )
     show(out)
 

@@ -140,6 +140,7 @@ def downgrade(
 ) -> None:
     """Migrate the database down to REV; asks first, since it can drop tables and data."""
     st = state(ctx)
+    st.require_database()
     before = _current(ctx)
     if not yes:
         confirm(f"Downgrade {st.masked_url} from {before or 'base'} to {revision}? This can drop tables and data")
@@ -150,10 +151,19 @@ def downgrade(
     note(f"[green]✅ {st.masked_url} is at {_current(ctx) or 'base'}[/green]")
 
 
-def _revisions(ctx: typer.Context) -> tuple[ScriptDirectory, str | None]:
+def _revisions(ctx: typer.Context, *, need_database: bool = True) -> tuple[ScriptDirectory, str | None]:
+    """The migrations and the database's current one; read-only, so a missing SQLite file is never created
+    (an error, or no current revision when ``need_database`` is false)."""
     from alembic.script import ScriptDirectory
 
+    from core.db import sqlite_file
+
+    st = state(ctx)
     script = ScriptDirectory.from_config(_config(ctx))
+    path = sqlite_file(st.settings.database_url)
+    if path is not None and not path.exists() and not need_database:
+        return script, None
+    st.require_database()
     return script, _current(ctx)
 
 
@@ -173,7 +183,7 @@ def current(ctx: typer.Context, json_output: JsonOption = False) -> None:
 @app.command(context_settings=CONTEXT)
 def history(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """List the migrations, newest first, marking the head and the database's current one."""
-    script, rev = _revisions(ctx)
+    script, rev = _revisions(ctx, need_database=False)
     items: list[dict[str, Any]] = [
         {
             "revision": s.revision,
@@ -223,6 +233,7 @@ def check(ctx: typer.Context) -> None:
     """Fail (exit 1) when the models hold changes that no migration makes."""
     from alembic import command
 
+    state(ctx).require_database()
     _current(ctx)  # reachable? (else one error line, before any other message)
     note(f"Comparing the models with the migrations on [bold]{state(ctx).masked_url}[/bold]")
     cfg = _config(ctx)

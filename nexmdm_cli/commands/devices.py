@@ -119,6 +119,7 @@ def show_device(
     out.add_row("push token", "yes" if data["has_fcm_token"] else "[yellow]none (polling only)[/yellow]")
     out.add_row("enrolled", f"{stamp(data['enrolled_at'])} ({relative(data['enrolled_at'], now)})")
     out.add_row("revoked", stamp(data["revoked_at"]) if data["revoked_at"] else "no")
+    out.add_row("generation", str(data["generation"]))
     out.add_row("heartbeats stored", f"{data['heartbeats_stored']:,}")
     heard = sum(1 for slot in day if slot["beats"])
     out.add_row(

@@ -152,6 +152,7 @@ def check(ctx: typer.Context, json_output: JsonOption = False) -> None:
     from sqlalchemy.exc import OperationalError
 
     st = state(ctx)
+    st.require_database()
     try:
         with st.engine.connect() as conn:
             note(f"Checking [bold]{st.masked_url}[/bold] against the models")

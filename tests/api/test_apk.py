@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.models import ApkDownloadEvent
+from core.types import utcnow
 
-APK = b"PK\x03\x04" + bytes(range(256)) * 40  # 10,244 bytes that look like a ZIP
+
+def apk_bytes(payload: bytes = bytes(range(256)) * 40, manifest: bool = True) -> bytes:
+    """A ZIP archive that passes for an APK (``AndroidManifest.xml`` inside), stored uncompressed."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        if manifest:
+            archive.writestr("AndroidManifest.xml", "<manifest/>")
+        archive.writestr("classes.dex", payload)
+    return buffer.getvalue()
+
+
+APK = apk_bytes()
+APK_TYPE = "application/vnd.android.package-archive"
 
 
 def events(session_factory) -> list[tuple[str, str | None]]:
@@ -77,13 +92,13 @@ def test_downloads_audit_and_ranges(client, admin, uploaded, enroll, auth, make_
     assert rest.status_code == 206 and first.content + rest.content == APK
     suffix = client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": "bytes=-10"})
     assert suffix.status_code == 206 and suffix.content == APK[-10:]
-    assert len(events(session_factory)) == 2  # the ranges past byte 0 were resumptions
+    assert len(events(session_factory)) == 1  # one download session of one credential and build
 
     stale = client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": "bytes=1000-", "If-Range": '"old"'})
     assert stale.status_code == 200 and stale.content == APK
     beyond = client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": f"bytes={len(APK)}-"})
     assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(APK)}"
-    assert len(events(session_factory)) == 3
+    assert len(events(session_factory)) == 1
 
     token = make_token(uses=1)
     assert client.get("/v1/apk/download/latest", headers=auth(token)).status_code == 200
@@ -103,7 +118,7 @@ def test_uploads_have_their_own_body_limit(api_settings, engine, admin_key) -> N
     settings = api_settings.with_overrides(apk_upload_max_mb=1)
     with TestClient(create_app(settings)) as client:
         headers = {"Authorization": f"Bearer {admin_key}"}
-        big = b"PK\x03\x04" + b"\0" * (1024 * 1024 + 10)
+        big = apk_bytes(b"\0" * (1024 * 1024 + 10))
         response = client.post(
             "/v1/apk/builds",
             files={"file": ("a.apk", io.BytesIO(big))},
@@ -111,7 +126,7 @@ def test_uploads_have_their_own_body_limit(api_settings, engine, admin_key) -> N
             headers=headers,
         )
         assert response.status_code == 413
-        small = b"PK\x03\x04" + b"\0" * (200 * 1024)  # over the 64 KiB of other endpoints, under this limit
+        small = apk_bytes(b"\0" * (200 * 1024))  # over the 64 KiB of other endpoints, under this limit
         response = client.post(
             "/v1/apk/builds",
             files={"file": ("a.apk", io.BytesIO(small))},
@@ -119,3 +134,69 @@ def test_uploads_have_their_own_body_limit(api_settings, engine, admin_key) -> N
             headers=headers,
         )
         assert response.status_code == 201, response.text
+
+
+def test_a_download_is_audited_whatever_its_first_range(client, admin, uploaded, enroll, auth, session_factory) -> None:
+    """Issue #11 item 5: a download that started at byte 1 was never audited (every APK starts with "P")."""
+    device = enroll("dev_sneaky")
+    skip_first = client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": "bytes=1-"})
+    assert skip_first.status_code == 206 and skip_first.content == APK[1:]
+    assert events(session_factory) == [("update", "dev_sneaky")]
+    # the rest of that session adds nothing; the next session (an hour later) is a new event
+    assert client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": "bytes=0-0"}).status_code == 206
+    assert len(events(session_factory)) == 1
+    with session_factory.begin() as db:
+        db.execute(update(ApkDownloadEvent).values(created_at=utcnow() - timedelta(hours=1, seconds=1)))
+    assert client.get("/v1/apk/download/latest", headers=auth(device) | {"Range": "bytes=5-"}).status_code == 206
+    assert len(events(session_factory)) == 2
+
+
+def test_download_url_never_comes_from_the_host_header(api_settings, engine, admin_key, uploaded) -> None:
+    """Issue #11 item 12: `Host: evil.example` came back as `http://evil.example:443/...` in download_url."""
+    from litestar.testing import TestClient
+
+    from nexmdm_api import create_app
+
+    headers = {"Authorization": f"Bearer {admin_key}", "Host": "evil.example"}
+    for public, expected in (
+        ("", "/v1/apk/download/"),
+        ("https://mdm.example.com/api/", "https://mdm.example.com/api/v1/apk/download/"),
+    ):
+        with TestClient(create_app(api_settings.with_overrides(public_url=public))) as client:
+            url = client.get("/v1/apk/latest", headers=headers).json()["download_url"]
+        assert url == f"{expected}{uploaded['id']}"
+
+
+@pytest.mark.parametrize("bad", ["mdm.example.com", "ftp://mdm.example.com", "https://x?y=1", "https://x#f"])
+def test_public_url_must_be_an_http_base(api_settings, bad: str) -> None:
+    from core.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="NEXMDM_PUBLIC_URL"):
+        api_settings.with_overrides(public_url=bad)
+
+
+def test_remove_withdraws_a_build_through_the_api(client, admin, uploaded, enroll, auth) -> None:
+    newer = client.post(
+        "/v1/apk/builds",
+        files={"file": ("bad.apk", io.BytesIO(apk_bytes(b"bad")), APK_TYPE)},
+        data={"version_code": "43", "version_name": "4.3.0-bad"},
+        headers=admin,
+    ).json()
+    device = auth(enroll("dev_upd"))
+    assert client.get("/v1/apk/latest", headers=device).json()["version_code"] == 43
+    assert client.delete(f"/v1/apk/builds/{newer['id']}", headers=device).status_code == 401
+    removed = client.delete(f"/v1/apk/builds/{newer['id']}", headers=admin)
+    assert removed.status_code == 200 and removed.json()["version_code"] == 43 and removed.json()["removed_at"]
+    assert client.delete(f"/v1/apk/builds/{newer['id']}", headers=admin).status_code == 200  # again: no change
+    assert client.get("/v1/apk/latest", headers=device).json()["version_code"] == 42
+    gone = client.get(f"/v1/apk/download/{newer['id']}", headers=device)
+    assert gone.status_code == 404 and "was removed" in gone.json()["detail"]
+    assert client.delete("/v1/apk/builds/999", headers=admin).status_code == 404
+
+
+def test_an_upload_records_the_admin_keys_use(uploaded, session_factory) -> None:
+    """The key is checked in a read-only session before the body is read; its use is still recorded."""
+    from core import credentials
+
+    with session_factory() as db:
+        assert [key["last_used_at"] is not None for key in credentials.list_admin_keys(db)] == [True]

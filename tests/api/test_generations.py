@@ -53,6 +53,7 @@ def test_a_reenrolled_id_sees_nothing_of_the_revoked_one(client, admin, make_tok
 
     cancelled = client.get("/v1/commands/cmd-psk", headers=admin).json()
     assert cancelled["status"] == "cancelled" and cancelled["finished_at"] is not None
+    assert cancelled["fcm_status"] == "skipped"  # never pushed, and never will be
     assert [step["status"] for step in cancelled["history"]] == ["pending", "cancelled"]
 
     second = _enroll(client, make_token())  # any usable token

@@ -9,9 +9,14 @@ this size (the old string-skipping expression took ~11 s on ``WORST["depth-escap
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
+import math
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -71,13 +76,21 @@ WORST: dict[str, tuple[bytes, str | None]] = {
 }
 
 
-def _best(check: Callable[[bytes], object], body: bytes, rounds: int = 7) -> float:
+def _best(check: Callable[[bytes], object], body: bytes, rounds: int = 9) -> float:
+    """The fastest of ``rounds`` runs, with the cyclic garbage collector paused: in a big test process a
+    collection that happens to fall in one run costs more than the run (the cost of the algorithm is what
+    is compared, and the best of several runs sheds the noise of a loaded machine)."""
     times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        with contextlib.suppress(ApiError):
-            check(body)
-        times.append(time.perf_counter() - started)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            with contextlib.suppress(ApiError):
+                check(body)
+            times.append(time.perf_counter() - started)
+    finally:
+        gc.enable()
     return min(times)
 
 
@@ -96,11 +109,32 @@ def test_worst_bodies_get_their_answer(name: str) -> None:
     assert _code(body) == code
 
 
-def test_worst_bodies_cost_at_most_5x_parsing_an_ordinary_body() -> None:
+def _ratios() -> dict[str, float]:
+    """Each worst body's check time over ``json.loads`` of the ordinary body, the baseline measured beside
+    each case (the same load on both); a case gets up to three trials, since a burst of load on a shared
+    machine can fall on one side: a quadratic step fails them all."""
     normal = normal_body()
     assert SIZE - 300 < len(normal) <= SIZE and _code(normal) is None
-    baseline = _best(json.loads, normal)
-    ratios = {name: _best(check_json_body, body) / baseline for name, (body, _) in WORST.items()}
+    ratios = {}
+    for name, (body, _) in WORST.items():
+        ratios[name] = math.inf
+        for _ in range(3):
+            ratios[name] = min(ratios[name], _best(check_json_body, body) / _best(json.loads, normal))
+            if ratios[name] <= LIMIT:
+                break
+    return ratios
+
+
+def test_worst_bodies_cost_at_most_5x_parsing_an_ordinary_body() -> None:
+    """Measured in a fresh interpreter: inside a long test run, a heap grown by a thousand tests made the
+    allocation-heavy cases alone up to twice as slow, which is the test process, not the check."""
+    code = "import json; from tests.api.test_jsonbody import _ratios; print(json.dumps(_ratios()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    ratios = json.loads(done.stdout)
+    assert set(ratios) == set(WORST)
     slow = {name: round(ratio, 1) for name, ratio in ratios.items() if ratio > LIMIT}
     assert not slow, f"checks slower than {LIMIT}x parsing an ordinary 64 KiB body: {slow}"
 
@@ -133,3 +167,18 @@ def test_a_repeated_key_is_named_in_a_small_body_and_refused_in_a_big_one() -> N
         check_json_body(big)
     assert large.value.code == "duplicate_json_key" and "repeats an object key" in large.value.detail
     assert _code(b'{"a": {"b": 1}, "b": {"a": 1}, "c": "x:y"}') is None
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (rb'{"a\\": 1, "a\\\\": 2, "\"": 3, "x": "\":\\\":", "y": ["\\", "\":"]}', None),
+        (rb'{"a\\\\": 1, "a\\\\": 2}', "duplicate_json_key"),
+        (rb'{"\":": 1, "\u0022:": 2}', "duplicate_json_key"),
+        (rb'{"k": {"\\": 1}, "l": {"\\\\": 1, "\u005c": 2}}', None),  # `\\` and `\` differ
+        (rb'{"k": {"\\": 1}, "l": {"\\": 1, "\u005c": 2}}', "duplicate_json_key"),
+        (rb'{"k": "a:b", "v": ":", "w": {"x:": ":y"}}', None),
+    ],
+)
+def test_repeated_keys_are_counted_right_through_escapes(body: bytes, code: str | None) -> None:
+    assert _code(body) == code

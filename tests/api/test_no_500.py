@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.fakes.apk import apk_bytes
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5),
@@ -71,7 +73,7 @@ def test_odd_headers(client, device_headers, admin) -> None:
     # with a build uploaded, so that every Range header reaches the parser (no 404 before it)
     upload = client.post(
         "/v1/apk/builds",
-        files={"file": ("a.apk", io.BytesIO(b"PK\x03\x04" + b"x" * 100))},
+        files={"file": ("a.apk", io.BytesIO(apk_bytes(b"x" * 100)))},
         data={"version_code": "7", "version_name": "7.0"},
         headers=admin,
     )

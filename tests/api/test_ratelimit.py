@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 
 from litestar.testing import TestClient
@@ -10,8 +11,9 @@ from sqlalchemy import Engine
 
 from core.settings import Settings
 from nexmdm_api import create_app
-from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
+from nexmdm_api.ratelimit import FailureLimiter, TokenBucket, client_key
 from tests.api.conftest import bearer
+from tests.fakes.apk import apk_bytes
 
 
 def test_failure_limiter_blocks_after_the_limit_and_forgets_after_the_window() -> None:
@@ -45,6 +47,46 @@ def test_token_bucket_allows_bursts_then_the_rate() -> None:
     assert TokenBucket(rate_per_minute=0, burst=1).take("d", now=0) is None  # disabled
 
 
+def test_failure_limiter_evicts_in_constant_time_when_full() -> None:
+    """Issue #11 item 8: a new address at capacity, none expired, scanned every tracked key (8 ms at 100k)."""
+    limiter = FailureLimiter(limit=5, window=3600, max_keys=100_000)
+    for index in range(100_000):
+        limiter.fail(f"10.{index >> 16}.{(index >> 8) & 255}.{index & 255}", now=1.0)
+
+    def thousand_new_keys(prefix: str) -> float:
+        started = time.perf_counter()
+        for index in range(1000):
+            limiter.fail(f"{prefix}{index}", now=2.0)
+        return time.perf_counter() - started
+
+    full = thousand_new_keys("full-")
+    empty = FailureLimiter(limit=5, window=3600, max_keys=100_000)
+    started = time.perf_counter()
+    for index in range(1000):
+        empty.fail(f"empty-{index}", now=2.0)
+    baseline = time.perf_counter() - started
+    assert len(limiter._failures) == 100_000
+    assert full < 20 * baseline + 0.05, (full, baseline)  # a scan per key is ~1000x
+
+
+def test_failure_limiter_forgets_the_least_recently_failing_first() -> None:
+    limiter = FailureLimiter(limit=3, window=60, max_keys=3)
+    for key, now in (("a", 0), ("b", 1), ("c", 2), ("a", 3)):  # "a" failed again: "b" is now the oldest
+        limiter.fail(key, now=now)
+    limiter.fail("d", now=4)
+    assert set(limiter._failures) == {"a", "c", "d"}
+    assert len(limiter._failures["a"]) == 2
+    limiter.fail("e", now=70)  # everything but nothing within the window is expired
+    assert set(limiter._failures) == {"e"}
+
+
+def test_ipv6_clients_are_keyed_by_their_64() -> None:
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("testclient") == "testclient"
+
+
 # ------------------------------------------------------ valid credentials from a blocked address
 
 
@@ -59,7 +101,7 @@ def test_a_blocked_address_still_gets_in_with_any_valid_credential(
         admin = bearer(admin_key)
         upload = client.post(
             "/v1/apk/builds",
-            files={"file": ("a.apk", io.BytesIO(b"PK\x03\x04" + b"build" * 50))},
+            files={"file": ("a.apk", io.BytesIO(apk_bytes(b"build" * 50)))},
             data={"version_code": "3", "version_name": "3.0"},
             headers=admin,
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +13,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.cli.helpers import Cli, one_error_line, seed_download
 
-APK = b"PK\x03\x04" + b"fake agent build" * 64
+
+def apk_bytes(content: bytes = b"fake agent build" * 64, manifest: bool = True) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        if manifest:
+            archive.writestr("AndroidManifest.xml", "<manifest/>")
+        archive.writestr("classes.dex", content)
+    return buffer.getvalue()
+
+
+APK = apk_bytes()
 
 
 def test_add_and_list(cli: Cli, tmp_path: Path, engine) -> None:
@@ -31,7 +43,7 @@ def test_add_and_list(cli: Cli, tmp_path: Path, engine) -> None:
             assert b"".join(bytes(row[0]) for row in chunks) == APK
         assert not (Path(cli.env["NEXMDM_DATA_DIR"]) / "apks" / data["filename"]).exists()
 
-    source.write_bytes(APK + b"v43")
+    source.write_bytes(apk_bytes(b"v43"))
     table_add = cli("apk", "add", str(source), "--version-code", "43", "--version-name", "4.3.0")
     assert table_add.exit_code == 0, table_add.stderr
     assert "sha256" in table_add.stdout
@@ -50,6 +62,18 @@ def test_add_errors(cli: Cli, tmp_path: Path) -> None:
     not_apk = cli("apk", "add", str(text), "--version-code", "1", "--version-name", "1")
     assert not_apk.exit_code == 2
     assert "not an APK" in one_error_line(not_apk)
+    # issue #11 item 11: ZIP magic alone (even the one byte "P") is not an APK; the manifest is required
+    for name, content in (
+        ("p.apk", b"P"),
+        ("magic.apk", b"PK\x03\x04 nothing else"),
+        ("zip.apk", apk_bytes(manifest=False)),
+    ):
+        fake = tmp_path / name
+        fake.write_bytes(content)
+        refused = cli("apk", "add", str(fake), "--version-code", "2", "--version-name", "2")
+        assert refused.exit_code == 2, (name, refused.stderr)
+        assert "not an APK" in one_error_line(refused)
+    assert list((Path(cli.env["NEXMDM_DATA_DIR"]) / "apks").iterdir()) == []  # nothing left behind
     good = tmp_path / "a.apk"
     good.write_bytes(APK)
     assert cli("apk", "add", str(good), "--version-code", "7", "--version-name", "7").exit_code == 0
@@ -71,3 +95,22 @@ def test_downloads(cli: Cli, session_factory: sessionmaker[Session]) -> None:
     bad = cli("apk", "downloads", "--since", "yesterday")
     assert bad.exit_code == 2
     assert "--since" in one_error_line(bad)
+
+
+def test_remove_withdraws_a_bad_latest(cli: Cli, tmp_path: Path) -> None:
+    for code in (1, 2):
+        source = tmp_path / f"{code}.apk"
+        source.write_bytes(apk_bytes(b"build %d" % code))
+        cli.json("apk", "add", str(source), "--version-code", str(code), "--version-name", f"{code}.0")
+    bad = cli.json("apk", "list")["items"][0]
+    assert bad["version_code"] == 2 and bad["removed_at"] is None
+    asked = cli("apk", "remove", str(bad["id"]), input="n\n")
+    assert asked.exit_code == 1 and cli.json("apk", "list")["items"][0]["removed_at"] is None
+    removed = cli.json("apk", "remove", str(bad["id"]), "--yes")
+    assert removed["removed_at"] is not None
+    listed = cli.json("apk", "list")["items"]
+    assert [(b["version_code"], b["removed_at"] is not None) for b in listed] == [(2, True), (1, False)]
+    again = cli("apk", "remove", str(bad["id"]), "--yes")
+    assert again.exit_code == 3 and "was removed" in one_error_line(again)
+    missing = cli("apk", "remove", "999", "--yes")
+    assert missing.exit_code == 3 and "no APK build 999" in one_error_line(missing)

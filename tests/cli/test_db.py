@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from core import migrations
-from core.db import make_engine
+from core.db import make_engine, mask_url, sqlite_file
 from core.migrations import head_revision
 from tests.cli.helpers import Cli, one_error_line
 
@@ -18,7 +18,10 @@ def test_upgrade_from_another_folder_then_current(
     fresh_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert fresh_cli.json("db", "current")["current"] is None
+    if sqlite_file(fresh_cli.url) is None:
+        assert fresh_cli.json("db", "current")["current"] is None
+    else:  # a missing SQLite file is not created by a read-only command (issue #11)
+        assert "no database at" in one_error_line(fresh_cli("db", "current"))
 
     result = fresh_cli("db", "upgrade")
 
@@ -81,9 +84,44 @@ def test_history_marks_head_and_current(cli: Cli) -> None:
 
 
 def test_current_table_says_not_migrated(fresh_cli: Cli) -> None:
+    path = sqlite_file(fresh_cli.url)
+    if path is not None:  # an empty SQLite file: what an older version of `db current` left behind
+        path.touch()
     result = fresh_cli("db", "current")
     assert result.exit_code == 0
     assert "not migrated" in result.stdout and "nexmdm db upgrade" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("db", "current"),
+        ("db", "check"),
+        ("db", "downgrade", "base", "--yes"),
+        ("schema", "check"),
+        ("devices", "list"),
+        ("devices", "show", "x"),
+        ("dispatches", "stats"),
+        ("dispatches", "list"),
+        ("heartbeats", "show", "x"),
+        ("tokens", "list"),
+        ("keys", "list"),
+        ("apk", "list"),
+        ("apk", "downloads"),
+        ("cleanup", "--dry-run"),
+    ],
+)
+def test_read_only_commands_never_create_a_missing_sqlite_file(
+    command: tuple[str, ...], cli_env: dict, tmp_path: Path
+) -> None:
+    """Issue #11 item 13: `nexmdm db current` against a missing path created an empty database there."""
+    path = tmp_path / "nowhere" / "nexmdm.db"
+    result = Cli(f"sqlite:///{path}", cli_env)(*command)
+    assert result.exit_code == 5, result.stderr
+    assert f"no database at {path}" in one_error_line(result)
+    assert not path.exists() and not path.parent.exists()
+    history = Cli(f"sqlite:///{path}", cli_env).json("db", "history")  # needs no database
+    assert history["items"] and not path.exists()
 
 
 def test_check_passes_when_models_and_migrations_agree(cli: Cli) -> None:
@@ -140,3 +178,14 @@ def test_revision_writes_a_migration_file(
     assert "add widgets" in created.read_text()
     assert Path(auto.stdout.strip()).is_file()
     assert cli("db", "revision").exit_code == 2  # -m is required
+
+
+def test_a_password_in_the_query_string_is_masked(cli_env: dict) -> None:
+    """Issue #11 item 10: `--database-url 'postgresql://u@h/db?password=S' db current` printed S."""
+    result = Cli("postgresql://nobody@127.0.0.1:1/x?password=TOPSECRET42&sslmode=disable", cli_env)("db", "current")
+    assert result.exit_code == 5
+    line = one_error_line(result)
+    assert "TOPSECRET42" not in result.stderr + result.stdout
+    assert "password=%2A%2A%2A" in line and "sslmode=disable" in line
+    masked = mask_url("postgresql://u:pw@h/db?PassWord=s3cr3t&sslpassword=k3y")
+    assert "s3cr3t" not in masked and "k3y" not in masked and "pw" not in masked

@@ -7,6 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from core.db import sqlite_file
 from nexmdm_cli.main import app
 from tests.cli.helpers import Cli, one_error_line
 
@@ -49,6 +50,9 @@ def test_unreachable_database(args: list[str], cli_env: dict) -> None:
 
 @pytest.mark.parametrize("args", DATA_COMMANDS, ids=" ".join)
 def test_unmigrated_database(args: list[str], fresh_cli: Cli) -> None:
+    path = sqlite_file(fresh_cli.url)
+    if path is not None:  # an empty file: a missing one is "no database at ..." (tests/cli/test_db.py)
+        path.touch()
     result = fresh_cli(*args)
     assert result.exit_code == 5
     assert "not migrated: run `nexmdm db upgrade`" in one_error_line(result)

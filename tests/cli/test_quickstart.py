@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 
 from core.migrations import script_location
+from tests.fakes.apk import apk_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "quickstart.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-APK = b"PK\x03\x04" + b"quick start build" * 64
+APK = apk_bytes(b"quick start build" * 64)
 
 
 def blocks() -> list[tuple[str, str]]:

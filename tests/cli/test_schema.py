@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import text
 
-from core.db import make_engine
+from core.db import make_engine, sqlite_file
 from core.migrations import head_revision
 from tests.cli.helpers import Cli
 
@@ -93,6 +93,9 @@ def test_partitions_and_alembic_version_are_ignored(migrated_fresh_url: str, cli
 
 
 def test_unmigrated_database_lists_missing_tables_and_migration(fresh_cli: Cli) -> None:
+    path = sqlite_file(fresh_cli.url)
+    if path is not None:  # an empty file (a missing one is "no database at ...")
+        path.touch()
     result = fresh_cli("schema", "check", "--json")
     assert result.exit_code == 1
     data = json.loads(result.stdout)

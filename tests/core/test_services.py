@@ -18,6 +18,7 @@ from core.errors import Conflict, InvalidArgument, InvalidCredentials, NotFound
 from core.locks import maintenance_lock
 from core.models import AdminKey, Device, EnrollmentToken, FcmDispatch
 from core.settings import Settings
+from tests.fakes.apk import apk_bytes
 
 
 def _token(factory: sessionmaker[Session], **kwargs: object) -> str:
@@ -241,7 +242,7 @@ def test_stats_count_replays_durably(session_factory: sessionmaker[Session], set
 
 
 def test_apk_builds_are_copied_and_fingerprinted(session_factory: sessionmaker[Session], settings: Settings) -> None:
-    data = b"PK\x03\x04" + b"x" * 5000
+    data = apk_bytes(b"x" * 5000)
     with session_factory.begin() as db:
         build = apk.add_build(db, settings, source=io.BytesIO(data), version_code=3, version_name="1.3")
     with session_factory() as db:  # the folder's file (SQLite) or the node's cache filled from the database
@@ -252,6 +253,9 @@ def test_apk_builds_are_copied_and_fingerprinted(session_factory: sessionmaker[S
             apk.add_build(db, settings, source=io.BytesIO(data), version_code=3, version_name="again")
         with pytest.raises(InvalidArgument, match="not an APK"):
             apk.add_build(db, settings, source=io.BytesIO(b"hello"), version_code=4, version_name="x")
+        for fake in (b"P", b"PK\x03\x04" + b"x" * 5000, apk_bytes(manifest=False)):  # magic alone is no APK
+            with pytest.raises(InvalidArgument, match="not an APK"):
+                apk.add_build(db, settings, source=io.BytesIO(fake), version_code=5, version_name="x")
         assert apk.get_build(db).version_code == 3
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no half-written upload left behind
 

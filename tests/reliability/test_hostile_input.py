@@ -83,12 +83,46 @@ class World:
         return key
 
 
-def _apk_bytes() -> bytes:
+def _zip(entries: dict[str, bytes | str]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("AndroidManifest.xml", "<manifest/>" * 200)
-        archive.writestr("classes.dex", bytes(range(256)) * 8)
+        for name, content in entries.items():
+            archive.writestr(name, content)
     return buffer.getvalue()
+
+
+def _apk_bytes() -> bytes:
+    return _zip({"AndroidManifest.xml": "<manifest/>" * 200, "classes.dex": bytes(range(256)) * 8})
+
+
+BOUNDARY = "hostile-boundary"
+FORM = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def _form(content: bytes, *, name: str = "9.9.9", extra: bytes | None = None) -> bytes:
+    """A multipart upload body (version code 999) with the given file content and version name."""
+    parts = [
+        (b'name="file"; filename="agent.apk"', content),
+        (b'name="version_code"', b"999"),
+        (b'name="version_name"', name.encode()),
+        *([(b'name="' + extra + b'"', b"1")] if extra else []),
+    ]
+    body = b"".join(
+        b"--"
+        + BOUNDARY.encode()
+        + b"\r\nContent-Disposition: form-data; "
+        + disposition
+        + b"\r\n\r\n"
+        + value
+        + b"\r\n"
+        for disposition, value in parts
+    )
+    return body + b"--" + BOUNDARY.encode() + b"--\r\n"
+
+
+def _relative_download_url(response: Any) -> None:
+    url = response.json()["download_url"]
+    assert url.startswith("/v1/apk/download/") and "evil" not in url, url
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -132,6 +166,9 @@ def world(
         )
         assert response.status_code == 201, response.text
         world.apk_size = len(apk)
+        # the admin key's download session of the build starts here: the Range cases below are within it, so
+        # they write no audit event whatever their range (one event per credential and build per session)
+        assert client.get("/v1/apk/download/latest", headers=world.bearer(admin)).status_code == 200
         for token in tokens:  # a device that has used its token cannot be "re-enrolled" by a retry
             assert (
                 client.post("/v1/heartbeat", json={"battery_pct": 50}, headers=world.bearer(token)).status_code == 201
@@ -276,7 +313,7 @@ DOWNLOAD = "/v1/apk/download/latest"
 KEY = {"Idempotency-Key": "@new@"}
 ENROLLED = {"devices": 1}
 BEAT = {"device_heartbeats": 1}
-DOWNLOADED = {"apk_download_events": 1}
+DOWNLOADED: dict[str, int] = {}  # within the admin key's download session (see the world fixture)
 
 
 def case(case_id: str, *args: Any, **kwargs: Any) -> Any:
@@ -557,6 +594,35 @@ CASES = [
     case("range-bidi", "GET", DOWNLOAD, "admin", 200, headers={"Range": f"bytes={BIDI}0-5".encode()},
          writes=DOWNLOADED, check=whole_file),
     case("range-resume-writes-no-event", "GET", DOWNLOAD, "admin", 206, headers={"Range": "bytes=100-"}),
+    # ---- path integers are 1..2^31-1 (issue #11: 2^63 was an OverflowError on SQLite, a 500)
+    *[
+        case(f"build-id-{name}", method, path, who, 422, "validation_failed", "build_id")
+        for name, method, path, who in (
+            ("2-to-the-63", "GET", "/v1/apk/download/9223372036854775808", "device"),
+            ("2-to-the-63-enrollment", "GET", "/v1/apk/download/9223372036854775808", "enrollment"),
+            ("2-to-the-31", "GET", "/v1/apk/download/2147483648", "admin"),
+            ("zero", "GET", "/v1/apk/download/0", "device"),
+            ("remove-2-to-the-63", "DELETE", "/v1/apk/builds/9223372036854775808", "admin"),
+            ("remove-zero", "DELETE", "/v1/apk/builds/0", "admin"),
+        )
+    ],
+    # int() refuses more than 4300 digits: the path matches no route
+    case("build-id-5000-digits", "GET", "/v1/apk/download/" + "9" * 5000, "device", 404, "not_found", ""),
+    case("build-id-largest-is-just-unknown", "GET", "/v1/apk/download/2147483647", "device", 404, "not_found", ""),
+    # ---- the Host header never reaches a URL the server hands out (issue #11)
+    case("host-header-poisoning", "GET", "/v1/apk/latest", "device", 200, headers={"Host": "evil.example"},
+         check=lambda ctx, response: _relative_download_url(response)),
+    # ---- the upload: only a ZIP holding AndroidManifest.xml is an APK (issue #11)
+    *[
+        case(f"upload-{name}", "POST", "/v1/apk/builds", "admin", 422, "invalid_argument", "not an APK",
+             raw=_form(content), headers=FORM)
+        for name, content in (("one-byte-p", b"P"), ("zip-magic-only", b"PK\x03\x04" * 100),
+                              ("zip-without-manifest", _zip({"classes.dex": b"x"})))
+    ],
+    case("upload-text-field-8kb", "POST", "/v1/apk/builds", "admin", 413, "payload_too_large", "at most 4096",
+         raw=_form(_apk_bytes(), name="v" * 8192), headers=FORM),
+    case("upload-unknown-field", "POST", "/v1/apk/builds", "admin", 422, "invalid_argument", "unexpected form field",
+         raw=_form(_apk_bytes(), extra=b"is_admin"), headers=FORM),
 ]
 # fmt: on
 

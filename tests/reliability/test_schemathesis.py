@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import apk, credentials, devices, dispatches
 from core.settings import Settings
 from nexmdm_api import create_app
+from tests.fakes.apk import apk_bytes
 
 SCHEMA_PATH = "/schema/openapi.json"
 #: generated cases per operation in the fuzzing phase, and scenarios in the stateful phase (per backend)
@@ -83,7 +84,7 @@ def secrets(engine: Engine, fuzz_settings: Settings, session_factory: sessionmak
         admin, _ = credentials.create_admin_key(db, name="fuzz")
         device = devices.enroll_device(db, enrollment_secret=own, device_id=DEVICE_ID)
         dispatches.create_command(db, fuzz_settings, request_id="cmd_fuzz", device_id=DEVICE_ID, action="ping")
-        apk.add_build(db, fuzz_settings, source=io.BytesIO(b"PK\x03\x04 fuzz apk"), version_code=1, version_name="1.0")
+        apk.add_build(db, fuzz_settings, source=io.BytesIO(apk_bytes()), version_code=1, version_name="1.0")
     return {"enrollmentToken": enrollment, "deviceToken": device["device_token"], "adminKey": admin}
 
 
