@@ -18,8 +18,9 @@ from core import apk, apk_storage
 from core.errors import InvalidArgument
 from core.settings import Settings
 from nexmdm_api import create_app
+from tests.fakes.apk import apk_bytes
 
-APK = b"PK\x03\x04" + os.urandom(3 * 1024 * 1024 + 123)  # four chunks, the last one short
+APK = apk_bytes(os.urandom(3 * 1024 * 1024))  # four chunks, the last one short
 
 
 def node(settings: Settings, name: str, tmp_path: Path) -> Settings:

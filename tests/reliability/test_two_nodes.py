@@ -34,11 +34,12 @@ from core.settings import Settings
 from nexmdm_cli.commands.demo import free_port, wait_until_ready
 from tests.cli.helpers import seed_dispatch
 from tests.conftest import DatabaseFactory, migrate
+from tests.fakes.apk import apk_bytes
 from tests.fakes.fcm import FakeFcm, write_service_account
 from tests.pgbouncer import PgBouncer
 from tests.redis_server import shared_prefix
 
-APK = b"PK\x03\x04" + os.urandom(1_500_000)
+APK = apk_bytes(os.urandom(1_500_000))
 OLD_DISPATCHES = 6
 
 
