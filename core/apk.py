@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from core import validation
 from core.errors import Conflict, InvalidArgument, NotFound
+from core.events.audit import Actor, record
 from core.models import ApkBuild, ApkDownloadEvent
 from core.settings import Settings
 from core.types import utcnow
@@ -41,7 +42,13 @@ def build_path(settings: Settings, build: ApkBuild | dict[str, Any]) -> Path:
 
 
 def add_build(
-    db: Session, settings: Settings, *, source: BinaryIO, version_code: int, version_name: str
+    db: Session,
+    settings: Settings,
+    *,
+    source: BinaryIO,
+    version_code: int,
+    version_name: str,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
     """Copy an APK into the APK folder, fingerprint it (size, sha256) and record it.
 
@@ -86,6 +93,7 @@ def add_build(
             db.flush()
         except IntegrityError:
             raise Conflict(f"a build with version code {version_code} already exists") from None
+        record(db, actor, "apk.upload", str(build.id), version_code=version_code, sha256=sha256)
         os.replace(tmp_name, apk_dir / filename)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -94,12 +102,18 @@ def add_build(
 
 
 def add_build_from_file(
-    db: Session, settings: Settings, path: Path, *, version_code: int, version_name: str
+    db: Session,
+    settings: Settings,
+    path: Path,
+    *,
+    version_code: int,
+    version_name: str,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
     if not path.is_file():
         raise InvalidArgument(f"{path} is not a readable file", field="file")
     with path.open("rb") as source:
-        return add_build(db, settings, source=source, version_code=version_code, version_name=version_name)
+        return add_build(db, settings, source=source, version_code=version_code, version_name=version_name, actor=actor)
 
 
 def list_builds(db: Session) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core import credentials, db_utils, security, validation
 from core.errors import Conflict, InvalidCredentials, NotFound
+from core.events.audit import Actor, record
 from core.models import Device, DeviceHeartbeat, FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
@@ -77,13 +78,19 @@ def list_devices(
     return [device_dict(d, settings, now) for d in db.execute(query.limit(limit)).scalars()]
 
 
-def revoke_device(db: Session, device_id: str) -> Device:
-    """Revoke a device: its token stops working at once; it may enroll again with a new token."""
+def revoke_device(db: Session, device_id: str, *, actor: Actor | None = None) -> Device:
+    """Revoke a device: its token stops working at once; it may enroll again with a new token.
+
+    The API (``POST /v1/devices/{id}/revoke``) and the CLI (``devices revoke``) both call this.
+    """
     device = get_device(db, device_id)
-    if device.revoked_at is None:
+    changed = device.revoked_at is None
+    if changed:
         device.revoked_at = utcnow()
     device.device_token_hash = None
     db.flush()
+    if changed:
+        record(db, actor, "device.revoke", device_id)
     return device
 
 

@@ -6,12 +6,13 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from core import db_utils, validation
 from core.devices import get_device
 from core.errors import Conflict, InvalidArgument, NotFound
+from core.events.audit import Actor, record
 from core.models import FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
@@ -68,6 +69,7 @@ def create_command(
     device_id: str,
     action: str,
     payload: dict[str, Any] | None = None,
+    actor: Actor | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """Accept a command once per ``request_id``; returns ``(created, dispatch)``.
 
@@ -100,7 +102,41 @@ def create_command(
             f"Idempotency-Key {request_id!r} was already used for a different device, action or payload",
             field="Idempotency-Key",
         )
+    if result["created"]:  # a replay changes nothing: no audit row
+        record(db, actor, "command.create", request_id, device_id=device_id, action=action, payload_hash=digest)
     return result["created"], public_dispatch(dispatch)
+
+
+def cancel_command(db: Session, request_id: str, *, actor: Actor | None = None) -> tuple[bool, dict[str, Any]]:
+    """Cancel a pending command; returns ``(changed, dispatch)``.
+
+    It leaves the device's pending list at once and a late ack is 409. Cancelling a cancelled command
+    again changes nothing; cancelling one that already finished otherwise is a ``Conflict``.
+    """
+    now = utcnow()
+    row = (
+        db.execute(
+            update(FcmDispatch)
+            .where(FcmDispatch.request_id == request_id, FcmDispatch.status == "pending")
+            .values(
+                status="cancelled",
+                finished_at=now,
+                lease_until=None,
+                fcm_status=case((FcmDispatch.fcm_status == "pending", "skipped"), else_=FcmDispatch.fcm_status),
+            )
+            .returning(FcmDispatch.__table__)
+            .execution_options(synchronize_session=False)
+        )
+        .mappings()
+        .first()
+    )
+    if row is not None:
+        record(db, actor, "command.cancel", request_id, device_id=row["device_id"], action=row["action"])
+        return True, public_dispatch(dict(row))
+    current = get_dispatch(db, request_id)
+    if current["status"] == "cancelled":
+        return False, current
+    raise Conflict(f"command {request_id!r} is already {current['status']}")
 
 
 def get_dispatch(db: Session, request_id: str) -> dict[str, Any]:
@@ -174,15 +210,19 @@ def list_dispatches(
     status: str | None = None,
     since: datetime | None = None,
     limit: int = 50,
+    before_id: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; keyset: ``before_id`` is the ``id`` of the last dispatch of the previous page."""
     query = select(FcmDispatch).order_by(FcmDispatch.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(FcmDispatch.id < before_id)
     if device_id is not None:
         query = query.where(FcmDispatch.device_id == device_id)
     if status is not None:
         query = query.where(FcmDispatch.status == status)
     if since is not None:
         query = query.where(FcmDispatch.created_at >= since)
-    return [public_dispatch(r) for r in db.execute(query).scalars()]
+    return [public_dispatch(r) | {"id": r.id} for r in db.execute(query).scalars()]
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float | None:

@@ -14,7 +14,8 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from core.migrations import head_revision
 from core.settings import Settings, get_settings
-from nexmdm_api.auth import precheck
+from nexmdm_api.auditbuffer import AuditBuffer
+from nexmdm_api.auth import authorize_admin, precheck
 from nexmdm_api.background import background_lifespan
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
@@ -27,7 +28,7 @@ from nexmdm_api.openapi import (
     check_query,
 )
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
-from nexmdm_api.routes import apk, commands, devices, enroll, health, heartbeats
+from nexmdm_api.routes import apk, audit, commands, devices, enroll, health, heartbeats, keys, tokens
 
 #: every endpoint but the APK upload accepts at most this much body (heartbeats are tiny)
 MAX_BODY_BYTES = 64 * 1024
@@ -35,10 +36,13 @@ API_VERSION = "1.0.0"
 
 
 async def check_request(request: Request[Any, Any, Any]) -> None:
-    """Before Litestar reads anything: 401 without a bearer token of the right kind (no database), then
-    415 for a body of the wrong type and 400 for a missing one, or one nested too deeply, not UTF-8 or
-    with a repeated key (``nexmdm_api.jsonbody``)."""
+    """Before Litestar reads anything: 401 without a bearer token of the right kind (no database); on
+    admin endpoints the key and its role (401/403, ``nexmdm_api.auth.authorize_admin``); then 415 for a
+    body of the wrong type and 400 for a missing one, or one nested too deeply, not UTF-8 or with a
+    repeated key (``nexmdm_api.jsonbody``)."""
     precheck(request)
+    if request.route_handler.opt.get("auth") == "admin":
+        await authorize_admin(request)
     check_query(request)
     kind = request.route_handler.opt.get("body")
     if kind is None:
@@ -95,9 +99,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
             commands.ack_command,
             commands.create_command,
             commands.get_command,
+            commands.cancel_command,
+            commands.list_commands,
             devices.list_devices,
             devices.get_device,
             devices.device_heartbeats,
+            devices.revoke_device,
+            tokens.create_token,
+            tokens.list_tokens,
+            tokens.revoke_token,
+            keys.create_key,
+            keys.list_keys,
+            keys.revoke_key,
+            audit.list_audit,
             apk.latest_build,
             apk.download_latest,
             apk.download_build,
@@ -115,6 +129,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "head_revision": head_revision(settings.database_url),
                 "auth_limiter": FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window_seconds),
                 "heartbeat_limiter": TokenBucket(settings.heartbeat_rate_per_minute, settings.heartbeat_burst),
+                "audit_buffer": AuditBuffer(),
             }
         ),
         plugins=[problem_details_plugin(), ActionsSchemaPlugin(settings.actions), ClosedStructSchemaPlugin()],

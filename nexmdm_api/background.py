@@ -25,6 +25,7 @@ from core.delivery import DeliveryWorker, client_from_settings, queue_stats, swe
 from core.errors import DatabaseUnavailable
 from core.settings import Settings
 from nexmdm_api import metrics
+from nexmdm_api.auditbuffer import AuditBuffer
 from nexmdm_api.db import Database
 
 logger = logging.getLogger("nexmdm.api")
@@ -34,7 +35,7 @@ PARTITIONS_EVERY_SECONDS = 3600.0
 SWEEP_EVERY_SECONDS = 30.0
 
 
-def _maintain(database: Database, settings: Settings, stop: threading.Event) -> None:
+def _maintain(database: Database, settings: Settings, stop: threading.Event, audit_buffer: AuditBuffer) -> None:
     last_partitions = 0.0
     last_sweep = 0.0
     while not stop.is_set():
@@ -51,6 +52,7 @@ def _maintain(database: Database, settings: Settings, stop: threading.Event) -> 
             with database.read_sessions() as db:
                 stats = queue_stats(db)
             metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+            audit_buffer.flush(database.sessions)
         except (SQLAlchemyError, DatabaseUnavailable) as exc:
             logger.warning("maintenance could not use the database: %s", str(exc).splitlines()[0])
         except Exception:  # never end the thread: partitions ahead matter more than one failed round
@@ -64,7 +66,10 @@ def background_lifespan(settings: Settings) -> Any:
         database: Database = app.state.db
         stop = threading.Event()
         maintenance = threading.Thread(
-            target=_maintain, args=(database, settings, stop), name="nexmdm-maintenance", daemon=True
+            target=_maintain,
+            args=(database, settings, stop, app.state.audit_buffer),
+            name="nexmdm-maintenance",
+            daemon=True,
         )
         threads = [maintenance]
         worker = None
@@ -92,5 +97,9 @@ def background_lifespan(settings: Settings) -> Any:
                 thread.join(timeout=15)
             if worker is not None:
                 worker.close()
+            try:
+                app.state.audit_buffer.flush(database.sessions)
+            except Exception:  # noqa: BLE001 - stopping must not fail because the database is gone
+                logger.warning("could not write the last audit aggregates")
 
     return lifespan

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core.models.base import Base, JSONType
 from core.types import UTCDateTime, utcnow
 
-COMMAND_STATUSES = ("pending", "acked", "failed", "expired")
-FINISHED_STATUSES = ("acked", "failed", "expired")
+COMMAND_STATUSES = ("pending", "acked", "failed", "expired", "cancelled")
+FINISHED_STATUSES = ("acked", "failed", "expired", "cancelled")
 FCM_STATUSES = ("pending", "sent", "failed", "skipped")
 
 
@@ -43,7 +43,7 @@ class FcmDispatch(Base):
     ack_detail: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'acked', 'failed', 'expired')", name="status_known"),
+        CheckConstraint("status IN ('pending', 'acked', 'failed', 'expired', 'cancelled')", name="status_known"),
         CheckConstraint("fcm_status IN ('pending', 'sent', 'failed', 'skipped')", name="fcm_status_known"),
         Index(None, "device_id", "status"),
         Index(None, "status", "created_at"),

@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 from core import apk, db_utils
 from core.errors import NotFound
 from core.models import ApkBuild
-from nexmdm_api.auth import ADMIN_SECURITY, ANY_SECURITY, Principal, client_ip, require_admin, require_apk_reader
+from nexmdm_api.auth import (
+    ANY_SECURITY,
+    Principal,
+    admin_actor,
+    admin_route,
+    client_ip,
+    require_admin,
+    require_apk_reader,
+)
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut
@@ -206,10 +214,9 @@ class ApkUpload:
     description="`multipart/form-data` with `file`, `version_code` and `version_name`. Its own body limit "
     "(`NEXMDM_APK_UPLOAD_MAX_MB`).",
     status_code=201,
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "body": "multipart"},
-    responses=problems(400, 401, 409, 413, 415, 422, 429),
+    **admin_route("operator", body="multipart", action="apk.upload"),
+    responses=problems(400, 401, 403, 409, 413, 415, 422, 429),
 )
 def upload_build(
     request: Request[Any, Any, Any],
@@ -224,6 +231,7 @@ def upload_build(
             source=data.file.file,  # type: ignore[arg-type]
             version_code=data.version_code,
             version_name=data.version_name,
+            actor=admin_actor(request),
         )
     finally:
         data.file.file.close()

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from core import apk
+from core.events.audit import cli_actor
 from core.types import utcnow
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, show, since, size, stamp, table
 from nexmdm_cli.state import print_json, state
@@ -26,7 +27,9 @@ def add(
     """Copy an APK into the APK folder (NEXMDM_APK_DIR), record its size and sha256."""
     st = state(ctx)
     with st.session() as db:
-        build = apk.add_build_from_file(db, st.settings, file, version_code=version_code, version_name=version_name)
+        build = apk.add_build_from_file(
+            db, st.settings, file, version_code=version_code, version_name=version_name, actor=cli_actor()
+        )
     if json_output:
         print_json(build)
         return

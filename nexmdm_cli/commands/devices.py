@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from core import devices
+from core.events.audit import cli_actor
 from core.types import utcnow
 from nexmdm_cli.render import (
     CONTEXT,
@@ -116,7 +117,7 @@ def revoke(
     if not yes:
         confirm(f"Revoke device {device_id} on {st.masked_url}? Its token stops working at once")
     with st.session() as db:
-        data = devices.device_dict(devices.revoke_device(db, device_id), st.settings)
+        data = devices.device_dict(devices.revoke_device(db, device_id, actor=cli_actor()), st.settings)
     if json_output:
         print_json(data)
         return

@@ -8,6 +8,7 @@ import typer
 
 from core import credentials
 from core.durations import parse_duration
+from core.events.audit import cli_actor
 from core.types import utcnow
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
 from nexmdm_cli.state import print_json, state
@@ -27,7 +28,9 @@ def create(
     st = state(ctx)
     lifetime = parse_duration(expires, field="--expires")
     with st.session() as db:
-        secret, token = credentials.create_enrollment_token(db, uses=uses, expires_in=lifetime, note=note_text)
+        secret, token = credentials.create_enrollment_token(
+            db, uses=uses, expires_in=lifetime, note=note_text, actor=cli_actor()
+        )
     if json_output:
         print_json(token | {"secret": secret})
         return
@@ -80,7 +83,7 @@ def revoke(
     """Revoke an enrollment token: no further device can enroll with it (enrolled devices are unaffected)."""
     st = state(ctx)
     with st.session() as db:
-        token = credentials.revoke_enrollment_token(db, token_id)
+        token = credentials.revoke_enrollment_token(db, token_id, actor=cli_actor())
     if json_output:
         print_json(token)
         return
