@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from core import partitions, timeouts, validation
 from core.errors import Conflict, InvalidArgument, LockTimeout, NotFound
+from core.events import retention
 from core.models import (
     DOWNLOAD_SOURCES,
     FCM_STATUSES,
@@ -49,7 +50,7 @@ _DISPATCHES: Table = FcmDispatch.__table__  # type: ignore[assignment]
 _HEARTBEATS: Table = DeviceHeartbeat.__table__  # type: ignore[assignment]
 _DEVICES: Table = Device.__table__  # type: ignore[assignment]
 _DOWNLOADS: Table = ApkDownloadEvent.__table__  # type: ignore[assignment]
-CLEANUP_ENTITIES = ("device_heartbeats", "fcm_dispatches", "apk_download_events")
+CLEANUP_ENTITIES = ("device_heartbeats", "fcm_dispatches", "apk_download_events", "audit_events", "webhook_outbox")
 
 
 # --------------------------------------------------------------------------------------- plumbing
@@ -563,6 +564,8 @@ _CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "device_heartbeats": cleanup_old_heartbeats,
     "fcm_dispatches": cleanup_old_fcm_dispatches,
     "apk_download_events": cleanup_old_apk_download_events,
+    "audit_events": retention.cleanup_old_audit_events,
+    "webhook_outbox": retention.cleanup_old_webhook_deliveries,
 }
 
 

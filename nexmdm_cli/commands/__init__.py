@@ -9,6 +9,7 @@ import typer
 
 from nexmdm_cli.commands import (
     apk,
+    audit,
     cleanup,
     db,
     demo,
@@ -33,6 +34,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("tokens", tokens.app),
     ("keys", keys.app),
     ("apk", apk.app),
+    ("audit", audit.app),
 ]
 #: top-level commands
 COMMANDS: list[Callable[..., Any]] = [
