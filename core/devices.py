@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from core import credentials, db_utils, security, validation
 from core.errors import Conflict, InvalidCredentials, NotFound
 from core.events.audit import Actor, record
+from core.events.webhooks import emit
 from core.models import Device, DeviceHeartbeat, FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
@@ -91,6 +92,12 @@ def revoke_device(db: Session, device_id: str, *, actor: Actor | None = None) ->
     db.flush()
     if changed:
         record(db, actor, "device.revoke", device_id)
+        emit(
+            db,
+            "device.revoked",
+            {"device_id": device_id, "revoked_at": device.revoked_at.isoformat()},
+            device_id=device_id,
+        )
     return device
 
 
@@ -164,6 +171,7 @@ def enroll_device(
     if fcm_token:
         fields |= {"fcm_token": fcm_token, "fcm_token_dead_at": None}
     created = device is None
+    reenrolled = device is not None and device.revoked_at is not None
     if device is None:
         device = Device(id=device_id, enrolled_at=now, **fields)
         db.add(device)
@@ -178,6 +186,9 @@ def enroll_device(
         for name, value in fields.items():
             setattr(device, name, value)
         db.flush()
+    if created or reenrolled:  # a new enrollment, not a retry or a token rotation
+        data = {"device_id": device_id, "model": model, "os_version": os_version, "agent_version": agent_version}
+        emit(db, "device.enrolled", data | {"enrolled_at": now.isoformat()}, device_id=device_id)
     return {"device_id": device_id, "device_token": secret, "created": created}
 
 

@@ -13,6 +13,7 @@ from core import db_utils, validation
 from core.devices import get_device
 from core.errors import Conflict, InvalidArgument, NotFound
 from core.events.audit import Actor, record
+from core.events.webhooks import emit
 from core.models import FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
@@ -107,6 +108,17 @@ def create_command(
     return result["created"], public_dispatch(dispatch)
 
 
+def _failure(row: Any) -> dict[str, Any]:
+    """``command.failed`` data: never the payload nor the device's free-text detail (it may hold anything)."""
+    return {
+        "request_id": row["request_id"],
+        "device_id": row["device_id"],
+        "action": row["action"],
+        "payload_hash": row["payload_hash"],
+        "failed_at": row["finished_at"].isoformat(),
+    }
+
+
 def cancel_command(db: Session, request_id: str, *, actor: Actor | None = None) -> tuple[bool, dict[str, Any]]:
     """Cancel a pending command; returns ``(changed, dispatch)``.
 
@@ -186,6 +198,9 @@ def ack_command(
         .first()
     )
     if row is not None:
+        if new_status == "failed":
+            # device-reported failures only; commands of a campaign report through campaign.* instead
+            emit(db, "command.failed", _failure(row), device_id=device_id)
         return True, public_dispatch(dict(row))
     current = (
         db.execute(

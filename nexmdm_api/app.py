@@ -28,7 +28,7 @@ from nexmdm_api.openapi import (
     check_query,
 )
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
-from nexmdm_api.routes import apk, audit, commands, devices, enroll, health, heartbeats, keys, tokens
+from nexmdm_api.routes import apk, audit, commands, devices, enroll, health, heartbeats, keys, tokens, webhooks
 
 #: every endpoint but the APK upload accepts at most this much body (heartbeats are tiny)
 MAX_BODY_BYTES = 64 * 1024
@@ -112,6 +112,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             keys.list_keys,
             keys.revoke_key,
             audit.list_audit,
+            webhooks.create_webhook,
+            webhooks.list_webhooks,
+            webhooks.remove_webhook,
+            webhooks.test_webhook,
+            webhooks.list_deliveries,
+            webhooks.redeliver,
             apk.latest_build,
             apk.download_latest,
             apk.download_build,

@@ -2,7 +2,9 @@
 
 * **Maintenance** (every process): PostgreSQL heartbeat partitions for the coming week at start and then
   hourly, so ingestion never depends on cron alone; the expiry sweep of unacknowledged commands (with or
-  without FCM); the push-queue gauges every few seconds.
+  without FCM); device presence (``device.online``/``device.offline``, ``core.events.presence``); the
+  push-queue gauges every few seconds; the audit trail's refusal counters.
+* **Webhooks** (every process): a ``WebhookSender`` delivering the webhook outbox in its own threads.
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
   pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
 """
@@ -23,6 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from core import partitions
 from core.delivery import DeliveryWorker, client_from_settings, queue_stats, sweep_expired
 from core.errors import DatabaseUnavailable
+from core.events import presence
+from core.events.delivery import WebhookSender
 from core.settings import Settings
 from nexmdm_api import metrics
 from nexmdm_api.auditbuffer import AuditBuffer
@@ -33,6 +37,7 @@ logger = logging.getLogger("nexmdm.api")
 QUEUE_GAUGE_SECONDS = 5.0
 PARTITIONS_EVERY_SECONDS = 3600.0
 SWEEP_EVERY_SECONDS = 30.0
+WEBHOOK_POLL_SECONDS = 1.0
 
 
 def _maintain(database: Database, settings: Settings, stop: threading.Event, audit_buffer: AuditBuffer) -> None:
@@ -48,6 +53,7 @@ def _maintain(database: Database, settings: Settings, stop: threading.Event, aud
                 last_partitions = time.monotonic()
             if time.monotonic() - last_sweep >= SWEEP_EVERY_SECONDS:
                 sweep_expired(database.sessions, settings)
+                presence.sweep(database.sessions, settings)
                 last_sweep = time.monotonic()
             with database.read_sessions() as db:
                 stats = queue_stats(db)
@@ -87,6 +93,15 @@ def background_lifespan(settings: Settings) -> Any:
                 )
                 threads.append(delivery)
         app.state.delivery_worker = worker
+        webhooks = app.state.webhook_sender = WebhookSender(database.sessions, settings)
+        threads.append(
+            threading.Thread(
+                target=webhooks.run,
+                args=(stop, WEBHOOK_POLL_SECONDS),
+                name="nexmdm-webhooks",
+                daemon=True,
+            )
+        )
         for thread in threads:
             thread.start()
         try:
@@ -97,6 +112,7 @@ def background_lifespan(settings: Settings) -> Any:
                 thread.join(timeout=15)
             if worker is not None:
                 worker.close()
+            webhooks.close()
             try:
                 app.state.audit_buffer.flush(database.sessions)
             except Exception:  # noqa: BLE001 - stopping must not fail because the database is gone

@@ -89,3 +89,63 @@ class AuditEventOut(msgspec.Struct):
 class AuditPage(msgspec.Struct):
     items: list[AuditEventOut]
     next_cursor: str | None
+
+
+EventType = Literal[
+    "device.enrolled",
+    "device.offline",
+    "device.online",
+    "device.revoked",
+    "command.failed",
+    "campaign.completed",
+    "campaign.halted",
+]
+
+
+class WebhookIn(msgspec.Struct, forbid_unknown_fields=True):
+    url: Annotated[str, Meta(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=7)]
+    #: 32-128 printable ASCII characters; made by the server when absent (and then returned, once)
+    secret: Annotated[str, Meta(min_length=32, max_length=128, pattern=r"^[!-~]+$")] | None = None
+
+
+class WebhookOut(msgspec.Struct):
+    id: str
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    #: the signing secret, only when the server made it (shown once)
+    secret: str | None = None
+
+
+class WebhookPage(msgspec.Struct):
+    items: list[WebhookOut]
+    next_cursor: str | None
+
+
+class WebhookTest(msgspec.Struct):
+    endpoint_id: str
+    event_id: str
+
+
+class DeliveryOut(msgspec.Struct):
+    id: int
+    event_id: str
+    endpoint_id: str
+    event_type: str
+    device_id: str | None
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class DeliveryPage(msgspec.Struct):
+    items: list[DeliveryOut]
+    next_cursor: str | None

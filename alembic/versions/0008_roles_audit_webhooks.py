@@ -93,7 +93,9 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_webhook_outbox_status_next_attempt_at"), "webhook_outbox", ["status", "next_attempt_at"])
     op.create_index(
-        op.f("ix_webhook_outbox_endpoint_id_order_key_id"), "webhook_outbox", ["endpoint_id", "order_key", "id"]
+        op.f("ix_webhook_outbox_endpoint_id_order_key_status_id"),
+        "webhook_outbox",
+        ["endpoint_id", "order_key", "status", "id"],
     )
     op.create_index(op.f("ix_webhook_outbox_created_at"), "webhook_outbox", ["created_at"])
 
@@ -120,7 +122,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_device_presence_state_device_id"), table_name="device_presence")
     op.drop_table("device_presence")
     op.drop_index(op.f("ix_webhook_outbox_created_at"), table_name="webhook_outbox")
-    op.drop_index(op.f("ix_webhook_outbox_endpoint_id_order_key_id"), table_name="webhook_outbox")
+    op.drop_index(op.f("ix_webhook_outbox_endpoint_id_order_key_status_id"), table_name="webhook_outbox")
     op.drop_index(op.f("ix_webhook_outbox_status_next_attempt_at"), table_name="webhook_outbox")
     op.drop_table("webhook_outbox")
     op.drop_table("webhook_endpoints")

@@ -87,7 +87,7 @@ class WebhookOutbox(Base):
         CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status_known"),
         UniqueConstraint("endpoint_id", "event_id"),
         Index(None, "status", "next_attempt_at"),
-        Index(None, "endpoint_id", "order_key", "id"),
+        Index(None, "endpoint_id", "order_key", "status", "id"),
         Index(None, "created_at"),
     )
 

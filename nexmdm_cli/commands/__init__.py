@@ -21,6 +21,7 @@ from nexmdm_cli.commands import (
     serve,
     simulate,
     tokens,
+    webhooks,
     worker,
 )
 
@@ -35,6 +36,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("keys", keys.app),
     ("apk", apk.app),
     ("audit", audit.app),
+    ("webhooks", webhooks.app),
 ]
 #: top-level commands
 COMMANDS: list[Callable[..., Any]] = [

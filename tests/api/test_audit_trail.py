@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import credentials, dispatches
+from core.events import webhooks
 from core.models import AuditEvent
 from core.settings import Settings
 from nexmdm_api import create_app
@@ -39,6 +40,18 @@ def _seed_token(factory: sessionmaker[Session]) -> str:
 def _seed_key(factory: sessionmaker[Session]) -> None:
     with factory.begin() as db:
         credentials.create_admin_key(db, name="victim", role="viewer")
+
+
+def _seed_webhook(factory: sessionmaker[Session]) -> str:
+    with factory.begin() as db:
+        return webhooks.add_endpoint(db, url="https://hooks.example.com/x", events=["device.offline"])[1]["id"]
+
+
+def _seed_delivery(factory: sessionmaker[Session]) -> int:
+    endpoint_id = _seed_webhook(factory)
+    with factory.begin() as db:
+        webhooks.send_test(db, endpoint_id)
+        return webhooks.list_deliveries(db, endpoint_id=endpoint_id)[0]["id"]
 
 
 #: (method, path) -> (expected action, call(client, headers, context) -> response)
@@ -78,6 +91,24 @@ MUTATIONS: dict[tuple[str, str], tuple[str, Call]] = {
     ("POST", "/v1/keys/{name:str}/revoke"): (
         "key.revoke",
         lambda c, h, x: (_seed_key(x.factory), c.post("/v1/keys/victim/revoke", headers=h))[1],
+    ),
+    ("POST", "/v1/webhooks"): (
+        "webhook.create",
+        lambda c, h, x: c.post(
+            "/v1/webhooks", json={"url": "https://hooks.example.com/n", "events": ["device.online"]}, headers=h
+        ),
+    ),
+    ("DELETE", "/v1/webhooks/{endpoint_id:str}"): (
+        "webhook.remove",
+        lambda c, h, x: c.delete(f"/v1/webhooks/{_seed_webhook(x.factory)}", headers=h),
+    ),
+    ("POST", "/v1/webhooks/{endpoint_id:str}/test"): (
+        "webhook.test",
+        lambda c, h, x: c.post(f"/v1/webhooks/{_seed_webhook(x.factory)}/test", headers=h),
+    ),
+    ("POST", "/v1/webhooks/deliveries/{delivery_id:int}/redeliver"): (
+        "webhook.redeliver",
+        lambda c, h, x: c.post(f"/v1/webhooks/deliveries/{_seed_delivery(x.factory)}/redeliver", headers=h),
     ),
 }
 

@@ -20,6 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import credentials, dispatches
+from core.events import webhooks
 from core.models import AuditEvent
 from core.settings import Settings
 from core.types import utcnow
@@ -59,6 +60,18 @@ def _apk(_factory: sessionmaker[Session], tmp: Path) -> list[str]:
     return [str(path)]
 
 
+def _webhook(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
+    with factory.begin() as db:
+        return [webhooks.add_endpoint(db, url="https://hooks.example.com/x", events=["device.offline"])[1]["id"]]
+
+
+def _delivery(factory: sessionmaker[Session], tmp: Path) -> list[str]:
+    [endpoint_id] = _webhook(factory, tmp)
+    with factory.begin() as db:
+        webhooks.send_test(db, endpoint_id)
+        return [str(webhooks.list_deliveries(db, endpoint_id=endpoint_id)[0]["id"])]
+
+
 #: command -> (expected action, setup returning extra arguments, arguments after them)
 CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "devices revoke": ("device.revoke", _device, ["dev_a", "--yes"]),
@@ -68,6 +81,10 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "keys create": ("key.create", lambda f, t: [], ["--name", "ci", "--role", "viewer"]),
     "keys revoke": ("key.revoke", _key, ["victim", "--yes"]),
     "apk add": ("apk.upload", _apk, ["--version-code", "3", "--version-name", "3"]),
+    "webhooks add": ("webhook.create", lambda f, t: ["https://hooks.example.com/a"], ["--events", "device.online"]),
+    "webhooks remove": ("webhook.remove", _webhook, ["--yes"]),
+    "webhooks test": ("webhook.test", _webhook, []),
+    "webhooks redeliver": ("webhook.redeliver", _delivery, []),
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision
@@ -92,6 +109,8 @@ NOT_AUDITED = {
     "apk downloads": "read",
     "audit list": "read",
     "audit export": "read",
+    "webhooks list": "read",
+    "webhooks deliveries": "read",
     "serve": "runs the API (whose admin changes are audited as key:NAME)",
     "worker": "delivery (automatic changes are system:worker)",
     "simulate": "load generator against an API",
