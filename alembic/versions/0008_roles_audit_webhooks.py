@@ -61,7 +61,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("url", sa.String(length=2048), nullable=False),
         sa.Column("events", core.models.base.JSONType, nullable=False),
-        sa.Column("secret", sa.String(length=128), nullable=False),
+        sa.Column("secret", core.types.SecretText(length=128), nullable=False),
         sa.Column("created_at", UTC, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoints")),
     )

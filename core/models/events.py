@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
-from core.types import UTCDateTime, utcnow
+from core.types import SecretText, UTCDateTime, utcnow
 
 #: an id column that is BIGINT on PostgreSQL and SQLite's rowid alias (INTEGER PRIMARY KEY) there
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -57,7 +57,7 @@ class WebhookEndpoint(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     url: Mapped[str] = mapped_column(String(2048))
     events: Mapped[list[str]] = mapped_column(JSONType)
-    secret: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(SecretText)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

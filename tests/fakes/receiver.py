@@ -53,6 +53,8 @@ class Delivery:
 class Receiver:
     secret: str = ""
     received: list[Delivery] = field(default_factory=list)
+    #: requests that reached the handler (before it waits at ``gate``)
+    arrived: int = 0
     scripted: deque[int] = field(default_factory=deque)
     status: int = 200
     gate: threading.Event | None = None
@@ -79,6 +81,8 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.arrived += 1
                 if receiver.gate is not None:
                     receiver.gate.wait(30)
                 signature = self.headers.get("NexMDM-Signature", "")

@@ -139,6 +139,12 @@ def database_text(engine: Engine) -> str:
     return "\n".join(parts)
 
 
+def table_text(engine: Engine, name: str) -> str:
+    table = Base.metadata.tables[name]
+    with engine.connect() as conn:
+        return "\n".join(str(value) for row in conn.execute(select(table)) for value in row)
+
+
 def response_without_issued_token(response: httpx.Response) -> str:
     """A response's status, headers and body, less the one secret it exists to hand out (an enrollment's)."""
     text = f"{response.status_code} {response.headers.raw!r} {response.content!r}"
@@ -189,6 +195,9 @@ def test_no_secret_in_logs_responses_or_database(
     cli = Cli(settings.database_url, tmp_path)
     enrollment = cli.json("tokens", "create", "--uses", "10", "--expires", "1h", "--note", "rollout")
     admin_key = cli.json("keys", "create", "--name", "ops")
+    hook = cli.json(
+        "webhooks", "add", "https://hooks.example.com/in", "--events", "device.enrolled,device.revoked,command.failed"
+    )
     secrets = [enrollment["secret"], admin_key["secret"]]
     nxe, nxa = enrollment["secret"], admin_key["secret"]
 
@@ -291,6 +300,17 @@ def test_no_secret_in_logs_responses_or_database(
             call("POST", "/v1/commands/cmd-dev_a/ack", tokens["dev_b"], json={"status": "completed"}).status_code == 404
         )
         assert call("POST", "/v1/commands/cmd-dev_b/ack", tokens["dev_b"], json={"status": "failed"}).status_code == 409
+        # a command that fails on the device: a webhook event (with the payload's hash, never the payload)
+        failing = call(
+            "POST",
+            "/v1/devices/dev_b/commands",
+            nxa,
+            json={"action": "lock", "payload": {"unlock_code": "PAYLOAD-7731"}},
+            headers={"Idempotency-Key": "cmd-fail"},
+        )
+        assert failing.status_code == 202
+        detail = {"status": "failed", "detail": "DETAIL-4411"}
+        assert call("POST", "/v1/commands/cmd-fail/ack", tokens["dev_b"], json=detail).status_code == 200
         # revocations through the CLI (its own engine, as an operator's shell would be)
         cli("devices", "revoke", "dev_c", "--yes")
         assert_unauthorized(call("POST", "/v1/heartbeat", tokens["dev_c"], json={}))
@@ -310,6 +330,18 @@ def test_no_secret_in_logs_responses_or_database(
         ]
 
     assert len(set(secrets)) == len(secrets) == 7
+    # the audit trail and the webhook bodies hold neither a credential, nor the webhook's signing secret,
+    # nor a command's payload or a device's ack detail
+    trail = table_text(engine, "audit_events")
+    bodies = table_text(engine, "webhook_outbox")
+    assert "device.revoke" in trail and "key.revoke" in trail and "command.create" in trail
+    assert "device.enrolled" in bodies and "device.revoked" in bodies and "command.failed" in bodies
+    for where, text in (("audit trail", trail), ("webhook bodies", bodies)):
+        leaked = [s[:8] + "..." for s in [*secrets, hook["secret"]] if leaks(s, text)]
+        assert leaked == [], f"secrets found in the {where}: {leaked}"
+        assert "PAYLOAD-7731" not in text and "DETAIL-4411" not in text, where
+    assert not leaks(hook["secret"], logs.text() + "\n".join(map(response_without_issued_token, call.responses)))
+    assert not leaks(hook["secret"], "\n".join(listings) + cli("webhooks", "list", "--json"))
     stored = database_text(engine)
     log_text = logs.text()
     response_text = "\n".join(map(response_without_issued_token, call.responses))
