@@ -133,7 +133,10 @@ def get_build(db: Session, build_id: int | None = None) -> ApkBuild:
     return build
 
 
-def list_downloads(db: Session, *, since: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_downloads(
+    db: Session, *, since: datetime | None = None, limit: int = 100, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Download events newest first (keyset: ``before_id`` is the last id of the previous page)."""
     query = (
         select(ApkDownloadEvent, ApkBuild.version_code, ApkBuild.version_name)
         .join(ApkBuild, ApkBuild.id == ApkDownloadEvent.build_id)
@@ -142,6 +145,8 @@ def list_downloads(db: Session, *, since: datetime | None = None, limit: int = 1
     )
     if since is not None:
         query = query.where(ApkDownloadEvent.created_at >= since)
+    if before_id is not None:
+        query = query.where(ApkDownloadEvent.id < before_id)
     return [
         {
             "id": event.id,

@@ -28,7 +28,19 @@ from nexmdm_api.openapi import (
     check_query,
 )
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
-from nexmdm_api.routes import apk, audit, commands, devices, enroll, health, heartbeats, keys, tokens, webhooks
+from nexmdm_api.routes import (
+    apk,
+    apk_admin,
+    audit,
+    commands,
+    devices,
+    enroll,
+    health,
+    heartbeats,
+    keys,
+    tokens,
+    webhooks,
+)
 
 #: every endpoint but the APK upload accepts at most this much body (heartbeats are tiny)
 MAX_BODY_BYTES = 64 * 1024
@@ -88,7 +100,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     prometheus = PrometheusConfig(app_name="nexmdm", prefix="nexmdm", group_path=True, exclude=["^/metrics$"])
     uploads = Router(
         path="/",
-        route_handlers=[apk.upload_build],
+        # the list shares the upload's path: one router, or Litestar registers OPTIONS twice
+        route_handlers=[apk.upload_build, apk_admin.list_builds],
         request_max_body_size=settings.apk_upload_max_mb * 1024 * 1024,
     )
     return Litestar(
@@ -121,6 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             apk.latest_build,
             apk.download_latest,
             apk.download_build,
+            apk_admin.list_downloads,
             uploads,
             health.healthz,
             health.readyz,

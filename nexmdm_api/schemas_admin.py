@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from nexmdm_api.schemas import TEXT_PATTERN, Dispatch
+from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch
 
 Role = Literal["viewer", "operator", "admin"]
 KEY_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -148,4 +148,25 @@ class DeliveryOut(msgspec.Struct):
 
 class DeliveryPage(msgspec.Struct):
     items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class ApkBuildPage(msgspec.Struct):
+    items: list[ApkBuildOut]
+    next_cursor: str | None
+
+
+class ApkDownloadOut(msgspec.Struct):
+    id: int
+    build_id: int
+    version_code: int
+    version_name: str
+    source: str
+    token_id: str | None
+    ip: str | None
+    created_at: datetime
+
+
+class ApkDownloadPage(msgspec.Struct):
+    items: list[ApkDownloadOut]
     next_cursor: str | None

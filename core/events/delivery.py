@@ -157,6 +157,8 @@ class WebhookSender:
             .limit(limit or self.settings.webhook_concurrency * 4)
             .with_for_update(skip_locked=True, of=WebhookOutbox)  # PostgreSQL; SQLite's BEGIN IMMEDIATE serializes
         )
+        if not self._anything_due(now):
+            return []
         with self.sessions.begin() as db:
             ids = list(db.execute(due).scalars())
             if not ids:
@@ -188,6 +190,15 @@ class WebhookSender:
             ),
             key=lambda c: c.id,
         )
+
+    def _anything_due(self, now: datetime) -> bool:
+        """A read-only look first: an idle sender never takes SQLite's write lock (it polls every second)."""
+        with self.sessions() as db:
+            db.connection(execution_options={"sqlite_begin": "DEFERRED"})
+            row = db.execute(
+                select(_OUTBOX.c.id).where(_OUTBOX.c.status == "pending", _OUTBOX.c.next_attempt_at <= now).limit(1)
+            ).first()
+        return row is not None
 
     def send(self, claim: Claim) -> tuple[int | None, str | None]:
         """POST one delivery; returns (HTTP status or None, error or None). Never raises."""

@@ -32,6 +32,8 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("GET", "/v1/devices/{device_id:str}/heartbeats"): "viewer",
     ("POST", "/v1/devices/{device_id:str}/revoke"): "operator",
     ("POST", "/v1/apk/builds"): "operator",
+    ("GET", "/v1/apk/builds"): "viewer",
+    ("GET", "/v1/apk/downloads"): "viewer",
     ("POST", "/v1/tokens"): "operator",
     ("GET", "/v1/tokens"): "viewer",
     ("POST", "/v1/tokens/{token_id:str}/revoke"): "operator",
