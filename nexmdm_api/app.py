@@ -24,6 +24,7 @@ from nexmdm_api.openapi import (
     ActionsSchemaPlugin,
     ClosedStructSchemaPlugin,
     MetricsController,
+    allow,
     check_json_types,
     check_query,
 )
@@ -101,11 +102,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
     uploads = Router(
         path="/",
         # the list shares the upload's path: one router, or Litestar registers OPTIONS twice
-        route_handlers=[apk.upload_build, apk_admin.list_builds],
+        route_handlers=[allow("/v1/apk/builds"), apk.upload_build, apk_admin.list_builds],
         request_max_body_size=settings.apk_upload_max_mb * 1024 * 1024,
     )
     return Litestar(
         route_handlers=[
+            # paths with several handlers: their OPTIONS first (see ``allow``)
+            *(allow(path) for path in ("/v1/tokens", "/v1/keys", "/v1/webhooks")),
             enroll.enroll,
             heartbeats.heartbeat if settings.is_sqlite else heartbeats.heartbeat_batched,
             commands.pending_commands,

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, exists, select, true, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from core.events.webhooks import sign
@@ -99,6 +99,7 @@ def pin(url: str, *, allow_private: bool, resolver: Resolver = resolve) -> tuple
 @dataclass(frozen=True)
 class Claim:
     id: int
+    endpoint_id: str
     event_id: str
     event_type: str
     body: str
@@ -129,13 +130,18 @@ class WebhookSender:
             headers={"User-Agent": USER_AGENT},
         )
         self._pool = ThreadPoolExecutor(max_workers=settings.webhook_concurrency, thread_name_prefix="webhook-send")
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        #: deliveries in flight per endpoint (``run``)
+        self._inflight: dict[str, int] = {}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Stop without waiting for a stuck receiver: a delivery cut short is retried when its lease ends."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self.http.close()
 
-    def claim(self, limit: int | None = None) -> list[Claim]:
-        """Lease the due heads of the queues (one row per endpoint and device at most)."""
+    def claim(self, limit: int | None = None, *, busy: frozenset[str] = frozenset()) -> list[Claim]:
+        """Lease the due heads of the queues (one row per endpoint and device at most), skipping ``busy`` endpoints."""
         now = self.clock()
         earlier = aliased(WebhookOutbox)
         due = (
@@ -144,6 +150,7 @@ class WebhookSender:
                 WebhookOutbox.status == "pending",
                 WebhookOutbox.next_attempt_at <= now,
                 (WebhookOutbox.lease_until.is_(None)) | (WebhookOutbox.lease_until < now),
+                WebhookOutbox.endpoint_id.not_in(busy) if busy else true(),
                 ~exists().where(
                     and_(
                         earlier.endpoint_id == WebhookOutbox.endpoint_id,
@@ -184,12 +191,12 @@ class WebhookSender:
             }
         return sorted(
             (
-                Claim(r.id, r.event_id, r.event_type, r.body, r.attempts, *endpoints[r.endpoint_id])
+                Claim(r.id, r.endpoint_id, r.event_id, r.event_type, r.body, r.attempts, *endpoints[r.endpoint_id])
                 for r in rows
                 if r.endpoint_id in endpoints
             ),
             key=lambda c: c.id,
-        )
+        )[: limit or len(rows)]
 
     def _anything_due(self, now: datetime) -> bool:
         """A read-only look first: an idle sender never takes SQLite's write lock (it polls every second)."""
@@ -258,11 +265,56 @@ class WebhookSender:
         outcomes = list(self._pool.map(lambda c: self.record(c, *self.send(c)), claims))
         return len(outcomes)
 
+    def _deliver(self, claim: Claim) -> None:
+        try:
+            self.record(claim, *self.send(claim))
+        except Exception as exc:  # noqa: BLE001 - the lease runs out and another round retries it
+            logger.warning("recording webhook %s failed: %s", claim.event_id, type(exc).__name__)
+        finally:
+            with self._lock:
+                self._inflight[claim.endpoint_id] -= 1
+                if not self._inflight[claim.endpoint_id]:
+                    del self._inflight[claim.endpoint_id]
+            self._wake.set()
+
     def run(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
+        """Keep every sender slot busy: claim as slots free up, never waiting for a whole round.
+
+        One endpoint holds at most half the slots (at least one), so a dead receiver that times out
+        every delivery slows only its own queues.
+        """
+        per_endpoint = max(1, self.settings.webhook_concurrency // 2)
         while not stop.is_set():
-            try:
-                if self.run_once():
+            self._wake.clear()
+            with self._lock:
+                free = self.settings.webhook_concurrency - sum(self._inflight.values())
+                busy = frozenset(e for e, n in self._inflight.items() if n >= per_endpoint)
+            claims: list[Claim] = []
+            if free > 0:
+                try:
+                    claims = self.claim(free, busy=busy)
+                except Exception as exc:  # noqa: BLE001 - the sender must outlive a database hiccup
+                    logger.warning(
+                        "webhook claim failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    )
+            taken: dict[str, int] = {}
+            for claim in claims:
+                if taken.get(claim.endpoint_id, 0) + self._inflight.get(claim.endpoint_id, 0) >= per_endpoint:
+                    self._release(claim)  # over this endpoint's share: let the lease go at once
                     continue
-            except Exception as exc:  # noqa: BLE001 - the sender must outlive a database hiccup
-                logger.warning("webhook round failed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            stop.wait(poll_seconds)
+                taken[claim.endpoint_id] = taken.get(claim.endpoint_id, 0) + 1
+                with self._lock:
+                    self._inflight[claim.endpoint_id] = self._inflight.get(claim.endpoint_id, 0) + 1
+                self._pool.submit(self._deliver, claim)
+            if not taken:
+                self._wake.wait(poll_seconds)
+            if stop.is_set():
+                break
+
+    def _release(self, claim: Claim) -> None:
+        with self.sessions.begin() as db:
+            db.execute(
+                update(_OUTBOX)
+                .where(_OUTBOX.c.id == claim.id, _OUTBOX.c.status == "pending", _OUTBOX.c.attempts == claim.attempts)
+                .values(lease_until=None)
+            )

@@ -7,6 +7,7 @@ sleeping; the receiver and the HTTP calls are real.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -258,3 +259,38 @@ def test_bad_endpoints_are_refused(session_factory) -> None:
                 webhooks.add_endpoint(db, url=url, events=events)
         with pytest.raises(InvalidArgument):
             webhooks.add_endpoint(db, url="https://example.com/", events=["device.offline"], secret="short")
+
+
+def test_a_stuck_receiver_does_not_starve_the_others(session_factory, hook_settings) -> None:
+    import threading
+
+    stuck, healthy = Receiver(gate=threading.Event()).start(), Receiver().start()
+    try:
+        subscribe(session_factory, stuck, "device.revoked")
+        stuck_secret = stuck.secret
+        subscribe(session_factory, healthy, "device.revoked")
+        stuck.secret = stuck_secret
+        for i in range(4):
+            add_device(session_factory, f"dev_{i}")
+            with session_factory.begin() as db:
+                devices.revoke_device(db, f"dev_{i}")
+        sender = WebhookSender(session_factory, hook_settings.with_overrides(webhook_concurrency=2))
+        stop = threading.Event()
+        runner = threading.Thread(target=sender.run, args=(stop, 0.05), daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 20
+        while len(healthy.received) < 4:
+            assert time.monotonic() < deadline, f"healthy receiver got {len(healthy.received)}"
+            time.sleep(0.05)
+        assert stuck.arrived == 1  # at most its share of the slots (one of two)
+        assert all(d.valid for d in healthy.received)
+        stuck.gate.set()
+        while len(stuck.received) < 4:
+            assert time.monotonic() < deadline, f"stuck receiver got {len(stuck.received)}"
+            time.sleep(0.05)
+        stop.set()
+        runner.join(5)
+        sender.close()
+    finally:
+        stuck.stop()
+        healthy.stop()
