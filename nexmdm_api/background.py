@@ -108,6 +108,7 @@ def background_lifespan(settings: Settings) -> Any:
             yield
         finally:
             stop.set()
+            webhooks.wake()
             for thread in threads:
                 thread.join(timeout=15)
             if worker is not None:

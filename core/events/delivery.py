@@ -311,6 +311,10 @@ class WebhookSender:
             if stop.is_set():
                 break
 
+    def wake(self) -> None:
+        """End ``run``'s wait at once (after its ``stop`` event was set, or when there is new work)."""
+        self._wake.set()
+
     def _release(self, claim: Claim) -> None:
         with self.sessions.begin() as db:
             db.execute(
