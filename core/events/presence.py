@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.events.webhooks import emit, subscribers
+from core.events.webhooks import emit_many, subscribers
 from core.models import Device, DevicePresence, PresenceSweep
 from core.settings import Settings
 from core.types import utcnow
@@ -115,9 +115,12 @@ def sweep(sessions: sessionmaker[Session], settings: Settings, *, now: datetime 
             with sessions.begin() as db:
                 moved = _transitions(db, going=going, cutoff=cutoff, now=now)
                 endpoints = subscribers(db, f"device.{going}") if moved else []
-                for device in moved:
-                    data = {"device_id": device["device_id"], "last_seen_at": device["last_seen_at"].isoformat()}
-                    emit(db, f"device.{going}", data, device_id=device["device_id"], endpoints=endpoints)
+                if endpoints:
+                    events = [
+                        ({"device_id": d["device_id"], "last_seen_at": d["last_seen_at"].isoformat()}, d["device_id"])
+                        for d in moved
+                    ]
+                    emit_many(db, f"device.{going}", events, endpoints=endpoints)
             counts[going] += len(moved)
             if len(moved) < BATCH:
                 break

@@ -39,6 +39,8 @@ TEST_EVENT = "webhook.test"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 MAX_URL_LENGTH = 2048
 _OUTBOX = WebhookOutbox.__table__
+#: 9 values a row: well under SQLite's 32,766 bound parameters per statement
+_ROWS_PER_INSERT = 1000
 
 
 def new_event_id() -> str:
@@ -166,27 +168,33 @@ def emit(
 
 
 def _queue(db: Session, endpoints: list[str], event_type: str, data: dict[str, Any], *, device_id: str | None) -> str:
+    return emit_many(db, event_type, [(data, device_id)], endpoints=endpoints)[0]
+
+
+def emit_many(
+    db: Session, event_type: str, events: list[tuple[dict[str, Any], str | None]], *, endpoints: list[str]
+) -> list[str]:
+    """Queue many events of one type (``(data, device_id)`` each) in one multi-row INSERT; returns their ids."""
     now = utcnow()
-    event_id = new_event_id()
-    body = _body(event_id, event_type, now, data)
-    db.execute(
-        insert(_OUTBOX),
-        [
-            {
-                "event_id": event_id,
-                "endpoint_id": endpoint_id,
-                "event_type": event_type,
-                "order_key": device_id or "",
-                "body": body,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for endpoint_id in endpoints
-        ],
-    )
-    return event_id
+    ids = [new_event_id() for _ in events]
+    rows = [
+        {
+            "event_id": event_id,
+            "endpoint_id": endpoint_id,
+            "event_type": event_type,
+            "order_key": device_id or "",
+            "body": _body(event_id, event_type, now, data),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for event_id, (data, device_id) in zip(ids, events, strict=True)
+        for endpoint_id in endpoints
+    ]
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        db.execute(insert(_OUTBOX).values(rows[start : start + _ROWS_PER_INSERT]))
+    return ids
 
 
 def send_test(db: Session, endpoint_id: str, *, actor: Actor | None = None) -> str:
