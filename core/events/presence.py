@@ -17,7 +17,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.events.webhooks import emit_many, subscribers
@@ -35,13 +36,22 @@ _PRESENCE = DevicePresence.__table__
 def _mark(db: Session, now: datetime) -> datetime:
     """Record this sweep; returns ``grace_from`` (moved to now after an outage)."""
     row = db.get(PresenceSweep, _NAME, with_for_update=db.get_bind().dialect.name == "postgresql")
-    if row is None:
-        db.execute(insert(PresenceSweep).values(name=_NAME, swept_at=now, grace_from=now))
+    if row is None:  # the very first sweep (several processes may start at once)
+        db.execute(
+            _dialect_insert(db)(PresenceSweep)
+            .values(name=_NAME, swept_at=now, grace_from=now)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
         return now
     if now - row.swept_at > timedelta(seconds=OUTAGE_SECONDS):
         row.grace_from = now
     row.swept_at = max(row.swept_at, now)
     return row.grace_from
+
+
+def _dialect_insert(db: Session) -> Any:
+    """The dialect's INSERT, which has ``on_conflict_do_nothing``."""
+    return postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _first_sightings(db: Session, cutoff: datetime, now: datetime) -> int:
@@ -55,11 +65,7 @@ def _first_sightings(db: Session, cutoff: datetime, now: datetime) -> int:
     ).all()
     if not rows:
         return 0
-    dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    dialect_insert = _dialect_insert(db)
     values = [
         {"device_id": r.id, "state": "online" if r.last_seen_at >= cutoff else "offline", "changed_at": now}
         for r in rows

@@ -58,15 +58,16 @@ def check_url(url: str) -> str:
     url = (url or "").strip()
     if len(url) > MAX_URL_LENGTH or any(ord(c) < 33 or ord(c) == 127 for c in url):
         raise InvalidArgument("the URL must be at most 2048 printable characters without spaces", field="url")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port out of range
+        host = parts.hostname
+    except ValueError:  # an unbalanced [ for IPv6, a port that is not a number...
+        raise InvalidArgument("the URL is not valid (host or port)", field="url") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise InvalidArgument("the URL must be http:// or https:// with a host", field="url")
     if parts.username or parts.password:
         raise InvalidArgument("the URL must not carry credentials; the signature authenticates NexMDM", field="url")
-    try:
-        parts.port  # noqa: B018 - raises for a port out of range
-    except ValueError:
-        raise InvalidArgument("the URL's port is not valid", field="url") from None
     return url
 
 

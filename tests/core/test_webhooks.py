@@ -294,3 +294,12 @@ def test_a_stuck_receiver_does_not_starve_the_others(session_factory, hook_setti
     finally:
         stuck.stop()
         healthy.stop()
+
+
+def test_malformed_urls_are_invalid_arguments(session_factory) -> None:
+    from core.errors import InvalidArgument
+
+    with session_factory.begin() as db:
+        for url in ("http://[::1/x", "http://example.com:99999/", "http://example.com:port/"):
+            with pytest.raises(InvalidArgument):
+                webhooks.add_endpoint(db, url=url, events=["device.offline"])
