@@ -27,9 +27,10 @@ bench: $(STAMP)  ## benchmarks beside their baselines from the same run (needs P
 	  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-lint: $(STAMP)  ## ruff's checks and formatting
+lint: $(STAMP)  ## ruff's checks and formatting, mypy --strict on core/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -66,7 +66,7 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
-def _run(connection) -> None:  # noqa: ANN001
+def _run(connection) -> None:
     options = compare_options(connection)
     external = config.attributes.get("connection") is not None
     if not external and connection.in_transaction():

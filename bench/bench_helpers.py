@@ -44,7 +44,7 @@ def _seed_devices(url: str, settings: Settings) -> None:
     engine.dispose()
 
 
-def _sqlite_floor(path: str, n: int, offset_days: int, sql: str, row) -> float:  # noqa: ANN001
+def _sqlite_floor(path: str, n: int, offset_days: int, sql: str, row) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -54,7 +54,7 @@ def _sqlite_floor(path: str, n: int, offset_days: int, sql: str, row) -> float: 
     return ops
 
 
-def _pg_floor(url: str, n: int, offset_days: int, sql: str, row) -> float:  # noqa: ANN001
+def _pg_floor(url: str, n: int, offset_days: int, sql: str, row) -> float:
     u = make_url(url)
     conn = psycopg2.connect(host=u.host, port=u.port or 5432, user=u.username, dbname=u.database)
     conn.autocommit = True
@@ -95,13 +95,13 @@ def measure(url: str, kind: str, n: int) -> list[Figure]:
     figures = []
     for label, factory, days in (("transaction per call", per_tx, 1), ("autocommit session", autocommit, 2)):
 
-        def beat(i: int, factory=factory, days=days) -> None:  # noqa: ANN001
+        def beat(i: int, factory=factory, days=days) -> None:
             with factory.begin() as db:
                 db_utils.record_heartbeat_with_bucketing(
                     db, device_id=f"bench_{i % DEVICES:03d}", heartbeat_data=BEAT, received_at=_moment(i, days)
                 )
 
-        def dispatch(i: int, factory=factory, days=days) -> None:  # noqa: ANN001
+        def dispatch(i: int, factory=factory, days=days) -> None:
             with factory.begin() as db:
                 db_utils.record_fcm_dispatch(
                     db,

@@ -31,7 +31,7 @@ class Beat(msgspec.Struct):
     agent_version: str | None = None
 
 
-def _cursor():  # noqa: ANN202
+def _cursor():
     cur = getattr(_local, "cur", None)
     if cur is None:
         conn = psycopg2.connect(os.environ["NEXMDM_BENCH_FLOOR_DSN"])

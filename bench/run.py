@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import bench_helpers, bench_http, bench_retention
+from bench import bench_helpers, bench_http, bench_retention, bench_startup
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention"]
+PARTS = ["helpers", "http", "retention", "startup"]
 
 
 def machine() -> dict[str, object]:
@@ -91,6 +91,10 @@ def main() -> None:
                 found, details["retention"] = bench_retention.run(devices=2_000, expired_days=3, per_day=5)
             else:
                 found, details["retention"] = bench_retention.run()
+            figures += found
+        if "startup" in parts:
+            console.print("[bold]5. CLI start-up vs python -c pass[/bold]")
+            found, details["startup"] = bench_startup.run(Path(tmp), runs=5 if args.quick else 15)
             figures += found
     render(figures, console)
     RESULTS.mkdir(exist_ok=True)

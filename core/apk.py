@@ -7,7 +7,7 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -38,7 +38,7 @@ def build_dict(build: ApkBuild) -> dict[str, Any]:
 
 def build_path(settings: Settings, build: ApkBuild | dict[str, Any]) -> Path:
     filename = build["filename"] if isinstance(build, dict) else build.filename
-    return Path(settings.apk_dir) / filename
+    return Path(cast(Path, settings.apk_dir)) / filename  # set by Settings.__post_init__
 
 
 def add_build(
@@ -61,7 +61,7 @@ def add_build(
     if db.execute(select(ApkBuild.id).where(ApkBuild.version_code == version_code)).first() is not None:
         raise Conflict(f"a build with version code {version_code} already exists")
 
-    apk_dir = Path(settings.apk_dir)
+    apk_dir = Path(cast(Path, settings.apk_dir))  # set by Settings.__post_init__
     apk_dir.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0

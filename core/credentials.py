@@ -17,10 +17,13 @@ from core import security, validation
 from core.errors import Conflict, InvalidArgument, InvalidCredentials, NotFound
 from core.events.audit import Actor, record
 from core.models import ROLES, AdminKey, EnrollmentToken
+from core.operations import rowcount
 from core.types import utcnow
 
 MAX_TOKEN_USES = 1_000_000
 MAX_TOKEN_LIFETIME = timedelta(days=365)
+#: an admin key's ``last_used_at`` is written at most this often (not one write per admin request)
+KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def token_state(token: EnrollmentToken, now: datetime | None = None) -> str:
@@ -215,7 +218,35 @@ def revoke_admin_key(db: Session, name: str, *, actor: Actor | None = None) -> d
 
 
 def authenticate_admin(db: Session, secret: str) -> dict[str, Any]:
+    """The key a secret belongs to (a read only; the caller records its use, see below)."""
     key = db.execute(select(AdminKey).where(AdminKey.key_hash == security.hash_secret(secret))).scalar_one_or_none()
     if key is None or not security.matches(secret, key.key_hash) or key.revoked_at is not None:
         raise InvalidCredentials("invalid admin key")
     return key_dict(key)
+
+
+def key_use_is_stale(key: dict[str, Any], now: datetime | None = None) -> bool:
+    """Is the recorded last use of a key (from :func:`authenticate_admin`) a minute old or more?"""
+    last = key["last_used_at"]
+    return last is None or last <= (now or utcnow()) - KEY_LAST_USED_RESOLUTION
+
+
+def record_admin_key_use(db: Session, key_id: str, now: datetime | None = None) -> bool:
+    """Record a key's use, at most once a minute: one conditional UPDATE; returns whether it wrote.
+
+    Callers skip it while :func:`key_use_is_stale` is false, so a busy admin client costs one write a
+    minute, not one per request; two requests racing at the minute's turn write once.
+    """
+    now = now or utcnow()
+    stale = now - KEY_LAST_USED_RESOLUTION
+    return (
+        rowcount(
+            db.execute(
+                update(AdminKey)
+                .where(AdminKey.id == key_id, (AdminKey.last_used_at.is_(None)) | (AdminKey.last_used_at <= stale))
+                .values(last_used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        > 0
+    )

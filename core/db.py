@@ -124,6 +124,15 @@ def make_session_factory(engine: Engine, settings: Settings | None = None) -> se
     return sessionmaker(bind=engine, expire_on_commit=False, info={"settings": settings} if settings else None)
 
 
+#: query parameters that carry a secret (libpq takes ``?password=`` as well as ``user:password@``)
+_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password hidden, for messages to operators."""
-    return make_url(normalize_database_url(url)).render_as_string(hide_password=True)
+    """The URL with its password hidden (in the user part and in the query), for messages to operators."""
+    parsed = make_url(normalize_database_url(url))
+    if any(key.lower() in _SECRET_QUERY_KEYS for key in parsed.query):
+        parsed = parsed.update_query_dict(
+            {key: "***" for key in parsed.query if key.lower() in _SECRET_QUERY_KEYS}, append=False
+        )
+    return parsed.render_as_string(hide_password=True)

@@ -4,7 +4,8 @@ Each takes a SQLAlchemy ``Session`` first, returns a plain dict and logs one ``d
 the ``nexmdm.db`` logger. Idempotency and deduplication are one ``INSERT ... ON CONFLICT`` statement
 against the table's unique key on both databases: no select-then-insert races. The helpers never
 commit; the caller owns the transaction. The one exception is a real (not dry) retention cleanup, which
-commits after every bounded batch so that it never holds a long lock.
+commits after every bounded batch so that it never holds a long lock; the cleanups live in
+``core.retention`` and are re-exported here (the seed's import path).
 
 When a helper raises :class:`core.errors.NotFound` for an unknown device or build, the database has
 refused the row (a foreign key); on PostgreSQL the caller's transaction must then be rolled back.
@@ -15,60 +16,61 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Table, and_, bindparam, cast, delete, func, or_, select, text
+from sqlalchemy import Engine, Table, bindparam, cast, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import partitions, timeouts, validation
-from core.errors import Conflict, InvalidArgument, LockTimeout, NotFound
-from core.events import retention
+from core import partitions, validation
+from core.errors import Conflict, InvalidArgument, NexMDMError, NotFound, from_database_error
 from core.models import (
     DOWNLOAD_SOURCES,
     FCM_STATUSES,
-    FINISHED_STATUSES,
     NETWORK_TYPES,
     ApkDownloadEvent,
     Device,
     DeviceHeartbeat,
     FcmDispatch,
 )
-from core.settings import Settings, get_settings
+from core.operations import log_operation, logger, session_settings
+from core.retention import (
+    CLEANUP_ENTITIES,
+    cleanup_old_apk_download_events,
+    cleanup_old_fcm_dispatches,
+    cleanup_old_heartbeats,
+    run_all_retention_cleanups,
+)
 from core.types import utcnow
 
-logger = logging.getLogger("nexmdm.db")
-#: per-step progress of a retention cleanup (batches, dropped partitions, retries); shown by ``nexmdm -v``
-progress = logging.getLogger("nexmdm.cleanup")
+__all__ = [
+    "CLEANUP_ENTITIES",
+    "bucket_floor",
+    "cleanup_old_apk_download_events",
+    "cleanup_old_fcm_dispatches",
+    "cleanup_old_heartbeats",
+    "log_operation",
+    "logger",
+    "record_apk_download",
+    "record_fcm_dispatch",
+    "record_heartbeat_with_bucketing",
+    "run_all_retention_cleanups",
+    "session_settings",
+    "validate_heartbeat_data",
+]
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DISPATCHES: Table = FcmDispatch.__table__  # type: ignore[assignment]
 _HEARTBEATS: Table = DeviceHeartbeat.__table__  # type: ignore[assignment]
 _DEVICES: Table = Device.__table__  # type: ignore[assignment]
 _DOWNLOADS: Table = ApkDownloadEvent.__table__  # type: ignore[assignment]
-CLEANUP_ENTITIES = ("device_heartbeats", "fcm_dispatches", "apk_download_events", "audit_events", "webhook_outbox")
 
 
 # --------------------------------------------------------------------------------------- plumbing
-
-
-def session_settings(db: Session) -> Settings:
-    """The settings a session was made with (``make_session_factory``), else the environment's."""
-    settings = db.info.get("settings")
-    return settings if isinstance(settings, Settings) else get_settings()
-
-
-def log_operation(
-    event: str, entity: str, keys: Mapping[str, Any], started: float, *, level: int = logging.INFO
-) -> float:
-    """Log the contract's ``db_operation`` line and return the latency in milliseconds."""
-    latency_ms = (time.perf_counter() - started) * 1000
-    logger.log(level, "db_operation event=%s entity=%s keys=%r latency_ms=%.1f", event, entity, dict(keys), latency_ms)
-    return latency_ms
 
 
 def _params(table: Table, *names: str) -> dict[str, Any]:
@@ -138,14 +140,10 @@ def _statement(db: Session, name: str) -> Any:
     return _statements(dialect)[name]
 
 
-def _refused(exc: IntegrityError, what: str) -> NexMDMErrorType:
-    message = str(exc.orig).lower()
-    if "foreign key" in message:
-        return NotFound(what)
-    return InvalidArgument(f"the database refused the row: {str(exc.orig).splitlines()[0]}")
-
-
-NexMDMErrorType = NotFound | InvalidArgument
+def _refused(exc: IntegrityError, what: str) -> NexMDMError:
+    """The domain error for a refused row; a missing parent (a foreign key) is named by ``what``."""
+    error = from_database_error(exc) or InvalidArgument("the database refused the row")
+    return NotFound(what) if isinstance(error, NotFound) else error
 
 
 def _aware(value: object, field: str) -> datetime:
@@ -183,7 +181,7 @@ def record_fcm_dispatch(
     validation.request_id(request_id)
     validation.device_id(device_id)
     validation.action(action)
-    validation.sha256_hex(payload_hash)
+    validation.payload_hash_value(payload_hash)
     validation.payload(payload)
     if fcm_status not in FCM_STATUSES:
         raise InvalidArgument(f"fcm_status must be one of {', '.join(FCM_STATUSES)}", field="fcm_status")
@@ -305,298 +303,3 @@ def record_apk_download(
         raise _refused(exc, f"APK build {build_id} does not exist") from None
     log_operation("create", "apk_download_events", {"build_id": build_id}, started)
     return {"download": dict(row)}
-
-
-# -------------------------------------------------------------------------------------- cleanups
-
-
-def _retention(db: Session, entity: str, retention_days: int | None) -> int:
-    if retention_days is None:
-        return session_settings(db).retention_days()[entity]
-    if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 0:
-        raise InvalidArgument(f"retention days for {entity} must be a whole number >= 0", field=entity)
-    return retention_days
-
-
-def _after(keys: tuple[ColumnElement[Any], ...], low: tuple[Any, ...]) -> ColumnElement[bool]:
-    """Rows strictly after ``low`` in ``keys`` order (the plain ``>=`` on the first key serves the index)."""
-    if len(keys) == 1:
-        return keys[0] > low[0]
-    return and_(keys[0] >= low[0], or_(keys[0] > low[0], keys[1] > low[1]))
-
-
-def _up_to(keys: tuple[ColumnElement[Any], ...], high: tuple[Any, ...]) -> ColumnElement[bool]:
-    """Rows up to and including ``high`` in ``keys`` order."""
-    if len(keys) == 1:
-        return keys[0] <= high[0]
-    return and_(keys[0] <= high[0], or_(keys[0] < high[0], keys[1] <= high[1]))
-
-
-@dataclass
-class _Batching:
-    """One cleanup run's batch size; halved after a batch runs out of statement time."""
-
-    size: int
-
-    def after_timeout(self, db: Session, kind: str) -> None:
-        db.rollback()
-        if kind == "statement_timeout":
-            self.size = max(1, self.size // 2)
-
-
-def _delete_batch(
-    db: Session,
-    table: Table,
-    keys: tuple[ColumnElement[Any], ...],
-    where: ColumnElement[bool],
-    low: tuple[Any, ...] | None,
-    batching: _Batching,
-    limits: timeouts.Limits,
-) -> tuple[tuple[Any, ...] | None, int]:
-    """Delete the next batch after ``low`` in its own transaction; returns its last key and row count."""
-    timeouts.set_local(db, limits)
-    window = where if low is None else and_(where, _after(keys, low))
-    high = db.execute(select(*keys).where(window).order_by(*keys).offset(batching.size - 1).limit(1)).first()
-    batch_where = window if high is None else and_(window, _up_to(keys, tuple(high)))
-    count = db.execute(delete(table).where(batch_where)).rowcount or 0
-    db.commit()
-    return (None if high is None else tuple(high)), count
-
-
-def _stopped(exc: LockTimeout, deleted: int) -> LockTimeout:
-    return LockTimeout(
-        f"{exc.message}; cleanup stopped after deleting {deleted:,} rows (they stay deleted): run it again later",
-        field=exc.field,
-    )
-
-
-def _cleanup(
-    db: Session,
-    *,
-    entity: str,
-    table: Table,
-    keys: tuple[ColumnElement[Any], ...],
-    condition: Callable[[datetime], ColumnElement[bool]],
-    retention_days: int | None,
-    dry_run: bool,
-    cutoff: datetime | None = None,
-    started: float | None = None,
-    already_deleted: int = 0,
-) -> dict[str, Any]:
-    """Delete rows matching ``condition(cutoff)`` in batches that walk ``keys`` (unique together) upwards.
-
-    Each batch ends at the keys of the ``batch_size``-th remaining row, and the next starts strictly
-    after it, so no batch holds more than ``batch_size`` rows nor rescans the index entries that earlier
-    batches left dead. A real run commits after each batch; on PostgreSQL each batch runs under the
-    cleanup's ``lock_timeout`` and ``statement_timeout`` and is retried when one fires
-    (``core.timeouts``). Each batch logs a ``cleanup_batch`` line on the ``nexmdm.cleanup`` logger.
-    """
-    started = time.perf_counter() if started is None else started
-    if cutoff is None:
-        cutoff = utcnow() - timedelta(days=_retention(db, entity, retention_days))
-    where = condition(cutoff)
-    if dry_run:
-        count = db.execute(select(func.count()).select_from(table).where(where)).scalar_one()
-        latency = log_operation("cleanup_dry_run", entity, {"would_delete": count}, started)
-        return {"entity": entity, "cutoff": cutoff, "would_delete": count, "latency_ms": round(latency, 1)}
-
-    settings = session_settings(db)
-    limits = timeouts.Limits.of(settings)
-    batching = _Batching(settings.cleanup_batch_size)
-    deleted = already_deleted
-    low: tuple[Any, ...] | None = None
-    while True:
-        batch_started = time.perf_counter()
-        try:
-            high, count = timeouts.retrying(
-                functools.partial(_delete_batch, db, table, keys, where, low, batching, limits),
-                limits=limits,
-                entity=entity,
-                what="a batch delete",
-                on_timeout=functools.partial(batching.after_timeout, db),
-            )
-        except LockTimeout as exc:
-            raise _stopped(exc, deleted) from None
-        deleted += count
-        progress.info(
-            "cleanup_batch entity=%s deleted=%d batch_size=%d latency_ms=%.1f",
-            entity,
-            count,
-            batching.size,
-            (time.perf_counter() - batch_started) * 1000,
-        )
-        if high is None:
-            break
-        low = high
-        if settings.cleanup_batch_pause_ms:
-            time.sleep(settings.cleanup_batch_pause_ms / 1000)  # let ingestion's commits through between batches
-    latency = log_operation("cleanup", entity, {"deleted": deleted}, started)
-    return {"entity": entity, "cutoff": cutoff, "deleted": deleted, "latency_ms": round(latency, 1)}
-
-
-def _count_partition(db: Session, name: str, limits: timeouts.Limits) -> int:
-    # only the lock wait is bounded: counting a big day takes a while, but its ACCESS SHARE lock
-    # blocks nobody (only the detach below wants a stronger lock on an expired day)
-    db.execute(text("SELECT set_config('lock_timeout', :lock, true)"), {"lock": f"{limits.lock_timeout_ms}ms"})
-    rows = db.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()
-    db.commit()
-    return int(rows)
-
-
-def _ensure_ahead(db: Session, limits: timeouts.Limits) -> None:
-    timeouts.set_local(db, limits)  # creating a partition locks the parent: never queue behind a long lock
-    partitions.ensure_ahead(db.connection())
-    db.commit()
-
-
-def _drop_expired_partitions(db: Session, cutoff: datetime) -> int:
-    """Detach and drop the whole days before ``cutoff``; returns the rows they held."""
-    engine = db.get_bind()
-    limits = timeouts.Limits.of(session_settings(db))
-
-    def rollback(_kind: str) -> None:
-        db.rollback()
-
-    dropped = 0
-    db.commit()  # DETACH ... CONCURRENTLY waits for open transactions, ours included
-    try:
-        for _day, name in partitions.expired_partitions(db.connection(), cutoff):
-            step_started = time.perf_counter()
-            db.commit()
-            rows = timeouts.retrying(
-                functools.partial(_count_partition, db, name, limits),
-                limits=limits,
-                entity="device_heartbeats",
-                what=f"counting {name}",
-                on_timeout=rollback,
-            )
-            timeouts.retrying(
-                functools.partial(
-                    partitions.drop_partition,
-                    engine,  # type: ignore[arg-type]
-                    name,
-                    lock_timeout_ms=limits.lock_timeout_ms,
-                    statement_timeout_ms=limits.statement_timeout_ms,
-                ),
-                limits=limits,
-                entity="device_heartbeats",
-                what=f"detaching and dropping {name}",
-                on_timeout=rollback,
-            )
-            dropped += rows
-            progress.info(
-                "cleanup_partition entity=device_heartbeats partition=%s deleted=%d latency_ms=%.1f",
-                name,
-                rows,
-                (time.perf_counter() - step_started) * 1000,
-            )
-        timeouts.retrying(
-            functools.partial(_ensure_ahead, db, limits),
-            limits=limits,
-            entity="device_heartbeats",
-            what="creating the coming days' partitions",
-            on_timeout=rollback,
-        )
-    except LockTimeout as exc:
-        raise _stopped(exc, dropped) from None
-    return dropped
-
-
-def cleanup_old_heartbeats(db: Session, *, retention_days: int | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Delete heartbeats whose bucket started before now minus the retention period.
-
-    On a partitioned PostgreSQL table, whole expired daily partitions are detached and dropped first
-    (their rows counted as deleted), then the remainder of the boundary day is deleted in batches; a
-    real run also creates the partitions for the coming days. Every step waits at most the cleanup's
-    lock timeout and is retried a bounded number of times (``core.timeouts``); then it raises
-    ``LockTimeout``.
-    """
-    started = time.perf_counter()
-    cutoff = utcnow() - timedelta(days=_retention(db, "device_heartbeats", retention_days))
-    dropped = 0
-    if not dry_run and partitions.is_partitioned(db.connection()):
-        dropped = _drop_expired_partitions(db, cutoff)
-    return _cleanup(
-        db,
-        entity="device_heartbeats",
-        table=_HEARTBEATS,
-        keys=(_HEARTBEATS.c.bucket_start, _HEARTBEATS.c.device_id),
-        condition=lambda cutoff: _HEARTBEATS.c.bucket_start < cutoff,
-        retention_days=retention_days,
-        dry_run=dry_run,
-        cutoff=cutoff,
-        started=started,
-        already_deleted=dropped,
-    )
-
-
-def cleanup_old_fcm_dispatches(
-    db: Session, *, retention_days: int | None = None, dry_run: bool = False
-) -> dict[str, Any]:
-    """Delete finished dispatches (acked, failed, expired) created before the cutoff; never pending ones."""
-    return _cleanup(
-        db,
-        entity="fcm_dispatches",
-        table=_DISPATCHES,
-        keys=(_DISPATCHES.c.id,),
-        condition=lambda cutoff: and_(_DISPATCHES.c.status.in_(FINISHED_STATUSES), _DISPATCHES.c.created_at < cutoff),
-        retention_days=retention_days,
-        dry_run=dry_run,
-    )
-
-
-def cleanup_old_apk_download_events(
-    db: Session, *, retention_days: int | None = None, dry_run: bool = False
-) -> dict[str, Any]:
-    """Delete download audit events older than the cutoff."""
-    return _cleanup(
-        db,
-        entity="apk_download_events",
-        table=_DOWNLOADS,
-        keys=(_DOWNLOADS.c.id,),
-        condition=lambda cutoff: _DOWNLOADS.c.created_at < cutoff,
-        retention_days=retention_days,
-        dry_run=dry_run,
-    )
-
-
-_CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
-    "device_heartbeats": cleanup_old_heartbeats,
-    "fcm_dispatches": cleanup_old_fcm_dispatches,
-    "apk_download_events": cleanup_old_apk_download_events,
-    "audit_events": retention.cleanup_old_audit_events,
-    "webhook_outbox": retention.cleanup_old_webhook_deliveries,
-}
-
-
-def run_all_retention_cleanups(
-    db: Session,
-    *,
-    dry_run: bool = False,
-    retention_days: Mapping[str, int | None] | None = None,
-    on_result: Callable[[str, dict[str, Any]], None] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Run every cleanup; ``retention_days`` maps entity to days and overrides the configured period.
-
-    ``on_result(entity, result)`` is called after each entity (progress display). Each entity ends its
-    own transaction: a real run has committed its batches, a dry run's counting is rolled back.
-    """
-    overrides = dict(retention_days or {})
-    unknown = sorted(set(overrides) - set(_CLEANUPS))
-    if unknown:
-        raise InvalidArgument(
-            f"unknown cleanup entity {unknown[0]!r}; known: {', '.join(CLEANUP_ENTITIES)}", field="retention_days"
-        )
-    for entity, days in overrides.items():
-        _retention(db, entity, days)  # validate every override before deleting anything
-    results = {}
-    for entity, cleanup in _CLEANUPS.items():
-        if dry_run and db.get_transaction() is None:
-            # counting only: a deferred transaction does not take SQLite's write lock
-            db.connection(execution_options={"sqlite_begin": "DEFERRED"})
-        results[entity] = cleanup(db, retention_days=overrides.get(entity), dry_run=dry_run)
-        if dry_run:
-            db.rollback()
-        if on_result is not None:
-            on_result(entity, results[entity])
-    return results

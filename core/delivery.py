@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import fcm
 from core.errors import DatabaseUnavailable
-from core.models import Device, FcmDispatch
+from core.models import FINISHED_STATUSES, Device, FcmDispatch
+from core.operations import rowcount
 from core.settings import Settings
 from core.types import utcnow
 
@@ -132,7 +133,7 @@ class DeliveryWorker:
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter (50-100 % of the step), never sooner than ``Retry-After``."""
-        step = min(self.settings.fcm_backoff_max_seconds, self.settings.fcm_backoff_seconds * 2 ** (attempts - 1))
+        step = min(self.settings.fcm_backoff_max_seconds, self.settings.fcm_backoff_seconds * 2.0 ** (attempts - 1))
         delay = step * (0.5 + self.rng() / 2)
         return max(delay, retry_after or 0.0)
 
@@ -147,18 +148,22 @@ class DeliveryWorker:
             values |= {"fcm_status": "skipped"}
         elif outcome == fcm.RETRY and claim.attempts < self.settings.fcm_max_attempts:
             delay = self.backoff(claim.attempts, result.retry_after)
-            values |= {"next_attempt_at": now + timedelta(seconds=delay)}
+            # a command that finished meanwhile is never claimed again: its push is skipped, not pending
+            still_pending = case((FcmDispatch.status == "pending", FcmDispatch.fcm_status), else_="skipped")
+            values |= {"next_attempt_at": now + timedelta(seconds=delay), "fcm_status": still_pending}
         else:
             values |= {"fcm_status": "failed"}
             if outcome == fcm.RETRY:
                 outcome = "gave_up"
         with self.session_factory.begin() as db:
-            owned = db.execute(
-                update(FcmDispatch)
-                .where(FcmDispatch.id == claim.id, FcmDispatch.lease_until == claim.lease_until)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            ).rowcount
+            owned = rowcount(
+                db.execute(
+                    update(FcmDispatch)
+                    .where(FcmDispatch.id == claim.id, FcmDispatch.lease_until == claim.lease_until)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+            )
             if owned and outcome == fcm.UNREGISTERED:
                 db.execute(
                     update(Device)
@@ -186,7 +191,7 @@ class DeliveryWorker:
     def _deliver(self, claim: Claim) -> str:
         try:
             result = self._send(claim)
-        except Exception as exc:  # noqa: BLE001 - one bad send must not stop the worker
+        except Exception as exc:  # one bad send must not stop the worker
             logger.exception("push of %s failed unexpectedly", claim.request_id)
             result = fcm.SendResult(fcm.RETRY, error=f"unexpected: {exc.__class__.__name__}")
         return self.record(claim, result)
@@ -240,12 +245,25 @@ def sweep_expired(session_factory: sessionmaker[Session], settings: Settings, no
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.command_ttl_seconds)
     with session_factory.begin() as db:
-        expired = db.execute(
+        expired = rowcount(
+            db.execute(
+                update(FcmDispatch)
+                .where(FcmDispatch.status == "pending", FcmDispatch.created_at < cutoff)
+                .values(status="expired", finished_at=now, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        # the pushes that will never be sent (their command finished; no worker holds them): skipped
+        db.execute(
             update(FcmDispatch)
-            .where(FcmDispatch.status == "pending", FcmDispatch.created_at < cutoff)
-            .values(status="expired", finished_at=now, lease_until=None)
+            .where(
+                FcmDispatch.fcm_status == "pending",
+                FcmDispatch.status.in_(FINISHED_STATUSES),
+                or_(FcmDispatch.lease_until.is_(None), FcmDispatch.lease_until < now),
+            )
+            .values(fcm_status="skipped")
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     if expired:
         logger.info("expired %d commands older than %ss", expired, settings.command_ttl_seconds)
     return expired or 0

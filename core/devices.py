@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core import credentials, db_utils, security, validation
+from core import credentials, security, validation
 from core.errors import Conflict, InvalidCredentials, NotFound
 from core.events.audit import Actor, record
 from core.events.webhooks import emit
@@ -68,7 +68,7 @@ def list_devices(
 ) -> list[dict[str, Any]]:
     """Devices ordered by id (keyset: ``after`` is the last id of the previous page)."""
     now = utcnow()
-    query: Select[tuple[Device]] = select(Device).order_by(Device.id)
+    query = select(Device).order_by(Device.id)
     if after is not None:
         query = query.where(Device.id > after)
     if offline_only:
@@ -86,8 +86,9 @@ def revoke_device(db: Session, device_id: str, *, actor: Actor | None = None) ->
     """
     device = get_device(db, device_id)
     changed = device.revoked_at is None
+    revoked_at = utcnow()
     if changed:
-        device.revoked_at = utcnow()
+        device.revoked_at = revoked_at
     device.device_token_hash = None
     db.flush()
     if changed:
@@ -95,7 +96,7 @@ def revoke_device(db: Session, device_id: str, *, actor: Actor | None = None) ->
         emit(
             db,
             "device.revoked",
-            {"device_id": device_id, "revoked_at": device.revoked_at.isoformat()},
+            {"device_id": device_id, "revoked_at": revoked_at.isoformat()},
             device_id=device_id,
         )
     return device
@@ -190,47 +191,6 @@ def enroll_device(
         data = {"device_id": device_id, "model": model, "os_version": os_version, "agent_version": agent_version}
         emit(db, "device.enrolled", data | {"enrolled_at": now.isoformat()}, device_id=device_id)
     return {"device_id": device_id, "device_token": secret, "created": created}
-
-
-def record_device_heartbeat(
-    db: Session,
-    device: Device,
-    heartbeat_data: dict[str, Any],
-    settings: Settings,
-    *,
-    received_at: datetime | None = None,
-) -> dict[str, Any]:
-    """Store a heartbeat; when it opens a new bucket, update the device's last-seen summary too.
-
-    A heartbeat carrying ``fcm_token`` updates the device's token (and revives a dead one) either way.
-    """
-    result = db_utils.record_heartbeat_with_bucketing(
-        db,
-        device_id=device.id,
-        heartbeat_data=heartbeat_data,
-        bucket_seconds=settings.heartbeat_bucket_seconds,
-        received_at=received_at,
-    )
-    values: dict[str, Any] = {}
-    if result["created"]:
-        beat = result["heartbeat"]
-        values = {
-            "last_seen_at": beat["received_at"],
-            "last_status": beat["status"],
-            "last_battery_pct": beat["battery_pct"],
-            "last_plugged": beat["plugged"],
-            "last_network_type": beat["network_type"],
-        }
-        if beat["agent_version"]:
-            values["agent_version"] = beat["agent_version"]
-    fcm_token = validation.text(heartbeat_data.get("fcm_token"), "fcm_token", max_length=4096)
-    if fcm_token and (fcm_token != device.fcm_token or device.fcm_token_dead_at is not None):
-        values |= {"fcm_token": fcm_token, "fcm_token_dead_at": None}
-    if values:
-        db.execute(
-            update(Device).where(Device.id == device.id).values(**values).execution_options(synchronize_session=False)
-        )
-    return result
 
 
 def recent_heartbeats(

@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core import db_utils, validation
@@ -27,6 +27,21 @@ class IdempotencyMismatch(InvalidArgument):
     """The Idempotency-Key was already used for a different device, action or payload."""
 
     code = "idempotency_key_reused"
+
+
+def finished_fcm_status(now: datetime) -> ColumnElement[str]:
+    """``fcm_status`` for a command that is finishing now (acked, failed, expired, cancelled).
+
+    A push still ``pending`` and not in a delivery worker's hands will never be sent (workers claim only
+    pending commands): it becomes ``skipped``, so statistics never show a finished command as waiting
+    for a push. A push in flight keeps ``pending``; the worker records its outcome
+    (``core.delivery.DeliveryWorker.record``), and ``sweep_expired`` settles one whose worker died.
+    """
+    unpushed = and_(
+        FcmDispatch.fcm_status == "pending",
+        or_(FcmDispatch.lease_until.is_(None), FcmDispatch.lease_until < now),
+    )
+    return case((unpushed, "skipped"), else_=FcmDispatch.fcm_status)
 
 
 def public_dispatch(row: Any) -> dict[str, Any]:
@@ -190,7 +205,13 @@ def ack_command(
                 FcmDispatch.device_id == device_id,
                 FcmDispatch.status == "pending",
             )
-            .values(status=new_status, acked_at=now, finished_at=now, ack_detail=detail)
+            .values(
+                status=new_status,
+                acked_at=now,
+                finished_at=now,
+                ack_detail=detail,
+                fcm_status=finished_fcm_status(now),
+            )
             .returning(FcmDispatch.__table__)
             .execution_options(synchronize_session=False)
         )
@@ -273,5 +294,6 @@ def dispatch_stats(db: Session, *, since: datetime | None = None) -> dict[str, A
         "requests": requests,
         "idempotency_hit_rate": replays / requests if requests else 0.0,
         "push_latency_ms": latency(FcmDispatch.created_at, FcmDispatch.sent_at),
-        "ack_latency_ms": latency(FcmDispatch.sent_at, FcmDispatch.acked_at),
+        # from creation, whether or not a push was sent (polling devices ack unpushed commands too)
+        "ack_latency_ms": latency(FcmDispatch.created_at, FcmDispatch.acked_at),
     }

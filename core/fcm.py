@@ -96,7 +96,9 @@ class FcmClient:
 
         try:
             info = json.loads(Path(credentials_file).read_text())
-            self.credentials = service_account.Credentials.from_service_account_info(info, scopes=[SCOPE])
+            self.credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=[SCOPE]
+            )
         except (OSError, ValueError, KeyError) as exc:
             raise InvalidArgument(
                 f"NEXMDM_FCM_CREDENTIALS={credentials_file} is not a readable service-account JSON file: {exc}",
@@ -116,7 +118,8 @@ class FcmClient:
         with self._lock:
             if force_refresh or not self.credentials.valid:
                 self.credentials.refresh(self._auth_request)
-            return self.credentials.token
+            token: str = self.credentials.token
+            return token
 
     def send(self, *, token: str, data: dict[str, str], force_refresh: bool = False) -> SendResult:
         """Send one data message to one registration token."""

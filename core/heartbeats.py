@@ -1,13 +1,16 @@
-"""The heartbeat hot path: authenticate, store and update the last-seen summary in one statement.
+"""Heartbeats, the one owner: authenticate, store, and update the device's last-seen summary.
 
 On PostgreSQL one statement (one round trip) stores a whole batch of beats (``store_beats``; the API
 batches the beats that arrive together, ``record_heartbeat_for_token`` stores one): data-modifying CTEs
 look the devices up by token hash, insert the heartbeats with ``ON CONFLICT DO NOTHING`` against
 ``(device_id, bucket_start)``, and update each device's summary only when a new bucket was stored (or its
-FCM token changed). On SQLite, where a statement costs no network round trip, it is the same work done
-by ``authenticate_device`` and ``record_device_heartbeat`` in the caller's transaction.
+FCM token changed). On SQLite, where a statement costs no network round trip, ``record_device_heartbeat``
+does the same work in the caller's transaction: the seed's helper stores the beat, then one UPDATE moves
+the summary.
 
-Both paths share the helpers' validation, bucketing and ``db_operation`` log line.
+Both paths share the helpers' validation, bucketing and ``db_operation`` log line, and one rule for the
+summary (``_SUMMARY``): it moves only with a newly stored beat that is not older than the one it shows,
+so a late beat (received earlier, committed later) never turns it back.
 """
 
 from __future__ import annotations
@@ -19,15 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, TextClause, bindparam, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core import db_utils, partitions, security, validation
-from core.devices import authenticate_device, record_device_heartbeat
+from core.devices import authenticate_device
 from core.errors import Forbidden, InvalidCredentials, NexMDMError
+from core.models import Device
 from core.settings import Settings
-from core.types import utcnow
+from core.types import UTCDateTime, utcnow
 
 #: the summary moves only with a newer stored beat (an older one committing late must not turn it back)
 _OLDER = "(ins.device_id IS NULL OR COALESCE(d.last_seen_at > mine.received_at, FALSE))"
@@ -42,6 +46,38 @@ _SUMMARY = f"""
     fcm_token = COALESCE(mine.fcm_token, d.fcm_token),
     fcm_token_dead_at = CASE WHEN mine.fcm_token IS NOT NULL THEN NULL ELSE d.fcm_token_dead_at END
 """
+
+#: One device's summary after one beat (the helpers' path): the same rule, ``mine`` being the beat and
+#: ``ins`` holding the device's id only when the beat opened a new bucket.
+_ONE = f"""
+UPDATE devices AS d SET {_SUMMARY}
+FROM ({{mine}}) AS mine
+LEFT JOIN (SELECT :device_id AS device_id WHERE :created) AS ins ON ins.device_id = mine.device_id
+WHERE d.id = mine.device_id
+"""
+_ONE_TYPES = {
+    "device_id": "text",
+    "received_at": "timestamptz",
+    "status": "text",
+    "battery_pct": "int",
+    "plugged": "bool",
+    "network_type": "text",
+    "agent_version": "text",
+    "fcm_token": "text",
+}
+
+
+def _one_statement(dialect: str) -> TextClause:
+    """``_ONE`` for a dialect: PostgreSQL needs the parameters' types, SQLite takes them as they come."""
+    if dialect == "postgresql":
+        columns = ", ".join(f"CAST(:{name} AS {kind}) AS {name}" for name, kind in _ONE_TYPES.items())
+    else:
+        columns = ", ".join(f":{name} AS {name}" for name in _ONE_TYPES)
+    statement = text(_ONE.format(mine=f"SELECT {columns}"))
+    return statement.bindparams(bindparam("received_at", type_=UTCDateTime()))
+
+
+_ONE_BY_DIALECT = {dialect: _one_statement(dialect) for dialect in ("postgresql", "sqlite")}
 
 #: Many beats (at most one per token) in one statement: the beats arrive as parallel arrays, the devices
 #: are found by token hash, the heartbeats inserted sorted by the unique key (concurrent multi-row upserts
@@ -204,7 +240,7 @@ def record_heartbeat_for_token(
     writes anything.
     """
     beat = prepare_beat(token, heartbeat_data, settings, received_at)
-    if db.get_bind().dialect.name != "postgresql":
+    if db.get_bind().dialect.name != "postgresql":  # no round trip to save: the helpers' path
         device = authenticate_device(db, token)
         if beat.claimed is not None and beat.claimed != device.id:
             raise Forbidden("device_id is not the device this token belongs to")
@@ -214,3 +250,42 @@ def record_heartbeat_for_token(
     if isinstance(outcome, NexMDMError):
         raise outcome
     return outcome
+
+
+def record_device_heartbeat(
+    db: Session,
+    device: Device,
+    heartbeat_data: dict[str, Any],
+    settings: Settings,
+    *,
+    received_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Store a heartbeat with the seed's helper and move the device's summary by the rule above.
+
+    A heartbeat carrying ``fcm_token`` updates the device's token (and revives a dead one) either way.
+    Returns the helper's result.
+    """
+    result = db_utils.record_heartbeat_with_bucketing(
+        db,
+        device_id=device.id,
+        heartbeat_data=heartbeat_data,
+        bucket_seconds=settings.heartbeat_bucket_seconds,
+        received_at=received_at,
+    )
+    fcm_token = validation.text(heartbeat_data.get("fcm_token"), "fcm_token", max_length=4096) or None
+    new_token = fcm_token is not None and (fcm_token != device.fcm_token or device.fcm_token_dead_at is not None)
+    if result["created"] or new_token:
+        beat = result["heartbeat"]
+        params = {
+            "device_id": device.id,
+            "created": bool(result["created"]),
+            "received_at": beat["received_at"],
+            "status": beat["status"],
+            "battery_pct": beat["battery_pct"],
+            "plugged": beat["plugged"],
+            "network_type": beat["network_type"],
+            "agent_version": beat["agent_version"] or None,  # "" is "not reported"
+            "fcm_token": fcm_token,
+        }
+        db.execute(_ONE_BY_DIALECT[db.get_bind().dialect.name], params)
+    return result

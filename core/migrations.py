@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic.config import Config
@@ -16,18 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from core.schema_version import script_location as script_location  # re-exported (tests patch it here)
 from core.settings import normalize_database_url
-
-
-def script_location() -> Path:
-    """The migrations folder: installed as ``nexmdm_migrations``, else the repo's ``alembic/``."""
-    # The folder has no __init__.py (a package named ``alembic`` would shadow the library), so it is a
-    # namespace package: ask the import system for its locations rather than importlib.resources.files().
-    spec = importlib.util.find_spec("nexmdm_migrations")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(location) / "env.py").is_file():
-            return Path(location)
-    return Path(__file__).resolve().parent.parent / "alembic"
 
 
 def alembic_config(database_url: str, *, lock_timeout_ms: int | None = None) -> Config:

@@ -57,7 +57,7 @@ def _by_day(names: Iterable[str]) -> dict[date, str]:
     for name in names:
         match = _NAME_RE.fullmatch(name)
         if match:
-            found[datetime.strptime(match.group(1), "%Y%m%d").date()] = name  # noqa: DTZ007 - a date only
+            found[datetime.strptime(match.group(1), "%Y%m%d").date()] = name  # a date only: no time zone
     return found
 
 

@@ -145,7 +145,7 @@ class Settings:
         values.update({k: v for k, v in changes.items() if v is not None})
         if "data_dir" in changes and "apk_dir" not in changes and self.apk_dir == self.data_dir / "apks":
             values["apk_dir"] = None
-        return Settings(**values)  # type: ignore[arg-type]
+        return Settings(**values)
 
 
 def env_name(field_name: str) -> str:

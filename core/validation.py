@@ -18,6 +18,8 @@ REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._~:-]{1,255}")
 ACTION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 STATUS_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: a caller's digest of a payload, as the seed's helper accepts it (hex, base64, "sha256:..." and the like)
+PAYLOAD_HASH_RE = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 MAX_PAYLOAD_BYTES = 4096
@@ -55,6 +57,19 @@ def action(value: object, allowed: tuple[str, ...] | None = None) -> str:
 def sha256_hex(value: object, field: str = "payload_hash") -> str:
     if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
         raise InvalidArgument(f"{field} must be 64 lowercase hex characters", field=field)
+    return value
+
+
+def payload_hash_value(value: object, field: str = "payload_hash") -> str:
+    """A caller's digest of a payload: 1-128 characters from ``A-Z a-z 0-9 . _ : - + / =``.
+
+    The API and the CLI always store :func:`payload_hash` (SHA-256 hex of the canonical JSON); the
+    seed's helper takes whatever digest its caller uses (``payload_hash="abc123"`` in the seed's example).
+    """
+    if not isinstance(value, str) or not PAYLOAD_HASH_RE.fullmatch(value):
+        raise InvalidArgument(
+            f"{field} must be 1-128 characters from A-Z a-z 0-9 . _ : - + / = (got {_describe(value)})", field=field
+        )
     return value
 
 

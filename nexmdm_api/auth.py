@@ -10,19 +10,23 @@ sends no bearer token at all or one that cannot be valid (wrong prefix or shape)
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 from litestar import Request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core import credentials, devices, security
-from core.errors import InvalidCredentials
+from core.errors import InvalidCredentials, NexMDMError
 from core.events.audit import Actor, key_actor
 from core.models import ROLES, Device
 from nexmdm_api.errors import ApiError, rate_limited, unauthorized
 from nexmdm_api.ratelimit import FailureLimiter
+
+logger = logging.getLogger("nexmdm.api")
 
 ENROLLMENT = security.ENROLLMENT_PREFIX + "_"
 DEVICE = security.DEVICE_PREFIX + "_"
@@ -142,7 +146,9 @@ async def authorize_admin(request: Request[Any, Any, Any]) -> None:
 
     def authenticate() -> dict[str, Any]:
         with sessions() as db:
-            return credentials.authenticate_admin(db, token)
+            key = credentials.authenticate_admin(db, token)
+        note_admin_key_use(request, key)
+        return key
 
     try:
         key = await anyio.to_thread.run_sync(authenticate)
@@ -169,6 +175,27 @@ def admin_actor(request: Request[Any, Any, Any]) -> Actor:
     return key_actor(require_admin(request)["name"], client_ip(request))
 
 
+def note_admin_key_use(request: Request[Any, Any, Any], key: dict[str, Any], db: Session | None = None) -> None:
+    """Record the key's last use, at most once a minute (no write at all in between).
+
+    From the admin guard (``db`` None: no request transaction has begun yet) in a short write
+    transaction of its own. From a handler, in the request's transaction (a savepoint), except for a
+    read-only endpoint on SQLite: its transaction is DEFERRED and a write there could meet "database is
+    locked" at once, so the use goes in a short transaction of its own. Bookkeeping never fails a request.
+    """
+    if not credentials.key_use_is_stale(key):
+        return
+    try:
+        if db is None or (request.app.state.settings.is_sqlite and request.route_handler.opt.get("readonly")):
+            with request.app.state.db.sessions.begin() as own:
+                credentials.record_admin_key_use(own, key["id"])
+        else:
+            with db.begin_nested():  # a savepoint: a failure here leaves the request's transaction usable
+                credentials.record_admin_key_use(db, key["id"])
+    except (NexMDMError, SQLAlchemyError) as exc:
+        logger.warning("could not record the use of admin key %s: %s", key["name"], exc.__class__.__name__)
+
+
 def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:
     """The enrollment token's secret; ``core.devices.enroll_device`` checks it (and its uses) atomically."""
     return _token(request, *_KINDS["enrollment"])
@@ -188,6 +215,8 @@ def require_apk_reader(request: Request[Any, Any, Any], db: Session) -> Principa
             return Principal("enrollment", enrollment.id)
         if token.startswith(DEVICE):
             return Principal("device", devices.authenticate_device(db, token).id)
-        return Principal("admin", credentials.authenticate_admin(db, token)["id"])
+        key = credentials.authenticate_admin(db, token)
     except InvalidCredentials as exc:
         raise refused(request, exc.message) from None
+    note_admin_key_use(request, key, db)
+    return Principal("admin", key["id"])

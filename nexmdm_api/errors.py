@@ -14,8 +14,7 @@ import msgspec
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import (
     Conflict,
@@ -25,6 +24,9 @@ from core.errors import (
     InvalidCredentials,
     NexMDMError,
     NotFound,
+    NotMigrated,
+    database_message,
+    from_database_error,
 )
 
 logger = logging.getLogger("nexmdm.api")
@@ -156,32 +158,17 @@ def to_problem(exc: Exception) -> ProblemDetailsException:
         errors = [{"field": exc.field, "message": exc.message}] if exc.field and status == 422 else None
         headers = {"WWW-Authenticate": 'Bearer realm="nexmdm"'} if status == 401 else None
         return _problem(status, exc.message, exc.code, headers=headers, errors=errors)
-    if isinstance(exc, PoolTimeout):
-        return _unavailable("the database is overloaded: no connection became free in time")
-    if isinstance(exc, ProgrammingError):
-        logger.error("database schema problem: %s", _first_line(exc))
-        return _unavailable("the database is not migrated to this version of NexMDM")
-    if isinstance(exc, DataError):
-        # a value the database refuses (validation should have caught it): the client's fault, not an outage
-        logger.warning("database refused a value: %s", _first_line(exc))
-        return _problem(422, "a value was refused by the database", "invalid_value")
-    if isinstance(exc, IntegrityError):
-        logger.warning("database constraint: %s", _first_line(exc))
-        return _problem(409, "the request conflicts with the stored data", "conflict")
-    if isinstance(exc, DBAPIError):
-        # OperationalError, InterfaceError, a dropped connection...: the database is unreachable or refusing.
-        logger.warning("database unavailable: %s", _first_line(exc))
-        return _unavailable("the database is unavailable")
+    translated = from_database_error(exc)
+    if translated is not None:
+        # the driver's line goes to the log only: it may name constraints, tables or values
+        level = logging.ERROR if isinstance(translated, NotMigrated) else logging.WARNING
+        logger.log(level, "database error (%s): %s", translated.code, database_message(exc))
+        return to_problem(translated)
     if isinstance(exc, SQLAlchemyError):
-        logger.error("database error: %s", _first_line(exc))
+        logger.error("database error: %s", database_message(exc))
         return _unavailable("the database is unavailable")
     logger.error("unhandled error", exc_info=exc)
     return _problem(500, "internal error", "internal_error")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
 
 
 def problem_details_plugin() -> ProblemDetailsPlugin:

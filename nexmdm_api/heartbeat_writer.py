@@ -127,7 +127,7 @@ class HeartbeatWriter:
         """``_store``, and whatever it raises settles the batch: the writer thread must never die."""
         try:
             self._store(batch)
-        except BaseException as exc:  # noqa: BLE001 - settle every waiting request, keep the thread alive
+        except BaseException as exc:  # settle every waiting request, keep the thread alive
             logger.exception("heartbeat writer: a batch failed unexpectedly")
             self._settle_all(batch, [exc] * len(batch))
 

@@ -12,7 +12,11 @@ from collections import deque
 
 
 class FailureLimiter:
-    """A sliding window of failures per key: more than ``limit`` within ``window`` seconds blocks the key."""
+    """A sliding window of failures per key: ``limit`` failures within ``window`` seconds block the key.
+
+    The contract's count: the first ``limit`` failures are answered 401, the next one (and every one
+    after it while ``limit`` failures stay in the window) 429.
+    """
 
     def __init__(self, limit: int, window: float, *, max_keys: int = 100_000) -> None:
         self.limit = limit
@@ -34,7 +38,7 @@ class FailureLimiter:
             failures = self._failures.get(key)
             if failures is None or len(failures) < self.limit:
                 return None
-            wait = failures[0] + self.window - now
+            wait = failures[-self.limit] + self.window - now  # until fewer than ``limit`` remain
             return wait if wait > 0 else None
 
     def fail(self, key: str, now: float | None = None) -> float | None:
@@ -47,13 +51,13 @@ class FailureLimiter:
             if failures is None:
                 if len(self._failures) >= self.max_keys:
                     self._prune(now)
-                failures = self._failures[key] = deque(maxlen=self.limit)
+                failures = self._failures[key] = deque(maxlen=self.limit + 1)
             while failures and failures[0] <= now - self.window:
                 failures.popleft()
             failures.append(now)
-            if len(failures) < self.limit:
-                return None
-            return max(failures[0] + self.window - now, 1.0)
+            if len(failures) <= self.limit:
+                return None  # the first ``limit`` failures are plain 401s
+            return max(failures[-self.limit] + self.window - now, 1.0)
 
     def _prune(self, now: float) -> None:
         for key in [k for k, v in self._failures.items() if not v or v[-1] <= now - self.window]:

@@ -1,8 +1,11 @@
-"""The one place where errors become a red line on stderr and an exit code."""
+"""The one place where errors become a red line on stderr and an exit code.
+
+Database errors are classified by ``core.errors.from_database_error`` (the same function the API's
+problem mapping uses), so the CLI and the API agree: a unique violation is a conflict (exit 4 / 409),
+a refused value is exit 2 / 422, a missing table says "not migrated" (exit 5 / 503).
+"""
 
 from __future__ import annotations
-
-from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 
 from core.errors import (
     Conflict,
@@ -12,6 +15,9 @@ from core.errors import (
     LockTimeout,
     NexMDMError,
     NotFound,
+    NotMigrated,
+    database_message,
+    from_database_error,
 )
 
 #: exit codes, documented in docs/cli.md (cron jobs and scripts rely on them)
@@ -22,6 +28,7 @@ EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
 EXIT_DATABASE = 5  # unreachable, or not migrated to this version
 EXIT_LOCKED = 75  # another run holds the lock, or a step kept timing out on a lock: try again later (EX_TEMPFAIL)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 EXIT_CODES: dict[type[NexMDMError], int] = {
     InvalidArgument: EXIT_USAGE,
@@ -33,13 +40,18 @@ EXIT_CODES: dict[type[NexMDMError], int] = {
 }
 
 
+def _is_bad_url(exc: BaseException) -> bool:
+    # sqlalchemy.exc.ArgumentError, by name: importing SQLAlchemy here would slow every command's start
+    return any(kind.__name__ == "ArgumentError" and kind.__module__ == "sqlalchemy.exc" for kind in type(exc).__mro__)
+
+
 def exit_code_for(exc: BaseException) -> int:
-    for kind, code in EXIT_CODES.items():
-        if isinstance(exc, kind):
-            return code
-    if isinstance(exc, OperationalError | ProgrammingError):
-        return EXIT_DATABASE
-    if isinstance(exc, ArgumentError):  # a malformed --database-url
+    translated = exc if isinstance(exc, NexMDMError) else from_database_error(exc)
+    if translated is not None:
+        for kind, code in EXIT_CODES.items():
+            if isinstance(translated, kind):
+                return code
+    if _is_bad_url(exc):  # a malformed --database-url
         return EXIT_USAGE
     return EXIT_FAILURE
 
@@ -47,11 +59,13 @@ def exit_code_for(exc: BaseException) -> int:
 def message_for(exc: BaseException, masked_url: str) -> str:
     if isinstance(exc, NexMDMError):
         return exc.message
-    if isinstance(exc, OperationalError):
-        orig = str(getattr(exc, "orig", exc)).strip().splitlines()
-        return f"database error on {masked_url}: {orig[0] if orig else 'unreachable'}"
-    if isinstance(exc, ProgrammingError):
-        return f"the database {masked_url} does not look migrated: run `nexmdm db upgrade`"
-    if isinstance(exc, ArgumentError):
+    translated = from_database_error(exc)
+    if isinstance(translated, NotMigrated):
+        return f"the database {masked_url} does not look migrated: run `nexmdm db upgrade` ({database_message(exc)})"
+    if isinstance(translated, DatabaseUnavailable):
+        return f"database error on {masked_url}: {database_message(exc)}"
+    if translated is not None:
+        return f"{translated.message}: {database_message(exc)}"
+    if _is_bad_url(exc):
         return f"invalid database URL: {exc}"
     return f"unexpected error: {exc.__class__.__name__}: {exc}"

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from nexmdm_cli.errors import exit_code_for, message_for
+from nexmdm_cli.errors import EXIT_INTERRUPTED, exit_code_for, message_for
 from nexmdm_cli.state import CliState, err_console, state
 
 #: exceptions that already carry their own exit code and message (typer >= 0.29 vendors click, so both)
@@ -41,8 +41,8 @@ class NexMDMGroup(TyperGroup):
             raise
         except KeyboardInterrupt:
             err_console.print("[red]interrupted[/red]")
-            raise typer.Exit(code=130) from None
-        except Exception as exc:  # noqa: BLE001 - the whole point: no traceback reaches an operator
+            raise typer.Exit(code=EXIT_INTERRUPTED) from None
+        except Exception as exc:  # the whole point: no traceback reaches an operator
             err_console.print(f"[red]error:[/red] {escape(message_for(exc, _masked(ctx)))}", soft_wrap=True)
             logging.getLogger("nexmdm.cli").debug("command failed", exc_info=True)
             raise typer.Exit(code=exit_code_for(exc)) from None

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from core.errors import InvalidArgument
+from nexmdm_cli.lazy import lazy_module
+
+httpx = lazy_module("httpx")  # loaded when a simulation runs, not by `nexmdm --help`
 
 NETWORKS = ("wifi", "wifi", "wifi", "cellular", "cellular", "ethernet")
 

@@ -9,18 +9,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import engine_from_settings, make_session_factory, mask_url
 from core.errors import DatabaseUnavailable
-from core.migrations import current_revision, head_revision
 from core.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # imported where used: SQLAlchemy is not needed to print --help
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
 
 #: messages for people go to stderr; stdout is for data (tables, or one JSON document with --json)
 err_console = Console(stderr=True, highlight=False)
@@ -43,11 +42,15 @@ class CliState:
 
     @property
     def masked_url(self) -> str:
+        from core.db import mask_url
+
         return mask_url(self.settings.database_url)
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            from core.db import engine_from_settings
+
             self._engine = engine_from_settings(self.settings)
         return self._engine
 
@@ -55,6 +58,10 @@ class CliState:
         """Fail with one clear line when the database is unreachable or not at the current migration."""
         if self._checked:
             return
+        from sqlalchemy.exc import OperationalError
+
+        from core.schema_version import current_revision, head_revision  # no Alembic: read the version table
+
         try:
             current = current_revision(self.engine)
         except OperationalError as exc:
@@ -72,6 +79,8 @@ class CliState:
     @property
     def session_factory(self) -> sessionmaker[Session]:
         if self._factory is None:
+            from core.db import make_session_factory
+
             self._factory = make_session_factory(self.engine, self.settings)
         return self._factory
 

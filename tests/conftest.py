@@ -18,17 +18,23 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine, make_session_factory
+from core.db import make_engine, make_session_factory, mask_url
+from core.errors import database_message
 from core.migrations import alembic_config
 from core.models import Base, Device
-from core.settings import Settings
+from core.settings import Settings, normalize_database_url
 from tests.fakes.fcm import FakeFcm
 from tests.pgcluster import Cluster
 
-PG_ADMIN_URL = os.environ.get("NEXMDM_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+#: an admin URL that may create databases, normalized the way the product normalizes NEXMDM_DATABASE_URL
+#: (``postgresql://`` means psycopg2), so that the README's form works here too
+PG_ADMIN_URL = normalize_database_url(
+    os.environ.get("NEXMDM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -37,12 +43,40 @@ def _pg_admin() -> Engine:
     return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
 
 
+def database_url_for(name: str, admin_url: str = PG_ADMIN_URL) -> str:
+    """The admin URL with another database name (its user, host, port and query options kept)."""
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def postgres_problem(exc: BaseException, admin_url: str = PG_ADMIN_URL) -> str:
+    """Why the PostgreSQL tests cannot run, in words that name the real cause."""
+    where = mask_url(admin_url)
+    if isinstance(exc, ImportError):
+        return f"the driver for {where} is not installed ({exc}); NEXMDM_TEST_PG_URL picks it"
+    if isinstance(exc, ArgumentError):
+        return f"NEXMDM_TEST_PG_URL is not a database URL: {exc}"
+    if isinstance(exc, OperationalError):
+        return f"PostgreSQL is not reachable at {where}: {database_message(exc)}"
+    return f"PostgreSQL at {where} failed: {exc.__class__.__name__}: {database_message(exc)}"
+
+
+_PG_PROBLEM: list[str | None] = []  # checked once per run
+
+
 def _require_postgres() -> None:
-    try:
-        with _pg_admin().connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
-        message = f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc.__class__.__name__}"
+    if not _PG_PROBLEM:
+        try:
+            engine = _pg_admin()
+            try:
+                with engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            finally:
+                engine.dispose()
+            _PG_PROBLEM.append(None)
+        except Exception as exc:  # noqa: BLE001 - reported below, by its real cause
+            _PG_PROBLEM.append(postgres_problem(exc))
+    message = _PG_PROBLEM[0]
+    if message is not None:
         if IN_CI:
             pytest.fail(message + " (CI=true requires it)", pytrace=False)
         pytest.skip(message)
@@ -65,7 +99,7 @@ class DatabaseFactory:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
         self.pg_names.append(name)
-        return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        return database_url_for(name)
 
     def drop_all(self) -> None:
         if not self.pg_names:

@@ -1,7 +1,7 @@
 """roles on admin keys, audit trail, webhook outbox, device presence, cancelled commands
 
 Revision ID: 0008
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-29 20:00:00
 
 Existing admin keys become ``admin`` (they could do everything before). Only new tables and one small
@@ -17,7 +17,7 @@ import core.models.base
 import core.types
 
 revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0003"
+down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

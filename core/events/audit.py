@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.models import AuditEvent
+from core.operations import rowcount
 from core.types import utcnow
 
-_TABLE = AuditEvent.__table__
+_TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def count_events(db: Session) -> int:
 def delete_older_than(db: Session, cutoff: datetime, *, batch: int) -> int:
     """Delete one batch of rows older than ``cutoff`` (oldest first, by ``at``); returns how many."""
     ids = select(_TABLE.c.id).where(_TABLE.c.at < cutoff).order_by(_TABLE.c.at).limit(batch)
-    return db.execute(delete(_TABLE).where(_TABLE.c.id.in_(ids.scalar_subquery()))).rowcount or 0
+    return rowcount(db.execute(delete(_TABLE).where(_TABLE.c.id.in_(ids.scalar_subquery()))))
 
 
 def retention_cutoff(days: int) -> datetime:

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from sqlalchemy import and_, exists, select, true, update
+from sqlalchemy import Table, and_, exists, select, true, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from core.events.webhooks import sign
@@ -38,7 +38,7 @@ from core.settings import Settings
 from core.types import utcnow
 
 logger = logging.getLogger("nexmdm.webhooks")
-_OUTBOX = WebhookOutbox.__table__
+_OUTBOX: Table = WebhookOutbox.__table__  # type: ignore[assignment]
 USER_AGENT = "NexMDM-Webhooks/1"
 
 
@@ -50,7 +50,7 @@ Resolver = Callable[[str, int], list[str]]
 
 
 def resolve(host: str, port: int) -> list[str]:
-    return sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
 def forbidden(address: str) -> str | None:

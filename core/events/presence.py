@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Table, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +30,7 @@ from core.types import utcnow
 OUTAGE_SECONDS = 120
 BATCH = 1000
 _NAME = "presence"
-_PRESENCE = DevicePresence.__table__
+_PRESENCE: Table = DevicePresence.__table__  # type: ignore[assignment]
 
 
 def _mark(db: Session, now: datetime) -> datetime:

@@ -1,4 +1,5 @@
-"""Retention of the audit trail and of the webhook outbox, run by ``nexmdm cleanup`` with the others."""
+"""Retention of the audit trail and of the webhook outbox, run by ``nexmdm cleanup`` with the others
+(registered in ``core.retention``)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def cleanup_old_audit_events(
     db: Session, *, retention_days: int | None = None, dry_run: bool = False
 ) -> dict[str, Any]:
     """Delete audit events older than the cutoff (``NEXMDM_AUDIT_RETENTION_DAYS``, default 365)."""
-    from core.db_utils import _cleanup  # the shared batched delete; imported late (db_utils imports this module)
+    from core.retention import _cleanup  # the shared batched delete; imported late (it imports this module)
 
     return _cleanup(
         db,
@@ -34,7 +35,7 @@ def cleanup_old_webhook_deliveries(
     db: Session, *, retention_days: int | None = None, dry_run: bool = False
 ) -> dict[str, Any]:
     """Delete delivered and dead outbox rows older than the cutoff (``NEXMDM_WEBHOOK_RETENTION_DAYS``, 30)."""
-    from core.db_utils import _cleanup
+    from core.retention import _cleanup
 
     return _cleanup(
         db,

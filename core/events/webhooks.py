@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidArgument, NotFound
@@ -38,7 +38,7 @@ EVENT_TYPES = (
 TEST_EVENT = "webhook.test"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 MAX_URL_LENGTH = 2048
-_OUTBOX = WebhookOutbox.__table__
+_OUTBOX: Table = WebhookOutbox.__table__  # type: ignore[assignment]
 #: 9 values a row: well under SQLite's 32,766 bound parameters per statement
 _ROWS_PER_INSERT = 1000
 

@@ -9,11 +9,14 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
+from core.statuses import COMMAND_STATUSES, FCM_STATUSES, FINISHED_STATUSES
 from core.types import UTCDateTime, utcnow
 
-COMMAND_STATUSES = ("pending", "acked", "failed", "expired", "cancelled")
-FINISHED_STATUSES = ("acked", "failed", "expired", "cancelled")
-FCM_STATUSES = ("pending", "sent", "failed", "skipped")
+__all__ = ["COMMAND_STATUSES", "FCM_STATUSES", "FINISHED_STATUSES", "FcmDispatch"]
+
+
+def _sql_list(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
 
 
 class FcmDispatch(Base):
@@ -24,7 +27,7 @@ class FcmDispatch(Base):
     device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"))
     action: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    payload_hash: Mapped[str] = mapped_column(String(64))
+    payload_hash: Mapped[str] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     fcm_status: Mapped[str] = mapped_column(String(16), default="pending")
     replay_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -43,8 +46,8 @@ class FcmDispatch(Base):
     ack_detail: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'acked', 'failed', 'expired', 'cancelled')", name="status_known"),
-        CheckConstraint("fcm_status IN ('pending', 'sent', 'failed', 'skipped')", name="fcm_status_known"),
+        CheckConstraint(f"status IN ({_sql_list(COMMAND_STATUSES)})", name="status_known"),
+        CheckConstraint(f"fcm_status IN ({_sql_list(FCM_STATUSES)})", name="fcm_status_known"),
         Index(None, "device_id", "status"),
         Index(None, "status", "created_at"),
         Index(None, "created_at"),

@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from core import apk
-from core.events.audit import cli_actor
-from core.types import utcnow
+from core.clock import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, show, since, size, stamp, table
 from nexmdm_cli.state import print_json, state
+
+apk = lazy_module("core.apk")  # loaded by the command, not by `nexmdm --help`
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("APK builds of the device agent and their download audit trail.")
 
@@ -28,7 +30,7 @@ def add(
     st = state(ctx)
     with st.session() as db:
         build = apk.add_build_from_file(
-            db, st.settings, file, version_code=version_code, version_name=version_name, actor=cli_actor()
+            db, st.settings, file, version_code=version_code, version_name=version_name, actor=audit.cli_actor()
         )
     if json_output:
         print_json(build)

@@ -10,12 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
+from core.clock import utcnow
 from core.durations import parse_duration
 from core.errors import InvalidArgument
-from core.events import audit
-from core.types import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state, to_jsonable
+
+audit = lazy_module("core.events.audit")  # loaded by the command, not by `nexmdm --help`
 
 app = group("The audit trail: every admin change (API and CLI), refusals counted per minute.")
 

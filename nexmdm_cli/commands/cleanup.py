@@ -12,11 +12,13 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from core import db_utils
-from core.locks import maintenance_lock
 from nexmdm_cli.errors import EXIT_LOCKED
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import JsonOption, note, show, table
 from nexmdm_cli.state import err_console, print_json, state
+
+retention_engine = lazy_module("core.retention")
+locks = lazy_module("core.locks")
 
 
 def _days(help_text: str) -> Any:
@@ -61,7 +63,7 @@ def cleanup(
         entity: configured if overrides[entity] is None else overrides[entity]
         for entity, configured in st.settings.retention_days().items()
     }
-    with maintenance_lock(st.engine) as acquired:
+    with locks.maintenance_lock(st.engine) as acquired:
         if not acquired:
             note(f"[red]error:[/red] another cleanup holds the lock on {st.masked_url}; nothing done, try later")
             raise typer.Exit(code=EXIT_LOCKED)
@@ -99,7 +101,7 @@ def _run(factory: Any, retention: dict[str, int], *, dry_run: bool) -> dict[str,
         Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as progress,
         factory() as db,
     ):
-        task = progress.add_task("retention cleanup", total=len(db_utils.CLEANUP_ENTITIES))
-        return db_utils.run_all_retention_cleanups(
+        task = progress.add_task("retention cleanup", total=len(retention_engine.CLEANUP_ENTITIES))
+        return retention_engine.run_all_retention_cleanups(
             db, dry_run=dry_run, retention_days=retention, on_result=lambda *_: progress.advance(task)
         )

@@ -14,18 +14,20 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
-from alembic import command
 from rich.markup import escape
 
-from core import credentials
-from core.db import engine_from_settings, make_session_factory
-from core.migrations import alembic_config
 from core.settings import get_settings
 from nexmdm_cli.commands.simulate import render_report, run_with_progress
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.simulation import Simulation
 from nexmdm_cli.state import info, out_console
+
+# loaded when the demo runs, not by `nexmdm --help`
+httpx = lazy_module("httpx")
+credentials = lazy_module("core.credentials")
+core_db = lazy_module("core.db")
+migrations = lazy_module("core.migrations")
 
 DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
@@ -72,9 +74,11 @@ def demo(
     database_url = f"sqlite:///{folder / 'nexmdm.db'}"
     settings = get_settings(data_dir=folder, database_url=database_url)
     info(f"[bold]1/5[/bold] migrating a fresh demo database in {escape(str(folder))}")
-    command.upgrade(alembic_config(database_url), "head")
-    engine = engine_from_settings(settings)
-    with make_session_factory(engine, settings).begin() as db:
+    from alembic import command
+
+    command.upgrade(migrations.alembic_config(database_url), "head")
+    engine = core_db.engine_from_settings(settings)
+    with core_db.make_session_factory(engine, settings).begin() as db:
         enrollment_token, _ = credentials.create_enrollment_token(db, uses=devices, note="nexmdm demo")
         admin_key, _ = credentials.create_admin_key(db, name="demo")
     engine.dispose()

@@ -6,9 +6,8 @@ from typing import Annotated
 
 import typer
 
-from core import devices
-from core.events.audit import cli_actor
-from core.types import utcnow
+from core.clock import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
     JsonOption,
@@ -26,6 +25,9 @@ from nexmdm_cli.render import (
     yes_no,
 )
 from nexmdm_cli.state import print_json, state
+
+devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Devices: the fleet with last seen and online/stale/offline, one device, revoke.")
 
@@ -117,7 +119,7 @@ def revoke(
     if not yes:
         confirm(f"Revoke device {device_id} on {st.masked_url}? Its token stops working at once")
     with st.session() as db:
-        data = devices.device_dict(devices.revoke_device(db, device_id, actor=cli_actor()), st.settings)
+        data = devices.device_dict(devices.revoke_device(db, device_id, actor=audit.cli_actor()), st.settings)
     if json_output:
         print_json(data)
         return

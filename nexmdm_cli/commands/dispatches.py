@@ -7,14 +7,16 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 
-from core import dispatches
+from core.clock import utcnow
 from core.durations import format_duration, parse_duration
 from core.errors import InvalidArgument
-from core.events.audit import cli_actor
-from core.models import COMMAND_STATUSES
-from core.types import utcnow
+from core.statuses import COMMAND_STATUSES
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, ms, note, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state
+
+dispatches = lazy_module("core.dispatches")  # loaded by the command, not by `nexmdm --help`
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Commands dispatched to devices: statistics, one command, recent commands, cancel.")
 
@@ -148,7 +150,7 @@ def cancel(
     """Cancel a pending command: it leaves the device's pending list, and a late ack is refused (409)."""
     st = state(ctx)
     with st.session() as db:
-        changed, data = dispatches.cancel_command(db, request_id, actor=cli_actor())
+        changed, data = dispatches.cancel_command(db, request_id, actor=audit.cli_actor())
     if json_output:
         print_json(data)
         return

@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
-from core import devices
+from core.clock import utcnow
 from core.durations import parse_duration
-from core.types import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, battery, dash, group, relative, show, stamp, styled, table, yes_no
 from nexmdm_cli.state import print_json, state
+
+devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
 
 app = group("Heartbeats: what each device has been reporting.")
 

@@ -6,13 +6,15 @@ from typing import Annotated
 
 import typer
 
-from core import credentials
+from core.clock import utcnow
 from core.errors import NotFound
-from core.events.audit import cli_actor
-from core.types import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, relative, secret_once, show, styled
 from nexmdm_cli.render import table as make_table
 from nexmdm_cli.state import print_json, state
+
+credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Admin API keys: for integrations and the admin endpoints.")
 
@@ -30,7 +32,7 @@ def create(
     """Create an admin API key and print its secret, once."""
     st = state(ctx)
     with st.session() as db:
-        secret, key = credentials.create_admin_key(db, name=name, role=role, actor=cli_actor())
+        secret, key = credentials.create_admin_key(db, name=name, role=role, actor=audit.cli_actor())
     if json_output:
         print_json(key | {"secret": secret})
         return
@@ -78,7 +80,7 @@ def revoke(
                 raise NotFound(f"no admin key named {name!r}")  # before asking
         confirm(f"Revoke admin key {name} on {st.masked_url}? Integrations using it stop working")
     with st.session() as db:
-        key = credentials.revoke_admin_key(db, name, actor=cli_actor())
+        key = credentials.revoke_admin_key(db, name, actor=audit.cli_actor())
     if json_output:
         print_json(key)
         return

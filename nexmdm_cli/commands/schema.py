@@ -11,19 +11,16 @@ instead (the tests cover both backends). PostgreSQL partitions (children of a pa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, UniqueConstraint, inspect, text
-from sqlalchemy.exc import OperationalError
 
 from core.errors import DatabaseUnavailable
-from core.migrations import head_revision
-from core.models import Base
 from nexmdm_cli.render import CONTEXT, JsonOption, group, note, show
 from nexmdm_cli.state import first_line, print_json, state
+
+if TYPE_CHECKING:  # Alembic, SQLAlchemy and the models are imported by the check itself, not by --help
+    from sqlalchemy import Connection
 
 app = group("Compare the live database with the models.")
 
@@ -31,6 +28,8 @@ SKIPPED_TABLES = {"alembic_version"}
 
 
 def _partitions(conn: Connection) -> set[str]:
+    from sqlalchemy import text
+
     if conn.dialect.name != "postgresql":
         return set()
     rows = conn.execute(text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"))
@@ -87,6 +86,10 @@ def describe(diff: Any) -> dict[str, str]:
 
 
 def _unique_column_sets(conn: Connection, table: str, *, reflected: bool) -> list[frozenset[str]]:
+    from sqlalchemy import UniqueConstraint, inspect
+
+    from core.models import Base
+
     if not reflected:
         model = Base.metadata.tables.get(table)
         constraints = [c for c in model.constraints if isinstance(c, UniqueConstraint)] if model is not None else []
@@ -98,6 +101,8 @@ def _unique_column_sets(conn: Connection, table: str, *, reflected: bool) -> lis
 
 def _same_unique_columns(conn: Connection, diff: Any) -> bool:
     """A unique constraint "missing" on one side that exists on the other under no (or another) name."""
+    from sqlalchemy import UniqueConstraint
+
     if not isinstance(diff, tuple) or diff[0] not in ("add_constraint", "remove_constraint"):
         return False
     constraint = diff[1]
@@ -111,6 +116,12 @@ def _same_unique_columns(conn: Connection, diff: Any) -> bool:
 
 def find_problems(conn: Connection) -> list[dict[str, str]]:
     """Every difference between the database behind ``conn`` and the models, plus the migration head."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from core.migrations import head_revision
+    from core.models import Base
+
     skipped = SKIPPED_TABLES | _partitions(conn)
 
     def include_name(name: str | None, type_: str, _parents: Any) -> bool:
@@ -138,6 +149,8 @@ def find_problems(conn: Connection) -> list[dict[str, str]]:
 @app.command(context_settings=CONTEXT)
 def check(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Compare tables, columns, types, nullability, indexes, constraints and migration head; exit 1 on any problem."""
+    from sqlalchemy.exc import OperationalError
+
     st = state(ctx)
     try:
         with st.engine.connect() as conn:

@@ -10,9 +10,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from core.delivery import client_from_settings
 from core.settings import Settings
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import CliState, info, state
+
+delivery = lazy_module("core.delivery")
 
 FACTORY = "nexmdm_api.app:create_app"
 
@@ -72,7 +74,7 @@ def serve(
 
 def _say_how_commands_reach_devices(settings: Settings, worker: bool) -> None:
     """Once at start-up: is FCM push on, and where does the delivery worker run?"""
-    client = client_from_settings(settings)  # a broken credentials file fails here, in one clear line
+    client = delivery.client_from_settings(settings)  # a broken credentials file fails here, in one clear line
     if client is None:
         info(
             "[yellow]FCM push is off[/yellow] (NEXMDM_FCM_CREDENTIALS is not set): "

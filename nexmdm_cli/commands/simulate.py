@@ -11,9 +11,11 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from core import credentials
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.simulation import Simulation, check_loopback
 from nexmdm_cli.state import err_console, out_console, print_json, state
+
+credentials = lazy_module("core.credentials")
 
 
 def run_with_progress(sim: Simulation, during: Callable[[Simulation], Awaitable[None]] | None = None) -> dict[str, Any]:

@@ -6,12 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from core import credentials
+from core.clock import utcnow
 from core.durations import parse_duration
-from core.events.audit import cli_actor
-from core.types import utcnow
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
 from nexmdm_cli.state import print_json, state
+
+credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
+#: core.credentials.MAX_TOKEN_USES, spelled out for the help text (tests/cli/test_startup.py pins it)
+MAX_TOKEN_USES = 1_000_000
 
 app = group("Enrollment tokens: what a new device presents to enroll.")
 
@@ -19,7 +23,7 @@ app = group("Enrollment tokens: what a new device presents to enroll.")
 @app.command(context_settings=CONTEXT)
 def create(
     ctx: typer.Context,
-    uses: Annotated[int, typer.Option(min=1, max=credentials.MAX_TOKEN_USES, help="How many devices may enroll.")] = 1,
+    uses: Annotated[int, typer.Option(min=1, max=MAX_TOKEN_USES, help="How many devices may enroll.")] = 1,
     expires: Annotated[str, typer.Option(help="Lifetime: 30m, 1h, 7d... (at most 365d).")] = "1h",
     note_text: Annotated[str | None, typer.Option("--note", help="What the token is for (shown in lists).")] = None,
     json_output: JsonOption = False,
@@ -29,7 +33,7 @@ def create(
     lifetime = parse_duration(expires, field="--expires")
     with st.session() as db:
         secret, token = credentials.create_enrollment_token(
-            db, uses=uses, expires_in=lifetime, note=note_text, actor=cli_actor()
+            db, uses=uses, expires_in=lifetime, note=note_text, actor=audit.cli_actor()
         )
     if json_output:
         print_json(token | {"secret": secret})
@@ -83,7 +87,7 @@ def revoke(
     """Revoke an enrollment token: no further device can enroll with it (enrolled devices are unaffected)."""
     st = state(ctx)
     with st.session() as db:
-        token = credentials.revoke_enrollment_token(db, token_id, actor=cli_actor())
+        token = credentials.revoke_enrollment_token(db, token_id, actor=audit.cli_actor())
     if json_output:
         print_json(token)
         return

@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
-from core.delivery import DeliveryWorker, client_from_settings
 from nexmdm_cli.errors import EXIT_USAGE
+from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import err_console, print_json, state
+
+delivery_module = lazy_module("core.delivery")
 
 
 def worker(
@@ -28,14 +30,14 @@ def worker(
     st = state(ctx)
     settings = st.settings
     st.require_migrated()
-    client = client_from_settings(settings)
+    client = delivery_module.client_from_settings(settings)
     if client is None:
         err_console.print(
             "[red]error:[/red] FCM is not configured (set NEXMDM_FCM_CREDENTIALS); "
             "commands stay pending until devices poll for them"
         )
         raise typer.Exit(code=EXIT_USAGE)
-    delivery = DeliveryWorker(st.session_factory, settings, client)
+    delivery = delivery_module.DeliveryWorker(st.session_factory, settings, client)
     try:
         if once:
             expired = delivery.sweep_expired()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core import devices as core_devices
+from core import heartbeats as core_heartbeats
 from core.models import Device
 from core.types import utcnow
 
@@ -38,7 +38,7 @@ def test_heartbeat_history_paging(client, admin, enroll, session_factory) -> Non
     with session_factory.begin() as db:
         device = db.get(Device, "dev_001")
         for minutes in range(5):
-            core_devices.record_device_heartbeat(
+            core_heartbeats.record_device_heartbeat(
                 db,
                 device,
                 {"status": "ok", "battery_pct": 50 + minutes},

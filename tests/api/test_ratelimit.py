@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
+
+from litestar.testing import TestClient
+from sqlalchemy import Engine
+
+from core.settings import Settings
+from nexmdm_api import create_app
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
+from tests.api.conftest import bearer
 
 
 def test_failure_limiter_blocks_after_the_limit_and_forgets_after_the_window() -> None:
+    """The contract: a limit of N means N failures are answered 401 and the (N+1)-th is 429."""
     limiter = FailureLimiter(limit=3, window=60)
-    assert limiter.fail("a", now=0) is None and limiter.fail("a", now=1) is None
-    assert limiter.retry_after("a", now=1) is None
-    assert limiter.fail("a", now=2) == 58
-    assert limiter.retry_after("a", now=30) == 30
+    assert [limiter.fail("a", now=t) for t in (0, 1, 2)] == [None, None, None]  # three 401s
+    assert limiter.retry_after("a", now=2) == 58  # blocked now: until the first failure leaves the window
+    assert limiter.fail("a", now=3) == 58  # the fourth is refused, until t=61, when 1 leaves the window
+    assert limiter.retry_after("a", now=30) == 31  # three failures (1, 2, 3) still in the window
     assert limiter.retry_after("b", now=30) is None  # per address
-    assert limiter.retry_after("a", now=61) is None  # the first failure left the window
+    assert limiter.retry_after("a", now=61) is None  # only two left in the window
+    assert limiter.fail("a", now=61) is None  # the third in the window (2, 3, 61): a 401 again
+    assert limiter.fail("a", now=61.5) == 1.5  # the fourth: 429 until t=63, when 2 and 3 have left
     assert FailureLimiter(limit=0, window=60).fail("a", now=0) is None  # disabled
 
 
@@ -31,3 +43,40 @@ def test_token_bucket_allows_bursts_then_the_rate() -> None:
     assert bucket.take("d", now=1.01) is None  # one token per second comes back
     assert bucket.take("other", now=0) is None
     assert TokenBucket(rate_per_minute=0, burst=1).take("d", now=0) is None  # disabled
+
+
+# ------------------------------------------------------ valid credentials from a blocked address
+
+
+def test_a_blocked_address_still_gets_in_with_any_valid_credential(
+    api_settings: Settings, engine: Engine, make_token: Callable[..., str], admin_key: str
+) -> None:
+    """The limiter never refuses valid credentials: enrollment tokens, device tokens, admin keys, and
+    every credential kind on APK downloads (whole fleets sit behind one carrier-NAT address)."""
+    settings = api_settings.with_overrides(auth_failure_limit=2, auth_failure_window_seconds=600)
+    enrollment = make_token(uses=10)
+    with TestClient(create_app(settings)) as client:
+        admin = bearer(admin_key)
+        upload = client.post(
+            "/v1/apk/builds",
+            files={"file": ("a.apk", io.BytesIO(b"PK\x03\x04" + b"build" * 50))},
+            data={"version_code": "3", "version_name": "3.0"},
+            headers=admin,
+        )
+        assert upload.status_code == 201, upload.text
+        device = client.post("/v1/enroll", json={"device_id": "dev_1"}, headers=bearer(enrollment))
+        assert device.status_code == 201
+        device_token = device.json()["device_token"]
+
+        guesses = [client.get("/v1/devices", headers=bearer("nxa_" + "x" * 43)).status_code for _ in range(3)]
+        assert guesses == [401, 401, 429]  # the address is blocked now
+        assert client.get("/v1/devices").status_code == 429  # no credential at all: refused at once
+
+        assert client.post("/v1/enroll", json={"device_id": "dev_2"}, headers=bearer(enrollment)).status_code == 201
+        assert client.get("/v1/devices", headers=admin).status_code == 200
+        assert client.post("/v1/heartbeat", json={"status": "ok"}, headers=bearer(device_token)).status_code == 201
+        for token in (enrollment, device_token, admin_key):
+            assert client.get("/v1/apk/latest", headers=bearer(token)).status_code == 200
+            assert client.get("/v1/apk/download/latest", headers=bearer(token)).status_code == 200
+        # and a bad guess of each kind is still refused
+        assert client.post("/v1/enroll", json={"device_id": "x"}, headers=bearer("nxe_" + "y" * 43)).status_code == 429

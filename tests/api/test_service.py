@@ -99,7 +99,7 @@ def test_failed_authentication_is_limited_per_address_but_valid_credentials_pass
         good = {"Authorization": f"Bearer {device.json()['device_token']}"}
         bad = {"Authorization": "Bearer nxd_" + "x" * 43}
         codes = [client.post("/v1/heartbeat", json={}, headers=bad).status_code for _ in range(4)]
-        assert codes == [401, 401, 429, 429]
+        assert codes == [401, 401, 401, 429]  # a limit of 3: three 401s, then 429
         limited = client.post("/v1/heartbeat", json={})
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert client.post("/v1/heartbeat", json={"status": "ok"}, headers=good).status_code == 201

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
-from core import db_utils, devices
+from core import db_utils, heartbeats
 from core.models import ApkBuild, ApkDownloadEvent, Device, FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
@@ -52,7 +52,7 @@ def seed_heartbeat(factory: sessionmaker[Session], device_id: str, ago: timedelt
     with factory.begin() as db:
         device = db.get(Device, device_id)
         settings = db.info.get("settings") or Settings()
-        devices.record_device_heartbeat(db, device, data, settings, received_at=utcnow() - ago)
+        heartbeats.record_device_heartbeat(db, device, data, settings, received_at=utcnow() - ago)
 
 
 def seed_dispatch(

@@ -228,3 +228,10 @@ def test_export_memory_does_not_grow_with_the_trail(cli: Cli, session_factory, b
     _seed(session_factory, 20000)
     large = peak()
     assert large < small * 2, (small, large)
+
+
+def test_the_help_lists_the_events_core_knows() -> None:
+    from core.events import webhooks as core_webhooks
+    from nexmdm_cli.commands import webhooks as cli_webhooks
+
+    assert cli_webhooks.EVENT_TYPES == core_webhooks.EVENT_TYPES

@@ -24,7 +24,7 @@ DATA_COMMANDS = [
     ["apk", "downloads"],
     ["cleanup", "--dry-run"],
 ]
-UNREACHABLE = "postgresql://nobody@127.0.0.1:1/x"
+UNREACHABLE = "postgresql://nobody:hunter2-userinfo@127.0.0.1:1/x?password=hunter3-query"
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,8 @@ def test_unreachable_database(args: list[str], cli_env: dict) -> None:
     result = Cli(UNREACHABLE, cli_env)(*args)
     assert result.exit_code == 5
     line = one_error_line(result)
-    assert "127.0.0.1" in line and "nobody@" in line
+    assert "127.0.0.1" in line and "nobody:***@" in line
+    assert "hunter2" not in result.output and "hunter3" not in result.output  # neither password, anywhere
 
 
 @pytest.mark.parametrize("args", DATA_COMMANDS, ids=" ".join)
@@ -77,3 +78,37 @@ def test_short_help_everywhere(args: list[str]) -> None:
     result = CliRunner().invoke(app, [*args, "-h"])
     assert result.exit_code == 0
     assert "Usage" in result.stdout
+
+
+def test_ctrl_c_is_exit_130_with_one_line(cli_env: dict, tmp_path) -> None:
+    """SIGINT while a command runs: one line, exit 130 (as shells report it), no traceback."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as silent:  # accepts the connection and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from nexmdm_cli.main import run; run()", "--database-url", "sqlite:///"]
+            + ["simulate", "--devices", "1", "--duration", "60", "--url", f"http://127.0.0.1:{port}"]
+            + ["--enrollment-token", "nxe_" + "x" * 43],
+            env=os.environ | cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            silent.settimeout(60)
+            connection, _ = silent.accept()  # the command is running (enrolling): interrupt it now
+            process.send_signal(signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=60)
+            connection.close()
+        finally:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted"
+    assert "Traceback" not in stderr

@@ -22,7 +22,7 @@ def _execute(url: str, *statements: str) -> None:
     engine.dispose()
 
 
-def _problems(result) -> list[str]:  # noqa: ANN001
+def _problems(result) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.startswith("❌")]
 
 

@@ -34,7 +34,7 @@ def test_worker_once_pushes_pending_commands(
         fake.stop()
 
 
-def test_worker_without_credentials_says_so(database_url: str, engine) -> None:  # noqa: ANN001
+def test_worker_without_credentials_says_so(database_url: str, engine) -> None:
     result = CliRunner().invoke(app, ["--database-url", database_url, "worker", "--once"], env={})
     assert result.exit_code == 2
     assert "FCM is not configured" in result.stderr

@@ -30,7 +30,7 @@ def _count(db: Session, model: type) -> int:
 
 
 @pytest.fixture
-def wide_factory(settings: Settings, engine):  # noqa: ANN001, ARG001 - engine empties tables afterwards
+def wide_factory(settings: Settings, engine):  # engine: it empties the tables afterwards
     wide = make_engine(settings.database_url, pool_size=50)
     yield make_session_factory(wide, settings)
     wide.dispose()
@@ -104,7 +104,12 @@ def test_dispatch_for_unknown_device_is_not_found(db: Session) -> None:
         ({"device_id": "dev/1"}, "device_id"),
         ({"action": ""}, "action"),
         ({"action": "Ring!"}, "action"),
-        ({"payload_hash": "abc"}, "payload_hash"),
+        ({"payload_hash": ""}, "payload_hash"),
+        ({"payload_hash": "x" * 129}, "payload_hash"),
+        ({"payload_hash": "has space"}, "payload_hash"),
+        ({"payload_hash": "abc\n"}, "payload_hash"),
+        ({"payload_hash": "sha256:ünïcode"}, "payload_hash"),
+        ({"payload_hash": 123}, "payload_hash"),
         ({"fcm_status": "delivered"}, "fcm_status"),
         ({"payload": [1, 2]}, "payload"),
         ({"payload": {"blob": "x" * 5000}}, "payload"),
@@ -116,6 +121,22 @@ def test_bad_dispatch_arguments_raise_before_writing(db: Session, device: str, k
         db_utils.record_fcm_dispatch(db, **args)
     assert info.value.field == field
     assert _count(db, FcmDispatch) == 0
+
+
+@pytest.mark.parametrize(
+    "digest",
+    ["abc123", "x" * 128, "sha256:" + HASH, "b64+/AZaz09==", "v1.2_3-4"],
+    ids=["seed-example", "128-chars", "prefixed", "base64", "punctuation"],
+)
+def test_the_helper_takes_any_digest_the_contract_allows(db: Session, device: str, digest: str) -> None:
+    """The contract: 1-128 characters from A-Z a-z 0-9 . _ : - + / = (the seed passes "abc123")."""
+    first = db_utils.record_fcm_dispatch(
+        db, request_id="cmd_d", device_id=device, action="ping", payload_hash=digest, fcm_status="pending"
+    )
+    assert first["created"] is True and first["dispatch"]["payload_hash"] == digest
+    db.commit()
+    again = db_utils.record_fcm_dispatch(db, request_id="cmd_d", device_id=device, action="ping", payload_hash=digest)
+    assert again["created"] is False and again["dispatch"]["payload_hash"] == digest
 
 
 # ------------------------------------------------------------------------------------ heartbeats
@@ -210,7 +231,7 @@ def test_heartbeat_rejects_naive_time_and_empty_id(db: Session, device: str) -> 
             db,
             device_id=device,
             heartbeat_data={},
-            received_at=datetime(2026, 1, 1),  # noqa: DTZ001
+            received_at=datetime(2026, 1, 1),
         )
     with pytest.raises(InvalidArgument, match="device_id"):
         db_utils.record_heartbeat_with_bucketing(db, device_id="", heartbeat_data={})

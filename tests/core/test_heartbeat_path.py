@@ -102,3 +102,26 @@ def test_empty_agent_version_keeps_the_known_one(
     _beat(session_factory, settings, token, T0, agent_version="3.1")
     _beat(session_factory, settings, token, T0 + timedelta(seconds=10), agent_version="")
     assert _device(session_factory).agent_version == "3.1"
+
+
+def test_a_late_beat_never_moves_the_summary_back(
+    session_factory: sessionmaker[Session], settings: Settings, token: str
+) -> None:
+    """A beat received at T0 but stored after one received at T0+20 s keeps T0+20 s / 90 on both databases."""
+    newer = _beat(session_factory, settings, token, T0 + timedelta(seconds=20), battery_pct=90, agent_version="2.1")
+    late = _beat(session_factory, settings, token, T0, battery_pct=10, agent_version="1.0", network_type="none")
+    assert newer["created"] is True and late["created"] is True  # both stored, each in its own bucket
+    device = _device(session_factory)
+    assert (device.last_seen_at, device.last_battery_pct, device.agent_version, device.last_network_type) == (
+        T0 + timedelta(seconds=20),
+        90,
+        "2.1",
+        None,
+    )
+    # a late beat still delivers a new FCM token (that is not part of the summary)
+    _beat(session_factory, settings, token, T0 - timedelta(seconds=30), battery_pct=5, fcm_token="newer-token")
+    device = _device(session_factory)
+    assert (device.last_battery_pct, device.fcm_token) == (90, "newer-token")
+    # and the next newer beat moves it on
+    _beat(session_factory, settings, token, T0 + timedelta(seconds=40), battery_pct=70)
+    assert _device(session_factory).last_battery_pct == 70

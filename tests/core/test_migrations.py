@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DataError
 
 from core import db_utils
 from core.db import make_engine, make_session_factory
@@ -46,6 +47,23 @@ def test_round_trip_with_rows_present(fresh_url: str) -> None:
         db_utils.record_fcm_dispatch(
             db, request_id="rt", device_id="dev_rt", action="ping", payload_hash="a" * 64, payload={"k": [1]}
         )
+    engine.dispose()
+
+    command.downgrade(cfg, "0003")  # a 64-character hash fits the narrower column again
+    engine = make_engine(fresh_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT payload_hash FROM fcm_dispatches")).scalar_one() == "a" * 64
+    engine.dispose()
+    command.upgrade(cfg, "head")
+    engine = make_engine(fresh_url)
+    factory = make_session_factory(engine)
+    with factory.begin() as db:
+        db_utils.record_fcm_dispatch(db, request_id="rt2", device_id="dev_rt", action="ping", payload_hash="b" * 128)
+    if engine.dialect.name == "postgresql":  # SQLite does not enforce lengths
+        with pytest.raises(DataError, match="value too long"):  # refused, nothing changed: never truncated
+            command.downgrade(cfg, "0003")
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM fcm_dispatches WHERE request_id = 'rt2'"))
     engine.dispose()
 
     command.downgrade(cfg, "base")
@@ -97,3 +115,11 @@ def test_timestamps_come_back_aware_in_utc(fresh_url: str) -> None:
     engine.dispose()
     assert enrolled == datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert enrolled.utcoffset().total_seconds() == 0
+
+
+def test_the_clis_revision_readers_agree_with_alembic(engine) -> None:
+    """``core.schema_version`` (read without Alembic, for a fast CLI start) gives Alembic's answers."""
+    from core import migrations, schema_version
+
+    assert schema_version.head_revision() == migrations.head_revision()
+    assert schema_version.current_revision(engine) == migrations.current_revision(engine)

@@ -142,7 +142,7 @@ def test_unusable_tokens_are_refused(session_factory: sessionmaker[Session], sta
         assert db.execute(select(func.count()).select_from(Device)).scalar_one() == 0
 
 
-def test_20_parallel_enrollments_with_a_one_use_token(settings: Settings, engine) -> None:  # noqa: ANN001
+def test_20_parallel_enrollments_with_a_one_use_token(settings: Settings, engine) -> None:
     wide = make_engine(settings.database_url, pool_size=20)
     factory = make_session_factory(wide, settings)
     secret = _token(factory, uses=1)
@@ -253,7 +253,7 @@ def test_apk_builds_are_copied_and_fingerprinted(session_factory: sessionmaker[S
     assert sorted(p.name for p in settings.apk_dir.iterdir()) == [path.name]
 
 
-def test_maintenance_lock_is_exclusive(engine) -> None:  # noqa: ANN001
+def test_maintenance_lock_is_exclusive(engine) -> None:
     with maintenance_lock(engine) as first:
         assert first is True
         other = make_engine(str(engine.url.render_as_string(hide_password=False)))

@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 from typer.testing import CliRunner
 
 from core import db_utils, partitions, security
@@ -58,7 +58,7 @@ def pg_url(databases: DatabaseFactory) -> Iterator[str]:
     yield url
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
     admin.dispose()
 
 
@@ -391,7 +391,10 @@ def test_two_cleanups_beside_ingestion_one_million_rows(pg_url: str, tmp_path: P
         f"p99 {p99_during * 1000:.1f} ms max {max(b.latency for b in during_beats) * 1000:.1f} ms, "
         f"after p99 {p99_after * 1000:.1f} ms"
     )
-    assert p99_during <= max(2 * p99_before, p99_before + 0.050), (p99_before, p99_during)
+    # the machine's own noise is the worse of the quiet windows before and after the cleanup: a loaded
+    # runner slows those too, while a cleanup that held ingestion up shows only during it
+    noise = max(p99_before, p99_after)
+    assert p99_during <= max(2 * noise, noise + 0.050), (p99_before, p99_during, p99_after)
     engine.dispose()
 
 
@@ -447,16 +450,32 @@ def _small_setup(
     return engine, settings, old, add_beating_devices(engine, threads=2, per_thread=25)
 
 
+#: seconds of ingestion before a blocker starts: the machine's own noise is measured over them
+QUIET_SECONDS = 1.0
+
+
+def _noise(ingestion: Ingestion, start: float) -> float:
+    """The slowest beat and the longest gap between beats in the quiet second before ``start``: what a
+    loaded machine adds by itself, with no lock held (its first 0.3 s, the pools' warm-up, left out)."""
+    beats = ingestion.between(start - QUIET_SECONDS + 0.3, start)
+    if not beats:
+        return 0.0
+    finished = sorted(b.at + b.latency for b in beats)
+    return max(max(b.latency for b in beats), *(b - a for a, b in zip(finished, finished[1:], strict=False)))
+
+
 def _assert_heartbeats_flowed(ingestion: Ingestion, start: float, end: float) -> None:
-    """No error, beats completed all through the window, none held up much beyond one lock timeout."""
+    """No error, beats completed all through the window, none held up much beyond one lock timeout (plus
+    what the machine's noise added before any lock was held)."""
     assert ingestion.errors == []
     beats = ingestion.between(start, end)
     assert beats
+    bound = LOCK_TIMEOUT_MS / 1000 + 0.8 + _noise(ingestion, start)
     slowest = max(b.latency for b in beats)
-    assert slowest < LOCK_TIMEOUT_MS / 1000 + 0.8, slowest
+    assert slowest < bound, (slowest, bound)
     finished = sorted(b.at + b.latency for b in beats)
     gaps = [b - a for a, b in zip([start, *finished], [*finished, end], strict=True)]
-    assert max(gaps) < LOCK_TIMEOUT_MS / 1000 + 0.8, max(gaps)
+    assert max(gaps) < bound, (max(gaps), bound)
 
 
 def test_a_reader_on_an_expired_day_makes_the_detach_time_out_retry_and_report(
@@ -468,7 +487,7 @@ def test_a_reader_on_an_expired_day_makes_the_detach_time_out_retry_and_report(
     day = partitions.partition_name(old.expired_days[0])
     sessions = make_session_factory(engine, settings)
     with Ingestion(settings, tokens) as ingestion:
-        time.sleep(0.3)
+        time.sleep(QUIET_SECONDS)
         with Blocker(engine, f"SELECT count(*) FROM {day}"):
             started = time.monotonic()
             with sessions() as db, pytest.raises(LockTimeout) as stopped:
@@ -519,7 +538,7 @@ def test_a_row_lock_on_a_boundary_row_makes_a_batch_time_out_and_the_cli_exit_75
         "ORDER BY bucket_start DESC, device_id DESC LIMIT 1 FOR UPDATE"
     )
     with Ingestion(settings, tokens) as ingestion:
-        time.sleep(0.3)
+        time.sleep(QUIET_SECONDS)
         with Blocker(engine, newest_expired):
             started = time.monotonic()
             stopped = cli.invoke(app, args, env=env)
@@ -555,7 +574,7 @@ def test_a_reader_on_the_table_cannot_make_heartbeats_queue_behind_a_partition_c
         conn.execute(text(f"DROP TABLE {partitions.partition_name(coming)}"))
     sessions = make_session_factory(engine, settings)
     with Ingestion(settings, tokens) as ingestion:
-        time.sleep(0.3)
+        time.sleep(QUIET_SECONDS)
         with Blocker(engine, "SELECT count(*) FROM device_heartbeats WHERE device_id = 'old_0001'"):
             started = time.monotonic()
             with sessions() as db, pytest.raises(LockTimeout, match="creating the coming days' partitions"):
