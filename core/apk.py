@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from core import apk_storage, db_utils, validation
 from core.db import private_dir
 from core.errors import Conflict, InvalidArgument, NotFound
+from core.events.audit import Actor, record
 from core.models import ApkBuild, ApkDownloadEvent
 from core.settings import Settings
 from core.types import utcnow
@@ -129,7 +130,13 @@ def stage_build(settings: Settings, source: BinaryIO) -> StagedApk:
 
 
 def record_build(
-    db: Session, settings: Settings, staged: StagedApk, *, version_code: int, version_name: str
+    db: Session,
+    settings: Settings,
+    staged: StagedApk,
+    *,
+    version_code: int,
+    version_name: str,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
     """Record a staged build and store its bytes (``core.apk_storage``: a rename into the APK folder, or
     its chunks in the database in this transaction): no hashing or copying of the upload inside the
@@ -153,6 +160,7 @@ def record_build(
         except IntegrityError:
             raise Conflict(f"a build with version code {version_code} already exists") from None
         apk_storage.store(db, settings, apk_storage.Upload(staged.path, staged.size, staged.sha256), filename)
+        record(db, actor, "apk.upload", str(build.id), version_code=version_code, sha256=staged.sha256)
     except BaseException:
         staged.discard()
         raise
@@ -160,7 +168,13 @@ def record_build(
 
 
 def add_build(
-    db: Session, settings: Settings, *, source: BinaryIO, version_code: int, version_name: str
+    db: Session,
+    settings: Settings,
+    *,
+    source: BinaryIO,
+    version_code: int,
+    version_name: str,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
     """Copy an APK into the APK folder, fingerprint it (size, sha256), check it and record it.
 
@@ -169,19 +183,25 @@ def add_build(
     """
     check_build_fields(version_code, version_name)
     staged = stage_build(settings, source)
-    return record_build(db, settings, staged, version_code=version_code, version_name=version_name)
+    return record_build(db, settings, staged, version_code=version_code, version_name=version_name, actor=actor)
 
 
 def add_build_from_file(
-    db: Session, settings: Settings, path: Path, *, version_code: int, version_name: str
+    db: Session,
+    settings: Settings,
+    path: Path,
+    *,
+    version_code: int,
+    version_name: str,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
     if not path.is_file():
         raise InvalidArgument(f"{path} is not a readable file", field="file")
     with path.open("rb") as source:
-        return add_build(db, settings, source=source, version_code=version_code, version_name=version_name)
+        return add_build(db, settings, source=source, version_code=version_code, version_name=version_name, actor=actor)
 
 
-def remove_build(db: Session, build_id: int) -> dict[str, Any]:
+def remove_build(db: Session, build_id: int, *, actor: Actor | None = None) -> dict[str, Any]:
     """Withdraw a build: it is no longer the latest nor served (404); its row and download audit stay, and
     so does its file (delete it by hand if needed). Removing a removed build changes nothing."""
     build = db.get(ApkBuild, build_id)
@@ -190,6 +210,7 @@ def remove_build(db: Session, build_id: int) -> dict[str, Any]:
     if build.removed_at is None:
         build.removed_at = utcnow()
         db.flush()
+        record(db, actor, "apk.remove", str(build_id), version_code=build.version_code)
     return build_dict(build)
 
 
@@ -241,7 +262,10 @@ def record_download(
     return True
 
 
-def list_downloads(db: Session, *, since: datetime | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_downloads(
+    db: Session, *, since: datetime | None = None, limit: int = 100, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Download events newest first (keyset: ``before_id`` is the last id of the previous page)."""
     query = (
         select(ApkDownloadEvent, ApkBuild.version_code, ApkBuild.version_name)
         .join(ApkBuild, ApkBuild.id == ApkDownloadEvent.build_id)
@@ -250,6 +274,8 @@ def list_downloads(db: Session, *, since: datetime | None = None, limit: int = 1
     )
     if since is not None:
         query = query.where(ApkDownloadEvent.created_at >= since)
+    if before_id is not None:
+        query = query.where(ApkDownloadEvent.id < before_id)
     return [
         {
             "id": event.id,

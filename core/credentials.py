@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from core import security, validation
 from core.errors import Conflict, InvalidArgument, InvalidCredentials, NotFound
-from core.models import AdminKey, EnrollmentToken
+from core.events.audit import Actor, record
+from core.models import ROLES, AdminKey, EnrollmentToken
 from core.operations import rowcount
 from core.types import utcnow
 
@@ -59,6 +60,7 @@ def create_enrollment_token(
     expires_in: timedelta = timedelta(hours=1),
     note: str | None = None,
     labels: dict[str, str] | None = None,
+    actor: Actor | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Create a token; returns ``(secret, token)``. The secret is shown once and not stored.
 
@@ -86,23 +88,32 @@ def create_enrollment_token(
     )
     db.add(token)
     db.flush()
+    record(db, actor, "token.create", token.id, uses=uses, expires_at=token.expires_at.isoformat())
     return secret, token_dict(token, now)
 
 
-def list_enrollment_tokens(db: Session, *, include_inactive: bool = True) -> list[dict[str, Any]]:
+def list_enrollment_tokens(
+    db: Session, *, include_inactive: bool = True, after: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Newest first; with ``limit``, pages in id order instead (keyset: ``after`` is the last id)."""
     now = utcnow()
-    tokens = db.execute(select(EnrollmentToken).order_by(EnrollmentToken.created_at.desc())).scalars()
-    rows = [token_dict(t, now) for t in tokens]
+    query = select(EnrollmentToken).order_by(EnrollmentToken.created_at.desc())
+    if limit is not None:
+        query = select(EnrollmentToken).order_by(EnrollmentToken.id).limit(limit)
+        if after is not None:
+            query = query.where(EnrollmentToken.id > after)
+    rows = [token_dict(t, now) for t in db.execute(query).scalars()]
     return rows if include_inactive else [r for r in rows if r["state"] == "active"]
 
 
-def revoke_enrollment_token(db: Session, token_id: str) -> dict[str, Any]:
+def revoke_enrollment_token(db: Session, token_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
     token = db.get(EnrollmentToken, token_id)
     if token is None:
         raise NotFound(f"no enrollment token {token_id!r}")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         db.flush()
+        record(db, actor, "token.revoke", token.id)
     return token_dict(token)
 
 
@@ -149,6 +160,7 @@ def key_dict(key: AdminKey) -> dict[str, Any]:
     return {
         "id": key.id,
         "name": key.name,
+        "role": key.role,
         "state": "revoked" if key.revoked_at else "active",
         "created_at": key.created_at,
         "revoked_at": key.revoked_at,
@@ -156,35 +168,61 @@ def key_dict(key: AdminKey) -> dict[str, Any]:
     }
 
 
-def create_admin_key(db: Session, *, name: str) -> tuple[str, dict[str, Any]]:
+def role_allows(role: str, needed: str) -> bool:
+    """Whether a key with ``role`` may do what needs ``needed`` (roles are ordered: viewer < operator < admin)."""
+    return ROLES.index(role) >= ROLES.index(needed)
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidArgument(f"role must be one of {', '.join(ROLES)}; got {role!r}", field="role")
+    return role
+
+
+def create_admin_key(
+    db: Session, *, name: str, role: str = "admin", actor: Actor | None = None
+) -> tuple[str, dict[str, Any]]:
     validation.text(name, "name", max_length=64, required=True)
+    check_role(role)
     if not validation.DEVICE_ID_RE.fullmatch(name):
         raise InvalidArgument("a key name uses A-Z a-z 0-9 . _ : - only", field="name")
     if db.execute(select(AdminKey.id).where(AdminKey.name == name)).first() is not None:
         raise Conflict(f"an admin key named {name!r} already exists (names are never reused)")
     secret = security.new_secret(security.ADMIN_PREFIX)
     key = AdminKey(
-        id=security.new_public_id("key"), name=name, key_hash=security.hash_secret(secret), created_at=utcnow()
+        id=security.new_public_id("key"),
+        name=name,
+        key_hash=security.hash_secret(secret),
+        role=role,
+        created_at=utcnow(),
     )
     db.add(key)
     try:
         db.flush()
     except IntegrityError:
         raise Conflict(f"an admin key named {name!r} already exists") from None
+    record(db, actor, "key.create", name, role=role)
     return secret, key_dict(key)
 
 
-def list_admin_keys(db: Session) -> list[dict[str, Any]]:
-    return [key_dict(k) for k in db.execute(select(AdminKey).order_by(AdminKey.created_at)).scalars()]
+def list_admin_keys(db: Session, *, after: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Oldest first; with ``limit``, pages in name order instead (keyset: ``after`` is the last name)."""
+    query = select(AdminKey).order_by(AdminKey.created_at)
+    if limit is not None:
+        query = select(AdminKey).order_by(AdminKey.name).limit(limit)
+        if after is not None:
+            query = query.where(AdminKey.name > after)
+    return [key_dict(k) for k in db.execute(query).scalars()]
 
 
-def revoke_admin_key(db: Session, name: str) -> dict[str, Any]:
+def revoke_admin_key(db: Session, name: str, *, actor: Actor | None = None) -> dict[str, Any]:
     key = db.execute(select(AdminKey).where(AdminKey.name == name)).scalar_one_or_none()
     if key is None:
         raise NotFound(f"no admin key named {name!r}")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         db.flush()
+        record(db, actor, "key.revoke", name)
     return key_dict(key)
 
 

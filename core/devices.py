@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from core import credentials, security, validation
 from core.errors import Conflict, InvalidCredentials, NotFound
+from core.events.audit import Actor, record
+from core.events.webhooks import emit
 from core.models import Device, DeviceHeartbeat, FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
@@ -86,18 +88,20 @@ def list_devices(
     return [device_dict(d, settings, now) for d in db.execute(query.limit(limit)).scalars()]
 
 
-def revoke_device(db: Session, device_id: str) -> Device:
+def revoke_device(db: Session, device_id: str, *, actor: Actor | None = None) -> Device:
     """Revoke a device, in the caller's transaction.
 
     Its token and its enrollment retry stop working at once, and its pending commands are cancelled (a
     late ack is 409, they leave its pending list and are never pushed), and so are its targets in campaign
     waves not released yet. It may enroll again, as a new
     generation that sees nothing of this one. The one place revocation is defined: the CLI and the API
-    both call it. Revoking a revoked device changes nothing more.
+    both call it (``POST /v1/devices/{id}/revoke``, ``devices revoke``), with the actor for the audit row.
+    Revoking a revoked device changes nothing more.
     """
     device = get_device(db, device_id)
     now = utcnow()
-    if device.revoked_at is None:
+    changed = device.revoked_at is None
+    if changed:
         device.revoked_at = now
     device.device_token_hash = None
     device.enrollment_secret_hash = None
@@ -120,6 +124,14 @@ def revoke_device(db: Session, device_id: str) -> Device:
         .values(state="cancelled")
         .execution_options(synchronize_session=False)
     )
+    if changed:
+        record(db, actor, "device.revoke", device_id)
+        emit(
+            db,
+            "device.revoked",
+            {"device_id": device_id, "revoked_at": now.isoformat()},
+            device_id=device_id,
+        )
     return device
 
 
@@ -210,6 +222,7 @@ def enroll_device(
     if fcm_token:
         fields |= {"fcm_token": fcm_token, "fcm_token_dead_at": None}
     created = device is None
+    reenrolled = device is not None and device.revoked_at is not None
     if device is None:
         device = Device(id=device_id, enrolled_at=now, generation=1, **fields)
         db.add(device)
@@ -231,6 +244,9 @@ def enroll_device(
         db.flush()
     if fresh:
         set_initial_labels(db, device_id, token.labels)
+    if created or reenrolled:  # a new enrollment, not a retry or a token rotation
+        data = {"device_id": device_id, "model": model, "os_version": os_version, "agent_version": agent_version}
+        emit(db, "device.enrolled", data | {"enrolled_at": now.isoformat()}, device_id=device_id)
     return {
         "device_id": device_id,
         "device_token": secret,

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 from core import db_utils, validation
 from core.devices import get_device
 from core.errors import Conflict, InvalidArgument, NotFound
+from core.events.audit import Actor, record
+from core.events.webhooks import emit
 from core.models import Device, FcmDispatch
 from core.settings import Settings
 from core.types import utcnow
@@ -83,6 +85,7 @@ def create_command(
     device_id: str,
     action: str,
     payload: dict[str, Any] | None = None,
+    actor: Actor | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """Accept a command once per ``request_id``; returns ``(created, dispatch)``.
 
@@ -120,7 +123,52 @@ def create_command(
             f"Idempotency-Key {request_id!r} was already used for a different device, action or payload",
             field="Idempotency-Key",
         )
+    if result["created"]:  # a replay changes nothing: no audit row
+        record(db, actor, "command.create", request_id, device_id=device_id, action=action, payload_hash=digest)
     return result["created"], public_dispatch(dispatch)
+
+
+def _failure(row: Any) -> dict[str, Any]:
+    """``command.failed`` data: never the payload nor the device's free-text detail (it may hold anything)."""
+    return {
+        "request_id": row["request_id"],
+        "device_id": row["device_id"],
+        "action": row["action"],
+        "payload_hash": row["payload_hash"],
+        "failed_at": row["finished_at"].isoformat(),
+    }
+
+
+def cancel_command(db: Session, request_id: str, *, actor: Actor | None = None) -> tuple[bool, dict[str, Any]]:
+    """Cancel a pending command; returns ``(changed, dispatch)``.
+
+    It leaves the device's pending list at once and a late ack is 409. Cancelling a cancelled command
+    again changes nothing; cancelling one that already finished otherwise is a ``Conflict``.
+    """
+    now = utcnow()
+    row = (
+        db.execute(
+            update(FcmDispatch)
+            .where(FcmDispatch.request_id == request_id, FcmDispatch.status == "pending")
+            .values(
+                status="cancelled",
+                finished_at=now,
+                lease_until=None,
+                fcm_status=finished_fcm_status(now),
+            )
+            .returning(FcmDispatch.__table__)
+            .execution_options(synchronize_session=False)
+        )
+        .mappings()
+        .first()
+    )
+    if row is not None:
+        record(db, actor, "command.cancel", request_id, device_id=row["device_id"], action=row["action"])
+        return True, public_dispatch(dict(row))
+    current = get_dispatch(db, request_id)
+    if current["status"] == "cancelled":
+        return False, current
+    raise Conflict(f"command {request_id!r} is already {current['status']}")
 
 
 def get_dispatch(db: Session, request_id: str) -> dict[str, Any]:
@@ -187,6 +235,9 @@ def ack_command(
         .first()
     )
     if row is not None:
+        if new_status == "failed":
+            # device-reported failures only; commands of a campaign report through campaign.* instead
+            emit(db, "command.failed", _failure(row), device_id=device_id)
         return True, public_dispatch(dict(row))
     current = (
         db.execute(
@@ -213,15 +264,19 @@ def list_dispatches(
     status: str | None = None,
     since: datetime | None = None,
     limit: int = 50,
+    before_id: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; keyset: ``before_id`` is the ``id`` of the last dispatch of the previous page."""
     query = select(FcmDispatch).order_by(FcmDispatch.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(FcmDispatch.id < before_id)
     if device_id is not None:
         query = query.where(FcmDispatch.device_id == device_id)
     if status is not None:
         query = query.where(FcmDispatch.status == status)
     if since is not None:
         query = query.where(FcmDispatch.created_at >= since)
-    return [public_dispatch(r) for r in db.execute(query).scalars()]
+    return [public_dispatch(r) | {"id": r.id} for r in db.execute(query).scalars()]
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float | None:

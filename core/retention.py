@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from core import partitions, timeouts
 from core.errors import InvalidArgument, LockTimeout
+from core.events import retention as events_retention
 from core.models import FINISHED_STATUSES, ApkDownloadEvent, Campaign, DeviceHeartbeat, FcmDispatch
 from core.operations import log_operation, rowcount, session_settings
 from core.types import utcnow
@@ -33,7 +34,14 @@ _DISPATCHES: Table = FcmDispatch.__table__  # type: ignore[assignment]
 _HEARTBEATS: Table = DeviceHeartbeat.__table__  # type: ignore[assignment]
 _DOWNLOADS: Table = ApkDownloadEvent.__table__  # type: ignore[assignment]
 _CAMPAIGNS: Table = Campaign.__table__  # type: ignore[assignment]
-CLEANUP_ENTITIES = ("device_heartbeats", "fcm_dispatches", "apk_download_events", "campaigns")
+CLEANUP_ENTITIES = (
+    "device_heartbeats",
+    "fcm_dispatches",
+    "apk_download_events",
+    "campaigns",
+    "audit_events",
+    "webhook_outbox",
+)
 #: a campaign in one of these states may still release, halt or complete: its commands are kept
 _UNFINISHED_CAMPAIGN = ("running", "paused", "halted")
 
@@ -318,6 +326,8 @@ _CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "fcm_dispatches": cleanup_old_fcm_dispatches,
     "apk_download_events": cleanup_old_apk_download_events,
     "campaigns": cleanup_old_campaigns,
+    "audit_events": events_retention.cleanup_old_audit_events,
+    "webhook_outbox": events_retention.cleanup_old_webhook_deliveries,
 }
 
 

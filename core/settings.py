@@ -62,6 +62,14 @@ class Settings:
     dispatch_retention_days: int = 90
     download_retention_days: int = 365
     campaign_retention_days: int = 365
+    audit_retention_days: int = 365
+    webhook_retention_days: int = 30
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = 12
+    webhook_backoff_seconds: float = 10.0
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_timeout_seconds: float = 10.0
+    webhook_concurrency: int = 4
     cleanup_batch_size: int = 5000
     cleanup_lock_timeout_ms: int = 1000
     cleanup_statement_timeout_ms: int = 30000
@@ -125,6 +133,8 @@ class Settings:
             "delivery_concurrency",
             "fcm_max_per_minute",
             "command_ttl_seconds",
+            "webhook_max_attempts",
+            "webhook_concurrency",
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must be at least 1", field=name)
@@ -133,6 +143,8 @@ class Settings:
             "dispatch_retention_days",
             "download_retention_days",
             "campaign_retention_days",
+            "audit_retention_days",
+            "webhook_retention_days",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",
@@ -194,6 +206,8 @@ class Settings:
             "fcm_dispatches": self.dispatch_retention_days,
             "apk_download_events": self.download_retention_days,
             "campaigns": self.campaign_retention_days,
+            "audit_events": self.audit_retention_days,
+            "webhook_outbox": self.webhook_retention_days,
         }
 
     def with_overrides(self, **changes: object) -> Settings:

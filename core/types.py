@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -40,3 +40,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class Concealed(str):
+    """A string whose ``repr`` hides it: what SQLAlchemy's statement and row logging print."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<concealed>'"
+
+
+class SecretText(TypeDecorator[str]):
+    """A stored secret that must stay usable (a webhook's HMAC key): never shown in SQL logs.
+
+    Values go to the driver, and come back, as :class:`Concealed` strings, so ``-v`` logging of
+    statements with their parameters (and rows) prints ``'<concealed>'`` instead.
+    """
+
+    impl = String(128)
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else Concealed(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else Concealed(value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import anyio.to_thread
 from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -16,7 +15,8 @@ from litestar.plugins.prometheus import PrometheusConfig
 from core.migrations import head_revision
 from core.settings import Settings, get_settings
 from nexmdm_api import metrics
-from nexmdm_api.auth import authenticate_admin_now, precheck
+from nexmdm_api.auditbuffer import AuditBuffer
+from nexmdm_api.auth import authorize_admin, precheck
 from nexmdm_api.background import background_lifespan
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
@@ -25,11 +25,26 @@ from nexmdm_api.openapi import (
     ActionsSchemaPlugin,
     ClosedStructSchemaPlugin,
     MetricsController,
+    allow,
     check_json_types,
     check_query,
 )
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
-from nexmdm_api.routes import apk, campaigns, commands, devices, enroll, health, heartbeats, labels
+from nexmdm_api.routes import (
+    apk,
+    apk_admin,
+    audit,
+    campaigns,
+    commands,
+    devices,
+    enroll,
+    health,
+    heartbeats,
+    keys,
+    labels,
+    tokens,
+    webhooks,
+)
 from nexmdm_api.shared_limits import RedisLink, SharedFailureLimiter, SharedTokenBucket
 
 #: every endpoint but the APK upload accepts at most this much body (heartbeats are tiny)
@@ -41,14 +56,15 @@ REQUEST_BUCKETS: list[str | float] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15
 
 
 async def check_request(request: Request[Any, Any, Any]) -> None:
-    """Before Litestar reads anything: 401 without a bearer token of the right kind (no database), then
-    415 for a body of the wrong type and 400 for a missing one, or one nested too deeply, not UTF-8 or
-    with a repeated key (``nexmdm_api.jsonbody``)."""
+    """Before Litestar reads anything: 401 without a bearer token of the right kind (no database); on
+    admin endpoints the key and its role (401/403, ``nexmdm_api.auth.authorize_admin``); then 415 for a
+    body of the wrong type and 400 for a missing one, or one nested too deeply, not UTF-8 or with a
+    repeated key (``nexmdm_api.jsonbody``)."""
     precheck(request)
-    if request.route_handler.opt.get("authenticate_first"):
-        # a big body (the APK upload) is read only for a valid key: the full check, with the failed-auth
-        # limiter, runs before a byte of it is (issue #11: a bad key used to cost a 512 MB upload first)
-        await anyio.to_thread.run_sync(authenticate_admin_now, request)
+    if request.route_handler.opt.get("auth") == "admin":
+        # the key and its role, with the failed-auth limiter, before a byte of the body is read (issue #11:
+        # a bad key used to cost a 512 MB upload first)
+        await authorize_admin(request)
     check_query(request)
     kind = request.route_handler.opt.get("body")
     if kind is None:
@@ -137,17 +153,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     uploads = Router(
         path="/",
-        route_handlers=[apk.upload_build],
+        # the list shares the upload's path: one router, or Litestar registers OPTIONS twice
+        route_handlers=[allow("/v1/apk/builds"), apk.upload_build, apk_admin.list_builds],
         request_max_body_size=settings.apk_upload_max_mb * 1024 * 1024,
     )
     return Litestar(
         route_handlers=[
+            # paths with several handlers: their OPTIONS first (see ``allow``)
+            *(allow(path) for path in ("/v1/tokens", "/v1/keys", "/v1/webhooks")),
             enroll.enroll,
             heartbeats.heartbeat if settings.is_sqlite else heartbeats.heartbeat_batched,
             commands.pending_commands,
             commands.ack_command,
             commands.create_command,
             commands.get_command,
+            commands.cancel_command,
+            commands.list_commands,
             devices.list_devices,
             devices.get_device,
             devices.device_heartbeats,
@@ -160,9 +181,24 @@ def create_app(settings: Settings | None = None) -> Litestar:
             campaigns.pause_campaign,
             campaigns.resume_campaign,
             campaigns.cancel_campaign,
+            devices.revoke_device,
+            tokens.create_token,
+            tokens.list_tokens,
+            tokens.revoke_token,
+            keys.create_key,
+            keys.list_keys,
+            keys.revoke_key,
+            audit.list_audit,
+            webhooks.create_webhook,
+            webhooks.list_webhooks,
+            webhooks.remove_webhook,
+            webhooks.test_webhook,
+            webhooks.list_deliveries,
+            webhooks.redeliver,
             apk.latest_build,
             apk.download_latest,
             apk.download_build,
+            apk_admin.list_downloads,
             uploads,
             apk.remove_build,
             health.healthz,
@@ -179,6 +215,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "settings": settings,
                 "head_revision": head_revision(settings.database_url),
                 **limiters(settings),
+                "audit_buffer": AuditBuffer(),
             }
         ),
         plugins=[problem_details_plugin(), ActionsSchemaPlugin(settings.actions), ClosedStructSchemaPlugin()],

@@ -14,14 +14,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from litestar import Request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core import credentials, devices, security
 from core.errors import InvalidCredentials, NexMDMError
-from core.models import Device
-from nexmdm_api.errors import rate_limited, unauthorized
+from core.events.audit import Actor, key_actor
+from core.models import ROLES, Device
+from nexmdm_api.errors import ApiError, rate_limited, unauthorized
 from nexmdm_api.ratelimit import FailureLimiter, client_key
 
 logger = logging.getLogger("nexmdm.api")
@@ -36,6 +38,18 @@ DEVICE_SECURITY: list[dict[str, list[str]]] = [{"deviceToken": []}]
 ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminKey": []}]
 ENROLLMENT_SECURITY: list[dict[str, list[str]]] = [{"enrollmentToken": []}]
 ANY_SECURITY: list[dict[str, list[str]]] = [{"enrollmentToken": []}, {"deviceToken": []}, {"adminKey": []}]
+
+
+def admin_route(role: str, **opt: Any) -> dict[str, Any]:
+    """Route decorator arguments of an admin endpoint that needs at least ``role``.
+
+    The role is checked by :func:`authorize_admin` before the body is read, and documented in the
+    OpenAPI document as the security requirement's scope (``adminKey: [operator]``: OpenAPI 3.1 lets
+    schemes other than OAuth list the roles an operation needs there).
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    return {"security": [{"adminKey": [role]}], "opt": {"auth": "admin", "role": role, **opt}}
 
 
 @dataclass(frozen=True)
@@ -65,8 +79,14 @@ def _limiter(request: Request[Any, Any, Any]) -> FailureLimiter:
     return request.app.state.auth_limiter
 
 
+def _count_admin_failure(request: Request[Any, Any, Any]) -> None:
+    if request.route_handler.opt.get("auth") == "admin":
+        request.app.state.audit_buffer.failed_auth(client_ip(request))
+
+
 def refused(request: Request[Any, Any, Any], detail: str) -> Exception:
     """Count a failed authentication; 429 once the address is over its limit, else 401."""
+    _count_admin_failure(request)
     wait = _limiter(request).fail(client_key(client_ip(request)))
     if wait is not None:
         return rate_limited("too many failed authentications from this address", wait)
@@ -78,6 +98,7 @@ def _token(request: Request[Any, Any, Any], prefixes: tuple[str, ...], what: str
     if token is None or not token.startswith(prefixes):
         wait = _limiter(request).retry_after(client_key(client_ip(request)))
         if wait is not None:
+            _count_admin_failure(request)
             raise rate_limited("too many failed authentications from this address", wait)
         raise refused(request, f"this endpoint needs {what} as 'Authorization: Bearer <token>'")
     return token
@@ -111,37 +132,61 @@ def require_device(request: Request[Any, Any, Any], db: Session) -> Device:
         raise refused(request, exc.message) from None
 
 
-def require_admin(request: Request[Any, Any, Any], db: Session) -> dict[str, Any]:
+async def authorize_admin(request: Request[Any, Any, Any]) -> None:
+    """The guard of every admin endpoint, before its body is read: a valid key, then its role (else 403).
+
+    The key is looked up in a short read-only session of its own; the handler finds it on
+    ``request.state.admin_key``. A 403 is counted for the audit trail (``denied``, aggregated).
+    """
+    needed = request.route_handler.opt.get("role")
+    if needed not in ROLES:  # a route without a declared role is refused, never open
+        raise ApiError(500, "this endpoint declares no role", code="internal_error")
     token = _token(request, *_KINDS["admin"])
-    if db.info.get("replica"):  # a key made or revoked a moment ago counts at once: ask the primary
-        with request.app.state.db.sessions.begin() as primary:
-            return _admin(request, primary, token)
-    return _admin(request, db, token)
+    sessions = request.app.state.db.read_sessions
 
+    def authenticate() -> dict[str, Any]:
+        with sessions() as db:
+            key = credentials.authenticate_admin(db, token)
+        note_admin_key_use(request, key)
+        return key
 
-def _admin(request: Request[Any, Any, Any], db: Session, token: str) -> dict[str, Any]:
     try:
-        key = credentials.authenticate_admin(db, token)
+        key = await anyio.to_thread.run_sync(authenticate)
     except InvalidCredentials as exc:
         raise refused(request, exc.message) from None
-    note_admin_key_use(request, db, key)
-    return key
+    if not credentials.role_allows(key["role"], needed):
+        action = request.route_handler.opt.get("action") or f"{request.method} {request.scope.get('path_template')}"
+        request.app.state.audit_buffer.add(f"key:{key['name']}", action, client_ip(request))
+        raise ApiError(
+            403,
+            f"the admin key {key['name']!r} has the role {key['role']}; this endpoint needs {needed}",
+            code="insufficient_role",
+        )
+    request.state.admin_key = key
 
 
-def note_admin_key_use(
-    request: Request[Any, Any, Any], db: Session, key: dict[str, Any], *, own_transaction: bool = False
-) -> None:
+def require_admin(request: Request[Any, Any, Any], db: Session | None = None) -> dict[str, Any]:
+    """The key that :func:`authorize_admin` let in."""
+    return request.state.admin_key
+
+
+def admin_actor(request: Request[Any, Any, Any]) -> Actor:
+    """The audit actor of an admin request: ``key:NAME`` from the client's address."""
+    return key_actor(require_admin(request)["name"], client_ip(request))
+
+
+def note_admin_key_use(request: Request[Any, Any, Any], key: dict[str, Any], db: Session | None = None) -> None:
     """Record the key's last use, at most once a minute (no write at all in between).
 
-    In the request's transaction, except for a read-only endpoint on SQLite: its transaction is DEFERRED
-    and a write there could meet "database is locked" at once (a reader cannot wait to become a writer),
-    so the use goes in a short write transaction of its own. Bookkeeping never fails a request.
+    From the admin guard (``db`` None: no request transaction has begun yet) in a short write
+    transaction of its own. From a handler, in the request's transaction (a savepoint), except for a
+    read-only endpoint on SQLite: its transaction is DEFERRED and a write there could meet "database is
+    locked" at once, so the use goes in a short transaction of its own. Bookkeeping never fails a request.
     """
     if not credentials.key_use_is_stale(key):
         return
-    settings = request.app.state.settings
     try:
-        if own_transaction or (settings.is_sqlite and request.route_handler.opt.get("readonly")):
+        if db is None or (request.app.state.settings.is_sqlite and request.route_handler.opt.get("readonly")):
             with request.app.state.db.sessions.begin() as own:
                 credentials.record_admin_key_use(own, key["id"])
         else:
@@ -149,19 +194,6 @@ def note_admin_key_use(
                 credentials.record_admin_key_use(db, key["id"])
     except (NexMDMError, SQLAlchemyError) as exc:
         logger.warning("could not record the use of admin key %s: %s", key["name"], exc.__class__.__name__)
-
-
-def authenticate_admin_now(request: Request[Any, Any, Any]) -> None:
-    """The admin check in a short read-only session of its own (SQLite: no write lock), for handlers that
-    must not read their body before it (``opt={"authenticate_first": True}``); the key's use, when due, is
-    recorded in a short write transaction of its own (the read-only session is never committed)."""
-    token = _token(request, *_KINDS["admin"])
-    with request.app.state.db.read_sessions() as db:
-        try:
-            key = credentials.authenticate_admin(db, token)
-        except InvalidCredentials as exc:
-            raise refused(request, exc.message) from None
-        note_admin_key_use(request, db, key, own_transaction=True)
 
 
 def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:
@@ -186,5 +218,5 @@ def require_apk_reader(request: Request[Any, Any, Any], db: Session) -> Principa
         key = credentials.authenticate_admin(db, token)
     except InvalidCredentials as exc:
         raise refused(request, exc.message) from None
-    note_admin_key_use(request, db, key)
+    note_admin_key_use(request, key, db)
     return Principal("admin", key["id"])

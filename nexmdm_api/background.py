@@ -6,7 +6,10 @@
   of unacknowledged commands and exports the push-queue and fleet-state gauges (``nexmdm_api.fleet_metrics``,
   at most every 15 s); when it dies another process takes the lease within ``LEADER_LEASE_SECONDS``.
   Every process checks readiness (its own gauge) and runs campaign releases, halts and completions
-  (``core.fleet.run_due``, every second; idempotent across processes: the campaign row is locked).
+  (``core.fleet.run_due``, every second; idempotent across processes: the campaign row is locked). The
+  leader also sweeps device presence (``device.online``/``device.offline``, ``core.events.presence``);
+  every process flushes its audit trail's refusal counters.
+* **Webhooks** (every process): a ``WebhookSender`` delivering the webhook outbox in its own threads.
 * **APK builds** of the folder storage whose file is on this node are imported into the database once
   at start (``core.apk_storage.import_files``), so that every node can serve them.
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
@@ -29,8 +32,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from core import apk_storage, fleet, leases, partitions
 from core.delivery import DeliveryWorker, client_from_settings, queue_stats, sweep_expired
 from core.errors import DatabaseUnavailable
+from core.events import presence
+from core.events.delivery import WebhookSender
 from core.settings import Settings
 from nexmdm_api import metrics
+from nexmdm_api.auditbuffer import AuditBuffer
 from nexmdm_api.db import Database
 from nexmdm_api.fleet_metrics import FleetGauges
 from nexmdm_api.routes.health import readiness
@@ -40,6 +46,7 @@ logger = logging.getLogger("nexmdm.api")
 QUEUE_GAUGE_SECONDS = 5.0
 PARTITIONS_EVERY_SECONDS = 3600.0
 SWEEP_EVERY_SECONDS = 30.0
+WEBHOOK_POLL_SECONDS = 1.0
 #: campaigns are checked this often (one indexed SELECT when none is running)
 CAMPAIGN_EVERY_SECONDS = 1.0
 #: the leader renews its lease every round (``QUEUE_GAUGE_SECONDS``); a dead leader's passes on after this
@@ -50,8 +57,11 @@ LEADER_LEASE = "maintenance"
 class _Maintenance:
     """One maintenance round after another, every ``QUEUE_GAUGE_SECONDS``, until stopped."""
 
-    def __init__(self, database: Database, settings: Settings, head: str, holder: str) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, head: str, holder: str, audit_buffer: AuditBuffer
+    ) -> None:
         self.database = database
+        self.audit_buffer = audit_buffer
         self.settings = settings
         self.head = head
         self.holder = holder
@@ -79,6 +89,7 @@ class _Maintenance:
             if ids:
                 logger.info("imported APK builds %s from %s into the database", ids, self.settings.apk_dir)
             self.imported = True
+        self.audit_buffer.flush(self.database.sessions)
         self.elect()
         if time.monotonic() - self.last_partitions >= PARTITIONS_EVERY_SECONDS or not self.last_partitions:
             with self.database.engine.begin() as conn:
@@ -91,6 +102,7 @@ class _Maintenance:
             return
         if time.monotonic() - self.last_sweep >= SWEEP_EVERY_SECONDS:
             sweep_expired(self.database.sessions, self.settings)
+            presence.sweep(self.database.sessions, self.settings)
             self.last_sweep = time.monotonic()
         with self.database.read_sessions() as db:
             stats = queue_stats(db)
@@ -116,8 +128,10 @@ class _Maintenance:
             pass  # it expires on its own
 
 
-def _maintain(database: Database, settings: Settings, head: str, stop: threading.Event, holder: str) -> None:
-    maintenance = _Maintenance(database, settings, head, holder)
+def _maintain(
+    database: Database, settings: Settings, head: str, stop: threading.Event, holder: str, audit_buffer: AuditBuffer
+) -> None:
+    maintenance = _Maintenance(database, settings, head, holder, audit_buffer)
     while not stop.is_set():
         pause = CAMPAIGN_EVERY_SECONDS
         try:
@@ -141,7 +155,7 @@ def background_lifespan(settings: Settings) -> Any:
         app.state.maintenance_holder = holder = leases.new_holder("api")
         maintenance = threading.Thread(
             target=_maintain,
-            args=(database, settings, app.state.head_revision, stop, holder),
+            args=(database, settings, app.state.head_revision, stop, holder, app.state.audit_buffer),
             name="nexmdm-maintenance",
             daemon=True,
         )
@@ -161,15 +175,27 @@ def background_lifespan(settings: Settings) -> Any:
                 )
                 threads.append(delivery)
         app.state.delivery_worker = worker
+        webhooks = app.state.webhook_sender = WebhookSender(database.sessions, settings)
+        threads.append(
+            threading.Thread(
+                target=webhooks.run, args=(stop, WEBHOOK_POLL_SECONDS), name="nexmdm-webhooks", daemon=True
+            )
+        )
         for thread in threads:
             thread.start()
         try:
             yield
         finally:
             stop.set()
+            webhooks.wake()
             for thread in threads:
                 thread.join(timeout=15)
             if worker is not None:
                 worker.close()
+            webhooks.close()
+            try:
+                app.state.audit_buffer.flush(database.sessions)
+            except Exception:  # noqa: BLE001 - stopping must not fail because the database is gone
+                logger.warning("could not write the last audit aggregates")
 
     return lifespan

@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Request, Response, get, route
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin  # Litestar's own, extended
 from litestar.constants import RESERVED_KWARGS
+from litestar.enums import HttpMethod
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
@@ -142,3 +143,19 @@ def check_query(request: Request[Any, Any, Any]) -> None:
             detail=f"unknown query parameter {unknown[0]!r}",
             extra=[{"key": name, "message": "unknown query parameter", "source": "query"} for name in unknown],
         )
+
+
+def allow(path: str) -> Any:
+    """An ``OPTIONS`` handler for a path served by several handlers (register it before them).
+
+    Litestar builds a path's automatic ``OPTIONS`` handler when the path's first handler is registered
+    and never updates it, so ``Allow`` would list only that handler's methods (``OPTIONS, POST`` where
+    ``GET`` is served too). This one reads the methods when asked.
+    """
+
+    @route(path, http_method=[HttpMethod.OPTIONS], include_in_schema=False, sync_to_thread=False, name=f"allow:{path}")
+    def options(request: Request[Any, Any, Any]) -> Response[None]:
+        methods = request.app.route_handler_method_map.get(path, {})
+        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+    return options

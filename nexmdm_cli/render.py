@@ -34,6 +34,11 @@ STATE_STYLES = {
     "sent": "green",
     "failed": "red",
     "skipped": "dim",
+    "cancelled": "dim",
+    "success": "green",
+    "denied": "red",
+    "delivered": "green",
+    "dead": "red",
 }
 
 

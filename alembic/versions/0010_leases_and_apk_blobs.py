@@ -1,7 +1,7 @@
 """leases, and APK contents in the database
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-29 20:10:00
 
 ``leases``: one holder at a time for a named job (the maintenance leader, a cleanup) across nodes, taken
@@ -19,7 +19,7 @@ import core.types
 
 
 revision: str = "0010"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,9 +3,18 @@
 from core.models.apk import DOWNLOAD_SOURCES, ApkBuild, ApkDownloadEvent
 from core.models.base import NAMING_CONVENTION, Base
 from core.models.blob import ApkBlob, ApkChunk
-from core.models.credentials import AdminKey, EnrollmentToken
+from core.models.credentials import ROLES, AdminKey, EnrollmentToken
 from core.models.device import Device
 from core.models.dispatch import COMMAND_STATUSES, FCM_STATUSES, FINISHED_STATUSES, FcmDispatch
+from core.models.events import (
+    AUDIT_OUTCOMES,
+    OUTBOX_STATUSES,
+    AuditEvent,
+    DevicePresence,
+    PresenceSweep,
+    WebhookEndpoint,
+    WebhookOutbox,
+)
 from core.models.fleet import CAMPAIGN_FINAL, CAMPAIGN_STATUSES, Campaign, CampaignTarget, DeviceLabel
 from core.models.heartbeat import NETWORK_TYPES, DeviceHeartbeat
 from core.models.lease import Lease
@@ -16,6 +25,14 @@ __all__ = [
     "Campaign",
     "CampaignTarget",
     "DeviceLabel",
+    "AUDIT_OUTCOMES",
+    "OUTBOX_STATUSES",
+    "ROLES",
+    "AuditEvent",
+    "DevicePresence",
+    "PresenceSweep",
+    "WebhookEndpoint",
+    "WebhookOutbox",
     "COMMAND_STATUSES",
     "DOWNLOAD_SOURCES",
     "FCM_STATUSES",

@@ -33,12 +33,19 @@ class EnrollmentToken(Base):
     )
 
 
+#: admin key roles, least to most powerful; each includes everything the ones before it may do
+ROLES = ("viewer", "operator", "admin")
+
+
 class AdminKey(Base):
     __tablename__ = "admin_keys"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="admin", server_default="admin")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role_known"),)

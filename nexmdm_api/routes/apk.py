@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 from core import apk, apk_storage
 from core.errors import InvalidArgument, NotFound
 from core.models import ApkBuild
-from nexmdm_api.auth import ADMIN_SECURITY, ANY_SECURITY, Principal, client_ip, require_admin, require_apk_reader
+from nexmdm_api.auth import (
+    ANY_SECURITY,
+    Principal,
+    admin_actor,
+    admin_route,
+    client_ip,
+    require_apk_reader,
+)
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.schemas import MAX_PATH_INT, TEXT_PATTERN, ApkBuildOut, ApkBuildRemoved
@@ -234,10 +241,9 @@ def _version_code(raw: str | None) -> int:
     "`version_code` and `version_name` (each at most 4096 bytes). The admin key is checked before the body is "
     "read. Its own body limit (`NEXMDM_APK_UPLOAD_MAX_MB`).",
     status_code=201,
-    security=ADMIN_SECURITY,
-    opt={"auth": "admin", "body": "multipart", "authenticate_first": True},
+    **admin_route("operator", body="multipart", action="apk.upload"),
     operation_class=UploadOperation,
-    responses=problems(400, 401, 409, 413, 415, 422, 429),
+    responses=problems(400, 401, 403, 409, 413, 415, 422, 429),
 )
 async def upload_build(request: Request[Any, Any, Any]) -> ApkBuildOut:
     settings = request.app.state.settings
@@ -264,7 +270,12 @@ def _record(
 ) -> ApkBuildOut:
     with request.app.state.db.sessions.begin() as db:
         result = apk.record_build(
-            db, request.app.state.settings, staged, version_code=version_code, version_name=version_name
+            db,
+            request.app.state.settings,
+            staged,
+            version_code=version_code,
+            version_name=version_name,
+            actor=admin_actor(request),
         )
         return build_out(request, apk.get_build(db, result["id"]))
 
@@ -276,12 +287,10 @@ def _record(
     description='Withdraws a build (a bad "latest"): it is no longer the newest nor downloadable (404). Its row '
     "and download audit stay. Removing a removed build again is 200. CLI: `nexmdm apk remove ID`.",
     status_code=200,
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin"},
-    responses=problems(400, 401, 404, 422, 429),
+    **admin_route("operator", action="apk.remove"),
+    responses=problems(400, 401, 403, 404, 422, 429),
 )
 def remove_build(request: Request[Any, Any, Any], db: DB, build_id: BuildId) -> ApkBuildRemoved:
-    require_admin(request, db)
-    removed = apk.remove_build(db, build_id)
+    removed = apk.remove_build(db, build_id, actor=admin_actor(request))
     return ApkBuildRemoved(id=removed["id"], version_code=removed["version_code"], removed_at=removed["removed_at"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
@@ -10,12 +10,14 @@ from litestar.params import HeaderParameter, JSONBody, Parameter
 
 from core import dispatches, validation
 from core.errors import InvalidArgument
-from nexmdm_api.auth import ADMIN_SECURITY, DEVICE_SECURITY, require_admin, require_device
+from core.models import COMMAND_STATUSES
+from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_admin, require_device
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
 from nexmdm_api.openapi import DeviceIdPath, RequestIdPath
 from nexmdm_api.schemas import (
+    DEVICE_ID_PATTERN,
     AckIn,
     CommandIn,
     Dispatch,
@@ -24,6 +26,7 @@ from nexmdm_api.schemas import (
     PendingCommandsOut,
     convert,
 )
+from nexmdm_api.schemas_admin import DispatchPage
 
 IDEMPOTENCY_KEY_PATTERN = r'^([A-Za-z0-9._~:-]{1,255}|"[A-Za-z0-9._~:-]{1,255}")$'
 IDEMPOTENCY_KEY_DOC = (
@@ -63,12 +66,11 @@ def idempotency_key(raw: str | None) -> str:
         "acknowledges it."
     ),
     status_code=202,
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "body": "json"},
+    **admin_route("operator", body="json", action="command.create"),
     responses={
         200: ResponseSpec(Dispatch, description="A replay of an earlier request with the same key and body"),
-        **problems(400, 401, 404, 409, 413, 415, 422, 429),
+        **problems(400, 401, 403, 404, 409, 413, 415, 422, 429),
     },
 )
 def create_command(
@@ -95,6 +97,7 @@ def create_command(
         device_id=validation.device_id(device_id),
         action=data.action,
         payload=data.payload,
+        actor=admin_actor(request),
     )
     count_command("created" if created else "replayed")
     if created:
@@ -106,10 +109,9 @@ def create_command(
     "/v1/commands/{request_id:str}",
     tags=["admin"],
     summary="One dispatch with its status history",
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True},
-    responses=problems(400, 401, 404, 429),
+    **admin_route("viewer", readonly=True),
+    responses=problems(400, 401, 403, 404, 429),
 )
 def get_command(request: Request[Any, Any, Any], db: DB, request_id: RequestIdPath) -> DispatchWithHistory:
     require_admin(request, db)
@@ -156,3 +158,49 @@ def ack_command(request: Request[Any, Any, Any], db: DB, request_id: RequestIdPa
         db, device_id=device.id, request_id=request_id_from_path(request_id), status=data.status, detail=data.detail
     )
     return convert(dispatch, Dispatch)
+
+
+@post(
+    "/v1/commands/{request_id:str}/cancel",
+    tags=["admin"],
+    summary="Cancel a pending command",
+    description=(
+        "It leaves the device's pending list at once; a late ack is 409. Cancelling it again is 200; a command "
+        "that already finished otherwise is 409. The same rules as `nexmdm dispatches cancel`."
+    ),
+    status_code=200,
+    sync_to_thread=True,
+    **admin_route("operator", action="command.cancel"),
+    responses=problems(400, 401, 403, 404, 409, 429),
+)
+def cancel_command(request: Request[Any, Any, Any], db: DB, request_id: RequestIdPath) -> Dispatch:
+    _, dispatch = dispatches.cancel_command(db, request_id_from_path(request_id), actor=admin_actor(request))
+    return convert(dispatch, Dispatch)
+
+
+@get(
+    "/v1/commands",
+    tags=["admin"],
+    summary="List commands, newest first",
+    description="Filters combine (AND); `next_cursor` is null on the last page.",
+    sync_to_thread=True,
+    **admin_route("viewer", readonly=True),
+    responses=problems(400, 401, 403, 422, 429),
+)
+def list_commands(
+    db: DB,
+    limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 100,
+    cursor: Annotated[
+        str | None, Parameter(description="`next_cursor` of the previous page", pattern=r"^[0-9]{1,18}$")
+    ] = None,
+    device_id: Annotated[
+        str | None, Parameter(description="only this device's commands", pattern=DEVICE_ID_PATTERN)
+    ] = None,
+    status: Annotated[Literal[COMMAND_STATUSES] | None, Parameter(description="only this status")] = None,  # type: ignore[valid-type]
+) -> DispatchPage:
+    rows = dispatches.list_dispatches(
+        db, device_id=device_id, status=status, before_id=int(cursor) if cursor else None, limit=limit + 1
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return DispatchPage(items=[convert(r, Dispatch) for r in rows], next_cursor=str(rows[-1]["id"]) if more else None)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from litestar import Request, get
+from litestar import Request, get, post
 from litestar.params import Parameter
 
 from core import devices, validation
 from core.fleet.labels import attach_labels
-from nexmdm_api.auth import ADMIN_SECURITY, require_admin
+from nexmdm_api.auth import admin_actor, admin_route, require_admin
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import DeviceIdPath
@@ -49,10 +49,9 @@ def decode_instant(cursor: str) -> datetime:
     tags=["admin"],
     summary="List devices",
     description="Ordered by device id; `next_cursor` is null on the last page.",
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True, "replica": True},
-    responses=problems(400, 401, 422, 429),
+    **admin_route("viewer", readonly=True, replica=True),
+    responses=problems(400, 401, 403, 422, 429),
 )
 def list_devices(
     request: Request[Any, Any, Any],
@@ -86,10 +85,9 @@ def list_devices(
     "/v1/devices/{device_id:str}",
     tags=["admin"],
     summary="One device",
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True, "replica": True},
-    responses=problems(400, 401, 404, 422, 429),
+    **admin_route("viewer", readonly=True, replica=True),
+    responses=problems(400, 401, 403, 404, 422, 429),
 )
 def get_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
     require_admin(request, db)
@@ -101,10 +99,9 @@ def get_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath)
     "/v1/devices/{device_id:str}/heartbeats",
     tags=["admin"],
     summary="A device's heartbeats, newest first",
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True, "replica": True},
-    responses=problems(400, 401, 404, 422, 429),
+    **admin_route("viewer", readonly=True, replica=True),
+    responses=problems(400, 401, 403, 404, 422, 429),
 )
 def device_heartbeats(
     request: Request[Any, Any, Any],
@@ -123,3 +120,21 @@ def device_heartbeats(
         items=[convert(r, HeartbeatRow) for r in rows],
         next_cursor=encode_instant(rows[-1]["bucket_start"]) if more else None,
     )
+
+
+@post(
+    "/v1/devices/{device_id:str}/revoke",
+    tags=["admin"],
+    summary="Revoke a device",
+    description=(
+        "Its token stops working at once; it may enroll again with a new enrollment token. The same rules as "
+        "`nexmdm devices revoke` (one core function). Repeating it is 200."
+    ),
+    status_code=200,
+    sync_to_thread=True,
+    **admin_route("operator", action="device.revoke"),
+    responses=problems(400, 401, 403, 404, 422, 429),
+)
+def revoke_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
+    device = devices.revoke_device(db, validation.device_id(device_id), actor=admin_actor(request))
+    return convert(devices.device_dict(device, request.app.state.settings), DeviceOut)

@@ -9,6 +9,7 @@ import typer
 
 from nexmdm_cli.commands import (
     apk,
+    audit,
     campaigns,
     cleanup,
     db,
@@ -23,6 +24,7 @@ from nexmdm_cli.commands import (
     simulate,
     tokens,
     top,
+    webhooks,
     worker,
 )
 
@@ -37,6 +39,8 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("keys", keys.app),
     ("apk", apk.app),
     ("campaigns", campaigns.app),
+    ("audit", audit.app),
+    ("webhooks", webhooks.app),
 ]
 #: top-level commands
 COMMANDS: list[Callable[..., Any]] = [

@@ -27,6 +27,7 @@ from nexmdm_cli.render import (
 from nexmdm_cli.state import print_json, state
 
 apk = lazy_module("core.apk")  # loaded by the command, not by `nexmdm --help`
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("APK builds of the device agent and their download audit trail.")
 
@@ -42,7 +43,9 @@ def add(
     """Store an APK (in the database, or the APK folder with NEXMDM_APK_STORAGE=folder), record its size and sha256."""
     st = state(ctx)
     with st.session() as db:
-        build = apk.add_build_from_file(db, st.settings, file, version_code=version_code, version_name=version_name)
+        build = apk.add_build_from_file(
+            db, st.settings, file, version_code=version_code, version_name=version_name, actor=audit.cli_actor()
+        )
     if json_output:
         print_json(build)
         return

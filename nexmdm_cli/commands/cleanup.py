@@ -38,9 +38,16 @@ def cleanup(
     downloads_days: Annotated[
         int | None, _days("Keep APK download events this many days (default: NEXMDM_DOWNLOAD_RETENTION_DAYS).")
     ] = None,
+    audit_days: Annotated[
+        int | None, _days("Keep audit events this many days (default: NEXMDM_AUDIT_RETENTION_DAYS).")
+    ] = None,
+    webhook_days: Annotated[
+        int | None, _days("Keep finished webhook deliveries this many days (default: NEXMDM_WEBHOOK_RETENTION_DAYS).")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Delete heartbeats, finished dispatches, download events and ended campaigns past their retention period.
+    """Delete heartbeats, finished dispatches, download events, ended campaigns, audit events and webhook
+    deliveries past their retention period.
 
     Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
     """
@@ -50,6 +57,8 @@ def cleanup(
         "device_heartbeats": heartbeats_days,
         "fcm_dispatches": dispatches_days,
         "apk_download_events": downloads_days,
+        "audit_events": audit_days,
+        "webhook_outbox": webhook_days,
     }
     retention = {
         entity: configured if overrides.get(entity) is None else overrides[entity]

@@ -37,6 +37,7 @@ trends = lazy_module("core.trends")
 #: the presence strip: the last 24 hours in half-hour slots
 PRESENCE = timedelta(hours=24)
 PRESENCE_SLOTS = 48
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Devices: the fleet with last seen and online/stale/offline, one device, revoke.")
 
@@ -150,7 +151,7 @@ def revoke(
             "are cancelled at once"
         )
     with st.session() as db:
-        data = devices.device_dict(devices.revoke_device(db, device_id), st.settings)
+        data = devices.device_dict(devices.revoke_device(db, device_id, actor=audit.cli_actor()), st.settings)
     if json_output:
         print_json(data)
         return

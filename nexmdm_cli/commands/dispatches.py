@@ -12,12 +12,13 @@ from core.durations import format_duration, parse_duration
 from core.errors import InvalidArgument
 from core.statuses import COMMAND_STATUSES
 from nexmdm_cli.lazy import lazy_module
-from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, ms, relative, show, stamp, styled, table
+from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, ms, note, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state
 
 dispatches = lazy_module("core.dispatches")  # loaded by the command, not by `nexmdm --help`
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
-app = group("Commands dispatched to devices: statistics, one command, recent commands.")
+app = group("Commands dispatched to devices: statistics, one command, recent commands, cancel.")
 
 #: the seed's threshold: more replays than this share of requests means clients retry too eagerly
 HIT_RATE_WARNING = 0.05
@@ -138,3 +139,19 @@ def list_dispatches(
             relative(item["created_at"], now),
         )
     show(out)
+
+
+@app.command(context_settings=CONTEXT)
+def cancel(
+    ctx: typer.Context,
+    request_id: Annotated[str, typer.Argument(help="The command's request id (its Idempotency-Key).")],
+    json_output: JsonOption = False,
+) -> None:
+    """Cancel a pending command: it leaves the device's pending list, and a late ack is refused (409)."""
+    st = state(ctx)
+    with st.session() as db:
+        changed, data = dispatches.cancel_command(db, request_id, actor=audit.cli_actor())
+    if json_output:
+        print_json(data)
+        return
+    note(f"[green]✅ command {request_id} {'cancelled' if changed else 'was already cancelled'}[/green]")

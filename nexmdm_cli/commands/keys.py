@@ -14,6 +14,7 @@ from nexmdm_cli.render import table as make_table
 from nexmdm_cli.state import print_json, state
 
 credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Admin API keys: for integrations and the admin endpoints.")
 
@@ -22,16 +23,20 @@ app = group("Admin API keys: for integrations and the admin endpoints.")
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Option(help="A unique name (A-Z a-z 0-9 . _ : -), e.g. the integration's.")],
+    role: Annotated[
+        str,
+        typer.Option(help="viewer (read-only), operator (devices, commands, tokens, APKs) or admin (everything)."),
+    ] = "admin",
     json_output: JsonOption = False,
 ) -> None:
     """Create an admin API key and print its secret, once."""
     st = state(ctx)
     with st.session() as db:
-        secret, key = credentials.create_admin_key(db, name=name)
+        secret, key = credentials.create_admin_key(db, name=name, role=role, actor=audit.cli_actor())
     if json_output:
         print_json(key | {"secret": secret})
         return
-    note(f"Admin key [bold]{name}[/bold] ({key['id']}) on {st.masked_url}")
+    note(f"Admin key [bold]{name}[/bold] ({key['id']}, role {key['role']}) on {st.masked_url}")
     secret_once("admin key", secret)
 
 
@@ -47,11 +52,12 @@ def list_keys(ctx: typer.Context, json_output: JsonOption = False) -> None:
         show("No admin keys: create one with `nexmdm keys create --name NAME`.")
         return
     now = utcnow()
-    out = make_table("Admin keys", "name", "id", "state", "created", "last used")
+    out = make_table("Admin keys", "name", "id", "role", "state", "created", "last used")
     for item in items:
         out.add_row(
             item["name"],
             item["id"],
+            item["role"],
             styled(item["state"]),
             relative(item["created_at"], now),
             relative(item["last_used_at"], now),
@@ -74,7 +80,7 @@ def revoke(
                 raise NotFound(f"no admin key named {name!r}")  # before asking
         confirm(f"Revoke admin key {name} on {st.masked_url}? Integrations using it stop working")
     with st.session() as db:
-        key = credentials.revoke_admin_key(db, name)
+        key = credentials.revoke_admin_key(db, name, actor=audit.cli_actor())
     if json_output:
         print_json(key)
         return

@@ -15,6 +15,7 @@ from nexmdm_cli.state import print_json, state
 
 credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
 labels_module = lazy_module("core.fleet.labels")
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 #: core.credentials.MAX_TOKEN_USES, spelled out for the help text (tests/cli/test_startup.py pins it)
 MAX_TOKEN_USES = 1_000_000
 
@@ -41,7 +42,7 @@ def create(
         raise InvalidArgument("--label takes key=value", field="--label")
     with st.session() as db:
         secret, token = credentials.create_enrollment_token(
-            db, uses=uses, expires_in=lifetime, note=note_text, labels=labels
+            db, uses=uses, expires_in=lifetime, note=note_text, labels=labels, actor=audit.cli_actor()
         )
     if json_output:
         print_json(token | {"secret": secret})
@@ -95,7 +96,7 @@ def revoke(
     """Revoke an enrollment token: no further device can enroll with it (enrolled devices are unaffected)."""
     st = state(ctx)
     with st.session() as db:
-        token = credentials.revoke_enrollment_token(db, token_id)
+        token = credentials.revoke_enrollment_token(db, token_id, actor=audit.cli_actor())
     if json_output:
         print_json(token)
         return

@@ -200,3 +200,16 @@ def test_an_upload_records_the_admin_keys_use(uploaded, session_factory) -> None
 
     with session_factory() as db:
         assert [key["last_used_at"] is not None for key in credentials.list_admin_keys(db)] == [True]
+
+
+def test_admins_list_builds_and_downloads(client, admin, uploaded, enroll, auth) -> None:
+    builds = client.get("/v1/apk/builds", headers=admin).json()
+    assert [b["version_code"] for b in builds["items"]] == [42] and builds["next_cursor"] is None
+    assert builds["items"][0]["download_url"].endswith(f"/v1/apk/download/{uploaded['id']}")
+    token = enroll("dev_a")
+    for _ in range(3):
+        assert client.get("/v1/apk/download/latest", headers=auth(token)).status_code == 200
+    first = client.get("/v1/apk/downloads", params={"limit": 2}, headers=admin).json()
+    assert [d["source"] for d in first["items"]] == ["update", "update"] and first["next_cursor"]
+    rest = client.get("/v1/apk/downloads", params={"limit": 2, "cursor": first["next_cursor"]}, headers=admin).json()
+    assert len(rest["items"]) == 1 and rest["next_cursor"] is None

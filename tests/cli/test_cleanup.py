@@ -46,6 +46,8 @@ def test_dry_run_counts_and_deletes_nothing(cli: Cli, seeded: sessionmaker[Sessi
         "fcm_dispatches": 1,
         "apk_download_events": 1,
         "campaigns": 0,
+        "audit_events": 0,
+        "webhook_outbox": 0,
     }
     assert _counts(seeded) == (3, 3, 2)
 

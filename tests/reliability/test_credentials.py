@@ -35,7 +35,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from core.models import Base, EnrollmentToken
+from core.models import AuditEvent, Base, EnrollmentToken
 from core.settings import Settings
 from core.types import utcnow
 from nexmdm_api import create_app
@@ -139,6 +139,12 @@ def database_text(engine: Engine) -> str:
     return "\n".join(parts)
 
 
+def table_text(engine: Engine, name: str) -> str:
+    table = Base.metadata.tables[name]
+    with engine.connect() as conn:
+        return "\n".join(str(value) for row in conn.execute(select(table)) for value in row)
+
+
 def response_without_issued_token(response: httpx.Response) -> str:
     """A response's status, headers and body, less the one secret it exists to hand out (an enrollment's)."""
     text = f"{response.status_code} {response.headers.raw!r} {response.content!r}"
@@ -148,6 +154,10 @@ def response_without_issued_token(response: httpx.Response) -> str:
             assert text.count(issued) == 1
             text = text.replace(issued, f"<issued {field}>")
     return text
+
+
+def without_audit(counts: dict[str, int]) -> dict[str, int]:
+    return {name: n for name, n in counts.items() if name != "audit_events"}
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
@@ -190,6 +200,9 @@ def test_no_secret_in_logs_responses_or_database(
     cli = Cli(settings.database_url, tmp_path)
     enrollment = cli.json("tokens", "create", "--uses", "10", "--expires", "1h", "--note", "rollout")
     admin_key = cli.json("keys", "create", "--name", "ops")
+    hook = cli.json(
+        "webhooks", "add", "https://hooks.example.com/in", "--events", "device.enrolled,device.revoked,command.failed"
+    )
     secrets = [enrollment["secret"], admin_key["secret"]]
     nxe, nxa = enrollment["secret"], admin_key["secret"]
 
@@ -293,6 +306,17 @@ def test_no_secret_in_logs_responses_or_database(
             call("POST", "/v1/commands/cmd-dev_a/ack", tokens["dev_b"], json={"status": "completed"}).status_code == 404
         )
         assert call("POST", "/v1/commands/cmd-dev_b/ack", tokens["dev_b"], json={"status": "failed"}).status_code == 409
+        # a command that fails on the device: a webhook event (with the payload's hash, never the payload)
+        failing = call(
+            "POST",
+            "/v1/devices/dev_b/commands",
+            nxa,
+            json={"action": "lock", "payload": {"unlock_code": "PAYLOAD-7731"}},
+            headers={"Idempotency-Key": "cmd-fail"},
+        )
+        assert failing.status_code == 202
+        detail = {"status": "failed", "detail": "DETAIL-4411"}
+        assert call("POST", "/v1/commands/cmd-fail/ack", tokens["dev_b"], json=detail).status_code == 200
         # revocations through the CLI (its own engine, as an operator's shell would be)
         cli("devices", "revoke", "dev_c", "--yes")
         assert_unauthorized(call("POST", "/v1/heartbeat", tokens["dev_c"], json={}))
@@ -312,6 +336,18 @@ def test_no_secret_in_logs_responses_or_database(
         ]
 
     assert len(set(secrets)) == len(secrets) == 12
+    # the audit trail and the webhook bodies hold neither a credential, nor the webhook's signing secret,
+    # nor a command's payload or a device's ack detail
+    trail = table_text(engine, "audit_events")
+    bodies = table_text(engine, "webhook_outbox")
+    assert "device.revoke" in trail and "key.revoke" in trail and "command.create" in trail
+    assert "device.enrolled" in bodies and "device.revoked" in bodies and "command.failed" in bodies
+    for where, text in (("audit trail", trail), ("webhook bodies", bodies)):
+        leaked = [s[:8] + "..." for s in [*secrets, hook["secret"]] if leaks(s, text)]
+        assert leaked == [], f"secrets found in the {where}: {leaked}"
+        assert "PAYLOAD-7731" not in text and "DETAIL-4411" not in text, where
+    assert not leaks(hook["secret"], logs.text() + "\n".join(map(response_without_issued_token, call.responses)))
+    assert not leaks(hook["secret"], "\n".join(listings) + cli("webhooks", "list", "--json"))
     stored = database_text(engine)
     log_text = logs.text()
     response_text = "\n".join(map(response_without_issued_token, call.responses))
@@ -453,10 +489,19 @@ def test_brute_force_on_every_credential_kind_is_answered_with_429(
         )
         no_token = call("GET", "/v1/devices")
         assert no_token.status_code == 429
-        assert row_counts(engine) == before
+        # no guess writes a row; failed admin authentications are counted in the audit trail, per address
+        # and minute, in aggregate rows that the server writes every few seconds (docs/audit.md)
+        assert without_audit(row_counts(engine)) == without_audit(before)
         # the documented exception: valid credentials from the blocked address are never refused
         assert call("POST", "/v1/heartbeat", device, json={"status": "ok"}).status_code == 201
         assert call("GET", "/v1/commands/pending", device).status_code == 200
+    with engine.connect() as conn:
+        denied = conn.execute(
+            select(AuditEvent.actor, AuditEvent.action, AuditEvent.count).where(AuditEvent.outcome == "denied")
+        ).all()
+    # the admin-route failures (two guesses and the call without a token), one row per minute at most
+    assert 1 <= len(denied) <= 2 and sum(row.count for row in denied) == 3, denied
+    assert {(row.actor, row.action) for row in denied} == {("anonymous", "auth.failed")}
 
 
 # ------------------------------------------------------------------------------- revoked devices

@@ -367,7 +367,7 @@ CASES = [
          raw=('{"action":"ping","payload":' + nested(MAX_DEPTH) + "}").encode(), headers=KEY),
     case("32-levels-payload-accepted", "POST", CMD, "admin", 202,
          raw=('{"action":"ping","payload":' + nested(MAX_DEPTH - 1) + "}").encode(), headers=KEY,
-         writes={"fcm_dispatches": 1}),
+         writes={"fcm_dispatches": 1, "audit_events": 1}),
     case("brackets-in-strings-are-not-depth", "POST", HB, "fresh", 201,
          json={"note": "[" * 10_000}, writes=BEAT, check=key_not_stored("[[[[")),
     # ---- the worst bodies constructed for each pre-parse check (issue #11: linear, tests/api/test_jsonbody.py)

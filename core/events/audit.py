@@ -1,0 +1,180 @@
+"""The audit trail: one ``audit_events`` row per admin change, written in the change's own transaction.
+
+Core functions that change state take an ``actor`` and call :func:`record` before they return, so the
+API and the CLI cannot drift: a change that rolls back leaves no row, a row always means the change
+happened. Refusals (403s and failed admin authentications) are aggregates, see :func:`record_denied`.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core.models import AuditEvent
+from core.operations import rowcount
+from core.types import utcnow
+
+_TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: ``key:NAME``, ``cli:USER@HOST`` or ``system:worker``, with the client address."""
+
+    name: str
+    address: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+SYSTEM = Actor("system:worker")
+
+
+def key_actor(key_name: str, address: str | None) -> Actor:
+    return Actor(f"key:{key_name}", address)
+
+
+def cli_actor() -> Actor:
+    """The effective user at this host. Attribution, not authentication: ``SUDO_USER`` goes in the details."""
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (containers)
+        user = str(os.geteuid())
+    details = {"sudo_user": os.environ["SUDO_USER"]} if os.environ.get("SUDO_USER") else {}
+    return Actor(f"cli:{user}@{socket.gethostname()}", None, details)
+
+
+def record(
+    db: Session, actor: Actor | None, action: str, target: str | None = None, /, **details: Any
+) -> dict[str, Any] | None:
+    """Add one ``success`` row in the caller's transaction (``actor=None``: an unattributed internal call)."""
+    if actor is None:
+        return None
+    values = {
+        "at": utcnow(),
+        "actor": actor.name[:200],
+        "action": action,
+        "target": target[:300] if target else None,
+        "client_address": actor.address,
+        "outcome": "success",
+        "details": ({k: v for k, v in details.items() if v is not None} | actor.details) or None,
+        "count": 1,
+    }
+    db.execute(insert(_TABLE).values(**values))
+    return values
+
+
+def minute(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+def record_denied(db: Session, *, actor: str, action: str, address: str | None, at: datetime, count: int = 1) -> None:
+    """Add ``count`` refusals to the aggregate row of (actor, action, address, minute): one upsert, no new row."""
+    bucket = minute(at)
+    key = f"denied|{actor}|{action}|{address or ''}|{bucket.isoformat()}"[:400]
+    values = {
+        "at": bucket,
+        "actor": actor[:200],
+        "action": action,
+        "client_address": address,
+        "outcome": "denied",
+        "count": count,
+        "aggregate_key": key,
+    }
+    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(_TABLE).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[_TABLE.c.aggregate_key], set_={"count": _TABLE.c.count + statement.excluded.count}
+    )
+    db.execute(statement)
+
+
+def event_dict(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "at": row.at,
+        "actor": row.actor,
+        "action": row.action,
+        "target": row.target,
+        "client_address": row.client_address,
+        "outcome": row.outcome,
+        "count": row.count,
+        "details": row.details or {},
+    }
+
+
+def _query(
+    *, since: datetime | None, actor: str | None, action: str | None, outcome: str | None, before_id: int | None
+) -> Any:
+    query = select(_TABLE)
+    if since is not None:
+        query = query.where(_TABLE.c.at >= since)
+    if actor:
+        query = query.where(_TABLE.c.actor == actor)
+    if action:
+        # ``device.*`` (or ``device.``) selects a family of actions
+        if action.endswith(".*") or action.endswith("."):
+            query = query.where(_TABLE.c.action.startswith(action.rstrip("*"), autoescape=True))
+        else:
+            query = query.where(_TABLE.c.action == action)
+    if outcome:
+        query = query.where(_TABLE.c.outcome == outcome)
+    if before_id is not None:
+        query = query.where(_TABLE.c.id < before_id)
+    return query.order_by(_TABLE.c.id.desc())
+
+
+def list_events(
+    db: Session,
+    *,
+    since: datetime | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Newest first; keyset: ``before_id`` is the last id of the previous page."""
+    query = _query(since=since, actor=actor, action=action, outcome=outcome, before_id=before_id).limit(limit)
+    return [event_dict(row) for row in db.execute(query)]
+
+
+def iter_events(
+    db: Session,
+    *,
+    since: datetime | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    outcome: str | None = None,
+    batch: int = 1000,
+) -> Iterator[dict[str, Any]]:
+    """Every matching event, newest first, read in keyset pages: memory stays flat whatever the count."""
+    before: int | None = None
+    while True:
+        rows = list_events(db, since=since, actor=actor, action=action, outcome=outcome, before_id=before, limit=batch)
+        yield from rows
+        if len(rows) < batch:
+            return
+        before = rows[-1]["id"]
+
+
+def count_events(db: Session) -> int:
+    return int(db.scalar(select(func.count()).select_from(_TABLE)) or 0)
+
+
+def delete_older_than(db: Session, cutoff: datetime, *, batch: int) -> int:
+    """Delete one batch of rows older than ``cutoff`` (oldest first, by ``at``); returns how many."""
+    ids = select(_TABLE.c.id).where(_TABLE.c.at < cutoff).order_by(_TABLE.c.at).limit(batch)
+    return rowcount(db.execute(delete(_TABLE).where(_TABLE.c.id.in_(ids.scalar_subquery()))))
+
+
+def retention_cutoff(days: int) -> datetime:
+    return utcnow() - timedelta(days=days)

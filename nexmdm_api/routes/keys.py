@@ -1,0 +1,66 @@
+"""Admin keys, for keys with the ``admin`` role only: create (the secret once), list, revoke."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, get, post
+from litestar.params import JSONBody, Parameter
+
+from core import credentials
+from nexmdm_api.auth import admin_actor, admin_route
+from nexmdm_api.db import DB
+from nexmdm_api.errors import problems
+from nexmdm_api.schemas import convert
+from nexmdm_api.schemas_admin import KEY_NAME_PATTERN, KeyCreated, KeyIn, KeyOut, KeyPage
+
+Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
+KeyCursor = Annotated[
+    str | None, Parameter(description="`next_cursor` of the previous page (a key name)", pattern=KEY_NAME_PATTERN)
+]
+KeyNamePath = Annotated[str, Parameter(description="the key's name", schema_extra={"pattern": KEY_NAME_PATTERN})]
+
+
+@post(
+    "/v1/keys",
+    tags=["admin"],
+    summary="Create an admin key",
+    description="`role`: `viewer`, `operator` or `admin` (default). The answer carries the `secret`, once.",
+    status_code=201,
+    sync_to_thread=True,
+    **admin_route("admin", body="json", action="key.create"),
+    responses=problems(400, 401, 403, 409, 413, 415, 422, 429),
+)
+def create_key(request: Request[Any, Any, Any], db: DB, data: JSONBody[KeyIn]) -> KeyCreated:
+    secret, key = credentials.create_admin_key(db, name=data.name, role=data.role, actor=admin_actor(request))
+    return convert(key | {"secret": secret}, KeyCreated)
+
+
+@get(
+    "/v1/keys",
+    tags=["admin"],
+    summary="List admin keys",
+    description="Ordered by name; `next_cursor` is null on the last page. Secrets are never listed.",
+    sync_to_thread=True,
+    **admin_route("admin", readonly=True),
+    responses=problems(400, 401, 403, 422, 429),
+)
+def list_keys(db: DB, limit: Limit = 100, cursor: KeyCursor = None) -> KeyPage:
+    rows = credentials.list_admin_keys(db, after=cursor, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return KeyPage(items=[convert(r, KeyOut) for r in rows], next_cursor=rows[-1]["name"] if more else None)
+
+
+@post(
+    "/v1/keys/{name:str}/revoke",
+    tags=["admin"],
+    summary="Revoke an admin key",
+    description="Requests with it fail at once (a key may revoke itself). Names are never reused.",
+    status_code=200,
+    sync_to_thread=True,
+    **admin_route("admin", action="key.revoke"),
+    responses=problems(400, 401, 403, 404, 429),
+)
+def revoke_key(request: Request[Any, Any, Any], db: DB, name: KeyNamePath) -> KeyOut:
+    return convert(credentials.revoke_admin_key(db, name, actor=admin_actor(request)), KeyOut)

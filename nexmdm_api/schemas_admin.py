@@ -1,0 +1,172 @@
+"""Bodies of the admin endpoints added for accountability and integration (tokens, keys, audit, webhooks).
+
+Request bodies forbid unknown fields (422), as every admin body does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch
+
+Role = Literal["viewer", "operator", "admin"]
+KEY_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
+    uses: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
+    expires_in_seconds: Annotated[int, Meta(ge=60, le=365 * 86400)] = 3600
+    note: Annotated[str, Meta(max_length=200, pattern=TEXT_PATTERN)] | None = None
+
+
+class TokenOut(msgspec.Struct):
+    id: str
+    state: str
+    uses: int
+    max_uses: int
+    note: str | None
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    #: shown once, never stored
+    secret: str = ""
+
+
+class TokenPage(msgspec.Struct):
+    items: list[TokenOut]
+    next_cursor: str | None
+
+
+class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=KEY_NAME_PATTERN)]
+    role: Role = "admin"
+
+
+class KeyOut(msgspec.Struct):
+    id: str
+    name: str
+    role: str
+    state: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    secret: str = ""
+
+
+class KeyPage(msgspec.Struct):
+    items: list[KeyOut]
+    next_cursor: str | None
+
+
+class DispatchPage(msgspec.Struct):
+    items: list[Dispatch]
+    next_cursor: str | None
+
+
+class AuditEventOut(msgspec.Struct):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    client_address: str | None
+    outcome: str
+    count: int
+    details: dict[str, Any]
+
+
+class AuditPage(msgspec.Struct):
+    items: list[AuditEventOut]
+    next_cursor: str | None
+
+
+EventType = Literal[
+    "device.enrolled",
+    "device.offline",
+    "device.online",
+    "device.revoked",
+    "command.failed",
+    "campaign.completed",
+    "campaign.halted",
+]
+
+
+class WebhookIn(msgspec.Struct, forbid_unknown_fields=True):
+    url: Annotated[str, Meta(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=7)]
+    #: 32-128 printable ASCII characters; made by the server when absent (and then returned, once)
+    secret: Annotated[str, Meta(min_length=32, max_length=128, pattern=r"^[!-~]+$")] | None = None
+
+
+class WebhookOut(msgspec.Struct):
+    id: str
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    #: the signing secret, only when the server made it (shown once)
+    secret: str | None = None
+
+
+class WebhookPage(msgspec.Struct):
+    items: list[WebhookOut]
+    next_cursor: str | None
+
+
+class WebhookTest(msgspec.Struct):
+    endpoint_id: str
+    event_id: str
+
+
+class DeliveryOut(msgspec.Struct):
+    id: int
+    event_id: str
+    endpoint_id: str
+    event_type: str
+    device_id: str | None
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class DeliveryPage(msgspec.Struct):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class ApkBuildPage(msgspec.Struct):
+    items: list[ApkBuildOut]
+    next_cursor: str | None
+
+
+class ApkDownloadOut(msgspec.Struct):
+    id: int
+    build_id: int
+    version_code: int
+    version_name: str
+    source: str
+    token_id: str | None
+    ip: str | None
+    created_at: datetime
+
+
+class ApkDownloadPage(msgspec.Struct):
+    items: list[ApkDownloadOut]
+    next_cursor: str | None

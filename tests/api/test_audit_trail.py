@@ -1,0 +1,166 @@
+"""Every admin route that changes state leaves exactly one audit row; GET /v1/audit pages and filters.
+
+``MUTATIONS`` names a successful call for each state-changing admin route; a route that is registered
+but missing from it fails ``test_every_state_changing_route_is_exercised``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import credentials, dispatches
+from core.events import webhooks
+from core.models import AuditEvent
+from core.settings import Settings
+from nexmdm_api import create_app
+from tests.api.test_roles import admin_routes
+
+APK = b"PK\x03\x04" + b"\x00" * 60
+
+Call = Callable[[TestClient[Any], dict[str, str], Any], Any]
+
+
+def _seed_command(factory: sessionmaker[Session], settings: Settings) -> None:
+    with factory.begin() as db:
+        dispatches.create_command(db, settings, request_id="cmd-a", device_id="dev_a", action="ping")
+
+
+def _seed_token(factory: sessionmaker[Session]) -> str:
+    with factory.begin() as db:
+        return credentials.create_enrollment_token(db)[1]["id"]
+
+
+def _seed_key(factory: sessionmaker[Session]) -> None:
+    with factory.begin() as db:
+        credentials.create_admin_key(db, name="victim", role="viewer")
+
+
+def _seed_webhook(factory: sessionmaker[Session]) -> str:
+    with factory.begin() as db:
+        return webhooks.add_endpoint(db, url="https://hooks.example.com/x", events=["device.offline"])[1]["id"]
+
+
+def _seed_delivery(factory: sessionmaker[Session]) -> int:
+    endpoint_id = _seed_webhook(factory)
+    with factory.begin() as db:
+        webhooks.send_test(db, endpoint_id)
+        return webhooks.list_deliveries(db, endpoint_id=endpoint_id)[0]["id"]
+
+
+#: (method, path) -> (expected action, call(client, headers, context) -> response)
+MUTATIONS: dict[tuple[str, str], tuple[str, Call]] = {
+    ("POST", "/v1/devices/{device_id:str}/commands"): (
+        "command.create",
+        lambda c, h, x: c.post(
+            "/v1/devices/dev_a/commands", json={"action": "ping"}, headers=h | {"Idempotency-Key": "k-1"}
+        ),
+    ),
+    ("POST", "/v1/commands/{request_id:str}/cancel"): (
+        "command.cancel",
+        lambda c, h, x: (_seed_command(x.factory, x.settings), c.post("/v1/commands/cmd-a/cancel", headers=h))[1],
+    ),
+    ("POST", "/v1/devices/{device_id:str}/revoke"): (
+        "device.revoke",
+        lambda c, h, x: c.post("/v1/devices/dev_a/revoke", headers=h),
+    ),
+    ("POST", "/v1/apk/builds"): (
+        "apk.upload",
+        lambda c, h, x: c.post(
+            "/v1/apk/builds",
+            headers=h,
+            files={"file": ("a.apk", io.BytesIO(APK))},
+            data={"version_code": "7", "version_name": "7"},
+        ),
+    ),
+    ("POST", "/v1/tokens"): ("token.create", lambda c, h, x: c.post("/v1/tokens", json={"uses": 2}, headers=h)),
+    ("POST", "/v1/tokens/{token_id:str}/revoke"): (
+        "token.revoke",
+        lambda c, h, x: c.post(f"/v1/tokens/{_seed_token(x.factory)}/revoke", headers=h),
+    ),
+    ("POST", "/v1/keys"): (
+        "key.create",
+        lambda c, h, x: c.post("/v1/keys", json={"name": "ci", "role": "operator"}, headers=h),
+    ),
+    ("POST", "/v1/keys/{name:str}/revoke"): (
+        "key.revoke",
+        lambda c, h, x: (_seed_key(x.factory), c.post("/v1/keys/victim/revoke", headers=h))[1],
+    ),
+    ("POST", "/v1/webhooks"): (
+        "webhook.create",
+        lambda c, h, x: c.post(
+            "/v1/webhooks", json={"url": "https://hooks.example.com/n", "events": ["device.online"]}, headers=h
+        ),
+    ),
+    ("DELETE", "/v1/webhooks/{endpoint_id:str}"): (
+        "webhook.remove",
+        lambda c, h, x: c.delete(f"/v1/webhooks/{_seed_webhook(x.factory)}", headers=h),
+    ),
+    ("POST", "/v1/webhooks/{endpoint_id:str}/test"): (
+        "webhook.test",
+        lambda c, h, x: c.post(f"/v1/webhooks/{_seed_webhook(x.factory)}/test", headers=h),
+    ),
+    ("POST", "/v1/webhooks/deliveries/{delivery_id:int}/redeliver"): (
+        "webhook.redeliver",
+        lambda c, h, x: c.post(f"/v1/webhooks/deliveries/{_seed_delivery(x.factory)}/redeliver", headers=h),
+    ),
+}
+
+
+class Context:
+    def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
+        self.factory = factory
+        self.settings = settings
+
+
+def test_every_state_changing_route_is_exercised(settings: Settings) -> None:
+    changing = {key for key in admin_routes(create_app(settings)) if key[0] != "GET"}
+    assert changing - set(MUTATIONS) == set(), "state-changing admin routes missing from MUTATIONS"
+    assert set(MUTATIONS) - changing == set()
+
+
+@pytest.mark.parametrize("route", sorted(MUTATIONS), ids=lambda r: f"{r[0]} {r[1]}")
+def test_each_change_leaves_one_audit_row(
+    route: tuple[str, str], client: TestClient[Any], admin: dict[str, str], enroll, session_factory, api_settings
+) -> None:
+    enroll("dev_a")
+    action, call = MUTATIONS[route]
+    with session_factory() as db:
+        before = db.scalar(select(AuditEvent.id).order_by(AuditEvent.id.desc()).limit(1)) or 0
+    response = call(client, admin, Context(session_factory, api_settings))
+    assert 200 <= response.status_code < 300, response.text
+    with session_factory() as db:
+        new = list(db.execute(select(AuditEvent).where(AuditEvent.id > before)).scalars())
+    assert [(row.action, row.actor, row.outcome) for row in new] == [(action, "key:ops", "success")]
+    assert new[0].client_address == "testclient"
+
+
+def test_a_refused_change_leaves_no_audit_row(client, admin, session_factory) -> None:
+    assert client.post("/v1/devices/nobody/revoke", headers=admin).status_code == 404
+    assert client.post("/v1/keys", json={"name": "bad name!"}, headers=admin).status_code == 422
+    with session_factory() as db:
+        assert db.execute(select(AuditEvent)).first() is None
+
+
+def test_get_audit_pages_and_filters(client, admin, enroll) -> None:
+    for i in range(3):
+        enroll(f"dev_{i}")
+        assert client.post(f"/v1/devices/dev_{i}/revoke", headers=admin).status_code == 200
+    assert client.post("/v1/tokens", json={}, headers=admin).status_code == 201
+    first = client.get("/v1/audit", params={"limit": 2}, headers=admin).json()
+    assert [e["action"] for e in first["items"]] == ["token.create", "device.revoke"]
+    rest = client.get("/v1/audit", params={"limit": 2, "cursor": first["next_cursor"]}, headers=admin).json()
+    assert [e["target"] for e in rest["items"]] == ["dev_1", "dev_0"] and rest["next_cursor"] is None
+    only = client.get("/v1/audit", params={"action": "device.*", "actor": "key:ops"}, headers=admin).json()
+    assert len(only["items"]) == 3
+    since = client.get("/v1/audit", params={"since": "2999-01-01T00:00:00Z"}, headers=admin).json()
+    assert since["items"] == []
+    naive = client.get("/v1/audit", params={"since": "2020-01-01T00:00:00"}, headers=admin)
+    assert naive.status_code == 422
+    assert client.get("/v1/audit", params={"bogus": "1"}, headers=admin).status_code == 422

@@ -1,0 +1,167 @@
+"""Roles: every admin route declares its least role, checked by one guard before the body is read.
+
+The table below is the contract: a route registered in the app but missing from it (or declaring another
+role) fails ``test_every_admin_route_is_in_the_table``, and every route is tried with each role.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import credentials
+from core.models import ROLES, AuditEvent
+from core.settings import Settings
+from nexmdm_api import create_app
+from tests.conftest import DatabaseFactory, migrate
+
+#: (method, path) -> least role; the whole of "Roles and audit" in the contract, route by route
+ROLE_TABLE: dict[tuple[str, str], str] = {
+    ("POST", "/v1/devices/{device_id:str}/commands"): "operator",
+    ("GET", "/v1/commands/{request_id:str}"): "viewer",
+    ("POST", "/v1/commands/{request_id:str}/cancel"): "operator",
+    ("GET", "/v1/commands"): "viewer",
+    ("GET", "/v1/devices"): "viewer",
+    ("GET", "/v1/devices/{device_id:str}"): "viewer",
+    ("GET", "/v1/devices/{device_id:str}/heartbeats"): "viewer",
+    ("POST", "/v1/devices/{device_id:str}/revoke"): "operator",
+    ("POST", "/v1/apk/builds"): "operator",
+    ("GET", "/v1/apk/builds"): "viewer",
+    ("GET", "/v1/apk/downloads"): "viewer",
+    ("POST", "/v1/tokens"): "operator",
+    ("GET", "/v1/tokens"): "viewer",
+    ("POST", "/v1/tokens/{token_id:str}/revoke"): "operator",
+    ("POST", "/v1/keys"): "admin",
+    ("GET", "/v1/keys"): "admin",
+    ("POST", "/v1/keys/{name:str}/revoke"): "admin",
+    ("GET", "/v1/audit"): "admin",
+    ("POST", "/v1/webhooks"): "admin",
+    ("GET", "/v1/webhooks"): "admin",
+    ("DELETE", "/v1/webhooks/{endpoint_id:str}"): "admin",
+    ("POST", "/v1/webhooks/{endpoint_id:str}/test"): "admin",
+    ("GET", "/v1/webhooks/{endpoint_id:str}/deliveries"): "admin",
+    ("POST", "/v1/webhooks/deliveries/{delivery_id:int}/redeliver"): "admin",
+}
+
+
+def admin_routes(app: Litestar) -> dict[tuple[str, str], Any]:
+    """Every (method, path) of the app whose handler is an admin endpoint."""
+    found = {}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if handler.opt.get("auth") != "admin":
+                continue
+            for method in handler.http_methods:
+                found[(method, route.path)] = handler
+    return found
+
+
+def concrete(path: str) -> str:
+    dummies = {"device_id": "dev_x", "request_id": "req_x", "token_id": "enr_000000000000", "name": "nobody"}
+    dummies |= {"endpoint_id": "whk_000000000000"}
+    return re.sub(r"\{(\w+):(\w+)\}", lambda m: "1" if m.group(2) == "int" else dummies.get(m.group(1), "x"), path)
+
+
+@pytest.fixture
+def api_settings(settings: Settings) -> Settings:
+    # every route is tried without a key too: more 401s than the failed-authentication limit allows
+    return settings.with_overrides(auth_failure_limit=0)
+
+
+@pytest.fixture
+def role_keys(session_factory: sessionmaker[Session]) -> dict[str, dict[str, str]]:
+    keys = {}
+    with session_factory.begin() as db:
+        for role in ROLES:
+            secret, _ = credentials.create_admin_key(db, name=f"k-{role}", role=role)
+            keys[role] = {"Authorization": f"Bearer {secret}"}
+    return keys
+
+
+def test_every_admin_route_is_in_the_table(settings: Settings) -> None:
+    routes = admin_routes(create_app(settings))
+    missing = sorted(set(routes) - set(ROLE_TABLE))
+    assert not missing, f"admin routes without a role in ROLE_TABLE: {missing}"
+    stale = sorted(set(ROLE_TABLE) - set(routes))
+    assert not stale, f"ROLE_TABLE names routes the app does not have: {stale}"
+    for key, handler in routes.items():
+        assert handler.opt.get("role") == ROLE_TABLE[key], key
+
+
+def test_each_role_against_each_admin_route(client: TestClient[Any], role_keys: dict[str, dict[str, str]]) -> None:
+    for (method, path), needed in sorted(ROLE_TABLE.items()):
+        for role, headers in role_keys.items():
+            response = client.request(method, concrete(path), headers=headers)
+            allowed = ROLES.index(role) >= ROLES.index(needed)
+            if allowed:
+                assert response.status_code not in (401, 403), (method, path, role, response.text)
+            else:
+                assert response.status_code == 403, (method, path, role, response.text)
+                assert response.json()["code"] == "insufficient_role"
+        anonymous = client.request(method, concrete(path))
+        assert anonymous.status_code == 401, (method, path)
+
+
+def test_the_document_names_the_role_of_each_operation(client: TestClient[Any]) -> None:
+    document = client.get("/schema/openapi.json").json()
+    for (method, path), needed in ROLE_TABLE.items():
+        operation = document["paths"][re.sub(r":\w+\}", "}", path)][method.lower()]
+        assert operation["security"] == [{"adminKey": [needed]}], (method, path)
+        assert "403" in operation["responses"], (method, path)
+
+
+def test_role_is_checked_before_the_body_is_read(client: TestClient[Any], role_keys: dict[str, dict[str, str]]):
+    huge = b"{" * (1024 * 1024)  # neither JSON nor within the 64 KiB limit: reading it would be 400 or 413
+    headers = role_keys["viewer"] | {"Content-Type": "application/json", "Idempotency-Key": "k1"}
+    response = client.post("/v1/devices/dev_x/commands", content=huge, headers=headers)
+    assert response.status_code == 403
+    response = client.post("/v1/tokens", content=huge, headers={"Authorization": "Bearer nxa_wrong"})
+    assert response.status_code == 401
+
+
+def test_refusals_are_audited_in_aggregate(
+    api_settings: Settings, engine: Any, role_keys: dict[str, dict[str, str]], session_factory: sessionmaker[Session]
+) -> None:
+    with TestClient(create_app(api_settings)) as client:
+        for _ in range(7):
+            assert client.post("/v1/devices/dev_x/revoke", headers=role_keys["viewer"]).status_code == 403
+        for i in range(5):
+            assert client.get("/v1/devices", headers={"Authorization": f"Bearer nxa_{i:043d}"}).status_code == 401
+        assert client.get("/v1/devices", headers={"Authorization": "Bearer nope"}).status_code == 401
+    # the app wrote its counters when it stopped
+    with session_factory() as db:
+        rows = db.execute(select(AuditEvent).where(AuditEvent.outcome == "denied")).scalars().all()
+    # one row per (actor, action, minute): two keys, each in one row (two if the minute turned meanwhile)
+    totals: dict[tuple[str, str], int] = {}
+    for row in rows:
+        totals[(row.actor, row.action)] = totals.get((row.actor, row.action), 0) + row.count
+        assert row.at.second == 0 and row.at.microsecond == 0
+    assert totals == {("key:k-viewer", "device.revoke"): 7, ("anonymous", "auth.failed"): 6}
+    assert 2 <= len(rows) <= 4, [(r.actor, r.action, r.count) for r in rows]
+    assert {r.client_address for r in rows} == {"testclient"}
+
+
+def test_existing_keys_become_admins(backend: str, databases: DatabaseFactory) -> None:
+    url = databases.create(backend)
+    migrate(url, "0003")
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO admin_keys (id, name, key_hash, created_at) "
+                "VALUES ('key_old', 'old', :hash, CURRENT_TIMESTAMP)"
+            ),
+            {"hash": "0" * 64},
+        )
+    migrate(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT role FROM admin_keys WHERE name = 'old'")).scalar_one() == "admin"
+    engine.dispose()

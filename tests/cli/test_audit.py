@@ -1,0 +1,237 @@
+"""``nexmdm audit`` and the CLI's share of the audit trail.
+
+Every CLI command is either listed in ``CHANGES`` (it changes admin state: it must leave one audit row
+with a ``cli:`` actor) or in ``NOT_AUDITED`` with the reason; a new command in neither fails the walk.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tracemalloc
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import typer.main
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import credentials, dispatches
+from core.events import webhooks
+from core.models import AuditEvent
+from core.settings import Settings
+from core.types import utcnow
+from nexmdm_cli.main import app
+from tests.cli.helpers import Cli, one_error_line
+from tests.conftest import add_device
+
+Setup = Callable[[sessionmaker[Session], Path], list[str]]
+
+
+def _device(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
+    add_device(factory, "dev_a")
+    return []
+
+
+def _command(factory: sessionmaker[Session], tmp: Path) -> list[str]:
+    add_device(factory, "dev_a")
+    with factory.begin() as db:
+        dispatches.create_command(db, Settings(), request_id="cmd-a", device_id="dev_a", action="ping")
+    return []
+
+
+def _token(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
+    with factory.begin() as db:
+        return [credentials.create_enrollment_token(db)[1]["id"]]
+
+
+def _key(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
+    with factory.begin() as db:
+        credentials.create_admin_key(db, name="victim")
+    return []
+
+
+def _apk(_factory: sessionmaker[Session], tmp: Path) -> list[str]:
+    path = tmp / "a.apk"
+    path.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    return [str(path)]
+
+
+def _webhook(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
+    with factory.begin() as db:
+        return [webhooks.add_endpoint(db, url="https://hooks.example.com/x", events=["device.offline"])[1]["id"]]
+
+
+def _delivery(factory: sessionmaker[Session], tmp: Path) -> list[str]:
+    [endpoint_id] = _webhook(factory, tmp)
+    with factory.begin() as db:
+        webhooks.send_test(db, endpoint_id)
+        return [str(webhooks.list_deliveries(db, endpoint_id=endpoint_id)[0]["id"])]
+
+
+#: command -> (expected action, setup returning extra arguments, arguments after them)
+CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
+    "devices revoke": ("device.revoke", _device, ["dev_a", "--yes"]),
+    "dispatches cancel": ("command.cancel", _command, ["cmd-a"]),
+    "tokens create": ("token.create", lambda f, t: [], ["--uses", "2"]),
+    "tokens revoke": ("token.revoke", _token, []),
+    "keys create": ("key.create", lambda f, t: [], ["--name", "ci", "--role", "viewer"]),
+    "keys revoke": ("key.revoke", _key, ["victim", "--yes"]),
+    "apk add": ("apk.upload", _apk, ["--version-code", "3", "--version-name", "3"]),
+    "webhooks add": ("webhook.create", lambda f, t: ["https://hooks.example.com/a"], ["--events", "device.online"]),
+    "webhooks remove": ("webhook.remove", _webhook, ["--yes"]),
+    "webhooks test": ("webhook.test", _webhook, []),
+    "webhooks redeliver": ("webhook.redeliver", _delivery, []),
+}
+
+#: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision
+NOT_AUDITED = {
+    "db upgrade": "schema maintenance (alembic_version records it)",
+    "db downgrade": "schema maintenance",
+    "db current": "read",
+    "db history": "read",
+    "db revision": "writes a file, not the database",
+    "db check": "read",
+    "schema check": "read",
+    "cleanup": "retention by configured periods (logged per batch)",
+    "heartbeats show": "read",
+    "dispatches stats": "read",
+    "dispatches show": "read",
+    "dispatches list": "read",
+    "devices list": "read",
+    "devices show": "read",
+    "tokens list": "read",
+    "keys list": "read",
+    "apk list": "read",
+    "apk downloads": "read",
+    "audit list": "read",
+    "audit export": "read",
+    "webhooks list": "read",
+    "webhooks deliveries": "read",
+    "serve": "runs the API (whose admin changes are audited as key:NAME)",
+    "worker": "delivery (automatic changes are system:worker)",
+    "simulate": "load generator against an API",
+    "demo": "a throwaway embedded database",
+}
+
+
+def leaves() -> set[str]:
+    def walk(command: object, path: tuple[str, ...] = ()) -> list[str]:
+        subs = getattr(command, "commands", None) or {}
+        if not subs:
+            return [" ".join(path)]
+        return [leaf for name, sub in subs.items() for leaf in walk(sub, (*path, name))]
+
+    return set(walk(typer.main.get_command(app)))
+
+
+def test_every_command_is_classified() -> None:
+    known = set(CHANGES) | set(NOT_AUDITED)
+    assert leaves() - known == set(), "new CLI commands: add them to CHANGES or NOT_AUDITED"
+    assert known - leaves() == set()
+
+
+@pytest.mark.parametrize("name", sorted(CHANGES))
+def test_each_change_leaves_one_audit_row(name: str, cli: Cli, session_factory, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SUDO_USER", "alice")
+    action, setup, tail = CHANGES[name]
+    args = [*name.split(), *setup(session_factory, tmp_path), *tail]
+    with session_factory() as db:
+        before = db.scalar(select(AuditEvent.id).order_by(AuditEvent.id.desc()).limit(1)) or 0
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    with session_factory() as db:
+        new = list(db.execute(select(AuditEvent).where(AuditEvent.id > before)).scalars())
+    assert [(row.action, row.outcome) for row in new] == [(action, "success")]
+    assert new[0].actor.startswith("cli:") and "@" in new[0].actor
+    assert new[0].details["sudo_user"] == "alice"
+    secret_shaped = [w for w in result.stdout.split() if w.startswith(("nxe_", "nxa_"))]
+    for secret in secret_shaped:
+        assert secret not in repr(new[0].details)
+
+
+def test_list_filters_and_json(cli: Cli, session_factory) -> None:
+    assert cli("tokens", "create").exit_code == 0
+    assert cli("keys", "create", "--name", "ci").exit_code == 0
+    data = cli.json("audit", "list")
+    assert [e["action"] for e in data["items"]] == ["key.create", "token.create"]
+    assert cli.json("audit", "list", "--action", "token.*")["items"][0]["action"] == "token.create"
+    assert cli.json("audit", "list", "--actor", "key:nobody")["items"] == []
+    assert len(cli.json("audit", "list", "--since", "2020-01-01T00:00Z")["items"]) == 2
+    table = cli("audit", "list")
+    assert table.exit_code == 0 and "key.create" in table.stdout
+    for bad in (["--since", "yesterday"], ["--since", "2020-01-01T00:00"], ["--outcome", "maybe"]):
+        result = cli("audit", "list", *bad)
+        assert result.exit_code == 2
+        one_error_line(result)
+
+
+def _seed(factory: sessionmaker[Session], n: int) -> None:
+    now = utcnow()
+    rows = [
+        {
+            "at": now - timedelta(seconds=i),
+            "actor": "key:ci",
+            "action": "device.label",
+            "target": f"dev_{i}",
+            "outcome": "success",
+            "count": 1,
+            "details": {"n": i},
+        }
+        for i in range(n)
+    ]
+    with factory.begin() as db:
+        db.execute(insert(AuditEvent), rows)
+
+
+def test_export_jsonl_and_csv(cli: Cli, session_factory) -> None:
+    _seed(session_factory, 2500)
+    result = cli("audit", "export", "--format", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2500 and json.loads(lines[0])["target"] == "dev_2499"  # newest (last written) first
+    assert len({json.loads(line)["id"] for line in lines}) == 2500
+    result = cli("audit", "export", "--format", "csv", "--since", "1h")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 2500 and json.loads(rows[-1]["details"]) == {"n": 0}
+    bad = cli("audit", "export", "--format", "xml")
+    assert bad.exit_code == 2
+    one_error_line(bad)
+
+
+def test_export_memory_does_not_grow_with_the_trail(cli: Cli, session_factory, backend: str) -> None:
+    """Streamed in keyset pages: exporting 10x the rows must not take anywhere near 10x the memory."""
+    if backend != "sqlite":
+        pytest.skip("one backend is enough for a memory profile")
+
+    def peak() -> int:
+        sink = io.StringIO()
+        tracemalloc.start()
+        from core.events import audit
+
+        with session_factory() as db:
+            for row in audit.iter_events(db):
+                sink.write(json.dumps(row, default=str))
+                sink.seek(0)
+                sink.truncate()
+        _, high = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return high
+
+    _seed(session_factory, 2000)
+    small = peak()
+    with session_factory.begin() as db:
+        db.execute(AuditEvent.__table__.delete())
+    _seed(session_factory, 20000)
+    large = peak()
+    assert large < small * 2, (small, large)
+
+
+def test_the_help_lists_the_events_core_knows() -> None:
+    from core.events import webhooks as core_webhooks
+    from nexmdm_cli.commands import webhooks as cli_webhooks
+
+    assert cli_webhooks.EVENT_TYPES == core_webhooks.EVENT_TYPES

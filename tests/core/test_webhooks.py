@@ -1,0 +1,305 @@
+"""Webhook delivery against a real receiver on loopback, on SQLite and PostgreSQL.
+
+Retries are driven by a fake clock: the sender decides what is due by its clock, so backoff needs no
+sleeping; the receiver and the HTTP calls are real.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import devices, dispatches
+from core.events import webhooks
+from core.events.delivery import Refused, WebhookSender, forbidden, pin
+from core.models import WebhookOutbox
+from core.settings import Settings
+from core.types import utcnow
+from tests.conftest import add_device
+from tests.fakes.receiver import Receiver
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    fake = Receiver().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def hook_settings(settings: Settings) -> Settings:
+    return settings.with_overrides(
+        webhook_allow_private=True, webhook_max_attempts=3, webhook_backoff_seconds=10, webhook_timeout_seconds=5
+    )
+
+
+def make_sender(factory: sessionmaker[Session], settings: Settings, clock: Clock) -> WebhookSender:
+    return WebhookSender(factory, settings, clock=clock, rng=lambda: 1.0)
+
+
+def subscribe(factory: sessionmaker[Session], receiver: Receiver, *events: str) -> str:
+    with factory.begin() as db:
+        secret, endpoint = webhooks.add_endpoint(db, url=receiver.url, events=list(events))
+    receiver.secret = secret
+    return endpoint["id"]
+
+
+def outbox(factory: sessionmaker[Session]) -> list[WebhookOutbox]:
+    with factory() as db:
+        return list(db.execute(select(WebhookOutbox).order_by(WebhookOutbox.id)).scalars())
+
+
+def test_signed_delivery_verified_by_a_receiver_written_from_the_docs(session_factory, hook_settings, receiver) -> None:
+    subscribe(session_factory, receiver, "device.revoked", "command.failed")
+    add_device(session_factory, "dev_a")
+    with session_factory.begin() as db:
+        dispatches.create_command(
+            db, hook_settings, request_id="c1", device_id="dev_a", action="ring", payload={"pin": "1234"}
+        )
+        dispatches.ack_command(db, device_id="dev_a", request_id="c1", status="failed", detail="secret detail")
+        devices.revoke_device(db, "dev_a")
+    sender = make_sender(session_factory, hook_settings, Clock())
+    try:
+        assert sender.run_once() == 1  # one head per (endpoint, device): the revocation waits its turn
+        assert sender.run_once() == 1
+        assert sender.run_once() == 0
+    finally:
+        sender.close()
+    assert [d.event for d in receiver.received] == ["command.failed", "device.revoked"]
+    assert all(d.valid for d in receiver.received)
+    first = receiver.received[0]
+    document = first.document
+    assert first.delivery == document["id"] and document["type"] == "command.failed"
+    assert document["data"]["request_id"] == "c1" and len(document["data"]["payload_hash"]) == 64
+    assert b"1234" not in first.body and b"secret detail" not in first.body
+    assert first.host.startswith("127.0.0.1:")
+    assert {row.status for row in outbox(session_factory)} == {"delivered"}
+    # a tampered body or an old timestamp fails the docs' check
+    from tests.fakes.receiver import verify
+
+    assert not verify(receiver.secret, first.signature, first.body + b" ")
+    t = int(first.signature.split(",")[0][2:])
+    old = webhooks.sign(receiver.secret, t - 301, first.body.decode())
+    assert not verify(receiver.secret, old, first.body)
+
+
+def test_retries_until_the_receiver_recovers_with_the_same_delivery_id(session_factory, hook_settings, receiver):
+    subscribe(session_factory, receiver, "device.revoked")
+    add_device(session_factory, "dev_a")
+    with session_factory.begin() as db:
+        devices.revoke_device(db, "dev_a")
+    receiver.scripted.extend([500, 503])
+    clock = Clock()
+    sender = make_sender(session_factory, hook_settings, clock)
+    try:
+        assert sender.run_once() == 1
+        assert sender.run_once() == 0  # backing off: nothing due yet
+        clock.advance(10)
+        assert sender.run_once() == 1
+        clock.advance(19)
+        assert sender.run_once() == 0  # second backoff is 20 s
+        clock.advance(1)
+        assert sender.run_once() == 1
+    finally:
+        sender.close()
+    assert [d.answered for d in receiver.received] == [500, 503, 200]  # type: ignore[attr-defined]
+    assert len({d.delivery for d in receiver.received}) == 1
+    [row] = outbox(session_factory)
+    assert (row.status, row.attempts, row.last_status_code) == ("delivered", 3, 200)
+
+
+def test_dead_letter_then_redelivery(session_factory, hook_settings, receiver) -> None:
+    endpoint_id = subscribe(session_factory, receiver, "device.revoked")
+    add_device(session_factory, "dev_a")
+    add_device(session_factory, "dev_b")
+    with session_factory.begin() as db:
+        devices.revoke_device(db, "dev_a")
+    receiver.status = 500
+    clock = Clock()
+    sender = make_sender(session_factory, hook_settings, clock)
+    try:
+        for _ in range(3):
+            sender.run_once()
+            clock.advance(3600)
+        [row] = outbox(session_factory)
+        assert (row.status, row.attempts, row.last_error) == ("dead", 3, "HTTP 500")
+        with session_factory() as db:
+            failed = webhooks.list_deliveries(db, endpoint_id=endpoint_id, failed=True)
+            assert [d["status"] for d in failed] == ["dead"]
+        # a dead letter does not hold its device's queue back
+        receiver.status = 200
+        with session_factory.begin() as db:
+            devices.revoke_device(db, "dev_b")
+        assert sender.run_once() == 1
+        with session_factory.begin() as db:
+            webhooks.redeliver(db, row.id)
+        assert sender.run_once() == 1
+    finally:
+        sender.close()
+    events = [json.loads(d.body)["data"]["device_id"] for d in receiver.received]
+    assert events == ["dev_a"] * 3 + ["dev_b", "dev_a"]
+    assert receiver.received[-1].delivery == receiver.received[0].delivery
+    assert {row.status for row in outbox(session_factory)} == {"delivered"}
+
+
+def test_order_is_kept_per_device_not_globally(session_factory, hook_settings, receiver) -> None:
+    subscribe(session_factory, receiver, "device.enrolled", "device.revoked")
+    add_device(session_factory, "dev_a")
+    add_device(session_factory, "dev_b")
+    with session_factory.begin() as db:
+        webhooks.emit(db, "device.enrolled", {"device_id": "dev_a"}, device_id="dev_a")
+        webhooks.emit(db, "device.enrolled", {"device_id": "dev_b"}, device_id="dev_b")
+        devices.revoke_device(db, "dev_a")
+    failures = iter([500])  # dev_a's first event fails once
+
+    def respond(delivery):
+        return next(failures, None) if delivery.document["data"]["device_id"] == "dev_a" else None
+
+    receiver.respond = respond
+    clock = Clock()
+    sender = make_sender(session_factory, hook_settings, clock)
+    try:
+        assert sender.run_once() == 2  # the heads of both queues
+        assert sender.run_once() == 0  # dev_a's revocation waits behind its failed enrollment
+        clock.advance(10)
+        assert sender.run_once() == 1
+        assert sender.run_once() == 1
+    finally:
+        sender.close()
+    accepted = [(d.event, d.document["data"]["device_id"]) for d in receiver.accepted()]
+    assert accepted.index(("device.enrolled", "dev_a")) < accepted.index(("device.revoked", "dev_a"))
+
+
+def test_ssrf_targets_are_refused_after_resolution(session_factory, settings, receiver) -> None:
+    strict = settings.with_overrides(webhook_max_attempts=1)
+    for url in (receiver.url, receiver.url.replace("127.0.0.1", "localhost")):
+        with session_factory.begin() as db:
+            webhooks.add_endpoint(db, url=url, events=["device.revoked"])
+    add_device(session_factory, "dev_a")
+    with session_factory.begin() as db:
+        devices.revoke_device(db, "dev_a")
+    sender = WebhookSender(session_factory, strict)
+    try:
+        assert sender.run_once() == 2
+    finally:
+        sender.close()
+    assert receiver.received == []
+    rows = outbox(session_factory)
+    assert {r.status for r in rows} == {"dead"}
+    assert all(r.last_error.startswith("refused:") and "loopback" in r.last_error for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("10.1.2.3", "private"),
+        ("192.168.0.10", "private"),
+        ("fd00::1", "private"),
+        ("::ffff:10.0.0.1", "private"),
+        ("0.0.0.0", "private"),
+        ("100.64.0.1", "not globally routable"),
+        ("224.0.0.1", "multicast"),
+        ("8.8.8.8", None),
+    ],
+)
+def test_forbidden_addresses(address: str, reason: str | None) -> None:
+    assert forbidden(address) == reason or (reason is not None and forbidden(address) is not None)
+    assert (forbidden(address) is None) == (reason is None)
+
+
+def test_the_connection_goes_to_the_checked_address() -> None:
+    """No rebinding: a name is resolved once, checked, and the request is pinned to that address."""
+    answers = iter([["93.184.215.14"], ["10.0.0.5"]])
+
+    def rebinding(host: str, port: int) -> list[str]:
+        return next(answers)
+
+    url, headers, extensions = pin("https://hooks.example.com/in?x=1", allow_private=False, resolver=rebinding)
+    assert url == "https://93.184.215.14/in?x=1"
+    assert headers == {"Host": "hooks.example.com"} and extensions == {"sni_hostname": "hooks.example.com"}
+    with pytest.raises(Refused, match="private"):
+        pin("https://hooks.example.com/in", allow_private=False, resolver=rebinding)
+    with pytest.raises(Refused, match="link-local"):
+        pin("http://metadata.internal/", allow_private=False, resolver=lambda h, p: ["8.8.8.8", "169.254.169.254"])
+    assert pin("http://[::1]:8080/x", allow_private=True, resolver=lambda h, p: ["::1"])[0] == "http://[::1]:8080/x"
+
+
+def test_bad_endpoints_are_refused(session_factory) -> None:
+    from core.errors import InvalidArgument
+
+    with session_factory.begin() as db:
+        for url, events in (
+            ("ftp://example.com/x", ["device.offline"]),
+            ("https://user:pw@example.com/", ["device.offline"]),
+            ("https://example.com/ x", ["device.offline"]),
+            ("https://example.com/", []),
+            ("https://example.com/", ["device.exploded"]),
+        ):
+            with pytest.raises(InvalidArgument):
+                webhooks.add_endpoint(db, url=url, events=events)
+        with pytest.raises(InvalidArgument):
+            webhooks.add_endpoint(db, url="https://example.com/", events=["device.offline"], secret="short")
+
+
+def test_a_stuck_receiver_does_not_starve_the_others(session_factory, hook_settings) -> None:
+    import threading
+
+    stuck, healthy = Receiver(gate=threading.Event()).start(), Receiver().start()
+    try:
+        subscribe(session_factory, stuck, "device.revoked")
+        stuck_secret = stuck.secret
+        subscribe(session_factory, healthy, "device.revoked")
+        stuck.secret = stuck_secret
+        for i in range(4):
+            add_device(session_factory, f"dev_{i}")
+            with session_factory.begin() as db:
+                devices.revoke_device(db, f"dev_{i}")
+        sender = WebhookSender(session_factory, hook_settings.with_overrides(webhook_concurrency=2))
+        stop = threading.Event()
+        runner = threading.Thread(target=sender.run, args=(stop, 0.05), daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 20
+        while len(healthy.received) < 4:
+            assert time.monotonic() < deadline, f"healthy receiver got {len(healthy.received)}"
+            time.sleep(0.05)
+        assert stuck.arrived == 1  # at most its share of the slots (one of two)
+        assert all(d.valid for d in healthy.received)
+        stuck.gate.set()
+        while len(stuck.received) < 4:
+            assert time.monotonic() < deadline, f"stuck receiver got {len(stuck.received)}"
+            time.sleep(0.05)
+        stop.set()
+        runner.join(5)
+        sender.close()
+    finally:
+        stuck.stop()
+        healthy.stop()
+
+
+def test_malformed_urls_are_invalid_arguments(session_factory) -> None:
+    from core.errors import InvalidArgument
+
+    with session_factory.begin() as db:
+        for url in ("http://[::1/x", "http://example.com:99999/", "http://example.com:port/"):
+            with pytest.raises(InvalidArgument):
+                webhooks.add_endpoint(db, url=url, events=["device.offline"])
