@@ -2,8 +2,8 @@
 
 Public functions:
 
-* labels — ``attach_labels``, ``parse_label_args``, ``validate_labels``, ``label_device``, ``apply_labels``,
-  ``label_counts``, ``device_labels``, ``set_initial_labels``;
+* labels — ``attach_labels``, ``parse_label_args``, ``validate_labels``, ``label_device``, ``label_selected``,
+  ``apply_labels``, ``label_counts``, ``device_labels``, ``set_initial_labels``;
 * selectors — ``parse``, ``matching_ids``, ``count_matching``, ``where_clause`` (``InvalidSelector``);
 * campaigns — ``create_campaign``, ``preview``, ``get_campaign``, ``list_campaigns``, ``campaign_devices``;
 * progress — ``advance``, ``run_due`` (release, halt, complete), ``campaign_loop``, ``pause``, ``resume``, ``cancel``.
@@ -16,6 +16,7 @@ from core.fleet.labels import (
     device_labels,
     label_counts,
     label_device,
+    label_selected,
     parse_label_args,
     set_initial_labels,
     validate_labels,
@@ -37,6 +38,7 @@ __all__ = [
     "get_campaign",
     "label_counts",
     "label_device",
+    "label_selected",
     "list_campaigns",
     "matching_ids",
     "parse",

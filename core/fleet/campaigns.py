@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from core import validation
 from core.dispatches import IdempotencyMismatch
 from core.errors import InvalidArgument, NotFound
+from core.events.audit import Actor, record
 from core.fleet import selectors
 from core.fleet.counts import live_counts, unreleased
 from core.fleet.ids import new_campaign_id
@@ -145,6 +146,7 @@ def create_campaign(
     waves: dict[str, Any] | None = None,
     expires_in_seconds: int | None = None,
     note: str | None = None,
+    actor: Actor | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """Create a campaign once per Idempotency-Key; returns ``(created, campaign)``.
 
@@ -225,6 +227,18 @@ def create_campaign(
     campaign = load(db, campaign_id)
     campaign.targeted, campaign.wave_size, campaign.wave_count = targeted, size, math.ceil(targeted / size)
     db.flush()
+    # one row for the whole fan-out: what was asked (selector or how many ids) and how many it reached
+    scope = {"selector": selector} if selector is not None else {"device_ids": len(device_ids or [])}
+    record(
+        db,
+        actor,
+        "campaign.create",
+        campaign_id,
+        action=action,
+        payload_hash=row["payload_hash"],
+        targeted=targeted,
+        **scope,
+    )
     return True, campaign_dict(db, campaign)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidArgument, NotFound
+from core.events.audit import Actor, record
 from core.models import Device, DeviceLabel
 
 MAX_LABELS = 32
@@ -112,7 +113,27 @@ def apply_labels(db: Session, device_ids: Select[Any], to_set: Mapping[str, str]
         _check_limit(db, device_ids)
 
 
-def label_device(db: Session, device_id: str, to_set: Mapping[str, str], remove: Iterable[str]) -> dict[str, str]:
+def label_selected(
+    db: Session,
+    device_ids: Select[Any],
+    to_set: Mapping[str, str],
+    remove: Iterable[str],
+    *,
+    selector: str,
+    actor: Actor | None = None,
+) -> int:
+    """Set and remove labels on every device ``device_ids`` selects; one audit row (selector and count).
+
+    Returns how many devices matched."""
+    matched = int(db.execute(select(func.count()).select_from(device_ids.subquery())).scalar_one())
+    apply_labels(db, device_ids, to_set, remove)
+    record(db, actor, "device.label", None, selector=selector, matched=matched, set=dict(to_set), remove=list(remove))
+    return matched
+
+
+def label_device(
+    db: Session, device_id: str, to_set: Mapping[str, str], remove: Iterable[str], *, actor: Actor | None = None
+) -> dict[str, str]:
     """Set and remove labels of one device; returns its labels after the change."""
     device = db.get(Device, device_id)
     if device is None:
@@ -120,6 +141,7 @@ def label_device(db: Session, device_id: str, to_set: Mapping[str, str], remove:
     if device.revoked_at is not None:
         raise Conflict(f"device {device_id!r} is revoked")
     apply_labels(db, select(Device.id).where(Device.id == device_id), to_set, remove)
+    record(db, actor, "device.label", device_id, set=dict(to_set), remove=list(remove))
     return device_labels(db, device_id)
 
 

@@ -16,13 +16,15 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, literal, null, or_, select, update
+from sqlalchemy import and_, literal, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.dispatches import finished_fcm_status
 from core.errors import Conflict, InvalidArgument
+from core.events.audit import Actor, record
 from core.fleet.campaigns import _pct, campaign_dict, load
 from core.fleet.counts import gate_figures, live_counts, unreleased
 from core.models import CAMPAIGN_FINAL, Campaign, CampaignTarget, Device, FcmDispatch
@@ -197,12 +199,13 @@ def campaign_loop(
 # ----------------------------------------------------------------------------- operator actions
 
 
-def pause(db: Session, campaign_id: str) -> dict[str, Any]:
+def pause(db: Session, campaign_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
     campaign = load(db, campaign_id, lock=True)
     if campaign.status in CAMPAIGN_FINAL:
         raise Conflict(f"campaign {campaign_id} is {campaign.status}")
     if campaign.status != "paused":
         campaign.status, campaign.reason, campaign.updated_at = "paused", None, utcnow()
+        record(db, actor, "campaign.pause", campaign_id)
     return campaign_dict(db, campaign)
 
 
@@ -213,6 +216,7 @@ def resume(
     ignore_failures: bool = False,
     min_success_pct: float | None = None,
     max_failure_pct: float | None = None,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
     """Resume a paused or halted campaign; a halted one needs new thresholds or ``ignore_failures``."""
     _pct(min_success_pct, "min_success_pct")
@@ -233,10 +237,11 @@ def resume(
         campaign.max_failure_pct = max_failure_pct
     if campaign.status != "running":
         campaign.status, campaign.reason, campaign.updated_at = "running", None, utcnow()
+        record(db, actor, "campaign.resume", campaign_id, ignore_failures=ignore_failures)
     return campaign_dict(db, campaign)
 
 
-def cancel(db: Session, campaign_id: str) -> dict[str, Any]:
+def cancel(db: Session, campaign_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
     """Cancel: queued targets and pending commands are cancelled at once (they leave pending lists)."""
     campaign = load(db, campaign_id, lock=True)
     if campaign.status == "completed":
@@ -257,11 +262,12 @@ def cancel(db: Session, campaign_id: str) -> dict[str, Any]:
             status="cancelled",
             finished_at=now,
             lease_until=None,
-            fcm_status=case((FcmDispatch.fcm_status == "pending", "skipped"), else_=FcmDispatch.fcm_status),
+            fcm_status=finished_fcm_status(now),
         )
         .execution_options(synchronize_session=False)
     )
     _finish(db, campaign, "cancelled", now)
+    record(db, actor, "campaign.cancel", campaign_id)
     return campaign_dict(db, campaign)
 
 

@@ -1,6 +1,6 @@
 """Campaigns: one command to many devices, in waves; counts, drill-down, pause, resume and cancel.
 
-Every route here is an admin route (``require_admin``).
+Every route here is an admin route (``admin_route``: its least role, checked before the body is read).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from litestar.params import HeaderParameter, JSONBody, Parameter
 
 from core import fleet, validation
 from core.errors import InvalidArgument
-from nexmdm_api.auth import ADMIN_SECURITY, require_admin
+from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.routes.commands import IDEMPOTENCY_KEY_DOC, IDEMPOTENCY_KEY_PATTERN, idempotency_key
@@ -69,10 +69,9 @@ class CampaignCollection(Controller):
         "/",
         tags=["admin"],
         summary="List campaigns, newest first",
-        security=ADMIN_SECURITY,
         sync_to_thread=True,
-        opt={"auth": "admin", "readonly": True},
-        responses=problems(400, 401, 422, 429),
+        **admin_route("viewer", readonly=True),
+        responses=problems(400, 401, 403, 422, 429),
     )
     def list_campaigns(
         self,
@@ -83,7 +82,6 @@ class CampaignCollection(Controller):
             str | None, Parameter(description="`next_cursor` of the previous page", pattern=CAMPAIGN_ID_PATTERN)
         ] = None,
     ) -> CampaignPage:
-        require_admin(request, db)
         rows = fleet.list_campaigns(db, limit=limit + 1, before=_campaign_id(cursor) if cursor else None)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -99,13 +97,12 @@ class CampaignCollection(Controller):
             "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`."
         ),
         status_code=202,
-        security=ADMIN_SECURITY,
         sync_to_thread=True,
         request_max_body_size=MAX_CAMPAIGN_BODY_BYTES,
-        opt={"auth": "admin", "body": "json"},
+        **admin_route("operator", body="json"),
         responses={
             200: ResponseSpec(CampaignOut, description="A replay of an earlier request with the same key and body"),
-            **problems(400, 401, 404, 413, 415, 422, 429),
+            **problems(400, 401, 403, 404, 413, 415, 422, 429),
         },
     )
     def create_campaign(
@@ -123,7 +120,6 @@ class CampaignCollection(Controller):
             ),
         ] = None,
     ) -> Response[CampaignOut]:
-        require_admin(request, db)
         waves = None
         if data.waves is not None:
             waves = {
@@ -142,6 +138,7 @@ class CampaignCollection(Controller):
             waves=waves,
             expires_in_seconds=data.expires_in_seconds,
             note=data.note,
+            actor=admin_actor(request),
         )
         if created:
             return Response(_out(request, campaign), status_code=202)
@@ -152,13 +149,11 @@ class CampaignCollection(Controller):
     "/v1/campaigns/{campaign_id:str}",
     tags=["admin"],
     summary="One campaign with its counts",
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True},
-    responses=problems(400, 401, 404, 422, 429),
+    **admin_route("viewer", readonly=True),
+    responses=problems(400, 401, 403, 404, 422, 429),
 )
 def get_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
-    require_admin(request, db)
     return _out(request, fleet.get_campaign(db, _campaign_id(campaign_id)))
 
 
@@ -166,10 +161,9 @@ def get_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignI
     "/v1/campaigns/{campaign_id:str}/devices",
     tags=["admin"],
     summary="A campaign's targets (in one state), by device id",
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin", "readonly": True},
-    responses=problems(400, 401, 404, 422, 429),
+    **admin_route("viewer", readonly=True),
+    responses=problems(400, 401, 403, 404, 422, 429),
 )
 def campaign_devices(
     request: Request[Any, Any, Any],
@@ -184,7 +178,6 @@ def campaign_devices(
         str | None, Parameter(description="`next_cursor` of the previous page (a device id)", pattern=DEVICE_ID_PATTERN)
     ] = None,
 ) -> CampaignDevicePage:
-    require_admin(request, db)
     after = validation.device_id(cursor, field="cursor") if cursor else None
     rows = fleet.campaign_devices(db, _campaign_id(campaign_id), status=status, limit=limit + 1, after=after)
     more = len(rows) > limit
@@ -200,17 +193,15 @@ def _action_route(path: str, summary: str) -> Any:
         tags=["admin"],
         summary=summary,
         status_code=200,
-        security=ADMIN_SECURITY,
         sync_to_thread=True,
-        opt={"auth": "admin"},
-        responses=problems(400, 401, 404, 409, 422, 429),
+        **admin_route("operator"),
+        responses=problems(400, 401, 403, 404, 409, 422, 429),
     )
 
 
 @_action_route("/v1/campaigns/{campaign_id:str}/pause", "Pause a campaign (no further waves)")
 def pause_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
-    require_admin(request, db)
-    return _out(request, fleet.pause(db, _campaign_id(campaign_id)))
+    return _out(request, fleet.pause(db, _campaign_id(campaign_id), actor=admin_actor(request)))
 
 
 @post(
@@ -219,15 +210,13 @@ def pause_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: Campaig
     summary="Resume a paused or halted campaign",
     description="A halted campaign needs new thresholds or `ignore_failures: true` (else 409). Body optional.",
     status_code=200,
-    security=ADMIN_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "admin"},
-    responses=problems(400, 401, 404, 409, 413, 415, 422, 429),
+    **admin_route("operator"),
+    responses=problems(400, 401, 403, 404, 409, 413, 415, 422, 429),
 )
 def resume_campaign(
     request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath, data: JSONBody[ResumeIn | None] = None
 ) -> CampaignOut:
-    require_admin(request, db)
     body = data or ResumeIn()
     return _out(
         request,
@@ -237,11 +226,11 @@ def resume_campaign(
             ignore_failures=body.ignore_failures,
             min_success_pct=body.min_success_pct,
             max_failure_pct=body.max_failure_pct,
+            actor=admin_actor(request),
         ),
     )
 
 
 @_action_route("/v1/campaigns/{campaign_id:str}/cancel", "Cancel a campaign and its queued and pending commands")
 def cancel_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
-    require_admin(request, db)
-    return _out(request, fleet.cancel(db, _campaign_id(campaign_id)))
+    return _out(request, fleet.cancel(db, _campaign_id(campaign_id), actor=admin_actor(request)))

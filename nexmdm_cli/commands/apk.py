@@ -68,7 +68,7 @@ def remove(
     if not yes:
         confirm(f"Remove APK build {build_id} on {st.masked_url}? Devices will no longer download it")
     with st.session() as db:
-        build = apk.remove_build(db, build_id)
+        build = apk.remove_build(db, build_id, actor=audit.cli_actor())
     if json_output:
         print_json(build)
         return

@@ -16,6 +16,7 @@ from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, dash, gro
 from nexmdm_cli.state import err_console, out_console, print_json, state
 
 fleet = lazy_module("core.fleet")  # loaded by the command, not by `nexmdm --help`
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 #: core.models.CAMPAIGN_FINAL (the models import SQLAlchemy)
 CAMPAIGN_FINAL = ("completed", "cancelled")
 
@@ -155,7 +156,7 @@ def watch(
 def pause(ctx: typer.Context, campaign_id: CampaignId, json_output: JsonOption = False) -> None:
     """Stop releasing waves (commands already released stay pending)."""
     with state(ctx).session() as db:
-        campaign = fleet.pause(db, campaign_id)
+        campaign = fleet.pause(db, campaign_id, actor=audit.cli_actor())
     _done(campaign, json_output, "paused")
 
 
@@ -178,6 +179,7 @@ def resume(
             ignore_failures=ignore_failures,
             min_success_pct=percent(min_success, "--min-success"),
             max_failure_pct=percent(max_failure, "--max-failure"),
+            actor=audit.cli_actor(),
         )
     _done(campaign, json_output, "running")
 
@@ -194,7 +196,7 @@ def cancel(
         pending = campaign["counts"]["queued"] + campaign["counts"]["pending"]
         confirm(f"Cancel campaign {campaign_id} ({pending:,} commands not yet done) on {st.masked_url}?")
     with st.session() as db:
-        campaign = fleet.cancel(db, campaign_id)
+        campaign = fleet.cancel(db, campaign_id, actor=audit.cli_actor())
     _done(campaign, json_output, "cancelled")
 
 

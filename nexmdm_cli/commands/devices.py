@@ -183,7 +183,7 @@ def label(
     to_set, remove = fleet.parse_label_args(args)
     if device_id is not None:
         with st.session() as db:
-            labels = fleet.label_device(db, device_id, to_set, remove)
+            labels = fleet.label_device(db, device_id, to_set, remove, actor=audit.cli_actor())
         if json_output:
             print_json({"device_id": device_id, "labels": labels})
             return
@@ -195,7 +195,8 @@ def label(
     if matched > 1 and not yes:
         confirm(f"Change labels on {matched:,} devices matching {selector!r} on {st.masked_url}?")
     with st.session() as db:
-        fleet.apply_labels(db, selectors.matching_ids(parsed, st.settings), to_set, remove)
+        ids = selectors.matching_ids(parsed, st.settings)
+        matched = fleet.label_selected(db, ids, to_set, remove, selector=parsed.text, actor=audit.cli_actor())
     if json_output:
         print_json({"selector": parsed.text, "matched": matched})
         return

@@ -18,6 +18,7 @@ from nexmdm_cli.state import print_json, state
 dispatches = lazy_module("core.dispatches")
 fleet = lazy_module("core.fleet")
 campaigns_module = lazy_module("core.fleet.campaigns")
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 
 def percent(text: str | None, option: str) -> float | None:
@@ -131,7 +132,13 @@ def send(
     if plain:
         with st.session() as db:
             created, dispatch = dispatches.create_command(
-                db, st.settings, request_id=key, device_id=devices[0], action=action, payload=body
+                db,
+                st.settings,
+                request_id=key,
+                device_id=devices[0],
+                action=action,
+                payload=body,
+                actor=audit.cli_actor(),
             )
         if json_output:
             print_json(dispatch | {"created": created})
@@ -149,6 +156,7 @@ def send(
             waves=waves or None,
             expires_in_seconds=expires_in,
             note=note_text,
+            actor=audit.cli_actor(),
             **targets,
         )
     fleet.advance(st.session_factory, campaign["id"])  # the first wave now; servers and workers do the rest

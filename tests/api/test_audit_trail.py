@@ -15,14 +15,15 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials, dispatches
+from core import apk, credentials, dispatches, fleet
 from core.events import webhooks
 from core.models import AuditEvent
 from core.settings import Settings
 from nexmdm_api import create_app
 from tests.api.test_roles import admin_routes
+from tests.fakes.apk import apk_bytes
 
-APK = b"PK\x03\x04" + b"\x00" * 60
+APK = apk_bytes()
 
 Call = Callable[[TestClient[Any], dict[str, str], Any], Any]
 
@@ -35,6 +36,19 @@ def _seed_command(factory: sessionmaker[Session], settings: Settings) -> None:
 def _seed_token(factory: sessionmaker[Session]) -> str:
     with factory.begin() as db:
         return credentials.create_enrollment_token(db)[1]["id"]
+
+
+def _seed_build(factory: sessionmaker[Session], settings: Settings) -> int:
+    with factory.begin() as db:
+        return apk.add_build(db, settings, source=io.BytesIO(APK), version_code=9, version_name="9")["id"]
+
+
+def _seed_campaign(factory: sessionmaker[Session], settings: Settings, *, paused: bool = False) -> str:
+    with factory.begin() as db:
+        _, campaign = fleet.create_campaign(db, settings, idempotency_key="seed-1", action="ping", device_ids=["dev_a"])
+        if paused:
+            fleet.pause(db, campaign["id"])
+    return str(campaign["id"])
 
 
 def _seed_key(factory: sessionmaker[Session]) -> None:
@@ -105,6 +119,36 @@ MUTATIONS: dict[tuple[str, str], tuple[str, Call]] = {
     ("POST", "/v1/webhooks/{endpoint_id:str}/test"): (
         "webhook.test",
         lambda c, h, x: c.post(f"/v1/webhooks/{_seed_webhook(x.factory)}/test", headers=h),
+    ),
+    ("DELETE", "/v1/apk/builds/{build_id:int}"): (
+        "apk.remove",
+        lambda c, h, x: c.delete(f"/v1/apk/builds/{_seed_build(x.factory, x.settings)}", headers=h),
+    ),
+    ("PATCH", "/v1/devices/{device_id:str}/labels"): (
+        "device.label",
+        lambda c, h, x: c.patch("/v1/devices/dev_a/labels", json={"set": {"store": "42"}, "remove": []}, headers=h),
+    ),
+    ("POST", "/v1/devices/labels"): (
+        "device.label",
+        lambda c, h, x: c.post("/v1/devices/labels", json={"selector": "!ring", "set": {"ring": "canary"}}, headers=h),
+    ),
+    ("POST", "/v1/campaigns"): (
+        "campaign.create",
+        lambda c, h, x: c.post(
+            "/v1/campaigns", json={"action": "ping", "device_ids": ["dev_a"]}, headers=h | {"Idempotency-Key": "c-1"}
+        ),
+    ),
+    ("POST", "/v1/campaigns/{campaign_id:str}/pause"): (
+        "campaign.pause",
+        lambda c, h, x: c.post(f"/v1/campaigns/{_seed_campaign(x.factory, x.settings)}/pause", headers=h),
+    ),
+    ("POST", "/v1/campaigns/{campaign_id:str}/resume"): (
+        "campaign.resume",
+        lambda c, h, x: c.post(f"/v1/campaigns/{_seed_campaign(x.factory, x.settings, paused=True)}/resume", headers=h),
+    ),
+    ("POST", "/v1/campaigns/{campaign_id:str}/cancel"): (
+        "campaign.cancel",
+        lambda c, h, x: c.post(f"/v1/campaigns/{_seed_campaign(x.factory, x.settings)}/cancel", headers=h),
     ),
     ("POST", "/v1/webhooks/deliveries/{delivery_id:int}/redeliver"): (
         "webhook.redeliver",

@@ -47,6 +47,17 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/webhooks/{endpoint_id:str}/test"): "admin",
     ("GET", "/v1/webhooks/{endpoint_id:str}/deliveries"): "admin",
     ("POST", "/v1/webhooks/deliveries/{delivery_id:int}/redeliver"): "admin",
+    ("DELETE", "/v1/apk/builds/{build_id:int}"): "operator",
+    ("PATCH", "/v1/devices/{device_id:str}/labels"): "operator",
+    ("POST", "/v1/devices/labels"): "operator",
+    ("GET", "/v1/labels"): "viewer",
+    ("POST", "/v1/campaigns"): "operator",
+    ("GET", "/v1/campaigns"): "viewer",
+    ("GET", "/v1/campaigns/{campaign_id:str}"): "viewer",
+    ("GET", "/v1/campaigns/{campaign_id:str}/devices"): "viewer",
+    ("POST", "/v1/campaigns/{campaign_id:str}/pause"): "operator",
+    ("POST", "/v1/campaigns/{campaign_id:str}/resume"): "operator",
+    ("POST", "/v1/campaigns/{campaign_id:str}/cancel"): "operator",
 }
 
 
