@@ -235,7 +235,7 @@ def ack_command(
         .first()
     )
     if row is not None:
-        if new_status == "failed":
+        if new_status == "failed" and row["campaign_id"] is None:
             # device-reported failures only; commands of a campaign report through campaign.* instead
             emit(db, "command.failed", _failure(row), device_id=device_id)
         return True, public_dispatch(dict(row))

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.dispatches import finished_fcm_status
 from core.errors import Conflict, InvalidArgument
-from core.events.audit import Actor, record
+from core.events.audit import SYSTEM, Actor, record
+from core.events.webhooks import emit
 from core.fleet.campaigns import _pct, campaign_dict, load
 from core.fleet.counts import gate_figures, live_counts, unreleased
 from core.models import CAMPAIGN_FINAL, Campaign, CampaignTarget, Device, FcmDispatch
@@ -39,6 +40,23 @@ logger = logging.getLogger("nexmdm.campaigns")
 RELEASE_BATCH = 10_000
 #: statuses in which a campaign may still change on its own (release, halt, complete)
 ACTIVE = ("running", "paused", "halted")
+
+
+def _event(campaign: Campaign, counts: dict[str, Any]) -> dict[str, Any]:
+    """A campaign event's data: what it sent and how it went (never the payload)."""
+    return {
+        "campaign_id": campaign.id,
+        "action": campaign.action,
+        "status": campaign.status,
+        "reason": campaign.reason,
+        "counts": {k: counts.get(k, 0) for k in ("targeted", "queued", "pending", "acked", "failed", "expired")},
+    }
+
+
+def _halted(db: Session, campaign: Campaign, counts: dict[str, Any]) -> None:
+    """An automatic halt: audited as ``system:worker`` and announced (``campaign.halted``)."""
+    record(db, SYSTEM, "campaign.halt", campaign.id, reason=campaign.reason)
+    emit(db, "campaign.halted", _event(campaign, counts))
 
 
 def _finish(db: Session, campaign: Campaign, status: str, now: datetime, reason: str | None = None) -> None:
@@ -132,6 +150,7 @@ def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
     counts = live_counts(db, campaign)
     if counts["queued"] == 0 and counts["pending"] == 0:
         _finish(db, campaign, "completed", now)
+        emit(db, "campaign.completed", _event(campaign, counts))
         logger.info("campaign %s completed", campaign.id)
         return "completed"
     if campaign.status != "running":
@@ -139,6 +158,7 @@ def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
     gates = gate_figures(counts)
     if campaign.max_failure_pct is not None and gates["base"] > 0 and gates["failure_pct"] > campaign.max_failure_pct:
         campaign.status, campaign.reason, campaign.updated_at = "halted", "max_failure", now
+        _halted(db, campaign, counts)
         logger.warning("campaign %s halted: %.1f %% failed", campaign.id, gates["failure_pct"])
         return "halted"
     if current >= campaign.wave_count:
@@ -150,6 +170,7 @@ def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
         if campaign.min_success_pct is not None and gates["success_pct"] < campaign.min_success_pct:
             if counts["pending"] == 0:
                 campaign.status, campaign.reason, campaign.updated_at = "halted", "min_success_unmet", now
+                _halted(db, campaign, counts)
                 logger.warning("campaign %s halted: %.1f %% succeeded", campaign.id, gates["success_pct"])
                 return "halted"
             return "waiting"

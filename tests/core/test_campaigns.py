@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import devices, dispatches, fleet
 from core.dispatches import IdempotencyMismatch
 from core.errors import Conflict, InvalidArgument
+from core.events import webhooks
 from core.fleet import release
-from core.models import Campaign, CampaignTarget, Device, FcmDispatch
+from core.models import AuditEvent, Campaign, CampaignTarget, Device, FcmDispatch, WebhookOutbox
 from core.settings import Settings
 from core.types import utcnow
 from tests.conftest import run_together
@@ -397,3 +398,36 @@ def test_campaign_commands_expire_after_their_own_lifetime_and_count_as_failures
     release.run_due(session_factory, settings)
     shown = _counts(session_factory, campaign["id"])
     assert shown["counts"]["expired"] == 2 and (shown["status"], shown["reason"]) == ("halted", "max_failure")
+
+
+def test_halts_and_completions_are_announced_and_audited(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """campaign.halted / campaign.completed go to subscribed webhooks; a halt is audited as system:worker;
+    a failed campaign command sends no command.failed (the campaign reports for it)."""
+    with session_factory.begin() as db:
+        webhooks.add_endpoint(
+            db, url="https://hooks.example.com/c", events=["campaign.halted", "campaign.completed", "command.failed"]
+        )
+    _seed(session_factory, 4)
+    campaign = _create(session_factory, settings, waves={"size": 2, "max_failure_pct": 10})
+    release.run_due(session_factory, settings)
+    with session_factory.begin() as db:
+        request_id = db.scalars(select(FcmDispatch.request_id).where(FcmDispatch.campaign_id == campaign["id"])).first()
+        device_id = db.scalars(select(FcmDispatch.device_id).where(FcmDispatch.request_id == request_id)).one()
+        dispatches.ack_command(db, device_id=device_id, request_id=request_id, status="failed")
+    release.run_due(session_factory, settings)
+    assert _counts(session_factory, campaign["id"])["status"] == "halted"
+    with session_factory.begin() as db:
+        fleet.cancel(db, campaign["id"])  # a cancel ends it without "completed"
+        events = db.scalars(select(WebhookOutbox.event_type).order_by(WebhookOutbox.id)).all()
+        halts = db.execute(select(AuditEvent.actor, AuditEvent.action).where(AuditEvent.target == campaign["id"])).all()
+    assert events == ["campaign.halted"]
+    assert halts == [("system:worker", "campaign.halt")]
+    late = _seed(session_factory, 2, prefix="late")
+    done = _create(session_factory, settings, key="done-1", selector=None, device_ids=late)
+    release.run_due(session_factory, settings)
+    ack_all(session_factory, done["id"])
+    release.run_due(session_factory, settings)
+    with session_factory.begin() as db:
+        assert db.scalars(select(WebhookOutbox.event_type).order_by(WebhookOutbox.id)).all()[-1] == "campaign.completed"
