@@ -124,8 +124,10 @@ def check_json_types(request: Request[Any, Any, Any], body: bytes) -> None:
 
 
 def check_query(request: Request[Any, Any, Any]) -> None:
-    """Admin endpoints refuse query parameters they do not declare (422), as they refuse unknown body fields."""
-    if request.route_handler.opt.get("auth") != "admin":
+    """Admin endpoints, and device endpoints that take query parameters (``closed_query``), refuse query
+    parameters they do not declare (422), as the OpenAPI document says (a parameter list is closed)."""
+    opt = request.route_handler.opt
+    if opt.get("auth") != "admin" and not opt.get("closed_query"):
         return
     handler = request.route_handler
     declared = {

@@ -125,7 +125,7 @@ def get_command(request: Request[Any, Any, Any], db: DB, request_id: RequestIdPa
     description="Commands neither acknowledged nor expired, oldest first: the fallback when a push was lost.",
     security=DEVICE_SECURITY,
     sync_to_thread=True,
-    opt={"auth": "device", "readonly": True},
+    opt={"auth": "device", "readonly": True, "closed_query": True},
     responses=problems(400, 401, 422, 429),
 )
 def pending_commands(

@@ -90,3 +90,11 @@ def test_pending_and_ack(client, admin, enroll, auth) -> None:
     assert client.get("/v1/commands/bad%20id", headers=admin).status_code == 400
     assert client.get("/v1/commands/cmd-a", headers=auth(mine)).status_code == 401
     assert client.get("/v1/commands/pending", headers=admin).status_code == 401
+
+
+def test_pending_refuses_an_undeclared_query_parameter(client, enroll, auth) -> None:
+    """Its parameter list is closed, as the OpenAPI document says (Schemathesis found a 200 with `?x=1`)."""
+    token = enroll("dev_q")
+    assert client.get("/v1/commands/pending", params={"limit": 5}, headers=auth(token)).status_code == 200
+    refused = client.get("/v1/commands/pending", params={"limt": 5}, headers=auth(token))
+    assert refused.status_code == 422 and "limt" in refused.json()["detail"]

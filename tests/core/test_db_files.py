@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from core import apk
+from core import apk, apk_storage
 from core.db import make_engine
 from core.settings import Settings
 from tests.fakes.apk import apk_bytes
@@ -59,5 +59,7 @@ def test_the_apk_folder_and_files_are_private(tmp_path: Path, session_factory, s
             build = apk.add_build(db, settings, source=io.BytesIO(apk_bytes()), version_code=1, version_name="1")
     finally:
         os.umask(old_umask)
-    assert _mode(Path(settings.apk_dir)) == 0o700
-    assert _mode(apk.build_path(settings, build)) == 0o600
+    with session_factory() as db:  # the folder storage's file, or the database storage's cached copy
+        path = apk_storage.local_file(db, settings, apk.get_build(db, build["id"]))
+    assert _mode(path.parent) == 0o700
+    assert _mode(path) == 0o600
