@@ -265,6 +265,7 @@ def list_dispatches(
     since: datetime | None = None,
     limit: int = 50,
     before_id: int | None = None,
+    campaign_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first; keyset: ``before_id`` is the ``id`` of the last dispatch of the previous page."""
     query = select(FcmDispatch).order_by(FcmDispatch.id.desc()).limit(limit)
@@ -274,6 +275,8 @@ def list_dispatches(
         query = query.where(FcmDispatch.device_id == device_id)
     if status is not None:
         query = query.where(FcmDispatch.status == status)
+    if campaign_id is not None:
+        query = query.where(FcmDispatch.campaign_id == campaign_id)
     if since is not None:
         query = query.where(FcmDispatch.created_at >= since)
     return [public_dispatch(r) | {"id": r.id} for r in db.execute(query).scalars()]

@@ -197,9 +197,17 @@ def list_commands(
         str | None, Parameter(description="only this device's commands", pattern=DEVICE_ID_PATTERN)
     ] = None,
     status: Annotated[Literal[COMMAND_STATUSES] | None, Parameter(description="only this status")] = None,  # type: ignore[valid-type]
+    campaign_id: Annotated[
+        str | None, Parameter(description="only this campaign's commands", pattern=r"^cmp_[0-9A-Z]{26}$")
+    ] = None,
 ) -> DispatchPage:
     rows = dispatches.list_dispatches(
-        db, device_id=device_id, status=status, before_id=int(cursor) if cursor else None, limit=limit + 1
+        db,
+        device_id=device_id,
+        status=status,
+        campaign_id=campaign_id,
+        before_id=int(cursor) if cursor else None,
+        limit=limit + 1,
     )
     more = len(rows) > limit
     rows = rows[:limit]

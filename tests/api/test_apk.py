@@ -206,9 +206,8 @@ def test_admins_list_builds_and_downloads(client, admin, uploaded, enroll, auth)
     builds = client.get("/v1/apk/builds", headers=admin).json()
     assert [b["version_code"] for b in builds["items"]] == [42] and builds["next_cursor"] is None
     assert builds["items"][0]["download_url"].endswith(f"/v1/apk/download/{uploaded['id']}")
-    token = enroll("dev_a")
-    for _ in range(3):
-        assert client.get("/v1/apk/download/latest", headers=auth(token)).status_code == 200
+    for device in ("dev_a", "dev_b", "dev_c"):  # one audited download session each
+        assert client.get("/v1/apk/download/latest", headers=auth(enroll(device))).status_code == 200
     first = client.get("/v1/apk/downloads", params={"limit": 2}, headers=admin).json()
     assert [d["source"] for d in first["items"]] == ["update", "update"] and first["next_cursor"]
     rest = client.get("/v1/apk/downloads", params={"limit": 2, "cursor": first["next_cursor"]}, headers=admin).json()

@@ -156,3 +156,18 @@ def test_campaign_bodies_have_their_own_limit(client, admin, session_factory) ->
     assert huge.status_code == 413
     explicit = _post(client, admin, {"action": "sync", "device_ids": ids[:3]}, key="explicit")
     assert explicit.status_code == 202 and explicit.json()["targeted"] == 3
+
+
+def test_commands_list_by_campaign(client, admin, session_factory: sessionmaker[Session], settings: Settings) -> None:
+    """`GET /v1/commands?campaign_id=` lists the campaign's released commands only (contract's filter list)."""
+    with session_factory.begin() as db:
+        seed_many(db, 3, labels={"store": "7"})
+        seed_many(db, 2, prefix="other")
+    campaign = _post(client, admin, {"action": "sync", "selector": "store=7"}).json()
+    other = _post(client, admin, {"action": "ping", "selector": "all"}, key="camp-2").json()
+    fleet.run_due(session_factory, settings)
+    page = client.get("/v1/commands", params={"campaign_id": campaign["id"]}, headers=admin).json()
+    assert len(page["items"]) == 3 and {c["request_id"].split(":")[0] for c in page["items"]} == {campaign["id"]}
+    assert len(client.get("/v1/commands", params={"campaign_id": other["id"]}, headers=admin).json()["items"]) == 5
+    bad = client.get("/v1/commands", params={"campaign_id": "not-a-campaign"}, headers=admin)
+    assert bad.status_code == 422
