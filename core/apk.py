@@ -159,8 +159,9 @@ def record_build(
             db.flush()
         except IntegrityError:
             raise Conflict(f"a build with version code {version_code} already exists") from None
-        apk_storage.store(db, settings, apk_storage.Upload(staged.path, staged.size, staged.sha256), filename)
         record(db, actor, "apk.upload", str(build.id), version_code=version_code, sha256=staged.sha256)
+        # last: with the folder storage this renames the file into place (nothing after it can fail here)
+        apk_storage.store(db, settings, apk_storage.Upload(staged.path, staged.size, staged.sha256), filename)
     except BaseException:
         staged.discard()
         raise

@@ -72,42 +72,83 @@ class _Maintenance:
         self.last_partitions = 0.0
         self.last_sweep = 0.0
 
-    def tick(self) -> None:
-        """Every ``CAMPAIGN_EVERY_SECONDS``: campaigns; every ``QUEUE_GAUGE_SECONDS``: readiness, then a round."""
+    def tick(self) -> bool:
+        """Every ``CAMPAIGN_EVERY_SECONDS``: campaigns; every ``QUEUE_GAUGE_SECONDS``: readiness, then a round.
+
+        Each step is guarded on its own, so one that keeps failing (a bad APK file, an audit aggregate the
+        database refuses) never stops campaigns, the leader's lease or the sweeps. Returns False when a
+        step failed (the caller then waits longer before the next tick).
+        """
+        healthy = True
         if time.monotonic() - self.last_round >= QUEUE_GAUGE_SECONDS or not self.last_round:
             self.last_round = time.monotonic()
-            problem, _ = readiness(self.database.read_engine, self.head)  # first: it must see an outage
-            self.gauges.readiness(problem is None)
-            self.round()
+            problem = self._readiness()  # first: it must see an outage
+            if problem is not None:  # the database is unreachable or behind: one line, then wait
+                logger.warning("maintenance waits: %s", problem)
+                return False
+            healthy = self.round()
         # campaign waves, halts and completions (idempotent across processes: the campaign row is locked)
-        fleet.run_due(self.database.sessions, self.settings)
+        return self._guarded("campaigns", lambda: fleet.run_due(self.database.sessions, self.settings)) and healthy
 
-    def round(self) -> None:
-        if not self.imported:  # builds of the folder storage whose file is on this node: into the database
-            with self.database.sessions() as db, db.begin():
-                ids = apk_storage.import_files(db, self.settings)
-            if ids:
-                logger.info("imported APK builds %s from %s into the database", ids, self.settings.apk_dir)
-            self.imported = True
-        self.audit_buffer.flush(self.database.sessions)
-        self.elect()
+    def _guarded(self, step: str, work: Any) -> bool:
+        try:
+            work()
+        except (SQLAlchemyError, DatabaseUnavailable) as exc:
+            logger.warning("maintenance %s could not use the database: %s", step, str(exc).splitlines()[0])
+            return False
+        except Exception:  # never end the thread: the other steps matter as much
+            logger.exception("maintenance %s failed", step)
+            return False
+        return True
+
+    def _readiness(self) -> str | None:
+        try:
+            problem, _ = readiness(self.database.read_engine, self.head)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the check is the answer: not ready
+            problem = f"readiness check failed: {exc.__class__.__name__}"
+        self.gauges.readiness(problem is None)
+        return problem
+
+    def _import_apks(self) -> None:
+        """Builds of the folder storage whose file is on this node go into the database, once per process
+        (a file that fails is logged; its first download tries again)."""
+        self.imported = True
+        with self.database.sessions() as db, db.begin():
+            ids = apk_storage.import_files(db, self.settings)
+        if ids:
+            logger.info("imported APK builds %s from %s into the database", ids, self.settings.apk_dir)
+
+    def _partitions(self) -> None:
         if time.monotonic() - self.last_partitions >= PARTITIONS_EVERY_SECONDS or not self.last_partitions:
             with self.database.engine.begin() as conn:
                 created = partitions.ensure_ahead(conn)
             if created:
                 logger.info("created heartbeat partitions %s", ", ".join(created))
             self.last_partitions = time.monotonic()
-        if not self.leader:
-            self.last_sweep = 0.0  # a new leader sweeps at once
-            return
-        if time.monotonic() - self.last_sweep >= SWEEP_EVERY_SECONDS:
-            sweep_expired(self.database.sessions, self.settings)
-            presence.sweep(self.database.sessions, self.settings)
-            self.last_sweep = time.monotonic()
+
+    def _gauges(self) -> None:
         with self.database.read_sessions() as db:
             stats = queue_stats(db)
         metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
         self.gauges.maybe_refresh(self.database.read_sessions)
+
+    def round(self) -> bool:
+        """Every process: APK import (once), refusal counters, the leader's lease, partitions ahead. The
+        leader also: the expiry and presence sweeps, the push-queue and fleet gauges."""
+        ok = True
+        if not self.imported:
+            ok = self._guarded("APK import", self._import_apks) and ok
+        ok = self._guarded("audit counters", lambda: self.audit_buffer.flush(self.database.sessions)) and ok
+        ok = self._guarded("leader election", self.elect) and ok
+        ok = self._guarded("partitions", self._partitions) and ok
+        if not self.leader:
+            self.last_sweep = 0.0  # a new leader sweeps at once
+            return ok
+        if time.monotonic() - self.last_sweep >= SWEEP_EVERY_SECONDS:
+            ok = self._guarded("expiry sweep", lambda: sweep_expired(self.database.sessions, self.settings)) and ok
+            ok = self._guarded("presence sweep", lambda: presence.sweep(self.database.sessions, self.settings)) and ok
+            self.last_sweep = time.monotonic()
+        return self._guarded("gauges", self._gauges) and ok
 
     def elect(self) -> None:
         """Take or renew the ``maintenance`` lease: one leader among every process of every node."""
@@ -133,16 +174,8 @@ def _maintain(
 ) -> None:
     maintenance = _Maintenance(database, settings, head, holder, audit_buffer)
     while not stop.is_set():
-        pause = CAMPAIGN_EVERY_SECONDS
-        try:
-            maintenance.tick()
-        except (SQLAlchemyError, DatabaseUnavailable) as exc:
-            logger.warning("maintenance could not use the database: %s", str(exc).splitlines()[0])
-            pause = QUEUE_GAUGE_SECONDS
-        except Exception:  # never end the thread: partitions ahead matter more than one failed round
-            logger.exception("maintenance round failed")
-            pause = QUEUE_GAUGE_SECONDS
-        stop.wait(pause)
+        healthy = maintenance.tick()  # every step guarded: never raises
+        stop.wait(CAMPAIGN_EVERY_SECONDS if healthy else QUEUE_GAUGE_SECONDS)
     maintenance.hand_over()
 
 

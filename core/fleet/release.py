@@ -49,7 +49,8 @@ def _event(campaign: Campaign, counts: dict[str, Any]) -> dict[str, Any]:
         "action": campaign.action,
         "status": campaign.status,
         "reason": campaign.reason,
-        "counts": {k: counts.get(k, 0) for k in ("targeted", "queued", "pending", "acked", "failed", "expired")},
+        "counts": {"targeted": campaign.targeted}
+        | {k: counts.get(k, 0) for k in ("queued", "pending", "acked", "failed", "expired", "cancelled")},
     }
 
 

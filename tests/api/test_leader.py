@@ -39,3 +39,23 @@ def test_one_leader_and_handover(
             assert _leader(session_factory) == first  # b runs but does not lead
             a.__exit__(None, None, None)  # a stops cleanly: it releases, b takes over at its next round
             _until(lambda: _leader(session_factory) == second)
+
+
+def test_a_step_that_keeps_failing_stops_no_other(
+    api_settings: Settings, engine, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal counters' flush failing at every round must not stop the lease, campaigns or sweeps."""
+    from nexmdm_api.auditbuffer import AuditBuffer
+
+    def broken(self: AuditBuffer, sessions: object) -> None:
+        raise RuntimeError("an aggregate the database refuses")
+
+    calls: list[str] = []
+    monkeypatch.setattr(AuditBuffer, "flush", broken)
+    monkeypatch.setattr(background.fleet, "run_due", lambda *a, **k: calls.append("campaigns"))
+    monkeypatch.setattr(background, "QUEUE_GAUGE_SECONDS", 0.2)
+    monkeypatch.setattr(background, "CAMPAIGN_EVERY_SECONDS", 0.05)
+    with TestClient(create_app(api_settings)) as client:
+        holder = client.app.state.maintenance_holder
+        _until(lambda: _leader(session_factory) == holder)  # elected although the flush fails first
+        _until(lambda: len(calls) >= 3)  # and campaigns keep running

@@ -3,6 +3,7 @@ cancel, completion, a worker restarted mid-wave, two workers, idempotent creatio
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -421,8 +422,11 @@ def test_halts_and_completions_are_announced_and_audited(
     with session_factory.begin() as db:
         fleet.cancel(db, campaign["id"])  # a cancel ends it without "completed"
         events = db.scalars(select(WebhookOutbox.event_type).order_by(WebhookOutbox.id)).all()
+        body = json.loads(db.scalars(select(WebhookOutbox.body)).first() or "{}")
         halts = db.execute(select(AuditEvent.actor, AuditEvent.action).where(AuditEvent.target == campaign["id"])).all()
     assert events == ["campaign.halted"]
+    assert body["data"]["counts"]["targeted"] == 4 and body["data"]["counts"]["failed"] == 1
+    assert body["data"]["reason"] == "max_failure" and "payload" not in body["data"]
     assert halts == [("system:worker", "campaign.halt")]
     late = _seed(session_factory, 2, prefix="late")
     done = _create(session_factory, settings, key="done-1", selector=None, device_ids=late)
