@@ -50,7 +50,9 @@ def test_two_workers_one_killed_mid_round(
         "NEXMDM_FCM_ENDPOINT": fake_fcm.url,
         "NEXMDM_DELIVERY_CONCURRENCY": "8",
         "NEXMDM_DELIVERY_BATCH_SIZE": "20",
-        "NEXMDM_DELIVERY_LEASE_SECONDS": "3",
+        # long enough that a starved but living worker records its outcomes before its lease ends (a lease
+        # that ends first lets the other worker push those commands again: at least once, not this test)
+        "NEXMDM_DELIVERY_LEASE_SECONDS": "10",
         "NEXMDM_DELIVERY_POLL_SECONDS": "0.1",
         "NEXMDM_LOG_LEVEL": "WARNING",
     }
