@@ -109,7 +109,10 @@ def _parts(tmp: Path, args: argparse.Namespace) -> dict[str, Part]:
         "http": ("2. POST /v1/heartbeat through nexmdm serve vs the raw-insert floor; 4. memory", http),
         "retention": ("3. retention of expired heartbeats vs one DELETE; reads at 100,000 devices", retention),
         "startup": ("5. CLI start-up vs python -c pass", lambda: bench_startup.run(tmp, runs=5 if quick else 15)),
-        "top": ("6. one refresh of nexmdm top at 100,000 devices and 10 million heartbeats", top),
+        "top": (
+            "6. one refresh of nexmdm top at 100,000 devices and 10 million heartbeats (+ a campaign, a selector)",
+            top,
+        ),
         "campaigns": ("7. selectors and campaigns at 100,000 devices vs a raw INSERT ... SELECT", campaigns),
         "push": ("8. pushes: N commands through a fake FCM 50 ms away vs wrk's floor", push),
         "nodes": ("9. sizing: 1, 2 and 4 API nodes against one PostgreSQL", nodes),

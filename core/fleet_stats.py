@@ -9,7 +9,14 @@ Every query here is bounded by an index, so that one refresh stays cheap at 100,
   PostgreSQL the range also prunes every partition but today's);
 * commands by the ``(status, created_at)`` and ``created_at`` indexes, over the last hour; latency
   percentiles over the newest ``LATENCY_SAMPLE`` of them;
-* devices that went offline in the last hour by a range of ``last_seen_at``.
+* devices that went offline in the last hour by a range of ``last_seen_at``;
+* campaigns in flight by the ``status`` index of ``campaigns``, each counted the way ``nexmdm campaigns
+  show`` counts it (``core.fleet.counts.live_counts``: ranges of the ``campaign_id`` indexes).
+
+With a selector (``nexmdm top --selector``), the device states, the heartbeats of the last minute and
+the went-offline list are those of the matching devices: the selector's terms are the ``EXISTS`` over
+the ``(key, value, device_id)`` label index that ``nexmdm devices list --selector`` uses. Commands, the
+push queue, latencies and campaigns stay fleet-wide.
 
 Nothing here scans the whole heartbeat or dispatch table, and nothing commits.
 """
@@ -24,7 +31,18 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from core.delivery import queue_stats
-from core.models import COMMAND_STATUSES, Device, DeviceHeartbeat, FcmDispatch
+from core.fleet.campaigns import campaign_dict
+from core.fleet.counts import STATUS_COUNTS, live_counts
+from core.fleet.selectors import Selector, matching_ids, terms_clause
+from core.models import (
+    CAMPAIGN_FINAL,
+    CAMPAIGN_STATUSES,
+    COMMAND_STATUSES,
+    Campaign,
+    Device,
+    DeviceHeartbeat,
+    FcmDispatch,
+)
 from core.settings import Settings
 from core.types import utcnow
 
@@ -34,11 +52,20 @@ RATE_WINDOW = timedelta(minutes=1)
 #: commands (by status, latencies) and went-offline devices look this far back
 RECENT_WINDOW = timedelta(hours=1)
 PERCENTILES = (50, 99)
+#: campaigns that have not ended (running, paused, halted)
+IN_FLIGHT = tuple(status for status in CAMPAIGN_STATUSES if status not in CAMPAIGN_FINAL)
+#: ``nexmdm top`` details at most this many campaigns in flight (newest first) and counts the rest
+CAMPAIGNS_SHOWN = 5
 
 
-def device_counts(db: Session, settings: Settings, now: datetime | None = None) -> dict[str, int]:
-    """Devices by state: ``online``, ``stale``, ``offline`` (including never heard from), ``revoked``."""
+def device_counts(
+    db: Session, settings: Settings, now: datetime | None = None, *, selector: Selector | None = None
+) -> dict[str, int]:
+    """Devices by state: ``online``, ``stale``, ``offline`` (including never heard from), ``revoked``.
+
+    With a selector: the devices its terms match, revoked ones included (counted as ``revoked``)."""
     now = now or utcnow()
+    chosen = [] if selector is None else [terms_clause(selector, settings, now)]
     online_since = now - timedelta(seconds=settings.device_online_seconds)
     stale_since = now - timedelta(seconds=settings.device_offline_seconds)
     live = Device.revoked_at.is_(None)
@@ -49,18 +76,24 @@ def device_counts(db: Session, settings: Settings, now: datetime | None = None) 
             func.count(Device.revoked_at),
             func.count().filter(live, Device.last_seen_at >= online_since),
             func.count().filter(live, Device.last_seen_at >= stale_since, Device.last_seen_at < online_since),
-        ).select_from(Device)
+        )
+        .select_from(Device)
+        .where(*chosen)
     ).one()
     offline = total - revoked - online - stale
     return {"online": online, "stale": stale, "offline": offline, "revoked": revoked, "total": total}
 
 
-def heartbeat_rate(db: Session, now: datetime | None = None) -> dict[str, Any]:
-    """Heartbeats stored over the last minute (one row per device and bucket) and the rate per second."""
+def heartbeat_rate(
+    db: Session, now: datetime | None = None, *, selector: Selector | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Heartbeats stored over the last minute (one row per device and bucket) and the rate per second;
+    with a selector (and the settings its ``@state`` terms need), those of the matching devices."""
     now = now or utcnow()
-    stored = db.scalar(
-        select(func.count()).select_from(DeviceHeartbeat).where(DeviceHeartbeat.bucket_start >= now - RATE_WINDOW)
-    )
+    window = [DeviceHeartbeat.bucket_start >= now - RATE_WINDOW]
+    if selector is not None:
+        window.append(DeviceHeartbeat.device_id.in_(matching_ids(selector, settings or Settings(), now)))
+    stored = db.scalar(select(func.count()).select_from(DeviceHeartbeat).where(*window))
     stored = int(stored or 0)
     return {"window_seconds": int(RATE_WINDOW.total_seconds()), "stored": stored, "per_second": stored / 60}
 
@@ -130,11 +163,15 @@ def _named(count: int, pcts: list[float] | None) -> dict[str, Any]:
     return {"p50": p50, "p99": p99, "count": int(count or 0)}
 
 
-def went_offline(db: Session, settings: Settings, now: datetime | None = None, *, limit: int = 10) -> dict[str, Any]:
+def went_offline(
+    db: Session, settings: Settings, now: datetime | None = None, *, limit: int = 10, selector: Selector | None = None
+) -> dict[str, Any]:
     """Devices that crossed the offline threshold in the last hour (not revoked), most recent first."""
     now = now or utcnow()
     horizon = now - timedelta(seconds=settings.device_offline_seconds)
-    where = (Device.revoked_at.is_(None), Device.last_seen_at < horizon, Device.last_seen_at >= horizon - RECENT_WINDOW)
+    where = [Device.revoked_at.is_(None), Device.last_seen_at < horizon, Device.last_seen_at >= horizon - RECENT_WINDOW]
+    if selector is not None:
+        where.append(terms_clause(selector, settings, now))
     count = db.scalar(select(func.count()).select_from(Device).where(*where)) or 0
     rows = db.execute(
         select(Device.id, Device.last_seen_at).where(*where).order_by(Device.last_seen_at.desc()).limit(limit)
@@ -155,17 +192,59 @@ def oldest_heartbeat_age(db: Session, now: datetime | None = None) -> float | No
     return ((now or utcnow()) - oldest).total_seconds() if oldest is not None else None
 
 
+def _progress(campaign: dict[str, Any]) -> dict[str, Any]:
+    waves = campaign["waves"]
+    return {
+        **{key: campaign[key] for key in ("id", "status", "reason", "action", "selector", "note", "targeted")},
+        "waves": {"released": waves["released"], "count": waves["count"], "next_at": waves["next_at"]},
+        "counts": campaign["counts"],
+        "created_at": campaign["created_at"],
+    }
+
+
+def campaigns_in_flight(db: Session, *, limit: int = CAMPAIGNS_SHOWN) -> dict[str, Any]:
+    """Campaigns in flight (running, paused, halted), newest first: at most ``limit`` of them with their
+    waves and counts (those of ``nexmdm campaigns show``), how many there are, and how many are not shown."""
+    in_flight = Campaign.status.in_(IN_FLIGHT)
+    total = int(db.scalar(select(func.count()).select_from(Campaign).where(in_flight)) or 0)
+    rows = db.execute(select(Campaign).where(in_flight).order_by(Campaign.id.desc()).limit(limit)).scalars()
+    items = [_progress(campaign_dict(db, row)) for row in rows] if limit > 0 else []
+    return {"in_flight": total, "items": items, "more": total - len(items)}
+
+
+def campaign_totals(db: Session) -> dict[str, dict[str, int]]:
+    """For the gauges: campaigns by status (every status, 0 when none), and the targets of the campaigns in
+    flight by status (their live counts added up: ``queued + pending + acked + failed + expired + cancelled``)."""
+    rows = db.execute(select(Campaign.status, func.count()).group_by(Campaign.status)).all()
+    by_status = dict.fromkeys(CAMPAIGN_STATUSES, 0) | {status: int(n) for status, n in rows}
+    targets = dict.fromkeys(STATUS_COUNTS, 0)
+    for campaign in db.execute(select(Campaign).where(Campaign.status.in_(IN_FLIGHT))).scalars():
+        counts = live_counts(db, campaign)
+        for status in STATUS_COUNTS:
+            targets[status] += counts[status]
+    return {"campaigns": by_status, "targets": targets}
+
+
 def snapshot(
-    db: Session, settings: Settings, now: datetime | None = None, *, offline_limit: int = 10
+    db: Session,
+    settings: Settings,
+    now: datetime | None = None,
+    *,
+    offline_limit: int = 10,
+    selector: Selector | None = None,
+    campaign_limit: int = CAMPAIGNS_SHOWN,
 ) -> dict[str, Any]:
-    """Everything ``nexmdm top`` shows, from one consistent ``now``."""
+    """Everything ``nexmdm top`` shows, from one consistent ``now``; ``selector`` narrows the device figures
+    (states, heartbeats, went offline), the rest is fleet-wide."""
     now = now or utcnow()
     return {
         "at": now,
-        "devices": device_counts(db, settings, now),
-        "heartbeats": heartbeat_rate(db, now),
+        "selector": None if selector is None else selector.text,
+        "devices": device_counts(db, settings, now, selector=selector),
+        "heartbeats": heartbeat_rate(db, now, selector=selector, settings=settings),
         "commands": command_counts(db, now),
         "push_queue": queue_stats(db, now),
         "latency": latencies(db, now),
-        "went_offline": went_offline(db, settings, now, limit=offline_limit),
+        "went_offline": went_offline(db, settings, now, limit=offline_limit, selector=selector),
+        "campaigns": campaigns_in_flight(db, limit=campaign_limit),
     }

@@ -1,4 +1,4 @@
-"""Fleet-state gauges: how many devices are in each state, commands by status, readiness, retention.
+"""Fleet-state gauges: devices by state, commands by status, campaign progress, readiness, retention.
 
 The maintenance loop of each server process calls :meth:`FleetGauges.maybe_refresh`; it runs the fleet
 queries (``core.fleet_stats``, every one index-backed) at most every ``REFRESH_SECONDS`` and stores the
@@ -9,6 +9,9 @@ value: the gauges use the ``mostrecent`` mode (the newest write wins, one value 
 stamp file in the shared metrics directory, taken under ``flock``, lets only one worker of the node run
 the queries per period. Several nodes each export the same figures; the shipped alerts and dashboard
 take ``max`` across instances.
+
+Campaign progress has no per-campaign series (the contract): campaigns by status, and the targets of
+every campaign in flight added up by status.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("status",),
     ),
     "nexmdm_fleet_pending_commands": ("Commands still pending (not acked, failed, expired or cancelled)", ()),
+    "nexmdm_fleet_campaigns": ("Campaigns by status (kept 365 days after they end), refreshed every 15 s", ("status",)),
+    "nexmdm_fleet_campaign_targets": (
+        "Targets of the campaigns in flight (running, paused, halted), added up by status, refreshed every 15 s",
+        ("status",),
+    ),
     "nexmdm_fleet_went_offline_devices": ("Devices that crossed the offline threshold in the last hour", ()),
     "nexmdm_heartbeats_oldest_age_seconds": ("Age of the oldest stored heartbeat (retention cleanup bounds it)", ()),
     "nexmdm_heartbeat_retention_seconds": ("Configured heartbeat retention (NEXMDM_HEARTBEAT_RETENTION_DAYS)", ()),
@@ -124,6 +132,7 @@ class FleetGauges:
             "commands": fleet_stats.command_counts(db),
             "went_offline": fleet_stats.went_offline(db, self.settings, limit=0)["count"],
             "oldest": fleet_stats.oldest_heartbeat_age(db),
+            "campaigns": fleet_stats.campaign_totals(db),
         }
         devices = gauge("nexmdm_fleet_devices")
         for state in fleet_stats.DEVICE_STATES:
@@ -132,6 +141,12 @@ class FleetGauges:
         for status in COMMAND_STATUSES:
             commands.labels(status).set(snapshot["commands"]["last_hour"].get(status, 0))
         gauge("nexmdm_fleet_pending_commands").set(snapshot["commands"]["pending"])
+        for name, values in (
+            ("nexmdm_fleet_campaigns", snapshot["campaigns"]["campaigns"]),
+            ("nexmdm_fleet_campaign_targets", snapshot["campaigns"]["targets"]),
+        ):
+            for status, count in values.items():
+                gauge(name).labels(status).set(count)
         gauge("nexmdm_fleet_went_offline_devices").set(snapshot["went_offline"])
         gauge("nexmdm_heartbeats_oldest_age_seconds").set(snapshot["oldest"] or 0)
         gauge("nexmdm_fleet_gauges_updated_timestamp_seconds").set(time.time())

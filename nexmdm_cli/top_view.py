@@ -1,7 +1,8 @@
 """What ``nexmdm top`` draws: the fleet snapshot (``core.fleet_stats.snapshot``) as rich renderables.
 
 One function builds the panels; the live screen arranges them to fit the terminal (four side by side
-when it is wide, two by two, or stacked), and the list of devices that went offline gets the rows left.
+when it is wide, two by two, or stacked), the campaigns in flight follow (a progress bar each, when
+there are any), and the list of devices that went offline gets the rows left.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.fleet_stats import DEVICE_STATES
+from nexmdm_cli import top_campaigns
 from nexmdm_cli.render import ms, relative, styled
 
 #: rows a panel takes (border, title and its longest body)
@@ -76,7 +78,7 @@ def commands_panel(snap: dict[str, Any]) -> Panel:
     grid.add_row("pending now", f"{commands['pending']:,}", "all")
     for status, count in commands["last_hour"].items():
         grid.add_row(styled(status), f"{count:,}", "1h")
-    return Panel(grid, title="Commands", title_align="left")
+    return Panel(grid, title=_fleet_wide("Commands", snap), title_align="left")
 
 
 def push_panel(snap: dict[str, Any]) -> Panel:
@@ -89,7 +91,12 @@ def push_panel(snap: dict[str, Any]) -> Panel:
     grid.add_row("push p99", ms(latency["push_latency_ms"]["p99"]), "1h")
     grid.add_row("ack p50", ms(latency["ack_latency_ms"]["p50"]), "1h")
     grid.add_row("ack p99", ms(latency["ack_latency_ms"]["p99"]), "1h")
-    return Panel(grid, title="Push and ack", title_align="left")
+    return Panel(grid, title=_fleet_wide("Push and ack", snap), title_align="left")
+
+
+def _fleet_wide(title: str, snap: dict[str, Any]) -> str:
+    """With a selector, a panel that it does not narrow says so."""
+    return title if snap.get("selector") is None else f"{title} · all devices"
 
 
 def offline_table(snap: dict[str, Any], rows: int | None = None) -> Table:
@@ -115,7 +122,11 @@ def offline_table(snap: dict[str, Any], rows: int | None = None) -> Table:
 
 def header(snap: dict[str, Any], source: str, note: str | None = None, *, interval: float | None = None) -> Text:
     """One line; the database URL comes last, so a narrow terminal cuts it rather than the keys."""
-    text = Text.assemble(("NexMDM top", "bold"), f" · {snap['at'].strftime('%H:%M:%S')} UTC")
+    text = Text.assemble(("NexMDM top", "bold"))
+    if snap.get("selector") is not None:
+        text.append(" · selector ")
+        text.append(snap["selector"] or "all", style="bold cyan")
+    text.append(f" · {snap['at'].strftime('%H:%M:%S')} UTC")
     if interval is not None:
         text.append(f" · every {interval:g}s · q quits")
     if note:
@@ -137,7 +148,9 @@ def once(snap: dict[str, Any], source: str, width: int, note: str | None = None)
         grid.add_column(ratio=1)
     for start in range(0, len(parts), per_row):
         grid.add_row(*parts[start : start + per_row])
-    return Group(header(snap, source, note), grid, offline_table(snap))
+    campaigns = top_campaigns.campaigns(snap, width)
+    middle = [campaigns] if campaigns is not None else []
+    return Group(header(snap, source, note), grid, *middle, offline_table(snap))
 
 
 def panel_rows(width: int) -> int:
@@ -167,10 +180,17 @@ def screen(snap: dict[str, Any], source: str, width: int, height: int, *, interv
         lower.split_row(Layout(parts[2]), Layout(parts[3]))
     else:
         top.split_column(*(Layout(p) for p in parts))
+    parts_below: list[Layout] = []
+    campaigns = top_campaigns.campaigns(snap, width)
+    taken = 0
+    if campaigns is not None:
+        taken = min(top_campaigns.rows(snap, width), max(height - 1 - panel_rows(width), 0))
+        parts_below.append(Layout(campaigns, name="campaigns", size=taken))
     root = Layout()
     root.split_column(
         Layout(header(snap, source, note, interval=interval), size=1),
         top,
-        Layout(offline_table(snap, offline_rows(width, height))),
+        *parts_below,
+        Layout(offline_table(snap, max(offline_rows(width, height) - taken, 0))),
     )
     return root

@@ -323,8 +323,14 @@ def term_clause(term: Term, settings: Settings, now: datetime) -> ColumnElement[
 
 def where_clause(selector: Selector, settings: Settings, now: datetime | None = None) -> ColumnElement[bool]:
     """The SQL condition on ``devices`` that the selector means (revoked devices excluded)."""
+    return and_(Device.revoked_at.is_(None), terms_clause(selector, settings, now))
+
+
+def terms_clause(selector: Selector, settings: Settings, now: datetime | None = None) -> ColumnElement[bool]:
+    """The selector's terms alone, revoked devices included: ``nexmdm top`` counts the revoked devices whose
+    labels and fields would match (a selector itself never picks a revoked device)."""
     now = now or utcnow()
-    return and_(Device.revoked_at.is_(None), true(), *(term_clause(t, settings, now) for t in selector.terms))
+    return and_(true(), *(term_clause(t, settings, now) for t in selector.terms))
 
 
 def matching_ids(selector: Selector, settings: Settings, now: datetime | None = None) -> Select[Any]:

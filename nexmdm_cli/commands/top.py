@@ -1,8 +1,9 @@
 """``nexmdm top``: the fleet right now, refreshed in the terminal until ``q`` or Ctrl-C.
 
 It reads the database directly, like the other operator commands; every query is index-backed
-(``core.fleet_stats``). Figures that leave no row in the database (the share of heartbeats that fell
-into an existing bucket) come from the servers' ``/metrics`` when ``--metrics-url`` is given.
+(``core.fleet_stats``). ``--selector`` narrows the device figures to the matching devices. Figures
+that leave no row in the database (the share of heartbeats that fell into an existing bucket) come
+from the servers' ``/metrics`` when ``--metrics-url`` is given.
 """
 
 from __future__ import annotations
@@ -79,12 +80,12 @@ class MetricsSource:
         return {"share": dedup / total if total else None, "window": window, "sources": self.urls}
 
 
-def _snapshot(st: CliState, metrics: MetricsSource | None, offline_limit: int) -> dict[str, Any]:
+def _snapshot(st: CliState, metrics: MetricsSource | None, offline_limit: int, selector: Any = None) -> dict[str, Any]:
     from core import fleet_stats
 
     started = time.perf_counter()
     with st.session() as db:
-        snap = fleet_stats.snapshot(db, st.settings, offline_limit=offline_limit)
+        snap = fleet_stats.snapshot(db, st.settings, offline_limit=offline_limit, selector=selector)
     snap["query_ms"] = (time.perf_counter() - started) * 1000
     if metrics is not None:
         snap["heartbeats"]["dedup"] = metrics.dedup()
@@ -128,7 +129,7 @@ def _resizes() -> Iterator[int]:
         os.close(write_end)
 
 
-def _live(st: CliState, metrics: MetricsSource | None, interval: float) -> None:
+def _live(st: CliState, metrics: MetricsSource | None, interval: float, selector: Any) -> None:
     from rich.live import Live
 
     from nexmdm_cli import top_view
@@ -141,7 +142,7 @@ def _live(st: CliState, metrics: MetricsSource | None, interval: float) -> None:
         width, height = out_console.size
         return top_view.offline_rows(width, height)
 
-    snap = _snapshot(st, metrics, rows())  # a first failure is an ordinary CLI error
+    snap = _snapshot(st, metrics, rows(), selector)  # a first failure is an ordinary CLI error
     problem = metrics.error if metrics else None
     with _keys() as keys, _resizes() as resized, Live(console=out_console, screen=True, auto_refresh=False) as live:
         live.update(draw(snap, problem), refresh=True)
@@ -156,7 +157,7 @@ def _live(st: CliState, metrics: MetricsSource | None, interval: float) -> None:
             if time.monotonic() >= next_at:
                 next_at = time.monotonic() + interval
                 try:
-                    snap = _snapshot(st, metrics, rows())
+                    snap = _snapshot(st, metrics, rows(), selector)
                     problem = metrics.error if metrics else None
                 except Exception as exc:  # noqa: BLE001 - keep the screen; say why the figures are old
                     problem = f"database: {first_line(exc)} (showing the last figures)"
@@ -169,6 +170,14 @@ def top(
         float, typer.Option("--interval", "-n", min=0.5, max=3600, help="Seconds between refreshes.")
     ] = 2.0,
     once: Annotated[bool, typer.Option("--once", help="Print the figures once as tables and exit.")] = False,
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--selector",
+            "-l",
+            help="Only devices matching ('store=42,@state=online'): states, heartbeats, went offline.",
+        ),
+    ] = None,
     metrics_url: Annotated[
         list[str] | None,
         typer.Option(
@@ -182,14 +191,22 @@ def top(
     json_output: JsonOption = False,
 ) -> None:
     """The fleet right now, refreshed live: devices online/stale/offline/revoked, heartbeats per second,
-    commands by status, the push queue, push and ack latency, devices that went offline in the last hour.
+    commands by status, the push queue, push and ack latency, campaigns in flight with their progress,
+    devices that went offline in the last hour.
 
-    Press q or Ctrl-C to quit. Without a terminal (or with --once) it prints the figures once.
+    --selector narrows the device states, heartbeats and went-offline list to the matching devices
+    (commands, the push queue and campaigns stay fleet-wide). Press q or Ctrl-C to quit. Without a
+    terminal (or with --once) it prints the figures once.
     """
     st = state(ctx)
+    chosen = None
+    if selector is not None:
+        from core.fleet.selectors import parse
+
+        chosen = parse(selector)  # a bad selector is one line and exit 2, before any screen
     metrics = MetricsSource(metrics_url) if metrics_url else None
     if json_output or once or not out_console.is_terminal:
-        snap = _snapshot(st, metrics, limit)
+        snap = _snapshot(st, metrics, limit, chosen)
         if json_output:
             print_json(snap)
             return
@@ -200,4 +217,4 @@ def top(
             note(f"[yellow]warning:[/yellow] {metrics.error}")
         return
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how people leave top: a clean exit
-        _live(st, metrics, interval)
+        _live(st, metrics, interval, chosen)

@@ -19,12 +19,15 @@ from core.settings import Settings
 from nexmdm_api import create_app
 from nexmdm_api.fleet_metrics import FleetGauges
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
-from tests.cli.fleet import EXPECTED, seed_fleet
+from tests.cli.fleet import EXPECTED, EXPECTED_CAMPAIGNS, seed_campaigns, seed_fleet, seed_labels
 from tests.livemetrics import helps, samples, until, value
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 #: a metric's name ends with its unit: a base unit, a counted thing, or _total for a counter
-UNITS = ("_seconds", "_bytes", "_ratio", "_total", "_devices", "_commands", "_beats", "_requests", "_info")
+UNITS = (
+    *("_seconds", "_bytes", "_ratio", "_total", "_info"),
+    *("_devices", "_commands", "_beats", "_requests", "_campaigns", "_targets"),
+)
 #: names given by libraries, documented as such
 LIBRARY_NAMES = {"nexmdm_requests_in_progress"}  # Litestar's: requests being served
 
@@ -52,6 +55,32 @@ def test_gauges_from_the_maintenance_loop(
     assert value(text, "nexmdm_readiness_failing_seconds") == 0
     assert value(text, "nexmdm_heartbeat_retention_seconds") == settings.heartbeat_retention_days * 86400
     assert 3 * 3600 - 60 < (value(text, "nexmdm_heartbeats_oldest_age_seconds") or 0) < 3 * 3600 + 600
+
+
+def test_campaign_gauges_without_per_campaign_series(
+    settings: Settings, engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """Campaigns by status, and the targets of those in flight added up by status: no campaign id anywhere."""
+    seed_fleet(session_factory)
+    seed_labels(session_factory)
+    ids = seed_campaigns(session_factory, settings)
+    campaigns = {"running": 1, "paused": 1, "halted": 0, "completed": 1, "cancelled": 0}
+    targets = {
+        status: sum(c["counts"][status] for c in EXPECTED_CAMPAIGNS) for status in EXPECTED_CAMPAIGNS[0]["counts"]
+    }
+    assert targets == {"queued": 2, "pending": 5, "acked": 1, "failed": 1, "expired": 0, "cancelled": 0}
+
+    def matches(text: str) -> bool:
+        return all(value(text, "nexmdm_fleet_campaigns", status=s) == n for s, n in campaigns.items()) and all(
+            value(text, "nexmdm_fleet_campaign_targets", status=s) == n for s, n in targets.items()
+        )
+
+    with TestClient(create_app(settings)) as client:
+        text = until(lambda: client.get("/metrics").text, matches)
+    found = samples(text)
+    assert len(found["nexmdm_fleet_campaigns"]) == len(campaigns)
+    assert len(found["nexmdm_fleet_campaign_targets"]) == len(targets)
+    assert not any(campaign_id in text for campaign_id in ids.values())
 
 
 def test_refresh_at_most_every_period(

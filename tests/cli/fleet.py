@@ -1,16 +1,18 @@
-"""A small fleet with known figures, for ``nexmdm top`` and the fleet-state gauges."""
+"""A small fleet with known figures, for ``nexmdm top`` and the fleet-state gauges (labels and campaigns
+on top of it for the selector and campaign cases)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import db_utils
+from core import db_utils, fleet
 from core.devices import revoke_device
-from core.models import FcmDispatch
+from core.models import DeviceLabel, FcmDispatch
+from core.settings import Settings
 from core.types import utcnow
 from tests.cli.helpers import seed_heartbeat
 from tests.conftest import add_device
@@ -76,3 +78,81 @@ def seed_fleet(factory: sessionmaker[Session]) -> None:
     _command(factory, "cmd_failed", timedelta(minutes=30), "failed", "sent", sent_at=300, acked_at=6000)
     _command(factory, "cmd_expired_old", timedelta(hours=2), "expired", "skipped")
     _command(factory, "cmd_pending_old", timedelta(hours=3), "pending", "sent", sent_at=100)
+
+
+#: ``store=1``: one device of each state, the revoked one included; every other device is ``store=2``
+STORE_1 = ("dev_on_a", "dev_stale_a", "dev_off_10m", "dev_off_3h", "dev_revoked")
+#: what ``--selector store=1`` must show (the revoked device is counted as revoked: it never *matches*)
+EXPECTED_STORE_1: dict[str, Any] = {
+    "devices": {"online": 1, "stale": 1, "offline": 2, "revoked": 1, "total": 5},
+    "heartbeats_last_minute": 3,  # dev_on_a's three beats; dev_on_b's is in store 2
+    "went_offline": ["dev_off_10m"],
+}
+
+
+def seed_labels(factory: sessionmaker[Session]) -> None:
+    """``store=1`` on ``STORE_1``, ``store=2`` on the rest of ``seed_fleet``'s devices."""
+    others = ("dev_on_b", "dev_on_c", "dev_stale_b", "dev_off_40m", "dev_never")
+    rows = [{"device_id": d, "key": "store", "value": "1"} for d in STORE_1]
+    rows += [{"device_id": d, "key": "store", "value": "2"} for d in others]
+    with factory.begin() as db:
+        db.execute(insert(DeviceLabel), rows)
+
+
+def _finish(factory: sessionmaker[Session], campaign_id: str, statuses: list[str]) -> None:
+    """The campaign's released commands (by request id) finish with ``statuses`` in turn, as devices would."""
+    with factory.begin() as db:
+        ids = db.scalars(
+            select(FcmDispatch.id).where(FcmDispatch.campaign_id == campaign_id).order_by(FcmDispatch.request_id)
+        ).all()
+        now = utcnow()
+        for row_id, status in zip(ids, statuses, strict=False):
+            db.execute(
+                update(FcmDispatch).where(FcmDispatch.id == row_id).values(status=status, acked_at=now, finished_at=now)
+            )
+
+
+def seed_campaigns(factory: sessionmaker[Session], settings: Settings) -> dict[str, str]:
+    """Three campaigns on the labelled fleet (``seed_fleet`` then ``seed_labels``), oldest first:
+
+    * ``done``: ``ping`` to dev_on_b alone, acked: completed (never shown as in flight);
+    * ``paused``: ``sync`` to ``store=2`` (5 devices) at once, paused: 5 pending;
+    * ``running``: ``lock`` to ``store=1`` (4 devices: the revoked one is never a target) in waves of 2,
+      an hour apart: wave 1 of 2 released, one acked and one failed, 2 queued.
+    """
+
+    def create(key: str, **kw: Any) -> str:
+        with factory.begin() as db:
+            _, campaign = fleet.create_campaign(db, settings, idempotency_key=key, **kw)
+        fleet.advance(factory, campaign["id"])
+        return str(campaign["id"])
+
+    done = create("top-done", action="ping", device_ids=["dev_on_b"])
+    _finish(factory, done, ["acked"])
+    fleet.advance(factory, done)
+    paused = create("top-paused", action="sync", selector="store=2")
+    with factory.begin() as db:
+        fleet.pause(db, paused)
+    running = create("top-running", action="lock", selector="store=1", waves={"size": 2, "interval_seconds": 3600})
+    _finish(factory, running, ["acked", "failed"])
+    fleet.advance(factory, running)
+    return {"done": done, "paused": paused, "running": running}
+
+
+#: the in-flight campaigns of ``seed_campaigns``, newest first
+EXPECTED_CAMPAIGNS: list[dict[str, Any]] = [
+    {
+        "action": "lock",
+        "status": "running",
+        "targeted": 4,
+        "waves": (1, 2),
+        "counts": {"queued": 2, "pending": 0, "acked": 1, "failed": 1, "expired": 0, "cancelled": 0},
+    },
+    {
+        "action": "sync",
+        "status": "paused",
+        "targeted": 5,
+        "waves": (1, 1),
+        "counts": {"queued": 0, "pending": 5, "acked": 0, "failed": 0, "expired": 0, "cancelled": 0},
+    },
+]

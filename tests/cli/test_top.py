@@ -11,7 +11,15 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import COMMAND_STATUSES
-from tests.cli.fleet import EXPECTED, seed_fleet
+from core.settings import Settings
+from tests.cli.fleet import (
+    EXPECTED,
+    EXPECTED_CAMPAIGNS,
+    EXPECTED_STORE_1,
+    seed_campaigns,
+    seed_fleet,
+    seed_labels,
+)
 from tests.cli.helpers import Cli, one_error_line
 
 
@@ -33,6 +41,8 @@ def test_json_figures(cli: Cli, session_factory: sessionmaker[Session]) -> None:
     went = data["went_offline"]
     assert went["count"] == 2
     assert [item["device_id"] for item in went["items"]] == EXPECTED["went_offline"]
+    assert data["selector"] is None
+    assert data["campaigns"] == {"in_flight": 0, "items": [], "more": 0}
 
 
 def test_once_table(cli: Cli, session_factory: sessionmaker[Session]) -> None:
@@ -142,3 +152,93 @@ def test_dedup_share_over_the_last_minute_between_refreshes(metrics_server: str)
     _Metrics.body = b'# TYPE nexmdm_heartbeats_total counter\nnexmdm_heartbeats_total{result="created"} 30.0\n'
     fourth = source.dedup()
     assert fourth is not None and fourth["window"] == "1m" and fourth["share"] == 0  # 20 more, none deduplicated
+
+
+def test_selector_narrows_the_device_figures(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    seed_labels(session_factory)
+    data = cli.json("top", "--selector", "store=1")
+    assert data["selector"] == "store=1"
+    assert data["devices"] == EXPECTED_STORE_1["devices"]
+    assert data["heartbeats"]["stored"] == EXPECTED_STORE_1["heartbeats_last_minute"]
+    assert data["went_offline"]["count"] == len(EXPECTED_STORE_1["went_offline"])
+    assert [item["device_id"] for item in data["went_offline"]["items"]] == EXPECTED_STORE_1["went_offline"]
+    # commands and the push queue stay fleet-wide
+    assert data["commands"]["pending"] == EXPECTED["pending_now"]
+    assert data["push_queue"]["depth"] == EXPECTED["push_queue_depth"]
+    # terms combine; @state and negation work as in `devices list --selector`
+    both = cli.json("top", "-l", "store=1,@state=offline")
+    assert both["devices"] == {"online": 0, "stale": 0, "offline": 2, "revoked": 1, "total": 3}
+    negated = cli.json("top", "--selector", "store!=1")
+    assert negated["devices"] == {"online": 2, "stale": 1, "offline": 2, "revoked": 0, "total": 5}
+    assert cli.json("top", "--selector", "all")["devices"] == EXPECTED["devices"]
+    nobody = cli.json("top", "--selector", "store=9")
+    assert nobody["devices"]["total"] == 0 and nobody["went_offline"]["items"] == []
+
+    screen = cli("top", "--once", "--selector", "store=1").stdout
+    assert re.search(r"NexMDM top · selector store=1 ·", screen)
+    for label, value in (("online", 1), ("stale", 1), ("offline", 2), ("revoked", 1), ("total", 5)):
+        assert re.search(rf"\b{label}\s+{value}\b", screen), label
+    assert "Commands · all devices" in screen
+    assert "Went offline in the last hour: 1" in screen and "dev_off_40m" not in screen
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_bad_selector_is_one_line_and_exit_2(cli: Cli) -> None:
+    listed = cli("devices", "list", "--selector", "store in")
+    for args in (("--json",), ("--once",), ()):
+        result = cli("top", "--selector", "store in", *args)
+        assert result.exit_code == 2 == listed.exit_code
+        assert one_error_line(result) == one_error_line(listed)  # the same message as every --selector
+        assert "invalid selector at position" in result.stderr
+    assert cli("top", "--selector", "@state=asleep").exit_code == 2
+
+
+def test_campaigns_in_flight(cli: Cli, session_factory: sessionmaker[Session], settings: Settings) -> None:
+    seed_fleet(session_factory)
+    seed_labels(session_factory)
+    ids = seed_campaigns(session_factory, settings)
+    data = cli.json("top")
+    flight = data["campaigns"]
+    assert flight["in_flight"] == 2 and flight["more"] == 0
+    assert [c["id"] for c in flight["items"]] == [ids["running"], ids["paused"]]  # newest first; no completed
+    for item, expected in zip(flight["items"], EXPECTED_CAMPAIGNS, strict=True):
+        assert item["action"] == expected["action"] and item["status"] == expected["status"]
+        assert item["targeted"] == expected["targeted"]
+        assert (item["waves"]["released"], item["waves"]["count"]) == expected["waves"]
+        assert {k: item["counts"][k] for k in expected["counts"]} == expected["counts"]
+        # the very figures `nexmdm campaigns show` gives
+        assert item["counts"] == cli.json("campaigns", "show", item["id"])["counts"]
+    assert set(flight["items"][0]) == {
+        "id", "status", "reason", "action", "selector", "note", "targeted", "waves", "counts", "created_at"
+    }  # fmt: skip
+    # campaigns are fleet-wide: a selector does not narrow them
+    assert cli.json("top", "--selector", "store=9")["campaigns"] == flight
+
+    screen = cli("top", "--once").stdout
+    assert "Campaigns in flight: 2" in screen
+    running = next(line for line in screen.splitlines() if ids["running"] in line)
+    cells = [cell.strip() for cell in running.split("│")[1:-1]]
+    # campaign, action, status, wave, progress bar, done, acked failed expired cancelled pending queued
+    assert cells[1:4] == ["lock", "running", "1/2"]
+    assert cells[5] == "2/4 50%" and cells[6:] == ["1", "1", "0", "0", "0", "2"]
+    assert ids["done"] not in screen
+
+
+def test_at_most_a_handful_of_campaigns(cli: Cli, session_factory: sessionmaker[Session], settings: Settings) -> None:
+    from core import fleet_stats
+
+    seed_fleet(session_factory)
+    seed_labels(session_factory)
+    ids = seed_campaigns(session_factory, settings)
+    with session_factory() as db:
+        shown = fleet_stats.campaigns_in_flight(db, limit=1)
+    assert shown["in_flight"] == 2 and shown["more"] == 1 and [c["id"] for c in shown["items"]] == [ids["running"]]
+    from nexmdm_cli import top_campaigns
+
+    snap = {"campaigns": shown}
+    wide = top_campaigns.campaigns(snap, 140)
+    assert wide is not None and wide.caption == "+1 more: nexmdm campaigns list"  # type: ignore[attr-defined]
+    assert top_campaigns.rows(snap, 140) == top_campaigns.TABLE_FRAME + 1 + 1
+    assert top_campaigns.rows(snap, 80) == top_campaigns.PANEL_FRAME + 2
+    assert top_campaigns.campaigns({"campaigns": {"in_flight": 0, "items": [], "more": 0}}, 140) is None

@@ -1,7 +1,7 @@
 """``nexmdm top`` in a real terminal: tmux runs it, ``capture-pane`` reads the screen.
 
-The numbers on the screen are those of a fleet the test seeded; the screen follows a resize; ``q`` and
-Ctrl-C end it with exit code 0.
+The numbers on the screen are those of a fleet the test seeded (narrowed by a selector, with campaigns
+in flight); the screen follows a resize; ``q`` and Ctrl-C end it with exit code 0.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.cli.fleet import seed_fleet
+from core.settings import Settings
+from tests.cli.fleet import seed_campaigns, seed_fleet, seed_labels
 from tests.cli.helpers import Cli
 from tests.conftest import IN_CI
 
@@ -108,9 +109,9 @@ def _exit_status(tmux: Tmux) -> str:
     return screen.split("EXIT=", 1)[1].split()[0]
 
 
-def _start(tmux: Tmux, cli: Cli, width: int = 140, height: int = 40) -> None:
+def _start(tmux: Tmux, cli: Cli, *args: str, width: int = 140, height: int = 40) -> None:
     env = {"NEXMDM_DATA_DIR": cli.env["NEXMDM_DATA_DIR"]}
-    tmux.start([NEXMDM, "--database-url", cli.url, "top", "--interval", "0.5"], env, width, height)
+    tmux.start([NEXMDM, "--database-url", cli.url, "top", "--interval", "0.5", *args], env, width, height)
 
 
 def test_live_screen_resize_and_q(tmux: Tmux, cli: Cli, session_factory: sessionmaker[Session]) -> None:
@@ -138,3 +139,68 @@ def test_ctrl_c_exits_cleanly(tmux: Tmux, cli: Cli, session_factory: sessionmake
     status = _exit_status(tmux)
     assert status == "0", (status, tmux.screen())
     assert "Traceback" not in tmux.screen()
+
+
+def test_live_screen_with_a_selector(tmux: Tmux, cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    seed_labels(session_factory)
+    _start(tmux, cli, "--selector", "store=1")
+    patterns = (
+        r"NexMDM top · selector store=1 ·",
+        r"\bonline\s+1\b",
+        r"\bstale\s+1\b",
+        r"\boffline\s+2\b",
+        r"\brevoked\s+1\b",
+        r"\btotal\s+5\b",
+        r"\bstored\s+3\b",  # dev_on_a's beats of the last minute
+        r"Commands · all devices",
+        r"pending now\s+2\b",  # fleet-wide
+        r"Went offline in the last hour: 1",
+        r"dev_off_10m",
+    )
+    screen = tmux.wait_for(lambda s: all(re.search(p, s) for p in patterns), "the figures of store=1")
+    assert "dev_off_40m" not in screen
+    tmux("send-keys", "-t", "top", "q")
+    assert _exit_status(tmux) == "0"
+
+
+def test_a_bad_selector_never_starts_the_screen(tmux: Tmux, cli: Cli) -> None:
+    _start(tmux, cli, "--selector", "store in")
+    assert _exit_status(tmux) == "2"
+    screen = tmux.screen()
+    assert "error: invalid selector at position" in screen and "Traceback" not in screen
+
+
+def _campaign_cells(screen: str, campaign_id: str) -> list[str]:
+    line = next(line for line in screen.splitlines() if campaign_id in line)
+    return [cell.strip() for cell in line.split("│")[1:-1]]
+
+
+def test_live_screen_with_campaigns(
+    tmux: Tmux, cli: Cli, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    seed_fleet(session_factory)
+    seed_labels(session_factory)
+    ids = seed_campaigns(session_factory, settings)
+    _start(tmux, cli)
+    wide = tmux.wait_for(
+        lambda s: "Campaigns in flight: 2" in s and ids["running"] in s and ids["paused"] in s, "the campaigns"
+    )
+    assert wide.index(ids["running"]) < wide.index(ids["paused"])  # newest first
+    assert ids["done"] not in wide
+    # campaign, action, status, wave, bar, done, then acked failed expired cancelled pending queued
+    running, paused = _campaign_cells(wide, ids["running"]), _campaign_cells(wide, ids["paused"])
+    assert running[1:4] == ["lock", "running", "1/2"] and running[4].startswith("━")
+    assert running[5:] == ["2/4 50%", "1", "1", "0", "0", "0", "2"]
+    assert paused[1:4] == ["sync", "paused", "1/1"] and paused[5:] == ["0/5 0%", "0", "0", "0", "0", "5", "0"]
+    # the went-offline list keeps its place below them
+    assert _row_of(wide, "Went offline in the last hour") > _row_of(wide, ids["paused"])
+
+    tmux("resize-window", "-t", "top", "-x", "80", "-y", "50")
+    medium = tmux.wait_for(
+        lambda s: re.search(r"lock · running\s+wave 1/2", s) is not None, "two lines per campaign at 80 columns"
+    )
+    assert re.search(r"acked 1 · failed 1 · expired 0 · cancelled 0 · pending 0 · queued 2", medium)
+    assert max(len(line.rstrip()) for line in medium.splitlines()) <= 80
+    tmux("send-keys", "-t", "top", "q")
+    assert _exit_status(tmux) == "0"

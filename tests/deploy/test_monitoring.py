@@ -136,7 +136,7 @@ def test_dashboard_is_a_grafana_dashboard_model() -> None:
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert re.fullmatch(r"[A-Z]", target["refId"]) and target["expr"].strip(), panel["title"]
-    assert {"Fleet state", "Heartbeats", "Push pipeline", "Database health"} <= rows
+    assert {"Fleet state", "Heartbeats", "Push pipeline", "Campaigns", "Database health"} <= rows
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
