@@ -30,7 +30,7 @@ from litestar import Litestar
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import apk_storage, fleet, leases, partitions
-from core.delivery import DeliveryWorker, client_from_settings, queue_stats, sweep_expired
+from core.delivery import DeliveryWorker, client_from_settings, queue_stats, ratecap, sweep_expired
 from core.errors import DatabaseUnavailable
 from core.events import presence
 from core.events.delivery import WebhookSender
@@ -197,7 +197,10 @@ def background_lifespan(settings: Settings) -> Any:
         if settings.delivery_in_server:
             client = client_from_settings(settings)
             if client is not None:
-                worker = DeliveryWorker(database.sessions, settings, client, observer=metrics.observe_push)
+                gate = ratecap.rate_gate(settings, on_fallback=metrics.count_redis_fallback)  # None without Redis
+                worker = DeliveryWorker(
+                    database.sessions, settings, client, observer=metrics.observe_push, limiter=gate
+                )
                 # the maintenance thread sweeps expired commands already: the worker only delivers
                 delivery = threading.Thread(
                     target=worker.run,

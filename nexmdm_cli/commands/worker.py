@@ -14,6 +14,7 @@ from nexmdm_cli.state import err_console, print_json, state
 
 delivery_module = lazy_module("core.delivery")
 fleet = lazy_module("core.fleet")
+ratecap = lazy_module("core.delivery.ratecap")
 
 
 def worker(
@@ -38,7 +39,9 @@ def worker(
             "commands stay pending until devices poll for them"
         )
         raise typer.Exit(code=EXIT_USAGE)
-    delivery = delivery_module.DeliveryWorker(st.session_factory, settings, client)
+    # with NEXMDM_REDIS_URL the FCM rate cap is shared by every sender of the cluster
+    gate = ratecap.rate_gate(settings)
+    delivery = delivery_module.DeliveryWorker(st.session_factory, settings, client, limiter=gate)
     try:
         if once:
             expired = delivery.sweep_expired()
