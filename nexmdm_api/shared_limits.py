@@ -6,31 +6,23 @@ decision falls back to the process's own limiter (:mod:`nexmdm_api.ratelimit`), 
 node does anyway; a request with valid credentials is never refused because Redis is down. The outage is
 logged once (and its end once), counted in ``nexmdm_redis_fallbacks_total``, and Redis is tried again
 after ``RETRY_AFTER_SECONDS`` rather than on every request (the limiter runs on the event loop before a
-request's body is read, so it must never wait on a dead server at every call).
+request's body is read, so it must never wait on a dead server at every call). The link itself
+(:class:`core.redis_link.RedisLink`) lives in ``core``: the delivery workers share the FCM cap through it.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
+from core import redis_link
+from core.redis_link import NOW_MS as _NOW_MS
 from nexmdm_api import metrics
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
 
 logger = logging.getLogger("nexmdm.api")
 
-T = TypeVar("T")
-
-#: how long one Redis call may take (connect or answer) before the local limiter decides instead
-REDIS_TIMEOUT_SECONDS = 0.25
-#: after a failed call, decide locally for this long before trying Redis again
-RETRY_AFTER_SECONDS = 5.0
-
-_NOW_MS = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
 
 # KEYS[1]: a sorted set of failure times; ARGV: window ms, limit, a unique member.
 # The first ``limit`` failures in the window pass (-1); after that the wait in ms until one leaves it.
@@ -80,94 +72,11 @@ return tostring(wait)
 )
 
 
-class RedisLink:
-    """Redis clients for one process (a blocking one for handlers in worker threads, an asyncio one for
-    handlers on the event loop), with the fallback bookkeeping shared by its limiters."""
+class RedisLink(redis_link.RedisLink):
+    """The API's link: outages are logged on ``nexmdm.api`` and counted in ``nexmdm_redis_fallbacks_total``."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis
-        import redis.asyncio
-
-        self.prefix = prefix
-        self.errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        options: dict[str, Any] = {
-            "socket_timeout": REDIS_TIMEOUT_SECONDS,
-            "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-            "retry_on_timeout": False,
-            "decode_responses": True,
-        }
-        self.client = redis.Redis.from_url(url, **options)
-        self.aclient = redis.asyncio.Redis.from_url(url, **options)
-        self._scripts: dict[tuple[str, bool], Any] = {}
-        self._down_until = 0.0
-        self._down = False
-        self._lock = threading.Lock()
-
-    def script(self, source: str) -> Any:
-        return self._script(source, asynchronous=False)
-
-    def ascript(self, source: str) -> Any:
-        return self._script(source, asynchronous=True)
-
-    def _script(self, source: str, *, asynchronous: bool) -> Any:
-        script = self._scripts.get((source, asynchronous))
-        if script is None:
-            client = self.aclient if asynchronous else self.client
-            script = self._scripts[(source, asynchronous)] = client.register_script(source)
-        return script
-
-    def _skip(self) -> bool:
-        return self._down and time.monotonic() < self._down_until
-
-    def _failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
-            first = not self._down
-            self._down = True
-        if first:
-            logger.warning(
-                "redis_unavailable error=%s: rate limits are per process until it answers again",
-                exc.__class__.__name__,
-            )
-
-    def _answered(self) -> None:
-        if self._down:
-            with self._lock:
-                was_down, self._down = self._down, False
-            if was_down:
-                logger.warning("redis_available: rate limits are shared again")
-
-    def run(self, limiter: str, remote: Callable[[], T], local: Callable[[], T]) -> T:
-        """``remote()`` through Redis; ``local()`` while Redis is unreachable (logged once, counted)."""
-        if self._skip():
-            metrics.count_redis_fallback(limiter)
-            return local()
-        try:
-            result = remote()
-        except self.errors as exc:
-            self._failed(exc)
-            metrics.count_redis_fallback(limiter)
-            return local()
-        self._answered()
-        return result
-
-    async def run_async(self, limiter: str, remote: Callable[[], Awaitable[T]], local: Callable[[], T]) -> T:
-        """:meth:`run` for the event loop: waiting on Redis never blocks other requests."""
-        if self._skip():
-            metrics.count_redis_fallback(limiter)
-            return local()
-        try:
-            result = await remote()
-        except self.errors as exc:
-            self._failed(exc)
-            metrics.count_redis_fallback(limiter)
-            return local()
-        self._answered()
-        return result
-
-    async def close(self) -> None:
-        self.client.close()
-        await self.aclient.aclose()
+        super().__init__(url, prefix, on_fallback=metrics.count_redis_fallback, log=logger)
 
 
 def _seconds(reply: Any) -> float | None:

@@ -1,4 +1,4 @@
-"""The asyncio sender: many pushes in flight, one pause for all of them, a per-process rate cap.
+"""The asyncio sender: many pushes in flight, one pause for all of them, a rate cap (``core.delivery.ratecap``).
 
 FCM answers 429 ``QUOTA_EXCEEDED`` (or 503) when a project sends too fast: then every further send is
 held for ``Retry-After`` (or a doubling backoff when FCM gives none) plus up to 20 % jitter, so that
@@ -14,10 +14,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from aiolimiter import AsyncLimiter
-
 from core import fcm
 from core.delivery.queue import Claim
+from core.delivery.ratecap import rate_limiter
 from core.settings import Settings
 from core.types import utcnow
 
@@ -28,17 +27,10 @@ LEASE_MARGIN_SECONDS = 1.0
 
 
 class RateGate(Protocol):
-    """What the sender waits on before each send: ``aiolimiter.AsyncLimiter`` per process, or a shared one
-    (a Redis bucket, so that the cap holds across every sender of the cluster)."""
+    """What the sender waits on before each send: ``aiolimiter.AsyncLimiter`` per process, or
+    :class:`core.delivery.ratecap.SharedRateGate` (a Redis bucket: the cap holds across every sender)."""
 
     async def acquire(self, amount: float = 1) -> None: ...
-
-
-def rate_limiter(per_minute: int) -> AsyncLimiter:
-    """``per_minute`` sends a minute, in bursts of at most one second's worth (one send below 60 a minute)."""
-    if per_minute >= 60:
-        return AsyncLimiter(per_minute / 60, 1.0)
-    return AsyncLimiter(1, 60 / per_minute)
 
 
 def android_config(claim: Claim, settings: Settings, now: datetime) -> dict[str, Any]:
@@ -73,7 +65,7 @@ class Sender:
         self._consecutive_pauses = 0
         self._waiting = 0
         self._semaphore: asyncio.Semaphore | None = None
-        #: the rate cap; by default NEXMDM_FCM_MAX_PER_MINUTE for this process alone
+        #: the rate cap; by default NEXMDM_FCM_MAX_PER_MINUTE for this process alone (ratecap.rate_gate: shared)
         self._limiter: RateGate | None = limiter
 
     @property

@@ -65,6 +65,8 @@ class DeliveryWorker:
         self.observer = observer
         self.rng = rng
         self.totals: Counter[str] = Counter()
+        #: the FCM rate cap: ``None`` for this process's own, or ``core.delivery.ratecap.rate_gate(settings)``
+        self.limiter = limiter
         self.sender = Sender(client, settings, rng, limiter=limiter) if client is not None else None
         self._loop = _new_loop()
 
@@ -281,6 +283,9 @@ class DeliveryWorker:
         def finish() -> None:
             if self.client is not None:
                 self._loop.run_until_complete(self.client.aclose())
+            closer = getattr(self.limiter, "aclose", None)
+            if closer is not None:  # a shared gate's Redis connections belong to this loop
+                self._loop.run_until_complete(closer())
             self._loop.close()
 
         closer = threading.Thread(target=finish, name="nexmdm-delivery-close")

@@ -1,10 +1,17 @@
-"""``nexmdm worker``: the FCM delivery worker on its own (``nexmdm serve`` also runs one by default)."""
+"""``nexmdm worker``: the FCM delivery worker on its own, with the maintenance and webhook duties of a server.
+
+An operator may run the API nodes with ``--no-worker`` and dedicated workers: a worker then does
+everything a server process does besides answering requests (``core.maintenance``: campaigns, partitions,
+the leader's expiry and presence sweeps, leader-elected through the ``leases`` table together with every
+``nexmdm serve`` process; the webhook outbox; pushes). No web framework is imported.
+"""
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,8 +19,20 @@ from nexmdm_cli.errors import EXIT_USAGE
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import err_console, print_json, state
 
+if TYPE_CHECKING:
+    from core.delivery import DeliveryWorker
+    from core.settings import Settings
+    from nexmdm_cli.state import CliState
+
 delivery_module = lazy_module("core.delivery")
 fleet = lazy_module("core.fleet")
+ratecap = lazy_module("core.delivery.ratecap")
+maintenance_module = lazy_module("core.maintenance")
+webhook_delivery = lazy_module("core.events.delivery")
+leases = lazy_module("core.leases")
+
+#: the webhook outbox is polled this often (a new event is usually found at once: the sender is woken)
+WEBHOOK_POLL_SECONDS = 1.0
 
 
 def worker(
@@ -25,8 +44,11 @@ def worker(
 ) -> None:
     """Push accepted commands through FCM until stopped (Ctrl-C or SIGTERM).
 
-    Needs NEXMDM_FCM_CREDENTIALS. Several workers may run at once, on PostgreSQL: rows are claimed with
-    SKIP LOCKED and a lease, so none is sent twice by two workers.
+    Needs NEXMDM_FCM_CREDENTIALS. Also delivers the webhook outbox and runs the maintenance a server
+    process runs (campaign waves, partitions, and, when elected leader among every server and worker,
+    the expiry and presence sweeps). Several workers may run at once: rows are claimed with a lease
+    (SKIP LOCKED on PostgreSQL), so none is sent twice by two workers. With NEXMDM_REDIS_URL the FCM
+    rate cap is shared by every sender.
     """
     st = state(ctx)
     settings = st.settings
@@ -38,7 +60,9 @@ def worker(
             "commands stay pending until devices poll for them"
         )
         raise typer.Exit(code=EXIT_USAGE)
-    delivery = delivery_module.DeliveryWorker(st.session_factory, settings, client)
+    # with NEXMDM_REDIS_URL the FCM rate cap is shared by every sender of the cluster
+    gate = ratecap.rate_gate(settings)
+    delivery = delivery_module.DeliveryWorker(st.session_factory, settings, client, limiter=gate)
     try:
         if once:
             expired = delivery.sweep_expired()
@@ -49,16 +73,33 @@ def worker(
             else:
                 err_console.print(f"expired {expired}, pushed {len(outcomes)}: {', '.join(outcomes) or 'nothing due'}")
             return
-        stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        err_console.print(f"delivery worker started on {st.masked_url} (project {client.project_id}); Ctrl-C stops it")
-        campaigns = threading.Thread(
-            target=fleet.campaign_loop, args=(st.session_factory, settings, stop), name="nexmdm-campaigns", daemon=True
-        )
-        campaigns.start()
-        delivery.run(stop)
-        campaigns.join(timeout=15)
-        err_console.print(f"delivery worker stopped: {dict(delivery.totals) or 'nothing sent'}")
+        _run(st, settings, delivery, client.project_id)
     finally:
         delivery.close()
+
+
+def _run(st: CliState, settings: Settings, delivery: DeliveryWorker, project_id: str) -> None:
+    """Delivery in this thread; maintenance and the webhook outbox in their own, until a signal."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    err_console.print(f"delivery worker started on {st.masked_url} (project {project_id}); Ctrl-C stops it")
+    holder = leases.new_holder("worker")
+    maintenance = maintenance_module.Maintenance(st.session_factory, st.engine, settings, holder)
+    webhooks = webhook_delivery.WebhookSender(st.session_factory, settings)
+    threads = [
+        threading.Thread(target=maintenance.run, args=(stop,), name="nexmdm-maintenance", daemon=True),
+        threading.Thread(target=webhooks.run, args=(stop, WEBHOOK_POLL_SECONDS), name="nexmdm-webhooks", daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        # the maintenance leader sweeps expired commands: the delivery loop only delivers
+        delivery.run(stop, sweep_every=math.inf)
+    finally:
+        stop.set()
+        webhooks.wake()
+        for thread in threads:
+            thread.join(timeout=15)
+        webhooks.close()
+    err_console.print(f"delivery worker stopped: {dict(delivery.totals) or 'nothing sent'}")

@@ -8,10 +8,10 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import leases
+from core import leases, maintenance
+from core.maintenance import LEADER_LEASE
 from core.settings import Settings
-from nexmdm_api import background, create_app
-from nexmdm_api.background import LEADER_LEASE
+from nexmdm_api import create_app
 
 
 def _leader(factory: sessionmaker[Session]) -> str | None:
@@ -29,7 +29,7 @@ def _until(condition, timeout: float = 20) -> None:
 def test_one_leader_and_handover(
     api_settings: Settings, engine, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(background, "QUEUE_GAUGE_SECONDS", 0.2)  # a maintenance round every 0.2 s
+    monkeypatch.setattr(maintenance, "ROUND_SECONDS", 0.2)  # a maintenance round every 0.2 s
     with TestClient(create_app(api_settings)) as a:
         first = a.app.state.maintenance_holder
         _until(lambda: _leader(session_factory) == first)
@@ -52,9 +52,9 @@ def test_a_step_that_keeps_failing_stops_no_other(
 
     calls: list[str] = []
     monkeypatch.setattr(AuditBuffer, "flush", broken)
-    monkeypatch.setattr(background.fleet, "run_due", lambda *a, **k: calls.append("campaigns"))
-    monkeypatch.setattr(background, "QUEUE_GAUGE_SECONDS", 0.2)
-    monkeypatch.setattr(background, "CAMPAIGN_EVERY_SECONDS", 0.05)
+    monkeypatch.setattr(maintenance.fleet, "run_due", lambda *a, **k: calls.append("campaigns"))
+    monkeypatch.setattr(maintenance, "ROUND_SECONDS", 0.2)
+    monkeypatch.setattr(maintenance, "CAMPAIGN_EVERY_SECONDS", 0.05)
     with TestClient(create_app(api_settings)) as client:
         holder = client.app.state.maintenance_holder
         _until(lambda: _leader(session_factory) == holder)  # elected although the flush fails first

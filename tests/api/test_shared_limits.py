@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from core import redis_link
 from core.settings import Settings
-from nexmdm_api import create_app, shared_limits
+from nexmdm_api import create_app
 from nexmdm_api.shared_limits import RedisLink, SharedFailureLimiter, SharedTokenBucket
 from tests.redis_server import RedisServer, shared_prefix
 
@@ -72,7 +73,7 @@ def test_two_apps_share_the_failed_auth_limit(
 def test_redis_down_keeps_serving_per_process(
     api_settings: Settings, engine, make_token, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shared_limits, "RETRY_AFTER_SECONDS", 0.2)
+    monkeypatch.setattr(redis_link, "RETRY_AFTER_SECONDS", 0.2)
     server = RedisServer().start()
     try:
         settings = api_settings.with_overrides(redis_url=server.url, redis_key_prefix="t:", auth_failure_limit=2)
@@ -99,7 +100,7 @@ def test_redis_down_keeps_serving_per_process(
             assert 'nexmdm_redis_fallbacks_total{limiter="heartbeat"}' in metrics
 
             server.start()  # back (empty: it keeps nothing) on the same port
-            time.sleep(shared_limits.RETRY_AFTER_SECONDS + 0.1)
+            time.sleep(redis_link.RETRY_AFTER_SECONDS + 0.1)
             # counted in Redis again from zero; the process's own count (already over) no longer decides
             assert [client.post("/v1/heartbeat", json={}, headers=BAD).status_code for _ in range(3)] == [401, 401, 429]
             logging.getLogger("nexmdm.api").removeHandler(records)

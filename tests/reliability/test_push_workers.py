@@ -2,8 +2,8 @@
 
 On SQLite and PostgreSQL: every command is recorded ``sent`` exactly once, and no command is pushed
 twice except those the killed worker had already handed to FCM without recording the answer (a push is
-at least once: the device de-duplicates by ``request_id``). Commands first pushed after the kill are
-pushed exactly once.
+at least once: the device de-duplicates by ``request_id``). Each worker pushes each command at most once:
+whatever the survivor claims is pushed exactly once by it.
 """
 
 from __future__ import annotations
@@ -67,7 +67,6 @@ def test_two_workers_one_killed_mid_round(
             assert time.monotonic() < deadline, "the workers pushed nothing"
             assert all(w.poll() is None for w in workers), "a worker exited early"
             time.sleep(0.01)
-        killed_at = time.time()
         os.kill(workers[0].pid, signal.SIGKILL)
         workers[0].wait(10)
         deadline = time.monotonic() + 90
@@ -85,17 +84,27 @@ def test_two_workers_one_killed_mid_round(
         for log in logs:
             log.close()
     pushes = Counter(fake_fcm.sent_request_ids())
-    first_push = {}
-    for m in fake_fcm.messages:
-        first_push.setdefault(m.body["message"]["data"]["request_id"], m.at)
     assert set(pushes) == {f"c_{i:03d}" for i in range(COMMANDS)}
+    # who pushed what: each process fetched its own access token (access-1, access-2), and the survivor
+    # sent the last push. The fake's receive time cannot tell: a request the killed worker wrote just
+    # before SIGKILL may be read by the fake after ``killed_at`` (what made the time-based version of
+    # this check flake; the claims themselves are disjoint, tests/reliability/test_concurrent_claims.py)
+    survivor = fake_fcm.messages[-1].authorization
+    assert len({m.authorization for m in fake_fcm.messages}) == 2
+    by_survivor = Counter(
+        m.body["message"]["data"]["request_id"] for m in fake_fcm.messages if m.authorization == survivor
+    )
+    by_killed = Counter(
+        m.body["message"]["data"]["request_id"] for m in fake_fcm.messages if m.authorization != survivor
+    )
+    assert by_killed and by_survivor
+    # exactly once for everything claimed by the survivor, and by each worker on its own
+    assert max(by_survivor.values()) == 1 and max(by_killed.values()) == 1
+    # at least once only where the killed worker pushed without recording the answer: the survivor sent
+    # those again after their lease ended, at most the rounds the killed worker had in flight
     twice = {r for r, n in pushes.items() if n > 1}
-    # at least once, never more than twice: a send whose outcome was not recorded while its lease lasted
-    # (the killed worker's last rounds, or a batch recorded after a starved worker's lease ended) is sent
-    # again by the survivor, once; a full run on SQLite saw a batch claimed after the kill sent twice
-    assert all(n == 2 for r, n in pushes.items() if r in twice)
-    assert len(twice) <= 3 * 20, twice  # at most the rounds in flight around the kill
-    assert sum(1 for r in pushes if first_push[r] <= killed_at) >= 1
+    assert all(by_killed[r] == 1 and by_survivor[r] == 1 for r in twice)
+    assert len(twice) <= 3 * 20, twice
     with session_factory() as db:
         rows = db.execute(select(FcmDispatch)).scalars().all()
     assert all(r.lease_until is None and r.sent_at is not None for r in rows)

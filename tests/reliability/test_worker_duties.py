@@ -1,0 +1,78 @@
+"""``nexmdm worker`` alone does a server's background duties: with no ``nexmdm serve`` running it becomes
+the maintenance leader, sweeps device presence (a ``device.offline`` transition) and delivers the webhook
+outbox to a real receiver on loopback; stopped cleanly, it hands the lease over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import leases
+from core.events import webhooks
+from core.maintenance import LEADER_LEASE
+from core.models import Device, DevicePresence, PresenceSweep
+from core.settings import Settings
+from core.types import utcnow
+from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.fakes.receiver import Receiver
+
+_RUN_CLI = "from nexmdm_cli.main import run; run()"
+
+
+def test_a_worker_alone_sweeps_presence_and_delivers_webhooks(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings, fake_fcm: FakeFcm, tmp_path: Path
+) -> None:
+    receiver = Receiver().start()
+    now = utcnow()
+    with session_factory.begin() as db:
+        secret, _ = webhooks.add_endpoint(db, url=receiver.url, events=["device.offline"])
+        receiver.secret = secret
+        # seen an hour ago, last announced online; sweeps ran until a moment ago (no outage grace)
+        db.add(Device(id="dev_gone", fcm_token="tok", last_seen_at=now - timedelta(hours=1)))
+        db.flush()
+        db.add(DevicePresence(device_id="dev_gone", state="online", changed_at=now - timedelta(hours=2)))
+        db.add(PresenceSweep(name="presence", swept_at=now - timedelta(seconds=5), grace_from=now - timedelta(hours=3)))
+    key = write_service_account(tmp_path / "sa.json", f"{fake_fcm.url}/token")
+    env = os.environ | {
+        "NEXMDM_DATABASE_URL": database_url,
+        "NEXMDM_DATA_DIR": str(tmp_path / "data"),
+        "NEXMDM_FCM_CREDENTIALS": str(key),
+        "NEXMDM_FCM_ENDPOINT": fake_fcm.url,
+        "NEXMDM_DEVICE_OFFLINE_SECONDS": "600",
+        "NEXMDM_WEBHOOK_ALLOW_PRIVATE": "true",
+        "NEXMDM_LOG_LEVEL": "INFO",
+    }
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-c", _RUN_CLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not receiver.received:
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            time.sleep(0.05)
+        with session_factory() as db:
+            holder = leases.holder_of(db, LEADER_LEASE)
+            state = db.execute(select(DevicePresence.state).where(DevicePresence.device_id == "dev_gone")).scalar()
+        assert holder is not None and ":worker:" in holder
+        assert state == "offline"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        log.close()
+        receiver.stop()
+    [delivery] = receiver.received
+    assert delivery.valid and delivery.event == "device.offline"
+    assert delivery.document["data"]["device_id"] == "dev_gone"
+    with session_factory() as db:
+        assert leases.holder_of(db, LEADER_LEASE) is None  # handed over on a clean stop
