@@ -48,14 +48,22 @@ def count_command(result: str) -> None:
     _counter("nexmdm_commands", "Commands dispatched through the API, by result").labels(result).inc()
 
 
-def count_redis_fallback(limiter: str) -> None:
-    """A limiter decision taken in this process because Redis could not be reached (``auth``, ``heartbeat``)."""
-    _metric(
+#: the shared limiters that fall back to per-process counts when Redis cannot be reached
+REDIS_LIMITERS = ("auth", "heartbeat", "fcm")
+
+
+def _redis_fallbacks() -> Counter:
+    return _metric(
         "nexmdm_redis_fallbacks",
         lambda: Counter(
             "nexmdm_redis_fallbacks", "Limiter decisions taken per process: Redis unreachable", ["limiter"]
         ),
-    ).labels(limiter).inc()
+    )
+
+
+def count_redis_fallback(limiter: str) -> None:
+    """A limiter decision taken in this process because Redis could not be reached (``REDIS_LIMITERS``)."""
+    _redis_fallbacks().labels(limiter).inc()
 
 
 def set_replica_lag(seconds: float) -> None:
@@ -126,6 +134,8 @@ def declare() -> None:
         counter = _counter(f"nexmdm_{short}", count_names[short])
         for result in results:
             counter.labels(result)
+    for limiter in REDIS_LIMITERS:
+        _redis_fallbacks().labels(limiter)
     set_push_queue(0, 0.0)
     _push_latency()
     _batch_beats()
