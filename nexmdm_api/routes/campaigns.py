@@ -10,14 +10,15 @@ from typing import Annotated, Any
 
 from litestar import Controller, HttpMethod, Request, Response, get, post, route
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.params import JSONBody, Parameter
 
 from core import fleet, validation
 from core.errors import InvalidArgument
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
-from nexmdm_api.routes.commands import IDEMPOTENCY_KEY_DOC, IDEMPOTENCY_KEY_PATTERN, idempotency_key
+from nexmdm_api.openapi import IdempotencyKeyHeader
+from nexmdm_api.routes.commands import idempotency_key
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
     CampaignDeviceOut,
@@ -110,15 +111,7 @@ class CampaignCollection(Controller):
         request: Request[Any, Any, Any],
         db: DB,
         data: JSONBody[CampaignIn],
-        key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                required=True,
-                description=IDEMPOTENCY_KEY_DOC,
-                schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
-            ),
-        ] = None,
+        key: IdempotencyKeyHeader = None,
     ) -> Response[CampaignOut]:
         waves = None
         if data.waves is not None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.params import JSONBody, Parameter
 
 from core import dispatches, validation
 from core.errors import InvalidArgument
@@ -15,7 +15,7 @@ from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_a
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
-from nexmdm_api.openapi import DeviceIdPath, RequestIdPath
+from nexmdm_api.openapi import DeviceIdPath, IdempotencyKeyHeader, RequestIdPath
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
     AckIn,
@@ -27,12 +27,6 @@ from nexmdm_api.schemas import (
     convert,
 )
 from nexmdm_api.schemas_admin import DispatchPage
-
-IDEMPOTENCY_KEY_PATTERN = r'^([A-Za-z0-9._~:-]{1,255}|"[A-Za-z0-9._~:-]{1,255}")$'
-IDEMPOTENCY_KEY_DOC = (
-    "1-255 characters from A-Z a-z 0-9 . _ ~ : - (a structured-header string in double quotes is accepted "
-    "too). It becomes the command's request_id; one key names one dispatch, globally."
-)
 
 
 def request_id_from_path(value: str) -> str:
@@ -78,15 +72,7 @@ def create_command(
     db: DB,
     device_id: DeviceIdPath,
     data: JSONBody[CommandIn],
-    key: Annotated[
-        str | None,
-        HeaderParameter(
-            name="Idempotency-Key",
-            required=True,
-            description=IDEMPOTENCY_KEY_DOC,
-            schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
-        ),
-    ] = None,
+    key: IdempotencyKeyHeader = None,
 ) -> Response[Dispatch]:
     require_admin(request, db)
     request_id = idempotency_key(key)
