@@ -16,6 +16,7 @@ from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
 from nexmdm_api.openapi import DeviceIdPath, IdempotencyKeyHeader, RequestIdPath
+from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
     AckIn,
@@ -175,7 +176,7 @@ def cancel_command(request: Request[Any, Any, Any], db: DB, request_id: RequestI
 )
 def list_commands(
     db: DB,
-    limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 100,
+    limit: Limit = 100,
     cursor: Annotated[
         str | None, Parameter(description="`next_cursor` of the previous page", pattern=r"^[0-9]{1,18}$")
     ] = None,
@@ -187,14 +188,16 @@ def list_commands(
         str | None, Parameter(description="only this campaign's commands", pattern=r"^cmp_[0-9A-Z]{26}$")
     ] = None,
 ) -> DispatchPage:
-    rows = dispatches.list_dispatches(
-        db,
-        device_id=device_id,
-        status=status,
-        campaign_id=campaign_id,
-        before_id=int(cursor) if cursor else None,
-        limit=limit + 1,
+    rows, next_cursor = keyset_page(
+        lambda n: dispatches.list_dispatches(
+            db,
+            device_id=device_id,
+            status=status,
+            campaign_id=campaign_id,
+            before_id=int(cursor) if cursor else None,
+            limit=n,
+        ),
+        limit,
+        "id",
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return DispatchPage(items=[convert(r, Dispatch) for r in rows], next_cursor=str(rows[-1]["id"]) if more else None)
+    return DispatchPage(items=[convert(r, Dispatch) for r in rows], next_cursor=next_cursor)
