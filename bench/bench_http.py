@@ -144,7 +144,6 @@ def wrk(
 
     With ``pace_ms`` each connection waits that long between requests (a fixed request rate).
     """
-    script = "heartbeat.lua" if pace_ms is None else "heartbeat_paced.lua"
     argv = [
         "wrk",
         f"-t{threads}",
@@ -153,7 +152,7 @@ def wrk(
         "--timeout",
         "10s",
         "-s",
-        str(HERE / script),
+        str(HERE / "heartbeat.lua"),
         f"http://127.0.0.1:{port}",
         "--",
         str(fleet),

@@ -1,5 +1,8 @@
 -- wrk script for part 2: each request is a heartbeat from the next device of the fleet.
 -- The fleet file has one "device_id token" per line; threads walk it from different offsets.
+-- Arguments: the fleet file, then optionally a pace in ms: each connection then waits that long between
+-- requests, so that wrk measures the server at the rate a simulated fleet makes, not at saturation.
+-- Without a pace no `delay` function exists (wrk only takes its timer path when the script defines one).
 local devices = {}
 local counter = 0
 local thread_offset = 0
@@ -10,6 +13,13 @@ function init(args)
     devices[#devices + 1] = { id = id, token = token }
   end
   thread_offset = math.random(#devices)
+  local pace = tonumber(args[2])
+  if pace then
+    -- a global defined in init: wrk looks for `delay` after each thread's init has run
+    function delay()
+      return pace
+    end
+  end
 end
 
 function request()

@@ -6,14 +6,16 @@ import hashlib
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, normalize_database_url
+
+if TYPE_CHECKING:  # the ORM is imported by make_session_factory: `nexmdm devices list` runs without it
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 def make_engine(
@@ -165,6 +167,8 @@ def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:
 
 def make_session_factory(engine: Engine, settings: Settings | None = None) -> sessionmaker[Session]:
     """Sessions that carry their settings in ``session.info`` (the helpers read thresholds there)."""
+    from sqlalchemy.orm import sessionmaker
+
     return sessionmaker(bind=engine, expire_on_commit=False, info={"settings": settings} if settings else None)
 
 

@@ -66,7 +66,7 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DISPATCHES: Table = FcmDispatch.__table__  # type: ignore[assignment]
 _HEARTBEATS: Table = DeviceHeartbeat.__table__  # type: ignore[assignment]
-_DEVICES: Table = Device.__table__  # type: ignore[assignment]
+_DEVICES: Table = Device.__table__  # core.tables.devices (mapped there, so already a Table to mypy)
 _DOWNLOADS: Table = ApkDownloadEvent.__table__  # type: ignore[assignment]
 
 

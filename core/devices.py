@@ -10,46 +10,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import credentials, security, validation
+from core.device_list import device_dict as device_dict  # the fleet view, re-exported (one definition there)
+from core.device_list import device_state as device_state
+from core.device_list import list_devices as list_devices
 from core.errors import Conflict, InvalidCredentials, NotFound
 from core.events.audit import Actor, record
 from core.events.webhooks import emit
 from core.models import Device, DeviceHeartbeat, FcmDispatch
-from core.settings import Settings
 from core.types import utcnow
 
 #: a retry with the same enrollment token and device within this window re-issues a token for free
 ENROLL_RETRY_WINDOW = timedelta(minutes=10)
-
-
-def device_state(last_seen_at: datetime | None, settings: Settings, now: datetime | None = None) -> str:
-    """``online``, ``stale`` or ``offline`` from the last-seen time and the configured thresholds."""
-    if last_seen_at is None:
-        return "offline"
-    age = ((now or utcnow()) - last_seen_at).total_seconds()
-    if age <= settings.device_online_seconds:
-        return "online"
-    if age <= settings.device_offline_seconds:
-        return "stale"
-    return "offline"
-
-
-def device_dict(device: Device, settings: Settings, now: datetime | None = None) -> dict[str, Any]:
-    return {
-        "device_id": device.id,
-        "state": "revoked" if device.revoked_at else device_state(device.last_seen_at, settings, now),
-        "last_seen_at": device.last_seen_at,
-        "status": device.last_status,
-        "battery_pct": device.last_battery_pct,
-        "plugged": device.last_plugged,
-        "network_type": device.last_network_type,
-        "agent_version": device.agent_version,
-        "model": device.model,
-        "os_version": device.os_version,
-        "has_fcm_token": bool(device.fcm_token) and device.fcm_token_dead_at is None,
-        "enrolled_at": device.enrolled_at,
-        "revoked_at": device.revoked_at,
-        "generation": device.generation,
-    }
 
 
 def get_device(db: Session, device_id: str) -> Device:
@@ -57,35 +28,6 @@ def get_device(db: Session, device_id: str) -> Device:
     if device is None:
         raise NotFound(f"no device {device_id!r}")
     return device
-
-
-def list_devices(
-    db: Session,
-    settings: Settings,
-    *,
-    offline_only: bool = False,
-    limit: int = 100,
-    after: str | None = None,
-    selector: str | None = None,
-) -> list[dict[str, Any]]:
-    """Devices ordered by id (keyset: ``after`` is the last id of the previous page).
-
-    ``selector`` (``core.fleet.selectors``) is evaluated in SQL; it never matches revoked devices.
-    """
-    from core.fleet import selectors
-
-    now = utcnow()
-    query = select(Device).order_by(Device.id)
-    if selector is not None:
-        query = query.where(selectors.where_clause(selectors.parse(selector), settings, now))
-    if after is not None:
-        query = query.where(Device.id > after)
-    if offline_only:
-        horizon = now - timedelta(seconds=settings.device_offline_seconds)
-        query = query.where(
-            Device.revoked_at.is_(None), (Device.last_seen_at.is_(None)) | (Device.last_seen_at < horizon)
-        )
-    return [device_dict(d, settings, now) for d in db.execute(query.limit(limit)).scalars()]
 
 
 def revoke_device(db: Session, device_id: str, *, actor: Actor | None = None) -> Device:

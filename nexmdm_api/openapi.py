@@ -23,7 +23,7 @@ from litestar.enums import HttpMethod
 from litestar.exceptions import ValidationException
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.plugins import OpenAPISchemaPlugin
 from litestar.plugins.prometheus import PrometheusController
 from litestar.typing import FieldDefinition
@@ -37,6 +37,24 @@ from nexmdm_api.schemas import DEVICE_ID_PATTERN, REQUEST_ID_PATTERN, Configured
 DeviceIdPath = Annotated[str, Parameter(description="the device's id", schema_extra={"pattern": DEVICE_ID_PATTERN})]
 RequestIdPath = Annotated[
     str, Parameter(description="the dispatch's request id", schema_extra={"pattern": REQUEST_ID_PATTERN})
+]
+
+IDEMPOTENCY_KEY_PATTERN = r'^([A-Za-z0-9._~:-]{1,255}|"[A-Za-z0-9._~:-]{1,255}")$'
+IDEMPOTENCY_KEY_DOC = (
+    "1-255 characters from A-Z a-z 0-9 . _ ~ : - (a structured-header string in double quotes is accepted "
+    "too). It becomes the command's request_id; one key names one dispatch, globally."
+)
+#: the ``Idempotency-Key`` header of the routes that create (a command, a campaign): required in the
+#: document, but a missing or malformed key is checked by the handler (``routes.commands.idempotency_key``:
+#: a 400 with its own code), not by Litestar
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=True,
+        description=IDEMPOTENCY_KEY_DOC,
+        schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
+    ),
 ]
 
 

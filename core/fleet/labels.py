@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from core.device_list import attach_labels as attach_labels  # re-exported: defined with the fleet view
 from core.errors import Conflict, InvalidArgument, NotFound
 from core.events.audit import Actor, record
 from core.models import Device, DeviceLabel
@@ -143,23 +144,6 @@ def label_device(
     apply_labels(db, select(Device.id).where(Device.id == device_id), to_set, remove)
     record(db, actor, "device.label", device_id, set=dict(to_set), remove=list(remove))
     return device_labels(db, device_id)
-
-
-def attach_labels(db: Session, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Add ``labels`` to device dicts, with one query for the whole page."""
-    ids = [item["device_id"] for item in items]
-    found: dict[str, dict[str, str]] = {i: {} for i in ids}
-    if ids:
-        rows = db.execute(
-            select(DeviceLabel.device_id, DeviceLabel.key, DeviceLabel.value)
-            .where(DeviceLabel.device_id.in_(ids))
-            .order_by(DeviceLabel.device_id, DeviceLabel.key)
-        )
-        for device_id, key, value in rows:
-            found[device_id][key] = value
-    for item in items:
-        item["labels"] = found[item["device_id"]]
-    return items
 
 
 def set_initial_labels(db: Session, device_id: str, labels: Mapping[str, str] | None) -> None:

@@ -1,22 +1,17 @@
-"""Declarative base with a constraint naming convention shared by both databases."""
+"""Declarative base on the schema's one metadata (``core/tables.py``, with its constraint naming convention)."""
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, MetaData
+from sqlalchemy import JSON
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from core.tables import NAMING_CONVENTION as NAMING_CONVENTION  # re-exported as core.models.NAMING_CONVENTION
+from core.tables import metadata as shared_metadata
 
 #: JSON on SQLite, JSONB on PostgreSQL
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = shared_metadata  # core/tables.py: the Core tables the fleet view reads are on it too

@@ -9,6 +9,7 @@ from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, Integer, Strin
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
+from core.tables import device_labels
 from core.types import UTCDateTime, utcnow
 
 CAMPAIGN_STATUSES = ("running", "paused", "halted", "completed", "cancelled")
@@ -20,15 +21,13 @@ TARGET_STATES = ("queued", "cancelled")
 
 
 class DeviceLabel(Base):
-    """One ``key=value`` label of a device; ``(key, value, device_id)`` serves every selector term."""
+    """One ``key=value`` label of a device; mapped onto ``core.tables.device_labels`` (defined there)."""
 
-    __tablename__ = "device_labels"
+    __table__ = device_labels
 
-    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(String(127), primary_key=True)
-    value: Mapped[str] = mapped_column(String(63))
-
-    __table_args__ = (Index(None, "key", "value", "device_id"),)
+    device_id: Mapped[str]
+    key: Mapped[str]
+    value: Mapped[str]
 
 
 class Campaign(Base):

@@ -11,6 +11,7 @@ from core import apk
 from nexmdm_api.auth import admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
+from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.schemas import ApkBuildOut, convert
 from nexmdm_api.schemas_admin import ApkBuildPage, ApkDownloadOut, ApkDownloadPage
 
@@ -43,12 +44,7 @@ def list_builds(request: Request[Any, Any, Any], db: DB) -> ApkBuildPage:
     **admin_route("viewer", readonly=True),
     responses=problems(400, 401, 403, 422, 429),
 )
-def list_downloads(
-    db: DB, limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 100, cursor: Cursor = None
-) -> ApkDownloadPage:
-    rows = apk.list_downloads(db, limit=limit + 1, before_id=int(cursor) if cursor else None)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return ApkDownloadPage(
-        items=[convert(r, ApkDownloadOut) for r in rows], next_cursor=str(rows[-1]["id"]) if more else None
-    )
+def list_downloads(db: DB, limit: Limit = 100, cursor: Cursor = None) -> ApkDownloadPage:
+    before_id = int(cursor) if cursor else None
+    rows, next_cursor = keyset_page(lambda n: apk.list_downloads(db, limit=n, before_id=before_id), limit, "id")
+    return ApkDownloadPage(items=[convert(r, ApkDownloadOut) for r in rows], next_cursor=next_cursor)

@@ -13,10 +13,10 @@ from core.events import audit
 from nexmdm_api.auth import admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
+from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.schemas import convert
 from nexmdm_api.schemas_admin import AuditEventOut, AuditPage
 
-Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
 AuditCursor = Annotated[
     str | None, Parameter(description="`next_cursor` of the previous page (an event id)", pattern=r"^[0-9]{1,18}$")
 ]
@@ -47,15 +47,17 @@ def list_audit(
 ) -> AuditPage:
     if since is not None and since.utcoffset() is None:
         raise InvalidArgument("since must carry a time zone (2026-01-31T12:00:00Z)", field="since")
-    rows = audit.list_events(
-        db,
-        since=since,
-        actor=actor,
-        action=action,
-        outcome=outcome,
-        before_id=int(cursor) if cursor else None,
-        limit=limit + 1,
+    rows, next_cursor = keyset_page(
+        lambda n: audit.list_events(
+            db,
+            since=since,
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            before_id=int(cursor) if cursor else None,
+            limit=n,
+        ),
+        limit,
+        "id",
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return AuditPage(items=[convert(r, AuditEventOut) for r in rows], next_cursor=str(rows[-1]["id"]) if more else None)
+    return AuditPage(items=[convert(r, AuditEventOut) for r in rows], next_cursor=next_cursor)

@@ -10,14 +10,16 @@ from typing import Annotated, Any
 
 from litestar import Controller, HttpMethod, Request, Response, get, post, route
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.params import JSONBody, Parameter
 
 from core import fleet, validation
 from core.errors import InvalidArgument
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
-from nexmdm_api.routes.commands import IDEMPOTENCY_KEY_DOC, IDEMPOTENCY_KEY_PATTERN, idempotency_key
+from nexmdm_api.openapi import IdempotencyKeyHeader
+from nexmdm_api.paging import Limit, keyset_page
+from nexmdm_api.routes.commands import idempotency_key
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
     CampaignDeviceOut,
@@ -35,7 +37,6 @@ CAMPAIGN_ID_PATTERN = r"^cmp_[0-9A-Z]{26}$"
 CampaignIdPath = Annotated[
     str, Parameter(description="the campaign's id", schema_extra={"pattern": CAMPAIGN_ID_PATTERN})
 ]
-Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
 
 
 def _campaign_id(value: str) -> str:
@@ -82,10 +83,9 @@ class CampaignCollection(Controller):
             str | None, Parameter(description="`next_cursor` of the previous page", pattern=CAMPAIGN_ID_PATTERN)
         ] = None,
     ) -> CampaignPage:
-        rows = fleet.list_campaigns(db, limit=limit + 1, before=_campaign_id(cursor) if cursor else None)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return CampaignPage(items=[_out(request, r) for r in rows], next_cursor=rows[-1]["id"] if more else None)
+        before = _campaign_id(cursor) if cursor else None
+        rows, next_cursor = keyset_page(lambda n: fleet.list_campaigns(db, limit=n, before=before), limit, "id")
+        return CampaignPage(items=[_out(request, r) for r in rows], next_cursor=next_cursor)
 
     @post(
         "/",
@@ -110,15 +110,7 @@ class CampaignCollection(Controller):
         request: Request[Any, Any, Any],
         db: DB,
         data: JSONBody[CampaignIn],
-        key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                required=True,
-                description=IDEMPOTENCY_KEY_DOC,
-                schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
-            ),
-        ] = None,
+        key: IdempotencyKeyHeader = None,
     ) -> Response[CampaignOut]:
         waves = None
         if data.waves is not None:
@@ -179,12 +171,11 @@ def campaign_devices(
     ] = None,
 ) -> CampaignDevicePage:
     after = validation.device_id(cursor, field="cursor") if cursor else None
-    rows = fleet.campaign_devices(db, _campaign_id(campaign_id), status=status, limit=limit + 1, after=after)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return CampaignDevicePage(
-        items=[convert(r, CampaignDeviceOut) for r in rows], next_cursor=rows[-1]["device_id"] if more else None
+    campaign = _campaign_id(campaign_id)
+    rows, next_cursor = keyset_page(
+        lambda n: fleet.campaign_devices(db, campaign, status=status, limit=n, after=after), limit, "device_id"
     )
+    return CampaignDevicePage(items=[convert(r, CampaignDeviceOut) for r in rows], next_cursor=next_cursor)
 
 
 def _action_route(path: str, summary: str) -> Any:

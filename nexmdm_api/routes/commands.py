@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, Parameter
+from litestar.params import JSONBody, Parameter
 
 from core import dispatches, validation
 from core.errors import InvalidArgument
@@ -15,7 +15,8 @@ from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_a
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
-from nexmdm_api.openapi import DeviceIdPath, RequestIdPath
+from nexmdm_api.openapi import DeviceIdPath, IdempotencyKeyHeader, RequestIdPath
+from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
     AckIn,
@@ -27,12 +28,6 @@ from nexmdm_api.schemas import (
     convert,
 )
 from nexmdm_api.schemas_admin import DispatchPage
-
-IDEMPOTENCY_KEY_PATTERN = r'^([A-Za-z0-9._~:-]{1,255}|"[A-Za-z0-9._~:-]{1,255}")$'
-IDEMPOTENCY_KEY_DOC = (
-    "1-255 characters from A-Z a-z 0-9 . _ ~ : - (a structured-header string in double quotes is accepted "
-    "too). It becomes the command's request_id; one key names one dispatch, globally."
-)
 
 
 def request_id_from_path(value: str) -> str:
@@ -78,15 +73,7 @@ def create_command(
     db: DB,
     device_id: DeviceIdPath,
     data: JSONBody[CommandIn],
-    key: Annotated[
-        str | None,
-        HeaderParameter(
-            name="Idempotency-Key",
-            required=True,
-            description=IDEMPOTENCY_KEY_DOC,
-            schema_extra={"pattern": IDEMPOTENCY_KEY_PATTERN},
-        ),
-    ] = None,
+    key: IdempotencyKeyHeader = None,
 ) -> Response[Dispatch]:
     require_admin(request, db)
     request_id = idempotency_key(key)
@@ -189,7 +176,7 @@ def cancel_command(request: Request[Any, Any, Any], db: DB, request_id: RequestI
 )
 def list_commands(
     db: DB,
-    limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 100,
+    limit: Limit = 100,
     cursor: Annotated[
         str | None, Parameter(description="`next_cursor` of the previous page", pattern=r"^[0-9]{1,18}$")
     ] = None,
@@ -201,14 +188,16 @@ def list_commands(
         str | None, Parameter(description="only this campaign's commands", pattern=r"^cmp_[0-9A-Z]{26}$")
     ] = None,
 ) -> DispatchPage:
-    rows = dispatches.list_dispatches(
-        db,
-        device_id=device_id,
-        status=status,
-        campaign_id=campaign_id,
-        before_id=int(cursor) if cursor else None,
-        limit=limit + 1,
+    rows, next_cursor = keyset_page(
+        lambda n: dispatches.list_dispatches(
+            db,
+            device_id=device_id,
+            status=status,
+            campaign_id=campaign_id,
+            before_id=int(cursor) if cursor else None,
+            limit=n,
+        ),
+        limit,
+        "id",
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return DispatchPage(items=[convert(r, Dispatch) for r in rows], next_cursor=str(rows[-1]["id"]) if more else None)
+    return DispatchPage(items=[convert(r, Dispatch) for r in rows], next_cursor=next_cursor)

@@ -14,9 +14,9 @@ from nexmdm_api.auth import admin_actor, admin_route, require_admin
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import DeviceIdPath
+from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.schemas import DEVICE_ID_PATTERN, DeviceOut, DevicePage, HeartbeatPage, HeartbeatRow, convert
 
-Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
 # Cursors are positions, not secrets: every value their pattern allows is a valid position (the document
 # can say exactly what is accepted). A device page goes on after a device id; a heartbeat page before a
 # bucket, given as microseconds since the Unix epoch.
@@ -69,16 +69,15 @@ def list_devices(
 ) -> DevicePage:
     require_admin(request, db)
     after = validation.device_id(cursor, field="cursor") if cursor else None
-    rows = devices.list_devices(
-        db, request.app.state.settings, offline_only=offline, limit=limit + 1, after=after, selector=selector
+    settings = request.app.state.settings
+    rows, next_cursor = keyset_page(
+        lambda n: attach_labels(
+            db, devices.list_devices(db, settings, offline_only=offline, limit=n, after=after, selector=selector)
+        ),
+        limit,
+        "device_id",
     )
-    attach_labels(db, rows)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return DevicePage(
-        items=[convert(r, DeviceOut) for r in rows],
-        next_cursor=rows[-1]["device_id"] if more else None,
-    )
+    return DevicePage(items=[convert(r, DeviceOut) for r in rows], next_cursor=next_cursor)
 
 
 @get(
@@ -113,13 +112,12 @@ def device_heartbeats(
     require_admin(request, db)
     devices.get_device(db, validation.device_id(device_id))
     before = decode_instant(cursor) if cursor else None
-    rows = devices.recent_heartbeats(db, device_id, limit=limit + 1, before=before)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return HeartbeatPage(
-        items=[convert(r, HeartbeatRow) for r in rows],
-        next_cursor=encode_instant(rows[-1]["bucket_start"]) if more else None,
+    rows, next_cursor = keyset_page(
+        lambda n: devices.recent_heartbeats(db, device_id, limit=n, before=before),
+        limit,
+        lambda row: encode_instant(row["bucket_start"]),
     )
+    return HeartbeatPage(items=[convert(r, HeartbeatRow) for r in rows], next_cursor=next_cursor)
 
 
 @post(

@@ -11,10 +11,10 @@ from core import credentials
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
+from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.schemas import convert
 from nexmdm_api.schemas_admin import KEY_NAME_PATTERN, KeyCreated, KeyIn, KeyOut, KeyPage
 
-Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
 KeyCursor = Annotated[
     str | None, Parameter(description="`next_cursor` of the previous page (a key name)", pattern=KEY_NAME_PATTERN)
 ]
@@ -46,10 +46,8 @@ def create_key(request: Request[Any, Any, Any], db: DB, data: JSONBody[KeyIn]) -
     responses=problems(400, 401, 403, 422, 429),
 )
 def list_keys(db: DB, limit: Limit = 100, cursor: KeyCursor = None) -> KeyPage:
-    rows = credentials.list_admin_keys(db, after=cursor, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return KeyPage(items=[convert(r, KeyOut) for r in rows], next_cursor=rows[-1]["name"] if more else None)
+    rows, next_cursor = keyset_page(lambda n: credentials.list_admin_keys(db, after=cursor, limit=n), limit, "name")
+    return KeyPage(items=[convert(r, KeyOut) for r in rows], next_cursor=next_cursor)
 
 
 @post(

@@ -12,11 +12,11 @@ from core import credentials
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
+from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.schemas import convert
 from nexmdm_api.schemas_admin import TokenCreated, TokenIn, TokenOut, TokenPage
 
 TOKEN_ID_PATTERN = r"^enr_[0-9a-f]{12}$"  # noqa: S105 - an id pattern, not a secret
-Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
 TokenCursor = Annotated[
     str | None, Parameter(description="`next_cursor` of the previous page (a token id)", pattern=TOKEN_ID_PATTERN)
 ]
@@ -54,10 +54,10 @@ def create_token(request: Request[Any, Any, Any], db: DB, data: JSONBody[TokenIn
     responses=problems(400, 401, 403, 422, 429),
 )
 def list_tokens(db: DB, limit: Limit = 100, cursor: TokenCursor = None) -> TokenPage:
-    rows = credentials.list_enrollment_tokens(db, after=cursor, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return TokenPage(items=[convert(r, TokenOut) for r in rows], next_cursor=rows[-1]["id"] if more else None)
+    rows, next_cursor = keyset_page(
+        lambda n: credentials.list_enrollment_tokens(db, after=cursor, limit=n), limit, "id"
+    )
+    return TokenPage(items=[convert(r, TokenOut) for r in rows], next_cursor=next_cursor)
 
 
 @post(

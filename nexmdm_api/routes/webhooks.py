@@ -11,6 +11,7 @@ from core.events import webhooks
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
+from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.schemas import convert
 from nexmdm_api.schemas_admin import (
     DeliveryOut,
@@ -99,20 +100,19 @@ def test_webhook(request: Request[Any, Any, Any], db: DB, endpoint_id: EndpointI
 def list_deliveries(
     db: DB,
     endpoint_id: EndpointIdPath,
-    limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 100,
+    limit: Limit = 100,
     cursor: Annotated[
         str | None, Parameter(description="`next_cursor` of the previous page", pattern=r"^[0-9]{1,18}$")
     ] = None,
     failed: Annotated[bool, Parameter(description="only dead letters and failing deliveries")] = False,
 ) -> DeliveryPage:
-    rows = webhooks.list_deliveries(
-        db, endpoint_id=endpoint_id, failed=failed, before_id=int(cursor) if cursor else None, limit=limit + 1
+    before_id = int(cursor) if cursor else None
+    rows, next_cursor = keyset_page(
+        lambda n: webhooks.list_deliveries(db, endpoint_id=endpoint_id, failed=failed, before_id=before_id, limit=n),
+        limit,
+        "id",
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return DeliveryPage(
-        items=[convert(r, DeliveryOut) for r in rows], next_cursor=str(rows[-1]["id"]) if more else None
-    )
+    return DeliveryPage(items=[convert(r, DeliveryOut) for r in rows], next_cursor=next_cursor)
 
 
 @post(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -13,7 +12,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -21,8 +20,10 @@ from rich.markup import escape
 from core.settings import get_settings
 from nexmdm_cli.commands.simulate import fake_fcm_env, render_report, run_with_progress
 from nexmdm_cli.lazy import lazy_module
-from nexmdm_cli.simulation import Simulation
 from nexmdm_cli.state import info, out_console
+
+if TYPE_CHECKING:
+    from nexmdm_cli.simulation import Simulation
 
 # loaded when the demo runs, not by `nexmdm --help`
 httpx = lazy_module("httpx")
@@ -30,6 +31,7 @@ credentials = lazy_module("core.credentials")
 core_db = lazy_module("core.db")
 migrations = lazy_module("core.migrations")
 fleet = lazy_module("core.fleet")
+simulation = lazy_module("nexmdm_cli.simulation")  # asyncio and httpx: only when the demo runs
 
 DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
@@ -70,6 +72,8 @@ CAMPAIGN_DEVICES = 24
 
 def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, env: dict[str, str]) -> None:
     """Devices enrolled with a labelled token poll every second while a campaign reaches them in waves."""
+    import asyncio  # here: `nexmdm --help` and the other commands do not need it
+
     engine = core_db.engine_from_settings(settings)
     with core_db.make_session_factory(engine, settings).begin() as db:
         token, _ = credentials.create_enrollment_token(
@@ -82,7 +86,9 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
     server = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
         [sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    sim = Simulation(url, token, devices=CAMPAIGN_DEVICES, duration=60, interval=1.0, poll_every=1, prefix="shop")
+    sim = simulation.Simulation(
+        url, token, devices=CAMPAIGN_DEVICES, duration=60, interval=1.0, poll_every=1, prefix="shop"
+    )
     devices = threading.Thread(target=lambda: asyncio.run(sim.run()), name="demo-devices", daemon=True)
     try:
         wait_until_ready(url, server)
@@ -140,6 +146,8 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Keep the demo folder (database, server log) afterwards.")] = False,
 ) -> None:
     """Migrate a fresh demo database, start the API, simulate devices, dispatch commands, show the results."""
+    import asyncio
+
     folder = Path(tempfile.mkdtemp(prefix="nexmdm-demo-"))
     database_url = f"sqlite:///{folder / 'nexmdm.db'}"
     settings = get_settings(data_dir=folder, database_url=database_url)
@@ -170,7 +178,7 @@ def demo(
     try:
         wait_until_ready(url, server)
         info(f"[bold]3/6[/bold] simulating {devices} devices for {duration:.0f} s; dispatching commands on the way")
-        sim = Simulation(
+        sim = simulation.Simulation(
             url, enrollment_token, devices=devices, duration=duration, interval=2.0, poll_every=5, fcm_port=fcm_port
         )
 

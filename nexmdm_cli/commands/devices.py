@@ -30,6 +30,7 @@ from nexmdm_cli.render import (
 from nexmdm_cli.state import print_json, state
 
 devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
+device_list = lazy_module("core.device_list")  # Core only: `devices list` never imports the ORM
 fleet = lazy_module("core.fleet")
 selectors = lazy_module("core.fleet.selectors")
 trends = lazy_module("core.trends")
@@ -56,9 +57,9 @@ def list_devices(
 ) -> None:
     """The fleet: last seen, online/stale/offline/revoked, battery, network, agent version, labels."""
     st = state(ctx)
-    with st.read_session() as db:
-        items = devices.list_devices(db, st.settings, offline_only=offline, limit=limit, selector=selector)
-        fleet.attach_labels(db, items)
+    with st.read_connection() as db:
+        items = device_list.list_devices(db, st.settings, offline_only=offline, limit=limit, selector=selector)
+        device_list.attach_labels(db, items)
     if json_output:
         print_json({"items": items})
         return

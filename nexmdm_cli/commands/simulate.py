@@ -7,7 +7,6 @@ when their push reaches it: the report then shows push and ack latency end to en
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -25,15 +24,22 @@ from rich.table import Table
 
 from nexmdm_cli.errors import EXIT_USAGE
 from nexmdm_cli.lazy import lazy_module
-from nexmdm_cli.simulation import Simulation, check_loopback
 from nexmdm_cli.state import CliState, err_console, out_console, print_json, state
 
+if TYPE_CHECKING:
+    import asyncio
+
+    from nexmdm_cli.simulation import Simulation
+
 credentials = lazy_module("core.credentials")
+simulation = lazy_module("nexmdm_cli.simulation")  # asyncio and httpx: only when a simulation runs
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
 
 
 def run_with_progress(sim: Simulation, during: Callable[[Simulation], Awaitable[None]] | None = None) -> dict[str, Any]:
     """Run a simulation with a live progress bar on stderr."""
+    import asyncio  # here: `nexmdm --help` and the other commands do not need it
+
     progress = Progress(
         TextColumn("[bold]simulating[/bold]"),
         BarColumn(),
@@ -120,6 +126,8 @@ def delivery_worker(st: CliState, folder: Path, port: int) -> Iterator[None]:
 
 def command_creator(st: CliState, rate: float) -> Callable[[Simulation], Awaitable[None]]:
     """Create ``rate`` commands a second for random enrolled devices, straight in the database."""
+    import asyncio
+
     from core import dispatches
 
     def create(request_id: str, device_id: str) -> None:
@@ -208,7 +216,7 @@ def simulate(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
 ) -> None:
     """Simulate devices against a running API: enroll, heartbeat, fetch and acknowledge commands; report latency."""
-    base = check_loopback(url)
+    base = simulation.check_loopback(url)
     if fcm and processes > 1:
         err_console.print("[red]error:[/red] --fcm runs in one process (pushes reach devices in its own loop)")
         raise typer.Exit(code=EXIT_USAGE)
@@ -234,11 +242,11 @@ def simulate(
         assert st is not None
         st.require_migrated()
         port = free_port()
-        sim = Simulation(**options, fcm_port=port)
+        sim = simulation.Simulation(**options, fcm_port=port)
         with tempfile.TemporaryDirectory(prefix="nexmdm-simulate-") as folder, delivery_worker(st, Path(folder), port):
             report = run_with_progress(sim, during=command_creator(st, command_rate))
     else:
-        report = run_with_progress(Simulation(**options))
+        report = run_with_progress(simulation.Simulation(**options))
     if json_output:
         print_json(report)
     else:
