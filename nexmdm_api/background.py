@@ -58,6 +58,8 @@ class _Maintenance(Maintenance):
         self.audit_buffer = audit_buffer
         self.head = head
         self.exporter = False
+        #: just became the exporter: compute the fleet gauges at its next round, whatever the period
+        self.fresh = False
         self.gauges = FleetGauges(settings)
 
     def readiness(self) -> str | None:
@@ -66,6 +68,8 @@ class _Maintenance(Maintenance):
         except Exception as exc:  # noqa: BLE001 - whatever stops the check is the answer: not ready
             problem = f"readiness check failed: {exc.__class__.__name__}"
         self.gauges.readiness(problem is None)
+        if problem is not None:
+            self._stop_exporting()  # its figures would go stale while another process takes the lease
         return problem
 
     def every_round(self) -> bool:
@@ -77,18 +81,41 @@ class _Maintenance(Maintenance):
         return not self.exporter or self.guarded("gauges", self._gauges)
 
     def _elect_exporter(self) -> None:
-        with self.database.sessions() as db, db.begin():
-            self.exporter = leases.take(db, METRICS_LEASE, self.holder, LEADER_LEASE_SECONDS)
+        try:
+            with self.database.sessions() as db, db.begin():
+                exporter = leases.take(db, METRICS_LEASE, self.holder, LEADER_LEASE_SECONDS)
+        except BaseException:
+            self._stop_exporting()  # unsure whether the lease is still ours: export nothing
+            raise
+        if exporter and not self.exporter:
+            self.exporter, self.fresh = True, True
+            logger.info("metrics_exporter=yes holder=%s", self.holder)
+        elif not exporter:
+            self._stop_exporting()
+
+    def _stop_exporting(self) -> None:
+        """Lost the lease, or cannot tell: set this process's fleet and push-queue gauges to 0 (neutral
+        under ``max`` across nodes, outvoted by the exporter's next write within a node)."""
+        if not self.exporter:
+            return
+        self.exporter = False
+        self.gauges.clear()
+        metrics.set_push_queue(0, 0.0)
+        logger.info("metrics_exporter=no holder=%s", self.holder)
 
     def _gauges(self) -> None:
         with self.database.read_sessions() as db:
             stats = queue_stats(db)
         metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
-        self.gauges.maybe_refresh(self.database.read_sessions)
+        # a new exporter computes at once; then at most every 15 s, the last values written every round
+        if not self.gauges.maybe_refresh(self.database.read_sessions, force=self.fresh):
+            self.gauges.publish()
+        self.fresh = False
 
     def hand_over(self) -> None:
         super().hand_over()
         if self.exporter:
+            self._stop_exporting()
             try:
                 with self.database.sessions() as db, db.begin():
                     leases.release(db, METRICS_LEASE, self.holder)

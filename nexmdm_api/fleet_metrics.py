@@ -1,14 +1,18 @@
 """Fleet-state gauges: devices by state, commands by status, campaign progress, readiness, retention.
 
-The maintenance loop of each server process calls :meth:`FleetGauges.maybe_refresh`; it runs the fleet
-queries (``core.fleet_stats``, every one index-backed) at most every ``REFRESH_SECONDS`` and stores the
-values in the process's gauges, so a scrape of ``/metrics`` only reads memory.
+One API process among every node exports them: the holder of the ``metrics`` lease
+(``nexmdm_api.background``). Its maintenance loop calls :meth:`FleetGauges.maybe_refresh`, which runs the
+fleet queries (``core.fleet_stats``, every one index-backed) at most every ``REFRESH_SECONDS``, and
+:meth:`FleetGauges.publish` every round, which writes the last values again; a scrape of ``/metrics``
+only reads memory. A process that loses the lease (or whose database check fails) sets them to 0
+(:meth:`FleetGauges.clear`), so that no former exporter keeps serving old figures: 0 is neutral under the
+``max`` the shipped alerts and dashboard take across nodes.
 
-Several workers of one server (prometheus_client's multiprocess mode) would otherwise each report a
-value: the gauges use the ``mostrecent`` mode (the newest write wins, one value per series), and a
-stamp file in the shared metrics directory, taken under ``flock``, lets only one worker of the node run
-the queries per period. Several nodes each export the same figures; the shipped alerts and dashboard
-take ``max`` across instances.
+Within one node (prometheus_client's multiprocess mode) the gauges use the ``mostrecent`` mode: the
+newest write wins, one value per series; since the exporter writes its values every round, a process
+that cleared its own after the lease moved is outvoted within a round. A stamp file in the shared
+metrics directory, taken under ``flock``, also keeps two workers of a node from running the queries in
+the same period.
 
 Campaign progress has no per-campaign series (the contract): campaigns by status, and the targets of
 every campaign in flight added up by status.
@@ -112,19 +116,36 @@ class FleetGauges:
         self._last = -float("inf")
         self._stamp = _NodeStamp()
         self._failing_since: float | None = None
+        #: (gauge, label value or None) -> the value last computed, written again by :meth:`publish`
+        self._values: dict[tuple[str, str | None], float] = {}
         gauge("nexmdm_heartbeat_retention_seconds").set(settings.heartbeat_retention_days * 86400)
         gauge("nexmdm_readiness_failing_seconds").set(0)
 
-    def maybe_refresh(self, read_session: Callable[[], Any]) -> bool:
-        """Compute and store the fleet gauges if their period has passed; True when it ran the queries."""
-        if time.monotonic() - self._last < self.every:
+    def maybe_refresh(self, read_session: Callable[[], Any], *, force: bool = False) -> bool:
+        """Compute and store the fleet gauges if their period has passed (or ``force``: a process that has
+        just become the exporter); True when it ran the queries."""
+        if not force and time.monotonic() - self._last < self.every:
             return False
         self._last = time.monotonic()
-        if not self._stamp.claim(self.every):
+        if not self._stamp.claim(self.every) and not force:
             return False
         with read_session() as db:
             self.store(db)
         return True
+
+    def publish(self) -> None:
+        """Write the last computed values again (every round of the exporter: the newest write wins)."""
+        for (name, label), value in self._values.items():
+            metric = gauge(name)
+            (metric.labels(label) if label is not None else metric).set(value)
+
+    def clear(self) -> None:
+        """This process no longer exports: every fleet-state series to 0 (``updated`` too), the next
+        refresh runs at once."""
+        self._values = {key: 0.0 for key in self._values}
+        self.publish()
+        self._values = {}
+        self._last = -float("inf")
 
     def store(self, db: Session) -> None:
         snapshot = {
@@ -134,22 +155,23 @@ class FleetGauges:
             "oldest": fleet_stats.oldest_heartbeat_age(db),
             "campaigns": fleet_stats.campaign_totals(db),
         }
-        devices = gauge("nexmdm_fleet_devices")
+        values: dict[tuple[str, str | None], float] = {}
         for state in fleet_stats.DEVICE_STATES:
-            devices.labels(state).set(snapshot["devices"][state])
-        commands = gauge("nexmdm_fleet_commands")
+            values["nexmdm_fleet_devices", state] = snapshot["devices"][state]
         for status in COMMAND_STATUSES:
-            commands.labels(status).set(snapshot["commands"]["last_hour"].get(status, 0))
-        gauge("nexmdm_fleet_pending_commands").set(snapshot["commands"]["pending"])
-        for name, values in (
+            values["nexmdm_fleet_commands", status] = snapshot["commands"]["last_hour"].get(status, 0)
+        values["nexmdm_fleet_pending_commands", None] = snapshot["commands"]["pending"]
+        for name, counts in (
             ("nexmdm_fleet_campaigns", snapshot["campaigns"]["campaigns"]),
             ("nexmdm_fleet_campaign_targets", snapshot["campaigns"]["targets"]),
         ):
-            for status, count in values.items():
-                gauge(name).labels(status).set(count)
-        gauge("nexmdm_fleet_went_offline_devices").set(snapshot["went_offline"])
-        gauge("nexmdm_heartbeats_oldest_age_seconds").set(snapshot["oldest"] or 0)
-        gauge("nexmdm_fleet_gauges_updated_timestamp_seconds").set(time.time())
+            for status, count in counts.items():
+                values[name, status] = count
+        values["nexmdm_fleet_went_offline_devices", None] = snapshot["went_offline"]
+        values["nexmdm_heartbeats_oldest_age_seconds", None] = snapshot["oldest"] or 0
+        values["nexmdm_fleet_gauges_updated_timestamp_seconds", None] = time.time()
+        self._values = values
+        self.publish()
 
     def readiness(self, ready: bool) -> None:
         """Record one readiness check of the maintenance loop (the same rule as ``/readyz``)."""

@@ -33,9 +33,8 @@ def _counter(name: str, documentation: str) -> Counter:
     return _metric(name, lambda: Counter(name, documentation, ["result"]))
 
 
-def _gauge(name: str, documentation: str) -> Gauge:
-    # every process computes the same value from the database: report the largest
-    return _metric(name, lambda: Gauge(name, documentation, multiprocess_mode="max"))
+def _gauge(name: str, documentation: str, mode: str = "max") -> Gauge:
+    return _metric(name, lambda: Gauge(name, documentation, multiprocess_mode=mode))
 
 
 def count_heartbeat(result: str) -> None:
@@ -72,9 +71,11 @@ def set_replica_lag(seconds: float) -> None:
 
 
 def set_push_queue(depth: int, oldest_age_seconds: float) -> None:
-    """Commands whose push is still pending, and how long the oldest has waited."""
-    _gauge("nexmdm_push_queue_commands", "Commands whose FCM push is pending (the push queue)").set(depth)
-    _gauge("nexmdm_push_queue_oldest_age_seconds", "Age of the oldest command whose push is pending").set(
+    """Commands whose push is still pending, and how long the oldest has waited: written every round by the
+    process that exports (the ``metrics`` lease), 0 by one that stopped exporting; the newest write wins
+    among the workers of a node (so a crashed former exporter's last value is outvoted within a round)."""
+    _gauge("nexmdm_push_queue_commands", "Commands whose FCM push is pending (the push queue)", "mostrecent").set(depth)
+    _gauge("nexmdm_push_queue_oldest_age_seconds", "Age of the oldest command whose push is pending", "mostrecent").set(
         oldest_age_seconds
     )
 

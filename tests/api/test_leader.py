@@ -59,3 +59,58 @@ def test_a_step_that_keeps_failing_stops_no_other(
         holder = client.app.state.maintenance_holder
         _until(lambda: _leader(session_factory) == holder)  # elected although the flush fails first
         _until(lambda: len(calls) >= 3)  # and campaigns keep running
+
+
+def _sample(name: str, **labels: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_the_metrics_exporter_hands_over_and_a_former_one_exports_zeros(
+    settings: Settings, engine, session_factory: sessionmaker[Session]
+) -> None:
+    """One process exports the fleet gauges (the ``metrics`` lease); one that lost the lease sets them to 0,
+    so that no stale figure outlives the hand-over (0 is neutral under the dashboards' ``max``)."""
+    from sqlalchemy import text
+
+    from nexmdm_api.auditbuffer import AuditBuffer
+    from nexmdm_api.background import METRICS_LEASE, _Maintenance
+    from nexmdm_api.db import open_database
+    from tests.cli.fleet import EXPECTED, seed_fleet
+
+    seed_fleet(session_factory)
+    database = open_database(settings)
+    try:
+        a = _Maintenance(database, settings, "head", leases.new_holder("api"), AuditBuffer())
+        b = _Maintenance(database, settings, "head", leases.new_holder("api"), AuditBuffer())
+        a.round()
+        b.round()
+        assert (a.exporter, b.exporter) == (True, False)
+        assert _sample("nexmdm_fleet_devices", state="offline") == EXPECTED["devices"]["offline"]
+        assert _sample("nexmdm_push_queue_commands") == EXPECTED["push_queue_depth"]
+        with session_factory() as db, db.begin():  # a stalls past its lease: b takes it at its next round
+            db.execute(
+                text("UPDATE leases SET expires_at = :past WHERE name = :name"),
+                {"past": "2000-01-01 00:00:00", "name": METRICS_LEASE},
+            )
+        b.round()
+        assert b.exporter and b.gauges._values  # a new exporter computes at once, whatever the period
+        a.round()  # a notices: its figures go to 0
+        assert not a.exporter
+        assert _sample("nexmdm_fleet_devices", state="offline") == 0
+        assert _sample("nexmdm_fleet_gauges_updated_timestamp_seconds") == 0
+        assert _sample("nexmdm_push_queue_commands") == 0
+        b.round()  # the exporter writes its values again every round
+        assert _sample("nexmdm_fleet_devices", state="offline") == EXPECTED["devices"]["offline"]
+        assert _sample("nexmdm_push_queue_commands") == EXPECTED["push_queue_depth"]
+        b.hand_over()  # a clean stop: zeros, and the lease is free for a at once
+        assert _sample("nexmdm_fleet_devices", state="offline") == 0
+        with session_factory() as db:
+            assert leases.holder_of(db, METRICS_LEASE) is None
+        a.round()
+        assert a.exporter
+        assert _sample("nexmdm_fleet_devices", state="offline") == EXPECTED["devices"]["offline"]
+    finally:
+        database.engine.dispose()
+        database.read_engine.dispose()

@@ -21,6 +21,7 @@ from core.maintenance import LEADER_LEASE
 from core.models import Device, DevicePresence, PresenceSweep
 from core.settings import Settings
 from core.types import utcnow
+from nexmdm_api.background import METRICS_LEASE
 from tests.fakes.fcm import FakeFcm, write_service_account
 from tests.fakes.receiver import Receiver
 
@@ -60,8 +61,10 @@ def test_a_worker_alone_sweeps_presence_and_delivers_webhooks(
             time.sleep(0.05)
         with session_factory() as db:
             holder = leases.holder_of(db, LEADER_LEASE)
+            exporter = leases.holder_of(db, METRICS_LEASE)
             state = db.execute(select(DevicePresence.state).where(DevicePresence.device_id == "dev_gone")).scalar()
         assert holder is not None and ":worker:" in holder
+        assert exporter is None  # a worker serves no /metrics: it never takes the exporters' lease
         assert state == "offline"
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
