@@ -210,7 +210,8 @@ def record(db: Session, decisions: list[Decision], now: datetime) -> set[int]:
 def sweep_expired(session_factory: sessionmaker[Session], settings: Settings, now: datetime | None = None) -> int:
     """Mark commands with no acknowledgement within ``command_ttl_seconds`` as ``expired``.
 
-    Runs in every server process (with or without FCM) and in every delivery worker.
+    Run by the maintenance leader (``core.maintenance``: one process among every server and worker), with
+    or without FCM; safe anywhere at once (one conditional UPDATE).
     """
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.command_ttl_seconds)

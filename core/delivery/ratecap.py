@@ -5,7 +5,8 @@ divide it by the number of senders. With Redis every sender of every node draws 
 kept in Redis (refilled at the cap, holding at most one second's worth, on Redis's clock). One Lua call
 grants a sender a batch of tokens (``GRANT_MAX``, or a quarter of the bucket for small caps) which it
 spends locally, so 4,000 pushes a second cost ~80 Redis calls, not 4,000; when the bucket is short of a
-batch the sender waits until it is not (a quarter of a second at most). Granted tokens not spent within
+batch the sender waits until it is not (a quarter of a second at most from 240 a minute up; below that
+a batch is one token and the wait up to 60/cap seconds). Granted tokens not spent within
 ``GRANT_LIFETIME_SECONDS`` are dropped, so a sender cannot save them up: in any window of ``W`` seconds
 the cluster sends at most ``cap/60 × W`` + one second's worth + ``GRANT_MAX`` per sender.
 

@@ -1,10 +1,10 @@
 """Device presence: ``device.online`` / ``device.offline`` transitions, one event per transition.
 
 The state announced last lives in ``device_presence``, never on ``devices`` (which every heartbeat
-updates): heartbeats write nothing here. The maintenance loop of every process calls :func:`sweep`;
-it is safe to run everywhere at once, because each transition is a conditional UPDATE (``WHERE state =
-'online'``) whose RETURNING rows alone get an event, and batches are claimed with ``SKIP LOCKED`` on
-PostgreSQL (SQLite serializes writers).
+updates): heartbeats write nothing here. The maintenance leader (``core.maintenance``) calls
+:func:`sweep`; it would be safe to run everywhere at once, because each transition is a conditional
+UPDATE (``WHERE state = 'online'``) whose RETURNING rows alone get an event, and batches are claimed with
+``SKIP LOCKED`` on PostgreSQL (SQLite serializes writers).
 
 A device is offline when it has not been seen for ``NEXMDM_DEVICE_OFFLINE_SECONDS``. After an outage of
 the server itself (no sweep for ``OUTAGE_SECONDS``), devices could not report in: they get one whole

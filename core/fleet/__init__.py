@@ -6,7 +6,7 @@ Public functions:
   ``apply_labels``, ``label_counts``, ``device_labels``, ``set_initial_labels``;
 * selectors — ``parse``, ``matching_ids``, ``count_matching``, ``where_clause`` (``InvalidSelector``);
 * campaigns — ``create_campaign``, ``preview``, ``get_campaign``, ``list_campaigns``, ``campaign_devices``;
-* progress — ``advance``, ``run_due`` (release, halt, complete), ``campaign_loop``, ``pause``, ``resume``, ``cancel``.
+* progress — ``advance``, ``run_due`` (release, halt, complete), ``pause``, ``resume``, ``cancel``.
 """
 
 from core.fleet.campaigns import campaign_devices, create_campaign, get_campaign, list_campaigns, preview
@@ -21,7 +21,7 @@ from core.fleet.labels import (
     set_initial_labels,
     validate_labels,
 )
-from core.fleet.release import advance, campaign_loop, cancel, pause, resume, run_due
+from core.fleet.release import advance, cancel, pause, resume, run_due
 from core.fleet.selectors import InvalidSelector, count_matching, matching_ids, parse, where_clause
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "apply_labels",
     "attach_labels",
     "campaign_devices",
-    "campaign_loop",
     "cancel",
     "count_matching",
     "create_campaign",

@@ -12,14 +12,12 @@ crash between batches leaves the rest queued and the next round goes on where it
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, literal, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.dispatches import finished_fcm_status
@@ -202,20 +200,6 @@ def run_due(session_factory: sessionmaker[Session], settings: Settings, now: dat
     for campaign_id in ids:
         released += advance(session_factory, campaign_id, now).count("released")
     return released
-
-
-def campaign_loop(
-    session_factory: sessionmaker[Session], settings: Settings, stop: threading.Event, every: float = 1.0
-) -> None:
-    """``run_due`` every few seconds until ``stop`` (``nexmdm worker``); database outages are waited out."""
-    while not stop.is_set():
-        try:
-            run_due(session_factory, settings)
-        except SQLAlchemyError as exc:
-            logger.warning("campaigns could not use the database: %s", str(exc).splitlines()[0])
-        except Exception:  # never end the thread
-            logger.exception("campaign round failed")
-        stop.wait(every)
 
 
 # ----------------------------------------------------------------------------- operator actions
