@@ -127,6 +127,7 @@ class Sender:
             result = await self.client.send(token=claim.fcm_token, data=data, android=android)
             if result.outcome == fcm.AUTH:
                 logger.warning("FCM refused our credentials (%s); refreshing them once", result.error)
+                await self._ready()  # the second request counts against the cap too
                 result = await self.client.send(token=claim.fcm_token, data=data, android=android, force_refresh=True)
                 if result.outcome == fcm.AUTH:
                     logger.error("FCM authentication failed after a refresh: %s", result.error)

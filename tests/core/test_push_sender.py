@@ -316,3 +316,28 @@ def test_a_shared_rate_gate_is_asked_before_every_send(
     finally:
         worker.close()
     assert Gate.calls == 7
+
+
+def test_the_retry_after_a_credential_refresh_waits_on_the_gate_too(
+    session_factory: sessionmaker[Session], fcm_settings: Settings, settings: Settings, fake_fcm: FakeFcm
+) -> None:
+    """FCM refusing our access token makes the sender refresh it and send again: two requests, two tokens of
+    the cap (else broken credentials would let the cluster send twice its cap)."""
+
+    class Gate:
+        calls = 0
+
+        async def acquire(self, amount: float = 1) -> None:
+            Gate.calls += 1
+
+    _device(session_factory, "dev_1", "tok-1")
+    _command(session_factory, settings, "c_auth", "dev_1", "sync")
+    fake_fcm.script(401, "UNAUTHENTICATED")  # the first send only; the retry is answered normally
+    factory = make_session_factory(session_factory.kw["bind"], fcm_settings)
+    worker = DeliveryWorker(factory, fcm_settings, client_from_settings(fcm_settings), limiter=Gate())
+    try:
+        assert worker.run_once() == ["sent"]
+    finally:
+        worker.close()
+    assert len(fake_fcm.messages) == 2
+    assert Gate.calls == 2
