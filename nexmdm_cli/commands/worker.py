@@ -9,8 +9,10 @@ the leader's expiry and presence sweeps, leader-elected through the ``leases`` t
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -33,6 +35,9 @@ leases = lazy_module("core.leases")
 
 #: the webhook outbox is polled this often (a new event is usually found at once: the sender is woken)
 WEBHOOK_POLL_SECONDS = 1.0
+#: after the delivery loop has drained (at most NEXMDM_FCM_TIMEOUT_SECONDS + 1), the other threads get this long
+#: together; a second Ctrl-C or SIGTERM stops at once
+STOP_SECONDS = 10.0
 
 
 def worker(
@@ -42,7 +47,7 @@ def worker(
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="With --once: print the outcomes as JSON.")] = False,
 ) -> None:
-    """Push accepted commands through FCM until stopped (Ctrl-C or SIGTERM).
+    """Push accepted commands through FCM until stopped (Ctrl-C or SIGTERM; a second one stops at once).
 
     Needs NEXMDM_FCM_CREDENTIALS. Also delivers the webhook outbox and runs the maintenance a server
     process runs (campaign waves, partitions, and, when elected leader among every server and worker,
@@ -81,8 +86,15 @@ def worker(
 def _run(st: CliState, settings: Settings, delivery: DeliveryWorker, project_id: str) -> None:
     """Delivery in this thread; maintenance and the webhook outbox in their own, until a signal."""
     stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():  # a second Ctrl-C or SIGTERM: now (unrecorded pushes are sent again after their lease)
+            err_console.print("delivery worker stopped at once")
+            os._exit(128 + signum)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     err_console.print(f"delivery worker started on {st.masked_url} (project {project_id}); Ctrl-C stops it")
     holder = leases.new_holder("worker")
     maintenance = maintenance_module.Maintenance(st.session_factory, st.engine, settings, holder)
@@ -99,7 +111,8 @@ def _run(st: CliState, settings: Settings, delivery: DeliveryWorker, project_id:
     finally:
         stop.set()
         webhooks.wake()
+        deadline = time.monotonic() + STOP_SECONDS  # one bound for all: within a 30 s grace period
         for thread in threads:
-            thread.join(timeout=15)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         webhooks.close()
     err_console.print(f"delivery worker stopped: {dict(delivery.totals) or 'nothing sent'}")

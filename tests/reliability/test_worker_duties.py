@@ -79,3 +79,41 @@ def test_a_worker_alone_sweeps_presence_and_delivers_webhooks(
     assert delivery.document["data"]["device_id"] == "dev_gone"
     with session_factory() as db:
         assert leases.holder_of(db, LEADER_LEASE) is None  # handed over on a clean stop
+
+
+def test_a_second_signal_stops_the_worker_at_once(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings, fake_fcm: FakeFcm, tmp_path: Path
+) -> None:
+    """The first SIGTERM lets the push in flight finish (FCM answers in 5 s here); a second one exits now."""
+    from core import dispatches
+
+    fake_fcm.delay = 5.0
+    with session_factory.begin() as db:
+        db.add(Device(id="dev_slow", fcm_token="tok"))
+        db.flush()
+        dispatches.create_command(db, settings, request_id="c_slow", device_id="dev_slow", action="sync")
+    key = write_service_account(tmp_path / "sa.json", f"{fake_fcm.url}/token")
+    env = os.environ | {
+        "NEXMDM_DATABASE_URL": database_url,
+        "NEXMDM_DATA_DIR": str(tmp_path / "data"),
+        "NEXMDM_FCM_CREDENTIALS": str(key),
+        "NEXMDM_FCM_ENDPOINT": fake_fcm.url,
+    }
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-c", _RUN_CLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not fake_fcm.messages:  # the push is in flight (the fake records it before its delay)
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert worker.poll() is None  # draining: the push in flight has 4.5 s to go
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(3) == 128 + signal.SIGINT
+        assert "stopped at once" in (tmp_path / "worker.log").read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
