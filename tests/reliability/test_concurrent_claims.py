@@ -1,10 +1,12 @@
 """Claims of the push queue are disjoint when several processes claim at once, on SQLite and PostgreSQL.
 
 Three processes claim small batches as fast as they can until the queue is empty; every command is
-claimed by exactly one of them. On SQLite the claim's ``UPDATE ... WHERE id IN (SELECT ...) RETURNING``
-runs in a ``BEGIN IMMEDIATE`` transaction (``core.db``): a second claimer waits for the first one's commit
-and then sees its leases, so it cannot read the same rows before either writes. On PostgreSQL,
-``FOR UPDATE SKIP LOCKED``.
+claimed by exactly one of them. What keeps them apart is that a claim is one statement, ``UPDATE ... WHERE
+id IN (SELECT ... LIMIT n) RETURNING``: on SQLite it takes the write lock as it starts (with or without
+the ``BEGIN IMMEDIATE`` of ``core.db``), so a second claimer sees the first one's leases; on PostgreSQL
+the inner ``SELECT`` locks with ``FOR UPDATE SKIP LOCKED``. The test guards that shape: a claim split into
+a ``SELECT`` then an ``UPDATE`` in a deferred SQLite transaction, or a PostgreSQL claim without row locks,
+would hand the same rows to two processes.
 """
 
 from __future__ import annotations
