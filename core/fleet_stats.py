@@ -15,9 +15,12 @@ Every query here is bounded by an index, so that one refresh stays cheap at 100,
   the gauges' sums over all of them in one statement (``campaign_totals``).
 
 With a selector (``nexmdm top --selector``), the device states, the heartbeats of the last minute and
-the went-offline list are those of the matching devices: the selector's terms are the ``EXISTS`` over
-the ``(key, value, device_id)`` label index that ``nexmdm devices list --selector`` uses. Commands, the
-push queue, latencies and campaigns stay fleet-wide.
+the went-offline list are those of the matching devices, with the clause ``nexmdm devices list
+--selector`` uses: a label term is an ``EXISTS`` over the ``(key, value, device_id)`` label index,
+``@state`` and ``@agent_version`` comparisons use their indexes, and the other terms (negations,
+``@battery_pct``, ``@plugged``, ``@model``, ``@os_version``, ``@network_type``) read every device: those
+statements run under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` (``snapshot``). Commands, the push queue,
+latencies and campaigns stay fleet-wide.
 
 Nothing here scans the whole heartbeat or dispatch table, and nothing commits.
 """
@@ -25,6 +28,7 @@ Nothing here scans the whole heartbeat or dispatch table, and nothing commits.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,6 +50,7 @@ from core.models import (
     FcmDispatch,
 )
 from core.settings import Settings
+from core.timeouts import selector_reads
 from core.types import utcnow
 
 DEVICE_STATES = ("online", "stale", "offline", "revoked")
@@ -262,16 +267,25 @@ def snapshot(
     campaign_limit: int = CAMPAIGNS_SHOWN,
 ) -> dict[str, Any]:
     """Everything ``nexmdm top`` shows, from one consistent ``now``; ``selector`` narrows the device figures
-    (states, heartbeats, went offline), the rest is fleet-wide."""
+    (states, heartbeats, went offline), the rest is fleet-wide.
+
+    With a selector, its statements run first, under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` on
+    PostgreSQL (``core.timeouts.selector_reads``: a term without an index reads every device); past it
+    ``SelectorTooSlow`` is raised. The fleet-wide statements keep the database's own limit."""
     now = now or utcnow()
+    limited = nullcontext() if selector is None else selector_reads(db, settings, selector.text)
+    with limited:
+        devices = device_counts(db, settings, now, selector=selector)
+        heartbeats = heartbeat_rate(db, settings, now, selector=selector)
+        offline = went_offline(db, settings, now, limit=offline_limit, selector=selector)
     return {
         "at": now,
         "selector": None if selector is None else selector.text,
-        "devices": device_counts(db, settings, now, selector=selector),
-        "heartbeats": heartbeat_rate(db, settings, now, selector=selector),
+        "devices": devices,
+        "heartbeats": heartbeats,
         "commands": command_counts(db, now),
         "push_queue": queue_stats(db, now),
         "latency": latencies(db, now),
-        "went_offline": went_offline(db, settings, now, limit=offline_limit, selector=selector),
+        "went_offline": offline,
         "campaigns": campaigns_in_flight(db, limit=campaign_limit),
     }
