@@ -196,7 +196,7 @@ def _measure(engine: Any, factory: Any, settings: Settings, rounds: int, selecto
     the CLI's wait of each query on its own."""
     queries = {
         "device_counts": lambda db: fleet_stats.device_counts(db, settings, selector=selector),
-        "heartbeat_rate": lambda db: fleet_stats.heartbeat_rate(db, selector=selector, settings=settings),
+        "heartbeat_rate": lambda db: fleet_stats.heartbeat_rate(db, settings, selector=selector),
         "command_counts": fleet_stats.command_counts,
         "push_queue": queue_stats,
         "latencies": fleet_stats.latencies,

@@ -8,6 +8,7 @@ ORM ``Session`` (the API) or a Core ``Connection`` (the CLI's listing) alike. ``
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -67,14 +68,19 @@ def list_devices(
 ) -> list[dict[str, Any]]:
     """Devices ordered by id (keyset: ``after`` is the last id of the previous page).
 
-    ``selector`` (``core.fleet.selectors``) is evaluated in SQL; it never matches revoked devices.
+    ``selector`` (``core.fleet.selectors``) is evaluated in SQL; it never matches revoked devices. Its
+    statement runs under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` on PostgreSQL (``SelectorTooSlow``).
     """
     now = utcnow()
     query = select(devices).order_by(devices.c.id)
+    limited: Any = nullcontext()
     if selector is not None:
         from core.fleet import selectors  # the ORM models: only when a selector is given
+        from core.timeouts import selector_reads
 
-        query = query.where(selectors.where_clause(selectors.parse(selector), settings, now))
+        parsed = selectors.parse(selector)
+        query = query.where(selectors.where_clause(parsed, settings, now))
+        limited = selector_reads(db, settings, parsed.text)
     if after is not None:
         query = query.where(devices.c.id > after)
     if offline_only:
@@ -82,7 +88,8 @@ def list_devices(
         query = query.where(
             devices.c.revoked_at.is_(None), (devices.c.last_seen_at.is_(None)) | (devices.c.last_seen_at < horizon)
         )
-    return [device_dict(row, settings, now) for row in db.execute(query.limit(limit))]
+    with limited:
+        return [device_dict(row, settings, now) for row in db.execute(query.limit(limit))]
 
 
 def attach_labels(db: Session | Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:

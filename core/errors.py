@@ -57,6 +57,18 @@ class LockTimeout(NexMDMError):
     code = "lock_timeout"
 
 
+class SelectorTooSlow(InvalidArgument):
+    """A read that evaluates a selector ran past ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` (PostgreSQL) and
+    was cancelled: the selector reads too much of the fleet (a term without an index) for an answer in
+    time. Nothing was written; the remedy is a narrower selector, so it is a 422 / exit 2, not a 503."""
+
+    code = "selector_too_slow"
+
+    def __init__(self, message: str, *, limit_ms: int) -> None:
+        super().__init__(message, field="selector")
+        self.limit_ms = limit_ms
+
+
 class InvalidValue(InvalidArgument):
     """The database refused a value (a check, a NOT NULL, a type or length); nothing was written."""
 

@@ -10,13 +10,17 @@ Every query here is bounded by an index, so that one refresh stays cheap at 100,
 * commands by the ``(status, created_at)`` and ``created_at`` indexes, over the last hour; latency
   percentiles over the newest ``LATENCY_SAMPLE`` of them;
 * devices that went offline in the last hour by a range of ``last_seen_at``;
-* campaigns in flight by the ``status`` index of ``campaigns``, each counted the way ``nexmdm campaigns
-  show`` counts it (``core.fleet.counts.live_counts``: ranges of the ``campaign_id`` indexes).
+* campaigns in flight by the ``status`` index of ``campaigns``, each shown counted the way ``nexmdm
+  campaigns show`` counts it (``core.fleet.counts.live_counts``: ranges of the ``campaign_id`` indexes);
+  the gauges' sums over all of them in one statement (``campaign_totals``).
 
 With a selector (``nexmdm top --selector``), the device states, the heartbeats of the last minute and
-the went-offline list are those of the matching devices: the selector's terms are the ``EXISTS`` over
-the ``(key, value, device_id)`` label index that ``nexmdm devices list --selector`` uses. Commands, the
-push queue, latencies and campaigns stay fleet-wide.
+the went-offline list are those of the matching devices, with the clause ``nexmdm devices list
+--selector`` uses: a label term is an ``EXISTS`` over the ``(key, value, device_id)`` label index,
+``@state`` and ``@agent_version`` comparisons use their indexes, and the other terms (negations,
+``@battery_pct``, ``@plugged``, ``@model``, ``@os_version``, ``@network_type``) read every device: those
+statements run under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` (``snapshot``). Commands, the push queue,
+latencies and campaigns stay fleet-wide.
 
 Nothing here scans the whole heartbeat or dispatch table, and nothing commits.
 """
@@ -24,26 +28,29 @@ Nothing here scans the whole heartbeat or dispatch table, and nothing commits.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session
 
 from core.delivery import queue_stats
 from core.fleet.campaigns import campaign_dict
-from core.fleet.counts import STATUS_COUNTS, live_counts
+from core.fleet.counts import STATUS_COUNTS
 from core.fleet.selectors import Selector, matching_ids, terms_clause
 from core.models import (
     CAMPAIGN_FINAL,
     CAMPAIGN_STATUSES,
     COMMAND_STATUSES,
     Campaign,
+    CampaignTarget,
     Device,
     DeviceHeartbeat,
     FcmDispatch,
 )
 from core.settings import Settings
+from core.timeouts import selector_reads
 from core.types import utcnow
 
 DEVICE_STATES = ("online", "stale", "offline", "revoked")
@@ -85,14 +92,14 @@ def device_counts(
 
 
 def heartbeat_rate(
-    db: Session, now: datetime | None = None, *, selector: Selector | None = None, settings: Settings | None = None
+    db: Session, settings: Settings, now: datetime | None = None, *, selector: Selector | None = None
 ) -> dict[str, Any]:
     """Heartbeats stored over the last minute (one row per device and bucket) and the rate per second;
-    with a selector (and the settings its ``@state`` terms need), those of the matching devices."""
+    with a selector, those of the matching devices (``settings`` gives its ``@state`` terms' thresholds)."""
     now = now or utcnow()
     window = [DeviceHeartbeat.bucket_start >= now - RATE_WINDOW]
     if selector is not None:
-        window.append(DeviceHeartbeat.device_id.in_(matching_ids(selector, settings or Settings(), now)))
+        window.append(DeviceHeartbeat.device_id.in_(matching_ids(selector, settings, now)))
     stored = db.scalar(select(func.count()).select_from(DeviceHeartbeat).where(*window))
     stored = int(stored or 0)
     return {"window_seconds": int(RATE_WINDOW.total_seconds()), "stored": stored, "per_second": stored / 60}
@@ -209,20 +216,45 @@ def campaigns_in_flight(db: Session, *, limit: int = CAMPAIGNS_SHOWN) -> dict[st
     total = int(db.scalar(select(func.count()).select_from(Campaign).where(in_flight)) or 0)
     rows = db.execute(select(Campaign).where(in_flight).order_by(Campaign.id.desc()).limit(limit)).scalars()
     items = [_progress(campaign_dict(db, row)) for row in rows] if limit > 0 else []
-    return {"in_flight": total, "items": items, "more": total - len(items)}
+    # two statements, no common snapshot (READ COMMITTED): a campaign created or ended between them must
+    # not make the count disagree with the rows (a negative "more", a phantom row in the view)
+    total = max(total, len(items))
+    return {"in_flight": total, "items": items, "more": max(0, total - len(items))}
 
 
 def campaign_totals(db: Session) -> dict[str, dict[str, int]]:
     """For the gauges: campaigns by status (every status, 0 when none), and the targets of the campaigns in
-    flight by status (their live counts added up: ``queued + pending + acked + failed + expired + cancelled``)."""
+    flight by status (``queued + pending + acked + failed + expired + cancelled``).
+
+    The figures of ``live_counts`` of each campaign in flight added up, in one statement whatever the number
+    of campaigns (paused and halted ones may sit for weeks): over the campaigns in flight (the ``status``
+    index), sums of correlated counts, each one range of a ``campaign_id`` index, the ranges
+    ``live_counts`` reads (so the planner cannot pick another join order on a big table). Targets: the
+    unreleased ones (waves after ``waves_released``, and the rest of a wave interrupted at
+    ``release_cursor``) and those cancelled before their release, so that released targets are never
+    read; commands: by status, index-only."""
     rows = db.execute(select(Campaign.status, func.count()).group_by(Campaign.status)).all()
     by_status = dict.fromkeys(CAMPAIGN_STATUSES, 0) | {status: int(n) for status, n in rows}
-    targets = dict.fromkeys(STATUS_COUNTS, 0)
-    for campaign in db.execute(select(Campaign).where(Campaign.status.in_(IN_FLIGHT))).scalars():
-        counts = live_counts(db, campaign)
-        for status in STATUS_COUNTS:
-            targets[status] += counts[status]
-    return {"campaigns": by_status, "targets": targets}
+    t, c, d = CampaignTarget, Campaign, FcmDispatch
+
+    def each(table: Any, *where: ColumnElement[bool]) -> Any:
+        per_campaign = select(func.count()).select_from(table).where(table.campaign_id == c.id, *where)
+        return func.coalesce(func.sum(per_campaign.scalar_subquery()), 0)
+
+    released = [status for status in STATUS_COUNTS if status != "queued"]  # the statuses of a command
+    figures = db.execute(
+        select(
+            each(t, t.state == "queued", t.wave > c.waves_released),
+            # a NULL release_cursor (no wave interrupted) compares to NULL: none of that campaign's targets
+            each(t, t.state == "queued", t.wave == c.waves_released, t.device_id > c.release_cursor),
+            each(t, t.state == "cancelled"),
+            *(each(d, d.status == status) for status in released),
+        ).where(c.status.in_(IN_FLIGHT))
+    ).one()
+    later, rest_of_wave, cancelled, *commands = (int(n) for n in figures)
+    totals = {"queued": later + rest_of_wave} | dict(zip(released, commands, strict=True))
+    totals["cancelled"] += cancelled  # before their release (targets) and after (commands)
+    return {"campaigns": by_status, "targets": {status: totals[status] for status in STATUS_COUNTS}}
 
 
 def snapshot(
@@ -235,16 +267,25 @@ def snapshot(
     campaign_limit: int = CAMPAIGNS_SHOWN,
 ) -> dict[str, Any]:
     """Everything ``nexmdm top`` shows, from one consistent ``now``; ``selector`` narrows the device figures
-    (states, heartbeats, went offline), the rest is fleet-wide."""
+    (states, heartbeats, went offline), the rest is fleet-wide.
+
+    With a selector, its statements run first, under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` on
+    PostgreSQL (``core.timeouts.selector_reads``: a term without an index reads every device); past it
+    ``SelectorTooSlow`` is raised. The fleet-wide statements keep the database's own limit."""
     now = now or utcnow()
+    limited = nullcontext() if selector is None else selector_reads(db, settings, selector.text)
+    with limited:
+        devices = device_counts(db, settings, now, selector=selector)
+        heartbeats = heartbeat_rate(db, settings, now, selector=selector)
+        offline = went_offline(db, settings, now, limit=offline_limit, selector=selector)
     return {
         "at": now,
         "selector": None if selector is None else selector.text,
-        "devices": device_counts(db, settings, now, selector=selector),
-        "heartbeats": heartbeat_rate(db, now, selector=selector, settings=settings),
+        "devices": devices,
+        "heartbeats": heartbeats,
         "commands": command_counts(db, now),
         "push_queue": queue_stats(db, now),
         "latency": latencies(db, now),
-        "went_offline": went_offline(db, settings, now, limit=offline_limit, selector=selector),
+        "went_offline": offline,
         "campaigns": campaigns_in_flight(db, limit=campaign_limit),
     }

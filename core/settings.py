@@ -76,6 +76,7 @@ class Settings:
     cleanup_retries: int = 5
     cleanup_batch_pause_ms: int = 100
     actions: tuple[str, ...] = DEFAULT_ACTIONS
+    selector_statement_timeout_ms: int = 2000
     device_online_seconds: int = 300
     device_offline_seconds: int = 3600
     sqlite_busy_timeout_ms: int = 30000
@@ -151,6 +152,7 @@ class Settings:
             "migration_retries",
             "migration_backoff_ms",
             "campaign_max_targets",
+            "selector_statement_timeout_ms",
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)

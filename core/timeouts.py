@@ -1,4 +1,4 @@
-"""Bounded waits for maintenance work on PostgreSQL (retention cleanup).
+"""Bounded waits on PostgreSQL: maintenance work (retention cleanup) and reads by selector.
 
 Each transaction of a cleanup starts with ``SET LOCAL lock_timeout`` and ``SET LOCAL statement_timeout``
 (``NEXMDM_CLEANUP_LOCK_TIMEOUT_MS``, ``NEXMDM_CLEANUP_STATEMENT_TIMEOUT_MS``); the partition steps, which
@@ -7,6 +7,11 @@ never waits long for a lock (while it waits, whatever needs a conflicting lock q
 never runs long. A step that times out is rolled back and tried again after an exponential backoff
 with jitter, at most ``NEXMDM_CLEANUP_RETRIES`` times; then the cleanup stops with
 :class:`core.errors.LockTimeout`, keeping what its committed batches already deleted.
+
+A read that evaluates a selector (a device listing, ``nexmdm top --selector``, a dry run) runs its
+selector statements under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` (:func:`selector_reads`): a selector
+whose terms have no index reads every device, and such a read must not run on unboundedly. Writes by
+selector (a campaign's snapshot, bulk labels) are not limited: a change to the whole fleet may take longer.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,7 +28,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from core.errors import LockTimeout
+from core.errors import LockTimeout, SelectorTooSlow
 from core.settings import Settings
 
 logger = logging.getLogger("nexmdm.cleanup")
@@ -109,3 +115,42 @@ def retrying(
             )
             time.sleep(random.uniform(delay / 2, delay))  # noqa: S311 - jitter, not a secret
             attempt += 1
+
+
+#: one round trip: the current limit (ms; 0 is none) and the selector's, unless the current one is stricter
+_TIGHTEN = text(
+    "SELECT s.setting, set_config('statement_timeout', "
+    "(CASE WHEN s.setting::int BETWEEN 1 AND :ms THEN s.setting::int ELSE :ms END) || 'ms', true) "
+    "FROM pg_settings s WHERE s.name = 'statement_timeout'"
+)
+_RESTORE = text("SELECT set_config('statement_timeout', :ms || 'ms', true)")
+
+
+@contextmanager
+def selector_reads(db: Session | Connection, settings: Settings, selector: str | None = None) -> Iterator[None]:
+    """Run the block's statements under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` (PostgreSQL; ``0``: none).
+
+    ``set_config(..., true)`` is local to the transaction, so it is PgBouncer-safe (transaction pooling);
+    the limit in force before (the server's or the role's, kept when it is stricter) is restored after the
+    block. A statement cancelled by the limit raises :class:`SelectorTooSlow` (the transaction is then
+    aborted: the caller rolls it back). On SQLite the block runs unlimited.
+    """
+    limit = int(settings.selector_statement_timeout_ms)
+    dialect = (db.get_bind() if isinstance(db, Session) else db).dialect.name
+    if dialect != "postgresql" or limit <= 0:
+        yield
+        return
+    before = db.execute(_TIGHTEN, {"ms": limit}).scalar_one()
+    try:
+        yield
+    except OperationalError as exc:
+        if timeout_kind(exc) != "statement_timeout":
+            raise
+        which = f"the selector {selector!r}" if selector else "the selector"
+        raise SelectorTooSlow(
+            f"{which} ran past its {limit} ms time limit (NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS): it reads too "
+            "much of the fleet; narrow it with a label, @state or an @agent_version comparison "
+            "(docs/campaigns.md#selectors)",
+            limit_ms=limit,
+        ) from exc
+    db.execute(_RESTORE, {"ms": int(before)})

@@ -69,6 +69,8 @@ def heartbeat_panel(snap: dict[str, Any]) -> Panel:
     if dedup is not None:
         share = "—" if dedup["share"] is None else f"{100 * dedup['share']:.1f}%"
         grid.add_row("dedup share", share, dedup["window"])
+        if snap.get("selector") is not None:  # the servers' counters: a selector cannot narrow them
+            grid.add_row(Text("all devices", style="dim"), "", "")
     return Panel(grid, title="Heartbeats", title_align="left")
 
 

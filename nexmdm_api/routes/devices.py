@@ -62,7 +62,10 @@ def list_devices(
     selector: Annotated[
         str | None,
         Parameter(
-            description="only devices matching this selector (`store=42,@state=offline`; docs/campaigns.md)",
+            description=(
+                "only devices matching this selector (`store=42,@state=offline`; docs/campaigns.md); on PostgreSQL "
+                "its query is cancelled past NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS (422 `selector_too_slow`)"
+            ),
             max_length=1024,
         ),
     ] = None,

@@ -19,6 +19,7 @@ dispatches = lazy_module("core.dispatches")
 fleet = lazy_module("core.fleet")
 campaigns_module = lazy_module("core.fleet.campaigns")
 audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
+timeouts = lazy_module("core.timeouts")
 
 
 def percent(text: str | None, option: str) -> float | None:
@@ -113,7 +114,11 @@ def send(
     selector = "all" if all_devices else to
     targets = {"selector": selector} if selector is not None else {"device_ids": devices}
     with st.session() as db:
-        preview = fleet.preview(db, st.settings, **targets)
+        if dry_run and selector is not None:  # a read only: under the selector time limit (writes are not)
+            with timeouts.selector_reads(db, st.settings, selector):
+                preview = fleet.preview(db, st.settings, **targets)
+        else:
+            preview = fleet.preview(db, st.settings, **targets)
     if dry_run:
         if json_output:
             print_json({"dry_run": True, "plain": plain, **preview})

@@ -1,7 +1,8 @@
 """``nexmdm top``: the fleet right now, refreshed in the terminal until ``q`` or Ctrl-C.
 
 It reads the database directly, like the other operator commands; every query is index-backed
-(``core.fleet_stats``). ``--selector`` narrows the device figures to the matching devices. Figures
+(``core.fleet_stats``). ``--selector`` narrows the device figures to the matching devices; its terms
+without an index read every device, under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS``. Figures
 that leave no row in the database (the share of heartbeats that fell into an existing bucket) come
 from the servers' ``/metrics`` when ``--metrics-url`` is given.
 """
@@ -92,6 +93,15 @@ def _snapshot(st: CliState, metrics: MetricsSource | None, offline_limit: int, s
     return snap
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a refresh failed, short enough for the header line (the selector is already on it)."""
+    from core.errors import NexMDMError, SelectorTooSlow
+
+    if isinstance(exc, SelectorTooSlow):
+        return f"selector query over {exc.limit_ms} ms: narrow it"
+    return exc.message if isinstance(exc, NexMDMError) else f"database: {first_line(exc)}"
+
+
 @contextlib.contextmanager
 def _keys() -> Iterator[int | None]:
     """stdin in cbreak mode (keys arrive one by one, Ctrl-C still interrupts); None without a terminal."""
@@ -160,7 +170,7 @@ def _live(st: CliState, metrics: MetricsSource | None, interval: float, selector
                     snap = _snapshot(st, metrics, rows(), selector)
                     problem = metrics.error if metrics else None
                 except Exception as exc:  # noqa: BLE001 - keep the screen; say why the figures are old
-                    problem = f"database: {first_line(exc)} (showing the last figures)"
+                    problem = f"{_reason(exc)} (showing the last figures)"
             live.update(draw(snap, problem), refresh=True)
 
 

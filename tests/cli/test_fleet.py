@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import fleet
 from core.models import Campaign, EnrollmentToken, FcmDispatch
 from core.settings import Settings
 from tests.cli.helpers import Cli, count, one_error_line
-from tests.core.fleet_helpers import ack_all, seed_fleet, seed_many
+from tests.core.fleet_helpers import SCANNING, ack_all, seed_fleet, seed_many, seed_pixels
 
 
 def test_send_to_one_device_is_a_plain_command(cli: Cli, session_factory: sessionmaker[Session]) -> None:
@@ -128,3 +129,27 @@ def test_tokens_create_with_labels(cli: Cli, session_factory: sessionmaker[Sessi
         assert db.execute(select(EnrollmentToken.labels)).scalar_one() == {"store": "42", "ring": "beta"}
     bad = cli("tokens", "create", "--label", "store")
     assert bad.exit_code == 2 and "key=value" in one_error_line(bad)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_reads_by_selector_past_the_time_limit_exit_2_writes_go_on(cli: Cli, engine: Engine) -> None:
+    """PostgreSQL cancels the scan (``@model`` has no index) at 1 ms: every read by selector is one line
+    and exit 2; a campaign to the same selector is a write and is not limited."""
+    pixels = seed_pixels(engine)
+    assert [d["device_id"] for d in cli.json("devices", "list", "--selector", SCANNING)["items"]] == pixels
+    tight = Cli(cli.url, cli.env | {"NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS": "1"})
+    for args in (
+        ("devices", "list", "--selector", SCANNING),
+        ("devices", "list", "--selector", SCANNING, "--json"),
+        ("top", "--json", "--selector", SCANNING),
+        ("top", "--once", "--selector", SCANNING),
+        ("send", "ping", "--to", SCANNING, "--dry-run"),
+    ):
+        result = tight(*args)
+        assert result.exit_code == 2, (args, result.stderr)
+        line = one_error_line(result)
+        assert "ran past its 1 ms time limit (NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS)" in line, line
+        assert "narrow it with a label, @state or an @agent_version comparison" in line
+    sent = tight("send", "ping", "--to", SCANNING, "--yes", "--json")
+    assert sent.exit_code == 0, sent.stderr
+    assert json.loads(sent.stdout)["targeted"] == 2

@@ -105,7 +105,11 @@ def test_dedup_share_from_metrics(cli: Cli, metrics_server: str) -> None:
     # two servers: their counters add up
     data = cli.json("top", "--metrics-url", metrics_server, "--metrics-url", metrics_server)
     assert data["heartbeats"]["dedup"]["share"] == pytest.approx(0.25)
-    assert re.search(r"dedup share\s+25\.0%", cli("top", "--once", "--metrics-url", metrics_server).stdout)
+    plain = cli("top", "--once", "--metrics-url", metrics_server).stdout
+    assert re.search(r"dedup share\s+25\.0%", plain) and "all devices" not in plain
+    # a selector narrows the stored beats, not the servers' counters: the row under the share says so
+    narrowed = cli("top", "--once", "--selector", "store=1", "--metrics-url", metrics_server).stdout
+    assert re.search(r"dedup share\s+25\.0%[^\n]*\n[^\n]*│ all devices\s", narrowed), narrowed
 
 
 def test_unreachable_metrics_is_a_warning(cli: Cli) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings
@@ -202,5 +203,29 @@ def test_live_screen_with_campaigns(
     )
     assert re.search(r"acked 1 · failed 1 · expired 0 · cancelled 0 · pending 0 · queued 2", medium)
     assert max(len(line.rstrip()) for line in medium.splitlines()) <= 80
+    tmux("send-keys", "-t", "top", "q")
+    assert _exit_status(tmux) == "0"
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_selector_past_its_time_limit_keeps_the_last_figures(
+    tmux: Tmux, cli: Cli, engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """A refresh whose selector statement PostgreSQL cancels (here: it waits on a lock the test holds, past
+    the 300 ms limit) shows why in the header and keeps the last figures; the next refresh recovers."""
+    seed_fleet(session_factory)
+    seed_labels(session_factory)
+    env = {"NEXMDM_DATA_DIR": cli.env["NEXMDM_DATA_DIR"], "NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS": "300"}
+    command = [NEXMDM, "--database-url", cli.url, "top", "--interval", "0.5", "--selector", "store=1"]
+    tmux.start(command, env, 200, 40)
+    figures = (r"\bonline\s+1\b", r"\btotal\s+5\b", r"pending now\s+2\b")
+    tmux.wait_for(lambda s: all(re.search(p, s) for p in figures), "the figures of store=1")
+    stalled = "selector query over 300 ms: narrow it (showing the last figures)"
+    with engine.connect() as conn, conn.begin():
+        conn.execute(text("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE"))
+        screen = tmux.wait_for(lambda s: stalled in s, "the time limit in the header")
+        assert all(re.search(p, screen) for p in figures), screen
+        assert "Traceback" not in screen and "EXIT=" not in screen
+    tmux.wait_for(lambda s: stalled not in s and all(re.search(p, s) for p in figures), "a refresh that recovered")
     tmux("send-keys", "-t", "top", "q")
     assert _exit_status(tmux) == "0"

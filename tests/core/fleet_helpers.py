@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Engine, insert, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.fleet.versions import version_key
@@ -71,3 +71,25 @@ def ack_all(factory: sessionmaker[Session], campaign_id: str, status: str = "ack
             .values(status=status, acked_at=now, finished_at=now)
             .execution_options(synchronize_session=False)
         ).rowcount
+
+
+#: ``@model`` has no index: to find its two devices among ``seed_pixels``' the query reads every device
+SCANNING = '@model="Pixel 8"'
+
+
+def seed_pixels(engine: Engine, n: int = 100_000) -> list[str]:
+    """PostgreSQL: ``n`` devices in one statement, Pixel 7s but for two Pixel 8s (returned, in id order).
+
+    A selector on ``@model`` reads all of them (~7 ms at 100,000 on a 2-core machine): long enough for a
+    statement limit of 1 ms to cancel it for real."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO devices (id, enrolled_at, generation, model) "
+                "SELECT 'dev' || lpad(g::text, 6, '0'), now(), 1, "
+                "CASE WHEN g IN (7, :last) THEN 'Pixel 8' ELSE 'Pixel 7' END FROM generate_series(1, :n) g"
+            ),
+            {"n": n, "last": n - 1000},
+        )
+        conn.execute(text("ANALYZE devices"))
+    return [f"dev{7:06d}", f"dev{n - 1000:06d}"]

@@ -12,13 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import fleet_stats
-from core.fleet import selectors
+from core import fleet, fleet_stats
+from core.devices import revoke_device
+from core.fleet import release, selectors
+from core.fleet.counts import STATUS_COUNTS, live_counts
+from core.models import Campaign, CampaignTarget, FcmDispatch
 from core.settings import Settings
 from tests.cli.fleet import seed_campaigns, seed_fleet, seed_labels
+from tests.core.fleet_helpers import ack_all, seed_many
 
 BIG_TABLES = ("device_heartbeats", "fcm_dispatches", "campaign_targets", "device_labels")
 
@@ -91,3 +95,82 @@ def test_campaign_totals(engine: Engine, settings: Settings, session_factory: se
         totals = fleet_stats.campaign_totals(db)
     assert totals["campaigns"] == {"running": 1, "paused": 1, "halted": 0, "completed": 1, "cancelled": 0}
     assert totals["targets"] == {"queued": 2, "pending": 5, "acked": 1, "failed": 1, "expired": 0, "cancelled": 0}
+
+
+def _campaign(factory: sessionmaker[Session], settings: Settings, key: str, selector: str, **kw: Any) -> str:
+    with factory.begin() as db:
+        _, campaign = fleet.create_campaign(db, settings, idempotency_key=key, action="sync", selector=selector, **kw)
+    return str(campaign["id"])
+
+
+def test_campaign_totals_are_the_live_counts_of_every_campaign_in_flight_added_up(
+    engine: Engine, settings: Settings, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two statements for every campaign in flight give what ``live_counts`` gives campaign by campaign:
+    a wave interrupted between release batches, targets and commands cancelled by a revocation, a halted,
+    a paused and an ended campaign."""
+    with session_factory.begin() as db:
+        for prefix in ("w", "h", "p", "e"):
+            seed_many(db, 30 if prefix == "w" else 6, prefix=prefix, labels={"group": prefix})
+    waved = _campaign(session_factory, settings, "t-waved", "group=w", waves={"size": 10, "interval_seconds": 3600})
+    monkeypatch.setattr(release, "RELEASE_BATCH", 4)
+    with session_factory.begin() as db:
+        assert release.step(db, waved) == "released"  # 4 of wave 1's 10: the rest waits after the cursor
+    halted = _campaign(session_factory, settings, "t-halted", "group=h", waves={"size": 6, "max_failure_pct": 10})
+    paused = _campaign(session_factory, settings, "t-paused", "group=p")
+    ended = _campaign(session_factory, settings, "t-ended", "group=e")
+    for campaign_id in (halted, paused, ended):
+        release.advance(session_factory, campaign_id)
+    ack_all(session_factory, halted, status="failed", limit=2)
+    ack_all(session_factory, paused, limit=2)
+    with session_factory.begin() as db:
+        fleet.pause(db, paused)
+        fleet.cancel(db, ended)
+        pushed = db.scalars(select(FcmDispatch.device_id).where(FcmDispatch.campaign_id == waved)).first()
+        later = db.scalars(
+            select(CampaignTarget.device_id).where(CampaignTarget.campaign_id == waved, CampaignTarget.wave == 3)
+        ).first()
+        for device_id in (pushed, later):  # its command cancelled; its queued target cancelled
+            revoke_device(db, str(device_id))
+    release.advance(session_factory, halted)
+    with session_factory() as db:
+        in_flight = db.scalars(select(Campaign).where(Campaign.status.in_(fleet_stats.IN_FLIGHT))).all()
+        assert sorted(c.status for c in in_flight) == ["halted", "paused", "running"]
+        assert next(c for c in in_flight if c.id == waved).release_cursor is not None
+        expected = dict.fromkeys(STATUS_COUNTS, 0)
+        for campaign in in_flight:
+            for status, n in live_counts(db, campaign).items():
+                if status in expected:
+                    expected[status] += n
+        totals = fleet_stats.campaign_totals(db)
+    assert totals["targets"] == expected
+    # every path of the two statements is exercised: 6 after the cursor + 19 in later waves (one cancelled)
+    assert expected["queued"] == 25 and expected["cancelled"] == 2 and expected["pending"] > 0
+    assert expected["failed"] == 2 and expected["acked"] == 2
+    assert totals["campaigns"] == {"running": 1, "paused": 1, "halted": 1, "completed": 0, "cancelled": 1}
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite: one IMMEDIATE transaction, one snapshot
+def test_a_campaign_created_between_the_count_and_the_rows_never_makes_more_negative(
+    engine: Engine, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    """READ COMMITTED: the count and the rows of ``campaigns_in_flight`` see different data when a campaign
+    is created between them; the count is then at least the rows and ``more`` never goes below 0."""
+    with session_factory.begin() as db:
+        seed_many(db, 3)
+    _campaign(session_factory, settings, "t-first", "all")
+    created: list[str] = []
+
+    def create_after_the_count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not created and "count(" in statement and "FROM campaigns" in statement:
+            created.append(_campaign(session_factory, settings, "t-between", "all"))
+
+    event.listen(engine, "after_cursor_execute", create_after_the_count)
+    try:
+        with session_factory() as db:
+            flight = fleet_stats.campaigns_in_flight(db, limit=5)
+    finally:
+        event.remove(engine, "after_cursor_execute", create_after_the_count)
+    assert created, "the campaign was not created between the two statements"
+    assert len(flight["items"]) == 2  # the rows saw it, the count did not
+    assert flight["in_flight"] == 2 and flight["more"] == 0
