@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 import msgspec
 from litestar import Request, Response, get, route
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin  # Litestar's own, extended
@@ -93,11 +94,22 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
         return schema
 
 
+#: reads of the workers' sample files before a scrape gives up (a 500)
+SCRAPE_ATTEMPTS = 3
+
+
 class MetricsController(PrometheusController):
     """Litestar's Prometheus endpoint, documented with the media type it answers."""
 
     @get(media_type=CONTENT_TYPE_LATEST, tags=["health"], summary="Prometheus metrics", include_in_schema=True)
     async def get(self) -> Response:
+        # With several workers, prometheus_client reads every worker's sample file; one that a worker is
+        # creating at that moment can be read half-written (prometheus/client_python#604): read again.
+        for _ in range(SCRAPE_ATTEMPTS - 1):
+            try:
+                return await PrometheusController.get.fn(self)
+            except Exception:  # noqa: BLE001 - whatever the half-written file raised: read again
+                await anyio.sleep(0.05)
         return await PrometheusController.get.fn(self)
 
 

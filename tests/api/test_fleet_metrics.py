@@ -30,6 +30,9 @@ UNITS = (
 )
 #: names given by libraries, documented as such
 LIBRARY_NAMES = {"nexmdm_requests_in_progress"}  # Litestar's: requests being served
+#: created by a library at their first sample (Litestar's count of requests that raised): documented, and
+#: served only once it happened (another test's 500 in the same process may have created it already)
+LAZY_NAMES = {"nexmdm_requests_error_total"}
 
 
 def _fleet_matches(text: str) -> bool:
@@ -185,8 +188,8 @@ def test_every_metric_has_help_a_unit_and_a_line_in_the_docs(settings: Settings,
         assert help_text.strip(), f"{name} has no HELP text"
         assert name.endswith(UNITS) or name in LIBRARY_NAMES, f"{name} does not end with a unit {UNITS}"
         assert name in documented, f"{name} is served on /metrics but not listed in docs/metrics.md"
-    assert documented <= set(families), (
-        f"docs/metrics.md lists metrics that /metrics does not serve: {documented - set(families)}"
+    assert documented - LAZY_NAMES <= set(families), (
+        f"docs/metrics.md lists metrics that /metrics does not serve: {documented - LAZY_NAMES - set(families)}"
     )
 
 
@@ -201,3 +204,20 @@ def test_one_worker_per_period_runs_the_queries(tmp_path: Path, monkeypatch: pyt
     assert first.claim(every=60) is False
     assert second.claim(every=0) is True  # the period has passed
     assert not list(tmp_path.glob("*.db"))  # nothing the multiprocess collector would read as samples
+
+
+def test_a_sample_file_read_half_written_is_read_again(
+    settings: Settings, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve --workers N``: a worker creating its sample file as a scrape reads it (an empty file here,
+    gone 20 ms later, as the worker finishes it) costs a second read, not a 500 (client_python#604)."""
+    import threading
+
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    (directory / "counter_4242.db").write_bytes(b"")  # a file whose header is not written yet
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    with TestClient(create_app(settings)) as client:
+        threading.Timer(0.02, (directory / "counter_4242.db").unlink).start()
+        response = client.get("/metrics")
+    assert response.status_code == 200, response.text
