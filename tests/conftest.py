@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import partitions
 from core.db import make_engine, make_session_factory, mask_url
 from core.errors import database_message
 from core.migrations import alembic_config
@@ -133,10 +135,16 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+#: database URL -> the UTC day its heartbeat partitions were last made ahead (a run may cross midnight UTC;
+#: the databases are migrated once per run, as a server would be, and a server's maintenance loop keeps them ahead)
+_partitions_day: dict[str, date] = {}
+
+
 @pytest.fixture
 def database_url(backend: str, databases: DatabaseFactory, migrated_urls: dict[str, str]) -> str:
     if backend not in migrated_urls:
         url = databases.create(backend)
+        _partitions_day[url] = datetime.now(UTC).date()  # the migration makes them ahead of this day
         migrate(url)
         migrated_urls[backend] = url
     return migrated_urls[backend]
@@ -150,6 +158,11 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
     engine = make_engine(settings.database_url)
+    today = datetime.now(UTC).date()
+    if engine.dialect.name == "postgresql" and _partitions_day.get(settings.database_url) != today:
+        with engine.begin() as conn:
+            partitions.ensure_ahead(conn, today=today)
+        _partitions_day[settings.database_url] = today
     yield engine
     _empty_tables(engine)
     engine.dispose()

@@ -84,7 +84,10 @@ def test_retention_drops_whole_partitions_and_trims_the_boundary(session_factory
     cutoff_day = (now - timedelta(days=10)).date()
     moments = [now - timedelta(days=d, hours=h) for d in (14, 12, 11) for h in (0, 1)]
     boundary_start = datetime(cutoff_day.year, cutoff_day.month, cutoff_day.day, tzinfo=UTC)
-    moments += [boundary_start + timedelta(minutes=1), now - timedelta(days=10) + timedelta(minutes=5), now]
+    # a row of the boundary day older than the cutoff: a minute into the day, or halfway to the cutoff when the
+    # test runs in the first minutes after midnight UTC
+    early = boundary_start + min(timedelta(minutes=1), (now - timedelta(days=10) - boundary_start) / 2)
+    moments += [early, now - timedelta(days=10) + timedelta(minutes=5), now]
     with session_factory.begin() as db:
         for m in moments:
             db_utils.record_heartbeat_with_bucketing(db, device_id="dev_r", heartbeat_data={}, received_at=m)
