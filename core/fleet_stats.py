@@ -32,7 +32,7 @@ from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, text
+from sqlalchemy import ColumnElement, case, func, select, text
 from sqlalchemy.orm import Session
 
 from core.delivery import queue_stats
@@ -242,9 +242,12 @@ def campaign_totals(db: Session) -> dict[str, dict[str, int]]:
         return func.coalesce(func.sum(per_campaign.scalar_subquery()), 0)
 
     released = [status for status in STATUS_COUNTS if status != "queued"]  # the statuses of a command
+    waiting = c.targeted - c.waves_released * c.wave_size  # targets in the waves after the released ones
     figures = db.execute(
         select(
-            each(t, t.state == "queued", t.wave > c.waves_released),
+            # the later waves' size is arithmetic (``live_counts``), minus their cancelled targets
+            func.coalesce(func.sum(case((waiting > 0, waiting), else_=0)), 0)
+            - each(t, t.state == "cancelled", t.wave > c.waves_released),
             # a NULL release_cursor (no wave interrupted) compares to NULL: none of that campaign's targets
             each(t, t.state == "queued", t.wave == c.waves_released, t.device_id > c.release_cursor),
             each(t, t.state == "cancelled"),

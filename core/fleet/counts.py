@@ -51,7 +51,11 @@ def live_counts(db: Session, campaign: Campaign) -> dict[str, int]:
         # index range scans on (campaign_id, state, wave, device_id): the already released are never read
         return int(db.execute(select(func.count()).where(t.campaign_id == campaign.id, *where)).scalar_one())
 
-    counts["queued"] = targets(t.state == "queued", t.wave > campaign.waves_released)
+    # the later waves are whole: wave w holds targets (w-1)*wave_size+1 .. w*wave_size of the snapshot (in
+    # hash order, ``campaigns._snapshot``) and targets are never deleted but with their campaign, so their
+    # size is arithmetic; only their few cancelled targets are read (not the ~half of a fleet still queued)
+    later = max(0, campaign.targeted - campaign.waves_released * campaign.wave_size)
+    counts["queued"] = later - targets(t.state == "cancelled", t.wave > campaign.waves_released) if later else 0
     if campaign.release_cursor is not None:
         counts["queued"] += targets(
             t.state == "queued", t.wave == campaign.waves_released, t.device_id > campaign.release_cursor

@@ -87,4 +87,11 @@ class FcmDispatch(Base):
             postgresql_where=text(CAMPAIGN_PUSH_QUEUE),
             sqlite_where=text(CAMPAIGN_PUSH_QUEUE),
         ),
+        # the queue's depth and oldest row (``queue_stats``: ``nexmdm top``, the gauges), index-only
+        Index(
+            "ix_fcm_dispatches_push_queue_created_at",
+            "created_at",
+            postgresql_where=text(PUSH_QUEUE),
+            sqlite_where=text(PUSH_QUEUE),
+        ),
     )
