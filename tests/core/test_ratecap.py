@@ -20,6 +20,7 @@ from core.delivery.ratecap import GRANT_LIFETIME_SECONDS, SharedRateGate
 from core.redis_link import RedisLink
 from tests.pgcluster import free_port
 from tests.redis_server import shared_prefix
+from tests.workers import most_in_any
 
 
 @pytest.fixture
@@ -40,16 +41,6 @@ def _spend(gate: SharedRateGate, seconds: float, stamps: list[float]) -> None:
     asyncio.run(go())
 
 
-def _most_in_any(stamps: list[float], window: float) -> int:
-    stamps = sorted(stamps)
-    most, start = 0, 0
-    for end, t in enumerate(stamps):
-        while t - stamps[start] > window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
-
-
 def test_two_senders_share_one_cap(redis_prefix: tuple[str, str]) -> None:
     url, prefix = redis_prefix
     per_minute = 6000  # 100 a second, bursts of 100, 25 tokens per grant
@@ -66,7 +57,7 @@ def test_two_senders_share_one_cap(redis_prefix: tuple[str, str]) -> None:
     # added up, which would allow twice the rate)
     bound_3s = 100 * 3 + 100 + 2 * gates[0].grant
     assert len(both) <= bound_3s, len(both)
-    assert _most_in_any(both, 1.0) <= 100 * 1 + 100 + 2 * gates[0].grant
+    assert most_in_any(both, 1.0) <= 100 * 1 + 100 + 2 * gates[0].grant
     assert len(both) >= 100 * 2  # and the cap is used, not starved
     # one Lua call per grant, not per push
     assert sum(g.calls for g in gates) <= len(both) / gates[0].grant * 2 + 20

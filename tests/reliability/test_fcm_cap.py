@@ -7,10 +7,7 @@ where the requests arrive: at the fake FCM, with its receive times.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,32 +17,21 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import dispatches
 from core.delivery.ratecap import SharedRateGate
-from core.models import Device, FcmDispatch
+from core.models import FcmDispatch
 from core.redis_link import RedisLink
 from core.settings import Settings
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.fakes.fcm import FakeFcm
 from tests.redis_server import shared_prefix
+from tests.workers import most_in_any, seed_commands, start_workers, worker_env
 
 COMMANDS = 300
 PER_MINUTE = 3000  # 50 a second, bursts of 50
-_RUN_CLI = "from nexmdm_cli.main import run; run()"
 
 
 @pytest.fixture
 def redis_prefix() -> Iterator[tuple[str, str]]:
     yield from shared_prefix()
-
-
-def _most_in_any(stamps: list[float], window: float) -> int:
-    stamps = sorted(stamps)
-    most, start = 0, 0
-    for end, t in enumerate(stamps):
-        while t - stamps[start] > window:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 def test_two_workers_share_the_fcm_cap(
@@ -57,29 +43,19 @@ def test_two_workers_share_the_fcm_cap(
     redis_prefix: tuple[str, str],
 ) -> None:
     url, prefix = redis_prefix
-    with session_factory.begin() as db:
-        db.add_all(Device(id=f"dev_{i:03d}", fcm_token=f"tok-{i:03d}") for i in range(COMMANDS))
-        db.flush()
-        for i in range(COMMANDS):
-            dispatches.create_command(db, settings, request_id=f"c_{i:03d}", device_id=f"dev_{i:03d}", action="sync")
-    key = write_service_account(tmp_path / "sa.json", f"{fake_fcm.url}/token")
-    env = os.environ | {
-        "NEXMDM_DATABASE_URL": database_url,
-        "NEXMDM_DATA_DIR": str(tmp_path / "data"),
-        "NEXMDM_FCM_CREDENTIALS": str(key),
-        "NEXMDM_FCM_ENDPOINT": fake_fcm.url,
-        "NEXMDM_FCM_MAX_PER_MINUTE": str(PER_MINUTE),
-        "NEXMDM_REDIS_URL": url,
-        "NEXMDM_REDIS_KEY_PREFIX": prefix,
-        "NEXMDM_DELIVERY_BATCH_SIZE": "40",
-        "NEXMDM_DELIVERY_POLL_SECONDS": "0.1",
-        "NEXMDM_LOG_LEVEL": "WARNING",
-    }
-    logs = [(tmp_path / f"worker-{i}.log").open("wb") for i in range(2)]
-    workers = [
-        subprocess.Popen([sys.executable, "-c", _RUN_CLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        for log in logs
-    ]
+    seed_commands(session_factory, settings, COMMANDS)
+    env = worker_env(
+        database_url,
+        fake_fcm,
+        tmp_path,
+        fcm_max_per_minute=str(PER_MINUTE),
+        redis_url=url,
+        redis_key_prefix=prefix,
+        delivery_batch_size="40",
+        delivery_poll_seconds="0.1",
+        log_level="WARNING",
+    )
+    workers, logs = start_workers(env, tmp_path, 2)
     try:
         deadline = time.monotonic() + 90
         while len(fake_fcm.messages) < COMMANDS:
@@ -106,6 +82,6 @@ def test_two_workers_share_the_fcm_cap(
     # documented: rate × W + one second's worth + one grant per sender; 20 % of a second of slack for the
     # time between a token and the request's arrival. Two per-process caps would allow 2 × (50 + 50) in
     # the first second.
-    assert _most_in_any(stamps, 1.0) <= rate * 1.2 + burst + 2 * gate.grant
+    assert most_in_any(stamps, 1.0) <= rate * 1.2 + burst + 2 * gate.grant
     # the whole run: the cap, not the workers, set the pace
     assert max(stamps) - min(stamps) >= (COMMANDS - burst - 2 * gate.grant) / rate - 0.5

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,13 +17,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import dispatches
-from core.models import Device, FcmDispatch
+from core.models import FcmDispatch
 from core.settings import Settings
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.fakes.fcm import FakeFcm
+from tests.workers import seed_commands, start_workers, worker_env
 
 COMMANDS = 240
-_RUN_CLI = "from nexmdm_cli.main import run; run()"
 
 
 def _statuses(factory: sessionmaker[Session]) -> Counter[str]:
@@ -36,31 +33,21 @@ def _statuses(factory: sessionmaker[Session]) -> Counter[str]:
 def test_two_workers_one_killed_mid_round(
     database_url: str, session_factory: sessionmaker[Session], settings: Settings, fake_fcm: FakeFcm, tmp_path: Path
 ) -> None:
-    with session_factory.begin() as db:
-        db.add_all(Device(id=f"dev_{i:03d}", fcm_token=f"tok-{i:03d}") for i in range(COMMANDS))
-        db.flush()
-        for i in range(COMMANDS):
-            dispatches.create_command(db, settings, request_id=f"c_{i:03d}", device_id=f"dev_{i:03d}", action="sync")
+    seed_commands(session_factory, settings, COMMANDS)
     fake_fcm.delay = 0.1  # a distant FCM: the kill lands while sends are in flight
-    key = write_service_account(tmp_path / "sa.json", f"{fake_fcm.url}/token")
-    env = os.environ | {
-        "NEXMDM_DATABASE_URL": database_url,
-        "NEXMDM_DATA_DIR": str(tmp_path / "data"),
-        "NEXMDM_FCM_CREDENTIALS": str(key),
-        "NEXMDM_FCM_ENDPOINT": fake_fcm.url,
-        "NEXMDM_DELIVERY_CONCURRENCY": "8",
-        "NEXMDM_DELIVERY_BATCH_SIZE": "20",
+    env = worker_env(
+        database_url,
+        fake_fcm,
+        tmp_path,
+        delivery_concurrency="8",
+        delivery_batch_size="20",
         # long enough that a starved but living worker records its outcomes before its lease ends (a lease
         # that ends first lets the other worker push those commands again: at least once, not this test)
-        "NEXMDM_DELIVERY_LEASE_SECONDS": "10",
-        "NEXMDM_DELIVERY_POLL_SECONDS": "0.1",
-        "NEXMDM_LOG_LEVEL": "WARNING",
-    }
-    logs = [(tmp_path / f"worker-{i}.log").open("wb") for i in range(2)]
-    workers = [
-        subprocess.Popen([sys.executable, "-c", _RUN_CLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        for log in logs
-    ]
+        delivery_lease_seconds="10",
+        delivery_poll_seconds="0.1",
+        log_level="WARNING",
+    )
+    workers, logs = start_workers(env, tmp_path, 2)
     try:
         deadline = time.monotonic() + 60
         while len(fake_fcm.messages) < COMMANDS // 4:

@@ -4,10 +4,7 @@ outbox to a real receiver on loopback; stopped cleanly, it hands the lease over.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -22,10 +19,9 @@ from core.models import Device, DevicePresence, PresenceSweep
 from core.settings import Settings
 from core.types import utcnow
 from nexmdm_api.background import METRICS_LEASE
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.fakes.fcm import FakeFcm
 from tests.fakes.receiver import Receiver
-
-_RUN_CLI = "from nexmdm_cli.main import run; run()"
+from tests.workers import start_workers, worker_env
 
 
 def test_a_worker_alone_sweeps_presence_and_delivers_webhooks(
@@ -41,23 +37,15 @@ def test_a_worker_alone_sweeps_presence_and_delivers_webhooks(
         db.flush()
         db.add(DevicePresence(device_id="dev_gone", state="online", changed_at=now - timedelta(hours=2)))
         db.add(PresenceSweep(name="presence", swept_at=now - timedelta(seconds=5), grace_from=now - timedelta(hours=3)))
-    key = write_service_account(tmp_path / "sa.json", f"{fake_fcm.url}/token")
-    env = os.environ | {
-        "NEXMDM_DATABASE_URL": database_url,
-        "NEXMDM_DATA_DIR": str(tmp_path / "data"),
-        "NEXMDM_FCM_CREDENTIALS": str(key),
-        "NEXMDM_FCM_ENDPOINT": fake_fcm.url,
-        "NEXMDM_DEVICE_OFFLINE_SECONDS": "600",
-        "NEXMDM_WEBHOOK_ALLOW_PRIVATE": "true",
-        "NEXMDM_LOG_LEVEL": "INFO",
-    }
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-c", _RUN_CLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = worker_env(
+        database_url, fake_fcm, tmp_path, device_offline_seconds="600", webhook_allow_private="true", log_level="INFO"
+    )
+    (worker,), (log,) = start_workers(env, tmp_path)
     try:
         deadline = time.monotonic() + 30
         while not receiver.received:
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "worker-0.log").read_text()
+            assert worker.poll() is None, (tmp_path / "worker-0.log").read_text()
             time.sleep(0.05)
         with session_factory() as db:
             holder = leases.holder_of(db, LEADER_LEASE)
@@ -92,28 +80,21 @@ def test_a_second_signal_stops_the_worker_at_once(
         db.add(Device(id="dev_slow", fcm_token="tok"))
         db.flush()
         dispatches.create_command(db, settings, request_id="c_slow", device_id="dev_slow", action="sync")
-    key = write_service_account(tmp_path / "sa.json", f"{fake_fcm.url}/token")
-    env = os.environ | {
-        "NEXMDM_DATABASE_URL": database_url,
-        "NEXMDM_DATA_DIR": str(tmp_path / "data"),
-        "NEXMDM_FCM_CREDENTIALS": str(key),
-        "NEXMDM_FCM_ENDPOINT": fake_fcm.url,
-    }
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-c", _RUN_CLI, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    (worker,), (log,) = start_workers(worker_env(database_url, fake_fcm, tmp_path), tmp_path)
     try:
         deadline = time.monotonic() + 30
         while not fake_fcm.messages:  # the push is in flight (the fake records it before its delay)
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "worker-0.log").read_text()
+            assert worker.poll() is None, (tmp_path / "worker-0.log").read_text()
             time.sleep(0.05)
         worker.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert worker.poll() is None  # draining: the push in flight has 4.5 s to go
         worker.send_signal(signal.SIGINT)
         assert worker.wait(3) == 128 + signal.SIGINT
-        assert "stopped at once" in (tmp_path / "worker.log").read_text()
+        assert "stopped at once" in (tmp_path / "worker-0.log").read_text()
     finally:
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+        log.close()
