@@ -128,6 +128,8 @@ class Sender:
             if result.outcome == fcm.AUTH:
                 logger.warning("FCM refused our credentials (%s); refreshing them once", result.error)
                 await self._ready()  # the second request counts against the cap too
+                if (claim.lease_until - utcnow()).total_seconds() < LEASE_MARGIN_SECONDS:
+                    return None  # the wait outlasted our lease: another worker may hold the row now
                 result = await self.client.send(token=claim.fcm_token, data=data, android=android, force_refresh=True)
                 if result.outcome == fcm.AUTH:
                     logger.error("FCM authentication failed after a refresh: %s", result.error)

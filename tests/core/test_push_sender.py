@@ -341,3 +341,34 @@ def test_the_retry_after_a_credential_refresh_waits_on_the_gate_too(
         worker.close()
     assert len(fake_fcm.messages) == 2
     assert Gate.calls == 2
+
+
+def test_a_retry_whose_wait_outlasts_the_lease_is_not_sent(
+    session_factory: sessionmaker[Session], fcm_settings: Settings, settings: Settings, fake_fcm: FakeFcm
+) -> None:
+    """The cap's wait before the retry after a credential refresh can be long (a small cap, a pause): when it
+    outlasts the claim's lease, another worker may hold the row, so this one sends nothing more."""
+    import asyncio
+
+    class SlowSecondGate:
+        calls = 0
+
+        async def acquire(self, amount: float = 1) -> None:
+            SlowSecondGate.calls += 1
+            if SlowSecondGate.calls == 2:
+                await asyncio.sleep(2.2)  # a 3 s lease, a 1 s margin: past it
+
+    _device(session_factory, "dev_1", "tok-1")
+    _command(session_factory, settings, "c_auth", "dev_1", "sync")
+    fake_fcm.script(401, "UNAUTHENTICATED")
+    short = fcm_settings.with_overrides(delivery_lease_seconds=3)
+    factory = make_session_factory(session_factory.kw["bind"], short)
+    worker = DeliveryWorker(factory, short, client_from_settings(short), limiter=SlowSecondGate())
+    try:
+        outcomes = worker.run_once()
+    finally:
+        worker.close()
+    assert SlowSecondGate.calls == 2
+    assert len(fake_fcm.messages) == 1  # the refused first send only
+    assert "sent" not in outcomes
+    assert _rows(session_factory)["c_auth"].fcm_status == "pending"  # left for whoever holds it next
