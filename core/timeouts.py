@@ -141,6 +141,7 @@ def selector_reads(db: Session | Connection, settings: Settings, selector: str |
         yield
         return
     before = db.execute(_TIGHTEN, {"ms": limit}).scalar_one()
+    effective = int(before) if 1 <= int(before) <= limit else limit  # a stricter limit of the role stays
     try:
         yield
     except OperationalError as exc:
@@ -148,9 +149,15 @@ def selector_reads(db: Session | Connection, settings: Settings, selector: str |
             raise
         which = f"the selector {selector!r}" if selector else "the selector"
         raise SelectorTooSlow(
-            f"{which} ran past its {limit} ms time limit (NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS): it reads too "
+            f"{which} ran past its {effective} ms time limit ({_limit_source(effective, limit)}): it reads too "
             "much of the fleet; narrow it with a label, @state or an @agent_version comparison "
             "(docs/campaigns.md#selectors)",
-            limit_ms=limit,
+            limit_ms=effective,
         ) from exc
     db.execute(_RESTORE, {"ms": int(before)})
+
+
+def _limit_source(effective: int, configured: int) -> str:
+    if effective < configured:
+        return "the database's statement_timeout, stricter than NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS"
+    return "NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS"

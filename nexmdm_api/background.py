@@ -73,7 +73,9 @@ class _Maintenance(Maintenance):
         return problem
 
     def every_round(self) -> bool:
-        return self.guarded("audit counters", lambda: self.audit_buffer.flush(self.database.sessions))
+        # a worker of this server that died (killed, restarted by uvicorn) leaves its gauge samples behind
+        forgotten = self.guarded("dead workers' samples", metrics.forget_dead_workers)
+        return self.guarded("audit counters", lambda: self.audit_buffer.flush(self.database.sessions)) and forgotten
 
     def leader_round(self) -> bool:
         if not self.guarded("metrics election", self._elect_exporter):

@@ -8,11 +8,13 @@ only reads memory. A process that loses the lease (or whose database check fails
 (:meth:`FleetGauges.clear`), so that no former exporter keeps serving old figures: 0 is neutral under the
 ``max`` the shipped alerts and dashboard take across nodes.
 
-Within one node (prometheus_client's multiprocess mode) the gauges use the ``mostrecent`` mode: the
-newest write wins, one value per series; since the exporter writes its values every round, a process
-that cleared its own after the lease moved is outvoted within a round. A stamp file in the shared
-metrics directory, taken under ``flock``, also keeps two workers of a node from running the queries in
-the same period.
+Within one node (prometheus_client's multiprocess mode) the gauges use the ``livemostrecent`` mode: the
+newest write of a living worker wins, one value per series; since the exporter writes its values every
+round, a process that cleared its own after the lease moved is outvoted within a round, and the samples of
+a worker that died (killed, restarted by uvicorn) are removed at the next round of any worker
+(:func:`nexmdm_api.metrics.forget_dead_workers`), so that no dead exporter's figures stay served. A
+stamp file in the shared metrics directory, taken under ``flock``, also keeps two workers of a node from
+running the queries in the same period.
 
 Campaign progress has no per-campaign series (the contract): campaigns by status, and the targets of
 every campaign in flight added up by status.
@@ -73,7 +75,7 @@ def gauge(name: str) -> Gauge:
             metric = _GAUGES.get(name)
             if metric is None:
                 documentation, labels = GAUGES[name]
-                metric = _GAUGES[name] = Gauge(name, documentation, labels, multiprocess_mode="mostrecent")
+                metric = _GAUGES[name] = Gauge(name, documentation, labels, multiprocess_mode="livemostrecent")
     return metric
 
 

@@ -7,8 +7,10 @@ multiprocess mode like the request metrics.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -74,10 +76,41 @@ def set_push_queue(depth: int, oldest_age_seconds: float) -> None:
     """Commands whose push is still pending, and how long the oldest has waited: written every round by the
     process that exports (the ``metrics`` lease), 0 by one that stopped exporting; the newest write wins
     among the workers of a node (so a crashed former exporter's last value is outvoted within a round)."""
-    _gauge("nexmdm_push_queue_commands", "Commands whose FCM push is pending (the push queue)", "mostrecent").set(depth)
-    _gauge("nexmdm_push_queue_oldest_age_seconds", "Age of the oldest command whose push is pending", "mostrecent").set(
-        oldest_age_seconds
+    _gauge("nexmdm_push_queue_commands", "Commands whose FCM push is pending (the push queue)", "livemostrecent").set(
+        depth
     )
+    _gauge(
+        "nexmdm_push_queue_oldest_age_seconds", "Age of the oldest command whose push is pending", "livemostrecent"
+    ).set(oldest_age_seconds)
+
+
+def forget_dead_workers() -> list[int]:
+    """With ``serve --workers N``: remove the ``live*`` gauge samples of workers that are no longer running
+    (prometheus_client keeps a dead process's file until ``mark_process_dead``), so that a killed exporter's
+    last figures are not served until the server restarts. Returns the pids forgotten."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return []
+    from prometheus_client import multiprocess
+
+    dead: set[int] = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            dead.add(int(pid))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return sorted(dead)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not one of our dead workers
+    return True
 
 
 def observe_push(outcome: str, latency_seconds: float | None) -> None:

@@ -94,8 +94,14 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
         return schema
 
 
-#: reads of the workers' sample files before a scrape gives up (a 500)
+#: reads of the workers' sample files before a scrape gives up (a 500), this long apart
 SCRAPE_ATTEMPTS = 3
+SCRAPE_PAUSE_SECONDS = 0.05
+
+
+async def _settle() -> None:
+    """The pause between two reads: time for a worker to finish writing its sample file."""
+    await anyio.sleep(SCRAPE_PAUSE_SECONDS)
 
 
 class MetricsController(PrometheusController):
@@ -109,7 +115,7 @@ class MetricsController(PrometheusController):
             try:
                 return await PrometheusController.get.fn(self)
             except Exception:  # noqa: BLE001 - whatever the half-written file raised: read again
-                await anyio.sleep(0.05)
+                await _settle()
         return await PrometheusController.get.fn(self)
 
 

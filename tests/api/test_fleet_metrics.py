@@ -209,15 +209,52 @@ def test_one_worker_per_period_runs_the_queries(tmp_path: Path, monkeypatch: pyt
 def test_a_sample_file_read_half_written_is_read_again(
     settings: Settings, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``serve --workers N``: a worker creating its sample file as a scrape reads it (an empty file here,
-    gone 20 ms later, as the worker finishes it) costs a second read, not a 500 (client_python#604)."""
-    import threading
+    """``serve --workers N``: a worker creating its sample file as a scrape reads it (an empty file here, whose
+    worker finishes it during the pause between two reads) costs a second read, not a 500 (client_python#604)."""
+    from nexmdm_api import openapi
 
     directory = tmp_path / "prometheus"
     directory.mkdir()
-    (directory / "counter_4242.db").write_bytes(b"")  # a file whose header is not written yet
+    half_written = directory / "counter_4242.db"
+    half_written.write_bytes(b"")  # a file whose header is not written yet
+    pauses: list[str] = []
+
+    async def worker_finishes() -> None:
+        pauses.append("read again")
+        half_written.unlink()
+
+    monkeypatch.setattr(openapi, "_settle", worker_finishes)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
     with TestClient(create_app(settings)) as client:
-        threading.Timer(0.02, (directory / "counter_4242.db").unlink).start()
         response = client.get("/metrics")
     assert response.status_code == 200, response.text
+    assert pauses == ["read again"]  # the first read failed on the half-written file
+
+
+def test_the_samples_of_a_dead_worker_are_forgotten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that died (killed, restarted by uvicorn) leaves its gauge samples in the shared directory; the
+    next maintenance round removes them, so a dead exporter's figures are no longer served."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    from nexmdm_api.metrics import forget_dead_workers
+
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    code = (
+        "from prometheus_client import Gauge\n"
+        "Gauge('nexmdm_push_queue_commands', 'h', multiprocess_mode='livemostrecent').set(41)\n"
+    )
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    dead = subprocess.run([sys.executable, "-c", code], env=env, check=True)  # it has exited: a dead worker
+    assert dead.returncode == 0
+
+    def served() -> float | None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+        return registry.get_sample_value("nexmdm_push_queue_commands")
+
+    assert served() == 41  # prometheus_client alone keeps serving it
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    assert len(forget_dead_workers()) == 1
+    assert served() is None
+    assert forget_dead_workers() == []  # nothing left to forget
