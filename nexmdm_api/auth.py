@@ -165,7 +165,7 @@ async def authorize_admin(request: Request[Any, Any, Any]) -> None:
     request.state.admin_key = key
 
 
-def require_admin(request: Request[Any, Any, Any], db: Session | None = None) -> dict[str, Any]:
+def require_admin(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The key that :func:`authorize_admin` let in."""
     return request.state.admin_key
 

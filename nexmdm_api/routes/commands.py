@@ -11,7 +11,7 @@ from litestar.params import JSONBody, Parameter
 from core import dispatches, validation
 from core.errors import InvalidArgument
 from core.models import COMMAND_STATUSES
-from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_admin, require_device
+from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_device
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
@@ -75,7 +75,6 @@ def create_command(
     data: JSONBody[CommandIn],
     key: IdempotencyKeyHeader = None,
 ) -> Response[Dispatch]:
-    require_admin(request, db)
     request_id = idempotency_key(key)
     created, dispatch = dispatches.create_command(
         db,
@@ -101,7 +100,6 @@ def create_command(
     responses=problems(400, 401, 403, 404, 429),
 )
 def get_command(request: Request[Any, Any, Any], db: DB, request_id: RequestIdPath) -> DispatchWithHistory:
-    require_admin(request, db)
     return convert(dispatches.get_dispatch(db, request_id_from_path(request_id)), DispatchWithHistory)
 
 

@@ -10,7 +10,7 @@ from litestar.params import Parameter
 
 from core import devices, validation
 from core.fleet.labels import attach_labels
-from nexmdm_api.auth import admin_actor, admin_route, require_admin
+from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import DeviceIdPath
@@ -70,7 +70,6 @@ def list_devices(
         ),
     ] = None,
 ) -> DevicePage:
-    require_admin(request, db)
     after = validation.device_id(cursor, field="cursor") if cursor else None
     settings = request.app.state.settings
     rows, next_cursor = keyset_page(
@@ -92,7 +91,6 @@ def list_devices(
     responses=problems(400, 401, 403, 404, 422, 429),
 )
 def get_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
-    require_admin(request, db)
     device = devices.get_device(db, validation.device_id(device_id))
     return convert(attach_labels(db, [devices.device_dict(device, request.app.state.settings)])[0], DeviceOut)
 
@@ -106,13 +104,11 @@ def get_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath)
     responses=problems(400, 401, 403, 404, 422, 429),
 )
 def device_heartbeats(
-    request: Request[Any, Any, Any],
     db: DB,
     device_id: DeviceIdPath,
     limit: Limit = 50,
     cursor: HeartbeatCursor = None,
 ) -> HeartbeatPage:
-    require_admin(request, db)
     devices.get_device(db, validation.device_id(device_id))
     before = decode_instant(cursor) if cursor else None
     rows, next_cursor = keyset_page(
