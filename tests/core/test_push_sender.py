@@ -3,6 +3,7 @@ batched outcomes, the pause on 429/503, the rate cap, and the single-command pat
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -294,28 +295,41 @@ def test_a_command_past_its_life_is_skipped_not_pushed(
     assert row.fcm_status == "skipped" and "expired" in row.last_error
 
 
+class CountingGate:
+    """A rate gate (``core.delivery.sender.RateGate``) that counts the sends it lets through; the call numbered
+    ``slow_call`` waits ``slow_seconds`` first (a cap or a pause holding a send back)."""
+
+    def __init__(self, slow_call: int = 0, slow_seconds: float = 0.0) -> None:
+        self.calls = 0
+        self.slow_call, self.slow_seconds = slow_call, slow_seconds
+
+    async def acquire(self, amount: float = 1) -> None:
+        self.calls += 1
+        if self.calls == self.slow_call:
+            await asyncio.sleep(self.slow_seconds)
+
+
+def _run_once_through(gate: CountingGate, session_factory: sessionmaker[Session], settings: Settings) -> list[str]:
+    """One claimed batch delivered by a worker whose sends wait on ``gate``."""
+    factory = make_session_factory(session_factory.kw["bind"], settings)
+    worker = DeliveryWorker(factory, settings, client_from_settings(settings), limiter=gate)
+    try:
+        return worker.run_once()
+    finally:
+        worker.close()
+
+
 def test_a_shared_rate_gate_is_asked_before_every_send(
     session_factory: sessionmaker[Session], fcm_settings: Settings, settings: Settings, fake_fcm: FakeFcm
 ) -> None:
     """The hook for a cluster-wide cap (a Redis bucket): every send waits on the gate it is given."""
-
-    class Gate:
-        calls = 0
-
-        async def acquire(self, amount: float = 1) -> None:
-            Gate.calls += 1
-
     _device(session_factory, "dev_1", "tok-1")
     with session_factory.begin() as db:
         for i in range(7):
             dispatches.create_command(db, settings, request_id=f"c_{i}", device_id="dev_1", action="sync")
-    factory = make_session_factory(session_factory.kw["bind"], fcm_settings)
-    worker = DeliveryWorker(factory, fcm_settings, client_from_settings(fcm_settings), limiter=Gate())
-    try:
-        assert worker.run_once() == ["sent"] * 7
-    finally:
-        worker.close()
-    assert Gate.calls == 7
+    gate = CountingGate()
+    assert _run_once_through(gate, session_factory, fcm_settings) == ["sent"] * 7
+    assert gate.calls == 7
 
 
 def test_the_retry_after_a_credential_refresh_waits_on_the_gate_too(
@@ -323,24 +337,13 @@ def test_the_retry_after_a_credential_refresh_waits_on_the_gate_too(
 ) -> None:
     """FCM refusing our access token makes the sender refresh it and send again: two requests, two tokens of
     the cap (else broken credentials would let the cluster send twice its cap)."""
-
-    class Gate:
-        calls = 0
-
-        async def acquire(self, amount: float = 1) -> None:
-            Gate.calls += 1
-
     _device(session_factory, "dev_1", "tok-1")
     _command(session_factory, settings, "c_auth", "dev_1", "sync")
     fake_fcm.script(401, "UNAUTHENTICATED")  # the first send only; the retry is answered normally
-    factory = make_session_factory(session_factory.kw["bind"], fcm_settings)
-    worker = DeliveryWorker(factory, fcm_settings, client_from_settings(fcm_settings), limiter=Gate())
-    try:
-        assert worker.run_once() == ["sent"]
-    finally:
-        worker.close()
+    gate = CountingGate()
+    assert _run_once_through(gate, session_factory, fcm_settings) == ["sent"]
     assert len(fake_fcm.messages) == 2
-    assert Gate.calls == 2
+    assert gate.calls == 2
 
 
 def test_a_retry_whose_wait_outlasts_the_lease_is_not_sent(
@@ -348,27 +351,12 @@ def test_a_retry_whose_wait_outlasts_the_lease_is_not_sent(
 ) -> None:
     """The cap's wait before the retry after a credential refresh can be long (a small cap, a pause): when it
     outlasts the claim's lease, another worker may hold the row, so this one sends nothing more."""
-    import asyncio
-
-    class SlowSecondGate:
-        calls = 0
-
-        async def acquire(self, amount: float = 1) -> None:
-            SlowSecondGate.calls += 1
-            if SlowSecondGate.calls == 2:
-                await asyncio.sleep(2.2)  # a 3 s lease, a 1 s margin: past it
-
     _device(session_factory, "dev_1", "tok-1")
     _command(session_factory, settings, "c_auth", "dev_1", "sync")
     fake_fcm.script(401, "UNAUTHENTICATED")
-    short = fcm_settings.with_overrides(delivery_lease_seconds=3)
-    factory = make_session_factory(session_factory.kw["bind"], short)
-    worker = DeliveryWorker(factory, short, client_from_settings(short), limiter=SlowSecondGate())
-    try:
-        outcomes = worker.run_once()
-    finally:
-        worker.close()
-    assert SlowSecondGate.calls == 2
+    gate = CountingGate(slow_call=2, slow_seconds=2.2)  # a 3 s lease, a 1 s margin: past it
+    outcomes = _run_once_through(gate, session_factory, fcm_settings.with_overrides(delivery_lease_seconds=3))
+    assert gate.calls == 2
     assert len(fake_fcm.messages) == 1  # the refused first send only
-    assert "sent" not in outcomes
+    assert outcomes == ["lease_lost"]  # not sent, not recorded
     assert _rows(session_factory)["c_auth"].fcm_status == "pending"  # left for whoever holds it next
