@@ -8,7 +8,7 @@ On PostgreSQL every statement runs under a short ``lock_timeout`` (``NEXMDM_MIGR
 the config attribute ``lock_timeout_ms``), so a migration waiting for a busy table gives up instead of
 queueing the heartbeat path behind it; ``nexmdm db upgrade`` retries. Each migration is its own
 transaction, so a retry resumes where the last attempt stopped, and a migration may use an autocommit
-block (``CREATE INDEX CONCURRENTLY``, see ``core.migrations.create_index_concurrently``).
+block (``CREATE INDEX CONCURRENTLY``, see ``core.storage.migrations.create_index_concurrently``).
 
 Through PgBouncer in transaction mode (``NEXMDM_DATABASE_POOL_MODE=transaction``, or the config attribute
 ``pool_mode``) there is no session to configure: PgBouncer refuses the ``options`` startup parameter, so
@@ -21,10 +21,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from core.db import TRANSACTION_POOLING, make_engine
-from core.migrations import compare_options
+from core.storage.engine import TRANSACTION_POOLING, make_engine
+from core.storage.migrations import compare_options
 from core.models import Base
-from core.settings import get_settings, normalize_database_url
+from core.base.settings import get_settings, normalize_database_url
 
 config = context.config
 target_metadata = Base.metadata

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import core.types
+import core.storage.types
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import text
 
 from bench.common import Figure, pg_database, sqlite_database
-from core import devices, fleet
-from core.db import make_engine, make_session_factory
-from core.settings import Settings
+from core import campaigns as fleet
+from core.base.settings import Settings
+from core.devices import records as devices
+from core.storage.engine import make_engine, make_session_factory
 
 SELECTORS = ("store=42,@state=online", "@agent_version<2.1.0", "ring in (canary,beta),!hold", "all")
 
@@ -80,7 +81,7 @@ def _seed(engine: Any, n: int) -> None:
 
 
 def _key(version: str) -> str:
-    from core.fleet.versions import version_key
+    from core.base.versions import version_key
 
     return version_key(version) or ""
 

@@ -11,10 +11,10 @@ from sqlalchemy.engine import make_url
 
 from bench.common import Figure, pct, pg_database, rate, sqlite_database
 from core import db_utils
-from core.db import make_engine, make_session_factory
+from core.base.settings import Settings
+from core.base.validation import payload_hash
 from core.models import Device
-from core.settings import Settings
-from core.validation import payload_hash
+from core.storage.engine import make_engine, make_session_factory
 
 DEVICES = 100
 # partitions exist from today to a week ahead: stay inside them (the floor cannot create one)
@@ -66,7 +66,7 @@ def _pg_floor(url: str, n: int, offset_days: int, sql: str, row) -> float:
 
 
 def _ts(moment: datetime, kind: str) -> object:
-    # SQLite rows use the same spelling as core.types.UTCDateTime (naive UTC text)
+    # SQLite rows use the same spelling as core.storage.types.UTCDateTime (naive UTC text)
     return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds") if kind == "sqlite" else moment
 
 

@@ -25,7 +25,7 @@ import psycopg2
 from sqlalchemy.engine import make_url
 
 from bench.common import Figure, pg_database
-from core import security
+from core.base import security
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

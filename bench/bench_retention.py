@@ -24,11 +24,13 @@ from sqlalchemy import text
 
 from bench.bench_http import BIN, ROOT
 from bench.common import Figure, pct, pg_database
-from core import credentials, partitions, security
-from core.db import make_engine, make_session_factory
+from core.access import keys as admin_keys
+from core.base import security
+from core.base.settings import Settings
 from core.db_utils import cleanup_old_heartbeats
-from core.heartbeats import prepare_beat, store_beats
-from core.settings import Settings
+from core.heartbeats import partitions
+from core.heartbeats.store import prepare_beat, store_beats
+from core.storage.engine import make_engine, make_session_factory
 from nexmdm_api import create_app
 
 RETENTION_DAYS = 30
@@ -89,7 +91,7 @@ def reads(url: str, settings: Settings, devices: int) -> tuple[list[Figure], dic
     engine = make_engine(url)
     factory = make_session_factory(engine, settings)
     with factory.begin() as db:
-        admin, _ = credentials.create_admin_key(db, name="bench")
+        admin, _ = admin_keys.create_admin_key(db, name="bench")
     headers = {"Authorization": f"Bearer {admin}"}
     details: dict[str, Any] = {}
     with TestClient(create_app(settings)) as client:

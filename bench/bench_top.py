@@ -1,4 +1,4 @@
-"""Part 6: one refresh of ``nexmdm top`` (``core.fleet_stats.snapshot``) on a large PostgreSQL fleet.
+"""Part 6: one refresh of ``nexmdm top`` (``core.ops.fleet_stats.snapshot``) on a large PostgreSQL fleet.
 
 The goal: one refresh costs at most 50 ms of database time at 100,000 devices and 10 million heartbeats.
 Database time is what PostgreSQL reports for the refresh's statements (planning plus execution, from
@@ -30,11 +30,13 @@ from typing import Any
 from sqlalchemy import event, text
 
 from bench.common import Figure, median, pct, pg_database
-from core import fleet, fleet_stats, partitions
-from core.db import make_engine, make_session_factory
-from core.delivery import queue_stats
-from core.fleet import selectors
-from core.settings import Settings
+from core import campaigns as fleet
+from core.base.settings import Settings
+from core.commands.push import queue_stats
+from core.devices import selectors
+from core.heartbeats import partitions
+from core.ops import fleet_stats
+from core.storage.engine import make_engine, make_session_factory
 
 GOAL_MS = 50.0
 

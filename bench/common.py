@@ -15,7 +15,7 @@ from typing import Any
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from core.migrations import alembic_config
+from core.storage.migrations import alembic_config
 
 PG_ADMIN_URL = os.environ.get("NEXMDM_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 

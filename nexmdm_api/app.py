@@ -12,8 +12,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
-from core.migrations import head_revision
-from core.settings import Settings, get_settings
+from core.base.settings import Settings, get_settings
+from core.storage.migrations import head_revision
 from nexmdm_api import metrics
 from nexmdm_api.auditbuffer import AuditBuffer
 from nexmdm_api.auth import authorize_admin, precheck

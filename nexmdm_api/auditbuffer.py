@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.events import audit
-from core.types import utcnow
+from core.storage.types import utcnow
 
 logger = logging.getLogger("nexmdm.api")
 

@@ -19,8 +19,11 @@ from litestar import Request
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from core import credentials, devices, security
-from core.errors import InvalidCredentials, NexMDMError
+from core.access import keys as admin_keys
+from core.base import security
+from core.base.errors import InvalidCredentials, NexMDMError
+from core.devices import records as devices
+from core.enrollment import tokens as credentials
 from core.events.audit import Actor, key_actor
 from core.models import ROLES, Device
 from nexmdm_api.errors import ApiError, rate_limited, unauthorized
@@ -146,7 +149,7 @@ async def authorize_admin(request: Request[Any, Any, Any]) -> None:
 
     def authenticate() -> dict[str, Any]:
         with sessions() as db:
-            key = credentials.authenticate_admin(db, token)
+            key = admin_keys.authenticate_admin(db, token)
         note_admin_key_use(request, key)
         return key
 
@@ -154,7 +157,7 @@ async def authorize_admin(request: Request[Any, Any, Any]) -> None:
         key = await anyio.to_thread.run_sync(authenticate)
     except InvalidCredentials as exc:
         raise refused(request, exc.message) from None
-    if not credentials.role_allows(key["role"], needed):
+    if not admin_keys.role_allows(key["role"], needed):
         action = request.route_handler.opt.get("action") or f"{request.method} {request.scope.get('path_template')}"
         request.app.state.audit_buffer.add(f"key:{key['name']}", action, client_ip(request))
         raise ApiError(
@@ -183,21 +186,21 @@ def note_admin_key_use(request: Request[Any, Any, Any], key: dict[str, Any], db:
     read-only endpoint on SQLite: its transaction is DEFERRED and a write there could meet "database is
     locked" at once, so the use goes in a short transaction of its own. Bookkeeping never fails a request.
     """
-    if not credentials.key_use_is_stale(key):
+    if not admin_keys.key_use_is_stale(key):
         return
     try:
         if db is None or (request.app.state.settings.is_sqlite and request.route_handler.opt.get("readonly")):
             with request.app.state.db.sessions.begin() as own:
-                credentials.record_admin_key_use(own, key["id"])
+                admin_keys.record_admin_key_use(own, key["id"])
         else:
             with db.begin_nested():  # a savepoint: a failure here leaves the request's transaction usable
-                credentials.record_admin_key_use(db, key["id"])
+                admin_keys.record_admin_key_use(db, key["id"])
     except (NexMDMError, SQLAlchemyError) as exc:
         logger.warning("could not record the use of admin key %s: %s", key["name"], exc.__class__.__name__)
 
 
 def require_enrollment_secret(request: Request[Any, Any, Any]) -> str:
-    """The enrollment token's secret; ``core.devices.enroll_device`` checks it (and its uses) atomically."""
+    """The enrollment token's secret; ``core.enrollment.enroll.enroll_device`` checks it (and its uses) atomically."""
     return _token(request, *_KINDS["enrollment"])
 
 
@@ -215,7 +218,7 @@ def require_apk_reader(request: Request[Any, Any, Any], db: Session) -> Principa
             return Principal("enrollment", enrollment.id)
         if token.startswith(DEVICE):
             return Principal("device", devices.authenticate_device(db, token).id)
-        key = credentials.authenticate_admin(db, token)
+        key = admin_keys.authenticate_admin(db, token)
     except InvalidCredentials as exc:
         raise refused(request, exc.message) from None
     note_admin_key_use(request, key, db)

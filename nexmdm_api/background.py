@@ -1,6 +1,6 @@
 """Work a server process does besides answering requests, started and stopped with the app.
 
-* **Maintenance** (``core.maintenance``, shared with ``nexmdm worker``): campaigns every second, heartbeat
+* **Maintenance** (``core.ops.maintenance``, shared with ``nexmdm worker``): campaigns every second, heartbeat
   partitions ahead, and the leader's expiry and presence sweeps; the leader is one process among every
   node and every ``nexmdm worker`` (the ``maintenance`` lease). An API process adds readiness (its own
   gauge), its audit trail's refusal counters, and the push-queue and fleet-state gauges
@@ -8,7 +8,7 @@
   ``metrics`` lease, which workers never take: they serve no ``/metrics``).
 * **Webhooks** (every process): a ``WebhookSender`` delivering the webhook outbox in its own threads.
 * **APK builds** of the folder storage whose file is on this node are imported into the database once
-  at start (``core.apk_storage.import_files``), so that every node can serve them.
+  at start (``core.apk.storage.import_files``), so that every node can serve them.
 * **Delivery** (when FCM is configured and ``NEXMDM_DELIVERY_IN_SERVER`` is on): a ``DeliveryWorker``
   pushing committed commands. Several processes may run one each: claims are leased and skip locked rows.
 """
@@ -25,12 +25,12 @@ from typing import Any
 from litestar import Litestar
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import leases
-from core.delivery import DeliveryWorker, client_from_settings, queue_stats, ratecap
-from core.errors import DatabaseUnavailable
-from core.events.delivery import WebhookSender
-from core.maintenance import LEADER_LEASE_SECONDS, Maintenance
-from core.settings import Settings
+from core.base.errors import DatabaseUnavailable
+from core.base.settings import Settings
+from core.commands.push import DeliveryWorker, client_from_settings, queue_stats, ratecap
+from core.events.sender import WebhookSender
+from core.ops import leases
+from core.ops.maintenance import LEADER_LEASE_SECONDS, Maintenance
 from nexmdm_api import metrics
 from nexmdm_api.auditbuffer import AuditBuffer
 from nexmdm_api.db import Database
@@ -46,7 +46,7 @@ METRICS_LEASE = "metrics"
 
 
 class _Maintenance(Maintenance):
-    """:class:`core.maintenance.Maintenance` plus what an API process adds: readiness first (its own gauge),
+    """:class:`core.ops.maintenance.Maintenance` plus what an API process adds: readiness first (its own gauge),
     the audit trail's refusal counters every round, and the push-queue and fleet gauges exported by one
     API process among every node (the holder of the ``metrics`` lease)."""
 

@@ -23,10 +23,10 @@ from litestar.di import NamedDependency
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import engine_from_settings, make_session_factory
-from core.errors import DatabaseUnavailable
-from core.replica import ReadRouter, replica_engine
-from core.settings import Settings
+from core.base.errors import DatabaseUnavailable
+from core.base.settings import Settings
+from core.storage.engine import engine_from_settings, make_session_factory
+from core.storage.replica import ReadRouter, replica_engine
 from nexmdm_api.heartbeat_writer import HeartbeatWriter
 
 #: seconds to wait for a PostgreSQL connection to open, or for a free connection in the pool

@@ -16,7 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.errors import (
+from core.base.errors import (
     Conflict,
     DatabaseUnavailable,
     Forbidden,
@@ -25,9 +25,8 @@ from core.errors import (
     NexMDMError,
     NotFound,
     NotMigrated,
-    database_message,
-    from_database_error,
 )
+from core.storage.dialect import database_message, from_database_error
 
 logger = logging.getLogger("nexmdm.api")
 

@@ -2,7 +2,7 @@
 
 One API process among every node exports them: the holder of the ``metrics`` lease
 (``nexmdm_api.background``). Its maintenance loop calls :meth:`FleetGauges.maybe_refresh`, which runs the
-fleet queries (``core.fleet_stats``, every one index-backed) at most every ``REFRESH_SECONDS``, and
+fleet queries (``core.ops.fleet_stats``, every one index-backed) at most every ``REFRESH_SECONDS``, and
 :meth:`FleetGauges.publish` every round, which writes the last values again; a scrape of ``/metrics``
 only reads memory. A process that loses the lease (or whose database check fails) sets them to 0
 (:meth:`FleetGauges.clear`), so that no former exporter keeps serving old figures: 0 is neutral under the
@@ -33,9 +33,9 @@ from typing import Any
 from prometheus_client import Gauge
 from sqlalchemy.orm import Session
 
-from core import fleet_stats
+from core.base.settings import Settings
 from core.models import COMMAND_STATUSES
-from core.settings import Settings
+from core.ops import fleet_stats
 
 #: the fleet queries run at most this often per node
 REFRESH_SECONDS = 15.0

@@ -2,7 +2,7 @@
 
 A handler validates its beat on the event loop and hands it to this process's writer thread, which takes
 every beat waiting (at most one per device token; a second beat of the same device waits for the next
-batch) and stores them with ``core.heartbeats.store_beats``: one round trip and one commit for the whole
+batch) and stores them with ``core.heartbeats.store.store_beats``: one round trip and one commit for the whole
 batch, instead of three thread hops and a round trip per request. Batches form by themselves: while one
 statement runs, the next beats queue up; a lone beat is stored at once, nothing waits for a batch to fill.
 
@@ -26,9 +26,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
-from core.errors import DatabaseUnavailable, NexMDMError
-from core.heartbeats import Beat, store_beats
-from core.settings import Settings
+from core.base.errors import DatabaseUnavailable, NexMDMError
+from core.base.settings import Settings
+from core.heartbeats.store import Beat, store_beats
 from nexmdm_api.metrics import observe_heartbeat_batch
 
 logger = logging.getLogger("nexmdm.api")

@@ -14,7 +14,7 @@ from msgspec import Meta
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._~:-]{1,255}$"
-#: free text never holds control or bidi characters (``core.validation.text``); documented and enforced
+#: free text never holds control or bidi characters (``core.base.validation.text``); documented and enforced
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
 DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=DEVICE_ID_PATTERN)]
 ShortText = Annotated[str, Meta(max_length=64, pattern=TEXT_PATTERN)]

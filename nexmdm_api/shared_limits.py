@@ -7,7 +7,7 @@ node does anyway; a request with valid credentials is never refused because Redi
 logged once (and its end once), counted in ``nexmdm_redis_fallbacks_total``, and Redis is tried again
 after ``RETRY_AFTER_SECONDS`` rather than on every request (the limiter runs on the event loop before a
 request's body is read, so it must never wait on a dead server at every call). The link itself
-(:class:`core.redis_link.RedisLink`) lives in ``core``: the delivery workers share the FCM cap through it.
+(:class:`core.storage.redis_link.RedisLink`) lives in ``core``: the delivery workers share the FCM cap through it.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import logging
 import uuid
 from typing import Any
 
-from core import redis_link
-from core.redis_link import NOW_MS as _NOW_MS
+from core.storage import redis_link
+from core.storage.redis_link import NOW_MS as _NOW_MS
 from nexmdm_api import metrics
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
 

@@ -3,7 +3,7 @@
 Litestar's own form parsing keeps every non-file field in memory whatever its size and runs before the
 handler (and so before any credential check in it). Here the credential is checked first (``check_request``
 in ``nexmdm_api.app``), then the body is parsed chunk by chunk: the file goes straight into the APK folder
-through ``core.apk.ApkStager`` (hashed on the way), the two text fields may hold at most
+through ``core.apk.builds.ApkStager`` (hashed on the way), the two text fields may hold at most
 :data:`MAX_FIELD_BYTES`, and anything else is refused as soon as it appears.
 """
 
@@ -16,8 +16,8 @@ import anyio.to_thread
 from litestar import Request
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
 
-from core import apk
-from core.settings import Settings
+from core.apk import builds as apk
+from core.base.settings import Settings
 from nexmdm_api.errors import ApiError
 
 #: the longest ``version_code`` / ``version_name`` value accepted (both are far shorter)

@@ -1,13 +1,13 @@
 """The one place where errors become a red line on stderr and an exit code.
 
-Database errors are classified by ``core.errors.from_database_error`` (the same function the API's
+Database errors are classified by ``core.storage.dialect.from_database_error`` (the same function the API's
 problem mapping uses), so the CLI and the API agree: a unique violation is a conflict (exit 4 / 409),
 a refused value is exit 2 / 422, a missing table says "not migrated" (exit 5 / 503).
 """
 
 from __future__ import annotations
 
-from core.errors import (
+from core.base.errors import (
     Conflict,
     DatabaseUnavailable,
     InvalidArgument,
@@ -16,9 +16,8 @@ from core.errors import (
     NexMDMError,
     NotFound,
     NotMigrated,
-    database_message,
-    from_database_error,
 )
+from core.storage.dialect import database_message, from_database_error
 
 #: exit codes, documented in docs/cli.md (cron jobs and scripts rely on them)
 EXIT_OK = 0

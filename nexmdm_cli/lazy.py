@@ -1,7 +1,7 @@
 """Modules loaded at first use, so that ``nexmdm --help`` does not import SQLAlchemy, Alembic or httpx.
 
 Typer builds every command's options when the root app is imported, so each command module is imported
-by ``nexmdm --help``; the domain modules they call (``core.devices`` and the like pull in all of
+by ``nexmdm --help``; the domain modules they call (``core.devices.records`` and the like pull in all of
 SQLAlchemy) are bound with :func:`lazy_module` and imported on the first attribute access, inside the
 command that needs them. Heavier one-off imports (Alembic, Litestar) are plain imports inside the
 functions. ``tests/cli/test_startup.py`` pins that ``import nexmdm_cli.main`` stays light.

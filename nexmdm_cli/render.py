@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from core.clock import utcnow
-from core.durations import format_duration, parse_duration
+from core.base.clock import utcnow
+from core.base.durations import format_duration, parse_duration
 from nexmdm_cli.state import err_console, out_console
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}

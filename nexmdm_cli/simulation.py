@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.errors import InvalidArgument
+from core.base.errors import InvalidArgument
 from nexmdm_cli.lazy import lazy_module
 
 aiohttp = lazy_module("aiohttp")  # loaded when a simulation runs, not by `nexmdm --help`

@@ -1,6 +1,6 @@
 """Trend lines drawn with text: a battery sparkline, a network line and a presence strip.
 
-Each character is one time slot (``core.trends.slots``), oldest on the left; a blank is a slot without
+Each character is one time slot (``core.heartbeats.trends.slots``), oldest on the left; a blank is a slot without
 a heartbeat, so gaps show where they were.
 """
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
-from core.errors import DatabaseUnavailable
-from core.settings import Settings, get_settings
+from core.base.errors import DatabaseUnavailable
+from core.base.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # imported where used: SQLAlchemy is not needed to print --help
     from sqlalchemy import Connection, Engine
@@ -43,14 +43,14 @@ class CliState:
 
     @property
     def masked_url(self) -> str:
-        from core.db import mask_url
+        from core.storage.engine import mask_url
 
         return mask_url(self.settings.database_url)
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            from core.db import engine_from_settings
+            from core.storage.engine import engine_from_settings
 
             self._engine = engine_from_settings(self.settings)
         return self._engine
@@ -58,7 +58,7 @@ class CliState:
     def require_database(self) -> None:
         """Fail with one line when the SQLite file does not exist: only ``db upgrade`` (and the commands that
         run it) may create the database; any other command would leave an empty file behind."""
-        from core.db import sqlite_file
+        from core.storage.engine import sqlite_file
 
         path = sqlite_file(self.settings.database_url)
         if path is not None and not path.exists():
@@ -70,7 +70,7 @@ class CliState:
             return
         from sqlalchemy.exc import OperationalError
 
-        from core.schema_version import current_revision, head_revision  # no Alembic: read the version table
+        from core.storage.schema_version import current_revision, head_revision  # no Alembic: read the version table
 
         self.require_database()
         try:
@@ -90,7 +90,7 @@ class CliState:
     @property
     def session_factory(self) -> sessionmaker[Session]:
         if self._factory is None:
-            from core.db import make_session_factory
+            from core.storage.engine import make_session_factory
 
             self._factory = make_session_factory(self.engine, self.settings)
         return self._factory
@@ -115,8 +115,8 @@ class CliState:
             return
         self.require_migrated()
         if self._router is None:
-            from core.db import make_session_factory
-            from core.replica import ReadRouter, replica_engine
+            from core.storage.engine import make_session_factory
+            from core.storage.replica import ReadRouter, replica_engine
 
             replica = make_session_factory(replica_engine(settings.database_read_url, pool_size=2), settings)
             self._router = ReadRouter(

@@ -2,7 +2,7 @@
 
 On a wide terminal one table row per campaign with a column per status; on a narrower one two lines per
 campaign (id, status, wave, bar; then the counts), so that nothing is squeezed into ellipses. The counts
-are those of ``nexmdm campaigns show`` (``core.fleet_stats.campaigns_in_flight``).
+are those of ``nexmdm campaigns show`` (``core.ops.fleet_stats.campaigns_in_flight``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What ``nexmdm top`` draws: the fleet snapshot (``core.fleet_stats.snapshot``) as rich renderables.
+"""What ``nexmdm top`` draws: the fleet snapshot (``core.ops.fleet_stats.snapshot``) as rich renderables.
 
 One function builds the panels; the live screen arranges them to fit the terminal (four side by side
 when it is wide, two by two, or stacked), the campaigns in flight follow (a progress bar each, when
@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from core.fleet_stats import DEVICE_STATES
+from core.ops.fleet_stats import DEVICE_STATES
 from nexmdm_cli import top_campaigns
 from nexmdm_cli.render import ms, relative, styled
 

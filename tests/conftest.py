@@ -23,12 +23,12 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import partitions
-from core.db import make_engine, make_session_factory, mask_url
-from core.errors import database_message
-from core.migrations import alembic_config
+from core.base.settings import Settings, normalize_database_url
+from core.heartbeats import partitions
 from core.models import Base, Device
-from core.settings import Settings, normalize_database_url
+from core.storage.dialect import database_message
+from core.storage.engine import make_engine, make_session_factory, mask_url
+from core.storage.migrations import alembic_config
 from tests.fakes.fcm import FakeFcm
 from tests.pgcluster import Cluster
 

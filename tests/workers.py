@@ -10,9 +10,9 @@ from typing import IO
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import dispatches
+from core.base.settings import Settings
+from core.commands import dispatches
 from core.models import Device
-from core.settings import Settings
 from tests.fakes.fcm import FakeFcm, write_service_account
 
 RUN_CLI = "from nexmdm_cli.main import run; run()"

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import core.types
-from core.partitions import ensure_ahead
+import core.storage.types
+from core.heartbeats.partitions import ensure_ahead
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
@@ -27,9 +27,9 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("key_hash", sa.String(length=64), nullable=False),
-        sa.Column("created_at", core.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", core.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_used_at", core.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_used_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_admin_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_admin_keys_key_hash")),
         sa.UniqueConstraint("name", name=op.f("uq_admin_keys_name")),
@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("filename", sa.String(length=255), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
-        sa.Column("created_at", core.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_apk_builds")),
         sa.UniqueConstraint("version_code", name=op.f("uq_apk_builds_version_code")),
     )
@@ -53,10 +53,10 @@ def upgrade() -> None:
         sa.Column("max_uses", sa.Integer(), nullable=False),
         sa.Column("uses", sa.Integer(), nullable=False),
         sa.Column("note", sa.String(length=200), nullable=True),
-        sa.Column("created_at", core.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", core.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("revoked_at", core.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_used_at", core.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_used_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.CheckConstraint("max_uses >= 1", name=op.f("ck_enrollment_tokens_max_uses_positive")),
         sa.CheckConstraint("uses >= 0 AND uses <= max_uses", name=op.f("ck_enrollment_tokens_uses_in_range")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_enrollment_tokens")),
@@ -69,7 +69,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("token_id", sa.String(length=160), nullable=True),
         sa.Column("ip", sa.String(length=45), nullable=True),
-        sa.Column("created_at", core.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
             "source IN ('enrollment', 'update', 'manual', 'ci')", name=op.f("ck_apk_download_events_source_known")
         ),
@@ -90,14 +90,14 @@ def upgrade() -> None:
         sa.Column("device_token_hash", sa.String(length=64), nullable=True),
         sa.Column("enrollment_token_id", sa.String(length=32), nullable=True),
         sa.Column("fcm_token", sa.Text(), nullable=True),
-        sa.Column("fcm_token_dead_at", core.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("fcm_token_dead_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("model", sa.String(length=128), nullable=True),
         sa.Column("os_version", sa.String(length=64), nullable=True),
         sa.Column("agent_version", sa.String(length=64), nullable=True),
-        sa.Column("enrolled_at", core.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("token_issued_at", core.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", core.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_seen_at", core.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("enrolled_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("token_issued_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_seen_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_status", sa.String(length=32), nullable=True),
         sa.Column("last_battery_pct", sa.Integer(), nullable=True),
         sa.Column("last_plugged", sa.Boolean(), nullable=True),
@@ -117,8 +117,8 @@ def upgrade() -> None:
     op.create_table(
         "device_heartbeats",
         sa.Column("device_id", sa.String(length=128), nullable=False),
-        sa.Column("bucket_start", core.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("received_at", core.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("bucket_start", core.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=True),
         sa.Column("battery_pct", sa.Integer(), nullable=True),
         sa.Column("plugged", sa.Boolean(), nullable=True),
@@ -147,14 +147,14 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("fcm_status", sa.String(length=16), nullable=False),
         sa.Column("replay_count", sa.Integer(), nullable=False),
-        sa.Column("last_replayed_at", core.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_replayed_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("fcm_message_id", sa.String(length=255), nullable=True),
-        sa.Column("created_at", core.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("sent_at", core.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("acked_at", core.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", core.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("acked_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("ack_detail", sa.Text(), nullable=True),
         sa.CheckConstraint(
             "fcm_status IN ('pending', 'sent', 'failed', 'skipped')", name=op.f("ck_fcm_dispatches_fcm_status_known")

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import core.types
-from core.migrations import create_index_concurrently, drop_index_concurrently
+import core.storage.types
+from core.storage.migrations import create_index_concurrently, drop_index_concurrently
 
 
 revision: str = "0002"
@@ -30,8 +30,10 @@ def upgrade() -> None:
         )
     else:
         with op.batch_alter_table("fcm_dispatches", schema=None) as batch_op:
-            batch_op.add_column(sa.Column("next_attempt_at", core.types.UTCDateTime(timezone=True), nullable=True))
-            batch_op.add_column(sa.Column("lease_until", core.types.UTCDateTime(timezone=True), nullable=True))
+            batch_op.add_column(
+                sa.Column("next_attempt_at", core.storage.types.UTCDateTime(timezone=True), nullable=True)
+            )
+            batch_op.add_column(sa.Column("lease_until", core.storage.types.UTCDateTime(timezone=True), nullable=True))
     # fcm_dispatches keeps 90 days of commands: on PostgreSQL the index is built without blocking writers
     # (last in this migration: it commits the columns above first; see docs/migrations.md)
     create_index_concurrently(

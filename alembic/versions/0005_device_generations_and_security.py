@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import core.types
-from core.migrations import create_index_concurrently, drop_index_concurrently
+import core.storage.types
+from core.storage.migrations import create_index_concurrently, drop_index_concurrently
 
 revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
@@ -41,7 +41,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("generation", sa.Integer(), server_default="1", nullable=False))
         batch_op.add_column(sa.Column("enrollment_secret_hash", sa.String(length=64), nullable=True))
     with op.batch_alter_table("apk_builds", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("removed_at", core.types.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("removed_at", core.storage.types.UTCDateTime(timezone=True), nullable=True))
     if postgresql:
         op.add_column("fcm_dispatches", sa.Column("generation", sa.Integer(), server_default="1", nullable=False))
         op.drop_constraint(op.f(STATUS_CHECK), "fcm_dispatches", type_="check")

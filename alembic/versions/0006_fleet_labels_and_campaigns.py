@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import core.types
-from core.migrations import create_index_concurrently, drop_index_concurrently
+import core.storage.types
+from core.storage.migrations import create_index_concurrently, drop_index_concurrently
 from core.models.base import JSONType
 
 revision: str = "0006"
@@ -60,10 +60,10 @@ def upgrade() -> None:
         sa.Column("min_success_pct", sa.Float(), nullable=True),
         sa.Column("max_failure_pct", sa.Float(), nullable=True),
         sa.Column("expires_in_seconds", sa.Integer(), nullable=False),
-        sa.Column("created_at", core.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", core.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_wave_at", core.types.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", core.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_wave_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("final_counts", JSONType, nullable=True),
         sa.CheckConstraint(
             "status IN ('running', 'paused', 'halted', 'completed', 'cancelled')",
@@ -109,7 +109,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("labels", JSONType, nullable=True))
     with op.batch_alter_table("fcm_dispatches", schema=None) as batch_op:
         batch_op.add_column(sa.Column("campaign_id", sa.String(length=30), nullable=True))
-        batch_op.add_column(sa.Column("expires_at", core.types.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("expires_at", core.storage.types.UTCDateTime(timezone=True), nullable=True))
     _backfill_version_keys()
     # fcm_dispatches keeps 90 days of commands: built without blocking writers on PostgreSQL, last (see 0002)
     create_index_concurrently(
@@ -122,7 +122,7 @@ def upgrade() -> None:
 
 def _backfill_version_keys() -> None:
     """Devices enrolled before this migration get their key (one UPDATE per distinct version)."""
-    from core.fleet.versions import version_key
+    from core.base.versions import version_key
 
     bind = op.get_bind()
     versions = bind.execute(sa.text("SELECT DISTINCT agent_version FROM devices WHERE agent_version IS NOT NULL"))

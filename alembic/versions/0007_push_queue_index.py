@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from core.migrations import create_index_concurrently, drop_index_concurrently
+from core.storage.migrations import create_index_concurrently, drop_index_concurrently
 
 
 revision: str = "0007"

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import core.models.base
-import core.types
+import core.storage.types
 
 revision: str = "0008"
 down_revision: str | Sequence[str] | None = "0007"
@@ -22,7 +22,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-UTC = core.types.UTCDateTime(timezone=True)
+UTC = core.storage.types.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
@@ -56,7 +56,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("url", sa.String(length=2048), nullable=False),
         sa.Column("events", core.models.base.JSONType, nullable=False),
-        sa.Column("secret", core.types.SecretText(length=128), nullable=False),
+        sa.Column("secret", core.storage.types.SecretText(length=128), nullable=False),
         sa.Column("created_at", UTC, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoints")),
     )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import core.types
+import core.storage.types
 
 
 revision: str = "0010"
@@ -29,8 +29,8 @@ def upgrade() -> None:
         "leases",
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("holder", sa.String(length=128), nullable=False),
-        sa.Column("expires_at", core.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("taken_at", core.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("taken_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_leases")),
     )
     op.create_table(
@@ -38,7 +38,7 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("chunk_size", sa.Integer(), nullable=False),
-        sa.Column("created_at", core.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("sha256", name=op.f("pk_apk_blobs")),
     )
     op.create_table(

@@ -2,7 +2,7 @@
 
 * ``core.events.audit`` — ``Actor``, ``record`` (in the change's transaction), denied aggregates, listing;
 * ``core.events.webhooks`` — endpoints, ``emit`` (outbox rows in the caller's transaction), signing;
-* ``core.events.delivery`` — the outbox sender (at least once, ordered per endpoint and device, backoff,
+* ``core.events.sender`` — the outbox sender (at least once, ordered per endpoint and device, backoff,
   dead letter) and the SSRF guard;
-* ``core.events.presence`` — device.online / device.offline transitions, swept in batches.
+* ``core.devices.presence`` — device.online / device.offline transitions, swept in batches.
 """

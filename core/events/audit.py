@@ -20,8 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.models import AuditEvent
-from core.operations import rowcount
-from core.types import utcnow
+from core.storage.operations import rowcount
+from core.storage.types import utcnow
 
 _TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
 

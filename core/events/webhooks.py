@@ -1,5 +1,5 @@
 """Webhook endpoints and the outbox: ``emit`` writes one outbox row per subscribed endpoint in the caller's
-transaction (an event exists exactly when its change committed); ``core.events.delivery`` sends them.
+transaction (an event exists exactly when its change committed); ``core.events.sender`` sends them.
 
 Each POST is signed like Stripe's: ``NexMDM-Signature: t=UNIX,v1=HEX``, HEX being the HMAC-SHA256 of
 ``f"{t}.{body}"`` with the endpoint's secret. The secret must be kept to sign (an HMAC key cannot be a
@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidArgument, NotFound
+from core.base.errors import InvalidArgument, NotFound
 from core.events.audit import Actor, record
 from core.models import WebhookEndpoint, WebhookOutbox
-from core.types import utcnow
+from core.storage.types import utcnow
 
 EVENT_TYPES = (
     "device.enrolled",

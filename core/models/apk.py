@@ -8,7 +8,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base
-from core.types import UTCDateTime, utcnow
+from core.storage.types import UTCDateTime, utcnow
 
 DOWNLOAD_SOURCES = ("enrollment", "update", "manual", "ci")
 

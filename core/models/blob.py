@@ -1,4 +1,4 @@
-"""APK contents stored in the database, so that every node can serve every build (``core.apk_storage``).
+"""APK contents stored in the database, so that every node can serve every build (``core.apk.storage``).
 
 A build (``apk_builds``) names its contents by SHA-256; the bytes live in ``apk_chunks`` in order, at
 most ``chunk_size`` bytes each, under one ``apk_blobs`` row written in the same transaction as the build.
@@ -12,7 +12,7 @@ from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base
-from core.types import UTCDateTime, utcnow
+from core.storage.types import UTCDateTime, utcnow
 
 
 class ApkBlob(Base):

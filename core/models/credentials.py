@@ -9,7 +9,7 @@ from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
-from core.types import UTCDateTime, utcnow
+from core.storage.types import UTCDateTime, utcnow
 
 
 class EnrollmentToken(Base):

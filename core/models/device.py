@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlalchemy.orm import Mapped
 
 from core.models.base import Base
-from core.tables import devices
+from core.storage.tables import devices
 
 
 class Device(Base):
-    """Mapped onto ``core.tables.devices`` (the table is defined there, in Core, for the fleet view)."""
+    """Mapped onto ``core.storage.tables.devices`` (the table is defined there, in Core, for the fleet view)."""
 
     __table__ = devices
 

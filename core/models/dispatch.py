@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from core.base.statuses import COMMAND_STATUSES, FCM_STATUSES, FINISHED_STATUSES
 from core.models.base import Base, JSONType
-from core.statuses import COMMAND_STATUSES, FCM_STATUSES, FINISHED_STATUSES
-from core.types import UTCDateTime, utcnow
+from core.storage.types import UTCDateTime, utcnow
 
 __all__ = [
     "CAMPAIGN_PUSH_QUEUE",
@@ -73,7 +73,7 @@ class FcmDispatch(Base):
         Index(None, "fcm_status", "next_attempt_at"),
         Index(None, "campaign_id", "status", "fcm_status"),
         Index(None, "status", "expires_at"),
-        # the push queue: the delivery worker claims pending pushes in id order (core/delivery/queue.py),
+        # the push queue: the delivery worker claims pending pushes in id order (core/commands/push/queue.py),
         # commands of no campaign before campaign ones (one `lock` never waits behind 100k campaign pushes)
         Index(
             "ix_fcm_dispatches_push_queue",

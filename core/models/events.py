@@ -9,7 +9,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
-from core.types import SecretText, UTCDateTime, utcnow
+from core.storage.types import SecretText, UTCDateTime, utcnow
 
 #: an id column that is BIGINT on PostgreSQL and SQLite's rowid alias (INTEGER PRIMARY KEY) there
 BigId = BigInteger().with_variant(Integer(), "sqlite")

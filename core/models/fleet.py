@@ -9,8 +9,8 @@ from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, Integer, Strin
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
-from core.tables import device_labels
-from core.types import UTCDateTime, utcnow
+from core.storage.tables import device_labels
+from core.storage.types import UTCDateTime, utcnow
 
 CAMPAIGN_STATUSES = ("running", "paused", "halted", "completed", "cancelled")
 #: a campaign in one of these states never changes again
@@ -21,7 +21,7 @@ TARGET_STATES = ("queued", "cancelled")
 
 
 class DeviceLabel(Base):
-    """One ``key=value`` label of a device; mapped onto ``core.tables.device_labels`` (defined there)."""
+    """One ``key=value`` label of a device; mapped onto ``core.storage.tables.device_labels`` (defined there)."""
 
     __table__ = device_labels
 

@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, CheckConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base
-from core.types import UTCDateTime
+from core.storage.types import UTCDateTime
 
 NETWORK_TYPES = ("wifi", "cellular", "ethernet", "vpn", "bluetooth", "none", "unknown")
 
@@ -39,6 +39,6 @@ class DeviceHeartbeat(Base):
     __table_args__ = (
         CheckConstraint("battery_pct BETWEEN 0 AND 100", name="battery_pct_range"),
         Index(None, "bucket_start"),
-        # daily range partitions on PostgreSQL (core/partitions.py); ignored by SQLite
+        # daily range partitions on PostgreSQL (core/heartbeats/partitions.py); ignored by SQLite
         {"postgresql_partition_by": "RANGE (bucket_start)"},
     )

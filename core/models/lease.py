@@ -1,4 +1,4 @@
-"""Leases: one holder at a time for a named job across every process and node (``core.leases``)."""
+"""Leases: one holder at a time for a named job across every process and node (``core.ops.leases``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base
-from core.types import UTCDateTime
+from core.storage.types import UTCDateTime
 
 
 class Lease(Base):

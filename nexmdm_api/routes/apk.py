@@ -16,8 +16,9 @@ from litestar.params import Parameter
 from litestar.response import Stream
 from sqlalchemy.orm import Session
 
-from core import apk, apk_storage
-from core.errors import InvalidArgument, NotFound
+from core.apk import builds as apk
+from core.apk import storage as apk_storage
+from core.base.errors import InvalidArgument, NotFound
 from core.models import ApkBuild
 from nexmdm_api.auth import (
     ANY_SECURITY,

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from litestar import Request, get
 from litestar.params import Parameter
 
-from core import apk
+from core.apk import builds as apk
 from nexmdm_api.auth import admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from litestar import get
 from litestar.params import Parameter
 
-from core.errors import InvalidArgument
+from core.base.errors import InvalidArgument
 from core.events import audit
 from nexmdm_api.auth import admin_route
 from nexmdm_api.db import DB

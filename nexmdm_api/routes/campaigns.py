@@ -12,8 +12,9 @@ from litestar import Controller, HttpMethod, Request, Response, get, post, route
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
-from core import fleet, validation
-from core.errors import InvalidArgument
+from core import campaigns as fleet
+from core.base import validation
+from core.base.errors import InvalidArgument
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems

@@ -8,8 +8,9 @@ from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
-from core import dispatches, validation
-from core.errors import InvalidArgument
+from core.base import validation
+from core.base.errors import InvalidArgument
+from core.commands import dispatches
 from core.models import COMMAND_STATUSES
 from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_device
 from nexmdm_api.db import DB

@@ -8,8 +8,10 @@ from typing import Annotated, Any
 from litestar import Request, get, post
 from litestar.params import Parameter
 
-from core import devices, validation
-from core.fleet.labels import attach_labels
+from core.base import validation
+from core.devices import records as devices
+from core.devices.labels import attach_labels
+from core.enrollment import enroll as enrollment
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
@@ -133,5 +135,5 @@ def device_heartbeats(
     responses=problems(400, 401, 403, 404, 422, 429),
 )
 def revoke_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
-    device = devices.revoke_device(db, validation.device_id(device_id), actor=admin_actor(request))
+    device = enrollment.revoke_device(db, validation.device_id(device_id), actor=admin_actor(request))
     return convert(devices.device_dict(device, request.app.state.settings), DeviceOut)

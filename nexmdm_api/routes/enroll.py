@@ -7,8 +7,8 @@ from typing import Any
 from litestar import Request, post
 from litestar.params import JSONBody
 
-from core import devices
-from core.errors import InvalidCredentials
+from core.base.errors import InvalidCredentials
+from core.enrollment import enroll as enrollment
 from nexmdm_api.auth import ENROLLMENT_SECURITY, enrollment_refused, require_enrollment_secret
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
@@ -37,7 +37,7 @@ from nexmdm_api.schemas import EnrollIn, EnrollOut
 def enroll(request: Request[Any, Any, Any], db: DB, data: JSONBody[EnrollIn]) -> EnrollOut:
     secret = require_enrollment_secret(request)
     try:
-        result = devices.enroll_device(
+        result = enrollment.enroll_device(
             db,
             enrollment_secret=secret,
             device_id=data.device_id,

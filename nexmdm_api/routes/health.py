@@ -10,7 +10,7 @@ from alembic.util import CommandError
 from litestar import Request, get
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.migrations import alembic_config, current_revision
+from core.storage.migrations import alembic_config, current_revision
 from nexmdm_api.errors import DATABASE_RETRY_AFTER, ApiError, problems
 from nexmdm_api.schemas import Health, Readiness
 

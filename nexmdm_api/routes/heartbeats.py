@@ -15,8 +15,9 @@ from litestar import Request, Response, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
-from core import heartbeats, security
-from core.errors import InvalidCredentials
+from core.base import security
+from core.base.errors import InvalidCredentials
+from core.heartbeats import store as heartbeats
 from nexmdm_api.auth import DEVICE_SECURITY, bearer_token, refused
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems, rate_limited

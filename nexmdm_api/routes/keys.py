@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from litestar import Request, get, post
 from litestar.params import JSONBody, Parameter
 
-from core import credentials
+from core.access import keys as admin_keys
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
@@ -32,7 +32,7 @@ KeyNamePath = Annotated[str, Parameter(description="the key's name", schema_extr
     responses=problems(400, 401, 403, 409, 413, 415, 422, 429),
 )
 def create_key(request: Request[Any, Any, Any], db: DB, data: JSONBody[KeyIn]) -> KeyCreated:
-    secret, key = credentials.create_admin_key(db, name=data.name, role=data.role, actor=admin_actor(request))
+    secret, key = admin_keys.create_admin_key(db, name=data.name, role=data.role, actor=admin_actor(request))
     return convert(key | {"secret": secret}, KeyCreated)
 
 
@@ -46,7 +46,7 @@ def create_key(request: Request[Any, Any, Any], db: DB, data: JSONBody[KeyIn]) -
     responses=problems(400, 401, 403, 422, 429),
 )
 def list_keys(db: DB, limit: Limit = 100, cursor: KeyCursor = None) -> KeyPage:
-    rows, next_cursor = keyset_page(lambda n: credentials.list_admin_keys(db, after=cursor, limit=n), limit, "name")
+    rows, next_cursor = keyset_page(lambda n: admin_keys.list_admin_keys(db, after=cursor, limit=n), limit, "name")
     return KeyPage(items=[convert(r, KeyOut) for r in rows], next_cursor=next_cursor)
 
 
@@ -61,4 +61,4 @@ def list_keys(db: DB, limit: Limit = 100, cursor: KeyCursor = None) -> KeyPage:
     responses=problems(400, 401, 403, 404, 429),
 )
 def revoke_key(request: Request[Any, Any, Any], db: DB, name: KeyNamePath) -> KeyOut:
-    return convert(credentials.revoke_admin_key(db, name, actor=admin_actor(request)), KeyOut)
+    return convert(admin_keys.revoke_admin_key(db, name, actor=admin_actor(request)), KeyOut)

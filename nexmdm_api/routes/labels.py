@@ -10,8 +10,9 @@ from typing import Any
 from litestar import Request, get, patch, post
 from litestar.params import JSONBody
 
-from core import fleet, validation
-from core.fleet import selectors
+from core.base import validation
+from core.devices import labels as labels_module
+from core.devices import selectors
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
@@ -39,7 +40,7 @@ def patch_labels(
     request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath, data: JSONBody[LabelsPatchIn]
 ) -> DeviceLabelsOut:
     device_id = validation.device_id(device_id)
-    labels = fleet.label_device(db, device_id, dict(data.set), list(data.remove), actor=admin_actor(request))
+    labels = labels_module.label_device(db, device_id, dict(data.set), list(data.remove), actor=admin_actor(request))
     return DeviceLabelsOut(device_id=device_id, labels=labels)
 
 
@@ -56,7 +57,9 @@ def bulk_labels(request: Request[Any, Any, Any], db: DB, data: JSONBody[BulkLabe
     parsed = selectors.parse(data.selector)
     ids = selectors.matching_ids(parsed, request.app.state.settings)
     actor = admin_actor(request)
-    matched = fleet.label_selected(db, ids, dict(data.set), list(data.remove), selector=parsed.text, actor=actor)
+    matched = labels_module.label_selected(
+        db, ids, dict(data.set), list(data.remove), selector=parsed.text, actor=actor
+    )
     return BulkLabelsOut(selector=parsed.text, matched=matched)
 
 
@@ -69,4 +72,4 @@ def bulk_labels(request: Request[Any, Any, Any], db: DB, data: JSONBody[BulkLabe
     responses=problems(400, 401, 403, 422, 429),
 )
 def label_counts(request: Request[Any, Any, Any], db: DB) -> LabelCountsOut:
-    return LabelCountsOut(items=[LabelCount(**row) for row in fleet.label_counts(db)])
+    return LabelCountsOut(items=[LabelCount(**row) for row in labels_module.label_counts(db)])

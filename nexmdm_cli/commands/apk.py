@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from core.clock import utcnow
+from core.base.clock import utcnow
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
@@ -26,7 +26,7 @@ from nexmdm_cli.render import (
 )
 from nexmdm_cli.state import print_json, state
 
-apk = lazy_module("core.apk")  # loaded by the command, not by `nexmdm --help`
+apk = lazy_module("core.apk.builds")  # loaded by the command, not by `nexmdm --help`
 audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("APK builds of the device agent and their download audit trail.")

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from core.clock import utcnow
-from core.durations import parse_duration
-from core.errors import InvalidArgument
+from core.base.clock import utcnow
+from core.base.durations import parse_duration
+from core.base.errors import InvalidArgument
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state, to_jsonable

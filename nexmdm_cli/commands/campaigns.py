@@ -9,13 +9,13 @@ import typer
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 
-from core.clock import utcnow
+from core.base.clock import utcnow
 from nexmdm_cli.commands.send import percent
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, dash, group, note, relative, show, styled, table
 from nexmdm_cli.state import err_console, out_console, print_json, state
 
-fleet = lazy_module("core.fleet")  # loaded by the command, not by `nexmdm --help`
+fleet = lazy_module("core.campaigns")  # loaded by the command, not by `nexmdm --help`
 audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 #: core.models.CAMPAIGN_FINAL (the models import SQLAlchemy)
 CAMPAIGN_FINAL = ("completed", "cancelled")

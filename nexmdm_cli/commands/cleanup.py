@@ -1,6 +1,6 @@
 """``nexmdm cleanup``: retention cleanup, safe to run from cron.
 
-A maintenance lock (``core.locks``: a lease on PostgreSQL, across nodes, a ``flock`` beside the SQLite file)
+A maintenance lock (``core.ops.locks``: a lease on PostgreSQL, across nodes, a ``flock`` beside the SQLite file)
 makes a second run exit with code 75 (EX_TEMPFAIL) instead of deleting alongside the first. A real run
 commits per bounded batch inside the helpers, so it gets a plain session, not one wrapping transaction.
 """
@@ -18,8 +18,8 @@ from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import JsonOption, note, show, table
 from nexmdm_cli.state import err_console, print_json, state
 
-retention_engine = lazy_module("core.retention")
-locks = lazy_module("core.locks")
+retention_engine = lazy_module("core.ops.retention")
+locks = lazy_module("core.ops.locks")
 
 
 def _days(help_text: str) -> Any:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from core.errors import InvalidArgument, LockTimeout, NexMDMError
+from core.base.errors import InvalidArgument, LockTimeout, NexMDMError
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, show, table
 from nexmdm_cli.state import print_json, state
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
 #: Alembic is imported by the commands that use it, never by ``nexmdm --help`` (see nexmdm_cli/lazy.py)
-migrations = lazy_module("core.migrations")
+migrations = lazy_module("core.storage.migrations")
 
 app = group("Database migrations (Alembic): upgrade after every deploy.")
 
@@ -156,7 +156,7 @@ def _revisions(ctx: typer.Context, *, need_database: bool = True) -> tuple[Scrip
     (an error, or no current revision when ``need_database`` is false)."""
     from alembic.script import ScriptDirectory
 
-    from core.db import sqlite_file
+    from core.storage.engine import sqlite_file
 
     st = state(ctx)
     script = ScriptDirectory.from_config(_config(ctx))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from core.settings import get_settings
+from core.base.settings import get_settings
 from nexmdm_cli.commands.simulate import fake_fcm_env, render_report, run_with_progress
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import info, out_console
@@ -27,10 +27,11 @@ if TYPE_CHECKING:
 
 # loaded when the demo runs, not by `nexmdm --help`
 httpx = lazy_module("httpx")
-credentials = lazy_module("core.credentials")
-core_db = lazy_module("core.db")
-migrations = lazy_module("core.migrations")
-fleet = lazy_module("core.fleet")
+credentials = lazy_module("core.enrollment.tokens")
+admin_keys = lazy_module("core.access.keys")
+core_db = lazy_module("core.storage.engine")
+migrations = lazy_module("core.storage.migrations")
+fleet = lazy_module("core.campaigns")
 simulation = lazy_module("nexmdm_cli.simulation")  # asyncio and httpx: only when the demo runs
 
 DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
@@ -158,7 +159,7 @@ def demo(
     engine = core_db.engine_from_settings(settings)
     with core_db.make_session_factory(engine, settings).begin() as db:
         enrollment_token, _ = credentials.create_enrollment_token(db, uses=devices, note="nexmdm demo")
-        admin_key, _ = credentials.create_admin_key(db, name="demo")
+        admin_key, _ = admin_keys.create_admin_key(db, name="demo")
     engine.dispose()
 
     port = free_port()

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from core.clock import utcnow
-from core.errors import InvalidArgument
+from core.base.clock import utcnow
+from core.base.errors import InvalidArgument
 from nexmdm_cli import sparklines
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
@@ -29,11 +29,13 @@ from nexmdm_cli.render import (
 )
 from nexmdm_cli.state import print_json, state
 
-devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
-device_list = lazy_module("core.device_list")  # Core only: `devices list` never imports the ORM
-fleet = lazy_module("core.fleet")
-selectors = lazy_module("core.fleet.selectors")
-trends = lazy_module("core.trends")
+devices = lazy_module("core.devices.records")  # loaded by the command, not by `nexmdm --help`
+enrollment = lazy_module("core.enrollment.enroll")
+device_list = lazy_module("core.devices.listing")  # Core only: `devices list` never imports the ORM
+fleet = lazy_module("core.campaigns")
+labels_module = lazy_module("core.devices.labels")
+selectors = lazy_module("core.devices.selectors")
+trends = lazy_module("core.heartbeats.trends")
 
 #: the presence strip: the last 24 hours in half-hour slots
 PRESENCE = timedelta(hours=24)
@@ -102,7 +104,7 @@ def show_device(
     with st.session() as db:
         data = devices.device_dict(devices.get_device(db, device_id), st.settings)
         data |= devices.device_activity(db, device_id)
-        data["labels"] = fleet.device_labels(db, device_id)
+        data["labels"] = labels_module.device_labels(db, device_id)
         now = utcnow()
         day = [] if json_output else trends.slots(db, device_id, since=now - PRESENCE, until=now, count=PRESENCE_SLOTS)
     if json_output:
@@ -152,7 +154,7 @@ def revoke(
             "are cancelled at once"
         )
     with st.session() as db:
-        data = devices.device_dict(devices.revoke_device(db, device_id, actor=audit.cli_actor()), st.settings)
+        data = devices.device_dict(enrollment.revoke_device(db, device_id, actor=audit.cli_actor()), st.settings)
     if json_output:
         print_json(data)
         return
@@ -181,10 +183,10 @@ def label(
         if len(args) < 2:
             raise InvalidArgument("give a device id and at least one label (key=value or key-)", field="labels")
         device_id, args = args[0], args[1:]
-    to_set, remove = fleet.parse_label_args(args)
+    to_set, remove = labels_module.parse_label_args(args)
     if device_id is not None:
         with st.session() as db:
-            labels = fleet.label_device(db, device_id, to_set, remove, actor=audit.cli_actor())
+            labels = labels_module.label_device(db, device_id, to_set, remove, actor=audit.cli_actor())
         if json_output:
             print_json({"device_id": device_id, "labels": labels})
             return
@@ -192,12 +194,12 @@ def label(
         return
     parsed = selectors.parse(selector)
     with st.session() as db:
-        matched = fleet.count_matching(db, parsed, st.settings)
+        matched = selectors.count_matching(db, parsed, st.settings)
     if matched > 1 and not yes:
         confirm(f"Change labels on {matched:,} devices matching {selector!r} on {st.masked_url}?")
     with st.session() as db:
         ids = selectors.matching_ids(parsed, st.settings)
-        matched = fleet.label_selected(db, ids, to_set, remove, selector=parsed.text, actor=audit.cli_actor())
+        matched = labels_module.label_selected(db, ids, to_set, remove, selector=parsed.text, actor=audit.cli_actor())
     if json_output:
         print_json({"selector": parsed.text, "matched": matched})
         return
@@ -212,7 +214,7 @@ def labels(
 ) -> None:
     """How many devices carry each label key and value (revoked devices are not counted)."""
     with state(ctx).session() as db:
-        items = fleet.label_counts(db, key=key)
+        items = labels_module.label_counts(db, key=key)
     if json_output:
         print_json({"items": items})
         return

@@ -7,15 +7,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 
-from core.clock import utcnow
-from core.durations import format_duration, parse_duration
-from core.errors import InvalidArgument
-from core.statuses import COMMAND_STATUSES
+from core.base.clock import utcnow
+from core.base.durations import format_duration, parse_duration
+from core.base.errors import InvalidArgument
+from core.base.statuses import COMMAND_STATUSES
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, ms, note, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state
 
-dispatches = lazy_module("core.dispatches")  # loaded by the command, not by `nexmdm --help`
+dispatches = lazy_module("core.commands.dispatches")  # loaded by the command, not by `nexmdm --help`
 audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Commands dispatched to devices: statistics, one command, recent commands, cancel.")

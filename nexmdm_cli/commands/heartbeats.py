@@ -7,15 +7,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from core.clock import utcnow
-from core.durations import parse_duration
+from core.base.clock import utcnow
+from core.base.durations import parse_duration
 from nexmdm_cli import sparklines
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, battery, dash, group, relative, show, stamp, styled, table, yes_no
 from nexmdm_cli.state import out_console, print_json, state
 
-devices = lazy_module("core.devices")  # loaded by the command, not by `nexmdm --help`
-trends = lazy_module("core.trends")
+devices = lazy_module("core.devices.records")  # loaded by the command, not by `nexmdm --help`
+trends = lazy_module("core.heartbeats.trends")
 
 app = group("Heartbeats: what each device has been reporting.")
 

@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
-from core.clock import utcnow
-from core.errors import NotFound
+from core.base.clock import utcnow
+from core.base.errors import NotFound
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, relative, secret_once, show, styled
 from nexmdm_cli.render import table as make_table
 from nexmdm_cli.state import print_json, state
 
-credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
+credentials = lazy_module("core.enrollment.tokens")  # loaded by the command, not by `nexmdm --help`
+admin_keys = lazy_module("core.access.keys")
 audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Admin API keys: for integrations and the admin endpoints.")
@@ -32,7 +33,7 @@ def create(
     """Create an admin API key and print its secret, once."""
     st = state(ctx)
     with st.session() as db:
-        secret, key = credentials.create_admin_key(db, name=name, role=role, actor=audit.cli_actor())
+        secret, key = admin_keys.create_admin_key(db, name=name, role=role, actor=audit.cli_actor())
     if json_output:
         print_json(key | {"secret": secret})
         return
@@ -44,7 +45,7 @@ def create(
 def list_keys(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Admin keys with their state and last use (never their secrets)."""
     with state(ctx).session() as db:
-        items = credentials.list_admin_keys(db)
+        items = admin_keys.list_admin_keys(db)
     if json_output:
         print_json({"items": items})
         return
@@ -76,11 +77,11 @@ def revoke(
     st = state(ctx)
     if not yes:
         with st.session() as db:
-            if not any(key["name"] == name for key in credentials.list_admin_keys(db)):
+            if not any(key["name"] == name for key in admin_keys.list_admin_keys(db)):
                 raise NotFound(f"no admin key named {name!r}")  # before asking
         confirm(f"Revoke admin key {name} on {st.masked_url}? Integrations using it stop working")
     with st.session() as db:
-        key = credentials.revoke_admin_key(db, name, actor=audit.cli_actor())
+        key = admin_keys.revoke_admin_key(db, name, actor=audit.cli_actor())
     if json_output:
         print_json(key)
         return

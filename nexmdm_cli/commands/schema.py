@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from core.errors import DatabaseUnavailable
+from core.base.errors import DatabaseUnavailable
 from nexmdm_cli.render import CONTEXT, JsonOption, group, note, show
 from nexmdm_cli.state import first_line, print_json, state
 
@@ -119,8 +119,8 @@ def find_problems(conn: Connection) -> list[dict[str, str]]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from core.migrations import head_revision
     from core.models import Base
+    from core.storage.migrations import head_revision
 
     skipped = SKIPPED_TABLES | _partitions(conn)
 

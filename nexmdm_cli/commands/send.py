@@ -8,18 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from core.durations import parse_duration
-from core.errors import InvalidArgument
+from core.base.durations import parse_duration
+from core.base.errors import InvalidArgument
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import JsonOption, YesOption, confirm, note, show, table
 from nexmdm_cli.state import print_json, state
 
 # loaded by the command, not by `nexmdm --help`
-dispatches = lazy_module("core.dispatches")
-fleet = lazy_module("core.fleet")
-campaigns_module = lazy_module("core.fleet.campaigns")
+dispatches = lazy_module("core.commands.dispatches")
+fleet = lazy_module("core.campaigns")
+campaigns_module = lazy_module("core.campaigns.records")
 audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
-timeouts = lazy_module("core.timeouts")
+timeouts = lazy_module("core.storage.timeouts")
 
 
 def percent(text: str | None, option: str) -> float | None:

@@ -10,11 +10,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from core.settings import Settings
+from core.base.settings import Settings
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import CliState, info, state
 
-delivery = lazy_module("core.delivery")
+delivery = lazy_module("core.commands.push")
 
 FACTORY = "nexmdm_api.app:create_app"
 

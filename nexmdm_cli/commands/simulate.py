@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from nexmdm_cli.simulation import Simulation
 
-credentials = lazy_module("core.credentials")
+credentials = lazy_module("core.enrollment.tokens")
 simulation = lazy_module("nexmdm_cli.simulation")  # asyncio and httpx: only when a simulation runs
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
 
@@ -128,7 +128,7 @@ def command_creator(st: CliState, rate: float) -> Callable[[Simulation], Awaitab
     """Create ``rate`` commands a second for random enrolled devices, straight in the database."""
     import asyncio
 
-    from core import dispatches
+    from core.commands import dispatches
 
     def create(request_id: str, device_id: str) -> None:
         with st.session() as db:

@@ -6,17 +6,17 @@ from typing import Annotated, Any
 
 import typer
 
-from core.clock import utcnow
-from core.durations import parse_duration
-from core.errors import InvalidArgument
+from core.base.clock import utcnow
+from core.base.durations import parse_duration
+from core.base.errors import InvalidArgument
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
 from nexmdm_cli.state import print_json, state
 
-credentials = lazy_module("core.credentials")  # loaded by the command, not by `nexmdm --help`
-labels_module = lazy_module("core.fleet.labels")
+credentials = lazy_module("core.enrollment.tokens")  # loaded by the command, not by `nexmdm --help`
+labels_module = lazy_module("core.devices.labels")
 audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
-#: core.credentials.MAX_TOKEN_USES, spelled out for the help text (tests/cli/test_startup.py pins it)
+#: core.enrollment.tokens.MAX_TOKEN_USES, spelled out for the help text (tests/cli/test_startup.py pins it)
 MAX_TOKEN_USES = 1_000_000
 
 app = group("Enrollment tokens: what a new device presents to enroll.")

@@ -1,7 +1,7 @@
 """``nexmdm top``: the fleet right now, refreshed in the terminal until ``q`` or Ctrl-C.
 
 It reads the database directly, like the other operator commands; every query is index-backed
-(``core.fleet_stats``). ``--selector`` narrows the device figures to the matching devices; its terms
+(``core.ops.fleet_stats``). ``--selector`` narrows the device figures to the matching devices; its terms
 without an index read every device, under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS``. Figures
 that leave no row in the database (the share of heartbeats that fell into an existing bucket) come
 from the servers' ``/metrics`` when ``--metrics-url`` is given.
@@ -82,7 +82,7 @@ class MetricsSource:
 
 
 def _snapshot(st: CliState, metrics: MetricsSource | None, offline_limit: int, selector: Any = None) -> dict[str, Any]:
-    from core import fleet_stats
+    from core.ops import fleet_stats
 
     started = time.perf_counter()
     with st.session() as db:
@@ -95,7 +95,7 @@ def _snapshot(st: CliState, metrics: MetricsSource | None, offline_limit: int, s
 
 def _reason(exc: BaseException) -> str:
     """Why a refresh failed, short enough for the header line (the selector is already on it)."""
-    from core.errors import NexMDMError, SelectorTooSlow
+    from core.base.errors import NexMDMError, SelectorTooSlow
 
     if isinstance(exc, SelectorTooSlow):
         return f"selector query over {exc.limit_ms} ms: narrow it"
@@ -211,7 +211,7 @@ def top(
     st = state(ctx)
     chosen = None
     if selector is not None:
-        from core.fleet.selectors import parse
+        from core.devices.selectors import parse
 
         chosen = parse(selector)  # a bad selector is one line and exit 2, before any screen
     metrics = MetricsSource(metrics_url) if metrics_url else None

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from core.clock import utcnow
-from core.errors import InvalidArgument
+from core.base.clock import utcnow
+from core.base.errors import InvalidArgument
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, dash, group, note, relative, show, styled, table
 from nexmdm_cli.state import print_json, state

@@ -1,7 +1,7 @@
 """``nexmdm worker``: the FCM delivery worker on its own, with the maintenance and webhook duties of a server.
 
 An operator may run the API nodes with ``--no-worker`` and dedicated workers: a worker then does
-everything a server process does besides answering requests (``core.maintenance``: campaigns, partitions,
+everything a server process does besides answering requests (``core.ops.maintenance``: campaigns, partitions,
 the leader's expiry and presence sweeps, leader-elected through the ``leases`` table together with every
 ``nexmdm serve`` process; the webhook outbox; pushes). No web framework is imported.
 """
@@ -22,16 +22,16 @@ from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import err_console, print_json, state
 
 if TYPE_CHECKING:
-    from core.delivery import DeliveryWorker
-    from core.settings import Settings
+    from core.base.settings import Settings
+    from core.commands.push import DeliveryWorker
     from nexmdm_cli.state import CliState
 
-delivery_module = lazy_module("core.delivery")
-fleet = lazy_module("core.fleet")
-ratecap = lazy_module("core.delivery.ratecap")
-maintenance_module = lazy_module("core.maintenance")
-webhook_delivery = lazy_module("core.events.delivery")
-leases = lazy_module("core.leases")
+delivery_module = lazy_module("core.commands.push")
+fleet = lazy_module("core.campaigns")
+ratecap = lazy_module("core.commands.push.ratecap")
+maintenance_module = lazy_module("core.ops.maintenance")
+webhook_delivery = lazy_module("core.events.sender")
+leases = lazy_module("core.ops.leases")
 
 #: the webhook outbox is polled this often (a new event is usually found at once: the sender is woken)
 WEBHOOK_POLL_SECONDS = 1.0

@@ -11,8 +11,9 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials
-from core.settings import Settings
+from core.access import keys as admin_keys
+from core.base.settings import Settings
+from core.enrollment import tokens as credentials
 from nexmdm_api import create_app
 
 
@@ -41,7 +42,7 @@ def make_token(session_factory: sessionmaker[Session]) -> Callable[..., str]:
 @pytest.fixture
 def admin_key(session_factory: sessionmaker[Session]) -> str:
     with session_factory.begin() as db:
-        secret, _ = credentials.create_admin_key(db, name="ops")
+        secret, _ = admin_keys.create_admin_key(db, name="ops")
     return secret
 
 

@@ -12,9 +12,9 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, event, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials
+from core.access import keys as admin_keys
 from core.models import AdminKey
-from core.types import utcnow
+from core.storage.types import utcnow
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def key_writes() -> Iterator[list[str]]:
 
 def _last_used(factory: sessionmaker[Session]) -> Any:
     with factory() as db:
-        (key,) = credentials.list_admin_keys(db)
+        (key,) = admin_keys.list_admin_keys(db)
         return key["last_used_at"]
 
 
@@ -62,7 +62,7 @@ def test_the_cli_shows_it(
 ) -> None:
     assert client.get("/v1/devices", headers=admin).status_code == 200
     with session_factory() as db:
-        (key,) = credentials.list_admin_keys(db)
+        (key,) = admin_keys.list_admin_keys(db)
     assert key["last_used_at"] is not None  # `nexmdm keys list` no longer says "never"
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from core.models import ApkDownloadEvent
-from core.types import utcnow
+from core.storage.types import utcnow
 
 
 def apk_bytes(payload: bytes = bytes(range(256)) * 40, manifest: bool = True) -> bytes:
@@ -169,7 +169,7 @@ def test_download_url_never_comes_from_the_host_header(api_settings, engine, adm
 
 @pytest.mark.parametrize("bad", ["mdm.example.com", "ftp://mdm.example.com", "https://x?y=1", "https://x#f"])
 def test_public_url_must_be_an_http_base(api_settings, bad: str) -> None:
-    from core.errors import InvalidArgument
+    from core.base.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument, match="NEXMDM_PUBLIC_URL"):
         api_settings.with_overrides(public_url=bad)
@@ -196,10 +196,10 @@ def test_remove_withdraws_a_build_through_the_api(client, admin, uploaded, enrol
 
 def test_an_upload_records_the_admin_keys_use(uploaded, session_factory) -> None:
     """The key is checked in a read-only session before the body is read; its use is still recorded."""
-    from core import credentials
+    from core.access import keys as admin_keys
 
     with session_factory() as db:
-        assert [key["last_used_at"] is not None for key in credentials.list_admin_keys(db)] == [True]
+        assert [key["last_used_at"] is not None for key in admin_keys.list_admin_keys(db)] == [True]
 
 
 def test_admins_list_builds_and_downloads(client, admin, uploaded, enroll, auth) -> None:

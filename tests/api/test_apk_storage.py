@@ -14,9 +14,10 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import apk, apk_storage
-from core.errors import InvalidArgument
-from core.settings import Settings
+from core.apk import builds as apk
+from core.apk import storage as apk_storage
+from core.base.errors import InvalidArgument
+from core.base.settings import Settings
 from nexmdm_api import create_app
 from tests.fakes.apk import apk_bytes
 

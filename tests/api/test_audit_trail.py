@@ -15,10 +15,14 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import apk, credentials, dispatches, fleet
+from core import campaigns as fleet
+from core.access import keys as admin_keys
+from core.apk import builds as apk
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.enrollment import tokens as credentials
 from core.events import webhooks
 from core.models import AuditEvent
-from core.settings import Settings
 from nexmdm_api import create_app
 from tests.api.test_roles import admin_routes
 from tests.fakes.apk import apk_bytes
@@ -53,7 +57,7 @@ def _seed_campaign(factory: sessionmaker[Session], settings: Settings, *, paused
 
 def _seed_key(factory: sessionmaker[Session]) -> None:
     with factory.begin() as db:
-        credentials.create_admin_key(db, name="victim", role="viewer")
+        admin_keys.create_admin_key(db, name="victim", role="viewer")
 
 
 def _seed_webhook(factory: sessionmaker[Session]) -> str:

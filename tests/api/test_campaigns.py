@@ -8,9 +8,10 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials, fleet
+from core import campaigns as fleet
+from core.base.settings import Settings
+from core.enrollment import tokens as credentials
 from core.models import COMMAND_STATUSES
-from core.settings import Settings
 from tests.core.fleet_helpers import ack_all, seed_fleet, seed_many
 
 

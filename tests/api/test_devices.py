@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from litestar.testing import TestClient
 
-from core import heartbeats as core_heartbeats
+from core.heartbeats import store as core_heartbeats
 from core.models import Device
-from core.types import utcnow
+from core.storage.types import utcnow
 from nexmdm_api import create_app
 from tests.api.conftest import bearer
 from tests.core.fleet_helpers import SCANNING, seed_pixels

@@ -9,10 +9,10 @@ from typing import Any
 from litestar.testing import TestClient
 from sqlalchemy import func, select, update
 
-from core import credentials
+from core.base.settings import Settings
+from core.enrollment import tokens as credentials
 from core.models import Device, EnrollmentToken
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 from nexmdm_api import create_app
 
 BEAT = {"status": "ok"}

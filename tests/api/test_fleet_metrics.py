@@ -15,7 +15,7 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.settings import Settings
+from core.base.settings import Settings
 from nexmdm_api import create_app
 from nexmdm_api.fleet_metrics import FleetGauges
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready

@@ -13,12 +13,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import db_utils, devices, dispatches
-from core.delivery import DeliveryWorker, client_from_settings
-from core.errors import Conflict, NotFound
+from core import db_utils
+from core.base.errors import Conflict, NotFound
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.commands.push import DeliveryWorker, client_from_settings
+from core.devices import records as devices
+from core.enrollment import enroll as enrollment
 from core.models import Device, FcmDispatch
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 from tests.fakes.fcm import FakeFcm, write_service_account
 
 SECRET_PAYLOAD = {"wifi_psk": "corp-secret"}
@@ -42,7 +45,7 @@ def _enroll(client: Any, token: str, device_id: str = "lost-phone", **fields: An
 def _revoke(session_factory: sessionmaker[Session], device_id: str = "lost-phone") -> None:
     """What ``nexmdm devices revoke ID --yes`` does: one core call in one transaction."""
     with session_factory.begin() as db:
-        devices.revoke_device(db, device_id)
+        enrollment.revoke_device(db, device_id)
 
 
 def test_a_reenrolled_id_sees_nothing_of_the_revoked_one(client, admin, make_token, auth, session_factory) -> None:

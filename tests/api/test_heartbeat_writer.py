@@ -14,12 +14,12 @@ from sqlalchemy import Engine, event, func, select
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import security
-from core.db import make_engine
-from core.errors import Forbidden, InvalidCredentials
-from core.heartbeats import Beat, prepare_beat, store_beats
+from core.base import security
+from core.base.errors import Forbidden, InvalidCredentials
+from core.base.settings import Settings
+from core.heartbeats.store import Beat, prepare_beat, store_beats
 from core.models import Device, DeviceHeartbeat
-from core.settings import Settings
+from core.storage.engine import make_engine
 from nexmdm_api.heartbeat_writer import HeartbeatWriter
 
 T0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -262,7 +262,7 @@ def test_an_unexpected_error_fails_its_batch_but_not_the_writer(
 def test_a_partition_dropped_behind_the_cache_is_created_again(
     autocommit_engine: Engine, settings: Settings, tokens: dict[str, str], session_factory: sessionmaker[Session]
 ) -> None:
-    from core import partitions
+    from core.heartbeats import partitions
 
     later = T0 + timedelta(days=3)
     beat = _beat(next(iter(tokens.values())), settings, later)

@@ -8,8 +8,8 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.base.settings import Settings
 from core.models import Device, DeviceHeartbeat
-from core.settings import Settings
 from nexmdm_api import create_app
 
 BEAT = {"status": "ok", "battery_pct": 80, "plugged": True, "network_type": "wifi", "agent_version": "1.2.0"}
@@ -114,7 +114,7 @@ def test_control_characters_are_422(client, enroll, auth) -> None:
 def test_revoked_device_token_stops_working(client, enroll, auth, session_factory) -> None:
     token = enroll("dev_001")
     with session_factory.begin() as db:
-        from core.devices import revoke_device
+        from core.enrollment.enroll import revoke_device
 
         revoke_device(db, "dev_001")
     assert client.post("/v1/heartbeat", json=BEAT, headers=auth(token)).status_code == 401

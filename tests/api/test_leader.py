@@ -8,9 +8,9 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import leases, maintenance
-from core.maintenance import LEADER_LEASE
-from core.settings import Settings
+from core.base.settings import Settings
+from core.ops import leases, maintenance
+from core.ops.maintenance import LEADER_LEASE
 from nexmdm_api import create_app
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from litestar.testing import TestClient
 
-from core import credentials, devices
-from core.db import make_engine, make_session_factory
-from core.settings import Settings
+from core.base.settings import Settings
+from core.enrollment import enroll as enrollment
+from core.enrollment import tokens as credentials
+from core.storage.engine import make_engine, make_session_factory
 from nexmdm_api import create_app
 from tests.pgcluster import Cluster
 
@@ -19,7 +20,7 @@ def test_database_outage_is_a_fast_503_and_the_api_recovers(pg_cluster: Cluster,
     engine = make_engine(pg_cluster.url)
     with make_session_factory(engine, settings).begin() as db:
         secret, _ = credentials.create_enrollment_token(db, uses=1)
-        device_token = devices.enroll_device(db, enrollment_secret=secret, device_id="dev_001")["device_token"]
+        device_token = enrollment.enroll_device(db, enrollment_secret=secret, device_id="dev_001")["device_token"]
     engine.dispose()
     headers = {"Authorization": f"Bearer {device_token}"}
     with TestClient(create_app(settings)) as client:

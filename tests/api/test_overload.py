@@ -12,7 +12,7 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, create_engine, text
 
-from core.settings import Settings
+from core.base.settings import Settings
 from nexmdm_api import create_app, heartbeat_writer
 from tests.api.conftest import bearer
 

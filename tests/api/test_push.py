@@ -12,9 +12,9 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine, update
 
-from core import dispatches
+from core.base.settings import Settings
+from core.commands import dispatches
 from core.models import Device, FcmDispatch
-from core.settings import Settings
 from nexmdm_api import create_app
 from tests.api.conftest import bearer
 from tests.fakes.fcm import FakeFcm, write_service_account

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
-from core.settings import Settings
+from core.base.settings import Settings
 from nexmdm_api import create_app
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket, client_key
 from tests.api.conftest import bearer

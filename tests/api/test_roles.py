@@ -15,9 +15,9 @@ from litestar.testing import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials
+from core.access import keys as admin_keys
+from core.base.settings import Settings
 from core.models import ROLES, AuditEvent
-from core.settings import Settings
 from nexmdm_api import create_app
 from tests.conftest import DatabaseFactory, migrate
 
@@ -90,7 +90,7 @@ def role_keys(session_factory: sessionmaker[Session]) -> dict[str, dict[str, str
     keys = {}
     with session_factory.begin() as db:
         for role in ROLES:
-            secret, _ = credentials.create_admin_key(db, name=f"k-{role}", role=role)
+            secret, _ = admin_keys.create_admin_key(db, name=f"k-{role}", role=role)
             keys[role] = {"Authorization": f"Bearer {secret}"}
     return keys
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import make_url
 from typer.testing import CliRunner
 
-from core.settings import Settings
+from core.base.settings import Settings
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
 from nexmdm_cli.main import app
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar.testing import TestClient
 
-from core.settings import Settings
+from core.base.settings import Settings
 from nexmdm_api import create_app
 
 DEVICE_PATHS = ["/v1/enroll", "/v1/heartbeat", "/v1/commands/pending", "/v1/commands/{request_id}/ack"]
@@ -113,11 +113,11 @@ def test_unknown_routes_and_methods_are_problems(client: TestClient[Any]) -> Non
 
 
 def test_revoked_admin_key_is_401(client: TestClient[Any], admin: dict[str, str], session_factory) -> None:
-    from core import credentials
+    from core.access import keys as admin_keys
 
     assert client.get("/v1/devices", headers=admin).status_code == 200
     with session_factory.begin() as db:
-        credentials.revoke_admin_key(db, "ops")
+        admin_keys.revoke_admin_key(db, "ops")
     response = client.get("/v1/devices", headers=admin)
     assert response.status_code == 401 and response.headers["content-type"] == "application/problem+json"
 

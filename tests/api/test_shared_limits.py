@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from core import redis_link
-from core.settings import Settings
+from core.base.settings import Settings
+from core.storage import redis_link
 from nexmdm_api import create_app
 from nexmdm_api.shared_limits import RedisLink, SharedFailureLimiter, SharedTokenBucket
 from tests.redis_server import RedisServer, shared_prefix

@@ -19,10 +19,11 @@ import uvicorn
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import apk, credentials
-from core.db import make_engine, make_session_factory
+from core.access import keys as admin_keys
+from core.apk import builds as apk
+from core.base.settings import Settings
 from core.models import ApkBuild, Device
-from core.settings import Settings
+from core.storage.engine import make_engine, make_session_factory
 from nexmdm_api import create_app
 from nexmdm_cli.commands.demo import free_port
 
@@ -70,7 +71,7 @@ def _admin(settings: Settings) -> str:
     engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine).begin() as db:
-            return credentials.create_admin_key(db, name=f"ci-{time.monotonic_ns()}")[0]
+            return admin_keys.create_admin_key(db, name=f"ci-{time.monotonic_ns()}")[0]
     finally:
         engine.dispose()
 

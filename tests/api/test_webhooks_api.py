@@ -11,8 +11,8 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import select
 
+from core.base.settings import Settings
 from core.models import WebhookOutbox
-from core.settings import Settings
 from tests.fakes.receiver import Receiver
 
 SECRET = "s" * 40

@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import db_utils, fleet
-from core.devices import revoke_device
+from core import campaigns as fleet
+from core import db_utils
+from core.base.settings import Settings
+from core.enrollment.enroll import revoke_device
 from core.models import DeviceLabel, FcmDispatch
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 from tests.cli.helpers import seed_heartbeat
 from tests.conftest import add_device
 

@@ -10,10 +10,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
-from core import db_utils, heartbeats
+from core import db_utils
+from core.base.settings import Settings
+from core.heartbeats import store as heartbeats
 from core.models import ApkBuild, ApkDownloadEvent, Device, FcmDispatch
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 from nexmdm_cli.main import app
 
 

@@ -19,11 +19,15 @@ import typer.main
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import apk, credentials, dispatches, fleet
+from core import campaigns as fleet
+from core.access import keys as admin_keys
+from core.apk import builds as apk
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.enrollment import tokens as credentials
 from core.events import webhooks
 from core.models import AuditEvent
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 from nexmdm_cli.main import app
 from tests.cli.helpers import Cli, one_error_line
 from tests.conftest import add_device
@@ -51,7 +55,7 @@ def _token(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
 
 def _key(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
     with factory.begin() as db:
-        credentials.create_admin_key(db, name="victim")
+        admin_keys.create_admin_key(db, name="victim")
     return []
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials
+from core.enrollment import tokens as credentials
 from core.models import AdminKey, EnrollmentToken
-from core.types import utcnow
+from core.storage.types import utcnow
 from tests.cli.helpers import Cli, one_error_line
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from core import migrations
-from core.db import make_engine, mask_url, sqlite_file
-from core.migrations import head_revision
+from core.storage import migrations
+from core.storage.engine import make_engine, mask_url, sqlite_file
+from core.storage.migrations import head_revision
 from tests.cli.helpers import Cli, one_error_line
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.devices import revoke_device
+from core.enrollment.enroll import revoke_device
 from core.models import Device
 from tests.cli.helpers import Cli, one_error_line, seed_dispatch, seed_heartbeat
 from tests.conftest import add_device

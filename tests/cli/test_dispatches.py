@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import db_utils
-from core.types import utcnow
+from core.storage.types import utcnow
 from tests.cli.helpers import Cli, one_error_line, seed_dispatch
 from tests.conftest import add_device
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from core.db import sqlite_file
+from core.storage.engine import sqlite_file
 from nexmdm_cli.main import app
 from tests.cli.helpers import Cli, one_error_line
 

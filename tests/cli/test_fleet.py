@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import fleet
+from core import campaigns as fleet
+from core.base.settings import Settings
 from core.models import Campaign, EnrollmentToken, FcmDispatch
-from core.settings import Settings
 from tests.cli.helpers import Cli, count, one_error_line
 from tests.core.fleet_helpers import SCANNING, ack_all, seed_fleet, seed_many, seed_pixels
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from core.migrations import script_location
+from core.storage.migrations import script_location
 from tests.fakes.apk import apk_bytes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from core.db import make_engine, sqlite_file
-from core.migrations import head_revision
+from core.storage.engine import make_engine, sqlite_file
+from core.storage.migrations import head_revision
 from tests.cli.helpers import Cli
 
 PASSED = "✅ Schema validation passed!"

@@ -1,6 +1,6 @@
 """The CLI starts fast: importing the root app (all that ``nexmdm --help`` needs) loads neither Alembic nor
 SQLAlchemy nor the HTTP stack; the commands import them when they run (``nexmdm_cli/lazy.py``), and
-``nexmdm devices list`` reads with SQLAlchemy Core alone (``core/device_list.py``), without the ORM."""
+``nexmdm devices list`` reads with SQLAlchemy Core alone (``core/devices/listing.py``), without the ORM."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import sys
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from core import credentials
-from core.fleet import label_device
+from core.devices.labels import label_device
+from core.enrollment import tokens as credentials
 from nexmdm_cli.commands import tokens
 from nexmdm_cli.main import app
 from tests.cli.helpers import Cli
 from tests.conftest import add_device
 
-HEAVY = ("alembic", "sqlalchemy", "httpx", "litestar", "uvicorn", "core.models", "core.db")
+HEAVY = ("alembic", "sqlalchemy", "httpx", "litestar", "uvicorn", "core.models", "core.storage.engine")
 
 _PROBE = """
 import json, sys
@@ -56,7 +56,7 @@ def test_a_command_still_loads_what_it_needs(cli_env: dict) -> None:
 
 
 #: what the fleet listing must not load: the ORM and the models (the last measured ~0.1 s of its start-up)
-ORM = ("sqlalchemy.orm", "core.models", "core.devices", "core.fleet", "alembic")
+ORM = ("sqlalchemy.orm", "core.models", "core.devices.records", "core.campaigns", "alembic")
 
 
 def test_devices_list_reads_without_the_orm(cli: Cli, session_factory: sessionmaker[Session]) -> None:

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.base.settings import Settings
 from core.models import COMMAND_STATUSES
-from core.settings import Settings
 from tests.cli.fleet import (
     EXPECTED,
     EXPECTED_CAMPAIGNS,
@@ -230,7 +230,7 @@ def test_campaigns_in_flight(cli: Cli, session_factory: sessionmaker[Session], s
 
 
 def test_at_most_a_handful_of_campaigns(cli: Cli, session_factory: sessionmaker[Session], settings: Settings) -> None:
-    from core import fleet_stats
+    from core.ops import fleet_stats
 
     seed_fleet(session_factory)
     seed_labels(session_factory)

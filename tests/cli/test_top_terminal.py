@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.settings import Settings
+from core.base.settings import Settings
 from tests.cli.fleet import seed_campaigns, seed_fleet, seed_labels
 from tests.cli.helpers import Cli
 from tests.conftest import IN_CI

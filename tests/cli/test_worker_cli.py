@@ -8,9 +8,9 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from core import dispatches
+from core.base.settings import Settings
+from core.commands import dispatches
 from core.models import Device
-from core.settings import Settings
 from nexmdm_cli.main import app
 from tests.fakes.fcm import FakeFcm, write_service_account
 

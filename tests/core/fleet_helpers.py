@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import Engine, insert, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.fleet.versions import version_key
+from core.base.versions import version_key
 from core.models import Device, DeviceLabel, FcmDispatch
-from core.types import utcnow
+from core.storage.types import utcnow
 
 #: id -> (labels, fields)
 FLEET: dict[str, tuple[dict[str, str], dict[str, Any]]] = {

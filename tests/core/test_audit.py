@@ -8,10 +8,13 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials, db_utils, devices
+from core import db_utils
+from core.access import keys as admin_keys
+from core.enrollment import enroll as enrollment
+from core.enrollment import tokens as credentials
 from core.events import audit
 from core.models import AuditEvent, Device
-from core.types import utcnow
+from core.storage.types import utcnow
 from tests.conftest import add_device
 
 ACTOR = audit.Actor("key:ci", "10.0.0.1")
@@ -24,13 +27,13 @@ def rows(factory: sessionmaker[Session]) -> list[AuditEvent]:
 
 def test_a_change_and_its_audit_row_commit_or_roll_back_together(session_factory, device) -> None:
     with pytest.raises(RuntimeError), session_factory.begin() as db:
-        devices.revoke_device(db, device, actor=ACTOR)
+        enrollment.revoke_device(db, device, actor=ACTOR)
         raise RuntimeError("the caller fails after the change")
     assert rows(session_factory) == []
     with session_factory() as db:
         assert db.get(Device, device).revoked_at is None
     with session_factory.begin() as db:
-        devices.revoke_device(db, device, actor=ACTOR)
+        enrollment.revoke_device(db, device, actor=ACTOR)
     [row] = rows(session_factory)
     assert (row.actor, row.action, row.target, row.client_address, row.outcome) == (
         "key:ci",
@@ -40,14 +43,14 @@ def test_a_change_and_its_audit_row_commit_or_roll_back_together(session_factory
         "success",
     )
     with session_factory.begin() as db:  # revoking again changes nothing: no second row
-        devices.revoke_device(db, device, actor=ACTOR)
+        enrollment.revoke_device(db, device, actor=ACTOR)
     assert len(rows(session_factory)) == 1
 
 
 def test_secrets_never_reach_the_audit_trail(session_factory) -> None:
     with session_factory.begin() as db:
         token_secret, token = credentials.create_enrollment_token(db, uses=3, actor=ACTOR)
-        key_secret, _ = credentials.create_admin_key(db, name="ci2", role="viewer", actor=ACTOR)
+        key_secret, _ = admin_keys.create_admin_key(db, name="ci2", role="viewer", actor=ACTOR)
     text = repr([(r.actor, r.action, r.target, r.details) for r in rows(session_factory)])
     assert token_secret not in text and key_secret not in text
     assert token_secret.split("_", 1)[1][:16] not in text

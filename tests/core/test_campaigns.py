@@ -10,14 +10,16 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import devices, dispatches, fleet
-from core.dispatches import IdempotencyMismatch
-from core.errors import Conflict, InvalidArgument
+from core import campaigns as fleet
+from core.base.errors import Conflict, InvalidArgument
+from core.base.settings import Settings
+from core.campaigns import release
+from core.commands import dispatches
+from core.commands.dispatches import IdempotencyMismatch
+from core.enrollment import enroll as enrollment
 from core.events import webhooks
-from core.fleet import release
 from core.models import AuditEvent, Campaign, CampaignTarget, Device, FcmDispatch, WebhookOutbox
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 from tests.conftest import run_together
 from tests.core.fleet_helpers import ack_all, seed_many
 
@@ -87,7 +89,7 @@ def test_snapshot_excludes_devices_enrolled_later_and_revoked_ones_get_no_comman
                 CampaignTarget.campaign_id == campaign["id"], CampaignTarget.wave == 2
             )
         ).first()
-        devices.revoke_device(db, wave2)
+        enrollment.revoke_device(db, wave2)
     release.run_due(session_factory, settings)  # no interval: both waves go in one round
     counts = _counts(session_factory, campaign["id"])["counts"]
     assert counts["targeted"] == 10 and counts["pending"] == 9 and counts["cancelled"] == 1
@@ -287,7 +289,7 @@ def test_per_device_commands_refuse_campaign_keys(session_factory: sessionmaker[
 def test_plain_commands_are_claimed_before_campaign_commands(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    from core.delivery import DeliveryWorker
+    from core.commands.push import DeliveryWorker
 
     _seed(session_factory, 20)
     campaign = _create(session_factory, settings)
@@ -306,7 +308,7 @@ def test_plain_commands_are_claimed_before_campaign_commands(
 def test_cleanup_keeps_commands_of_unfinished_campaigns_and_ended_campaigns_for_their_period(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    from core import retention as db_utils
+    from core.ops import retention as db_utils
 
     _seed(session_factory, 4)
     running = _create(session_factory, settings, key="running", waves={"size": 2, "interval_seconds": 3600})
@@ -345,8 +347,8 @@ def test_revocation_during_a_campaign_cancels_its_command_and_queued_target_at_o
             .order_by(CampaignTarget.device_id)
         ).all()
     with session_factory.begin() as db:
-        devices.revoke_device(db, released[0])
-        devices.revoke_device(db, queued[0])
+        enrollment.revoke_device(db, released[0])
+        enrollment.revoke_device(db, queued[0])
     with session_factory() as db:
         assert dispatches.pending_commands(db, released[0]) == []
         states = {d: st for d, st in db.execute(select(CampaignTarget.device_id, CampaignTarget.state))}
@@ -380,7 +382,7 @@ def test_a_re_enrolled_id_is_not_the_snapshot_target(
 def test_campaign_commands_expire_after_their_own_lifetime_and_count_as_failures(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    from core.delivery import sweep_expired
+    from core.commands.push import sweep_expired
 
     _seed(session_factory, 4)
     campaign = _create(

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from core import apk, apk_storage
-from core.db import make_engine
-from core.settings import Settings
+from core.apk import builds as apk
+from core.apk import storage as apk_storage
+from core.base.settings import Settings
+from core.storage.engine import make_engine
 from tests.fakes.apk import apk_bytes
 
 

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import db_utils
-from core.db import make_engine, make_session_factory
-from core.errors import InvalidArgument, NotFound
+from core.base.errors import InvalidArgument, NotFound
+from core.base.settings import Settings
+from core.base.validation import payload_hash
 from core.models import ApkBuild, ApkDownloadEvent, DeviceHeartbeat, FcmDispatch
-from core.settings import Settings
-from core.validation import payload_hash
+from core.storage.engine import make_engine, make_session_factory
 from tests.conftest import add_device, run_together
 
 HASH = payload_hash({"volume": 3})

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import dispatches, fcm
-from core.db import make_engine, make_session_factory
-from core.delivery import DeliveryWorker, client_from_settings, queue_stats
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.commands.push import DeliveryWorker, client_from_settings, fcm, queue_stats
 from core.models import Device, FcmDispatch
-from core.settings import Settings
+from core.storage.engine import make_engine, make_session_factory
 from tests.fakes.fcm import FakeFcm, write_service_account
 
 

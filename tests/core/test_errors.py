@@ -1,4 +1,4 @@
-"""Database errors are classified once (``core.errors.from_database_error``), on both databases, and the
+"""Database errors are classified once (``core.storage.dialect.from_database_error``), on both databases, and the
 API's problems and the CLI's exit codes agree on every class."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import Conflict, DatabaseUnavailable, InvalidValue, NotFound, NotMigrated, from_database_error
+from core.base.errors import Conflict, DatabaseUnavailable, InvalidValue, NotFound, NotMigrated
 from core.models import FcmDispatch
+from core.storage.dialect import from_database_error
 from nexmdm_api.errors import to_problem
 from nexmdm_cli.errors import EXIT_CONFLICT, EXIT_DATABASE, EXIT_NOT_FOUND, EXIT_USAGE, exit_code_for, message_for
 from tests.conftest import add_device

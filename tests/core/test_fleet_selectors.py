@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.fleet import selectors
-from core.fleet.versions import version_key
-from core.settings import Settings
+from core.base.settings import Settings
+from core.base.versions import version_key
+from core.devices import selectors
 from tests.core.fleet_helpers import seed_fleet
 
 VALID = [

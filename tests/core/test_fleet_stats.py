@@ -1,4 +1,4 @@
-"""``core.fleet_stats``: every query of a ``nexmdm top`` refresh can be answered through an index.
+"""``core.ops.fleet_stats``: every query of a ``nexmdm top`` refresh can be answered through an index.
 
 The statements one refresh runs are captured and explained: on PostgreSQL with sequential scans
 disabled (the planner still picks one when no index can serve the query), on SQLite with EXPLAIN
@@ -15,12 +15,14 @@ import pytest
 from sqlalchemy import Engine, and_, event, false, func, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import fleet, fleet_stats
-from core.devices import revoke_device
-from core.fleet import release, selectors
-from core.fleet.counts import STATUS_COUNTS, live_counts
+from core import campaigns as fleet
+from core.base.settings import Settings
+from core.campaigns import release
+from core.campaigns.counts import STATUS_COUNTS, live_counts
+from core.devices import selectors
+from core.enrollment.enroll import revoke_device
 from core.models import Campaign, CampaignTarget, FcmDispatch
-from core.settings import Settings
+from core.ops import fleet_stats
 from tests.cli.fleet import seed_campaigns, seed_fleet, seed_labels
 from tests.core.fleet_helpers import ack_all, seed_many
 

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import security
-from core.errors import Forbidden, InvalidCredentials
-from core.heartbeats import record_heartbeat_for_token
+from core.base import security
+from core.base.errors import Forbidden, InvalidCredentials
+from core.base.settings import Settings
+from core.heartbeats.store import record_heartbeat_for_token
 from core.models import Device, DeviceHeartbeat
-from core.settings import Settings
 
 T0 = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 

@@ -1,4 +1,4 @@
-"""Leases (``core.leases``): one holder at a time, renewal, expiry, release; on both databases."""
+"""Leases (``core.ops.leases``): one holder at a time, renewal, expiry, release; on both databases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import leases
+from core.ops import leases
 from tests.conftest import run_together
 
 

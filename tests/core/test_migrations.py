@@ -16,9 +16,9 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DataError
 
 from core import db_utils
-from core.db import make_engine, make_session_factory
-from core.migrations import alembic_config, compare_options, current_revision, head_revision
 from core.models import Base, Device
+from core.storage.engine import make_engine, make_session_factory
+from core.storage.migrations import alembic_config, compare_options, current_revision, head_revision
 from tests.conftest import BACKENDS, DatabaseFactory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ def test_alembic_cli_works_from_repo_root(tmp_path: Path) -> None:
 
 
 def test_migrations_found_from_another_folder(tmp_path: Path) -> None:
-    code = "from core.migrations import script_location; print(script_location())"
+    code = "from core.storage.migrations import script_location; print(script_location())"
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert (Path(done.stdout.strip()) / "env.py").is_file()
 
@@ -118,8 +118,8 @@ def test_timestamps_come_back_aware_in_utc(fresh_url: str) -> None:
 
 
 def test_the_clis_revision_readers_agree_with_alembic(engine) -> None:
-    """``core.schema_version`` (read without Alembic, for a fast CLI start) gives Alembic's answers."""
-    from core import migrations, schema_version
+    """``core.storage.schema_version`` (read without Alembic, for a fast CLI start) gives Alembic's answers."""
+    from core.storage import migrations, schema_version
 
     assert schema_version.head_revision() == migrations.head_revision()
     assert schema_version.current_revision(engine) == migrations.current_revision(engine)

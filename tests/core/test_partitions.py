@@ -8,10 +8,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import db_utils, partitions
-from core.db import make_engine, make_session_factory
+from core import db_utils
+from core.base.settings import Settings
+from core.heartbeats import partitions
 from core.models import DeviceHeartbeat
-from core.settings import Settings
+from core.storage.engine import make_engine, make_session_factory
 from tests.conftest import add_device, run_together
 
 

@@ -9,10 +9,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.events import presence, webhooks
+from core.base.settings import Settings
+from core.devices import presence
+from core.events import webhooks
 from core.models import Device, DevicePresence, WebhookOutbox
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 from tests.conftest import add_device, run_together
 
 OFFLINE = 600

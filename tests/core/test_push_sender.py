@@ -14,11 +14,11 @@ import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import dispatches
-from core.db import make_session_factory
-from core.delivery import DeliveryWorker, client_from_settings
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.commands.push import DeliveryWorker, client_from_settings
 from core.models import Device, FcmDispatch
-from core.settings import Settings
+from core.storage.engine import make_session_factory
 from tests.fakes.fcm import FakeFcm, write_service_account
 
 
@@ -296,7 +296,7 @@ def test_a_command_past_its_life_is_skipped_not_pushed(
 
 
 class CountingGate:
-    """A rate gate (``core.delivery.sender.RateGate``) that counts the sends it lets through; the call numbered
+    """A rate gate (``core.commands.push.sender.RateGate``) that counts the sends it lets through; the call numbered
     ``slow_call`` waits ``slow_seconds`` first (a cap or a pause holding a send back)."""
 
     def __init__(self, slow_call: int = 0, slow_seconds: float = 0.0) -> None:

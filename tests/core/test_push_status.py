@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import dispatches, fcm
-from core.delivery import DeliveryWorker, client_from_settings, sweep_expired
+from core.base.settings import Settings
+from core.base.statuses import FINISHED_STATUSES
+from core.commands import dispatches
+from core.commands.push import DeliveryWorker, client_from_settings, fcm, sweep_expired
 from core.models import Device, FcmDispatch
-from core.settings import Settings
-from core.statuses import FINISHED_STATUSES
-from core.types import utcnow
+from core.storage.types import utcnow
 from tests.fakes.fcm import FakeFcm, write_service_account
 
 

@@ -1,4 +1,4 @@
-"""The cluster-wide FCM rate cap (``core.delivery.ratecap``) through the real Redis, and without it.
+"""The cluster-wide FCM rate cap (``core.commands.push.ratecap``) through the real Redis, and without it.
 
 Senders in separate event loops (as separate processes are) draw from one bucket: together they never pass
 the cap beyond its documented burst. With Redis unreachable each sender falls back to its own limiter:
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import redis_link
-from core.delivery.ratecap import GRANT_LIFETIME_SECONDS, SharedRateGate
-from core.redis_link import RedisLink
+from core.commands.push.ratecap import GRANT_LIFETIME_SECONDS, SharedRateGate
+from core.storage import redis_link
+from core.storage.redis_link import RedisLink
 from tests.pgcluster import free_port
 from tests.redis_server import shared_prefix
 from tests.workers import most_in_any

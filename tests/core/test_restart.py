@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from core import dispatches
-from core.db import make_engine, make_session_factory
-from core.delivery import DeliveryWorker, client_from_settings
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.commands.push import DeliveryWorker, client_from_settings
 from core.models import Device
-from core.settings import Settings
+from core.storage.engine import make_engine, make_session_factory
 from tests.fakes.fcm import FakeFcm, write_service_account
 from tests.pgcluster import Cluster
 
@@ -87,7 +87,7 @@ def _wait(condition, timeout: float = 10) -> None:
 
 def test_an_idle_pooled_connection_is_checked_before_use(pg_cluster: Cluster) -> None:
     """A restart while the pool sat idle costs no failed statement: the idle connection is pinged and replaced."""
-    from core import db as core_db
+    from core.storage import engine as core_db
 
     engine = make_engine(pg_cluster.url, pool_size=1)
     with engine.connect() as conn:

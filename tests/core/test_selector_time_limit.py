@@ -11,13 +11,14 @@ import pytest
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import fleet, fleet_stats
-from core.device_list import list_devices
-from core.errors import SelectorTooSlow
-from core.fleet import selectors
+from core import campaigns as fleet
+from core.base.errors import SelectorTooSlow
+from core.base.settings import Settings
+from core.devices import selectors
+from core.devices.listing import list_devices
 from core.models import CampaignTarget, Device
-from core.settings import Settings
-from core.timeouts import selector_reads
+from core.ops import fleet_stats
+from core.storage.timeouts import selector_reads
 from tests.core.fleet_helpers import SCANNING, seed_many, seed_pixels
 
 FLEET = 100_000

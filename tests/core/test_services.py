@@ -11,13 +11,20 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import apk, apk_storage, credentials, devices, dispatches, security
-from core.db import make_engine, make_session_factory
-from core.durations import format_duration, parse_duration
-from core.errors import Conflict, InvalidArgument, InvalidCredentials, NotFound
-from core.locks import maintenance_lock
+from core.access import keys as admin_keys
+from core.apk import builds as apk
+from core.apk import storage as apk_storage
+from core.base import security
+from core.base.durations import format_duration, parse_duration
+from core.base.errors import Conflict, InvalidArgument, InvalidCredentials, NotFound
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.devices import records as devices
+from core.enrollment import enroll as enrollment
+from core.enrollment import tokens as credentials
 from core.models import AdminKey, Device, EnrollmentToken, FcmDispatch
-from core.settings import Settings
+from core.ops.locks import maintenance_lock
+from core.storage.engine import make_engine, make_session_factory
 from tests.fakes.apk import apk_bytes
 
 
@@ -29,7 +36,7 @@ def _token(factory: sessionmaker[Session], **kwargs: object) -> str:
 
 def _enroll(factory: sessionmaker[Session], secret: str, device_id: str, **kwargs: object) -> dict:
     with factory.begin() as db:
-        return devices.enroll_device(db, enrollment_secret=secret, device_id=device_id, **kwargs)
+        return enrollment.enroll_device(db, enrollment_secret=secret, device_id=device_id, **kwargs)
 
 
 # ----------------------------------------------------------------------------------- credentials
@@ -38,7 +45,7 @@ def _enroll(factory: sessionmaker[Session], secret: str, device_id: str, **kwarg
 def test_secrets_are_long_random_and_stored_as_hashes(session_factory: sessionmaker[Session]) -> None:
     with session_factory.begin() as db:
         secret, token = credentials.create_enrollment_token(db)
-        key_secret, key = credentials.create_admin_key(db, name="ops")
+        key_secret, key = admin_keys.create_admin_key(db, name="ops")
     assert secret.startswith("nxe_") and len(secret) >= 4 + 43
     assert key_secret.startswith("nxa_") and key_secret != secret
     with session_factory() as db:
@@ -46,22 +53,22 @@ def test_secrets_are_long_random_and_stored_as_hashes(session_factory: sessionma
         assert stored.token_hash == security.hash_secret(secret)
         assert secret not in repr(credentials.list_enrollment_tokens(db))
         assert db.execute(select(AdminKey.key_hash)).scalar_one() == security.hash_secret(key_secret)
-        assert credentials.authenticate_admin(db, key_secret)["name"] == "ops"
+        assert admin_keys.authenticate_admin(db, key_secret)["name"] == "ops"
         with pytest.raises(InvalidCredentials):
-            credentials.authenticate_admin(db, key_secret + "x")
+            admin_keys.authenticate_admin(db, key_secret + "x")
 
 
 def test_revoked_admin_key_is_refused_and_names_are_unique(session_factory: sessionmaker[Session]) -> None:
     with session_factory.begin() as db:
-        secret, _ = credentials.create_admin_key(db, name="ci")
-        credentials.revoke_admin_key(db, "ci")
+        secret, _ = admin_keys.create_admin_key(db, name="ci")
+        admin_keys.revoke_admin_key(db, "ci")
     with session_factory() as db:
         with pytest.raises(InvalidCredentials):
-            credentials.authenticate_admin(db, secret)
+            admin_keys.authenticate_admin(db, secret)
         with pytest.raises(Conflict):
-            credentials.create_admin_key(db, name="ci")
+            admin_keys.create_admin_key(db, name="ci")
         with pytest.raises(NotFound):
-            credentials.revoke_admin_key(db, "nobody")
+            admin_keys.revoke_admin_key(db, "nobody")
 
 
 @pytest.mark.parametrize("kwargs", [{"uses": 0}, {"uses": True}, {"expires_in": timedelta(0)}])
@@ -121,7 +128,7 @@ def test_revoked_device_token_stops_working_and_device_can_reenroll(session_fact
     secret = _token(session_factory, uses=2)
     first = _enroll(session_factory, secret, "dev_1")
     with session_factory.begin() as db:
-        devices.revoke_device(db, "dev_1")
+        enrollment.revoke_device(db, "dev_1")
     with session_factory() as db, pytest.raises(InvalidCredentials):
         devices.authenticate_device(db, first["device_token"])
     again = _enroll(session_factory, secret, "dev_1")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import InvalidArgument
-from core.settings import Settings, env_name, get_settings
+from core.base.errors import InvalidArgument
+from core.base.settings import Settings, env_name, get_settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

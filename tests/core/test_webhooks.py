@@ -15,12 +15,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import devices, dispatches
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.enrollment import enroll as enrollment
 from core.events import webhooks
-from core.events.delivery import Refused, WebhookSender, forbidden, pin
+from core.events.sender import Refused, WebhookSender, forbidden, pin
 from core.models import WebhookOutbox
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 from tests.conftest import add_device
 from tests.fakes.receiver import Receiver
 
@@ -74,7 +75,7 @@ def test_signed_delivery_verified_by_a_receiver_written_from_the_docs(session_fa
             db, hook_settings, request_id="c1", device_id="dev_a", action="ring", payload={"pin": "1234"}
         )
         dispatches.ack_command(db, device_id="dev_a", request_id="c1", status="failed", detail="secret detail")
-        devices.revoke_device(db, "dev_a")
+        enrollment.revoke_device(db, "dev_a")
     sender = make_sender(session_factory, hook_settings, Clock())
     try:
         assert sender.run_once() == 1  # one head per (endpoint, device): the revocation waits its turn
@@ -104,7 +105,7 @@ def test_retries_until_the_receiver_recovers_with_the_same_delivery_id(session_f
     subscribe(session_factory, receiver, "device.revoked")
     add_device(session_factory, "dev_a")
     with session_factory.begin() as db:
-        devices.revoke_device(db, "dev_a")
+        enrollment.revoke_device(db, "dev_a")
     receiver.scripted.extend([500, 503])
     clock = Clock()
     sender = make_sender(session_factory, hook_settings, clock)
@@ -130,7 +131,7 @@ def test_dead_letter_then_redelivery(session_factory, hook_settings, receiver) -
     add_device(session_factory, "dev_a")
     add_device(session_factory, "dev_b")
     with session_factory.begin() as db:
-        devices.revoke_device(db, "dev_a")
+        enrollment.revoke_device(db, "dev_a")
     receiver.status = 500
     clock = Clock()
     sender = make_sender(session_factory, hook_settings, clock)
@@ -146,7 +147,7 @@ def test_dead_letter_then_redelivery(session_factory, hook_settings, receiver) -
         # a dead letter does not hold its device's queue back
         receiver.status = 200
         with session_factory.begin() as db:
-            devices.revoke_device(db, "dev_b")
+            enrollment.revoke_device(db, "dev_b")
         assert sender.run_once() == 1
         with session_factory.begin() as db:
             webhooks.redeliver(db, row.id)
@@ -166,7 +167,7 @@ def test_order_is_kept_per_device_not_globally(session_factory, hook_settings, r
     with session_factory.begin() as db:
         webhooks.emit(db, "device.enrolled", {"device_id": "dev_a"}, device_id="dev_a")
         webhooks.emit(db, "device.enrolled", {"device_id": "dev_b"}, device_id="dev_b")
-        devices.revoke_device(db, "dev_a")
+        enrollment.revoke_device(db, "dev_a")
     failures = iter([500])  # dev_a's first event fails once
 
     def respond(delivery):
@@ -194,7 +195,7 @@ def test_ssrf_targets_are_refused_after_resolution(session_factory, settings, re
             webhooks.add_endpoint(db, url=url, events=["device.revoked"])
     add_device(session_factory, "dev_a")
     with session_factory.begin() as db:
-        devices.revoke_device(db, "dev_a")
+        enrollment.revoke_device(db, "dev_a")
     sender = WebhookSender(session_factory, strict)
     try:
         assert sender.run_once() == 2
@@ -245,7 +246,7 @@ def test_the_connection_goes_to_the_checked_address() -> None:
 
 
 def test_bad_endpoints_are_refused(session_factory) -> None:
-    from core.errors import InvalidArgument
+    from core.base.errors import InvalidArgument
 
     with session_factory.begin() as db:
         for url, events in (
@@ -273,7 +274,7 @@ def test_a_stuck_receiver_does_not_starve_the_others(session_factory, hook_setti
         for i in range(4):
             add_device(session_factory, f"dev_{i}")
             with session_factory.begin() as db:
-                devices.revoke_device(db, f"dev_{i}")
+                enrollment.revoke_device(db, f"dev_{i}")
         sender = WebhookSender(session_factory, hook_settings.with_overrides(webhook_concurrency=2))
         stop = threading.Event()
         runner = threading.Thread(target=sender.run, args=(stop, 0.05), daemon=True)
@@ -297,7 +298,7 @@ def test_a_stuck_receiver_does_not_starve_the_others(session_factory, hook_setti
 
 
 def test_malformed_urls_are_invalid_arguments(session_factory) -> None:
-    from core.errors import InvalidArgument
+    from core.base.errors import InvalidArgument
 
     with session_factory.begin() as db:
         for url in ("http://[::1/x", "http://example.com:99999/", "http://example.com:port/"):

@@ -15,7 +15,7 @@ import yaml
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
-from core.settings import Settings
+from core.base.settings import Settings
 from nexmdm_api import create_app
 from tests.conftest import IN_CI
 from tests.livemetrics import samples, until, value

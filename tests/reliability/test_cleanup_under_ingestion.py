@@ -2,7 +2,7 @@
 
 1,000,000 old heartbeats (four whole expired days, dropped as partitions, and the expired part of the
 boundary day, deleted in batches) while threads keep beating through the real hot path
-(``core.heartbeats.record_heartbeat_for_token`` in autocommit sessions, as the API does). Two real
+(``core.heartbeats.store.record_heartbeat_for_token`` in autocommit sessions, as the API does). Two real
 ``nexmdm cleanup`` processes start together: exactly one deletes, exactly the expired rows; the other
 exits 75. Ingestion sees no error and its p99 at most doubles while the cleanup runs. Then a lock that
 conflicts with each cleanup step (a reader on an expired day, a row lock on a boundary row, a reader on
@@ -31,11 +31,13 @@ import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 from typer.testing import CliRunner
 
-from core import db_utils, partitions, security
-from core.db import engine_from_settings, make_engine, make_session_factory
-from core.errors import LockTimeout
-from core.heartbeats import record_heartbeat_for_token
-from core.settings import Settings
+from core import db_utils
+from core.base import security
+from core.base.errors import LockTimeout
+from core.base.settings import Settings
+from core.heartbeats import partitions
+from core.heartbeats.store import record_heartbeat_for_token
+from core.storage.engine import engine_from_settings, make_engine, make_session_factory
 from nexmdm_cli.errors import EXIT_LOCKED
 from nexmdm_cli.main import app
 from tests.conftest import PG_ADMIN_URL, DatabaseFactory, migrate
@@ -91,7 +93,7 @@ def _wait_for_room_before_cutoff() -> None:
 def seed_old_rows(
     engine: Engine, *, devices: int, expired_days: int, per_day: int, boundary_expired: int, boundary_kept: int
 ) -> OldRows:
-    """Old heartbeats bulk-inserted with ``generate_series`` into partitions made by ``core.partitions``.
+    """Old heartbeats bulk-inserted with ``generate_series`` into partitions made by ``core.heartbeats.partitions``.
 
     Rows spread evenly over each whole expired day; the boundary day (the cutoff's day) gets
     ``boundary_expired`` rows between midnight and the cutoff and ``boundary_kept`` rows after it.

@@ -3,7 +3,7 @@
 Three processes claim small batches as fast as they can until the queue is empty; every command is
 claimed by exactly one of them. What keeps them apart is that a claim is one statement, ``UPDATE ... WHERE
 id IN (SELECT ... LIMIT n) RETURNING``: on SQLite it takes the write lock as it starts (with or without
-the ``BEGIN IMMEDIATE`` of ``core.db``), so a second claimer sees the first one's leases; on PostgreSQL
+the ``BEGIN IMMEDIATE`` of ``core.storage.engine``), so a second claimer sees the first one's leases; on PostgreSQL
 the inner ``SELECT`` locks with ``FOR UPDATE SKIP LOCKED``. The test guards that shape: a claim split into
 a ``SELECT`` then an ``UPDATE`` in a deferred SQLite transaction, or a PostgreSQL claim without row locks,
 would hand the same rows to two processes.
@@ -22,19 +22,19 @@ from pathlib import Path
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.base.settings import Settings
 from core.models import Device, FcmDispatch
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 
 COMMANDS = 1500
 PROCESSES = 3
 
 _CLAIMER = """
 import json, sys, time
-from core.db import engine_from_settings, make_session_factory
-from core.delivery import queue
-from core.settings import get_settings
-from core.types import utcnow
+from core.storage.engine import engine_from_settings, make_session_factory
+from core.commands.push import queue
+from core.base.settings import get_settings
+from core.storage.types import utcnow
 
 settings = get_settings()
 factory = make_session_factory(engine_from_settings(settings), settings)

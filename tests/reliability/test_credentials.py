@@ -35,9 +35,9 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from core.base.settings import Settings
 from core.models import AuditEvent, Base, EnrollmentToken
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.types import utcnow
 from nexmdm_api import create_app
 from nexmdm_cli.main import app as cli_app
 
@@ -370,7 +370,7 @@ def test_no_secret_in_logs_responses_or_database(
 
 @pytest.fixture
 def enrollment_tokens(session_factory: sessionmaker[Session]) -> Callable[..., str]:
-    from core import credentials
+    from core.enrollment import tokens as credentials
 
     def make(uses: int = 5) -> str:
         with session_factory.begin() as db:

@@ -30,9 +30,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from core import credentials
-from core.db import make_engine, make_session_factory
-from core.settings import Settings
+from core.base.settings import Settings
+from core.enrollment import tokens as credentials
+from core.storage.engine import make_engine, make_session_factory
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
 from tests.pgcluster import Cluster
 

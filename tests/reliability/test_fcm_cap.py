@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.delivery.ratecap import SharedRateGate
+from core.base.settings import Settings
+from core.commands.push.ratecap import SharedRateGate
 from core.models import FcmDispatch
-from core.redis_link import RedisLink
-from core.settings import Settings
+from core.storage.redis_link import RedisLink
 from tests.fakes.fcm import FakeFcm
 from tests.redis_server import shared_prefix
 from tests.workers import most_in_any, seed_commands, start_workers, worker_env

@@ -29,10 +29,11 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials
-from core.db import make_engine, make_session_factory
+from core.access import keys as admin_keys
+from core.base.settings import Settings
+from core.enrollment import tokens as credentials
 from core.models import Base, Device, DeviceHeartbeat, FcmDispatch
-from core.settings import Settings
+from core.storage.engine import make_engine, make_session_factory
 from nexmdm_api import create_app
 from nexmdm_api.jsonbody import MAX_DEPTH
 from tests.conftest import BACKENDS, DatabaseFactory, migrate
@@ -140,7 +141,7 @@ def world(
     sessions = make_session_factory(engine, settings)
     with sessions.begin() as db:
         enrollment, _ = credentials.create_enrollment_token(db, uses=10_000)
-        admin, _ = credentials.create_admin_key(db, name="ops")
+        admin, _ = admin_keys.create_admin_key(db, name="ops")
     with TestClient(create_app(settings)) as client:
         tokens = []
         for device_id in ("dev_001", "dev_002"):

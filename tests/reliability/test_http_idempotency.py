@@ -24,9 +24,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials
+from core.access import keys as admin_keys
+from core.base.settings import Settings
 from core.models import Device, FcmDispatch
-from core.settings import Settings
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
 from tests.fakes.fcm import FakeFcm, write_service_account
 
@@ -62,7 +62,7 @@ def server(
     answers and the push single.
     """
     with session_factory.begin() as db:
-        secret, _ = credentials.create_admin_key(db, name="ops")
+        secret, _ = admin_keys.create_admin_key(db, name="ops")
         db.add_all([Device(id="dev_http", fcm_token="fcm-dev-http"), Device(id="dev_other", fcm_token="fcm-other")])
     key_file = write_service_account(tmp_path / "sa.json", f"{fake_fcm.url}/token")
     port = free_port()

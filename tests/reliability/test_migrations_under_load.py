@@ -27,10 +27,11 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from core import credentials, devices
-from core.db import make_engine, make_session_factory
-from core.migrations import alembic_config, current_revision, head_revision, script_location
-from core.settings import Settings
+from core.base.settings import Settings
+from core.enrollment import enroll as enrollment
+from core.enrollment import tokens as credentials
+from core.storage.engine import make_engine, make_session_factory
+from core.storage.migrations import alembic_config, current_revision, head_revision, script_location
 from nexmdm_api import create_app
 from tests.conftest import DatabaseFactory, migrate
 
@@ -43,7 +44,10 @@ class Cli:
     def __init__(self, url: str, *args: str, env: dict[str, str], scripts: Path | None = None) -> None:
         code = "from nexmdm_cli.main import run; run()"
         if scripts is not None:  # the same CLI, migrating from another copy of the migrations folder
-            patch = f"import pathlib, core.migrations as m; m.script_location = lambda: pathlib.Path({str(scripts)!r})"
+            patch = (
+                "import pathlib, core.storage.migrations as m; "
+                f"m.script_location = lambda: pathlib.Path({str(scripts)!r})"
+            )
             code = f"{patch}; {code}"
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
@@ -147,7 +151,7 @@ _TEST_MIGRATION = '''"""test only: a column on devices and an index on the parti
 import sqlalchemy as sa
 from alembic import op
 
-from core.migrations import create_index_concurrently, drop_index_concurrently
+from core.storage.migrations import create_index_concurrently, drop_index_concurrently
 
 revision = "9001"
 down_revision = {head!r}
@@ -179,7 +183,9 @@ def test_heartbeats_keep_flowing_while_a_migration_waits_for_devices(pg_url: str
     with make_session_factory(engine, settings).begin() as db:
         secret, _ = credentials.create_enrollment_token(db, uses=5)
         for i in range(5):
-            tokens.append(devices.enroll_device(db, enrollment_secret=secret, device_id=f"dev_mig_{i}")["device_token"])
+            tokens.append(
+                enrollment.enroll_device(db, enrollment_secret=secret, device_id=f"dev_mig_{i}")["device_token"]
+            )
 
     beats: list[tuple[float, float, int]] = []  # (sent, latency, status)
     with TestClient(create_app(settings)) as client:

@@ -20,10 +20,12 @@ from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from core import credentials, dispatches
-from core.db import make_session_factory
+from core.access import keys as admin_keys
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.enrollment import tokens as credentials
 from core.models import DeviceHeartbeat
-from core.settings import Settings
+from core.storage.engine import make_session_factory
 from nexmdm_api import create_app
 from nexmdm_cli.main import app
 from tests.cli.helpers import count, seed_heartbeat
@@ -89,7 +91,7 @@ def test_api_workers_and_cli_through_pgbouncer(
     )
     factory = make_session_factory(create_engine(bouncer.url), settings)
     with factory.begin() as db:
-        admin_secret, _ = credentials.create_admin_key(db, name="ops")
+        admin_secret, _ = admin_keys.create_admin_key(db, name="ops")
         enrollment, _ = credentials.create_enrollment_token(db, uses=50, expires_in=timedelta(hours=1))
     admin = {"Authorization": f"Bearer {admin_secret}"}
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.base.settings import Settings
 from core.models import FcmDispatch
-from core.settings import Settings
 from tests.fakes.fcm import FakeFcm
 from tests.workers import seed_commands, start_workers, worker_env
 

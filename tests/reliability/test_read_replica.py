@@ -15,11 +15,11 @@ from litestar.testing import TestClient
 from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
-from core import credentials
-from core.db import make_session_factory
-from core.migrations import alembic_config
+from core.access import keys as admin_keys
+from core.base.settings import Settings
 from core.models import Device
-from core.settings import Settings
+from core.storage.engine import make_session_factory
+from core.storage.migrations import alembic_config
 from nexmdm_api import create_app
 from nexmdm_cli.main import app
 from tests.conftest import IN_CI
@@ -53,7 +53,7 @@ def test_admin_listings_read_the_replica_and_say_how_far_behind(pair: tuple[str,
     primary_url, standby = pair
     engine = create_engine(primary_url)
     with make_session_factory(engine).begin() as db:
-        secret, _ = credentials.create_admin_key(db, name="replica-ops")  # used at once: checked on the primary
+        secret, _ = admin_keys.create_admin_key(db, name="replica-ops")  # used at once: checked on the primary
     engine.dispose()
     admin = {"Authorization": f"Bearer {secret}"}
     _add_device(primary_url, "dev_seen")
@@ -79,7 +79,7 @@ def test_admin_listings_read_the_replica_and_say_how_far_behind(pair: tuple[str,
             assert "nexmdm_replica_lag_seconds" in client.get("/metrics").text
             engine = create_engine(primary_url)
             with make_session_factory(engine).begin() as db:  # a key the replica has not seen yet works at once
-                late, _ = credentials.create_admin_key(db, name="made-while-behind")
+                late, _ = admin_keys.create_admin_key(db, name="made-while-behind")
             engine.dispose()
             assert client.get("/v1/devices", headers={"Authorization": f"Bearer {late}"}).status_code == 200
 
@@ -108,7 +108,7 @@ def test_replica_down_reads_the_primary(pair: tuple[str, Standby], tmp_path: Pat
     primary_url, _ = pair
     engine = create_engine(primary_url)
     with make_session_factory(engine).begin() as db:
-        secret, _ = credentials.create_admin_key(db, name="replica-down")
+        secret, _ = admin_keys.create_admin_key(db, name="replica-down")
     engine.dispose()
     gone = "postgresql://postgres@127.0.0.1:1/postgres"  # nothing listens there
     settings = Settings(database_url=primary_url, database_read_url=gone, data_dir=tmp_path)

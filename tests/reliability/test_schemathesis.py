@@ -34,8 +34,11 @@ from schemathesis.checks import positive_data_acceptance
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import apk, credentials, devices, dispatches
-from core.settings import Settings
+from core.access import keys as admin_keys
+from core.apk import builds as apk
+from core.base.settings import Settings
+from core.commands import dispatches
+from core.enrollment import tokens as credentials
 from nexmdm_api import create_app
 from tests.fakes.apk import apk_bytes
 
@@ -81,8 +84,8 @@ def secrets(engine: Engine, fuzz_settings: Settings, session_factory: sessionmak
     with session_factory.begin() as db:
         enrollment, _ = credentials.create_enrollment_token(db, uses=100_000)
         own, _ = credentials.create_enrollment_token(db, uses=1)
-        admin, _ = credentials.create_admin_key(db, name="fuzz")
-        device = devices.enroll_device(db, enrollment_secret=own, device_id=DEVICE_ID)
+        admin, _ = admin_keys.create_admin_key(db, name="fuzz")
+        device = enrollment.enroll_device(db, enrollment_secret=own, device_id=DEVICE_ID)
         dispatches.create_command(db, fuzz_settings, request_id="cmd_fuzz", device_id=DEVICE_ID, action="ping")
         apk.add_build(db, fuzz_settings, source=io.BytesIO(apk_bytes()), version_code=1, version_name="1.0")
     return {"enrollmentToken": enrollment, "deviceToken": device["device_token"], "adminKey": admin}

@@ -39,13 +39,17 @@ from litestar.testing import TestClient
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import credentials, db_utils, heartbeats, security
-from core.db import make_session_factory
-from core.delivery import DeliveryWorker, client_from_settings, sweep_expired
-from core.errors import Forbidden
+from core import db_utils
+from core.access import keys as admin_keys
+from core.base import security
+from core.base.errors import Forbidden
+from core.base.settings import Settings
+from core.commands.push import DeliveryWorker, client_from_settings, sweep_expired
+from core.enrollment import tokens as credentials
+from core.heartbeats import store as heartbeats
 from core.models import Device, DeviceHeartbeat, FcmDispatch
-from core.settings import Settings
-from core.types import utcnow
+from core.storage.engine import make_session_factory
+from core.storage.types import utcnow
 from nexmdm_api import create_app
 from tests.fakes.fcm import FakeFcm, write_service_account
 
@@ -97,7 +101,7 @@ def world(settings: Settings, engine: Engine, fake_fcm: FakeFcm, tmp_path: Path)
     sessions = make_session_factory(engine, api_settings)
     tokens = {}
     with sessions.begin() as db:
-        admin_key, _ = credentials.create_admin_key(db, name="model")
+        admin_key, _ = admin_keys.create_admin_key(db, name="model")
         enrollment, _ = credentials.create_enrollment_token(db, uses=len(DEVICES), expires_in=timedelta(hours=1))
     worker = DeliveryWorker(sessions, api_settings, client_from_settings(api_settings))
     with TestClient(create_app(api_settings)) as client:
@@ -212,7 +216,7 @@ def test_commands_and_heartbeats_keep_their_invariants(world: World) -> None:
             claim=st.sampled_from([None, "self", "other"]),
         )
         def heartbeat_at(self, device_id: str, days_back: int, bucket: int, claim: str | None) -> None:
-            """The API's heartbeat path (``core.heartbeats``) at a chosen receive time."""
+            """The API's heartbeat path (``core.heartbeats.store``) at a chosen receive time."""
             received = self.base - timedelta(days=days_back, hours=1 if days_back else 0)
             received += timedelta(seconds=bucket * BUCKET_SECONDS + 3)
             data: dict[str, Any] = {"status": "ok", "network_type": "wifi"}

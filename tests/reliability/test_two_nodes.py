@@ -28,9 +28,10 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from core import credentials, security
-from core.db import make_session_factory
-from core.settings import Settings
+from core.access import keys as admin_keys
+from core.base import security
+from core.base.settings import Settings
+from core.storage.engine import make_session_factory
 from nexmdm_cli.commands.demo import free_port, wait_until_ready
 from tests.cli.helpers import seed_dispatch
 from tests.conftest import DatabaseFactory, migrate
@@ -93,7 +94,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     engine = create_engine(direct)
     factory = make_session_factory(engine, Settings(database_url=direct))
     with factory.begin() as db:
-        secret, _ = credentials.create_admin_key(db, name="ops")
+        secret, _ = admin_keys.create_admin_key(db, name="ops")
     tokens = {f"dev_{i:02d}": security.new_secret(security.DEVICE_PREFIX) for i in range(40)}
     with engine.begin() as conn:
         conn.execute(

@@ -12,12 +12,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import leases
+from core.base.settings import Settings
 from core.events import webhooks
-from core.maintenance import LEADER_LEASE
 from core.models import Device, DevicePresence, PresenceSweep
-from core.settings import Settings
-from core.types import utcnow
+from core.ops import leases
+from core.ops.maintenance import LEADER_LEASE
+from core.storage.types import utcnow
 from nexmdm_api.background import METRICS_LEASE
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.receiver import Receiver
@@ -73,7 +73,7 @@ def test_a_second_signal_stops_the_worker_at_once(
     database_url: str, session_factory: sessionmaker[Session], settings: Settings, fake_fcm: FakeFcm, tmp_path: Path
 ) -> None:
     """The first SIGTERM lets the push in flight finish (FCM answers in 5 s here); a second one exits now."""
-    from core import dispatches
+    from core.commands import dispatches
 
     fake_fcm.delay = 5.0
     with session_factory.begin() as db:

@@ -1,0 +1,1 @@
+"""Admin access: admin keys and their roles (``keys``)."""

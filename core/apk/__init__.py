@@ -1,0 +1,1 @@
+"""APK builds: uploads and their stored blobs, downloads and their audit events."""

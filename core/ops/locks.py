@@ -1,0 +1,65 @@
+"""A maintenance lock so that two cleanups never both delete, on one node or several.
+
+PostgreSQL: a lease (``core.ops.leases``: a row taken by a conditional UPDATE and renewed while the cleanup
+runs; a dead holder's lease passes on after ``LEASE_SECONDS``). Unlike a session-level advisory lock it
+holds nothing on a connection between transactions, so it also works through PgBouncer in transaction
+mode. SQLite (one machine): an exclusive ``flock`` on a file beside the database (also released if the
+process dies); the database's own write lock cannot be held across the cleanup's per-batch commits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+#: a crashed cleanup's lease passes on after this long; a live one renews it every third of it
+LEASE_SECONDS = 60.0
+
+
+def lock_holder(engine: Engine, name: str = "cleanup") -> str | None:
+    """Who holds the maintenance lock ``name`` (``host:pid:role:random``) on PostgreSQL; None elsewhere."""
+    if engine.dialect.name != "postgresql":
+        return None
+    from sqlalchemy.orm import Session
+
+    from core.ops import leases
+
+    with Session(engine) as db:
+        return leases.holder_of(db, f"maintenance:{name}")
+
+
+@contextmanager
+def maintenance_lock(engine: Engine, name: str = "cleanup") -> Iterator[bool]:
+    """Try to take the lock without waiting; yields True when this process holds it."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.orm import sessionmaker
+
+        from core.ops import leases
+
+        with leases.held(sessionmaker(engine), f"maintenance:{name}", ttl_seconds=LEASE_SECONDS, role=name) as lost:
+            yield lost is not None
+        return
+    database = engine.url.database
+    lock_path = Path(f"{database}.{name}.lock") if database and database != ":memory:" else None
+    if lock_path is None:
+        yield True
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

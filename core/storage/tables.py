@@ -1,0 +1,66 @@
+"""The schema's shared metadata, and the tables the fleet view reads, as plain SQLAlchemy Core.
+
+``nexmdm devices list`` must start fast (docs/performance.md, part 5): it reads these two tables with a
+Core ``select`` and never imports the ORM or the other models (``core/devices/listing.py``). The ORM classes
+``core.models.Device`` and ``core.models.DeviceLabel`` are mapped onto these very ``Table`` objects, so
+there is one definition of each table; every other table is declared on its model.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+from core.storage.types import UTCDateTime, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: every table of the schema (``core.models.Base.metadata`` is this object)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: enrolled devices, with the last-seen summary that heartbeats keep current (ORM: ``core.models.Device``)
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("device_token_hash", String(64), unique=True),
+    Column("enrollment_token_id", String(32), ForeignKey("enrollment_tokens.id", ondelete="SET NULL")),
+    Column("fcm_token", Text),
+    Column("fcm_token_dead_at", UTCDateTime),
+    Column("model", String(128)),
+    Column("os_version", String(64)),
+    Column("agent_version", String(64)),
+    # ``agent_version`` as a string of digits that sorts like the version (``core.base.versions``);
+    # NULL when it is not a version. Kept at enrollment and at every heartbeat that reports a version.
+    Column("agent_version_key", String(400)),
+    Column("enrolled_at", UTCDateTime, nullable=False, default=utcnow),
+    Column("token_issued_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    Column("last_seen_at", UTCDateTime),
+    Column("last_status", String(32)),
+    Column("last_battery_pct", Integer),
+    Column("last_plugged", Boolean),
+    Column("last_network_type", String(16)),
+    # grows by one each time a revoked id enrolls again; commands and pushes belong to one generation
+    Column("generation", Integer, nullable=False, default=1, server_default="1"),
+    # hash of the one-time secret that a lost-answer enrollment retry must present (None: no retry)
+    Column("enrollment_secret_hash", String(64)),
+    Index(None, "last_seen_at"),
+    Index(None, "agent_version_key"),
+)
+
+#: one ``key=value`` label of a device; ``(key, value, device_id)`` serves every selector term
+#: (ORM: ``core.models.DeviceLabel``)
+device_labels = Table(
+    "device_labels",
+    metadata,
+    Column("device_id", String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(127), primary_key=True),
+    Column("value", String(63), nullable=False),
+    Index(None, "key", "value", "device_id"),
+)
