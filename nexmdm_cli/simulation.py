@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.base.errors import InvalidArgument
-from nexmdm_cli.lazy import lazy_module
+import aiohttp  # this module is imported only when a simulation runs, never by `nexmdm --help`
 
-aiohttp = lazy_module("aiohttp")  # loaded when a simulation runs, not by `nexmdm --help`
+from core.base.errors import InvalidArgument
 
 NETWORKS = ("wifi", "wifi", "wifi", "cellular", "cellular", "ethernet")
 #: report rows for the pushed commands, measured from each command's creation

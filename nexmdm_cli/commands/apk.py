@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from core.base.clock import utcnow
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
     JsonOption,
@@ -26,9 +25,6 @@ from nexmdm_cli.render import (
 )
 from nexmdm_cli.state import print_json, state
 
-apk = lazy_module("core.apk.builds")  # loaded by the command, not by `nexmdm --help`
-audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
-
 app = group("APK builds of the device agent and their download audit trail.")
 
 
@@ -41,6 +37,9 @@ def add(
     json_output: JsonOption = False,
 ) -> None:
     """Store an APK (in the database, or the APK folder with NEXMDM_APK_STORAGE=folder), record its size and sha256."""
+    from core.apk import builds as apk
+    from core.events import audit
+
     st = state(ctx)
     with st.session() as db:
         build = apk.add_build_from_file(
@@ -62,6 +61,9 @@ def remove(
     json_output: JsonOption = False,
 ) -> None:
     """Withdraw a build (a bad latest): devices no longer get it; its audit trail stays."""
+    from core.apk import builds as apk
+    from core.events import audit
+
     st = state(ctx)
     with st.session() as db:
         apk.get_build(db, build_id)  # unknown or already removed: fail before asking
@@ -78,6 +80,8 @@ def remove(
 @app.command("list", context_settings=CONTEXT)
 def list_builds(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Builds, newest version first (the first one not removed is what devices get as latest)."""
+    from core.apk import builds as apk
+
     with state(ctx).session() as db:
         items = apk.list_builds(db)
     if json_output:
@@ -110,6 +114,8 @@ def downloads(
     json_output: JsonOption = False,
 ) -> None:
     """The download audit trail, newest first: build, source, token id, client IP."""
+    from core.apk import builds as apk
+
     start = since(since_text)
     with state(ctx).session() as db:
         items = apk.list_downloads(db, since=start, limit=limit)

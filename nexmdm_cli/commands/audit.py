@@ -13,11 +13,8 @@ import typer
 from core.base.clock import utcnow
 from core.base.durations import parse_duration
 from core.base.errors import InvalidArgument
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state, to_jsonable
-
-audit = lazy_module("core.events.audit")  # loaded by the command, not by `nexmdm --help`
 
 app = group("The audit trail: every admin change (API and CLI), refusals counted per minute.")
 
@@ -64,6 +61,8 @@ def list_events(
     json_output: JsonOption = False,
 ) -> None:
     """Recent audit events, newest first (default: the last 7 days)."""
+    from core.events import audit
+
     start = parse_since(since)
     with state(ctx).session() as db:
         items = audit.list_events(db, since=start, actor=actor, action=action, outcome=_outcome(outcome), limit=limit)
@@ -101,6 +100,8 @@ def export(
     outcome: OutcomeOption = None,
 ) -> None:
     """Every matching event to stdout, newest first, streamed in pages (constant memory at any size)."""
+    from core.events import audit
+
     if format_ not in ("jsonl", "csv"):
         raise InvalidArgument(f"--format must be jsonl or csv; got {format_!r}", field="--format")
     start = parse_since(since)

@@ -11,12 +11,9 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from core.base.clock import utcnow
 from nexmdm_cli.commands.send import percent
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, dash, group, note, relative, show, styled, table
 from nexmdm_cli.state import err_console, out_console, print_json, state
 
-fleet = lazy_module("core.campaigns")  # loaded by the command, not by `nexmdm --help`
-audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 #: core.models.CAMPAIGN_FINAL (the models import SQLAlchemy)
 CAMPAIGN_FINAL = ("completed", "cancelled")
 
@@ -45,6 +42,8 @@ def list_campaigns(
     json_output: JsonOption = False,
 ) -> None:
     """Campaigns, newest first, with their status and progress."""
+    from core import campaigns as fleet
+
     with state(ctx).session() as db:
         items = fleet.list_campaigns(db, limit=limit)
     if json_output:
@@ -93,6 +92,8 @@ def _detail(c: dict[str, Any]) -> Any:
 @app.command("show", context_settings=CONTEXT)
 def show_campaign(ctx: typer.Context, campaign_id: CampaignId, json_output: JsonOption = False) -> None:
     """One campaign: status, waves, thresholds and counts per state."""
+    from core import campaigns as fleet
+
     with state(ctx).session() as db:
         campaign = fleet.get_campaign(db, campaign_id)
     if json_output:
@@ -112,6 +113,8 @@ def watch(
     json_output: JsonOption = False,
 ) -> None:
     """Live progress bars per state, waves and ack rate, until the campaign completes or is cancelled."""
+    from core import campaigns as fleet
+
     st = state(ctx)
     with st.session() as db:
         campaign = fleet.get_campaign(db, campaign_id)
@@ -155,6 +158,9 @@ def watch(
 @app.command(context_settings=CONTEXT)
 def pause(ctx: typer.Context, campaign_id: CampaignId, json_output: JsonOption = False) -> None:
     """Stop releasing waves (commands already released stay pending)."""
+    from core import campaigns as fleet
+    from core.events import audit
+
     with state(ctx).session() as db:
         campaign = fleet.pause(db, campaign_id, actor=audit.cli_actor())
     _done(campaign, json_output, "paused")
@@ -172,6 +178,9 @@ def resume(
     json_output: JsonOption = False,
 ) -> None:
     """Resume a paused campaign; a halted one needs new thresholds or --ignore-failures."""
+    from core import campaigns as fleet
+    from core.events import audit
+
     with state(ctx).session() as db:
         campaign = fleet.resume(
             db,
@@ -189,6 +198,9 @@ def cancel(
     ctx: typer.Context, campaign_id: CampaignId, yes: YesOption = False, json_output: JsonOption = False
 ) -> None:
     """Cancel a campaign: its queued and pending commands are cancelled at once."""
+    from core import campaigns as fleet
+    from core.events import audit
+
     st = state(ctx)
     with st.session() as db:
         campaign = fleet.get_campaign(db, campaign_id)

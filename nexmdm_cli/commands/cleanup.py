@@ -14,12 +14,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from nexmdm_cli.errors import EXIT_LOCKED
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import JsonOption, note, show, table
 from nexmdm_cli.state import err_console, print_json, state
-
-retention_engine = lazy_module("core.ops.retention")
-locks = lazy_module("core.ops.locks")
 
 
 def _days(help_text: str) -> Any:
@@ -51,6 +47,8 @@ def cleanup(
 
     Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
     """
+    from core.ops import locks
+
     st = state(ctx)
     st.require_migrated()
     overrides = {
@@ -93,6 +91,8 @@ def cleanup(
 
 def _run(factory: Any, retention: dict[str, int], *, dry_run: bool) -> dict[str, dict[str, Any]]:
     """``run_all_retention_cleanups`` with a progress bar on stderr (shown only on a terminal)."""
+    from core.ops import retention as retention_engine
+
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),

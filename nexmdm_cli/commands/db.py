@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from core.base.errors import InvalidArgument, LockTimeout, NexMDMError
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, show, table
 from nexmdm_cli.state import print_json, state
 
@@ -24,8 +23,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-#: Alembic is imported by the commands that use it, never by ``nexmdm --help`` (see nexmdm_cli/lazy.py)
-migrations = lazy_module("core.storage.migrations")
+#: Alembic is imported by the commands that use it, never by ``nexmdm --help``
 
 app = group("Database migrations (Alembic): upgrade after every deploy.")
 
@@ -37,6 +35,8 @@ class MigrationFailed(NexMDMError):
 
 
 def _config(ctx: typer.Context) -> Config:
+    from core.storage import migrations
+
     cfg = migrations.alembic_config(state(ctx).settings.database_url)
     cfg.stdout = sys.stdout  # Config's default is the sys.stdout of import time, not the current one
     return cfg
@@ -80,6 +80,8 @@ def _migrate(ctx: typer.Context, step: str, run: Callable[[Config], object]) -> 
     """Run an upgrade or downgrade; on PostgreSQL under ``lock_timeout``, retried when a lock is busy."""
     from sqlalchemy.exc import OperationalError
 
+    from core.storage import migrations
+
     settings = state(ctx).settings
     cfg = _config(ctx)
     cfg.attributes["lock_timeout_ms"] = settings.migration_lock_timeout_ms
@@ -109,6 +111,8 @@ def _migrate(ctx: typer.Context, step: str, run: Callable[[Config], object]) -> 
 
 
 def _current(ctx: typer.Context) -> str | None:
+    from core.storage import migrations
+
     return migrations.current_revision(state(ctx).engine)
 
 

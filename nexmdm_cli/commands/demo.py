@@ -19,20 +19,11 @@ from rich.markup import escape
 
 from core.base.settings import get_settings
 from nexmdm_cli.commands.simulate import fake_fcm_env, render_report, run_with_progress
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import info, out_console
 
 if TYPE_CHECKING:
     from nexmdm_cli.simulation import Simulation
 
-# loaded when the demo runs, not by `nexmdm --help`
-httpx = lazy_module("httpx")
-credentials = lazy_module("core.enrollment.tokens")
-admin_keys = lazy_module("core.access.keys")
-core_db = lazy_module("core.storage.engine")
-migrations = lazy_module("core.storage.migrations")
-fleet = lazy_module("core.campaigns")
-simulation = lazy_module("nexmdm_cli.simulation")  # asyncio and httpx: only when the demo runs
 
 DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
@@ -45,6 +36,8 @@ def free_port() -> int:
 
 
 def wait_until_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -74,6 +67,11 @@ CAMPAIGN_DEVICES = 24
 def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, env: dict[str, str]) -> None:
     """Devices enrolled with a labelled token poll every second while a campaign reaches them in waves."""
     import asyncio  # here: `nexmdm --help` and the other commands do not need it
+
+    from core import campaigns as fleet
+    from core.enrollment import tokens as credentials
+    from core.storage import engine as core_db
+    from nexmdm_cli import simulation
 
     engine = core_db.engine_from_settings(settings)
     with core_db.make_session_factory(engine, settings).begin() as db:
@@ -148,6 +146,14 @@ def demo(
 ) -> None:
     """Migrate a fresh demo database, start the API, simulate devices, dispatch commands, show the results."""
     import asyncio
+
+    import httpx
+
+    from core.access import keys as admin_keys
+    from core.enrollment import tokens as credentials
+    from core.storage import engine as core_db
+    from core.storage import migrations
+    from nexmdm_cli import simulation
 
     folder = Path(tempfile.mkdtemp(prefix="nexmdm-demo-"))
     database_url = f"sqlite:///{folder / 'nexmdm.db'}"

@@ -10,7 +10,6 @@ import typer
 from core.base.clock import utcnow
 from core.base.errors import InvalidArgument
 from nexmdm_cli import sparklines
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import (
     CONTEXT,
     JsonOption,
@@ -29,18 +28,9 @@ from nexmdm_cli.render import (
 )
 from nexmdm_cli.state import print_json, state
 
-devices = lazy_module("core.devices.records")  # loaded by the command, not by `nexmdm --help`
-enrollment = lazy_module("core.enrollment.enroll")
-device_list = lazy_module("core.devices.listing")  # Core only: `devices list` never imports the ORM
-fleet = lazy_module("core.campaigns")
-labels_module = lazy_module("core.devices.labels")
-selectors = lazy_module("core.devices.selectors")
-trends = lazy_module("core.heartbeats.trends")
-
 #: the presence strip: the last 24 hours in half-hour slots
 PRESENCE = timedelta(hours=24)
 PRESENCE_SLOTS = 48
-audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Devices: the fleet with last seen and online/stale/offline, one device, revoke.")
 
@@ -58,6 +48,8 @@ def list_devices(
     json_output: JsonOption = False,
 ) -> None:
     """The fleet: last seen, online/stale/offline/revoked, battery, network, agent version, labels."""
+    from core.devices import listing as device_list
+
     st = state(ctx)
     with st.read_connection() as db:
         items = device_list.list_devices(db, st.settings, offline_only=offline, limit=limit, selector=selector)
@@ -100,6 +92,10 @@ def show_device(
     json_output: JsonOption = False,
 ) -> None:
     """One device: state, last heartbeat values, model, OS, agent, push token, pending commands, labels."""
+    from core.devices import labels as labels_module
+    from core.devices import records as devices
+    from core.heartbeats import trends
+
     st = state(ctx)
     with st.session() as db:
         data = devices.device_dict(devices.get_device(db, device_id), st.settings)
@@ -145,6 +141,10 @@ def revoke(
 ) -> None:
     """Revoke a device: its token stops working and its pending commands are cancelled at once; it can enroll
     again as a new generation that sees none of the old one's commands."""
+    from core.devices import records as devices
+    from core.enrollment import enroll as enrollment
+    from core.events import audit
+
     st = state(ctx)
     with st.session() as db:
         devices.get_device(db, device_id)  # unknown device: fail before asking
@@ -177,6 +177,10 @@ def label(
     json_output: JsonOption = False,
 ) -> None:
     """Set (key=value) and remove (key-) labels on one device, or on every device a selector matches."""
+    from core.devices import labels as labels_module
+    from core.devices import selectors
+    from core.events import audit
+
     st = state(ctx)
     device_id = None
     if selector is None:
@@ -213,6 +217,8 @@ def labels(
     json_output: JsonOption = False,
 ) -> None:
     """How many devices carry each label key and value (revoked devices are not counted)."""
+    from core.devices import labels as labels_module
+
     with state(ctx).session() as db:
         items = labels_module.label_counts(db, key=key)
     if json_output:

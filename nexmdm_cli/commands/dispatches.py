@@ -11,12 +11,8 @@ from core.base.clock import utcnow
 from core.base.durations import format_duration, parse_duration
 from core.base.errors import InvalidArgument
 from core.base.statuses import COMMAND_STATUSES
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, ms, note, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state
-
-dispatches = lazy_module("core.commands.dispatches")  # loaded by the command, not by `nexmdm --help`
-audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Commands dispatched to devices: statistics, one command, recent commands, cancel.")
 
@@ -31,6 +27,8 @@ def stats(
     json_output: JsonOption = False,
 ) -> None:
     """Totals by status, action and push status; idempotency hit rate; push and ack latency p50/p95."""
+    from core.commands import dispatches
+
     window = parse_duration(since, field="--since")
     with state(ctx).read_session() as db:
         data = dispatches.dispatch_stats(db, since=utcnow() - window)
@@ -79,6 +77,8 @@ def show_dispatch(
     json_output: JsonOption = False,
 ) -> None:
     """One command: device, action, payload, status, push status, replays and its status history."""
+    from core.commands import dispatches
+
     with state(ctx).session() as db:
         data = dispatches.get_dispatch(db, request_id)
     if json_output:
@@ -116,6 +116,8 @@ def list_dispatches(
     json_output: JsonOption = False,
 ) -> None:
     """Recent commands, newest first."""
+    from core.commands import dispatches
+
     if status is not None and status not in COMMAND_STATUSES:
         raise InvalidArgument(f"--status must be one of {', '.join(COMMAND_STATUSES)}; got {status!r}")
     start = utcnow() - parse_duration(since, field="--since") if since else None
@@ -148,6 +150,9 @@ def cancel(
     json_output: JsonOption = False,
 ) -> None:
     """Cancel a pending command: it leaves the device's pending list, and a late ack is refused (409)."""
+    from core.commands import dispatches
+    from core.events import audit
+
     st = state(ctx)
     with st.session() as db:
         changed, data = dispatches.cancel_command(db, request_id, actor=audit.cli_actor())

@@ -10,12 +10,8 @@ from rich.table import Table
 from core.base.clock import utcnow
 from core.base.durations import parse_duration
 from nexmdm_cli import sparklines
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, battery, dash, group, relative, show, stamp, styled, table, yes_no
 from nexmdm_cli.state import out_console, print_json, state
-
-devices = lazy_module("core.devices.records")  # loaded by the command, not by `nexmdm --help`
-trends = lazy_module("core.heartbeats.trends")
 
 app = group("Heartbeats: what each device has been reporting.")
 
@@ -29,6 +25,9 @@ def show_heartbeats(
     json_output: JsonOption = False,
 ) -> None:
     """A device's recent heartbeats, newest first: when, status, battery, plugged, network, agent version."""
+    from core.devices import records as devices
+    from core.heartbeats import trends
+
     window = parse_duration(since, field="--since")
     now = utcnow()
     with state(ctx).read_session() as db:

@@ -8,14 +8,9 @@ import typer
 
 from core.base.clock import utcnow
 from core.base.errors import NotFound
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, relative, secret_once, show, styled
 from nexmdm_cli.render import table as make_table
 from nexmdm_cli.state import print_json, state
-
-credentials = lazy_module("core.enrollment.tokens")  # loaded by the command, not by `nexmdm --help`
-admin_keys = lazy_module("core.access.keys")
-audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 app = group("Admin API keys: for integrations and the admin endpoints.")
 
@@ -31,6 +26,9 @@ def create(
     json_output: JsonOption = False,
 ) -> None:
     """Create an admin API key and print its secret, once."""
+    from core.access import keys as admin_keys
+    from core.events import audit
+
     st = state(ctx)
     with st.session() as db:
         secret, key = admin_keys.create_admin_key(db, name=name, role=role, actor=audit.cli_actor())
@@ -44,6 +42,8 @@ def create(
 @app.command("list", context_settings=CONTEXT)
 def list_keys(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Admin keys with their state and last use (never their secrets)."""
+    from core.access import keys as admin_keys
+
     with state(ctx).session() as db:
         items = admin_keys.list_admin_keys(db)
     if json_output:
@@ -74,6 +74,9 @@ def revoke(
     json_output: JsonOption = False,
 ) -> None:
     """Revoke an admin key: requests with it fail at once. Names are never reused."""
+    from core.access import keys as admin_keys
+    from core.events import audit
+
     st = state(ctx)
     if not yes:
         with st.session() as db:

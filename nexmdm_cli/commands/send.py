@@ -10,16 +10,9 @@ import typer
 
 from core.base.durations import parse_duration
 from core.base.errors import InvalidArgument
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import JsonOption, YesOption, confirm, note, show, table
 from nexmdm_cli.state import print_json, state
 
-# loaded by the command, not by `nexmdm --help`
-dispatches = lazy_module("core.commands.dispatches")
-fleet = lazy_module("core.campaigns")
-campaigns_module = lazy_module("core.campaigns.records")
-audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
-timeouts = lazy_module("core.storage.timeouts")
 
 
 def percent(text: str | None, option: str) -> float | None:
@@ -101,6 +94,12 @@ def send(
     A campaign snapshots the matching devices now and releases their commands in waves; follow it with
     `nexmdm campaigns watch ID`. More than one target asks for confirmation unless --yes.
     """
+    from core import campaigns as fleet
+    from core.campaigns import records as campaigns_module
+    from core.commands import dispatches
+    from core.events import audit
+    from core.storage import timeouts
+
     st = state(ctx)
     devices = list(dict.fromkeys(device or []))
     if sum((bool(devices), to is not None, all_devices)) != 1:

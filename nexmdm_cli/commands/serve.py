@@ -11,10 +11,7 @@ import typer
 from rich.markup import escape
 
 from core.base.settings import Settings
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import CliState, info, state
-
-delivery = lazy_module("core.commands.push")
 
 FACTORY = "nexmdm_api.app:create_app"
 
@@ -89,6 +86,8 @@ def serve(
 
 def _say_how_commands_reach_devices(settings: Settings, worker: bool) -> None:
     """Once at start-up: is FCM push on, and where does the delivery worker run?"""
+    from core.commands import push as delivery
+
     client = delivery.client_from_settings(settings)  # a broken credentials file fails here, in one clear line
     if client is None:
         info(

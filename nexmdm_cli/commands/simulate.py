@@ -23,7 +23,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from nexmdm_cli.errors import EXIT_USAGE
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import CliState, err_console, out_console, print_json, state
 
 if TYPE_CHECKING:
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
 
     from nexmdm_cli.simulation import Simulation
 
-credentials = lazy_module("core.enrollment.tokens")
-simulation = lazy_module("nexmdm_cli.simulation")  # asyncio and httpx: only when a simulation runs
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
 
 
@@ -216,6 +213,9 @@ def simulate(
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
 ) -> None:
     """Simulate devices against a running API: enroll, heartbeat, fetch and acknowledge commands; report latency."""
+    from core.enrollment import tokens as credentials
+    from nexmdm_cli import simulation
+
     base = simulation.check_loopback(url)
     if fcm and processes > 1:
         err_console.print("[red]error:[/red] --fcm runs in one process (pushes reach devices in its own loop)")

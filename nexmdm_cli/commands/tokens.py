@@ -9,13 +9,9 @@ import typer
 from core.base.clock import utcnow
 from core.base.durations import parse_duration
 from core.base.errors import InvalidArgument
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
 from nexmdm_cli.state import print_json, state
 
-credentials = lazy_module("core.enrollment.tokens")  # loaded by the command, not by `nexmdm --help`
-labels_module = lazy_module("core.devices.labels")
-audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 #: core.enrollment.tokens.MAX_TOKEN_USES, spelled out for the help text (tests/cli/test_startup.py pins it)
 MAX_TOKEN_USES = 1_000_000
 
@@ -35,6 +31,10 @@ def create(
     json_output: JsonOption = False,
 ) -> None:
     """Create an enrollment token and print its secret, once."""
+    from core.devices import labels as labels_module
+    from core.enrollment import tokens as credentials
+    from core.events import audit
+
     st = state(ctx)
     lifetime = parse_duration(expires, field="--expires")
     labels, removed = labels_module.parse_label_args(label or [])
@@ -77,6 +77,8 @@ def list_tokens(
     json_output: JsonOption = False,
 ) -> None:
     """Enrollment tokens with their state and uses (never their secrets)."""
+    from core.enrollment import tokens as credentials
+
     with state(ctx).session() as db:
         items = credentials.list_enrollment_tokens(db, include_inactive=not active)
     if json_output:
@@ -94,6 +96,9 @@ def revoke(
     json_output: JsonOption = False,
 ) -> None:
     """Revoke an enrollment token: no further device can enroll with it (enrolled devices are unaffected)."""
+    from core.enrollment import tokens as credentials
+    from core.events import audit
+
     st = state(ctx)
     with st.session() as db:
         token = credentials.revoke_enrollment_token(db, token_id, actor=audit.cli_actor())

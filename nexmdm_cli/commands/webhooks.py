@@ -9,12 +9,9 @@ import typer
 
 from core.base.clock import utcnow
 from core.base.errors import InvalidArgument
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, dash, group, note, relative, show, styled, table
 from nexmdm_cli.state import print_json, state
 
-webhooks = lazy_module("core.events.webhooks")  # loaded by the command, not by `nexmdm --help`
-audit = lazy_module("core.events.audit")
 #: core.events.webhooks.EVENT_TYPES, spelled out for the help text (tests/cli/test_audit.py pins it)
 EVENT_TYPES = (
     "device.enrolled",
@@ -50,6 +47,8 @@ def add(
     json_output: JsonOption = False,
 ) -> None:
     """Add a receiver. Without --secret-file a signing secret is made and printed, once."""
+    from core.events import audit, webhooks
+
     st = state(ctx)
     given = _read_secret(secret_file) if secret_file is not None else None
     with st.session() as db:
@@ -69,6 +68,8 @@ def add(
 @app.command("list", context_settings=CONTEXT)
 def list_endpoints(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Receivers with their events (never their secrets)."""
+    from core.events import webhooks
+
     with state(ctx).session() as db:
         items = webhooks.list_endpoints(db)
     if json_output:
@@ -91,6 +92,8 @@ def remove(
     json_output: JsonOption = False,
 ) -> None:
     """Remove a receiver; its undelivered events are dropped."""
+    from core.events import audit, webhooks
+
     st = state(ctx)
     if not yes:
         with st.session() as db:
@@ -111,6 +114,8 @@ def send_test(
     json_output: JsonOption = False,
 ) -> None:
     """Queue a signed webhook.test event for one receiver (a running server sends it)."""
+    from core.events import audit, webhooks
+
     with state(ctx).session() as db:
         event_id = webhooks.send_test(db, endpoint_id, actor=audit.cli_actor())
     if json_output:
@@ -130,6 +135,8 @@ def deliveries(
     json_output: JsonOption = False,
 ) -> None:
     """Recent deliveries, newest first: status, attempts, last answer."""
+    from core.events import webhooks
+
     with state(ctx).session() as db:
         items = webhooks.list_deliveries(db, endpoint_id=endpoint, failed=failed, limit=limit)
     if json_output:
@@ -164,6 +171,8 @@ def redeliver(
     json_output: JsonOption = False,
 ) -> None:
     """Send a delivery again (a dead letter, or a delivered one): same event id, attempts start over."""
+    from core.events import audit, webhooks
+
     with state(ctx).session() as db:
         data = webhooks.redeliver(db, delivery_id, actor=audit.cli_actor())
     if json_output:

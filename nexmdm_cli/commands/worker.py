@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nexmdm_cli.errors import EXIT_USAGE
-from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import err_console, print_json, state
 
 if TYPE_CHECKING:
@@ -26,12 +25,6 @@ if TYPE_CHECKING:
     from core.commands.push import DeliveryWorker
     from nexmdm_cli.state import CliState
 
-delivery_module = lazy_module("core.commands.push")
-fleet = lazy_module("core.campaigns")
-ratecap = lazy_module("core.commands.push.ratecap")
-maintenance_module = lazy_module("core.ops.maintenance")
-webhook_delivery = lazy_module("core.events.sender")
-leases = lazy_module("core.ops.leases")
 
 #: the webhook outbox is polled this often (a new event is usually found at once: the sender is woken)
 WEBHOOK_POLL_SECONDS = 1.0
@@ -55,6 +48,10 @@ def worker(
     (SKIP LOCKED on PostgreSQL), so none is sent twice by two workers. With NEXMDM_REDIS_URL the FCM
     rate cap is shared by every sender.
     """
+    from core import campaigns as fleet
+    from core.commands import push as delivery_module
+    from core.commands.push import ratecap
+
     st = state(ctx)
     settings = st.settings
     st.require_migrated()
@@ -85,6 +82,10 @@ def worker(
 
 def _run(st: CliState, settings: Settings, delivery: DeliveryWorker, project_id: str) -> None:
     """Delivery in this thread; maintenance and the webhook outbox in their own, until a signal."""
+    from core.events import sender as webhook_delivery
+    from core.ops import leases
+    from core.ops import maintenance as maintenance_module
+
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

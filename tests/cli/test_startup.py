@@ -1,5 +1,5 @@
 """The CLI starts fast: importing the root app (all that ``nexmdm --help`` needs) loads neither Alembic nor
-SQLAlchemy nor the HTTP stack; the commands import them when they run (``nexmdm_cli/lazy.py``), and
+SQLAlchemy nor the HTTP stack; the commands import them inside their functions when they run, and
 ``nexmdm devices list`` reads with SQLAlchemy Core alone (``core/devices/listing.py``), without the ORM."""
 
 from __future__ import annotations
