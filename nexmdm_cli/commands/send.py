@@ -14,7 +14,6 @@ from nexmdm_cli.render import JsonOption, YesOption, confirm, note, show, table
 from nexmdm_cli.state import print_json, state
 
 
-
 def percent(text: str | None, option: str) -> float | None:
     """``5%`` or ``5`` as 5.0; anything else is a usage error."""
     if text is None:
