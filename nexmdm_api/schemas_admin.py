@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from core.base.event_types import EVENT_TYPES
 from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch
 
 Role = Literal["viewer", "operator", "admin"]
@@ -91,20 +92,13 @@ class AuditPage(msgspec.Struct):
     next_cursor: str | None
 
 
-EventType = Literal[
-    "device.enrolled",
-    "device.offline",
-    "device.online",
-    "device.revoked",
-    "command.failed",
-    "campaign.completed",
-    "campaign.halted",
-]
+#: the event types as an enum in the OpenAPI document, from the one list in core.base.event_types
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
 
 class WebhookIn(msgspec.Struct, forbid_unknown_fields=True):
     url: Annotated[str, Meta(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
-    events: Annotated[list[EventType], Meta(min_length=1, max_length=7)]
+    events: Annotated[list[EventType], Meta(min_length=1, max_length=len(EVENT_TYPES))]
     #: 32-128 printable ASCII characters; made by the server when absent (and then returned, once)
     secret: Annotated[str, Meta(min_length=32, max_length=128, pattern=r"^[!-~]+$")] | None = None
 

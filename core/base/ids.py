@@ -7,6 +7,8 @@ import time
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 PREFIX = "cmp_"
+#: what a campaign id looks like (the API's path and query parameters declare it)
+PATTERN = r"^cmp_[0-9A-Z]{26}$"
 
 
 def ulid(now_ms: int | None = None) -> str:

@@ -21,21 +21,12 @@ from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument, NotFound
+from core.base.event_types import EVENT_TYPES as EVENT_TYPES  # re-exported: defined in core.base
+from core.base.event_types import TEST_EVENT as TEST_EVENT
 from core.events.audit import Actor, record
 from core.models import WebhookEndpoint, WebhookOutbox
 from core.storage.types import utcnow
 
-EVENT_TYPES = (
-    "device.enrolled",
-    "device.offline",
-    "device.online",
-    "device.revoked",
-    "command.failed",
-    "campaign.completed",
-    "campaign.halted",
-)
-#: sent only by ``webhooks test``, whatever the endpoint subscribed to
-TEST_EVENT = "webhook.test"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 MAX_URL_LENGTH = 2048
 _OUTBOX: Table = WebhookOutbox.__table__  # type: ignore[assignment]

@@ -13,6 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
 from core import campaigns as fleet
+from core.base import ids as campaign_ids
 from core.base import validation
 from core.base.errors import InvalidArgument
 from nexmdm_api.auth import admin_actor, admin_route
@@ -34,7 +35,7 @@ from nexmdm_api.schemas import (
 
 #: POST /v1/campaigns accepts up to 10,000 device ids
 MAX_CAMPAIGN_BODY_BYTES = 2 * 1024 * 1024
-CAMPAIGN_ID_PATTERN = r"^cmp_[0-9A-Z]{26}$"
+CAMPAIGN_ID_PATTERN = campaign_ids.PATTERN
 CampaignIdPath = Annotated[
     str, Parameter(description="the campaign's id", schema_extra={"pattern": CAMPAIGN_ID_PATTERN})
 ]

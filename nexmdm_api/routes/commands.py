@@ -8,6 +8,7 @@ from litestar import Request, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
+from core.base import ids as campaign_ids
 from core.base import validation
 from core.base.errors import InvalidArgument
 from core.commands import dispatches
@@ -184,7 +185,7 @@ def list_commands(
     ] = None,
     status: Annotated[Literal[COMMAND_STATUSES] | None, Parameter(description="only this status")] = None,  # type: ignore[valid-type]
     campaign_id: Annotated[
-        str | None, Parameter(description="only this campaign's commands", pattern=r"^cmp_[0-9A-Z]{26}$")
+        str | None, Parameter(description="only this campaign's commands", pattern=campaign_ids.PATTERN)
     ] = None,
 ) -> DispatchPage:
     rows, next_cursor = keyset_page(

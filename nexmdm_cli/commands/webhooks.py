@@ -9,19 +9,9 @@ import typer
 
 from core.base.clock import utcnow
 from core.base.errors import InvalidArgument
+from core.base.event_types import EVENT_TYPES
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, dash, group, note, relative, show, styled, table
 from nexmdm_cli.state import print_json, state
-
-#: core.events.webhooks.EVENT_TYPES, spelled out for the help text (tests/cli/test_audit.py pins it)
-EVENT_TYPES = (
-    "device.enrolled",
-    "device.offline",
-    "device.online",
-    "device.revoked",
-    "command.failed",
-    "campaign.completed",
-    "campaign.halted",
-)
 
 app = group("Webhooks: signed POSTs of fleet events (device.offline, command.failed...) to your URLs.")
 
