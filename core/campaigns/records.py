@@ -14,8 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Integer, func, insert, literal, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.base import validation
@@ -27,6 +25,7 @@ from core.commands.dispatches import IdempotencyMismatch
 from core.devices import selectors
 from core.events.audit import Actor, record
 from core.models import Campaign, CampaignTarget, Device, FcmDispatch
+from core.storage.dialect import insert_for
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
@@ -85,10 +84,6 @@ def _request_hash(body: dict[str, Any]) -> str:
 
 def max_targets(settings: Settings) -> int:
     return settings.campaign_max_targets or (50_000 if settings.is_sqlite else 1_000_000)
-
-
-def _insert(db: Session) -> Any:
-    return pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def resolve_targets(
@@ -206,7 +201,7 @@ def create_campaign(
         "created_at": now,
         "updated_at": now,
     }
-    stmt = _insert(db)(Campaign).values(**row).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    stmt = insert_for(db, Campaign).values(**row).on_conflict_do_nothing(index_elements=["idempotency_key"])
     inserted = db.execute(stmt.returning(Campaign.id)).scalar_one_or_none()
     if inserted is None:  # another request with this key committed first
         existing = _replay(db, idempotency_key, request_hash)

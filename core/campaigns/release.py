@@ -16,8 +16,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, literal, null, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.errors import Conflict, InvalidArgument
@@ -29,6 +27,7 @@ from core.events.audit import SYSTEM, Actor, record
 from core.events.webhooks import emit
 from core.models import CAMPAIGN_FINAL, Campaign, CampaignTarget, Device, FcmDispatch
 from core.models.base import JSONType
+from core.storage.dialect import insert_for
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
@@ -108,7 +107,6 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
         .where(cond)
         .order_by(t.device_id)
     )
-    maker = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     columns = [
         "request_id",
         "device_id",
@@ -126,7 +124,9 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
     ]
     inserted = rowcount(
         db.execute(
-            maker(FcmDispatch).from_select(columns, source).on_conflict_do_nothing(index_elements=["request_id"])
+            insert_for(db, FcmDispatch)
+            .from_select(columns, source)
+            .on_conflict_do_nothing(index_elements=["request_id"])
         )
     )
     campaign.release_cursor = boundary

@@ -6,8 +6,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Select, delete, func, insert, literal, select, true
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.base.errors import Conflict, InvalidArgument, NotFound
@@ -19,6 +17,7 @@ from core.base.labels import validate_labels as validate_labels
 from core.devices.listing import attach_labels as attach_labels  # re-exported: defined with the fleet view
 from core.events.audit import Actor, record
 from core.models import Device, DeviceLabel
+from core.storage.dialect import insert_for
 
 
 def device_labels(db: Session, device_id: str) -> dict[str, str]:
@@ -28,9 +27,7 @@ def device_labels(db: Session, device_id: str) -> dict[str, str]:
 
 def _upsert(db: Session, source: Any, key: str, value: str) -> None:
     """Set ``key=value`` on every device that ``source`` (a SELECT of device ids) yields, in one statement."""
-    dialect = db.get_bind().dialect.name
-    maker = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = maker(DeviceLabel).from_select(
+    stmt = insert_for(db, DeviceLabel).from_select(
         ["device_id", "key", "value"],
         select(source.c.id, literal(key), literal(value)).select_from(source).where(true()),
     )

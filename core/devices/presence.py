@@ -18,12 +18,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
 from core.events.webhooks import emit_many, subscribers
 from core.models import Device, DevicePresence, PresenceSweep
+from core.storage.dialect import insert_for
 from core.storage.types import utcnow
 
 #: no sweep for this long means the server (every process) was down
@@ -38,7 +38,7 @@ def _mark(db: Session, now: datetime) -> datetime:
     row = db.get(PresenceSweep, _NAME, with_for_update=db.get_bind().dialect.name == "postgresql")
     if row is None:  # the very first sweep (several processes may start at once)
         db.execute(
-            _dialect_insert(db)(PresenceSweep)
+            insert_for(db, PresenceSweep)
             .values(name=_NAME, swept_at=now, grace_from=now)
             .on_conflict_do_nothing(index_elements=["name"])
         )
@@ -47,11 +47,6 @@ def _mark(db: Session, now: datetime) -> datetime:
         row.grace_from = now
     row.swept_at = max(row.swept_at, now)
     return row.grace_from
-
-
-def _dialect_insert(db: Session) -> Any:
-    """The dialect's INSERT, which has ``on_conflict_do_nothing``."""
-    return postgresql.insert if db.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _first_sightings(db: Session, cutoff: datetime, now: datetime) -> int:
@@ -65,12 +60,11 @@ def _first_sightings(db: Session, cutoff: datetime, now: datetime) -> int:
     ).all()
     if not rows:
         return 0
-    dialect_insert = _dialect_insert(db)
     values = [
         {"device_id": r.id, "state": "online" if r.last_seen_at >= cutoff else "offline", "changed_at": now}
         for r in rows
     ]
-    db.execute(dialect_insert(_PRESENCE).values(values).on_conflict_do_nothing(index_elements=["device_id"]))
+    db.execute(insert_for(db, _PRESENCE).values(values).on_conflict_do_nothing(index_elements=["device_id"]))
     return len(rows)
 
 

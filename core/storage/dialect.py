@@ -50,11 +50,16 @@ def is_postgresql(bind: Any) -> bool:
     return name_of(bind) == "postgresql"
 
 
-def insert_for(dialect: str, table: Table) -> Any:
-    """``INSERT`` with ``ON CONFLICT`` for ``dialect``: PostgreSQL's or SQLite's construct (same methods)."""
-    if dialect not in SUPPORTED:
-        raise NotImplementedError(f"NexMDM supports SQLite and PostgreSQL, not {dialect}")
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+def insert_for(dialect: Any, table: Any) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` into ``table`` (a Table or a mapped class): PostgreSQL's or SQLite's
+    construct, which have the same methods (``on_conflict_do_nothing``/``_update``, ``excluded``).
+
+    ``dialect`` is a dialect's name or anything :func:`name_of` reads one from (a session, a connection).
+    """
+    name = dialect if isinstance(dialect, str) else name_of(dialect)
+    if name not in SUPPORTED:
+        raise NotImplementedError(f"NexMDM supports SQLite and PostgreSQL, not {name}")
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)
 
 
 #: PostgreSQL SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html)
