@@ -22,7 +22,7 @@ from core.base.errors import Conflict, InvalidArgument
 from core.base.settings import Settings
 from core.campaigns.counts import gate_figures, live_counts, unreleased
 from core.campaigns.records import _pct, campaign_dict, load
-from core.commands.dispatches import finished_fcm_status
+from core.commands.lifecycle import finish_pending
 from core.events.audit import SYSTEM, Actor, record
 from core.events.webhooks import emit
 from core.models import CAMPAIGN_FINAL, Campaign, CampaignTarget, Device, FcmDispatch
@@ -261,17 +261,7 @@ def cancel(db: Session, campaign_id: str, *, actor: Actor | None = None) -> dict
         .values(state="cancelled")
         .execution_options(synchronize_session=False)
     )
-    db.execute(
-        update(FcmDispatch)
-        .where(FcmDispatch.campaign_id == campaign.id, FcmDispatch.status == "pending")
-        .values(
-            status="cancelled",
-            finished_at=now,
-            lease_until=None,
-            fcm_status=finished_fcm_status(now),
-        )
-        .execution_options(synchronize_session=False)
-    )
+    db.execute(finish_pending(FcmDispatch.campaign_id == campaign.id, status="cancelled", now=now))
     _finish(db, campaign, "cancelled", now)
     record(db, actor, "campaign.cancel", campaign_id)
     return campaign_dict(db, campaign)

@@ -6,12 +6,13 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.base import validation
 from core.base.errors import Conflict, InvalidArgument, NotFound
 from core.base.settings import Settings
+from core.commands.lifecycle import finish_pending
 from core.commands.records import record_fcm_dispatch
 from core.devices.records import get_device
 from core.events.audit import Actor, record
@@ -28,21 +29,6 @@ class IdempotencyMismatch(InvalidArgument):
     """The Idempotency-Key was already used for a different device, action or payload."""
 
     code = "idempotency_key_reused"
-
-
-def finished_fcm_status(now: datetime) -> ColumnElement[str]:
-    """``fcm_status`` for a command that is finishing now (acked, failed, expired, cancelled).
-
-    A push still ``pending`` and not in a delivery worker's hands will never be sent (workers claim only
-    pending commands): it becomes ``skipped``, so statistics never show a finished command as waiting
-    for a push. A push in flight keeps ``pending``; the worker records its outcome
-    (``core.commands.push.DeliveryWorker.record``), and ``sweep_expired`` settles one whose worker died.
-    """
-    unpushed = and_(
-        FcmDispatch.fcm_status == "pending",
-        or_(FcmDispatch.lease_until.is_(None), FcmDispatch.lease_until < now),
-    )
-    return case((unpushed, "skipped"), else_=FcmDispatch.fcm_status)
 
 
 def public_dispatch(row: Any) -> dict[str, Any]:
@@ -149,16 +135,9 @@ def cancel_command(db: Session, request_id: str, *, actor: Actor | None = None) 
     now = utcnow()
     row = (
         db.execute(
-            update(FcmDispatch)
-            .where(FcmDispatch.request_id == request_id, FcmDispatch.status == "pending")
-            .values(
-                status="cancelled",
-                finished_at=now,
-                lease_until=None,
-                fcm_status=finished_fcm_status(now),
+            finish_pending(FcmDispatch.request_id == request_id, status="cancelled", now=now).returning(
+                FcmDispatch.__table__
             )
-            .returning(FcmDispatch.__table__)
-            .execution_options(synchronize_session=False)
         )
         .mappings()
         .first()
@@ -215,22 +194,16 @@ def ack_command(
     now = utcnow()
     row = (
         db.execute(
-            update(FcmDispatch)
-            .where(
+            finish_pending(
                 FcmDispatch.request_id == request_id,
                 FcmDispatch.device_id == device_id,
-                FcmDispatch.status == "pending",
                 FcmDispatch.generation == _current_generation(device_id),
-            )
-            .values(
                 status=new_status,
+                now=now,
+                keep_lease=True,
                 acked_at=now,
-                finished_at=now,
                 ack_detail=detail,
-                fcm_status=finished_fcm_status(now),
-            )
-            .returning(FcmDispatch.__table__)
-            .execution_options(synchronize_session=False)
+            ).returning(FcmDispatch.__table__)
         )
         .mappings()
         .first()

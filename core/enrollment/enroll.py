@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.base import security, validation
 from core.base.errors import Conflict
+from core.commands.lifecycle import finish_pending
 from core.devices.records import _SUMMARY, get_device
 from core.enrollment import tokens as credentials
 from core.events.audit import Actor, record
@@ -40,14 +41,7 @@ def revoke_device(db: Session, device_id: str, *, actor: Actor | None = None) ->
     device.device_token_hash = None
     device.enrollment_secret_hash = None
     db.flush()
-    from core.commands.dispatches import finished_fcm_status  # core.dispatches imports this module
-
-    db.execute(
-        update(FcmDispatch)
-        .where(FcmDispatch.device_id == device_id, FcmDispatch.status == "pending")
-        .values(status="cancelled", finished_at=now, lease_until=None, fcm_status=finished_fcm_status(now))
-        .execution_options(synchronize_session=False)
-    )
+    db.execute(finish_pending(FcmDispatch.device_id == device_id, status="cancelled", now=now))
     # and its targets in waves of campaigns not released yet (core.campaigns: imported here, it imports us)
     from core.campaigns.counts import unreleased_any
     from core.models import CampaignTarget

@@ -16,6 +16,7 @@ from sqlalchemy import ARRAY, Integer, Row, and_, case, func, literal, or_, sele
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
+from core.commands.lifecycle import finish_pending
 from core.models import FINISHED_STATUSES, Device, FcmDispatch
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
@@ -218,23 +219,13 @@ def sweep_expired(session_factory: sessionmaker[Session], settings: Settings, no
     with session_factory.begin() as db:
         expired = rowcount(
             db.execute(
-                update(FcmDispatch)
-                .where(
-                    FcmDispatch.status == "pending", FcmDispatch.expires_at.is_(None), FcmDispatch.created_at < cutoff
+                finish_pending(
+                    FcmDispatch.expires_at.is_(None), FcmDispatch.created_at < cutoff, status="expired", now=now
                 )
-                .values(status="expired", finished_at=now, lease_until=None)
-                .execution_options(synchronize_session=False)
             )
         )
         # commands with their own lifetime (campaign releases), by the (status, expires_at) index
-        expired += rowcount(
-            db.execute(
-                update(FcmDispatch)
-                .where(FcmDispatch.status == "pending", FcmDispatch.expires_at < now)
-                .values(status="expired", finished_at=now, lease_until=None)
-                .execution_options(synchronize_session=False)
-            )
-        )
+        expired += rowcount(db.execute(finish_pending(FcmDispatch.expires_at < now, status="expired", now=now)))
         # the pushes that will never be sent (their command finished; no worker holds them): skipped
         db.execute(
             update(FcmDispatch)
