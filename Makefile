@@ -44,10 +44,11 @@ services:  ## Debian packages the multi-node tests start instances of (pgbouncer
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 || \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; fi
 
-lint: $(STAMP)  ## ruff's checks and formatting, mypy --strict on core/
+lint: $(STAMP)  ## ruff's checks and formatting, mypy --strict, the import layers of core (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
