@@ -25,8 +25,9 @@ from core.base.errors import (
     NexMDMError,
     NotFound,
     NotMigrated,
+    database_message,
 )
-from core.storage.dialect import database_message, from_database_error
+from core.storage.dialect import from_database_error
 
 logger = logging.getLogger("nexmdm.api")
 

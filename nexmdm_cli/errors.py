@@ -7,6 +7,8 @@ a refused value is exit 2 / 422, a missing table says "not migrated" (exit 5 / 5
 
 from __future__ import annotations
 
+import sys
+
 from core.base.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -16,8 +18,8 @@ from core.base.errors import (
     NexMDMError,
     NotFound,
     NotMigrated,
+    database_message,
 )
-from core.storage.dialect import database_message, from_database_error
 
 #: exit codes, documented in docs/cli.md (cron jobs and scripts rely on them)
 EXIT_OK = 0
@@ -42,6 +44,19 @@ EXIT_CODES: dict[type[NexMDMError], int] = {
 def _is_bad_url(exc: BaseException) -> bool:
     # sqlalchemy.exc.ArgumentError, by name: importing SQLAlchemy here would slow every command's start
     return any(kind.__name__ == "ArgumentError" and kind.__module__ == "sqlalchemy.exc" for kind in type(exc).__mro__)
+
+
+def from_database_error(exc: BaseException) -> NexMDMError | None:
+    """The domain error a database error means (``core.storage.dialect``), or None for any other error.
+
+    Imported here, not at the top: SQLAlchemy stays out of ``nexmdm --help``, and an error can only come
+    from the database once a command has loaded it.
+    """
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from core.storage import dialect
+
+    return dialect.from_database_error(exc)
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -7,110 +7,32 @@ databases and drops them at the end.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import threading
-import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, create_engine, make_url, text
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.base.settings import Settings, normalize_database_url
+from core.base.settings import Settings
 from core.heartbeats import partitions
-from core.models import Base, Device
-from core.storage.dialect import database_message
-from core.storage.engine import make_engine, make_session_factory, mask_url
+from core.models import Base
+from core.storage.engine import make_engine, make_session_factory
 from core.storage.migrations import alembic_config
-from tests.fakes.fcm import FakeFcm
-from tests.pgcluster import Cluster
-
-#: an admin URL that may create databases, normalized the way the product normalizes NEXMDM_DATABASE_URL
-#: (``postgresql://`` means psycopg2), so that the README's form works here too
-PG_ADMIN_URL = normalize_database_url(
-    os.environ.get("NEXMDM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tests.support.databases import (
+    BACKENDS,
+    IN_CI,
+    DatabaseFactory,
+    add_device,
+    migrate,
 )
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-BACKENDS = ["sqlite", "postgresql"]
+from tests.support.fakes.fcm import FakeFcm
+from tests.support.pgcluster import Cluster
 
-
-def _pg_admin() -> Engine:
-    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-
-
-def database_url_for(name: str, admin_url: str = PG_ADMIN_URL) -> str:
-    """The admin URL with another database name (its user, host, port and query options kept)."""
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def postgres_problem(exc: BaseException, admin_url: str = PG_ADMIN_URL) -> str:
-    """Why the PostgreSQL tests cannot run, in words that name the real cause."""
-    where = mask_url(admin_url)
-    if isinstance(exc, ImportError):
-        return f"the driver for {where} is not installed ({exc}); NEXMDM_TEST_PG_URL picks it"
-    if isinstance(exc, ArgumentError):
-        return f"NEXMDM_TEST_PG_URL is not a database URL: {exc}"
-    if isinstance(exc, OperationalError):
-        return f"PostgreSQL is not reachable at {where}: {database_message(exc)}"
-    return f"PostgreSQL at {where} failed: {exc.__class__.__name__}: {database_message(exc)}"
-
-
-_PG_PROBLEM: list[str | None] = []  # checked once per run
-
-
-def _require_postgres() -> None:
-    if not _PG_PROBLEM:
-        try:
-            engine = _pg_admin()
-            try:
-                with engine.connect() as conn:
-                    conn.execute(text("SELECT 1"))
-            finally:
-                engine.dispose()
-            _PG_PROBLEM.append(None)
-        except Exception as exc:  # noqa: BLE001 - reported below, by its real cause
-            _PG_PROBLEM.append(postgres_problem(exc))
-    message = _PG_PROBLEM[0]
-    if message is not None:
-        if IN_CI:
-            pytest.fail(message + " (CI=true requires it)", pytrace=False)
-        pytest.skip(message)
-
-
-class DatabaseFactory:
-    """Creates throwaway databases (SQLite files or PostgreSQL databases) and removes them at the end."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.pg_names: list[str] = []
-
-    def create(self, backend: str) -> str:
-        if backend == "sqlite":
-            return f"sqlite:///{self.tmp / f'nexmdm-{uuid.uuid4().hex[:8]}.db'}"
-        _require_postgres()
-        name = f"nexmdm_test_{uuid.uuid4().hex[:10]}"
-        admin = _pg_admin()
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        self.pg_names.append(name)
-        return database_url_for(name)
-
-    def drop_all(self) -> None:
-        if not self.pg_names:
-            return
-        admin = _pg_admin()
-        with admin.connect() as conn:
-            for name in self.pg_names:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+pytest_plugins = ["tests.support.api"]  # the API fixtures (``client``, credentials), for every folder
 
 
 @pytest.fixture(scope="session")
@@ -118,10 +40,6 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFact
     factory = DatabaseFactory(tmp_path_factory.mktemp("db"))
     yield factory
     factory.drop_all()
-
-
-def migrate(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
 
 
 @pytest.fixture(scope="session")
@@ -190,23 +108,6 @@ def db(session_factory: sessionmaker[Session]) -> Iterator[Session]:
         session.rollback()
 
 
-def add_device(session_factory: sessionmaker[Session], device_id: str = "dev_001", **fields: object) -> None:
-    with session_factory.begin() as session:
-        session.add(Device(id=device_id, **fields))
-
-
-def run_together(n: int, fn: Callable[[int], Any]) -> list[Any]:
-    """Run ``fn(i)`` in ``n`` threads released at the same moment; returns the results, raises the first error."""
-    barrier = threading.Barrier(n)
-
-    def call(i: int) -> Any:
-        barrier.wait()
-        return fn(i)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(call, range(n)))
-
-
 @pytest.fixture
 def device(session_factory: sessionmaker[Session]) -> str:
     add_device(session_factory, "dev_001")
@@ -235,3 +136,17 @@ def fake_fcm() -> Iterator[FakeFcm]:
     fake = FakeFcm().start()
     yield fake
     fake.stop()
+
+
+#: fixtures that mean a test runs on a PostgreSQL server of its own
+_PG_FIXTURES = {"pg_cluster", "pg_url"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers from where a test lives and what it runs on (``-m "not postgres"``, ``-m "not slow"``)."""
+    for item in items:
+        if "reliability" in item.path.parts:
+            item.add_marker(pytest.mark.reliability)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("backend") == "postgresql" or _PG_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)

@@ -111,3 +111,10 @@ def test_the_declared_layers_hold() -> None:
     result = subprocess.run([str(linter)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "0 broken" in result.stdout
+
+
+def test_tests_import_no_test_module_or_conftest() -> None:
+    # what tests share lives in tests/support/ (a test module imported as a module runs its tests twice)
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        shared = {m for m in _imports(path) if m.startswith("tests.") and not m.startswith("tests.support")}
+        assert not shared, f"{path.relative_to(ROOT)} imports {sorted(shared)}: move what it needs to tests/support/"

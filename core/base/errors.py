@@ -81,3 +81,9 @@ class NotMigrated(DatabaseUnavailable):
     Its ``code`` stays ``database_unavailable`` (the API's stable code for every 503 of the database);
     the message says what to do.
     """
+
+
+def database_message(exc: BaseException) -> str:
+    """The driver's first line (for logs and the CLI's message; never sent to API clients)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__

@@ -20,6 +20,7 @@ from core.base.errors import (
     NexMDMError,
     NotFound,
     NotMigrated,
+    database_message,
 )
 
 SUPPORTED = ("postgresql", "sqlite")
@@ -111,9 +112,3 @@ def from_database_error(exc: BaseException) -> NexMDMError | None:
         error = DatabaseUnavailable("the database is unavailable")
     error.__cause__ = exc
     return error
-
-
-def database_message(exc: BaseException) -> str:
-    """The driver's first line (for logs and the CLI's message; never sent to API clients)."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__

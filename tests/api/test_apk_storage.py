@@ -19,7 +19,7 @@ from core.apk import storage as apk_storage
 from core.base.errors import InvalidArgument
 from core.base.settings import Settings
 from nexmdm_api import create_app
-from tests.fakes.apk import apk_bytes
+from tests.support.fakes.apk import apk_bytes
 
 APK = apk_bytes(os.urandom(3 * 1024 * 1024))  # four chunks, the last one short
 

@@ -24,8 +24,8 @@ from core.enrollment import tokens as credentials
 from core.events import webhooks
 from core.models import AuditEvent
 from nexmdm_api import create_app
-from tests.api.test_roles import admin_routes
-from tests.fakes.apk import apk_bytes
+from tests.support.fakes.apk import apk_bytes
+from tests.support.routes import admin_routes
 
 APK = apk_bytes()
 

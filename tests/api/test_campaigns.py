@@ -12,7 +12,7 @@ from core import campaigns as fleet
 from core.base.settings import Settings
 from core.enrollment import tokens as credentials
 from core.models import COMMAND_STATUSES
-from tests.core.fleet_helpers import ack_all, seed_fleet, seed_many
+from tests.support.fleet import ack_all, seed_fleet, seed_many
 
 
 def _post(client: TestClient[Any], admin: dict[str, str], body: Any, key: str | None = "camp-1") -> Any:

@@ -11,8 +11,8 @@ from core.heartbeats import store as core_heartbeats
 from core.models import Device
 from core.storage.types import utcnow
 from nexmdm_api import create_app
-from tests.api.conftest import bearer
-from tests.core.fleet_helpers import SCANNING, seed_pixels
+from tests.support.api import bearer
+from tests.support.fleet import SCANNING, seed_pixels
 
 
 def test_devices_paging_and_show(client, admin, enroll) -> None:

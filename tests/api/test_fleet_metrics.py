@@ -19,8 +19,8 @@ from core.base.settings import Settings
 from nexmdm_api import create_app
 from nexmdm_api.fleet_metrics import FleetGauges
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
-from tests.cli.fleet import EXPECTED, EXPECTED_CAMPAIGNS, seed_campaigns, seed_fleet, seed_labels
-from tests.livemetrics import helps, samples, until, value
+from tests.support.cli_fleet import EXPECTED, EXPECTED_CAMPAIGNS, seed_campaigns, seed_fleet, seed_labels
+from tests.support.livemetrics import helps, samples, until, value
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 #: a metric's name ends with its unit: a base unit, a counted thing, or _total for a counter

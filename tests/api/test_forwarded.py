@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
 from nexmdm_cli.main import app
-from tests.conftest import migrate
+from tests.support.databases import migrate
 
 
 @contextmanager

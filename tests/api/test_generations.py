@@ -22,7 +22,7 @@ from core.devices import records as devices
 from core.enrollment import enroll as enrollment
 from core.models import Device, FcmDispatch
 from core.storage.types import utcnow
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 SECRET_PAYLOAD = {"wifi_psk": "corp-secret"}
 

@@ -77,7 +77,7 @@ def test_the_metrics_exporter_hands_over_and_a_former_one_exports_zeros(
     from nexmdm_api.auditbuffer import AuditBuffer
     from nexmdm_api.background import METRICS_LEASE, _Maintenance
     from nexmdm_api.db import open_database
-    from tests.cli.fleet import EXPECTED, seed_fleet
+    from tests.support.cli_fleet import EXPECTED, seed_fleet
 
     seed_fleet(session_factory)
     database = open_database(settings)

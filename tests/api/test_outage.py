@@ -12,7 +12,7 @@ from core.enrollment import enroll as enrollment
 from core.enrollment import tokens as credentials
 from core.storage.engine import make_engine, make_session_factory
 from nexmdm_api import create_app
-from tests.pgcluster import Cluster
+from tests.support.pgcluster import Cluster
 
 
 def test_database_outage_is_a_fast_503_and_the_api_recovers(pg_cluster: Cluster, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from core.base.settings import Settings
 from nexmdm_api import create_app, heartbeat_writer
-from tests.api.conftest import bearer
+from tests.support.api import bearer
 
 BEAT = {"status": "ok", "battery_pct": 50}
 

@@ -16,8 +16,8 @@ from core.base.settings import Settings
 from core.commands import dispatches
 from core.models import Device, FcmDispatch
 from nexmdm_api import create_app
-from tests.api.conftest import bearer
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.support.api import bearer
+from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 
 @pytest.fixture

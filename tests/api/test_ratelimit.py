@@ -12,8 +12,8 @@ from sqlalchemy import Engine
 from core.base.settings import Settings
 from nexmdm_api import create_app
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket, client_key
-from tests.api.conftest import bearer
-from tests.fakes.apk import apk_bytes
+from tests.support.api import bearer
+from tests.support.fakes.apk import apk_bytes
 
 
 def test_failure_limiter_blocks_after_the_limit_and_forgets_after_the_window() -> None:

@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 import pytest
-from litestar import Litestar
 from litestar.testing import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,7 +18,8 @@ from core.access import keys as admin_keys
 from core.base.settings import Settings
 from core.models import ROLES, AuditEvent
 from nexmdm_api import create_app
-from tests.conftest import DatabaseFactory, migrate
+from tests.support.databases import DatabaseFactory, migrate
+from tests.support.routes import admin_routes
 
 #: (method, path) -> least role; the whole of "Roles and audit" in the contract, route by route
 ROLE_TABLE: dict[tuple[str, str], str] = {
@@ -59,18 +59,6 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/campaigns/{campaign_id:str}/resume"): "operator",
     ("POST", "/v1/campaigns/{campaign_id:str}/cancel"): "operator",
 }
-
-
-def admin_routes(app: Litestar) -> dict[tuple[str, str], Any]:
-    """Every (method, path) of the app whose handler is an admin endpoint."""
-    found = {}
-    for route in app.routes:
-        for handler in getattr(route, "route_handlers", []):
-            if handler.opt.get("auth") != "admin":
-                continue
-            for method in handler.http_methods:
-                found[(method, route.path)] = handler
-    return found
 
 
 def concrete(path: str) -> str:

@@ -14,7 +14,7 @@ from core.base.settings import Settings
 from core.storage import redis_link
 from nexmdm_api import create_app
 from nexmdm_api.shared_limits import RedisLink, SharedFailureLimiter, SharedTokenBucket
-from tests.redis_server import RedisServer, shared_prefix
+from tests.support.redis_server import RedisServer, shared_prefix
 
 
 class Records(logging.Handler):

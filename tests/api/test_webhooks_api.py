@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from core.base.settings import Settings
 from core.models import WebhookOutbox
-from tests.fakes.receiver import Receiver
+from tests.support.fakes.receiver import Receiver
 
 SECRET = "s" * 40
 

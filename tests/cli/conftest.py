@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from tests.cli.helpers import Cli
-from tests.conftest import DatabaseFactory, migrate
+from tests.support.cli import Cli
+from tests.support.databases import DatabaseFactory, migrate
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.cli.helpers import Cli, one_error_line, seed_download
+from tests.support.cli import Cli, one_error_line, seed_download
 
 
 def apk_bytes(content: bytes = b"fake agent build" * 64, manifest: bool = True) -> bytes:

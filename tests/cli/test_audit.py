@@ -30,9 +30,9 @@ from core.events import webhooks
 from core.models import AuditEvent
 from core.storage.types import utcnow
 from nexmdm_cli.main import app
-from tests.cli.helpers import Cli, one_error_line
-from tests.conftest import add_device
-from tests.fakes.apk import apk_bytes
+from tests.support.cli import Cli, one_error_line
+from tests.support.databases import add_device
+from tests.support.fakes.apk import apk_bytes
 
 Setup = Callable[[sessionmaker[Session], Path], list[str]]
 

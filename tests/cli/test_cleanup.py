@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.models import ApkDownloadEvent, DeviceHeartbeat, FcmDispatch
 from core.ops.locks import maintenance_lock
 from nexmdm_cli.errors import EXIT_LOCKED
-from tests.cli.helpers import Cli, count, one_error_line, seed_dispatch, seed_download, seed_heartbeat
-from tests.conftest import add_device
+from tests.support.cli import Cli, count, one_error_line, seed_dispatch, seed_download, seed_heartbeat
+from tests.support.databases import add_device
 
 OLD = timedelta(days=400)
 

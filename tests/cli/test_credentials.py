@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.enrollment import tokens as credentials
 from core.models import AdminKey, EnrollmentToken
 from core.storage.types import utcnow
-from tests.cli.helpers import Cli, one_error_line
+from tests.support.cli import Cli, one_error_line
 
 
 def test_token_create_defaults_and_secret_once(cli: Cli, session_factory: sessionmaker[Session]) -> None:

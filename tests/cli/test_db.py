@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 from core.storage import migrations
 from core.storage.engine import make_engine, mask_url, sqlite_file
 from core.storage.migrations import head_revision
-from tests.cli.helpers import Cli, one_error_line
+from tests.support.cli import Cli, one_error_line
 
 
 def test_upgrade_from_another_folder_then_current(

@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.enrollment.enroll import revoke_device
 from core.models import Device
-from tests.cli.helpers import Cli, one_error_line, seed_dispatch, seed_heartbeat
-from tests.conftest import add_device
+from tests.support.cli import Cli, one_error_line, seed_dispatch, seed_heartbeat
+from tests.support.databases import add_device
 
 
 def _fleet(factory: sessionmaker[Session]) -> None:

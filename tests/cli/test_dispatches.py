@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import db_utils
 from core.storage.types import utcnow
-from tests.cli.helpers import Cli, one_error_line, seed_dispatch
-from tests.conftest import add_device
+from tests.support.cli import Cli, one_error_line, seed_dispatch
+from tests.support.databases import add_device
 
 
 def _seed(factory: sessionmaker[Session]) -> None:

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from core.storage.engine import sqlite_file
 from nexmdm_cli.main import app
-from tests.cli.helpers import Cli, one_error_line
+from tests.support.cli import Cli, one_error_line
 
 #: commands that read or write the fleet's data (they need a reachable, migrated database)
 DATA_COMMANDS = [

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import campaigns as fleet
 from core.base.settings import Settings
 from core.models import Campaign, EnrollmentToken, FcmDispatch
-from tests.cli.helpers import Cli, count, one_error_line
-from tests.core.fleet_helpers import SCANNING, ack_all, seed_fleet, seed_many, seed_pixels
+from tests.support.cli import Cli, count, one_error_line
+from tests.support.fleet import SCANNING, ack_all, seed_fleet, seed_many, seed_pixels
 
 
 def test_send_to_one_device_is_a_plain_command(cli: Cli, session_factory: sessionmaker[Session]) -> None:

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.cli.helpers import Cli, one_error_line, seed_heartbeat
-from tests.conftest import add_device
+from tests.support.cli import Cli, one_error_line, seed_heartbeat
+from tests.support.databases import add_device
 
 
 def _seed(factory: sessionmaker[Session]) -> None:

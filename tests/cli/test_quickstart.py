@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from core.storage.migrations import script_location
-from tests.fakes.apk import apk_bytes
+from tests.support.fakes.apk import apk_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "quickstart.md"

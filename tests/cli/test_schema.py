@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from core.storage.engine import make_engine, sqlite_file
 from core.storage.migrations import head_revision
-from tests.cli.helpers import Cli
+from tests.support.cli import Cli
 
 PASSED = "✅ Schema validation passed!"
 

@@ -15,8 +15,8 @@ from core.devices.labels import label_device
 from core.enrollment import tokens as credentials
 from nexmdm_cli.commands import tokens
 from nexmdm_cli.main import app
-from tests.cli.helpers import Cli
-from tests.conftest import add_device
+from tests.support.cli import Cli
+from tests.support.databases import add_device
 
 HEAVY = ("alembic", "sqlalchemy", "httpx", "litestar", "uvicorn", "core.models", "core.storage.engine")
 

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
 from core.models import COMMAND_STATUSES
-from tests.cli.fleet import (
+from tests.support.cli import Cli, one_error_line
+from tests.support.cli_fleet import (
     EXPECTED,
     EXPECTED_CAMPAIGNS,
     EXPECTED_STORE_1,
@@ -20,7 +21,6 @@ from tests.cli.fleet import (
     seed_fleet,
     seed_labels,
 )
-from tests.cli.helpers import Cli, one_error_line
 
 
 def test_json_figures(cli: Cli, session_factory: sessionmaker[Session]) -> None:

@@ -22,9 +22,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
-from tests.cli.fleet import seed_campaigns, seed_fleet, seed_labels
-from tests.cli.helpers import Cli
-from tests.conftest import IN_CI
+from tests.support.cli import Cli
+from tests.support.cli_fleet import seed_campaigns, seed_fleet, seed_labels
+from tests.support.databases import IN_CI
 
 NEXMDM = str(Path(sys.executable).with_name("nexmdm"))
 

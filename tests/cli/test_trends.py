@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from tests.cli.helpers import Cli, seed_heartbeat
-from tests.conftest import add_device
+from tests.support.cli import Cli, seed_heartbeat
+from tests.support.databases import add_device
 
 
 def _line(stdout: str, label: str) -> str:

@@ -12,7 +12,7 @@ from core.base.settings import Settings
 from core.commands import dispatches
 from core.models import Device
 from nexmdm_cli.main import app
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 
 def test_worker_once_pushes_pending_commands(

@@ -15,7 +15,7 @@ from core.enrollment import tokens as credentials
 from core.events import audit
 from core.models import AuditEvent, Device
 from core.storage.types import utcnow
-from tests.conftest import add_device
+from tests.support.databases import add_device
 
 ACTOR = audit.Actor("key:ci", "10.0.0.1")
 

@@ -20,8 +20,8 @@ from core.enrollment import enroll as enrollment
 from core.events import webhooks
 from core.models import AuditEvent, Campaign, CampaignTarget, Device, FcmDispatch, WebhookOutbox
 from core.storage.types import utcnow
-from tests.conftest import run_together
-from tests.core.fleet_helpers import ack_all, seed_many
+from tests.support.databases import run_together
+from tests.support.fleet import ack_all, seed_many
 
 
 def _create(factory: sessionmaker[Session], settings: Settings, key: str = "k1", **kw: object) -> dict:

@@ -17,7 +17,7 @@ from core.apk import builds as apk
 from core.apk import storage as apk_storage
 from core.base.settings import Settings
 from core.storage.engine import make_engine
-from tests.fakes.apk import apk_bytes
+from tests.support.fakes.apk import apk_bytes
 
 
 def _mode(path: Path) -> int:

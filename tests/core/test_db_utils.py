@@ -16,7 +16,7 @@ from core.base.settings import Settings
 from core.base.validation import payload_hash
 from core.models import ApkBuild, ApkDownloadEvent, DeviceHeartbeat, FcmDispatch
 from core.storage.engine import make_engine, make_session_factory
-from tests.conftest import add_device, run_together
+from tests.support.databases import add_device, run_together
 
 HASH = payload_hash({"volume": 3})
 BEAT = {"status": "ok", "battery_pct": 80, "plugged": False, "network_type": "wifi", "agent_version": "1.2.3"}

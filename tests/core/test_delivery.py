@@ -17,7 +17,7 @@ from core.commands import dispatches
 from core.commands.push import DeliveryWorker, client_from_settings, fcm, queue_stats
 from core.models import Device, FcmDispatch
 from core.storage.engine import make_engine, make_session_factory
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 
 @pytest.fixture
@@ -266,7 +266,7 @@ def test_without_credentials_there_is_no_client(settings: Settings) -> None:
     ],
 )
 def test_classification(status: int, code: str, outcome: str) -> None:
-    from tests.fakes.fcm import error_body
+    from tests.support.fakes.fcm import error_body
 
     assert fcm.classify(status, error_body(status, code)).outcome == outcome
 

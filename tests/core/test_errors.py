@@ -16,7 +16,7 @@ from core.models import FcmDispatch
 from core.storage.dialect import from_database_error
 from nexmdm_api.errors import to_problem
 from nexmdm_cli.errors import EXIT_CONFLICT, EXIT_DATABASE, EXIT_NOT_FOUND, EXIT_USAGE, exit_code_for, message_for
-from tests.conftest import add_device
+from tests.support.databases import add_device
 
 
 def _driver_error(session_factory: sessionmaker[Session], statement: Callable[[Session], object]) -> DBAPIError:

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.base.settings import Settings
 from core.base.versions import version_key
 from core.devices import selectors
-from tests.core.fleet_helpers import seed_fleet
+from tests.support.fleet import seed_fleet
 
 VALID = [
     ("", {"a1", "a2", "a3", "a4", "a5"}),

@@ -23,8 +23,8 @@ from core.devices import selectors
 from core.enrollment.enroll import revoke_device
 from core.models import Campaign, CampaignTarget, FcmDispatch
 from core.ops import fleet_stats
-from tests.cli.fleet import seed_campaigns, seed_fleet, seed_labels
-from tests.core.fleet_helpers import ack_all, seed_many
+from tests.support.cli_fleet import seed_campaigns, seed_fleet, seed_labels
+from tests.support.fleet import ack_all, seed_many
 
 BIG_TABLES = ("device_heartbeats", "fcm_dispatches", "campaign_targets", "device_labels")
 

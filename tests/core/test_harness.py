@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import create_engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
-from tests.conftest import database_url_for, postgres_problem
+from tests.support.databases import database_url_for, postgres_problem
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 
 
 def _admin_url_with(value: str) -> str:
-    code = "from tests.conftest import PG_ADMIN_URL; print(PG_ADMIN_URL)"
+    code = "from tests.support.databases import PG_ADMIN_URL; print(PG_ADMIN_URL)"
     env = os.environ | {"NEXMDM_TEST_PG_URL": value}
     return subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT_DIR, env=env, capture_output=True, text=True, check=True

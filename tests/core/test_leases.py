@@ -7,7 +7,7 @@ import time
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.ops import leases
-from tests.conftest import run_together
+from tests.support.databases import run_together
 
 
 def _take(factory: sessionmaker[Session], holder: str, ttl: float = 30) -> bool:

@@ -19,7 +19,7 @@ from core import db_utils
 from core.models import Base, Device
 from core.storage.engine import make_engine, make_session_factory
 from core.storage.migrations import alembic_config, compare_options, current_revision, head_revision
-from tests.conftest import BACKENDS, DatabaseFactory
+from tests.support.databases import BACKENDS, DatabaseFactory
 
 REPO = Path(__file__).resolve().parents[2]
 

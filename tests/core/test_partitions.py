@@ -13,7 +13,7 @@ from core.base.settings import Settings
 from core.heartbeats import partitions
 from core.models import DeviceHeartbeat
 from core.storage.engine import make_engine, make_session_factory
-from tests.conftest import add_device, run_together
+from tests.support.databases import add_device, run_together
 
 
 @pytest.fixture

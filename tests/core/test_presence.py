@@ -14,7 +14,7 @@ from core.devices import presence
 from core.events import webhooks
 from core.models import Device, DevicePresence, WebhookOutbox
 from core.storage.types import utcnow
-from tests.conftest import add_device, run_together
+from tests.support.databases import add_device, run_together
 
 OFFLINE = 600
 

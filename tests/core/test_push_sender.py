@@ -19,7 +19,7 @@ from core.commands import dispatches
 from core.commands.push import DeliveryWorker, client_from_settings
 from core.models import Device, FcmDispatch
 from core.storage.engine import make_session_factory
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from core.commands import dispatches
 from core.commands.push import DeliveryWorker, client_from_settings, fcm, sweep_expired
 from core.models import Device, FcmDispatch
 from core.storage.types import utcnow
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 
 def _setup(factory: sessionmaker[Session], settings: Settings, *request_ids: str) -> None:

@@ -18,9 +18,9 @@ import pytest
 from core.commands.push.ratecap import GRANT_LIFETIME_SECONDS, SharedRateGate
 from core.storage import redis_link
 from core.storage.redis_link import RedisLink
-from tests.pgcluster import free_port
-from tests.redis_server import shared_prefix
-from tests.workers import most_in_any
+from tests.support.pgcluster import free_port
+from tests.support.redis_server import shared_prefix
+from tests.support.workers import most_in_any
 
 
 @pytest.fixture

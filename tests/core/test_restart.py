@@ -15,8 +15,8 @@ from core.commands import dispatches
 from core.commands.push import DeliveryWorker, client_from_settings
 from core.models import Device
 from core.storage.engine import make_engine, make_session_factory
-from tests.fakes.fcm import FakeFcm, write_service_account
-from tests.pgcluster import Cluster
+from tests.support.fakes.fcm import FakeFcm, write_service_account
+from tests.support.pgcluster import Cluster
 
 
 def test_engine_recovers_after_restart(pg_cluster: Cluster) -> None:

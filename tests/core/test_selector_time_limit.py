@@ -19,7 +19,7 @@ from core.devices.listing import list_devices
 from core.models import CampaignTarget, Device
 from core.ops import fleet_stats
 from core.storage.timeouts import selector_reads
-from tests.core.fleet_helpers import SCANNING, seed_many, seed_pixels
+from tests.support.fleet import SCANNING, seed_many, seed_pixels
 
 FLEET = 100_000
 

@@ -25,7 +25,7 @@ from core.enrollment import tokens as credentials
 from core.models import AdminKey, Device, EnrollmentToken, FcmDispatch
 from core.ops.locks import maintenance_lock
 from core.storage.engine import make_engine, make_session_factory
-from tests.fakes.apk import apk_bytes
+from tests.support.fakes.apk import apk_bytes
 
 
 def _token(factory: sessionmaker[Session], **kwargs: object) -> str:

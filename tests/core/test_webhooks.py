@@ -22,8 +22,8 @@ from core.events import webhooks
 from core.events.sender import Refused, WebhookSender, forbidden, pin
 from core.models import WebhookOutbox
 from core.storage.types import utcnow
-from tests.conftest import add_device
-from tests.fakes.receiver import Receiver
+from tests.support.databases import add_device
+from tests.support.fakes.receiver import Receiver
 
 
 class Clock:
@@ -93,7 +93,7 @@ def test_signed_delivery_verified_by_a_receiver_written_from_the_docs(session_fa
     assert first.host.startswith("127.0.0.1:")
     assert {row.status for row in outbox(session_factory)} == {"delivered"}
     # a tampered body or an old timestamp fails the docs' check
-    from tests.fakes.receiver import verify
+    from tests.support.fakes.receiver import verify
 
     assert not verify(receiver.secret, first.signature, first.body + b" ")
     t = int(first.signature.split(",")[0][2:])

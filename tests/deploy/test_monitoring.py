@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 
 from core.base.settings import Settings
 from nexmdm_api import create_app
-from tests.conftest import IN_CI
-from tests.livemetrics import samples, until, value
+from tests.support.databases import IN_CI
+from tests.support.livemetrics import samples, until, value
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"

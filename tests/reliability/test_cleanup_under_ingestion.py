@@ -40,7 +40,7 @@ from core.heartbeats.store import record_heartbeat_for_token
 from core.storage.engine import engine_from_settings, make_engine, make_session_factory
 from nexmdm_cli.errors import EXIT_LOCKED
 from nexmdm_cli.main import app
-from tests.conftest import PG_ADMIN_URL, DatabaseFactory, migrate
+from tests.support.databases import PG_ADMIN_URL, DatabaseFactory, migrate
 
 RETENTION_DAYS = 10
 BATCH_SIZE = 4500  # not a multiple of the 1000 rows that share each bucket: buckets straddle batches

@@ -34,7 +34,7 @@ from core.base.settings import Settings
 from core.enrollment import tokens as credentials
 from core.storage.engine import make_engine, make_session_factory
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
-from tests.pgcluster import Cluster
+from tests.support.pgcluster import Cluster
 
 DEVICES = 50
 DURATION = 60.0

@@ -21,9 +21,9 @@ from core.base.settings import Settings
 from core.commands.push.ratecap import SharedRateGate
 from core.models import FcmDispatch
 from core.storage.redis_link import RedisLink
-from tests.fakes.fcm import FakeFcm
-from tests.redis_server import shared_prefix
-from tests.workers import most_in_any, seed_commands, start_workers, worker_env
+from tests.support.fakes.fcm import FakeFcm
+from tests.support.redis_server import shared_prefix
+from tests.support.workers import most_in_any, seed_commands, start_workers, worker_env
 
 COMMANDS = 300
 PER_MINUTE = 3000  # 50 a second, bursts of 50

@@ -36,7 +36,7 @@ from core.models import Base, Device, DeviceHeartbeat, FcmDispatch
 from core.storage.engine import make_engine, make_session_factory
 from nexmdm_api import create_app
 from nexmdm_api.jsonbody import MAX_DEPTH
-from tests.conftest import BACKENDS, DatabaseFactory, migrate
+from tests.support.databases import BACKENDS, DatabaseFactory, migrate
 
 PROBLEM = "application/problem+json"
 MB = 1024 * 1024

@@ -28,7 +28,7 @@ from core.access import keys as admin_keys
 from core.base.settings import Settings
 from core.models import Device, FcmDispatch
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 #: concurrent requests per backend (the issue's figures)
 CONCURRENCY = {"postgresql": 200, "sqlite": 50}

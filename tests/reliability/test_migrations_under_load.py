@@ -33,7 +33,7 @@ from core.enrollment import tokens as credentials
 from core.storage.engine import make_engine, make_session_factory
 from core.storage.migrations import alembic_config, current_revision, head_revision, script_location
 from nexmdm_api import create_app
-from tests.conftest import DatabaseFactory, migrate
+from tests.support.databases import DatabaseFactory, migrate
 
 RETRY_LINE = "lock timeout"
 

@@ -28,10 +28,10 @@ from core.models import DeviceHeartbeat
 from core.storage.engine import make_session_factory
 from nexmdm_api import create_app
 from nexmdm_cli.main import app
-from tests.cli.helpers import count, seed_heartbeat
-from tests.conftest import DatabaseFactory
-from tests.fakes.fcm import FakeFcm, write_service_account
-from tests.pgbouncer import PgBouncer
+from tests.support.cli import count, seed_heartbeat
+from tests.support.databases import DatabaseFactory
+from tests.support.fakes.fcm import FakeFcm, write_service_account
+from tests.support.pgbouncer import PgBouncer
 
 POOLED = {"NEXMDM_DATABASE_POOL_MODE": "transaction"}
 

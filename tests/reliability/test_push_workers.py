@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
 from core.models import FcmDispatch
-from tests.fakes.fcm import FakeFcm
-from tests.workers import seed_commands, start_workers, worker_env
+from tests.support.fakes.fcm import FakeFcm
+from tests.support.workers import seed_commands, start_workers, worker_env
 
 COMMANDS = 240
 

@@ -22,8 +22,8 @@ from core.storage.engine import make_session_factory
 from core.storage.migrations import alembic_config
 from nexmdm_api import create_app
 from nexmdm_cli.main import app
-from tests.conftest import IN_CI
-from tests.pgreplica import Standby, start_pair
+from tests.support.databases import IN_CI
+from tests.support.pgreplica import Standby, start_pair
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from core.base.settings import Settings
 from core.commands import dispatches
 from core.enrollment import tokens as credentials
 from nexmdm_api import create_app
-from tests.fakes.apk import apk_bytes
+from tests.support.fakes.apk import apk_bytes
 
 SCHEMA_PATH = "/schema/openapi.json"
 #: generated cases per operation in the fuzzing phase, and scenarios in the stateful phase (per backend)

@@ -51,7 +51,7 @@ from core.models import Device, DeviceHeartbeat, FcmDispatch
 from core.storage.engine import make_session_factory
 from core.storage.types import utcnow
 from nexmdm_api import create_app
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 DEVICES = ("dev_a", "dev_b", "dev_c")  # dev_c has no FCM token: its pushes are skipped
 KEYS = tuple(f"cmd-{i}" for i in range(4))

@@ -33,12 +33,12 @@ from core.base import security
 from core.base.settings import Settings
 from core.storage.engine import make_session_factory
 from nexmdm_cli.commands.demo import free_port, wait_until_ready
-from tests.cli.helpers import seed_dispatch
-from tests.conftest import DatabaseFactory, migrate
-from tests.fakes.apk import apk_bytes
-from tests.fakes.fcm import FakeFcm, write_service_account
-from tests.pgbouncer import PgBouncer
-from tests.redis_server import shared_prefix
+from tests.support.cli import seed_dispatch
+from tests.support.databases import DatabaseFactory, migrate
+from tests.support.fakes.apk import apk_bytes
+from tests.support.fakes.fcm import FakeFcm, write_service_account
+from tests.support.pgbouncer import PgBouncer
+from tests.support.redis_server import shared_prefix
 
 APK = apk_bytes(os.urandom(1_500_000))
 OLD_DISPATCHES = 6

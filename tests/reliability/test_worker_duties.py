@@ -19,9 +19,9 @@ from core.ops import leases
 from core.ops.maintenance import LEADER_LEASE
 from core.storage.types import utcnow
 from nexmdm_api.background import METRICS_LEASE
-from tests.fakes.fcm import FakeFcm
-from tests.fakes.receiver import Receiver
-from tests.workers import start_workers, worker_env
+from tests.support.fakes.fcm import FakeFcm
+from tests.support.fakes.receiver import Receiver
+from tests.support.workers import start_workers, worker_env
 
 
 def test_a_worker_alone_sweeps_presence_and_delivers_webhooks(

@@ -1,4 +1,7 @@
-"""API fixtures: a ``TestClient`` with the lifespan running, on SQLite and PostgreSQL, plus credentials."""
+"""API fixtures: a ``TestClient`` with the lifespan running, on SQLite and PostgreSQL, plus credentials.
+
+Registered for every test folder by the root ``conftest.py`` (``pytest_plugins``).
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A throwaway primary and a streaming standby made with ``pg_basebackup`` (never the shared server).
 
-The primary is a :class:`tests.pgcluster.Cluster` (``initdb`` allows replication connections from
+The primary is a :class:`tests.support.pgcluster.Cluster` (``initdb`` allows replication connections from
 127.0.0.1 by default); the standby is its base backup with ``-R`` (``standby.signal`` and
 ``primary_conninfo``), started on a port of its own. ``pause()``/``resume()`` stop and restart WAL replay
 on the standby, so a test can make it lag on purpose.
@@ -13,7 +13,7 @@ import time
 
 from sqlalchemy import create_engine, text
 
-from tests.pgcluster import Cluster, _bin, free_port
+from tests.support.pgcluster import Cluster, _bin, free_port
 
 
 class Standby(Cluster):

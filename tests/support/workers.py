@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.base.settings import Settings
 from core.commands import dispatches
 from core.models import Device
-from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 RUN_CLI = "from nexmdm_cli.main import run; run()"
 

@@ -15,8 +15,8 @@ from core.base.settings import Settings
 from core.enrollment.enroll import revoke_device
 from core.models import DeviceLabel, FcmDispatch
 from core.storage.types import utcnow
-from tests.cli.helpers import seed_heartbeat
-from tests.conftest import add_device
+from tests.support.cli import seed_heartbeat
+from tests.support.databases import add_device
 
 #: what the seeded fleet must show (default thresholds: online ≤ 5 min, offline > 1 h)
 EXPECTED: dict[str, Any] = {

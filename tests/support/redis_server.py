@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.pgcluster import free_port
+from tests.support.pgcluster import free_port
 
 SHARED_REDIS_URL = os.environ.get("NEXMDM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

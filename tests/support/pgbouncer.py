@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.pgcluster import free_port
+from tests.support.pgcluster import free_port
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
