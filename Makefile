@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install tools services test lint demo bench clean
+.PHONY: install tools services test test-quick lint demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ tools:  ## install the Debian packages the tests use (promtool, tmux) when they 
 
 test: $(STAMP)  ## run the whole test suite (PostgreSQL tests skip without a server unless CI=true)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-quick: $(STAMP)  ## the tests that take seconds, not the slow or reliability ones (make test runs everything, as CI does)
+	$(BIN)/python -m pytest -m "not slow and not reliability" $(PYTEST_ARGS)
 
 demo: $(STAMP)  ## the whole system end to end on a throwaway SQLite database (under a minute)
 	$(BIN)/nexmdm demo
