@@ -33,7 +33,7 @@ from core.base.versions import version_key
 from core.devices.records import authenticate_device
 from core.heartbeats import partitions
 from core.heartbeats.bucketing import bucket_floor, record_heartbeat_with_bucketing
-from core.heartbeats.validate import validate_heartbeat_data
+from core.heartbeats.validate import STORED_FIELDS, validate_heartbeat_data
 from core.models import Device
 from core.storage.operations import log_operation
 from core.storage.types import UTCDateTime, utcnow
@@ -65,11 +65,7 @@ WHERE d.id = mine.device_id
 _ONE_TYPES = {
     "device_id": "text",
     "received_at": "timestamptz",
-    "status": "text",
-    "battery_pct": "int",
-    "plugged": "bool",
-    "network_type": "text",
-    "agent_version": "text",
+    **STORED_FIELDS,
     "fcm_token": "text",
     "agent_version_key": "text",
 }
@@ -91,24 +87,29 @@ _ONE_BY_DIALECT = {dialect: _one_statement(dialect) for dialect in ("postgresql"
 #: are found by token hash, the heartbeats inserted sorted by the unique key (concurrent multi-row upserts
 #: in another order could deadlock), and each device's summary updated when its beat opened a bucket or
 #: brought a new FCM token. One row comes back per beat whose token belongs to a device.
+_BEAT_TYPES = {
+    "idx": "int",
+    "token_hash": "text",
+    "claimed": "text",
+    "bucket_start": "timestamptz",
+    "received_at": "timestamptz",
+    **STORED_FIELDS,
+    "fcm_token": "text",
+    "agent_version_key": "text",
+}
+_STORED = ", ".join(("device_id", "bucket_start", "received_at", *STORED_FIELDS))
 _MANY = f"""
 WITH beat AS (
-    SELECT * FROM unnest(
-        %(idx)s::int[], %(token_hash)s::text[], %(claimed)s::text[], %(bucket_start)s::timestamptz[],
-        %(received_at)s::timestamptz[], %(status)s::text[], %(battery_pct)s::int[], %(plugged)s::bool[],
-        %(network_type)s::text[], %(agent_version)s::text[], %(fcm_token)s::text[],
-        %(agent_version_key)s::text[]
-    ) AS b(idx, token_hash, claimed, bucket_start, received_at, status, battery_pct, plugged, network_type,
-           agent_version, fcm_token, agent_version_key)
+    SELECT * FROM unnest({", ".join(f"%({name})s::{kind}[]" for name, kind in _BEAT_TYPES.items())})
+        AS b({", ".join(_BEAT_TYPES)})
 ), dev AS (
     SELECT beat.*, d.id AS device_id
     FROM beat JOIN devices d ON d.device_token_hash = beat.token_hash AND d.revoked_at IS NULL
 ), mine AS (
     SELECT * FROM dev WHERE claimed IS NULL OR claimed = device_id
 ), ins AS (
-    INSERT INTO device_heartbeats
-        (device_id, bucket_start, received_at, status, battery_pct, plugged, network_type, agent_version)
-    SELECT device_id, bucket_start, received_at, status, battery_pct, plugged, network_type, agent_version
+    INSERT INTO device_heartbeats ({_STORED})
+    SELECT {_STORED}
     FROM mine ORDER BY device_id, bucket_start
     ON CONFLICT (device_id, bucket_start) DO NOTHING
     RETURNING device_id
@@ -125,19 +126,7 @@ SELECT dev.idx, dev.device_id, EXISTS (SELECT 1 FROM ins WHERE ins.device_id = d
 FROM dev
 """
 
-_COLUMNS = (
-    "token_hash",
-    "claimed",
-    "bucket_start",
-    "received_at",
-    "status",
-    "battery_pct",
-    "plugged",
-    "network_type",
-    "agent_version",
-    "fcm_token",
-    "agent_version_key",
-)
+_COLUMNS = tuple(name for name in _BEAT_TYPES if name != "idx")
 #: attempts of a batch that met a deadlock (possible only when one device beats through two processes at once)
 _DEADLOCK_ATTEMPTS = 3
 _DEADLOCK = "40P01"

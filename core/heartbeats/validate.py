@@ -9,6 +9,16 @@ from core.base import validation
 from core.base.errors import InvalidArgument
 from core.models import NETWORK_TYPES
 
+#: the fields a heartbeat stores, each with its PostgreSQL type: every insert path (the seed's helper, the
+#: API's per-request and batched statements) builds its column list from this one
+STORED_FIELDS: dict[str, str] = {
+    "status": "text",
+    "battery_pct": "int",
+    "plugged": "bool",
+    "network_type": "text",
+    "agent_version": "text",
+}
+
 
 def validate_heartbeat_data(data: object) -> dict[str, Any]:
     """The known heartbeat fields, checked; unknown keys are ignored and never stored."""
