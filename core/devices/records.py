@@ -37,7 +37,7 @@ def authenticate_device(db: Session, secret: str) -> Device:
 
 
 #: the last-seen summary that heartbeats keep; a new generation starts without it
-_SUMMARY = ("last_seen_at", "last_status", "last_battery_pct", "last_plugged", "last_network_type")
+SUMMARY_FIELDS = ("last_seen_at", "last_status", "last_battery_pct", "last_plugged", "last_network_type")
 
 
 def recent_heartbeats(

@@ -11,12 +11,15 @@ from sqlalchemy.orm import Session
 
 from core.base import security, validation
 from core.base.errors import Conflict
+from core.base.versions import version_key
+from core.campaigns.counts import unreleased_any
 from core.commands.lifecycle import finish_pending
-from core.devices.records import _SUMMARY, get_device
+from core.devices.labels import set_initial_labels
+from core.devices.records import SUMMARY_FIELDS, get_device
 from core.enrollment import tokens as credentials
 from core.events.audit import Actor, record
 from core.events.webhooks import emit
-from core.models import Device, FcmDispatch
+from core.models import CampaignTarget, Device, FcmDispatch
 from core.storage.types import utcnow
 
 #: a retry with the same enrollment token and device within this window re-issues a token for free
@@ -42,10 +45,7 @@ def revoke_device(db: Session, device_id: str, *, actor: Actor | None = None) ->
     device.enrollment_secret_hash = None
     db.flush()
     db.execute(finish_pending(FcmDispatch.device_id == device_id, status="cancelled", now=now))
-    # and its targets in waves of campaigns not released yet (core.campaigns: imported here, it imports us)
-    from core.campaigns.counts import unreleased_any
-    from core.models import CampaignTarget
-
+    # and its targets in waves of campaigns not released yet
     db.execute(
         update(CampaignTarget)
         .where(CampaignTarget.device_id == device_id, unreleased_any())
@@ -88,9 +88,6 @@ def enroll_device(
     * a revoked device enrolls again like a new one, as its next generation: no command, ack, push or
       FCM token of the old generation follows it.
     """
-    from core.base.versions import version_key
-    from core.devices.labels import set_initial_labels  # core.fleet imports this module
-
     validation.device_id(device_id)
     validation.text(fcm_token, "fcm_token", max_length=4096)
     validation.text(model, "model", max_length=128)
@@ -153,7 +150,7 @@ def enroll_device(
     else:
         if device.revoked_at is not None:
             # a new generation: nothing the old one reported or was reachable at carries over
-            fields |= dict.fromkeys(_SUMMARY) | {"generation": device.generation + 1}
+            fields |= dict.fromkeys(SUMMARY_FIELDS) | {"generation": device.generation + 1}
             if not fcm_token:
                 fields |= {"fcm_token": None, "fcm_token_dead_at": None}
         if device.revoked_at is not None or not retry:

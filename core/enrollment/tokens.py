@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from core.base import security, validation
 from core.base.errors import InvalidArgument, InvalidCredentials, NotFound
+from core.base.labels import validate_labels
 from core.events.audit import Actor, record
 from core.models import EnrollmentToken
 from core.storage.types import utcnow
@@ -62,8 +63,6 @@ def create_enrollment_token(
 
     Every device enrolled with it starts with ``labels``.
     """
-    from core.devices.labels import validate_labels
-
     labels = validate_labels(labels)
     if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_TOKEN_USES:
         raise InvalidArgument(f"uses must be between 1 and {MAX_TOKEN_USES}", field="uses")
