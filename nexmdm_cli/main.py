@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from typer._click.core import Context  # typer >= 0.29 runs on its own copy of click
 
 from nexmdm_cli.errors import EXIT_INTERRUPTED, exit_code_for, message_for
 from nexmdm_cli.state import CliState, err_console, state
@@ -23,7 +26,7 @@ _PASS_THROUGH: tuple[type[BaseException], ...] = (
 )
 
 
-def _masked(ctx: click.Context) -> str:
+def _masked(ctx: Context) -> str:
     """The database URL for an error message; never raises (the URL itself may be what failed)."""
     try:
         return state(ctx).masked_url if isinstance(ctx.obj, CliState) else "?"
@@ -34,7 +37,7 @@ def _masked(ctx: click.Context) -> str:
 class NexMDMGroup(TyperGroup):
     """Turns every error raised below it into one red line on stderr and an exit code: no tracebacks."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except _PASS_THROUGH:

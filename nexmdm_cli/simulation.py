@@ -17,7 +17,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -285,7 +285,7 @@ class Simulation:
     async def run(
         self,
         on_tick: Callable[[Simulation, float], None] | None = None,
-        during: Callable[[Simulation], Awaitable[None]] | None = None,
+        during: Callable[[Simulation], Coroutine[Any, Any, None]] | None = None,
     ) -> dict[str, Any]:
         self._limit = asyncio.Semaphore(self._concurrency)
         fake = None
@@ -307,7 +307,7 @@ class Simulation:
         self,
         client: aiohttp.ClientSession,
         on_tick: Callable[[Simulation, float], None] | None,
-        during: Callable[[Simulation], Awaitable[None]] | None,
+        during: Callable[[Simulation], Coroutine[Any, Any, None]] | None,
     ) -> dict[str, Any]:
         started = time.monotonic()
         mine = range(self.part, self.devices, self.parts)

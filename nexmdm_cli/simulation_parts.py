@@ -37,7 +37,8 @@ def run_in_processes(
     options: dict[str, Any], parts: int, on_tick: Callable[[float], None] | None = None
 ) -> dict[str, Any]:
     """Run ``Simulation(**options)`` split over ``parts`` processes; returns the merged report."""
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    forks = "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork") if forks else multiprocessing.get_context("spawn")
     results = context.Queue()
     processes = [
         context.Process(target=_part, args=(options, i, parts, results), daemon=True, name=f"nexmdm-simulate-{i}")

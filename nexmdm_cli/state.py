@@ -20,6 +20,7 @@ from core.base.settings import Settings, get_settings
 if TYPE_CHECKING:  # imported where used: SQLAlchemy is not needed to print --help
     from sqlalchemy import Connection, Engine
     from sqlalchemy.orm import Session, sessionmaker
+    from typer._click.core import Context  # typer.Context's base (typer >= 0.29 runs its own copy of click)
 
 #: messages for people go to stderr; stdout is for data (tables, or one JSON document with --json)
 err_console = Console(stderr=True, highlight=False)
@@ -154,7 +155,7 @@ class CliState:
             self._factory = None
 
 
-def state(ctx: typer.Context) -> CliState:
+def state(ctx: Context) -> CliState:
     root = ctx.find_root()
     if not isinstance(root.obj, CliState):
         root.obj = CliState()

@@ -59,7 +59,7 @@ def cleanup(
         "webhook_outbox": webhook_days,
     }
     retention = {
-        entity: configured if overrides.get(entity) is None else overrides[entity]
+        entity: configured if (override := overrides.get(entity)) is None else override
         for entity, configured in st.settings.retention_days().items()
     }
     with locks.maintenance_lock(st.engine) as acquired:

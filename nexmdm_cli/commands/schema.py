@@ -96,7 +96,7 @@ def _unique_column_sets(conn: Connection, table: str, *, reflected: bool) -> lis
         return [frozenset(col.name for col in c.columns) for c in constraints]
     inspector = inspect(conn)
     found = inspector.get_unique_constraints(table) + [i for i in inspector.get_indexes(table) if i.get("unique")]
-    return [frozenset(item["column_names"]) for item in found]
+    return [frozenset(name for name in item["column_names"] if name is not None) for item in found]
 
 
 def _same_unique_columns(conn: Connection, diff: Any) -> bool:

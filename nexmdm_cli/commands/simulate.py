@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -31,9 +31,11 @@ if TYPE_CHECKING:
     from nexmdm_cli.simulation import Simulation
 
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
+#: something to run beside a simulation (sending commands while devices heartbeat)
+During = Callable[["Simulation"], Coroutine[Any, Any, None]]
 
 
-def run_with_progress(sim: Simulation, during: Callable[[Simulation], Awaitable[None]] | None = None) -> dict[str, Any]:
+def run_with_progress(sim: Simulation, during: During | None = None) -> dict[str, Any]:
     """Run a simulation with a live progress bar on stderr."""
     import asyncio  # here: `nexmdm --help` and the other commands do not need it
 
@@ -121,7 +123,7 @@ def delivery_worker(st: CliState, folder: Path, port: int) -> Iterator[None]:
             worker.wait(timeout=5)
 
 
-def command_creator(st: CliState, rate: float) -> Callable[[Simulation], Awaitable[None]]:
+def command_creator(st: CliState, rate: float) -> During:
     """Create ``rate`` commands a second for random enrolled devices, straight in the database."""
     import asyncio
 
