@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select, te
 from sqlalchemy.orm import Session
 
 from core import partitions, timeouts
-from core.errors import InvalidArgument, LockTimeout
+from core.errors import InvalidArgument, LockLost, LockTimeout
 from core.events import retention as events_retention
 from core.models import FINISHED_STATUSES, ApkDownloadEvent, Campaign, DeviceHeartbeat, FcmDispatch
 from core.operations import log_operation, rowcount, session_settings
@@ -42,6 +42,8 @@ CLEANUP_ENTITIES = (
     "audit_events",
     "webhook_outbox",
 )
+#: ``db.info`` key of ``run_all_retention_cleanups``'s ``lock_lost``: checked before every batch
+_LOCK_LOST = "cleanup_lock_lost"
 #: a campaign in one of these states may still release, halt or complete: its commands are kept
 _UNFINISHED_CAMPAIGN = ("running", "paused", "halted")
 
@@ -108,6 +110,17 @@ def _stopped(exc: LockTimeout, deleted: int) -> LockTimeout:
     )
 
 
+def _stop_if_lost(db: Session, entity: str, deleted: int) -> None:
+    """Raise ``LockLost`` once the maintenance lock may have passed on: never delete beside its new holder."""
+    lost = db.info.get(_LOCK_LOST)
+    if lost is not None and lost():
+        raise LockLost(
+            f"the maintenance lock passed to another holder; cleanup stopped after deleting {deleted:,} rows"
+            " (they stay deleted): run it again later",
+            field=entity,
+        )
+
+
 def _cleanup(
     db: Session,
     *,
@@ -144,6 +157,7 @@ def _cleanup(
     deleted = already_deleted
     low: tuple[Any, ...] | None = None
     while True:
+        _stop_if_lost(db, entity, deleted)
         batch_started = time.perf_counter()
         try:
             high, count = timeouts.retrying(
@@ -199,6 +213,7 @@ def _drop_expired_partitions(db: Session, cutoff: datetime) -> int:
     db.commit()  # DETACH ... CONCURRENTLY waits for open transactions, ours included
     try:
         for _day, name in partitions.expired_partitions(db.connection(), cutoff):
+            _stop_if_lost(db, "device_heartbeats", dropped)
             step_started = time.perf_counter()
             db.commit()
             rows = timeouts.retrying(
@@ -235,6 +250,8 @@ def _drop_expired_partitions(db: Session, cutoff: datetime) -> int:
             what="creating the coming days' partitions",
             on_timeout=rollback,
         )
+    except LockLost:
+        raise
     except LockTimeout as exc:
         raise _stopped(exc, dropped) from None
     return dropped
@@ -337,11 +354,13 @@ def run_all_retention_cleanups(
     dry_run: bool = False,
     retention_days: Mapping[str, int | None] | None = None,
     on_result: Callable[[str, dict[str, Any]], None] | None = None,
+    lock_lost: Callable[[], bool] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every cleanup; ``retention_days`` maps entity to days and overrides the configured period.
 
     ``on_result(entity, result)`` is called after each entity (progress display). Each entity ends its
-    own transaction: a real run has committed its batches, a dry run's counting is rolled back.
+    own transaction: a real run has committed its batches, a dry run's counting is rolled back. Once
+    ``lock_lost()`` is true (``core.locks.Held.lost``) no further batch runs: ``LockLost`` is raised.
     """
     overrides = dict(retention_days or {})
     unknown = sorted(set(overrides) - set(_CLEANUPS))
@@ -352,13 +371,17 @@ def run_all_retention_cleanups(
     for entity, days in overrides.items():
         _retention(db, entity, days)  # validate every override before deleting anything
     results = {}
-    for entity, cleanup in _CLEANUPS.items():
-        if dry_run and db.get_transaction() is None:
-            # counting only: a deferred transaction does not take SQLite's write lock
-            db.connection(execution_options={"sqlite_begin": "DEFERRED"})
-        results[entity] = cleanup(db, retention_days=overrides.get(entity), dry_run=dry_run)
-        if dry_run:
-            db.rollback()
-        if on_result is not None:
-            on_result(entity, results[entity])
+    db.info[_LOCK_LOST] = lock_lost  # the per-entity helpers keep their signatures (the seed's, re-exported)
+    try:
+        for entity, cleanup in _CLEANUPS.items():
+            if dry_run and db.get_transaction() is None:
+                # counting only: a deferred transaction does not take SQLite's write lock
+                db.connection(execution_options={"sqlite_begin": "DEFERRED"})
+            results[entity] = cleanup(db, retention_days=overrides.get(entity), dry_run=dry_run)
+            if dry_run:
+                db.rollback()
+            if on_result is not None:
+                on_result(entity, results[entity])
+    finally:
+        db.info.pop(_LOCK_LOST, None)
     return results
