@@ -102,7 +102,7 @@ def test_waves_by_percent_wait_for_the_interval(
 ) -> None:
     # waves hash (campaign id, device id): a fixed id makes the fairness check below deterministic (with a
     # random one, wave 1 is exactly d0-d4 once in C(20, 5) = 15,504 runs)
-    monkeypatch.setattr(campaigns, "new_campaign_id", lambda: "cmp_01JEXAMPLE0000000000000000")
+    monkeypatch.setattr(campaigns, "new_campaign_id", lambda: "cmp_01JEZ5W8Y6K3Q9T2R4N7M0B1C8")
     _seed(session_factory, 20)
     campaign = _create(session_factory, settings, waves={"percent": 25, "interval_seconds": 600})
     assert campaign["waves"]["size"] == 5 and campaign["waves"]["count"] == 4
