@@ -57,6 +57,12 @@ class LockTimeout(NexMDMError):
     code = "lock_timeout"
 
 
+class LockLost(LockTimeout):
+    """The maintenance lock passed to another holder while a step ran; what was committed before stays."""
+
+    code = "lock_lost"
+
+
 class SelectorTooSlow(InvalidArgument):
     """A read that evaluates a selector ran past ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` (PostgreSQL) and
     was cancelled: the selector reads too much of the fleet (a term without an index) for an answer in

@@ -138,8 +138,8 @@ def held(
                 logger.warning("lease_renewal_failed name=%s error=%s", name, exc.__class__.__name__)
                 continue
             if not still:
+                lost.set()  # first: the holder may be waiting for either
                 logger.warning("lease_lost name=%s holder=%s", name, holder)
-                lost.set()
                 return
 
     thread = threading.Thread(target=renew, name=f"nexmdm-lease-{name}", daemon=True)

@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import Table, and_, or_, select, text
 from sqlalchemy.orm import Session
 
-from core.base.errors import InvalidArgument, LockTimeout
+from core.base.errors import InvalidArgument, LockLost, LockTimeout
 from core.events import cleanup as events_retention
 from core.heartbeats import partitions
 from core.models import FINISHED_STATUSES, ApkDownloadEvent, Campaign, DeviceHeartbeat, FcmDispatch
 from core.storage import timeouts
-from core.storage.batched_delete import batched_cleanup, progress, retention_for, stopped
+from core.storage.batched_delete import LOCK_LOST, batched_cleanup, progress, retention_for, stop_if_lost, stopped
 from core.storage.operations import session_settings
 from core.storage.types import utcnow
 
@@ -70,6 +70,7 @@ def _drop_expired_partitions(db: Session, cutoff: datetime) -> int:
     db.commit()  # DETACH ... CONCURRENTLY waits for open transactions, ours included
     try:
         for _day, name in partitions.expired_partitions(db.connection(), cutoff):
+            stop_if_lost(db, "device_heartbeats", dropped)
             step_started = time.perf_counter()
             db.commit()
             rows = timeouts.retrying(
@@ -106,6 +107,8 @@ def _drop_expired_partitions(db: Session, cutoff: datetime) -> int:
             what="creating the coming days' partitions",
             on_timeout=rollback,
         )
+    except LockLost:
+        raise
     except LockTimeout as exc:
         raise stopped(exc, dropped) from None
     return dropped
@@ -208,11 +211,13 @@ def run_all_retention_cleanups(
     dry_run: bool = False,
     retention_days: Mapping[str, int | None] | None = None,
     on_result: Callable[[str, dict[str, Any]], None] | None = None,
+    lock_lost: Callable[[], bool] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every cleanup; ``retention_days`` maps entity to days and overrides the configured period.
 
     ``on_result(entity, result)`` is called after each entity (progress display). Each entity ends its
-    own transaction: a real run has committed its batches, a dry run's counting is rolled back.
+    own transaction: a real run has committed its batches, a dry run's counting is rolled back. Once
+    ``lock_lost()`` is true (``core.locks.Held.lost``) no further batch runs: ``LockLost`` is raised.
     """
     overrides = dict(retention_days or {})
     unknown = sorted(set(overrides) - set(_CLEANUPS))
@@ -223,13 +228,17 @@ def run_all_retention_cleanups(
     for entity, days in overrides.items():
         retention_for(db, entity, days)  # validate every override before deleting anything
     results = {}
-    for entity, cleanup in _CLEANUPS.items():
-        if dry_run and db.get_transaction() is None:
-            # counting only: a deferred transaction does not take SQLite's write lock
-            db.connection(execution_options={"sqlite_begin": "DEFERRED"})
-        results[entity] = cleanup(db, retention_days=overrides.get(entity), dry_run=dry_run)
-        if dry_run:
-            db.rollback()
-        if on_result is not None:
-            on_result(entity, results[entity])
+    db.info[LOCK_LOST] = lock_lost  # the per-entity helpers keep their signatures (the seed's, re-exported)
+    try:
+        for entity, cleanup in _CLEANUPS.items():
+            if dry_run and db.get_transaction() is None:
+                # counting only: a deferred transaction does not take SQLite's write lock
+                db.connection(execution_options={"sqlite_begin": "DEFERRED"})
+            results[entity] = cleanup(db, retention_days=overrides.get(entity), dry_run=dry_run)
+            if dry_run:
+                db.rollback()
+            if on_result is not None:
+                on_result(entity, results[entity])
+    finally:
+        db.info.pop(LOCK_LOST, None)
     return results

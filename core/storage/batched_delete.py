@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from core.base.errors import InvalidArgument, LockTimeout
+from core.base.errors import InvalidArgument, LockLost, LockTimeout
 from core.storage import timeouts
 from core.storage.operations import log_operation, rowcount, session_settings
 from core.storage.types import utcnow
@@ -90,6 +90,21 @@ def stopped(exc: LockTimeout, deleted: int) -> LockTimeout:
     )
 
 
+#: ``db.info`` key of ``core.ops.retention.run_all_retention_cleanups``'s ``lock_lost``: checked before every batch
+LOCK_LOST = "cleanup_lock_lost"
+
+
+def stop_if_lost(db: Session, entity: str, deleted: int) -> None:
+    """Raise ``LockLost`` once the maintenance lock may have passed on: never delete beside its new holder."""
+    lost = db.info.get(LOCK_LOST)
+    if lost is not None and lost():
+        raise LockLost(
+            f"the maintenance lock passed to another holder; cleanup stopped after deleting {deleted:,} rows"
+            " (they stay deleted): run it again later",
+            field=entity,
+        )
+
+
 def batched_cleanup(
     db: Session,
     *,
@@ -126,6 +141,7 @@ def batched_cleanup(
     deleted = already_deleted
     low: tuple[Any, ...] | None = None
     while True:
+        stop_if_lost(db, entity, deleted)
         batch_started = time.perf_counter()
         try:
             high, count = timeouts.retrying(

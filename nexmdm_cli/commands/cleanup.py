@@ -7,6 +7,7 @@ commits per bounded batch inside the helpers, so it gets a plain session, not on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -69,7 +70,7 @@ def cleanup(
             note(f"[red]error:[/red] another cleanup holds the lock{by} on {st.masked_url}; nothing done, try later")
             raise typer.Exit(code=EXIT_LOCKED)
         note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{st.masked_url}[/bold]")
-        results = _run(st.session_factory, retention, dry_run=dry_run)
+        results = _run(st.session_factory, retention, dry_run=dry_run, lock_lost=acquired.lost)
 
     key = "would_delete" if dry_run else "deleted"
     if json_output:
@@ -89,8 +90,11 @@ def cleanup(
     show(out)
 
 
-def _run(factory: Any, retention: dict[str, int], *, dry_run: bool) -> dict[str, dict[str, Any]]:
-    """``run_all_retention_cleanups`` with a progress bar on stderr (shown only on a terminal)."""
+def _run(
+    factory: Any, retention: dict[str, int], *, dry_run: bool, lock_lost: Callable[[], bool]
+) -> dict[str, dict[str, Any]]:
+    """``run_all_retention_cleanups`` with a progress bar on stderr (shown only on a terminal); it stops at
+    the next batch once the lock is lost."""
     from core.ops import retention as retention_engine
 
     columns = (
@@ -106,5 +110,9 @@ def _run(factory: Any, retention: dict[str, int], *, dry_run: bool) -> dict[str,
     ):
         task = progress.add_task("retention cleanup", total=len(retention_engine.CLEANUP_ENTITIES))
         return retention_engine.run_all_retention_cleanups(
-            db, dry_run=dry_run, retention_days=retention, on_result=lambda *_: progress.advance(task)
+            db,
+            dry_run=dry_run,
+            retention_days=retention,
+            on_result=lambda *_: progress.advance(task),
+            lock_lost=lock_lost,
         )

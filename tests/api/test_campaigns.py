@@ -76,6 +76,10 @@ def test_cancel_over_http_leaves_pending_lists_at_once(client, admin, enroll, se
         assert client.get("/v1/commands/pending", headers={"Authorization": f"Bearer {token}"}).json()["items"] == []
     assert client.post(f"/v1/campaigns/{campaign_id}/cancel", headers=admin).status_code == 200
     assert client.post(f"/v1/campaigns/{campaign_id}/resume", headers=admin).status_code == 409
+    paused = client.post(f"/v1/campaigns/{campaign_id}/pause", headers=admin)
+    assert paused.status_code == 409, paused.text  # as resume: cancel, pause, resume would run it again
+    assert paused.json()["code"] == "conflict"
+    assert client.get(f"/v1/campaigns/{campaign_id}", headers=admin).json()["status"] == "cancelled"
 
 
 def test_bad_campaigns_are_precise_problems(client, admin, session_factory) -> None:

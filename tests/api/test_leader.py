@@ -114,3 +114,37 @@ def test_the_metrics_exporter_hands_over_and_a_former_one_exports_zeros(
     finally:
         database.engine.dispose()
         database.read_engine.dispose()
+
+
+def test_only_the_leader_sweeps(settings: Settings, engine, session_factory: sessionmaker[Session]) -> None:
+    """Two maintenance loops, one round each: the one that does not hold the lease runs neither the expiry
+    sweep nor the presence sweep (they would be safe twice, but each is a full scan on every node)."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from core.commands import dispatches
+    from core.models import DevicePresence, FcmDispatch
+    from core.storage.types import utcnow
+    from tests.support.databases import add_device
+
+    a = maintenance.Maintenance(session_factory, engine, settings, "holder-a")
+    b = maintenance.Maintenance(session_factory, engine, settings, "holder-b")
+    assert a.round() and a.leader  # a leads (and sweeps an empty fleet)
+    add_device(session_factory, "dev_a", last_seen_at=utcnow())
+    with session_factory.begin() as db:
+        dispatches.create_command(db, settings, request_id="old-1", device_id="dev_a", action="ping")
+        db.execute(
+            update(FcmDispatch).values(created_at=utcnow() - timedelta(seconds=settings.command_ttl_seconds + 60))
+        )
+
+    def swept() -> tuple[str, int]:
+        with session_factory() as db:
+            status = db.scalars(select(FcmDispatch.status)).one()
+            return status, db.scalar(select(func.count()).select_from(DevicePresence)) or 0
+
+    assert b.round() and not b.leader
+    assert swept() == ("pending", 0)  # b swept nothing: no expiry, no presence row
+    a.last_sweep = 0.0  # a's next sweep is due (it sweeps every SWEEP_EVERY_SECONDS)
+    assert a.round() and a.leader
+    assert swept() == ("expired", 1)  # the leader's sweeps see both

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import threading
 from datetime import timedelta
 
 import pytest
@@ -94,6 +96,63 @@ def test_a_held_lock_exits_75_and_deletes_nothing(cli: Cli, seeded: sessionmaker
     after = cli("cleanup", "--json")
     assert after.exit_code == 0, after.stderr
     assert json.loads(after.stdout)["results"]["device_heartbeats"]["deleted"] == 2
+
+
+def test_a_cleanup_that_loses_its_lease_exits_75_before_its_next_batch(
+    cli_env: dict[str, str],
+    database_url: str,
+    seeded: sessionmaker[Session],
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stalled cleanup whose lease passed to another node stops instead of deleting beside it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a flock beside the SQLite file is never lost")
+    from sqlalchemy import update
+
+    from core.models.lease import Lease
+    from core.ops import locks
+    from core.storage.types import utcnow
+
+    for i in range(5):
+        seed_dispatch(seeded, f"old-acked-{i}", ago=OLD, status="acked")
+    monkeypatch.setattr(locks, "LEASE_SECONDS", 3.0)  # renewed every second: the loss is seen within one
+    lost = threading.Event()
+    steps: list[str] = []
+
+    class TakeTheLeaseAway(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith("lease_lost"):
+                lost.set()
+            if not message.startswith("cleanup_batch"):
+                return
+            steps.append(message)
+            if "entity=fcm_dispatches" in message and "lease taken away" not in steps:
+                with seeded.begin() as db:  # its lease ran out during a pause and another node took it
+                    db.execute(
+                        update(Lease)
+                        .where(Lease.name == "maintenance:cleanup")
+                        .values(holder="other-node", expires_at=utcnow() + timedelta(hours=1))
+                    )
+                lost.wait(5)  # the holder's next renewal finds it gone
+                steps.append("lease taken away")
+
+    caplog.set_level(logging.INFO, logger="nexmdm.cleanup")
+    handler = TakeTheLeaseAway()
+    for name in ("nexmdm.cleanup", "nexmdm.leases"):
+        logging.getLogger(name).addHandler(handler)
+    try:
+        result = Cli(database_url, cli_env | {"NEXMDM_CLEANUP_BATCH_SIZE": "2"})("cleanup", "--json")
+    finally:
+        for name in ("nexmdm.cleanup", "nexmdm.leases"):
+            logging.getLogger(name).removeHandler(handler)
+    assert result.exit_code == EXIT_LOCKED, result.stderr
+    last = result.stderr.strip().splitlines()[-1]  # after the "Cleaning up" note: one error line, no traceback
+    assert last.startswith("error:") and "passed to another holder" in last and "Traceback" not in result.stderr
+    assert steps[-1] == "lease taken away"  # no batch after it
+    assert count(seeded, FcmDispatch) == 8 - 2  # one batch of 2 of the 6 old acked ones went
 
 
 def test_unmigrated_database_exits_5(fresh_cli: Cli) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import campaigns as fleet
 from core.base.errors import Conflict, InvalidArgument
 from core.base.settings import Settings
+from core.campaigns import records as campaigns
 from core.campaigns import release
 from core.commands import dispatches
 from core.commands.dispatches import IdempotencyMismatch
@@ -69,6 +70,8 @@ def test_without_waves_everything_is_released_once_and_completes(
     release.run_due(session_factory, settings)
     done = _counts(session_factory, campaign["id"])
     assert done["status"] == "completed" and done["finished_at"] is not None
+    with session_factory.begin() as db, pytest.raises(Conflict):
+        fleet.pause(db, campaign["id"])  # a completed campaign is final, as for resume
     assert done["counts"]["acked"] == 20 and done["counts"]["failed"] == 5
     assert sum(done["counts"][s] for s in ("queued", "pending", "acked", "failed", "expired", "cancelled")) == 25
     # frozen: later changes to the dispatches no longer move the counts
@@ -97,7 +100,12 @@ def test_snapshot_excludes_devices_enrolled_later_and_revoked_ones_get_no_comman
         assert db.scalar(select(func.count()).where(FcmDispatch.device_id.like("late%"))) == 0
 
 
-def test_waves_by_percent_wait_for_the_interval(session_factory: sessionmaker[Session], settings: Settings) -> None:
+def test_waves_by_percent_wait_for_the_interval(
+    session_factory: sessionmaker[Session], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # waves hash (campaign id, device id): a fixed id makes the fairness check below deterministic (with a
+    # random one, wave 1 is exactly d0-d4 once in C(20, 5) = 15,504 runs)
+    monkeypatch.setattr(campaigns, "new_campaign_id", lambda: "cmp_01JEZ5W8Y6K3Q9T2R4N7M0B1C8")
     _seed(session_factory, 20)
     campaign = _create(session_factory, settings, waves={"percent": 25, "interval_seconds": 600})
     assert campaign["waves"]["size"] == 5 and campaign["waves"]["count"] == 4
@@ -118,6 +126,26 @@ def test_waves_by_percent_wait_for_the_interval(session_factory: sessionmaker[Se
     assert first != [f"d{i:06d}" for i in range(5)]
 
 
+def test_a_wave_by_percent_rounds_up(session_factory: sessionmaker[Session], settings: Settings) -> None:
+    _seed(session_factory, 10)
+    campaign = _create(session_factory, settings, waves={"percent": 15, "interval_seconds": 600})  # 1.5: 2 each
+    assert (campaign["waves"]["size"], campaign["waves"]["count"]) == (2, 5)
+    release.advance(session_factory, campaign["id"])
+    assert _counts(session_factory, campaign["id"])["counts"]["pending"] == 2
+
+
+def test_max_failure_halts_only_above_the_share(session_factory: sessionmaker[Session], settings: Settings) -> None:
+    _seed(session_factory, 10)
+    campaign = _create(session_factory, settings, waves={"size": 5, "interval_seconds": 60, "max_failure_pct": 20})
+    release.run_due(session_factory, settings)
+    ack_all(session_factory, campaign["id"], status="failed", limit=1)  # 1 of 5 = 20 %: not above 20 %
+    ack_all(session_factory, campaign["id"])
+    release.run_due(session_factory, settings, utcnow() + timedelta(seconds=61))
+    shown = _counts(session_factory, campaign["id"])
+    assert (shown["status"], shown["reason"], shown["waves"]["released"]) == ("running", None, 2)
+    assert (shown["counts"]["failed"], shown["counts"]["pending"], shown["counts"]["queued"]) == (1, 5, 0)
+
+
 def test_min_success_gates_the_next_wave_and_halts_when_unmet(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
@@ -126,7 +154,8 @@ def test_min_success_gates_the_next_wave_and_halts_when_unmet(
     release.run_due(session_factory, settings)
     ack_all(session_factory, campaign["id"], limit=2)
     release.run_due(session_factory, settings)
-    assert _counts(session_factory, campaign["id"])["waves"]["released"] == 1  # 50 % < 75 %: waits
+    waiting = _counts(session_factory, campaign["id"])
+    assert (waiting["status"], waiting["reason"], waiting["waves"]["released"]) == ("running", None, 1)  # 50 % < 75 %
     ack_all(session_factory, campaign["id"], status="failed")
     release.run_due(session_factory, settings)
     halted = _counts(session_factory, campaign["id"])
@@ -181,9 +210,12 @@ def test_cancel_cancels_queued_targets(session_factory: sessionmaker[Session], s
         assert fleet.cancel(db, campaign["id"])["status"] == "cancelled"
     with session_factory.begin() as db, pytest.raises(Conflict):
         fleet.resume(db, campaign["id"])
+    with session_factory.begin() as db, pytest.raises(Conflict):
+        fleet.pause(db, campaign["id"])  # as resume: a cancelled campaign never becomes paused, then running
     release.run_due(session_factory, settings)
     with session_factory() as db:
         assert db.scalar(select(func.count()).select_from(FcmDispatch)) == 0
+    assert _counts(session_factory, campaign["id"])["status"] == "cancelled"
 
 
 def test_a_wave_interrupted_between_batches_is_finished_exactly_once(
@@ -302,7 +334,8 @@ def test_plain_commands_are_claimed_before_campaign_commands(
         (claim,) = worker.claim()
     finally:
         worker.close()
-    assert claim.request_id == "urgent-lock" and campaign["id"]
+    assert claim.request_id == "urgent-lock"  # though the campaign's 20 commands were queued before it
+    assert _counts(session_factory, campaign["id"])["counts"]["pending"] == 20
 
 
 def test_cleanup_keeps_commands_of_unfinished_campaigns_and_ended_campaigns_for_their_period(

@@ -250,9 +250,11 @@ def test_a_single_command_is_pushed_within_a_second_of_its_commit(
     time.sleep(0.8)  # the worker is idle, polling
     _command(session_factory, settings, "c_1", "dev_1", "lock")
     committed = time.time()
-    _until(lambda: len(fake_fcm.messages) == 1, timeout=10)
-    # ~1 s is the promise; the margin absorbs a loaded test machine
-    assert fake_fcm.messages[0].at - committed < 2.5
+    _until(lambda: len(fake_fcm.messages) == 1, timeout=30)
+    # ~1 s is the promise (one 0.5 s poll and a claim). The bound is ten polls wide so that two loaded cores
+    # delaying a transaction cannot fail it; it still fails a worker that stops polling while idle (it would
+    # wait for its 30 s lease or a wake-up that never comes). The latency itself belongs to a benchmark.
+    assert fake_fcm.messages[0].at - committed < 5
 
 
 def test_a_claim_whose_lease_is_ending_is_not_sent(

@@ -80,8 +80,12 @@ def test_unspent_tokens_expire(redis_prefix: tuple[str, str]) -> None:
     assert asyncio.run(go()) == 1
 
 
-def test_redis_down_falls_back_to_the_process_cap(caplog: pytest.LogCaptureFixture) -> None:
+def test_redis_down_falls_back_to_the_process_cap(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # nothing listens there: every call fails fast, the sender keeps its own cap
+    # Redis is not tried again within the test however slowly a loaded machine runs it (5 s in production)
+    monkeypatch.setattr(redis_link, "RETRY_AFTER_SECONDS", 3600.0)
     seen: list[str] = []
     link = RedisLink(f"redis://127.0.0.1:{free_port()}/0", "t:", on_fallback=seen.append)
     gate = SharedRateGate(link, 6000)
@@ -95,9 +99,11 @@ def test_redis_down_falls_back_to_the_process_cap(caplog: pytest.LogCaptureFixtu
         return time.monotonic() - start
 
     took = asyncio.run(go())
-    assert 0.3 < took < 5  # 100 at once (the process's burst), the next 50 at 100 a second
+    # 100 at once (the process's burst), the next 50 at 100 a second: at least 0.5 s (a lower bound holds
+    # under any load). No upper bound on the pace here (two loaded cores stretch it): a fallback that waited
+    # for Redis at each push shows as more than one call below; 60 s only stops a hung gate.
+    assert 0.3 < took < 60
     assert seen and set(seen) == {"fcm"} and link.fallbacks == len(seen)
-    assert took < redis_link.RETRY_AFTER_SECONDS
     assert gate.calls == 1  # tried once, then skipped for RETRY_AFTER_SECONDS
     assert [r.getMessage() for r in caplog.records].count(
         "redis_unavailable error=ConnectionError: rate limits are per process until it answers again"

@@ -60,6 +60,8 @@ class Receiver:
     gate: threading.Event | None = None
     #: answers by what was received (overrides ``scripted`` and ``status`` when it returns a status)
     respond: Callable[[Delivery], int | None] | None = None
+    #: sent as the ``Location`` header of every answer (a receiver that redirects)
+    location: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -102,6 +104,8 @@ class Receiver:
                     delivery.answered = status  # type: ignore[attr-defined]
                     receiver.received.append(delivery)
                 self.send_response(status if delivery.valid else 400)
+                if receiver.location is not None:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
