@@ -233,6 +233,35 @@ def test_export_jsonl_and_csv(cli: Cli, session_factory) -> None:
     one_error_line(bad)
 
 
+def test_csv_export_neutralises_formulas(cli: Cli, session_factory) -> None:
+    """Issue #21: a cell a spreadsheet reads as a formula (= + - @ TAB CR first) gets a leading quote."""
+    hostile = ['=HYPERLINK("https://evil.example/","x")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd"]
+    rows = [
+        {
+            "at": utcnow() - timedelta(seconds=i),
+            "actor": value,
+            "action": "device.label",
+            "target": value,
+            "client_address": value,
+            "outcome": "success",
+            "count": 1,
+            "details": {"n": i},
+        }
+        for i, value in enumerate(hostile)
+    ]
+    with session_factory.begin() as db:
+        db.execute(insert(AuditEvent), rows)
+    result = cli("audit", "export", "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    exported = list(csv.DictReader(io.StringIO(result.stdout, newline="")))
+    assert [row["actor"] for row in exported] == ["'" + value for value in reversed(hostile)]  # last written first
+    for row in exported:
+        assert row["target"] == row["client_address"] == row["actor"]
+        assert json.loads(row["details"])["n"] in range(len(hostile)) and row["count"] == "1"
+    jsonl = [json.loads(line) for line in cli("audit", "export").stdout.splitlines()]
+    assert [item["actor"] for item in jsonl] == hostile[::-1]  # JSON lines carry the stored values as they are
+
+
 def test_export_memory_does_not_grow_with_the_trail(cli: Cli, session_factory) -> None:
     """Streamed in keyset pages: exporting 10x the rows must not take anywhere near 10x the memory."""
 
