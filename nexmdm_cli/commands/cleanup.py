@@ -20,10 +20,11 @@ from nexmdm_cli.state import err_console, print_json, state
 
 retention_engine = lazy_module("core.retention")
 locks = lazy_module("core.locks")
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 
 
-def _days(help_text: str) -> Any:
-    return typer.Option(min=0, max=36500, metavar="N", help=help_text)
+def _days(help_text: str, least: int = 0) -> Any:
+    return typer.Option(min=least, max=36500, metavar="N", help=help_text)
 
 
 def cleanup(
@@ -39,7 +40,7 @@ def cleanup(
         int | None, _days("Keep APK download events this many days (default: NEXMDM_DOWNLOAD_RETENTION_DAYS).")
     ] = None,
     audit_days: Annotated[
-        int | None, _days("Keep audit events this many days (default: NEXMDM_AUDIT_RETENTION_DAYS).")
+        int | None, _days("Keep audit events this many days, at least 1 (default: NEXMDM_AUDIT_RETENTION_DAYS).", 1)
     ] = None,
     webhook_days: Annotated[
         int | None, _days("Keep finished webhook deliveries this many days (default: NEXMDM_WEBHOOK_RETENTION_DAYS).")
@@ -72,6 +73,10 @@ def cleanup(
             raise typer.Exit(code=EXIT_LOCKED)
         note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{st.masked_url}[/bold]")
         results = _run(st.session_factory, retention, dry_run=dry_run)
+        if not dry_run:  # deleting rows is an operator's decision: say who, with which periods, and how many
+            with st.session() as db:
+                deleted = {entity: result["deleted"] for entity, result in results.items()}
+                audit.record(db, audit.cli_actor(), "retention.cleanup", None, days=retention, deleted=deleted)
 
     key = "would_delete" if dry_run else "deleted"
     if json_output:

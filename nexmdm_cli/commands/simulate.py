@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from nexmdm_cli.simulation import Simulation
 
 credentials = lazy_module("core.credentials")
+audit = lazy_module("core.events.audit")  # the actor of audit rows: cli:USER@HOST
 simulation = lazy_module("nexmdm_cli.simulation")  # asyncio and httpx: only when a simulation runs
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
 
@@ -225,7 +226,7 @@ def simulate(
         assert st is not None
         with st.session() as db:
             enrollment_token, _ = credentials.create_enrollment_token(
-                db, uses=devices, expires_in=timedelta(hours=1), note="nexmdm simulate"
+                db, uses=devices, expires_in=timedelta(hours=1), note="nexmdm simulate", actor=audit.cli_actor()
             )
     options: dict[str, Any] = {
         "url": base,
