@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.markup import escape
 from typer.core import TyperGroup
 
 from nexmdm_cli.errors import EXIT_INTERRUPTED, exit_code_for, message_for
+from nexmdm_cli.render import escape  # an error quotes what it was given: no markup, no terminal control
 from nexmdm_cli.state import CliState, err_console, state
 
 #: exceptions that already carry their own exit code and message (typer >= 0.29 vendors click, so both)

@@ -13,6 +13,7 @@ import typer
 from core.clock import utcnow
 from core.durations import parse_duration
 from core.errors import InvalidArgument
+from nexmdm_cli import render
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state, to_jsonable
@@ -91,7 +92,8 @@ def list_events(
         result = styled(item["outcome"])
         if item["count"] > 1:
             result += f" ×{item['count']}"
-        out.add_row(
+        render.row(
+            out,
             stamp(item["at"]),
             relative(item["at"], now),
             item["actor"],

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from nexmdm_cli import render
 from nexmdm_cli.errors import EXIT_LOCKED
 from nexmdm_cli.lazy import lazy_module
-from nexmdm_cli.render import JsonOption, note, show, table
+from nexmdm_cli.render import JsonOption, escape, note, show, table
 from nexmdm_cli.state import err_console, print_json, state
 
 retention_engine = lazy_module("core.retention")
@@ -69,9 +69,12 @@ def cleanup(
         if not acquired:
             holder = locks.lock_holder(st.engine)
             by = f" ({escape(holder)})" if holder else ""
-            note(f"[red]error:[/red] another cleanup holds the lock{by} on {st.masked_url}; nothing done, try later")
+            note(
+                f"[red]error:[/red] another cleanup holds the lock{by} on {escape(st.masked_url)}; "
+                "nothing done, try later"
+            )
             raise typer.Exit(code=EXIT_LOCKED)
-        note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{st.masked_url}[/bold]")
+        note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{escape(st.masked_url)}[/bold]")
         results = _run(st.session_factory, retention, dry_run=dry_run)
         if not dry_run:  # deleting rows is an operator's decision: say who, with which periods, and how many
             with st.session() as db:
@@ -92,7 +95,7 @@ def cleanup(
     )
     for entity, result in results.items():
         cutoff, seconds = result["cutoff"].strftime("%Y-%m-%d %H:%M"), f"{result['latency_ms'] / 1000:.2f}"
-        out.add_row(entity, str(retention[entity]), cutoff, f"{result[key]:,}", seconds)
+        render.row(out, entity, str(retention[entity]), cutoff, f"{result[key]:,}", seconds)
     show(out)
 
 

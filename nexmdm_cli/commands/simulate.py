@@ -22,6 +22,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from nexmdm_cli import render
 from nexmdm_cli.errors import EXIT_USAGE
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.state import CliState, err_console, out_console, print_json, state
@@ -160,7 +161,8 @@ def render_report(report: dict[str, Any]) -> None:
     for column in ("endpoint", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="left" if column == "endpoint" else "right")
     for endpoint, row in report["endpoints"].items():
-        table.add_row(
+        render.row(
+            table,
             endpoint,
             *(
                 str("-" if row[k] is None else row[k])
