@@ -66,22 +66,34 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
         # a bad key used to cost a 512 MB upload first)
         await authorize_admin(request)
     check_query(request)
-    kind = request.route_handler.opt.get("body")
-    if kind is None:
-        return
+    kind, optional = body_kind(request.route_handler)
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if kind == "json":
-        if not (
-            media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
-        ):
-            raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
-        body = await request.body()
-        if not body:
-            raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
-        check_json_body(body)
-        check_json_types(request, body)
+        if optional and not await request.body():
+            return  # an optional body left out: the handler's default applies
+        await _check_json(request, media_type)
     elif kind == "multipart" and media_type != "multipart/form-data":
         raise ApiError(415, "the body must be multipart/form-data")
+
+
+def body_kind(handler: Any) -> tuple[str | None, bool]:
+    """What body a route takes (``opt["body"]``, else JSON whenever its handler has a ``data`` parameter, so
+    that no route can skip the checks by forgetting to declare it: issue #21) and whether it is optional."""
+    data = handler.parsed_fn_signature.parameters.get("data")
+    kind = handler.opt.get("body") or ("json" if data is not None else None)
+    return kind, bool(data is not None and data.is_optional)
+
+
+async def _check_json(request: Request[Any, Any, Any], media_type: str) -> None:
+    if not (
+        media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+    ):
+        raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
+    body = await request.body()
+    if not body:
+        raise ApiError(400, "the request body is empty; send a JSON object", code="empty_body")
+    check_json_body(body)
+    check_json_types(request, body)
 
 
 async def read_headers(message: Any, scope: Any) -> None:

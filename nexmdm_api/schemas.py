@@ -209,7 +209,10 @@ LabelKey = Annotated[str, Meta(min_length=1, max_length=127)]
 LabelValue = Annotated[str, Meta(max_length=63)]
 Percent = Annotated[float, Meta(ge=0, le=100)]
 NoteText = Annotated[str, Meta(max_length=200, pattern=TEXT_PATTERN)]
-SelectorText = Annotated[str, Meta(max_length=1024)]
+#: no C0/C1 control characters (an ESC sequence would reach an operator's terminal; a NUL, PostgreSQL's
+#: driver) and no bidi overrides in a selector, as in other stored text (issue #21)
+SELECTOR_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
+SelectorText = Annotated[str, Meta(max_length=1024, pattern=SELECTOR_PATTERN)]
 
 
 class LabelsPatchIn(msgspec.Struct, forbid_unknown_fields=True):

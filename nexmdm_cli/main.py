@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
-from rich.markup import escape
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from typer._click.core import Context  # typer >= 0.29 runs on its own copy of click
 
 from nexmdm_cli.errors import EXIT_INTERRUPTED, exit_code_for, message_for
+from nexmdm_cli.render import escape  # an error quotes what it was given: no markup, no terminal control
 from nexmdm_cli.state import CliState, err_console, state
 
 #: exceptions that already carry their own exit code and message (typer >= 0.29 vendors click, so both)

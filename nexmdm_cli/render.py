@@ -2,15 +2,24 @@
 
 Rich goes to people only: tables are printed with :func:`show`, machine output with
 ``nexmdm_cli.state.print_json``; nothing here writes JSON.
+
+Every value that comes from the database or the command line is shown as it is, never as Rich markup and
+never as terminal control (issue #21: an agent version ``[/red]`` made ``devices list`` fail, a stored
+ESC sequence reached the operator's terminal): a table row goes through :func:`row` (a string is a plain
+``Text``, a ``Text`` built here keeps its style), a value inside a markup string through :func:`escape`.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
+from rich.console import RenderableType
+from rich.markup import escape as escape_markup
 from rich.table import Table
+from rich.text import Text
 
 from core.base.clock import utcnow
 from core.base.durations import format_duration, parse_duration
@@ -42,6 +51,36 @@ STATE_STYLES = {
 }
 
 
+#: C0 and C1 controls (newline and tab too: a cell is one value), DEL and the bidi overrides
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(value: Any) -> str:
+    """``value`` as text with every control character shown as an escape (``\\x1b``), never sent as it is."""
+    return _CONTROL_RE.sub(_visible, str(value))
+
+
+def escape(value: Any) -> str:
+    """``value`` for a markup string: control characters shown as escapes, ``[`` never read as a tag."""
+    return escape_markup(printable(value))
+
+
+def escape_cell(value: Any) -> RenderableType:
+    """A table cell: a string is plain text (never markup); a ``Text`` or another renderable built by the
+    code is kept (its style was chosen here, its text went through :func:`printable`)."""
+    return Text(printable(value)) if isinstance(value, str) else value
+
+
+def row(out: Table, *values: Any) -> None:
+    """Add one row of values to ``out``, each through :func:`escape_cell`."""
+    out.add_row(*(escape_cell(value) for value in values))
+
+
 def group(help_text: str) -> typer.Typer:
     """A command group with ``-h`` and help shown when called without a sub-command."""
     return typer.Typer(help=help_text, context_settings=CONTEXT, no_args_is_help=True, rich_markup_mode="rich")
@@ -69,19 +108,17 @@ def stamp(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "—"
 
 
-def styled(state: str | None) -> str:
+def styled(state: str | None) -> Text:
+    """A state in its colour (``.markup`` gives it for a markup string)."""
     if state is None:
-        return "—"
-    style = STATE_STYLES.get(state)
-    return f"[{style}]{state}[/{style}]" if style else state
+        return Text("—")
+    return Text(printable(state), style=STATE_STYLES.get(state, ""))
 
 
-def battery(pct: int | None, plugged: bool | None = None) -> str:
+def battery(pct: int | None, plugged: bool | None = None) -> Text:
     if pct is None:
-        return "—"
-    text = f"{pct}%"
-    if pct < 15 and not plugged:
-        text = f"[red]{text}[/red]"
+        return Text("—")
+    text = Text(f"{pct}%", style="red" if pct < 15 and not plugged else "")
     return text + (" ⚡" if plugged else "")
 
 
@@ -109,7 +146,13 @@ def size(num_bytes: int) -> str:
 
 
 def table(title: str | None, *columns: str, caption: str | None = None) -> Table:
-    result = Table(title=title, caption=caption, title_justify="left", header_style="bold")
+    """A table for people; ``title`` and ``caption`` are plain text (they often name a stored value)."""
+    result = Table(
+        title=None if title is None else Text(printable(title), style="table.title"),
+        caption=None if caption is None else Text(printable(caption), style="table.caption"),
+        title_justify="left",
+        header_style="bold",
+    )
     for name in columns:
         result.add_column(name, overflow="fold")
     return result

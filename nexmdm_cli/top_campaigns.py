@@ -16,7 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from nexmdm_cli.render import styled
+from nexmdm_cli import render
+from nexmdm_cli.render import printable, styled
 
 #: the columns of counts (the order of ``nexmdm campaigns watch``): finished first, then what is left
 COUNTS = ("acked", "failed", "expired", "cancelled", "pending", "queued")
@@ -38,8 +39,8 @@ def _done(counts: dict[str, int], targeted: int) -> str:
     return f"{finished:,}/{targeted:,} {share}"
 
 
-def _status(c: dict[str, Any]) -> str:
-    return styled(c["status"]) + (f" ({c['reason']})" if c["reason"] else "")
+def _status(c: dict[str, Any]) -> Text:
+    return styled(c["status"]) + (f" ({printable(c['reason'])})" if c["reason"] else "")
 
 
 def _bar(c: dict[str, Any], width: int | None = None) -> ProgressBar:
@@ -65,7 +66,8 @@ def _wide(flight: dict[str, Any]) -> Table:
     for name in COUNTS:
         out.add_column(styled(name), justify="right", no_wrap=True)
     for c in flight["items"]:
-        out.add_row(
+        render.row(
+            out,
             c["id"],
             c["action"],
             _status(c),
@@ -87,15 +89,16 @@ def _narrow(flight: dict[str, Any]) -> Panel:
         first.add_column(no_wrap=True, justify="right")
         first.add_column(no_wrap=True, ratio=1, min_width=4)
         first.add_column(no_wrap=True, justify="right")
-        first.add_row(
+        render.row(
+            first,
             c["id"],
-            f"{c['action']} · {_status(c)}",
+            Text(f"{printable(c['action'])} · ") + _status(c),
             f"wave {c['waves']['released']}/{c['waves']['count']}",
             _bar(c),
             _done(c["counts"], c["targeted"]),
         )
-        counts = " · ".join(f"{styled(name)} {c['counts'][name]:,}" for name in COUNTS)
-        second = Text.from_markup("  " + counts, overflow="ellipsis")
+        counts = " · ".join(f"{styled(name).markup} {c['counts'][name]:,}" for name in COUNTS)
+        second = Text.from_markup("  " + counts, overflow="ellipsis")  # markup of fixed state names only
         second.no_wrap = True
         lines += [first, second]
     return Panel(

@@ -17,8 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from core.ops.fleet_stats import DEVICE_STATES
-from nexmdm_cli import top_campaigns
-from nexmdm_cli.render import ms, relative, styled
+from nexmdm_cli import render, top_campaigns
+from nexmdm_cli.render import ms, printable, relative, styled
 
 #: rows a panel takes (border, title and its longest body)
 PANEL_ROWS = 9
@@ -55,31 +55,31 @@ def fleet_panel(snap: dict[str, Any]) -> Panel:
     enrolled = counts["total"] - counts["revoked"]
     for state in DEVICE_STATES:
         share = _pct(counts[state], enrolled) if state != "revoked" else ""
-        grid.add_row(styled(state), f"{counts[state]:,}", share)
-    grid.add_row("total", f"{counts['total']:,}", "")
+        render.row(grid, styled(state), f"{counts[state]:,}", share)
+    render.row(grid, "total", f"{counts['total']:,}", "")
     return Panel(grid, title="Fleet", title_align="left")
 
 
 def heartbeat_panel(snap: dict[str, Any]) -> Panel:
     beats = snap["heartbeats"]
     grid = _grid()
-    grid.add_row("per second", f"{beats['per_second']:,.1f}", "1m")
-    grid.add_row("stored", f"{beats['stored']:,}", "1m")
+    render.row(grid, "per second", f"{beats['per_second']:,.1f}", "1m")
+    render.row(grid, "stored", f"{beats['stored']:,}", "1m")
     dedup = beats.get("dedup")
     if dedup is not None:
         share = "—" if dedup["share"] is None else f"{100 * dedup['share']:.1f}%"
-        grid.add_row("dedup share", share, dedup["window"])
+        render.row(grid, "dedup share", share, dedup["window"])
         if snap.get("selector") is not None:  # the servers' counters: a selector cannot narrow them
-            grid.add_row(Text("all devices", style="dim"), "", "")
+            render.row(grid, Text("all devices", style="dim"), "", "")
     return Panel(grid, title="Heartbeats", title_align="left")
 
 
 def commands_panel(snap: dict[str, Any]) -> Panel:
     commands = snap["commands"]
     grid = _grid()
-    grid.add_row("pending now", f"{commands['pending']:,}", "all")
+    render.row(grid, "pending now", f"{commands['pending']:,}", "all")
     for status, count in commands["last_hour"].items():
-        grid.add_row(styled(status), f"{count:,}", "1h")
+        render.row(grid, styled(status), f"{count:,}", "1h")
     return Panel(grid, title=_fleet_wide("Commands", snap), title_align="left")
 
 
@@ -87,12 +87,12 @@ def push_panel(snap: dict[str, Any]) -> Panel:
     queue = snap["push_queue"]
     latency = snap["latency"]
     grid = _grid()
-    grid.add_row("push queue", f"{queue['depth']:,}", "commands")
-    grid.add_row("oldest", _age(queue["oldest_age_seconds"]), "waiting")
-    grid.add_row("push p50", ms(latency["push_latency_ms"]["p50"]), "1h")
-    grid.add_row("push p99", ms(latency["push_latency_ms"]["p99"]), "1h")
-    grid.add_row("ack p50", ms(latency["ack_latency_ms"]["p50"]), "1h")
-    grid.add_row("ack p99", ms(latency["ack_latency_ms"]["p99"]), "1h")
+    render.row(grid, "push queue", f"{queue['depth']:,}", "commands")
+    render.row(grid, "oldest", _age(queue["oldest_age_seconds"]), "waiting")
+    render.row(grid, "push p50", ms(latency["push_latency_ms"]["p50"]), "1h")
+    render.row(grid, "push p99", ms(latency["push_latency_ms"]["p99"]), "1h")
+    render.row(grid, "ack p50", ms(latency["ack_latency_ms"]["p50"]), "1h")
+    render.row(grid, "ack p99", ms(latency["ack_latency_ms"]["p99"]), "1h")
     return Panel(grid, title=_fleet_wide("Push and ack", snap), title_align="left")
 
 
@@ -115,7 +115,7 @@ def offline_table(snap: dict[str, Any], rows: int | None = None) -> Table:
     out.add_column("offline since", no_wrap=True)
     items = went["items"] if rows is None else went["items"][: max(rows, 0)]
     for item in items:
-        out.add_row(item["device_id"], relative(item["last_seen_at"], now), relative(item["offline_since"], now))
+        render.row(out, item["device_id"], relative(item["last_seen_at"], now), relative(item["offline_since"], now))
     shown = len(items)
     if went["count"] > shown:
         out.caption = f"{shown} of {went['count']:,} shown"
@@ -127,7 +127,7 @@ def header(snap: dict[str, Any], source: str, note: str | None = None, *, interv
     text = Text.assemble(("NexMDM top", "bold"))
     if snap.get("selector") is not None:
         text.append(" · selector ")
-        text.append(snap["selector"] or "all", style="bold cyan")
+        text.append(printable(snap["selector"] or "all"), style="bold cyan")
     text.append(f" · {snap['at'].strftime('%H:%M:%S')} UTC")
     if interval is not None:
         text.append(f" · every {interval:g}s · q quits")
@@ -149,7 +149,7 @@ def once(snap: dict[str, Any], source: str, width: int, note: str | None = None)
     for _ in range(per_row):
         grid.add_column(ratio=1)
     for start in range(0, len(parts), per_row):
-        grid.add_row(*parts[start : start + per_row])
+        render.row(grid, *parts[start : start + per_row])
     campaigns = top_campaigns.campaigns(snap, width)
     middle = [campaigns] if campaigns is not None else []
     return Group(header(snap, source, note), grid, *middle, offline_table(snap))

@@ -30,6 +30,10 @@ from core.models import ApkBlob, ApkBuild
 from core.storage.types import utcnow
 
 ZIP_MAGIC = b"PK\x03\x04"
+#: cache files this process has checked against their SHA-256: path -> (inode, size, mtime, ctime) then. A
+#: file changed since (even to the same size: issue #21) no longer matches and is hashed again; ctime
+#: cannot be set back by a writer, so the mark holds without hashing every download
+_VERIFIED: dict[Path, tuple[int, int, int, int]] = {}
 #: bytes per ``apk_chunks`` row: big enough for few rows, small enough that one never strains memory
 CHUNK_BYTES = 1024 * 1024
 
@@ -105,7 +109,7 @@ def local_file(db: Session, settings: Settings, build: ApkBuild) -> Path:
             raise NotFound(f"the file of APK build {build.id} is missing from the APK folder")
         return legacy
     cached = cache_dir(settings) / f"{build.sha256}.apk"
-    if cached.is_file() and cached.stat().st_size == build.size_bytes:
+    if _verified(cached, build):
         return cached
     blob = db.get(ApkBlob, build.sha256)
     if blob is None:
@@ -114,6 +118,34 @@ def local_file(db: Session, settings: Settings, build: ApkBuild) -> Path:
         _import(db, settings, build, legacy)
         return legacy
     return _fill_cache(db, settings, build, cached)
+
+
+def _mark(path: Path) -> tuple[int, int, int, int]:
+    info = path.stat()
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verified(cached: Path, build: ApkBuild) -> bool:
+    """Whether the cache file holds the build's bytes: unchanged since this process hashed it, or hashed now."""
+    try:
+        mark = _mark(cached)
+    except FileNotFoundError:
+        return False
+    if mark[1] != build.size_bytes:
+        return False
+    if _VERIFIED.get(cached) != mark:
+        if _sha256(cached) != build.sha256:
+            return False  # changed on disk: filled again from the database
+        _VERIFIED[cached] = mark
+    return True
 
 
 def _fill_cache(db: Session, settings: Settings, build: ApkBuild, cached: Path) -> Path:
@@ -139,7 +171,9 @@ def _fill_cache(db: Session, settings: Settings, build: ApkBuild, cached: Path) 
                 seq += 1
         if size != build.size_bytes or digest.hexdigest() != build.sha256:
             raise NotFound(f"the stored contents of APK build {build.id} do not match its SHA-256")
+        os.chmod(name, 0o400)  # read-only: served as it was checked
         os.replace(name, cached)
+        _VERIFIED[cached] = _mark(cached)
     finally:
         Path(name).unlink(missing_ok=True)
     return cached
@@ -147,11 +181,7 @@ def _fill_cache(db: Session, settings: Settings, build: ApkBuild, cached: Path) 
 
 def _import(db: Session, settings: Settings, build: ApkBuild, path: Path) -> None:
     """Store a folder build's file in the database (checked against its SHA-256 first)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    if digest.hexdigest() != build.sha256:
+    if _sha256(path) != build.sha256:
         raise NotFound(f"the file of APK build {build.id} does not match its SHA-256")
     with path.open("rb") as handle:
         _insert_blob(db, build.sha256, build.size_bytes, handle)

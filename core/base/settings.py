@@ -136,6 +136,7 @@ class Settings:
             "command_ttl_seconds",
             "webhook_max_attempts",
             "webhook_concurrency",
+            "audit_retention_days",  # 0 would delete the whole trail (issue #21)
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must be at least 1", field=name)
@@ -144,7 +145,6 @@ class Settings:
             "dispatch_retention_days",
             "download_retention_days",
             "campaign_retention_days",
-            "audit_retention_days",
             "webhook_retention_days",
             "cleanup_retries",
             "cleanup_batch_pause_ms",

@@ -175,8 +175,12 @@ def create_campaign(
     if existing is not None:
         return False, existing
     targets, selector_text = resolve_targets(db, settings, selector=selector, device_ids=device_ids)
-    # a percentage needs the count first; otherwise the snapshot's row count is the count
-    matching = db.execute(select(func.count()).select_from(targets.subquery())).scalar_one() if plan.percent else 0
+    limit = max_targets(settings)
+    # counted up to the cap + 1 before anything is written: a refused campaign costs one bounded scan, not a
+    # snapshot of the whole fleet rolled back (issue #21); under the cap it is the exact count a percentage needs
+    matching = db.execute(select(func.count()).select_from(targets.limit(limit + 1).subquery())).scalar_one()
+    if matching > limit:
+        raise InvalidArgument(f"more than {limit:,} devices match; at most {limit:,} (NEXMDM_CAMPAIGN_MAX_TARGETS)")
     now = utcnow()
     campaign_id = new_campaign_id()
     row = {
@@ -215,8 +219,7 @@ def create_campaign(
     targeted = _snapshot(db, campaign_id, targets, size)
     if targeted == 0:  # the caller's transaction rolls back: nothing was written
         raise InvalidArgument("no device matches: a campaign needs at least one target", field="selector")
-    limit = max_targets(settings)
-    if targeted > limit:
+    if targeted > limit:  # devices enrolled between the count and the snapshot
         raise InvalidArgument(f"{targeted:,} devices match; at most {limit:,} (NEXMDM_CAMPAIGN_MAX_TARGETS)")
     size = min(size or targeted, targeted)
     campaign = load(db, campaign_id)

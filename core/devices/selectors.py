@@ -30,6 +30,9 @@ from core.models import NETWORK_TYPES, Device, DeviceLabel
 from core.storage.types import utcnow
 
 MAX_LENGTH = 1024
+#: C0 and C1 controls, DEL and bidi overrides: never part of a selector (a NUL in a quoted value was a 500
+#: on PostgreSQL, an ESC sequence was stored and written to an operator's terminal; issue #21)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 MAX_TERMS = 32
 MAX_VALUES = 64
 STATES = ("online", "stale", "offline")
@@ -241,6 +244,9 @@ def parse(text: str | None) -> Selector:
     text = text or ""
     if len(text.encode()) > MAX_LENGTH:
         raise InvalidSelector(f"a selector is at most {MAX_LENGTH} bytes", MAX_LENGTH)
+    control = _CONTROL_RE.search(text)
+    if control is not None:
+        raise InvalidSelector(f"control character U+{ord(control.group()):04X} is not allowed", control.start())
     if text.strip() in ("", "all"):
         return Selector(text.strip(), ())
     parser = _Parser(text)

@@ -31,8 +31,10 @@ progress = logging.getLogger("nexmdm.cleanup")
 def retention_for(db: Session, entity: str, retention_days: int | None) -> int:
     if retention_days is None:
         return session_settings(db).retention_days()[entity]
-    if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < 0:
-        raise InvalidArgument(f"retention days for {entity} must be a whole number >= 0", field=entity)
+    # the audit trail keeps at least a day: 0 would erase the record of everything, this run included
+    least = 1 if entity == "audit_events" else 0
+    if isinstance(retention_days, bool) or not isinstance(retention_days, int) or retention_days < least:
+        raise InvalidArgument(f"retention days for {entity} must be a whole number >= {least}", field=entity)
     return retention_days
 
 

@@ -17,7 +17,15 @@ from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import DeviceIdPath
 from nexmdm_api.paging import Limit, keyset_page
-from nexmdm_api.schemas import DEVICE_ID_PATTERN, DeviceOut, DevicePage, HeartbeatPage, HeartbeatRow, convert
+from nexmdm_api.schemas import (
+    DEVICE_ID_PATTERN,
+    SELECTOR_PATTERN,
+    DeviceOut,
+    DevicePage,
+    HeartbeatPage,
+    HeartbeatRow,
+    convert,
+)
 
 # Cursors are positions, not secrets: every value their pattern allows is a valid position (the document
 # can say exactly what is accepted). A device page goes on after a device id; a heartbeat page before a
@@ -69,6 +77,7 @@ def list_devices(
                 "its query is cancelled past NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS (422 `selector_too_slow`)"
             ),
             max_length=1024,
+            pattern=SELECTOR_PATTERN,
         ),
     ] = None,
 ) -> DevicePage:

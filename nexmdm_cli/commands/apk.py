@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 
 from core.base.clock import utcnow
+from nexmdm_cli import render
 from nexmdm_cli.render import (
     CONTEXT,
     JsonOption,
     YesOption,
     confirm,
     dash,
+    escape,
     group,
     note,
     relative,
@@ -48,9 +50,12 @@ def add(
     if json_output:
         print_json(build)
         return
-    note(f"[green]✅ build {build['version_name']} ({build['version_code']}) added on {st.masked_url}[/green]")
+    note(
+        f"[green]✅ build {escape(build['version_name'])} ({build['version_code']}) added on "
+        f"{escape(st.masked_url)}[/green]"
+    )
     where = "in the database" if st.settings.apk_storage == "database" else str(apk.build_path(st.settings, build))
-    show(f"{where}  {size(build['size_bytes'])}  sha256 {build['sha256']}")
+    show(f"{escape(where)}  {size(build['size_bytes'])}  sha256 {build['sha256']}")
 
 
 @app.command(context_settings=CONTEXT)
@@ -74,7 +79,10 @@ def remove(
     if json_output:
         print_json(build)
         return
-    note(f"[green]✅ build {build['version_name']} ({build['version_code']}) removed on {st.masked_url}[/green]")
+    note(
+        f"[green]✅ build {escape(build['version_name'])} ({build['version_code']}) removed on "
+        f"{escape(st.masked_url)}[/green]"
+    )
 
 
 @app.command("list", context_settings=CONTEXT)
@@ -92,7 +100,8 @@ def list_builds(ctx: typer.Context, json_output: JsonOption = False) -> None:
         return
     out = table("APK builds (newest first)", "id", "code", "name", "size", "sha256", "added", "removed")
     for item in items:
-        out.add_row(
+        render.row(
+            out,
             str(item["id"]),
             str(item["version_code"]),
             item["version_name"],
@@ -123,12 +132,13 @@ def downloads(
         print_json({"since": start, "items": items})
         return
     if not items:
-        show("No downloads" + (f" in the last {since_text.strip()}." if since_text else " yet."))
+        show("No downloads" + (f" in the last {escape(since_text.strip())}." if since_text else " yet."))
         return
     now = utcnow()
     out = table("APK downloads (newest first)", "when", "build", "source", "token", "ip")
     for item in items:
-        out.add_row(
+        render.row(
+            out,
             relative(item["created_at"], now),
             f"{item['version_name']} ({item['version_code']})",
             item["source"],

@@ -13,6 +13,7 @@ import typer
 from core.base.clock import utcnow
 from core.base.durations import parse_duration
 from core.base.errors import InvalidArgument
+from nexmdm_cli import render
 from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state, to_jsonable
 
@@ -25,6 +26,18 @@ ActorOption = Annotated[str | None, typer.Option(help="Only this actor: key:NAME
 ActionOption = Annotated[str | None, typer.Option(help="Only this action (device.revoke) or family (device.*).")]
 OutcomeOption = Annotated[str | None, typer.Option(help="Only this outcome: success or denied.")]
 FIELDS = ("id", "at", "actor", "action", "target", "client_address", "outcome", "count", "details")
+
+
+#: a CSV cell starting with one of these is a formula to a spreadsheet (OWASP "CSV injection"): an actor,
+#: target or client address chosen by a caller must not run in the auditor's spreadsheet (issue #21)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` for a CSV cell: text that a spreadsheet would read as a formula gets a leading ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -78,7 +91,8 @@ def list_events(
         result = styled(item["outcome"])
         if item["count"] > 1:
             result += f" ×{item['count']}"
-        out.add_row(
+        render.row(
+            out,
             stamp(item["at"]),
             relative(item["at"], now),
             item["actor"],
@@ -108,7 +122,9 @@ def export(
     out = sys.stdout
     writer: Any = None
     if format_ == "csv":
-        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+        # RFC 4180's CRLF: the csv module quotes a value holding a character of the line terminator, so a
+        # bare CR in a value is quoted too (with "\n" alone it split the row)
+        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\r\n")
         writer.writeheader()
     with state(ctx).session() as db:
         rows = audit.iter_events(db, since=start, actor=actor, action=action, outcome=_outcome(outcome))
@@ -117,5 +133,6 @@ def export(
             if writer is None:
                 out.write(json.dumps(item, separators=(",", ":")) + "\n")
             else:
-                writer.writerow(item | {"details": json.dumps(item["details"], separators=(",", ":"))})
+                item["details"] = json.dumps(item["details"], separators=(",", ":"))
+                writer.writerow({name: csv_cell(value) for name, value in item.items()})
     out.flush()

@@ -10,8 +10,23 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 
 from core.base.clock import utcnow
+from nexmdm_cli import render
 from nexmdm_cli.commands.send import percent
-from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, dash, group, note, relative, show, styled, table
+from nexmdm_cli.render import (
+    CONTEXT,
+    JsonOption,
+    YesOption,
+    confirm,
+    dash,
+    escape,
+    group,
+    note,
+    printable,
+    relative,
+    show,
+    styled,
+    table,
+)
 from nexmdm_cli.state import err_console, out_console, print_json, state
 
 #: core.models.CAMPAIGN_FINAL (the models import SQLAlchemy)
@@ -55,7 +70,8 @@ def list_campaigns(
     now = utcnow()
     out = table("Campaigns (newest first)", "id", "status", "action", "targets", "waves", "progress", "created")
     for c in items:
-        out.add_row(
+        render.row(
+            out,
             c["id"],
             styled(c["status"]),
             c["action"],
@@ -70,22 +86,22 @@ def list_campaigns(
 def _detail(c: dict[str, Any]) -> Any:
     now = utcnow()
     out = table(f"Campaign {c['id']}", "field", "value")
-    out.add_row("status", styled(c["status"]) + (f" ({c['reason']})" if c["reason"] else ""))
-    out.add_row("action", c["action"])
-    out.add_row("targets", c["selector"] or "explicit device ids")
-    out.add_row("note", dash(c["note"]))
+    render.row(out, "status", styled(c["status"]) + (f" ({printable(c['reason'])})" if c["reason"] else ""))
+    render.row(out, "action", c["action"])
+    render.row(out, "targets", c["selector"] or "explicit device ids")
+    render.row(out, "note", dash(c["note"]))
     w = c["waves"]
-    out.add_row("waves", f"{w['released']}/{w['count']} released, {w['size']:,} devices each")
+    render.row(out, "waves", f"{w['released']}/{w['count']} released, {w['size']:,} devices each")
     if w["interval_seconds"]:
-        out.add_row("wave interval", f"{w['interval_seconds']} s")
+        render.row(out, "wave interval", f"{w['interval_seconds']} s")
     if w["next_at"]:
-        out.add_row("next wave", relative(w["next_at"], now))
-    out.add_row("min success", f"{w['min_success_pct']}%" if w["min_success_pct"] is not None else "—")
-    out.add_row("max failure", f"{w['max_failure_pct']}%" if w["max_failure_pct"] is not None else "—")
+        render.row(out, "next wave", relative(w["next_at"], now))
+    render.row(out, "min success", f"{w['min_success_pct']}%" if w["min_success_pct"] is not None else "—")
+    render.row(out, "max failure", f"{w['max_failure_pct']}%" if w["max_failure_pct"] is not None else "—")
     for name in ("targeted", "queued", "pending", "acked", "failed", "expired", "cancelled", "pushed"):
-        out.add_row(name, f"{c['counts'][name]:,}")
-    out.add_row("created", relative(c["created_at"], now))
-    out.add_row("finished", relative(c["finished_at"], now) if c["finished_at"] else "—")
+        render.row(out, name, f"{c['counts'][name]:,}")
+    render.row(out, "created", relative(c["created_at"], now))
+    render.row(out, "finished", relative(c["finished_at"], now) if c["finished_at"] else "—")
     return out
 
 
@@ -138,7 +154,7 @@ def watch(
             w = campaign["waves"]
             elapsed = time.monotonic() - first[0]
             rate = (campaign["counts"]["acked"] - first[1]) / elapsed if elapsed > 0 else 0.0
-            progress.update(header, completed=w["released"], extra=styled(campaign["status"]))
+            progress.update(header, completed=w["released"], extra=styled(campaign["status"]).markup)
             for name, _ in BARS:
                 extra = f"{rate:,.1f} acks/s while watched" if name == "acked" else ""
                 progress.update(tasks[name], completed=campaign["counts"][name], extra=extra)
@@ -152,7 +168,7 @@ def watch(
         return
     if not console.is_terminal:
         console.line()  # Live ends without a newline when it is not drawing on a terminal
-    console.print(f"campaign {campaign_id} {styled(campaign['status'])}: {_progress_text(campaign)}")
+    console.print(f"campaign {escape(campaign_id)} {styled(campaign['status']).markup}: {_progress_text(campaign)}")
 
 
 @app.command(context_settings=CONTEXT)
@@ -206,7 +222,7 @@ def cancel(
         campaign = fleet.get_campaign(db, campaign_id)
     if not yes and campaign["status"] != "cancelled":
         pending = campaign["counts"]["queued"] + campaign["counts"]["pending"]
-        confirm(f"Cancel campaign {campaign_id} ({pending:,} commands not yet done) on {st.masked_url}?")
+        confirm(f"Cancel campaign {printable(campaign_id)} ({pending:,} commands not yet done) on {st.masked_url}?")
     with st.session() as db:
         campaign = fleet.cancel(db, campaign_id, actor=audit.cli_actor())
     _done(campaign, json_output, "cancelled")
@@ -216,4 +232,4 @@ def _done(campaign: dict[str, Any], json_output: bool, verb: str) -> None:
     if json_output:
         print_json(campaign)
         return
-    note(f"[green]✅ campaign {campaign['id']} {verb}[/green]: {_progress_text(campaign)}")
+    note(f"[green]✅ campaign {escape(campaign['id'])} {verb}[/green]: {_progress_text(campaign)}")

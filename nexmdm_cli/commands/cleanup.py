@@ -11,16 +11,16 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from nexmdm_cli import render
 from nexmdm_cli.errors import EXIT_LOCKED
-from nexmdm_cli.render import JsonOption, note, show, table
+from nexmdm_cli.render import JsonOption, escape, note, show, table
 from nexmdm_cli.state import err_console, print_json, state
 
 
-def _days(help_text: str) -> Any:
-    return typer.Option(min=0, max=36500, metavar="N", help=help_text)
+def _days(help_text: str, least: int = 0) -> Any:
+    return typer.Option(min=least, max=36500, metavar="N", help=help_text)
 
 
 def cleanup(
@@ -36,7 +36,7 @@ def cleanup(
         int | None, _days("Keep APK download events this many days (default: NEXMDM_DOWNLOAD_RETENTION_DAYS).")
     ] = None,
     audit_days: Annotated[
-        int | None, _days("Keep audit events this many days (default: NEXMDM_AUDIT_RETENTION_DAYS).")
+        int | None, _days("Keep audit events this many days, at least 1 (default: NEXMDM_AUDIT_RETENTION_DAYS).", 1)
     ] = None,
     webhook_days: Annotated[
         int | None, _days("Keep finished webhook deliveries this many days (default: NEXMDM_WEBHOOK_RETENTION_DAYS).")
@@ -48,6 +48,7 @@ def cleanup(
 
     Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
     """
+    from core.events import audit
     from core.ops import locks
 
     st = state(ctx)
@@ -67,10 +68,17 @@ def cleanup(
         if not acquired:
             holder = locks.lock_holder(st.engine)
             by = f" ({escape(holder)})" if holder else ""
-            note(f"[red]error:[/red] another cleanup holds the lock{by} on {st.masked_url}; nothing done, try later")
+            note(
+                f"[red]error:[/red] another cleanup holds the lock{by} on {escape(st.masked_url)}; "
+                "nothing done, try later"
+            )
             raise typer.Exit(code=EXIT_LOCKED)
-        note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{st.masked_url}[/bold]")
+        note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{escape(st.masked_url)}[/bold]")
         results = _run(st.session_factory, retention, dry_run=dry_run, lock_lost=acquired.lost)
+        if not dry_run:  # deleting rows is an operator's decision: say who, with which periods, and how many
+            with st.session() as db:
+                deleted = {entity: result["deleted"] for entity, result in results.items()}
+                audit.record(db, audit.cli_actor(), "retention.cleanup", None, days=retention, deleted=deleted)
 
     key = "would_delete" if dry_run else "deleted"
     if json_output:
@@ -86,7 +94,7 @@ def cleanup(
     )
     for entity, result in results.items():
         cutoff, seconds = result["cutoff"].strftime("%Y-%m-%d %H:%M"), f"{result['latency_ms'] / 1000:.2f}"
-        out.add_row(entity, str(retention[entity]), cutoff, f"{result[key]:,}", seconds)
+        render.row(out, entity, str(retention[entity]), cutoff, f"{result[key]:,}", seconds)
     show(out)
 
 

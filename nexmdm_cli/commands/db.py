@@ -14,9 +14,11 @@ from contextlib import contextmanager, redirect_stdout
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.text import Text
 
 from core.base.errors import InvalidArgument, LockTimeout, NexMDMError
-from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, show, table
+from nexmdm_cli import render
+from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, escape, group, note, show, table
 from nexmdm_cli.state import print_json, state
 
 if TYPE_CHECKING:
@@ -181,7 +183,7 @@ def current(ctx: typer.Context, json_output: JsonOption = False) -> None:
         print_json(data)
         return
     mark = "[green](head)[/green]" if rev == head else f"[yellow](head is {head}: run `nexmdm db upgrade`)[/yellow]"
-    show(f"{data['database']}: {rev or 'not migrated'} {mark}")
+    show(f"{escape(data['database'])}: {escape(rev or 'not migrated')} {mark}")
 
 
 @app.command(context_settings=CONTEXT)
@@ -203,8 +205,12 @@ def history(ctx: typer.Context, json_output: JsonOption = False) -> None:
         return
     out = table("Migrations (newest first)", "revision", "parent", "message", "")
     for item in items:
-        marks = [m for m, on in (("head", item["is_head"]), ("[green]current[/green]", item["is_current"])) if on]
-        out.add_row(item["revision"], item["down_revision"] or "base", item["message"] or "", ", ".join(marks))
+        marks = Text(", ").join(
+            Text(m, style=style)
+            for m, style, on in (("head", "", item["is_head"]), ("current", "green", item["is_current"]))
+            if on
+        )
+        render.row(out, item["revision"], item["down_revision"] or "base", item["message"] or "", marks)
     show(out)
 
 

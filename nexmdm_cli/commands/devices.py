@@ -6,10 +6,11 @@ from datetime import timedelta
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from core.base.clock import utcnow
 from core.base.errors import InvalidArgument
-from nexmdm_cli import sparklines
+from nexmdm_cli import render, sparklines
 from nexmdm_cli.render import (
     CONTEXT,
     JsonOption,
@@ -17,8 +18,10 @@ from nexmdm_cli.render import (
     battery,
     confirm,
     dash,
+    escape,
     group,
     note,
+    printable,
     relative,
     show,
     stamp,
@@ -59,7 +62,7 @@ def list_devices(
         return
     if not items:
         if selector is not None:
-            show(f"No device matches {selector!r}.")
+            show(f"No device matches {escape(repr(selector))}.")
             return
         show("No offline devices." if offline else "No devices yet: enroll one with a `nexmdm tokens create` token.")
         return
@@ -67,7 +70,8 @@ def list_devices(
     title = "Offline devices" if offline else "Devices"
     out = table(title, "device", "state", "last seen", "battery", "network", "agent", "labels")
     for item in items:
-        out.add_row(
+        render.row(
+            out,
             item["device_id"],
             styled(item["state"]),
             relative(item["last_seen_at"], now),
@@ -107,28 +111,34 @@ def show_device(
         print_json(data)
         return
     out = table(f"Device {device_id}", "field", "value")
-    out.add_row("state", styled(data["state"]))
-    out.add_row("last seen", f"{relative(data['last_seen_at'], now)} ({stamp(data['last_seen_at'])})")
-    out.add_row("status", dash(data["status"]))
-    out.add_row("battery", battery(data["battery_pct"], data["plugged"]))
-    out.add_row("plugged", yes_no(data["plugged"]))
-    out.add_row("network", dash(data["network_type"]))
-    out.add_row("agent version", dash(data["agent_version"]))
-    out.add_row("model", dash(data["model"]))
-    out.add_row("OS version", dash(data["os_version"]))
-    out.add_row("push token", "yes" if data["has_fcm_token"] else "[yellow]none (polling only)[/yellow]")
-    out.add_row("enrolled", f"{stamp(data['enrolled_at'])} ({relative(data['enrolled_at'], now)})")
-    out.add_row("revoked", stamp(data["revoked_at"]) if data["revoked_at"] else "no")
-    out.add_row("generation", str(data["generation"]))
-    out.add_row("heartbeats stored", f"{data['heartbeats_stored']:,}")
+    render.row(out, "state", styled(data["state"]))
+    render.row(out, "last seen", f"{relative(data['last_seen_at'], now)} ({stamp(data['last_seen_at'])})")
+    render.row(out, "status", dash(data["status"]))
+    render.row(out, "battery", battery(data["battery_pct"], data["plugged"]))
+    render.row(out, "plugged", yes_no(data["plugged"]))
+    render.row(out, "network", dash(data["network_type"]))
+    render.row(out, "agent version", dash(data["agent_version"]))
+    render.row(out, "model", dash(data["model"]))
+    render.row(out, "OS version", dash(data["os_version"]))
+    render.row(out, "push token", "yes" if data["has_fcm_token"] else Text("none (polling only)", style="yellow"))
+    render.row(out, "enrolled", f"{stamp(data['enrolled_at'])} ({relative(data['enrolled_at'], now)})")
+    render.row(out, "revoked", stamp(data["revoked_at"]) if data["revoked_at"] else "no")
+    render.row(out, "generation", str(data["generation"]))
+    render.row(out, "heartbeats stored", f"{data['heartbeats_stored']:,}")
     heard = sum(1 for slot in day if slot["beats"])
-    out.add_row(
+    render.row(
+        out,
         "heard from (24h)",
-        f"[green]{sparklines.presence(day)}[/green]\n[dim]{'24h ago'.ljust(PRESENCE_SLOTS - 3)}now[/dim]\n"
-        f"[dim]{heard} of {PRESENCE_SLOTS} half-hours with a heartbeat[/dim]",
+        Text.assemble(
+            (sparklines.presence(day), "green"),
+            (
+                f"\n{'24h ago'.ljust(PRESENCE_SLOTS - 3)}now\n{heard} of {PRESENCE_SLOTS} half-hours with a heartbeat",
+                "dim",
+            ),
+        ),
     )
-    out.add_row("pending commands", str(data["pending_commands"]))
-    out.add_row("labels", ", ".join(f"{k}={v}" for k, v in data["labels"].items()) or "—")
+    render.row(out, "pending commands", str(data["pending_commands"]))
+    render.row(out, "labels", ", ".join(f"{k}={v}" for k, v in data["labels"].items()) or "—")
     show(out)
 
 
@@ -158,7 +168,7 @@ def revoke(
     if json_output:
         print_json(data)
         return
-    note(f"[green]✅ device {device_id} revoked on {st.masked_url}[/green]")
+    note(f"[green]✅ device {escape(device_id)} revoked on {escape(st.masked_url)}[/green]")
 
 
 @app.command(context_settings=CONTEXT)
@@ -194,20 +204,21 @@ def label(
         if json_output:
             print_json({"device_id": device_id, "labels": labels})
             return
-        note(f"[green]✅ {device_id}: {', '.join(f'{k}={v}' for k, v in labels.items()) or 'no labels'}[/green]")
+        shown = ", ".join(f"{k}={v}" for k, v in labels.items()) or "no labels"
+        note(f"[green]✅ {escape(device_id)}: {escape(shown)}[/green]")
         return
     parsed = selectors.parse(selector)
     with st.session() as db:
         matched = selectors.count_matching(db, parsed, st.settings)
     if matched > 1 and not yes:
-        confirm(f"Change labels on {matched:,} devices matching {selector!r} on {st.masked_url}?")
+        confirm(f"Change labels on {matched:,} devices matching {printable(repr(selector))} on {st.masked_url}?")
     with st.session() as db:
         ids = selectors.matching_ids(parsed, st.settings)
         matched = labels_module.label_selected(db, ids, to_set, remove, selector=parsed.text, actor=audit.cli_actor())
     if json_output:
         print_json({"selector": parsed.text, "matched": matched})
         return
-    note(f"[green]✅ labels changed on {matched:,} devices matching {selector!r}[/green]")
+    note(f"[green]✅ labels changed on {matched:,} devices matching {escape(repr(selector))}[/green]")
 
 
 @app.command(context_settings=CONTEXT)
@@ -229,5 +240,5 @@ def labels(
         return
     out = table("Labels", "key", "value", "devices")
     for item in items:
-        out.add_row(item["key"], item["value"] or '""', f"{item['devices']:,}")
+        render.row(out, item["key"], item["value"] or '""', f"{item['devices']:,}")
     show(out)

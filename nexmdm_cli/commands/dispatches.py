@@ -6,12 +6,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Group
+from rich.text import Text
 
 from core.base.clock import utcnow
 from core.base.durations import format_duration, parse_duration
 from core.base.errors import InvalidArgument
 from core.base.statuses import COMMAND_STATUSES
-from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, ms, note, relative, show, stamp, styled, table
+from nexmdm_cli import render
+from nexmdm_cli.render import CONTEXT, JsonOption, dash, escape, group, ms, note, relative, show, stamp, styled, table
 from nexmdm_cli.state import print_json, state
 
 app = group("Commands dispatched to devices: statistics, one command, recent commands, cancel.")
@@ -42,24 +44,24 @@ def stats(
 def _counts(title: str, counts: dict[str, int], total: int) -> Any:
     out = table(title, "value", "count", "share")
     for key, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        out.add_row(styled(key), f"{count:,}", f"{count / total:.1%}" if total else "—")
+        render.row(out, styled(key), f"{count:,}", f"{count / total:.1%}" if total else "—")
     return out
 
 
 def _stats_tables(data: dict[str, Any], window: str) -> list[Any]:
     total = data["total"]
     summary = table(f"Dispatches in the last {window}", "measure", "value")
-    summary.add_row("commands", f"{total:,}")
-    summary.add_row("requests (commands + replays)", f"{data['requests']:,}")
-    summary.add_row("replays", f"{data['replays']:,}")
-    rate = f"{data['idempotency_hit_rate']:.1%}"
+    render.row(summary, "commands", f"{total:,}")
+    render.row(summary, "requests (commands + replays)", f"{data['requests']:,}")
+    render.row(summary, "replays", f"{data['replays']:,}")
+    rate = Text(f"{data['idempotency_hit_rate']:.1%}")
     if data["idempotency_hit_rate_high"]:
-        rate = f"[yellow]{rate} (above {HIT_RATE_WARNING:.0%}: clients are retrying a lot)[/yellow]"
-    summary.add_row("idempotency hit rate", rate)
+        rate = Text(f"{rate} (above {HIT_RATE_WARNING:.0%}: clients are retrying a lot)", style="yellow")
+    render.row(summary, "idempotency hit rate", rate)
     for label, key in (("push latency", "push_latency_ms"), ("ack latency", "ack_latency_ms")):
         lat = data[key]
         value = f"p50 {ms(lat['p50'])} · p95 {ms(lat['p95'])} ({lat['count']:,} known)" if lat["count"] else "—"
-        summary.add_row(label, value)
+        render.row(summary, label, value)
     if not total:
         return [summary]
     return [
@@ -87,22 +89,24 @@ def show_dispatch(
     now = utcnow()
     out = table(f"Command {request_id}", "field", "value")
     for name in ("device_id", "action", "payload"):
-        out.add_row(name, dash(data[name]))
-    out.add_row("status", styled(data["status"]))
-    out.add_row("push (FCM) status", styled(data["fcm_status"]))
-    out.add_row("created", f"{stamp(data['created_at'])} ({relative(data['created_at'], now)})")
-    out.add_row("push attempts", str(data["attempts"]))
-    out.add_row("last push error", dash(data["last_error"]))
+        render.row(out, name, dash(data[name]))
+    render.row(out, "status", styled(data["status"]))
+    render.row(out, "push (FCM) status", styled(data["fcm_status"]))
+    render.row(out, "created", f"{stamp(data['created_at'])} ({relative(data['created_at'], now)})")
+    render.row(out, "push attempts", str(data["attempts"]))
+    render.row(out, "last push error", dash(data["last_error"]))
     if data["next_attempt_at"] and data["fcm_status"] == "pending":
-        out.add_row("next push attempt", f"{stamp(data['next_attempt_at'])} ({relative(data['next_attempt_at'], now)})")
-    out.add_row("FCM message id", dash(data["fcm_message_id"]))
-    out.add_row("replays", str(data["replay_count"]))
-    out.add_row("ack detail", dash(data["ack_detail"]))
+        render.row(
+            out, "next push attempt", f"{stamp(data['next_attempt_at'])} ({relative(data['next_attempt_at'], now)})"
+        )
+    render.row(out, "FCM message id", dash(data["fcm_message_id"]))
+    render.row(out, "replays", str(data["replay_count"]))
+    render.row(out, "ack detail", dash(data["ack_detail"]))
     steps = table("History", "status", "at (UTC)", "after")
     for step in data["history"]:
         after = step["at"] - data["created_at"]
         waited = format_duration(after) if after.total_seconds() else "—"
-        steps.add_row(styled(step["status"]), stamp(step["at"]), waited)
+        render.row(steps, styled(step["status"]), stamp(step["at"]), waited)
     show(Group(out, steps))
 
 
@@ -132,7 +136,8 @@ def list_dispatches(
     now = utcnow()
     out = table("Commands (newest first)", "request id", "device", "action", "status", "push", "created")
     for item in items:
-        out.add_row(
+        render.row(
+            out,
             item["request_id"],
             item["device_id"],
             item["action"],
@@ -159,4 +164,4 @@ def cancel(
     if json_output:
         print_json(data)
         return
-    note(f"[green]✅ command {request_id} {'cancelled' if changed else 'was already cancelled'}[/green]")
+    note(f"[green]✅ command {escape(request_id)} {'cancelled' if changed else 'was already cancelled'}[/green]")

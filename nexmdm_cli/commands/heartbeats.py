@@ -6,11 +6,26 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from core.base.clock import utcnow
 from core.base.durations import parse_duration
-from nexmdm_cli import sparklines
-from nexmdm_cli.render import CONTEXT, JsonOption, battery, dash, group, relative, show, stamp, styled, table, yes_no
+from nexmdm_cli import render, sparklines
+from nexmdm_cli.render import (
+    CONTEXT,
+    JsonOption,
+    battery,
+    dash,
+    escape,
+    group,
+    printable,
+    relative,
+    show,
+    stamp,
+    styled,
+    table,
+    yes_no,
+)
 from nexmdm_cli.state import out_console, print_json, state
 
 app = group("Heartbeats: what each device has been reporting.")
@@ -44,7 +59,7 @@ def show_heartbeats(
         return
     if not beats:
         hint = f"last seen {relative(last_seen, now)}" if last_seen else "it has never sent one"
-        show(f"No heartbeats from {device_id} in the last {since.strip()} ({hint}).")
+        show(f"No heartbeats from {escape(device_id)} in the last {escape(since.strip())} ({hint}).")
         return
     out = table(
         f"Heartbeats of {device_id}, last {since.strip()} (newest first)",
@@ -57,7 +72,8 @@ def show_heartbeats(
         "agent",
     )
     for beat in beats:
-        out.add_row(
+        render.row(
+            out,
             relative(beat["received_at"], now),
             stamp(beat["received_at"]),
             styled(beat["status"]),
@@ -87,9 +103,9 @@ def _trend(slots: list[dict[str, Any]], window: str) -> Table:
     grid.add_column(style="bold", no_wrap=True, min_width=7)
     grid.add_column(no_wrap=True, min_width=len(slots))
     span = f"{levels[0]}% → {levels[-1]}%, min {min(levels)}%, max {max(levels)}%" if levels else "no readings"
-    grid.add_row("battery", f"[green]{sparklines.battery(slots)}[/green]")
-    grid.add_row("", f"[dim]{span}[/dim]")
-    grid.add_row("network", sparklines.network(slots))
-    grid.add_row("", f"[dim]{sparklines.network_legend(slots)}[/dim]")
-    grid.add_row("", f"[dim]{f'{window} ago'.ljust(len(slots) - 3)}now[/dim]")
+    render.row(grid, "battery", Text(sparklines.battery(slots), style="green"))
+    render.row(grid, "", Text(span, style="dim"))
+    render.row(grid, "network", sparklines.network(slots))
+    render.row(grid, "", Text(printable(sparklines.network_legend(slots)), style="dim"))
+    render.row(grid, "", Text(f"{printable(window)} ago".ljust(len(slots) - 3) + "now", style="dim"))
     return grid

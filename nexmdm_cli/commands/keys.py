@@ -8,7 +8,20 @@ import typer
 
 from core.base.clock import utcnow
 from core.base.errors import NotFound
-from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, relative, secret_once, show, styled
+from nexmdm_cli import render
+from nexmdm_cli.render import (
+    CONTEXT,
+    JsonOption,
+    YesOption,
+    confirm,
+    escape,
+    group,
+    note,
+    relative,
+    secret_once,
+    show,
+    styled,
+)
 from nexmdm_cli.render import table as make_table
 from nexmdm_cli.state import print_json, state
 
@@ -35,7 +48,10 @@ def create(
     if json_output:
         print_json(key | {"secret": secret})
         return
-    note(f"Admin key [bold]{name}[/bold] ({key['id']}, role {key['role']}) on {st.masked_url}")
+    note(
+        f"Admin key [bold]{escape(name)}[/bold] ({escape(key['id'])}, role {escape(key['role'])}) "
+        f"on {escape(st.masked_url)}"
+    )
     secret_once("admin key", secret)
 
 
@@ -55,7 +71,8 @@ def list_keys(ctx: typer.Context, json_output: JsonOption = False) -> None:
     now = utcnow()
     out = make_table("Admin keys", "name", "id", "role", "state", "created", "last used")
     for item in items:
-        out.add_row(
+        render.row(
+            out,
             item["name"],
             item["id"],
             item["role"],
@@ -88,4 +105,4 @@ def revoke(
     if json_output:
         print_json(key)
         return
-    note(f"[green]✅ admin key {name} revoked on {st.masked_url}[/green]")
+    note(f"[green]✅ admin key {escape(name)} revoked on {escape(st.masked_url)}[/green]")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from core.base.errors import DatabaseUnavailable
-from nexmdm_cli.render import CONTEXT, JsonOption, group, note, show
+from nexmdm_cli.render import CONTEXT, JsonOption, escape, group, note, show
 from nexmdm_cli.state import first_line, print_json, state
 
 if TYPE_CHECKING:  # Alembic, SQLAlchemy and the models are imported by the check itself, not by --help
@@ -155,7 +155,7 @@ def check(ctx: typer.Context, json_output: JsonOption = False) -> None:
     st.require_database()
     try:
         with st.engine.connect() as conn:
-            note(f"Checking [bold]{st.masked_url}[/bold] against the models")
+            note(f"Checking [bold]{escape(st.masked_url)}[/bold] against the models")
             problems = find_problems(conn)
     except OperationalError as exc:
         raise DatabaseUnavailable(f"cannot reach the database {st.masked_url}: {first_line(exc)}") from None
@@ -165,7 +165,7 @@ def check(ctx: typer.Context, json_output: JsonOption = False) -> None:
         show("[green]✅ Schema validation passed![/green]")
     else:
         for problem in problems:
-            show(f"[red]❌[/red] {problem['problem']}")
+            show(f"[red]❌[/red] {escape(problem['problem'])}")
     if problems:
         note(f"[red]schema check failed: {len(problems)} problem{'s' if len(problems) != 1 else ''}[/red]")
         raise typer.Exit(code=1)

@@ -10,8 +10,11 @@ import typer
 
 from core.base.durations import parse_duration
 from core.base.errors import InvalidArgument
-from nexmdm_cli.render import JsonOption, YesOption, confirm, note, show, table
+from nexmdm_cli import render
+from nexmdm_cli.render import JsonOption, YesOption, confirm, escape, note, show, table
 from nexmdm_cli.state import print_json, state
+
+# loaded by the command, not by `nexmdm --help`
 
 
 def percent(text: str | None, option: str) -> float | None:
@@ -121,17 +124,17 @@ def send(
         if json_output:
             print_json({"dry_run": True, "plain": plain, **preview})
             return
-        note(f"{action} would go to {preview['matched']:,} devices (dry run: nothing sent); a sample:")
+        note(f"{escape(action)} would go to {preview['matched']:,} devices (dry run: nothing sent); a sample:")
         out = table(None, "device")
         for device_id in preview["sample"]:
-            out.add_row(device_id)
+            render.row(out, device_id)
         show(out)
         return
     if preview["matched"] == 0:
         raise InvalidArgument("no device matches: nothing to send", field="--to")
     if preview["matched"] > 1 and not yes:
         confirm(f"Send {action} to {preview['matched']:,} devices on {st.masked_url}?")
-    note(f"idempotency key: {key} (retry with --idempotency-key {key} to never send twice)")
+    note(f"idempotency key: {escape(key)} (retry with --idempotency-key {escape(key)} to never send twice)")
     if plain:
         with st.session() as db:
             created, dispatch = dispatches.create_command(
@@ -147,7 +150,10 @@ def send(
             print_json(dispatch | {"created": created})
             return
         verb = "queued" if created else "already queued (same key)"
-        note(f"[green]✅ {action} {verb} for {devices[0]}: request {dispatch['request_id']}[/green]")
+        note(
+            f"[green]✅ {escape(action)} {verb} for {escape(devices[0])}: "
+            f"request {escape(dispatch['request_id'])}[/green]"
+        )
         return
     with st.session() as db:
         created, campaign = fleet.create_campaign(
@@ -170,7 +176,8 @@ def send(
         return
     waves_text = f"{campaign['waves']['count']} waves of {campaign['waves']['size']:,}"
     note(
-        f"[green]✅ campaign {campaign['id']} {'created' if created else 'already exists (same key)'}: {action} to "
+        f"[green]✅ campaign {escape(campaign['id'])} {'created' if created else 'already exists (same key)'}: "
+        f"{escape(action)} to "
         f"{campaign['targeted']:,} devices, {waves_text}[/green]"
     )
-    note(f"follow it: nexmdm campaigns watch {campaign['id']}")
+    note(f"follow it: nexmdm campaigns watch {escape(campaign['id'])}")

@@ -22,6 +22,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from nexmdm_cli import render
 from nexmdm_cli.errors import EXIT_USAGE
 from nexmdm_cli.state import CliState, err_console, out_console, print_json, state
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from nexmdm_cli.simulation import Simulation
 
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
+
+
 #: something to run beside a simulation (sending commands while devices heartbeat)
 During = Callable[["Simulation"], Coroutine[Any, Any, None]]
 
@@ -158,7 +161,8 @@ def render_report(report: dict[str, Any]) -> None:
     for column in ("endpoint", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(column, justify="left" if column == "endpoint" else "right")
     for endpoint, row in report["endpoints"].items():
-        table.add_row(
+        render.row(
+            table,
             endpoint,
             *(
                 str("-" if row[k] is None else row[k])
@@ -216,6 +220,7 @@ def simulate(
 ) -> None:
     """Simulate devices against a running API: enroll, heartbeat, fetch and acknowledge commands; report latency."""
     from core.enrollment import tokens as credentials
+    from core.events import audit
     from nexmdm_cli import simulation
 
     base = simulation.check_loopback(url)
@@ -227,7 +232,7 @@ def simulate(
         assert st is not None
         with st.session() as db:
             enrollment_token, _ = credentials.create_enrollment_token(
-                db, uses=devices, expires_in=timedelta(hours=1), note="nexmdm simulate"
+                db, uses=devices, expires_in=timedelta(hours=1), note="nexmdm simulate", actor=audit.cli_actor()
             )
     options: dict[str, Any] = {
         "url": base,

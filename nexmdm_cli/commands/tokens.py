@@ -9,7 +9,8 @@ import typer
 from core.base.clock import utcnow
 from core.base.durations import parse_duration
 from core.base.errors import InvalidArgument
-from nexmdm_cli.render import CONTEXT, JsonOption, dash, group, note, relative, secret_once, show, styled, table
+from nexmdm_cli import render
+from nexmdm_cli.render import CONTEXT, JsonOption, dash, escape, group, note, relative, secret_once, show, styled, table
 from nexmdm_cli.state import print_json, state
 
 #: core.enrollment.tokens.MAX_TOKEN_USES, spelled out for the help text (tests/cli/test_startup.py pins it)
@@ -49,7 +50,7 @@ def create(
         return
     plural = "s" if uses != 1 else ""
     note(
-        f"Enrollment token [bold]{token['id']}[/bold] on {st.masked_url}: {uses} use{plural}, "
+        f"Enrollment token [bold]{escape(token['id'])}[/bold] on {escape(st.masked_url)}: {uses} use{plural}, "
         f"expires {relative(token['expires_at'])}"
     )
     secret_once("enrollment token", secret)
@@ -59,7 +60,8 @@ def _rows(items: list[dict[str, Any]]) -> Any:
     now = utcnow()
     out = table("Enrollment tokens (newest first)", "id", "state", "uses", "expires", "created", "note")
     for item in items:
-        out.add_row(
+        render.row(
+            out,
             item["id"],
             styled(item["state"]),
             f"{item['uses']}/{item['max_uses']}",
@@ -105,4 +107,4 @@ def revoke(
     if json_output:
         print_json(token)
         return
-    note(f"[green]✅ enrollment token {token_id} revoked on {st.masked_url}[/green]")
+    note(f"[green]✅ enrollment token {escape(token_id)} revoked on {escape(st.masked_url)}[/green]")

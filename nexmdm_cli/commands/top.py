@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nexmdm_cli.render import JsonOption, note
+from nexmdm_cli.render import JsonOption, escape, note
 from nexmdm_cli.state import CliState, first_line, out_console, print_json, state
 
 #: the dedup share in the live view is taken over this many seconds of scrapes
@@ -224,7 +224,7 @@ def top(
 
         out_console.print(top_view.once(snap, st.masked_url, out_console.width, metrics.error if metrics else None))
         if metrics is not None and metrics.error:
-            note(f"[yellow]warning:[/yellow] {metrics.error}")
+            note(f"[yellow]warning:[/yellow] {escape(metrics.error)}")
         return
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how people leave top: a clean exit
         _live(st, metrics, interval, chosen)

@@ -10,7 +10,22 @@ import typer
 from core.base.clock import utcnow
 from core.base.errors import InvalidArgument
 from core.base.event_types import EVENT_TYPES
-from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, dash, group, note, relative, show, styled, table
+from nexmdm_cli import render
+from nexmdm_cli.render import (
+    CONTEXT,
+    JsonOption,
+    YesOption,
+    confirm,
+    dash,
+    escape,
+    group,
+    note,
+    printable,
+    relative,
+    show,
+    styled,
+    table,
+)
 from nexmdm_cli.state import print_json, state
 
 app = group("Webhooks: signed POSTs of fleet events (device.offline, command.failed...) to your URLs.")
@@ -48,7 +63,10 @@ def add(
     if json_output:
         print_json(endpoint | ({"secret": secret} if given is None else {}))
         return
-    note(f"Webhook [bold]{endpoint['id']}[/bold] → {endpoint['url']} for {', '.join(endpoint['events'])}")
+    note(
+        f"Webhook [bold]{escape(endpoint['id'])}[/bold] → {escape(endpoint['url'])} "
+        f"for {escape(', '.join(endpoint['events']))}"
+    )
     if given is None:
         note("[bold]Signing secret[/bold] (copy it now; verify NexMDM-Signature with it, see docs/webhooks.md):")
         typer.echo(secret)
@@ -70,7 +88,7 @@ def list_endpoints(ctx: typer.Context, json_output: JsonOption = False) -> None:
         return
     out = table("Webhooks", "id", "url", "events", "created")
     for item in items:
-        out.add_row(item["id"], item["url"], ", ".join(item["events"]), relative(item["created_at"]))
+        render.row(out, item["id"], item["url"], ", ".join(item["events"]), relative(item["created_at"]))
     show(out)
 
 
@@ -88,13 +106,13 @@ def remove(
     if not yes:
         with st.session() as db:
             webhooks.get_endpoint(db, endpoint_id)
-        confirm(f"Remove webhook {endpoint_id}? Its undelivered events are dropped")
+        confirm(f"Remove webhook {printable(endpoint_id)}? Its undelivered events are dropped")
     with st.session() as db:
         data = webhooks.remove_endpoint(db, endpoint_id, actor=audit.cli_actor())
     if json_output:
         print_json(data)
         return
-    note(f"[green]✅ webhook {endpoint_id} removed[/green]")
+    note(f"[green]✅ webhook {escape(endpoint_id)} removed[/green]")
 
 
 @app.command("test", context_settings=CONTEXT)
@@ -111,7 +129,10 @@ def send_test(
     if json_output:
         print_json({"endpoint_id": endpoint_id, "event_id": event_id})
         return
-    note(f"queued {event_id} for {endpoint_id}: see `nexmdm webhooks deliveries --endpoint {endpoint_id}`")
+    note(
+        f"queued {escape(event_id)} for {escape(endpoint_id)}: "
+        f"see `nexmdm webhooks deliveries --endpoint {escape(endpoint_id)}`"
+    )
 
 
 @app.command(context_settings=CONTEXT)
@@ -141,7 +162,8 @@ def deliveries(
     )
     for item in items:
         last = dash(item["last_error"]) if item["last_error"] else dash(item["last_status_code"])
-        out.add_row(
+        render.row(
+            out,
             str(item["id"]),
             item["event_id"],
             item["event_type"],
@@ -168,4 +190,4 @@ def redeliver(
     if json_output:
         print_json(data)
         return
-    note(f"delivery {delivery_id} ({data['event_id']}) queued again")
+    note(f"delivery {escape(delivery_id)} ({escape(data['event_id'])}) queued again")

@@ -137,3 +137,27 @@ def test_a_node_imports_the_files_it_holds_at_start(
         while blob_count(session_factory) != (1, 4):  # no download needed: the maintenance thread's first round
             assert time.monotonic() < deadline, "not imported"
             time.sleep(0.05)
+
+
+def test_a_cached_file_changed_to_the_same_size_is_never_served(
+    settings: Settings, engine, admin: dict[str, str], session_factory, tmp_path: Path
+) -> None:
+    """Issue #21: the cache was checked only by size, so a same-size change was served under the old ETag."""
+    a, b = node(settings, "a", tmp_path), node(settings, "b", tmp_path)
+    with session_factory.begin() as db:
+        apk.add_build(db, a, source=io.BytesIO(APK), version_code=6, version_name="6")
+    sha = hashlib.sha256(APK).hexdigest()
+    with TestClient(create_app(b)) as node_b:
+        first = node_b.get("/v1/apk/download/latest", headers=admin)
+        assert first.status_code == 200 and first.content == APK
+        cached = tmp_path / "b" / "apk-cache" / f"{sha}.apk"
+        cached.chmod(0o600)
+        with cached.open("r+b") as handle:  # same size, other bytes, in place (same inode)
+            handle.seek(len(APK) // 2)
+            handle.write(b"\xff" * 4096)
+        assert cached.stat().st_size == len(APK)
+        again = node_b.get("/v1/apk/download/latest", headers=admin)
+        assert again.status_code == 200 and again.headers["etag"] == f'"{sha}"'
+        assert hashlib.sha256(again.content).hexdigest() == sha
+        assert cached.read_bytes() == APK  # filled again from the database
+        assert cached.stat().st_mode & 0o222 == 0  # read-only, as it was checked

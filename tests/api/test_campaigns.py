@@ -106,6 +106,22 @@ def test_bad_campaigns_are_precise_problems(client, admin, session_factory) -> N
     assert client.post("/v1/campaigns", json={"action": "sync", "selector": "all"}).status_code == 401
 
 
+def test_control_characters_in_a_selector_are_422_everywhere(client, admin, session_factory) -> None:
+    """Issue #21: a NUL inside a quoted value was a 500 on PostgreSQL; an ESC sequence was stored."""
+    with session_factory.begin() as db:
+        seed_many(db, 2)
+    for selector in ('@model="a\x00b"', '@model="\x1b[2J"', "store=\u202e24", "all\x9b"):
+        listed = client.get("/v1/devices", params={"selector": selector}, headers=admin)
+        assert listed.status_code == 422, (selector, listed.text)
+        campaign = _post(client, admin, {"action": "sync", "selector": selector})
+        assert campaign.status_code == 422, (selector, campaign.text)
+        bulk = client.post("/v1/devices/labels", json={"selector": selector, "set": {"a": "1"}}, headers=admin)
+        assert bulk.status_code == 422, (selector, bulk.text)
+        for answer in (listed, campaign, bulk):
+            assert answer.json()["code"] in ("invalid_selector", "validation_failed"), answer.json()
+    assert client.get("/v1/campaigns", headers=admin).json()["items"] == []
+
+
 def test_labels_selectors_and_tokens_over_http(
     client, admin, session_factory: sessionmaker[Session], make_token
 ) -> None:

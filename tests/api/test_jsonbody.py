@@ -12,6 +12,7 @@ import contextlib
 import gc
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from litestar import Litestar
+from litestar.routes import HTTPRoute
 
 from nexmdm_api.errors import ApiError
 from nexmdm_api.jsonbody import MAX_DEPTH, NAMED_UP_TO, check_json_body
@@ -182,3 +185,43 @@ def test_a_repeated_key_is_named_in_a_small_body_and_refused_in_a_big_one() -> N
 )
 def test_repeated_keys_are_counted_right_through_escapes(body: bytes, code: str | None) -> None:
     assert _code(body) == code
+
+
+# ------------------------------------------------------------------------------ every route with a body
+
+#: a value of the right shape for each path parameter (a body check comes before any lookup)
+PATH_VALUES = {"device_id": "dev_001", "request_id": "cmd-1", "campaign_id": "cmp_" + "0" * 26}
+HOSTILE = {
+    "repeated key": ("application/json", b'{"note":"a","note":"b"}', 400),
+    "wrong type": ("text/plain", b"{}", 415),
+    "30,000 levels": ("application/json", b"[" * 30_000 + b"]" * 30_000, 400),
+}
+
+
+def body_routes(app: Litestar) -> list[tuple[str, str, str]]:
+    """(method, path, auth) of every handler that takes a body (a ``data`` parameter), read from the app."""
+    found = []
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if "data" in handler.parsed_fn_signature.parameters:
+                path = re.sub(r"\{(\w+):\w+\}", lambda m: PATH_VALUES.get(m.group(1), "x1"), route.path)
+                for method in sorted(handler.http_methods):
+                    found.append((method, path, handler.opt.get("auth", "")))
+    return found
+
+
+def test_every_route_with_a_body_refuses_repeated_keys_wrong_types_and_deep_nesting(
+    client, admin: dict[str, str], enroll, make_token, auth
+) -> None:
+    """Issue #21: the campaign resume route took text/plain and repeated keys, and 30,000 levels were a 500."""
+    credentials = {"admin": admin, "device": auth(enroll()), "enrollment": auth(make_token())}
+    routes = body_routes(client.app)
+    assert ("POST", "/v1/campaigns/" + PATH_VALUES["campaign_id"] + "/resume", "admin") in routes
+    for method, path, auth in routes:
+        for name, (media_type, body, status) in HOSTILE.items():
+            headers = credentials[auth] | {"Content-Type": media_type}
+            response = client.request(method, path, content=body, headers=headers)
+            assert response.status_code == status, (method, path, name, response.text[:300])
+            assert response.headers["content-type"].startswith("application/problem+json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import tracemalloc
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from core import campaigns as fleet
 from core.access import keys as admin_keys
 from core.apk import builds as apk
+from core.base.errors import InvalidArgument
 from core.base.settings import Settings
 from core.commands import dispatches
 from core.enrollment import tokens as credentials
@@ -116,6 +118,7 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "campaigns pause": ("campaign.pause", _campaign, []),
     "campaigns resume": ("campaign.resume", lambda f, t: _campaign(f, t, paused=True), []),
     "campaigns cancel": ("campaign.cancel", _campaign, ["--yes"]),
+    "cleanup": ("retention.cleanup", lambda f, t: [], []),  # issue #21: deleting rows went unrecorded
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision
@@ -127,7 +130,6 @@ NOT_AUDITED = {
     "db revision": "writes a file, not the database",
     "db check": "read",
     "schema check": "read",
-    "cleanup": "retention by configured periods (logged per batch)",
     "heartbeats show": "read",
     "dispatches stats": "read",
     "dispatches show": "read",
@@ -149,7 +151,7 @@ NOT_AUDITED = {
     "top": "read",
     "serve": "runs the API (whose admin changes are audited as key:NAME)",
     "worker": "delivery (automatic changes are system:worker)",
-    "simulate": "load generator against an API",
+    "simulate": "load generator against an API; the token it creates is audited (test_simulate_audits_its_token)",
     "demo": "a throwaway embedded database",
 }
 
@@ -238,6 +240,35 @@ def test_export_jsonl_and_csv(cli: Cli, session_factory) -> None:
     one_error_line(bad)
 
 
+def test_csv_export_neutralises_formulas(cli: Cli, session_factory) -> None:
+    """Issue #21: a cell a spreadsheet reads as a formula (= + - @ TAB CR first) gets a leading quote."""
+    hostile = ['=HYPERLINK("https://evil.example/","x")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd"]
+    rows = [
+        {
+            "at": utcnow() - timedelta(seconds=i),
+            "actor": value,
+            "action": "device.label",
+            "target": value,
+            "client_address": value,
+            "outcome": "success",
+            "count": 1,
+            "details": {"n": i},
+        }
+        for i, value in enumerate(hostile)
+    ]
+    with session_factory.begin() as db:
+        db.execute(insert(AuditEvent), rows)
+    result = cli("audit", "export", "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    exported = list(csv.DictReader(io.StringIO(result.stdout, newline="")))
+    assert [row["actor"] for row in exported] == ["'" + value for value in reversed(hostile)]  # last written first
+    for row in exported:
+        assert row["target"] == row["client_address"] == row["actor"]
+        assert json.loads(row["details"])["n"] in range(len(hostile)) and row["count"] == "1"
+    jsonl = [json.loads(line) for line in cli("audit", "export").stdout.splitlines()]
+    assert [item["actor"] for item in jsonl] == hostile[::-1]  # JSON lines carry the stored values as they are
+
+
 def test_export_memory_does_not_grow_with_the_trail(cli: Cli, session_factory) -> None:
     """Streamed in keyset pages: exporting 10x the rows must not take anywhere near 10x the memory."""
 
@@ -271,3 +302,34 @@ def test_the_help_lists_the_events_core_knows() -> None:
     result = CliRunner().invoke(root, ["webhooks", "add", "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0
     assert [event for event in core_webhooks.EVENT_TYPES if event not in result.output] == []
+
+
+def test_cleanup_records_its_periods_and_counts_and_keeps_a_day_of_audit(cli: Cli, session_factory) -> None:
+    """Issue #21: `cleanup --audit-days 0` deleted the whole trail and recorded nothing."""
+    _seed(session_factory, 3)
+    refused = cli("cleanup", "--audit-days", "0")
+    assert refused.exit_code == 2 and "--audit-days" in refused.stderr
+    with session_factory() as db:
+        assert len(db.execute(select(AuditEvent)).all()) == 3
+    assert cli("cleanup", "--dry-run").exit_code == 0  # counting changes nothing: no row
+    result = cli("cleanup", "--audit-days", "1", "--heartbeats-days", "2")
+    assert result.exit_code == 0, result.stderr
+    with session_factory() as db:
+        rows = list(db.execute(select(AuditEvent).where(AuditEvent.action == "retention.cleanup")).scalars())
+    assert len(rows) == 1 and rows[0].actor.startswith("cli:")
+    assert rows[0].details["days"]["audit_events"] == 1 and rows[0].details["days"]["device_heartbeats"] == 2
+    assert rows[0].details["deleted"] == {entity: 0 for entity in rows[0].details["days"]}
+    with pytest.raises(InvalidArgument, match="at least 1"):
+        Settings(audit_retention_days=0)
+
+
+def test_simulate_audits_its_token(cli: Cli, session_factory) -> None:
+    """Issue #21: the enrollment token `nexmdm simulate` creates had no audit row."""
+    with socket.socket() as closed:  # a free port nobody listens on: the devices cannot enroll
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = cli("simulate", "--devices", "1", "--duration", "1", "--url", f"http://127.0.0.1:{port}")
+    assert result.exit_code == 1
+    with session_factory() as db:
+        rows = list(db.execute(select(AuditEvent)).scalars())
+    assert [(row.action, row.actor.startswith("cli:")) for row in rows] == [("token.create", True)]

@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import campaigns as fleet
@@ -470,3 +470,25 @@ def test_halts_and_completions_are_announced_and_audited(
     release.run_due(session_factory, settings)
     with session_factory.begin() as db:
         assert db.scalars(select(WebhookOutbox.event_type).order_by(WebhookOutbox.id)).all()[-1] == "campaign.completed"
+
+
+def test_a_campaign_over_the_cap_is_refused_before_anything_is_written(
+    session_factory: sessionmaker[Session], settings: Settings, engine: Engine
+) -> None:
+    """Issue #21: the cap was checked after the snapshot (300,011 devices, cap 3: 12.3 s of work per refusal)."""
+    _seed(session_factory, 5)
+    capped = settings.with_overrides(campaign_max_targets=3)
+    written: list[str] = []
+
+    def watch(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            written.append(statement)
+
+    event.listen(engine, "before_cursor_execute", watch)
+    try:
+        with pytest.raises(InvalidArgument, match=r"at most 3 \(NEXMDM_CAMPAIGN_MAX_TARGETS\)"):
+            _create(session_factory, capped)
+    finally:
+        event.remove(engine, "before_cursor_execute", watch)
+    assert written == []
+    assert _create(session_factory, settings.with_overrides(campaign_max_targets=5), key="k2")["targeted"] == 5

@@ -67,6 +67,11 @@ INVALID = [
     ("x in (" + ",".join(str(i) for i in range(65)) + ")", None, "at most 64 values"),
     (",".join(f"k{i}" for i in range(33)), None, "at most 32 terms"),
     ("k=" + "v" * 1100, None, "at most 1024 bytes"),
+    ('@model="a\x00b"', 9, "control character U+0000"),  # issue #21: a 500 on PostgreSQL
+    ('@model="\x1b[31mred"', 8, "control character U+001B"),
+    ("store=42,\x9b31m", 9, "control character U+009B"),
+    ("store=42,\tring=canary", 9, "control character U+0009"),
+    ("store=\u202e24", 6, "control character U+202E"),
 ]
 
 
