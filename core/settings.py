@@ -69,6 +69,7 @@ class Settings:
     webhook_backoff_seconds: float = 10.0
     webhook_backoff_max_seconds: float = 3600.0
     webhook_timeout_seconds: float = 10.0
+    webhook_response_max_bytes: int = 4096
     webhook_concurrency: int = 4
     cleanup_batch_size: int = 5000
     cleanup_lock_timeout_ms: int = 1000
@@ -136,6 +137,7 @@ class Settings:
             "command_ttl_seconds",
             "webhook_max_attempts",
             "webhook_concurrency",
+            "webhook_response_max_bytes",
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must be at least 1", field=name)
@@ -156,6 +158,8 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
+        if self.webhook_timeout_seconds <= 0:
+            raise InvalidArgument("NEXMDM_WEBHOOK_TIMEOUT_SECONDS must be above 0", field="webhook_timeout_seconds")
         object.__setattr__(self, "forwarded_allow_ips", check_forwarded_allow_ips(self.forwarded_allow_ips))
         self._check_nodes()
         self._check_public_url()
