@@ -60,7 +60,7 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     admin endpoints the key and its role (401/403, ``nexmdm_api.auth.authorize_admin``); then 415 for a
     body of the wrong type and 400 for a missing one, or one nested too deeply, not UTF-8 or with a
     repeated key (``nexmdm_api.jsonbody``)."""
-    precheck(request)
+    await precheck(request)
     if request.route_handler.opt.get("auth") == "admin":
         # the key and its role, with the failed-auth limiter, before a byte of the body is read (issue #11:
         # a bad key used to cost a 512 MB upload first)
