@@ -250,7 +250,7 @@ def get_settings(environ: dict[str, str] | None = None, **overrides: object) -> 
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = env.get(env_name(f.name))
-        if raw is None or raw == "":
+        if raw is None or (raw == "" and f.name != "forwarded_allow_ips"):  # an empty list trusts nobody
             continue
         if f.name in ("data_dir", "apk_dir", "fcm_credentials"):
             values[f.name] = Path(raw).expanduser()

@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
@@ -20,6 +21,7 @@ from nexmdm_api.auth import authorize_admin, precheck
 from nexmdm_api.background import background_lifespan
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
+from nexmdm_api.forwarded import ForwardedClient
 from nexmdm_api.jsonbody import check_json_body
 from nexmdm_api.openapi import (
     ActionsSchemaPlugin,
@@ -219,7 +221,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             }
         ),
         plugins=[problem_details_plugin(), ActionsSchemaPlugin(settings.actions), ClosedStructSchemaPlugin()],
-        middleware=[prometheus.middleware],
+        middleware=[
+            # the client behind a trusted proxy, only ever an address (``nexmdm serve`` leaves it to the app)
+            *(
+                [DefineMiddleware(ForwardedClient, trusted=settings.forwarded_allow_ips)]
+                if settings.forwarded_allow_ips
+                else []
+            ),
+            prometheus.middleware,
+        ],
         openapi_config=openapi_config(),
         request_max_body_size=MAX_BODY_BYTES,
     )
