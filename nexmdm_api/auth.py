@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio.to_thread
 from litestar import Request
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -185,14 +186,38 @@ async def authorize_admin(request: Request[Any, Any, Any]) -> None:
     except InvalidCredentials as exc:
         raise await refused_async(request, exc.message) from None
     if not credentials.role_allows(key["role"], needed):
-        action = request.route_handler.opt.get("action") or f"{request.method} {request.scope.get('path_template')}"
-        request.app.state.audit_buffer.add(f"key:{key['name']}", action, client_ip(request))
+        request.app.state.audit_buffer.add(f"key:{key['name']}", _action(request), client_ip(request))
         raise ApiError(
             403,
             f"the admin key {key['name']!r} has the role {key['role']}; this endpoint needs {needed}",
             code="insufficient_role",
         )
     request.state.admin_key = key
+
+
+def confirm_admin(request: Request[Any, Any, Any], db: Session | Connection) -> None:
+    """First in the transaction that writes for an admin request: is its key still valid, with the role?
+
+    :func:`authorize_admin` checked it when the headers arrived; the body came later (see
+    ``core.credentials.confirm_admin_key``). A key revoked meanwhile is 401, a role lowered 403.
+    """
+    key, needed = request.state.admin_key, request.route_handler.opt["role"]
+    try:
+        role = credentials.confirm_admin_key(db, key["id"])
+    except InvalidCredentials as exc:
+        _count_admin_failure(request)
+        raise unauthorized(exc.message) from None
+    if not credentials.role_allows(role, needed):
+        request.app.state.audit_buffer.add(f"key:{key['name']}", _action(request), client_ip(request))
+        raise ApiError(
+            403,
+            f"the admin key {key['name']!r} now has the role {role}; this endpoint needs {needed}",
+            code="insufficient_role",
+        )
+
+
+def _action(request: Request[Any, Any, Any]) -> str:
+    return request.route_handler.opt.get("action") or f"{request.method} {request.scope.get('path_template')}"
 
 
 def require_admin(request: Request[Any, Any, Any]) -> dict[str, Any]:
