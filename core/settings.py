@@ -91,6 +91,8 @@ class Settings:
     heartbeat_rate_per_minute: int = 60
     heartbeat_burst: int = 10
     apk_upload_max_mb: int = 512
+    apk_upload_timeout_seconds: float = 600.0
+    request_body_timeout_seconds: float = 30.0
     public_url: str = ""
     fcm_credentials: Path | None = None
     fcm_project_id: str = ""
@@ -158,8 +160,9 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
-        if self.webhook_timeout_seconds <= 0:
-            raise InvalidArgument("NEXMDM_WEBHOOK_TIMEOUT_SECONDS must be above 0", field="webhook_timeout_seconds")
+        for name in ("webhook_timeout_seconds", "request_body_timeout_seconds", "apk_upload_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(f"NEXMDM_{name.upper()} must be above 0", field=name)
         object.__setattr__(self, "forwarded_allow_ips", check_forwarded_allow_ips(self.forwarded_allow_ips))
         self._check_nodes()
         self._check_public_url()

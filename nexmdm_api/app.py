@@ -19,6 +19,7 @@ from nexmdm_api import metrics
 from nexmdm_api.auditbuffer import AuditBuffer
 from nexmdm_api.auth import authorize_admin, precheck
 from nexmdm_api.background import background_lifespan
+from nexmdm_api.bodydeadline import BodyDeadline
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
 from nexmdm_api.forwarded import ForwardedClient
@@ -229,6 +230,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 else []
             ),
             prometheus.middleware,
+            DefineMiddleware(
+                BodyDeadline,
+                seconds=settings.request_body_timeout_seconds,
+                upload_seconds=settings.apk_upload_timeout_seconds,
+            ),
         ],
         openapi_config=openapi_config(),
         request_max_body_size=MAX_BODY_BYTES,
