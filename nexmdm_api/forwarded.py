@@ -22,15 +22,15 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 _PEER = "nexmdm.peer"
 
 
-def is_address(host: str) -> bool:
-    """An IPv4 or IPv6 address (no zone: ``fe80::1%<anything>`` is no client of ours)."""
+def address(host: str) -> str | None:
+    """``host`` as an IPv4 or IPv6 address in its short form, or None (a zone, ``fe80::1%<anything>``,
+    is no client of ours: it can be as long as the sender likes)."""
     if "%" in host:
-        return False
+        return None
     try:
-        ipaddress.ip_address(host)
+        return str(ipaddress.ip_address(host))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 class ForwardedClient:
@@ -47,6 +47,8 @@ class ForwardedClient:
     async def _checked(self, scope: Any, receive: Any, send: Any) -> None:
         peer = scope.pop(_PEER, None)
         client = scope.get("client")
-        if client != peer and not (client and is_address(client[0])):
-            scope["client"] = peer  # a trusted peer sent something that is no address: keep the peer
+        if client != peer and client:
+            forwarded = address(client[0])
+            # a trusted peer that sent something that is no address: the request keeps the peer's
+            scope["client"] = (forwarded, client[1]) if forwarded else peer
         await self.app(scope, receive, send)

@@ -96,10 +96,11 @@ def test_a_forwarded_value_that_is_no_address_leaves_the_peer(
         codes = [httpx.get(f"{url}/v1/devices", headers={"X-Forwarded-For": value}).status_code for value in junk]
         assert codes == [401, 401, 429]  # counted against the peer, 127.0.0.1, not three made-up clients
         assert failures(url, "203.0.113.7", 1) == [401]  # a real address from the trusted peer still counts
-        assert httpx.get(f"{url}/v1/devices", headers={"X-Forwarded-For": "198.51.100.4"}).status_code == 401
+        assert httpx.get(f"{url}/v1/devices", headers={"X-Forwarded-For": "2001:DB8:0:0::4"}).status_code == 401
     with engine.connect() as conn:  # the refusals were written when the server stopped (or before)
         rows = conn.execute(select(AuditEvent.client_address, AuditEvent.count).where(AuditEvent.outcome == "denied"))
         counted: dict[str, int] = {}
         for address, count in rows:  # one row per minute: a run may straddle one
             counted[address] = counted.get(address, 0) + count
-    assert counted == {"127.0.0.1": 3, "198.51.100.4": 1}  # the device endpoint's 401 is no admin refusal
+    # the device endpoint's 401 is no admin refusal; an address is stored in its short form
+    assert counted == {"127.0.0.1": 3, "2001:db8::4": 1}
