@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
@@ -18,8 +19,10 @@ from nexmdm_api import metrics
 from nexmdm_api.auditbuffer import AuditBuffer
 from nexmdm_api.auth import authorize_admin, precheck
 from nexmdm_api.background import background_lifespan
+from nexmdm_api.bodydeadline import BodyDeadline
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
+from nexmdm_api.forwarded import ForwardedClient
 from nexmdm_api.jsonbody import check_json_body
 from nexmdm_api.openapi import (
     ActionsSchemaPlugin,
@@ -60,7 +63,7 @@ async def check_request(request: Request[Any, Any, Any]) -> None:
     admin endpoints the key and its role (401/403, ``nexmdm_api.auth.authorize_admin``); then 415 for a
     body of the wrong type and 400 for a missing one, or one nested too deeply, not UTF-8 or with a
     repeated key (``nexmdm_api.jsonbody``)."""
-    precheck(request)
+    await precheck(request)
     if request.route_handler.opt.get("auth") == "admin":
         # the key and its role, with the failed-auth limiter, before a byte of the body is read (issue #11:
         # a bad key used to cost a 512 MB upload first)
@@ -231,7 +234,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
             }
         ),
         plugins=[problem_details_plugin(), ActionsSchemaPlugin(settings.actions), ClosedStructSchemaPlugin()],
-        middleware=[prometheus.middleware],
+        middleware=[
+            # the client behind a trusted proxy, only ever an address (``nexmdm serve`` leaves it to the app)
+            *(
+                [DefineMiddleware(ForwardedClient, trusted=settings.forwarded_allow_ips)]
+                if settings.forwarded_allow_ips
+                else []
+            ),
+            prometheus.middleware,
+            DefineMiddleware(
+                BodyDeadline,
+                seconds=settings.request_body_timeout_seconds,
+                upload_seconds=settings.apk_upload_timeout_seconds,
+            ),
+        ],
         openapi_config=openapi_config(),
         request_max_body_size=MAX_BODY_BYTES,
     )

@@ -5,6 +5,11 @@ of writes: each refusal adds one to a counter keyed by (actor, action, address, 
 loop writes the counters every few seconds as one upsert per key (``core.events.audit.record_denied``),
 and the app writes what is left when it stops. The table of counters is bounded: past ``max_keys``,
 new keys fold into one ``*`` key per action and minute.
+
+Each row is written in a savepoint of its own: a row the database refuses (a value it cannot store, such
+as the 70-character "address" a forwarded header once gave) is counted under its action's ``*`` key
+instead, or dropped with a warning if even that is refused, and never holds the other rows back. Before,
+it failed the whole batch, which was kept and retried forever: no refusal was written again.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import threading
 from datetime import datetime
 
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.events import audit
@@ -53,14 +59,41 @@ class AuditBuffer:
             counts, self._counts = self._counts, {}
         if not counts:
             return 0
+        written = 0
         try:
             with sessions.begin() as db:
-                for (actor, action, address, at), count in sorted(counts.items(), key=lambda item: item[0][3]):
-                    audit.record_denied(db, actor=actor, action=action, address=address, at=at, count=count)
+                for key, count in sorted(counts.items(), key=lambda item: item[0][3]):
+                    written += _write(db, key, count)
         except Exception:
             with self._lock:
                 for key, count in counts.items():
                     if key in self._counts or len(self._counts) < self.max_keys:
                         self._counts[key] = self._counts.get(key, 0) + count
             raise
-        return sum(counts.values())
+        return written
+
+
+#: what a refused row raises: a value the database will not store (too long, out of range, a check), or
+#: one the driver cannot even send (text that is not UTF-8); a lost connection is none of these
+_ROW_REFUSED = (DataError, IntegrityError, ValueError)
+
+
+def _write(db: Session, key: Key, count: int) -> int:
+    """Write one counter in a savepoint; returns the refusals written (0 when the row was dropped)."""
+    actor, action, address, at = key
+    for who, where in ((actor, address), ("*", "*")):
+        try:
+            with db.begin_nested():
+                audit.record_denied(db, actor=who, action=action, address=where, at=at, count=count)
+        except _ROW_REFUSED as exc:
+            logger.warning(
+                "audit_refusal_row_refused actor=%r action=%r address=%r count=%d error=%s",
+                who[:80],
+                action[:80],
+                (where or "")[:80],
+                count,
+                exc.__class__.__name__,
+            )
+            continue
+        return count
+    return 0

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio.to_thread
 from litestar import Request
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -87,23 +88,53 @@ def _count_admin_failure(request: Request[Any, Any, Any]) -> None:
         request.app.state.audit_buffer.failed_auth(client_ip(request))
 
 
-def refused(request: Request[Any, Any, Any], detail: str) -> Exception:
-    """Count a failed authentication; 429 once the address is over its limit, else 401."""
-    _count_admin_failure(request)
-    wait = _limiter(request).fail(client_key(client_ip(request)))
+def _answer(detail: str, wait: float | None) -> Exception:
     if wait is not None:
         return rate_limited("too many failed authentications from this address", wait)
     return unauthorized(detail)
 
 
-def _token(request: Request[Any, Any, Any], prefixes: tuple[str, ...], what: str) -> str:
+def refused(request: Request[Any, Any, Any], detail: str) -> Exception:
+    """Count a failed authentication; 429 once the address is over its limit, else 401 (in a worker thread:
+    on the event loop use :func:`refused_async`, which never blocks the loop on Redis)."""
+    _count_admin_failure(request)
+    return _answer(detail, _limiter(request).fail(client_key(client_ip(request))))
+
+
+async def refused_async(request: Request[Any, Any, Any], detail: str) -> Exception:
+    """:func:`refused` for code on the event loop."""
+    _count_admin_failure(request)
+    return _answer(detail, await _limiter(request).fail_async(client_key(client_ip(request))))
+
+
+def _blocked(request: Request[Any, Any, Any], wait: float | None) -> Exception | None:
+    """A blocked address's 429 for a request without a token of the right kind (not counted again)."""
+    if wait is None:
+        return None
+    _count_admin_failure(request)
+    return rate_limited("too many failed authentications from this address", wait)
+
+
+def _of_kind(request: Request[Any, Any, Any], prefixes: tuple[str, ...]) -> str | None:
     token = bearer_token(request)
-    if token is None or not token.startswith(prefixes):
-        wait = _limiter(request).retry_after(client_key(client_ip(request)))
-        if wait is not None:
-            _count_admin_failure(request)
-            raise rate_limited("too many failed authentications from this address", wait)
-        raise refused(request, f"this endpoint needs {what} as 'Authorization: Bearer <token>'")
+    return token if token is not None and token.startswith(prefixes) else None
+
+
+def _token(request: Request[Any, Any, Any], prefixes: tuple[str, ...], what: str) -> str:
+    """The bearer token of the right kind, in a worker thread (:func:`_token_async` on the event loop)."""
+    token = _of_kind(request, prefixes)
+    if token is None:
+        blocked = _blocked(request, _limiter(request).retry_after(client_key(client_ip(request))))
+        raise blocked or refused(request, f"this endpoint needs {what} as 'Authorization: Bearer <token>'")
+    return token
+
+
+async def _token_async(request: Request[Any, Any, Any], prefixes: tuple[str, ...], what: str) -> str:
+    token = _of_kind(request, prefixes)
+    if token is None:
+        wait = await _limiter(request).retry_after_async(client_key(client_ip(request)))
+        blocked = _blocked(request, wait)
+        raise blocked or await refused_async(request, f"this endpoint needs {what} as 'Authorization: Bearer <token>'")
     return token
 
 
@@ -115,7 +146,7 @@ _KINDS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def precheck(request: Request[Any, Any, Any]) -> None:
+async def precheck(request: Request[Any, Any, Any]) -> None:
     """Before the body is read: refuse a request without a bearer token of the right kind (no database).
 
     Handlers declare who may call them with ``opt={"auth": "device" | "admin" | "enrollment" | "any"}``;
@@ -124,7 +155,7 @@ def precheck(request: Request[Any, Any, Any]) -> None:
     kind = request.route_handler.opt.get("auth")
     if kind is not None:
         prefixes, what = _KINDS[kind]
-        _token(request, prefixes, what)
+        await _token_async(request, prefixes, what)
 
 
 def require_device(request: Request[Any, Any, Any], db: Session) -> Device:
@@ -144,7 +175,7 @@ async def authorize_admin(request: Request[Any, Any, Any]) -> None:
     needed = request.route_handler.opt.get("role")
     if needed not in ROLES:  # a route without a declared role is refused, never open
         raise ApiError(500, "this endpoint declares no role", code="internal_error")
-    token = _token(request, *_KINDS["admin"])
+    token = await _token_async(request, *_KINDS["admin"])
     sessions = request.app.state.db.read_sessions
 
     def authenticate() -> dict[str, Any]:
@@ -156,16 +187,40 @@ async def authorize_admin(request: Request[Any, Any, Any]) -> None:
     try:
         key = await anyio.to_thread.run_sync(authenticate)
     except InvalidCredentials as exc:
-        raise refused(request, exc.message) from None
+        raise await refused_async(request, exc.message) from None
     if not admin_keys.role_allows(key["role"], needed):
-        action = request.route_handler.opt.get("action") or f"{request.method} {request.scope.get('path_template')}"
-        request.app.state.audit_buffer.add(f"key:{key['name']}", action, client_ip(request))
+        request.app.state.audit_buffer.add(f"key:{key['name']}", _action(request), client_ip(request))
         raise ApiError(
             403,
             f"the admin key {key['name']!r} has the role {key['role']}; this endpoint needs {needed}",
             code="insufficient_role",
         )
     request.state.admin_key = key
+
+
+def confirm_admin(request: Request[Any, Any, Any], db: Session | Connection) -> None:
+    """First in the transaction that writes for an admin request: is its key still valid, with the role?
+
+    :func:`authorize_admin` checked it when the headers arrived; the body came later (see
+    ``core.access.keys.confirm_admin_key``). A key revoked meanwhile is 401, a role lowered 403.
+    """
+    key, needed = request.state.admin_key, request.route_handler.opt["role"]
+    try:
+        role = admin_keys.confirm_admin_key(db, key["id"])
+    except InvalidCredentials as exc:
+        _count_admin_failure(request)
+        raise unauthorized(exc.message) from None
+    if not admin_keys.role_allows(role, needed):
+        request.app.state.audit_buffer.add(f"key:{key['name']}", _action(request), client_ip(request))
+        raise ApiError(
+            403,
+            f"the admin key {key['name']!r} now has the role {role}; this endpoint needs {needed}",
+            code="insufficient_role",
+        )
+
+
+def _action(request: Request[Any, Any, Any]) -> str:
+    return request.route_handler.opt.get("action") or f"{request.method} {request.scope.get('path_template')}"
 
 
 def require_admin(request: Request[Any, Any, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from core.base.errors import DatabaseUnavailable
 from core.base.settings import Settings
 from core.storage.engine import engine_from_settings, make_session_factory
 from core.storage.replica import ReadRouter, replica_engine
+from nexmdm_api.auth import confirm_admin
 from nexmdm_api.heartbeat_writer import HeartbeatWriter
 
 #: seconds to wait for a PostgreSQL connection to open, or for a free connection in the pool
@@ -174,6 +175,9 @@ async def provide_db(request: Request[Any, Any, Any]) -> AsyncIterator[Session]:
     else:
         factory = database.sessions
     session = factory()
+    if opt.get("auth") == "admin" and not opt.get("readonly"):
+        # the key again, first in the transaction that writes: the body may have come long after the guard
+        event.listen(session, "after_begin", lambda _s, _t, connection: confirm_admin(request, connection))
     if database.reads is not None and factory is database.reads.replica:
         session.info["replica"] = True  # credentials are still checked on the primary (nexmdm_api.auth)
     try:

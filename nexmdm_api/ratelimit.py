@@ -80,6 +80,14 @@ class FailureLimiter:
                 return None  # the first ``limit`` failures are plain 401s
             return max(failures[-self.limit] + self.window - now, 1.0)
 
+    async def retry_after_async(self, key: str) -> float | None:
+        """:meth:`retry_after` for code on the event loop (in memory: nothing to wait for)."""
+        return self.retry_after(key)
+
+    async def fail_async(self, key: str) -> float | None:
+        """:meth:`fail` for code on the event loop (in memory: nothing to wait for)."""
+        return self.fail(key)
+
     def _evict(self, now: float) -> None:
         """Forget keys whose last failure left the window, and the least recently failing ones while full.
 

@@ -119,6 +119,31 @@ class SharedFailureLimiter(FailureLimiter):
         )
         return remote
 
+    async def retry_after_async(self, key: str) -> float | None:
+        """:meth:`retry_after` through the asyncio client: a stalled Redis never blocks the event loop."""
+        if not self.enabled:
+            return None
+        window_ms = int(self.window * 1000)
+
+        async def remote() -> float | None:
+            script = self.link.ascript(_RETRY_AFTER)
+            return _seconds(await script(keys=self._key(key), args=[window_ms, self.limit]))
+
+        return await self.link.run_async("auth", remote, lambda: FailureLimiter.retry_after(self, key))
+
+    async def fail_async(self, key: str) -> float | None:
+        """:meth:`fail` through the asyncio client."""
+        if not self.enabled:
+            return None
+        window_ms = int(self.window * 1000)
+        local = FailureLimiter.fail(self, key)
+
+        async def remote() -> float | None:
+            script = self.link.ascript(_FAIL)
+            return _seconds(await script(keys=self._key(key), args=[window_ms, self.limit, uuid.uuid4().hex]))
+
+        return await self.link.run_async("auth", remote, lambda: local)
+
 
 class SharedTokenBucket(TokenBucket):
     """:class:`TokenBucket` kept in Redis; the in-process buckets are the fallback."""

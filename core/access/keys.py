@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -100,6 +100,23 @@ def authenticate_admin(db: Session, secret: str) -> dict[str, Any]:
     if key is None or not security.matches(secret, key.key_hash) or key.revoked_at is not None:
         raise InvalidCredentials("invalid admin key")
     return key_dict(key)
+
+
+def confirm_admin_key(db: Session | Connection, key_id: str) -> str:
+    """In the transaction that writes on a key's behalf: the key still exists and is not revoked; its role.
+
+    The key is checked when a request's headers arrive, but its body may come much later (a slow upload
+    landed 3 s after the key was revoked, a campaign 120 s after). Run first in the writing transaction,
+    this closes the gap: on PostgreSQL the key's row is share-locked until that transaction ends, so a
+    revocation that committed before is seen and one that comes later waits for the write; on SQLite the
+    write transaction holds the database's write lock from its first statement.
+    """
+    row = db.execute(
+        select(AdminKey.role, AdminKey.revoked_at).where(AdminKey.id == key_id).with_for_update(read=True)
+    ).first()
+    if row is None or row.revoked_at is not None:
+        raise InvalidCredentials("the admin key was revoked while the request was on its way")
+    return str(row.role)
 
 
 def key_use_is_stale(key: dict[str, Any], now: datetime | None = None) -> bool:

@@ -69,6 +69,7 @@ class Settings:
     webhook_backoff_seconds: float = 10.0
     webhook_backoff_max_seconds: float = 3600.0
     webhook_timeout_seconds: float = 10.0
+    webhook_response_max_bytes: int = 4096
     webhook_concurrency: int = 4
     cleanup_batch_size: int = 5000
     cleanup_lock_timeout_ms: int = 1000
@@ -90,6 +91,8 @@ class Settings:
     heartbeat_rate_per_minute: int = 60
     heartbeat_burst: int = 10
     apk_upload_max_mb: int = 512
+    apk_upload_timeout_seconds: float = 600.0
+    request_body_timeout_seconds: float = 30.0
     public_url: str = ""
     fcm_credentials: Path | None = None
     fcm_project_id: str = ""
@@ -137,6 +140,7 @@ class Settings:
             "webhook_max_attempts",
             "webhook_concurrency",
             "audit_retention_days",  # 0 would delete the whole trail (issue #21)
+            "webhook_response_max_bytes",
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must be at least 1", field=name)
@@ -156,6 +160,9 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must not be negative", field=name)
+        for name in ("webhook_timeout_seconds", "request_body_timeout_seconds", "apk_upload_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(f"NEXMDM_{name.upper()} must be above 0", field=name)
         object.__setattr__(self, "forwarded_allow_ips", check_forwarded_allow_ips(self.forwarded_allow_ips))
         self._check_nodes()
         self._check_public_url()
@@ -246,7 +253,7 @@ def get_settings(environ: dict[str, str] | None = None, **overrides: object) -> 
     values: dict[str, object] = {}
     for f in fields(Settings):
         raw = env.get(env_name(f.name))
-        if raw is None or raw == "":
+        if raw is None or (raw == "" and f.name != "forwarded_allow_ips"):  # an empty list trusts nobody
             continue
         if f.name in ("data_dir", "apk_dir", "fcm_credentials"):
             values[f.name] = Path(raw).expanduser()

@@ -11,6 +11,12 @@ Targets are checked at delivery time, after DNS resolution, and the connection g
 was checked (the Host header and TLS SNI keep the name): a name that resolves to a loopback, link-local,
 private or otherwise special address is refused unless ``NEXMDM_WEBHOOK_ALLOW_PRIVATE=true``, and a
 DNS answer that changes between check and connect (rebinding) cannot slip through.
+
+A receiver is never trusted to behave: one attempt ends at ``NEXMDM_WEBHOOK_TIMEOUT_SECONDS`` in total
+(connect, send, headers and body together, however slowly it trickles; always well inside the lease, so
+an event is never posted again while its first attempt still runs), and at most
+``NEXMDM_WEBHOOK_RESPONSE_MAX_BYTES`` of its answer's body is read (a 300 MB answer used to be held in
+memory whole).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import httpx
 from sqlalchemy import Table, and_, exists, select, true, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -58,6 +65,10 @@ def forbidden(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    elif isinstance(ip, ipaddress.IPv6Address) and ip.sixtofour is not None:
+        # 2002::/16 carries an IPv4 address that a 6to4 relay forwards to: judge that one
+        embedded = forbidden(str(ip.sixtofour))
+        return f"6to4 of a {embedded}" if embedded is not None else None
     for reason, test in (
         ("loopback", ip.is_loopback),
         ("link-local", ip.is_link_local),
@@ -123,12 +134,9 @@ class WebhookSender:
         self.resolver = resolver
         self.clock = clock
         self.rng = rng
+        #: one attempt's whole deadline is the timeout, a third of the lease at most
         self.lease = timedelta(seconds=max(30.0, settings.webhook_timeout_seconds * 3))
-        self.http = httpx.Client(
-            timeout=httpx.Timeout(settings.webhook_timeout_seconds),
-            follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
-        )
+        self._tls = httpx.create_ssl_context()  # once: loading the CA bundle at every attempt is slow
         self._pool = ThreadPoolExecutor(max_workers=settings.webhook_concurrency, thread_name_prefix="webhook-send")
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -138,7 +146,6 @@ class WebhookSender:
     def close(self) -> None:
         """Stop without waiting for a stuck receiver: a delivery cut short is retried when its lease ends."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.http.close()
 
     def claim(self, limit: int | None = None, *, busy: frozenset[str] = frozenset()) -> list[Claim]:
         """Lease the due heads of the queues (one row per endpoint and device at most), skipping ``busy`` endpoints."""
@@ -223,12 +230,36 @@ class WebhookSender:
             "NexMDM-Signature": sign(claim.secret, timestamp, claim.body),
         }
         try:
-            response = self.http.post(url, content=claim.body.encode(), headers=headers, extensions=extensions)
+            status = anyio.run(self._post, url, claim.body.encode(), headers, extensions)
+        except TimeoutError:
+            limit = self.settings.webhook_timeout_seconds
+            return None, f"no complete answer within {limit:g} s (NEXMDM_WEBHOOK_TIMEOUT_SECONDS)"
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500]
-        if 200 <= response.status_code < 300:
-            return response.status_code, None
-        return response.status_code, f"HTTP {response.status_code}"
+        if 200 <= status < 300:
+            return status, None
+        return status, f"HTTP {status}"
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str], extensions: dict[str, Any]) -> int:
+        """POST under one total deadline (httpx's own timeouts are per read: a byte every few seconds kept
+        one attempt alive for minutes) and read at most ``webhook_response_max_bytes`` of the answer."""
+        limit = self.settings.webhook_response_max_bytes
+        with anyio.fail_after(self.settings.webhook_timeout_seconds):
+            async with (
+                httpx.AsyncClient(
+                    timeout=self.settings.webhook_timeout_seconds,
+                    follow_redirects=False,
+                    headers={"User-Agent": USER_AGENT},
+                    verify=self._tls,
+                ) as http,
+                http.stream("POST", url, content=body, headers=headers, extensions=extensions) as response,
+            ):
+                received = 0
+                async for chunk in response.aiter_raw():  # chunks of what arrived, 64 KiB at most each
+                    received += len(chunk)
+                    if received >= limit:
+                        break  # the rest is never read: the connection is closed with the client
+                return response.status_code
 
     def backoff(self, attempts: int) -> timedelta:
         """Exponential from ``webhook_backoff_seconds``, capped, with jitter (50-100 %)."""

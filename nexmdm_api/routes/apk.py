@@ -26,6 +26,7 @@ from nexmdm_api.auth import (
     admin_actor,
     admin_route,
     client_ip,
+    confirm_admin,
     require_apk_reader,
 )
 from nexmdm_api.db import DB
@@ -270,6 +271,7 @@ def _record(
     request: Request[Any, Any, Any], staged: apk.StagedApk, version_code: int, version_name: str
 ) -> ApkBuildOut:
     with request.app.state.db.sessions.begin() as db:
+        confirm_admin(request, db)  # the upload took a while: is the key still valid (first, under the lock)?
         result = apk.record_build(
             db,
             request.app.state.settings,

@@ -18,7 +18,7 @@ from litestar.params import JSONBody
 from core.base import security
 from core.base.errors import InvalidCredentials
 from core.heartbeats import store as heartbeats
-from nexmdm_api.auth import DEVICE_SECURITY, bearer_token, refused
+from nexmdm_api.auth import DEVICE_SECURITY, bearer_token, refused, refused_async
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems, rate_limited
 from nexmdm_api.metrics import count_heartbeat
@@ -79,7 +79,7 @@ async def heartbeat_batched(request: Request[Any, Any, Any], data: JSONBody[Hear
     try:
         result = await request.app.state.heartbeat_writer.store(beat)
     except InvalidCredentials as exc:
-        raise refused(request, exc.message) from None
+        raise await refused_async(request, exc.message) from None
     return _answer(result)
 
 

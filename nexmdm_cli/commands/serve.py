@@ -48,8 +48,10 @@ def serve(
         forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS")  # uvicorn's own variable, still honoured
     if forwarded_allow_ips is not None:
         settings = settings.with_overrides(forwarded_allow_ips=forwarded_allow_ips)
-    # Workers build their own settings from the environment: hand them the database chosen here.
+    # Workers build their own settings from the environment: hand them the database chosen here, and the
+    # trusted proxies (the app reads X-Forwarded-For itself: nexmdm_api.forwarded)
     os.environ["NEXMDM_DATABASE_URL"] = settings.database_url
+    os.environ["NEXMDM_FORWARDED_ALLOW_IPS"] = settings.forwarded_allow_ips
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # prometheus_client's multiprocess mode: each worker writes its samples here, /metrics sums them.
@@ -74,9 +76,9 @@ def serve(
             workers=workers,
             access_log=access_log,
             log_level=settings.log_level.lower(),
-            proxy_headers=True,
-            # only these peers may say who the client is; everyone else's X-Forwarded-For is ignored
-            forwarded_allow_ips=settings.forwarded_allow_ips,
+            # the app believes X-Forwarded-For from NEXMDM_FORWARDED_ALLOW_IPS only, and only when it holds
+            # an address (uvicorn's own handling took any text, and left the app no peer to fall back to)
+            proxy_headers=False,
             server_header=False,
         )
     finally:

@@ -24,6 +24,7 @@ from core.enrollment import tokens as credentials
 from core.events import webhooks
 from core.models import AuditEvent
 from nexmdm_api import create_app
+from nexmdm_api.auditbuffer import AuditBuffer
 from tests.support.fakes.apk import apk_bytes
 from tests.support.routes import admin_routes
 
@@ -212,3 +213,25 @@ def test_get_audit_pages_and_filters(client, admin, enroll) -> None:
     naive = client.get("/v1/audit", params={"since": "2020-01-01T00:00:00"}, headers=admin)
     assert naive.status_code == 422
     assert client.get("/v1/audit", params={"bogus": "1"}, headers=admin).status_code == 422
+
+
+def test_a_refusal_row_the_database_refuses_never_blocks_the_others(session_factory, engine) -> None:
+    """A 70-character forwarded "address" (PostgreSQL: StringDataRightTruncation) failed every flush of the
+    refusal buffer, which kept the batch and retried it forever: no later refusal was written. Text the
+    driver cannot send (a lone surrogate) fails on both databases."""
+    buffer = AuditBuffer()
+    good = [("anonymous", "auth.failed", "203.0.113.7"), ("key:viewer", "device.revoke", "198.51.100.1")]
+    bad = [("anonymous", "auth.failed", "x" * 70), ("key:\udcff", "device.revoke", "192.0.2.1")]
+    for actor, action, address in good + bad + good:
+        buffer.add(actor, action, address)
+    assert buffer.flush(session_factory) == 6  # every refusal written: the bad rows under their action's "*"
+    assert buffer.pending() == 0  # nothing kept to fail again at the next round
+    buffer.add("anonymous", "auth.failed", "203.0.113.9")
+    assert buffer.flush(session_factory) == 1
+    with session_factory() as db:
+        found = {(r.actor, r.action, r.client_address): r.count for r in db.execute(select(AuditEvent)).scalars()}
+    assert found[("anonymous", "auth.failed", "203.0.113.7")] == 2
+    assert found[("key:viewer", "device.revoke", "198.51.100.1")] == 2
+    assert found[("anonymous", "auth.failed", "203.0.113.9")] == 1
+    assert found[("*", "device.revoke", "*")] == 1  # the unsendable actor, counted under its action
+    assert sum(found.values()) == 7

@@ -11,17 +11,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
+from core.models import AuditEvent
 from nexmdm_cli.commands.demo import free_port, stop, wait_until_ready
 from nexmdm_cli.main import app
 from tests.support.databases import migrate
 
 
 @contextmanager
-def serving(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    url = f"sqlite:///{tmp_path / 'fwd.db'}"
-    if not (tmp_path / "fwd.db").exists():
+def serving(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, database_url: str | None = None
+) -> Iterator[str]:
+    url = database_url or f"sqlite:///{tmp_path / 'fwd.db'}"
+    if database_url is None and not (tmp_path / "fwd.db").exists():
         migrate(url)
     port = free_port()
     environ = os.environ | {
@@ -71,3 +75,32 @@ def test_a_bad_value_is_one_line(value: str, tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "NEXMDM_FORWARDED_ALLOW_IPS" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        ["x" * 70, "y" * 70, "z" * 70],
+        ["balancer.example", "203.0.113.7.evil", "fe80::1%" + "e" * 60],  # a name, not an address, a long zone
+        ["unknown", "_hidden", "1.2.3.4:99999x"],
+    ],
+    ids=["70-characters", "names-and-zones", "rfc7239-tokens"],
+)
+def test_a_forwarded_value_that_is_no_address_leaves_the_peer(
+    junk: list[str], database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    """From a trusted peer (loopback, the default) ``X-Forwarded-For: <70 characters>`` became the client
+    "address": a fresh failed-auth key at every request, and on PostgreSQL an audit row that could not be
+    stored (StringDataRightTruncation), which failed every later flush of the refusals."""
+    with serving(tmp_path, database_url=database_url) as url:  # the failure limit is 2
+        codes = [httpx.get(f"{url}/v1/devices", headers={"X-Forwarded-For": value}).status_code for value in junk]
+        assert codes == [401, 401, 429]  # counted against the peer, 127.0.0.1, not three made-up clients
+        assert failures(url, "203.0.113.7", 1) == [401]  # a real address from the trusted peer still counts
+        assert httpx.get(f"{url}/v1/devices", headers={"X-Forwarded-For": "2001:DB8:0:0::4"}).status_code == 401
+    with engine.connect() as conn:  # the refusals were written when the server stopped (or before)
+        rows = conn.execute(select(AuditEvent.client_address, AuditEvent.count).where(AuditEvent.outcome == "denied"))
+        counted: dict[str, int] = {}
+        for address, count in rows:  # one row per minute: a run may straddle one
+            counted[address] = counted.get(address, 0) + count
+    # the device endpoint's 401 is no admin refusal; an address is stored in its short form
+    assert counted == {"127.0.0.1": 3, "2001:db8::4": 1}

@@ -5,15 +5,19 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 
 from core.base.settings import Settings
+from core.storage import redis_link
 from nexmdm_api import create_app
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket, client_key
 from tests.support.api import bearer
 from tests.support.fakes.apk import apk_bytes
+from tests.support.fakes.stalled import StalledServer
 
 
 def test_failure_limiter_blocks_after_the_limit_and_forgets_after_the_window() -> None:
@@ -122,3 +126,24 @@ def test_a_blocked_address_still_gets_in_with_any_valid_credential(
             assert client.get("/v1/apk/download/latest", headers=bearer(token)).status_code == 200
         # and a bad guess of each kind is still refused
         assert client.post("/v1/enroll", json={"device_id": "x"}, headers=bearer("nxe_" + "y" * 43)).status_code == 429
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Authorization": "Bearer nxa_" + "x" * 43}, {}], ids=["made-up-admin-key", "no-token"]
+)
+def test_a_stalled_redis_never_stalls_the_event_loop(
+    api_settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch, headers: dict[str, str]
+) -> None:
+    """The failed-auth limiter called the blocking Redis client on the event loop: while Redis hung, every
+    request of the process (``/healthz`` too) waited for the Redis timeout."""
+    monkeypatch.setattr(redis_link, "REDIS_TIMEOUT_SECONDS", 1.0)  # 0.25 s in production: longer, to see it
+    with StalledServer() as redis:
+        settings = api_settings.with_overrides(redis_url=redis.url, auth_failure_limit=5)
+        with TestClient(create_app(settings)) as client, ThreadPoolExecutor(1) as pool:
+            refused = pool.submit(client.get, "/v1/devices", headers=headers)
+            assert redis.asked.wait(10), "the limiter never asked Redis"
+            started = time.monotonic()
+            assert client.get("/healthz").status_code == 200
+            healthz = time.monotonic() - started
+            assert refused.result(timeout=10).status_code == 401  # decided locally once Redis timed out
+    assert healthz < 0.5, f"/healthz waited {healthz:.2f} s behind the limiter's Redis call"

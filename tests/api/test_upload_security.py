@@ -26,6 +26,7 @@ from core.models import ApkBuild, Device
 from core.storage.engine import make_engine, make_session_factory
 from nexmdm_api import create_app
 from nexmdm_cli.commands.demo import free_port
+from tests.support.api import live_server
 
 BOUNDARY = "nexmdm-boundary"
 HUGE = 200 * 1024 * 1024
@@ -152,3 +153,53 @@ def test_no_lock_is_held_while_an_upload_is_copied(
     assert result["build"]["size_bytes"] == len(data)
     with session_factory() as db:
         assert db.execute(select(ApkBuild.version_code)).scalar_one() == 7
+
+
+def _answer_to_a_trickle(port: int, head: bytes, start: bytes, limit: float = 15.0) -> tuple[int | None, float]:
+    """Send ``head`` and ``start``, then one more byte every 0.2 s; the status that comes back, and when."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+        conn.sendall(head + start)
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            try:
+                answer = conn.recv(4096)
+            except TimeoutError:
+                conn.sendall(b" ")  # JSON whitespace, or more of the file: never the end of the body
+                continue
+            return (int(answer.split(b" ", 2)[1]) if answer else None), time.monotonic() - started
+    return None, limit
+
+
+@pytest.mark.parametrize(
+    ("path", "token"),
+    [("/v1/heartbeat", "nxd_" + "d" * 43), ("/v1/enroll", "nxe_" + "e" * 43)],
+    ids=["heartbeat", "enroll"],
+)
+def test_a_trickled_body_is_cut_off_at_its_deadline(
+    api_settings: Settings, engine: Engine, path: str, token: str
+) -> None:
+    """Slowloris: a made-up device token (its shape is all that is checked before the body) held a
+    connection for as long as it sent a byte now and then."""
+    settings = api_settings.with_overrides(request_body_timeout_seconds=1.0)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+    ).encode()
+    with live_server(settings) as port:
+        status, took = _answer_to_a_trickle(port, head, b'{"status": "ok"')
+    assert status == 408, (status, took)
+    assert took < 4.0, took
+
+
+def test_a_trickled_upload_is_cut_off_at_its_own_deadline(api_settings: Settings, engine: Engine) -> None:
+    settings = api_settings.with_overrides(apk_upload_timeout_seconds=1.0, request_body_timeout_seconds=60.0)
+    head = (
+        f"POST /v1/apk/builds HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {_admin(settings)}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {HUGE}\r\n\r\n"
+    ).encode()
+    with live_server(settings) as port:
+        status, took = _answer_to_a_trickle(port, head, _part_header("file", "agent.apk") + b"PK\x03\x04")
+    assert status == 408 and took < 4.0, (status, took)
+    assert settings.apk_dir is not None
+    leftovers = [p.name for p in settings.apk_dir.rglob("*") if p.is_file()] if settings.apk_dir.exists() else []
+    assert leftovers == []  # the half-staged file was discarded

@@ -330,3 +330,74 @@ def test_malformed_urls_are_invalid_arguments(session_factory) -> None:
         for url in ("http://[::1/x", "http://example.com:99999/", "http://example.com:port/"):
             with pytest.raises(InvalidArgument):
                 webhooks.add_endpoint(db, url=url, events=["device.offline"])
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("2002:0a00:0001::1", "6to4 of a private"),  # 10.0.0.1
+        ("2002:c0a8:0001::", "6to4 of a private"),  # 192.168.0.1
+        ("2002:7f00:0001::1", "6to4 of a loopback"),  # 127.0.0.1
+        ("2002:a9fe:a9fe::1", "6to4 of a link-local"),  # 169.254.169.254, the cloud metadata service
+        ("2002:6440:0001::1", "6to4 of a not globally routable"),  # 100.64.0.1
+        ("2002:0808:0808::1", None),  # 8.8.8.8: a public address behind a 6to4 relay stays allowed
+    ],
+)
+def test_6to4_addresses_are_judged_by_the_ipv4_address_they_carry(address: str, reason: str | None) -> None:
+    """Python calls 2002::/16 global: a name resolving to 2002:0a00:0001:: reached 10.0.0.1 through a relay."""
+    assert forbidden(address) == reason
+    if reason is not None:
+        with pytest.raises(Refused, match=reason):
+            pin("https://hooks.example.com/in", allow_private=False, resolver=lambda h, p: [address])
+
+
+def _one_delivery(session_factory: sessionmaker[Session], receiver: Receiver) -> None:
+    subscribe(session_factory, receiver, "device.revoked")
+    add_device(session_factory, "dev_a")
+    with session_factory.begin() as db:
+        enrollment.revoke_device(db, "dev_a")
+
+
+def test_a_huge_answer_is_never_read_whole(session_factory, hook_settings) -> None:
+    """A receiver answering 300 MB took the server from 108 MB to 724 MB: the whole body was read."""
+    import tracemalloc
+
+    huge = Receiver(answer_bytes=128 * 1024 * 1024).start()
+    _one_delivery(session_factory, huge)
+    sender = make_sender(session_factory, hook_settings, Clock())
+    try:
+        tracemalloc.start()
+        try:
+            assert sender.run_once() == 1
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        sender.close()
+        huge.stop()
+    (row,) = outbox(session_factory)
+    assert row.status == "delivered" and row.last_status_code == 200
+    # what the kernel's socket buffers took is all that was sent; the sender kept a few KiB of it
+    assert huge.written < 32 * 1024 * 1024, huge.written
+    assert peak < 8 * 1024 * 1024, peak
+
+
+def test_a_trickling_receiver_is_cut_off_at_the_total_deadline(session_factory, hook_settings) -> None:
+    """A byte every 5 s held one attempt 70 s against a 10 s timeout (httpx's timeouts are per read), and
+    once the 30 s lease ran out the same event was posted again while the first attempt still ran."""
+    slow = Receiver(trickle_seconds=0.25).start()  # its ~40-byte answer would take ~10 s
+    settings = hook_settings.with_overrides(webhook_timeout_seconds=1.0)
+    _one_delivery(session_factory, slow)
+    sender = make_sender(session_factory, settings, Clock())
+    try:
+        started = time.monotonic()
+        assert sender.run_once() == 1
+        took = time.monotonic() - started
+    finally:
+        sender.close()
+        slow.stop()
+    assert took < 3.0, took
+    (row,) = outbox(session_factory)
+    assert row.status == "pending" and row.attempts == 1 and row.lease_until is None
+    assert "NEXMDM_WEBHOOK_TIMEOUT_SECONDS" in row.last_error
+    assert sender.lease.total_seconds() >= 3 * settings.webhook_timeout_seconds  # the attempt ends inside its lease

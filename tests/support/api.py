@@ -5,11 +5,15 @@ Registered for every test folder by the root ``conftest.py`` (``pytest_plugins``
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import uvicorn
 from litestar.testing import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +22,7 @@ from core.access import keys as admin_keys
 from core.base.settings import Settings
 from core.enrollment import tokens as credentials
 from nexmdm_api import create_app
+from nexmdm_cli.commands.demo import free_port
 
 
 @pytest.fixture
@@ -76,3 +81,22 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 def auth() -> Callable[[str], dict[str, str]]:
     return bearer
+
+
+@contextmanager
+def live_server(settings: Settings) -> Iterator[int]:
+    """``create_app(settings)`` under a real uvicorn on 127.0.0.1, for what a TestClient cannot do (it hands
+    the app the whole body at once): a body that arrives slowly. Yields the port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -2,7 +2,9 @@
 
 It verifies ``NexMDM-Signature`` exactly as the docs show (the ``verify`` function is copied from
 there), keeps what it received, and answers with scripted statuses (to fail, then recover) or blocks
-until released (a slow receiver).
+until released (a slow receiver). Hostile ones too: an answer with a huge body (``answer_bytes``, written
+in 64 KiB pieces until the sender stops reading; ``written`` counts what got through), or one that
+trickles its answer a byte every ``trickle_seconds``.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ class Receiver:
     location: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    #: a hostile answer: a body this long (0: none)
+    answer_bytes: int = 0
+    #: a hostile answer: one byte of the status line and headers every this many seconds (0: at once)
+    trickle_seconds: float = 0.0
+    #: bytes of the hostile answer the sender took (until it closed the connection)
+    written: int = 0
 
     @property
     def url(self) -> str:
@@ -103,11 +111,37 @@ class Receiver:
                     status = chosen
                     delivery.answered = status  # type: ignore[attr-defined]
                     receiver.received.append(delivery)
+                if receiver.answer_bytes or receiver.trickle_seconds:
+                    self.hostile_answer(status if delivery.valid else 400)
+                    return
                 self.send_response(status if delivery.valid else 400)
                 if receiver.location is not None:
                     self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def hostile_answer(self, status: int) -> None:
+                head = f"HTTP/1.1 {status} OK\r\nContent-Length: {receiver.answer_bytes}\r\n\r\n".encode()
+                piece = b"x" * 65536
+                try:
+                    if receiver.trickle_seconds:
+                        for i in range(len(head)):
+                            self.wfile.write(head[i : i + 1])
+                            self.wfile.flush()
+                            with receiver.lock:
+                                receiver.written += 1
+                            time.sleep(receiver.trickle_seconds)
+                    else:
+                        self.wfile.write(head)
+                    left = receiver.answer_bytes
+                    while left > 0:
+                        self.wfile.write(piece[:left])
+                        with receiver.lock:
+                            receiver.written += min(left, len(piece))
+                        left -= len(piece)
+                except OSError:  # the sender closed the connection: what it wanted to read, it read
+                    pass
+                self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
