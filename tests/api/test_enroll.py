@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 from sqlalchemy import func, select, update
 
@@ -136,6 +137,7 @@ def test_invalid_bodies(client, make_token, auth) -> None:
     assert client.post("/v1/enroll", json={"device_id": "ok", "extra": 1}, headers=headers).status_code == 201
 
 
+@pytest.mark.slow
 def test_twenty_parallel_enrollments_with_a_one_use_token_make_one_device(
     api_settings: Settings, engine, make_token, session_factory
 ) -> None:

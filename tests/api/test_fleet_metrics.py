@@ -60,6 +60,7 @@ def test_gauges_from_the_maintenance_loop(
     assert 3 * 3600 - 60 < (value(text, "nexmdm_heartbeats_oldest_age_seconds") or 0) < 3 * 3600 + 600
 
 
+@pytest.mark.slow
 def test_campaign_gauges_without_per_campaign_series(
     settings: Settings, engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
@@ -121,6 +122,7 @@ def _gauge_value(name: str) -> float:
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_one_value_per_series_across_workers(
     settings: Settings, engine: Engine, session_factory: sessionmaker[Session], tmp_path: Path

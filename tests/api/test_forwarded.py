@@ -61,6 +61,7 @@ def test_trusted_balancer_passes_on_the_client_address(tmp_path: Path) -> None:
         assert failures(url, "198.51.100.1, 203.0.113.9", 1) == [401]  # the last hop before the balancer
 
 
+@pytest.mark.slow
 def test_untrusted_peer_cannot_choose_its_address(tmp_path: Path) -> None:
     # from the environment; the peer 127.0.0.1 is not the configured balancer, so its header is ignored
     with serving(tmp_path, env={"NEXMDM_FORWARDED_ALLOW_IPS": "10.1.2.3"}) as url:

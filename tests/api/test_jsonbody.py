@@ -128,6 +128,7 @@ def _ratios() -> dict[str, float]:
     return ratios
 
 
+@pytest.mark.slow
 def test_worst_bodies_cost_at_most_5x_parsing_an_ordinary_body() -> None:
     """Measured in a fresh interpreter: inside a long test run, a heap grown by a thousand tests made the
     allocation-heavy cases alone up to twice as slow, which is the test process, not the check."""

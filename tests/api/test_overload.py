@@ -96,6 +96,7 @@ def _hold_every_connection(engine: Engine) -> list[Any]:
     return held
 
 
+@pytest.mark.slow
 def test_an_exhausted_connection_pool_is_503(
     api_settings: Settings, engine: Engine, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

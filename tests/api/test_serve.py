@@ -27,6 +27,7 @@ def with_passwords(database_url: str) -> str:
     return parsed.set(password=USERINFO_SECRET, query={"password": QUERY_SECRET}).render_as_string(hide_password=False)
 
 
+@pytest.mark.slow
 def test_serve_and_simulate(settings: Settings, engine, tmp_path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -83,6 +84,7 @@ def test_serve_and_simulate(settings: Settings, engine, tmp_path) -> None:
         assert ":***@127.0.0.1" in server_log and "password=%2A%2A%2A" in server_log
 
 
+@pytest.mark.slow
 def test_simulate_with_fake_fcm_reports_push_latency(settings: Settings, engine, tmp_path) -> None:
     """--fcm: a local fake FCM, a worker pushing through it, devices acking on push, split nowhere."""
     port = free_port()
@@ -115,6 +117,7 @@ def test_simulate_with_fake_fcm_reports_push_latency(settings: Settings, engine,
     assert report["endpoints"]["GET /v1/commands/pending"]["requests"] >= pushed["requests"]
 
 
+@pytest.mark.slow
 def test_simulate_in_several_processes_merges_their_figures(settings: Settings, engine, tmp_path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -181,6 +184,7 @@ def _guess(url: str, forwarded_for: str | None) -> int:
     return httpx.get(f"{url}/v1/devices", headers=headers, timeout=10).status_code
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_x_forwarded_for_counts_only_from_a_trusted_proxy(database_url: str, engine, tmp_path: Path) -> None:
     """The failed-auth limiter keys on the client behind a trusted proxy (uvicorn's forwarded-allow-ips,
@@ -202,6 +206,7 @@ def _sample(metrics: str, name: str, **labels: str) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_metrics_are_summed_across_workers(database_url: str, engine, tmp_path: Path) -> None:
     """With --workers 2, whichever worker answers /metrics reports every worker's requests."""

@@ -269,6 +269,7 @@ def test_csv_export_neutralises_formulas(cli: Cli, session_factory) -> None:
     assert [item["actor"] for item in jsonl] == hostile[::-1]  # JSON lines carry the stored values as they are
 
 
+@pytest.mark.slow
 def test_export_memory_does_not_grow_with_the_trail(cli: Cli, session_factory) -> None:
     """Streamed in keyset pages: exporting 10x the rows must not take anywhere near 10x the memory."""
 

@@ -65,6 +65,7 @@ def _run_python(code: str, namespace: dict[str, object]) -> str:
     return out.getvalue()
 
 
+@pytest.mark.slow
 def test_every_snippet_runs_as_printed(fresh_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     work = tmp_path / "checkout"
     work.mkdir()

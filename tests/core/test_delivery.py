@@ -77,6 +77,7 @@ def test_access_token_is_cached(
     assert len(fake_fcm.messages) == 3 and fake_fcm.token_requests == 1
 
 
+@pytest.mark.slow
 def test_unavailable_with_retry_after_is_retried_no_sooner(
     worker: DeliveryWorker, session_factory: sessionmaker[Session], settings: Settings, fake_fcm: FakeFcm
 ) -> None:
