@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from core.errors import InvalidArgument, LockTimeout, NexMDMError
+from nexmdm_cli.commands import db_backup
 from nexmdm_cli.lazy import lazy_module
 from nexmdm_cli.render import CONTEXT, JsonOption, YesOption, confirm, group, note, show, table
 from nexmdm_cli.state import print_json, state
@@ -239,3 +240,7 @@ def check(ctx: typer.Context) -> None:
     cfg = _config(ctx)
     with _alembic("check"):
         command.check(cfg)
+
+
+app.command(context_settings=CONTEXT)(db_backup.backup)
+app.command(context_settings=CONTEXT)(db_backup.restore)

@@ -111,6 +111,7 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "campaigns pause": ("campaign.pause", _campaign, []),
     "campaigns resume": ("campaign.resume", lambda f, t: _campaign(f, t, paused=True), []),
     "campaigns cancel": ("campaign.cancel", _campaign, ["--yes"]),
+    "db backup": ("db.backup", lambda f, t: [str(t / "nexmdm.backup")], []),
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision
@@ -121,6 +122,7 @@ NOT_AUDITED = {
     "db history": "read",
     "db revision": "writes a file, not the database",
     "db check": "read",
+    "db restore": "replaces the trail with the backup's, then adds db.restore (tests/cli/test_db_backup.py)",
     "schema check": "read",
     "cleanup": "retention by configured periods (logged per batch)",
     "heartbeats show": "read",
