@@ -13,7 +13,9 @@ monitor promotes the secondary. Then:
 * the campaign released each wave once (one command per target, all waves released) and completed;
 * each command was pushed at least once and at most twice (at least once: a push whose outcome was not
   recorded before the failover is sent again when its lease runs out);
-* the same server processes all along, a maintenance leader again after the failover.
+* the webhook sender delivers the campaign's ``campaign.completed`` (queued after the failover);
+* the same server processes all along, a maintenance leader again after the failover, and the CLI's
+  ``nexmdm db backup`` finds the new primary through the same URL.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from core import credentials, security
 from core.db import make_engine, make_session_factory
 from core.settings import Settings
 from nexmdm_cli.commands.demo import free_port, wait_until_ready
+from tests.cli.helpers import Cli
 from tests.conftest import IN_CI, migrate
 from tests.fakes.fcm import FakeFcm, write_service_account
+from tests.fakes.receiver import Receiver
 from tests.pgautofailover import Formation
 
 DEVICES = 24
@@ -184,10 +188,16 @@ async def _kill(run: Run, formation: Formation) -> None:
     await asyncio.to_thread(formation.kill, primary)
 
 
-async def _load(url: str, formation: Formation, admin: dict[str, str], tokens: dict[str, str]) -> tuple[Run, str]:
+async def _load(
+    url: str, formation: Formation, admin: dict[str, str], tokens: dict[str, str], hook: str
+) -> tuple[Run, str]:
     run = Run()
     limits = httpx.Limits(max_connections=DEVICES + 20)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        subscribed = await client.post(
+            "/v1/webhooks", json={"url": hook, "events": ["campaign.completed"], "secret": "s" * 32}, headers=admin
+        )
+        assert subscribed.status_code == 201, subscribed.text
         body = {"action": "sync", "selector": "all", "waves": {"size": 3, "interval_seconds": 2}}
         created = await _call(run, client, "campaign", "fo-campaign", "POST", "/v1/campaigns", json=body,
                               headers=admin | {"Idempotency-Key": "fo-campaign"})  # fmt: skip
@@ -216,6 +226,7 @@ def test_the_primary_dies_under_load_and_nothing_acknowledged_is_lost(formation:
     secret, tokens = _seed(url, tmp_path)
     admin = {"Authorization": f"Bearer {secret}"}
     fake = FakeFcm().start()
+    receiver = Receiver(secret="s" * 32).start()
     key = write_service_account(tmp_path / "sa.json", f"{fake.url}/token")
     env = os.environ | {
         "NEXMDM_DATABASE_URL": url,
@@ -227,6 +238,7 @@ def test_the_primary_dies_under_load_and_nothing_acknowledged_is_lost(formation:
         "NEXMDM_HEARTBEAT_BUCKET_SECONDS": "1",
         "NEXMDM_HEARTBEAT_RATE_PER_MINUTE": "0",
         "NEXMDM_DB_POOL_SIZE": "4",
+        "NEXMDM_WEBHOOK_ALLOW_PRIVATE": "true",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
     }
     port = free_port()
@@ -234,14 +246,26 @@ def test_the_primary_dies_under_load_and_nothing_acknowledged_is_lost(formation:
     worker = _start(["worker"], env, tmp_path / "worker.log")
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", server, timeout=90)
-        run, campaign = asyncio.run(_load(f"http://127.0.0.1:{port}", formation, admin, tokens))
+        run, campaign = asyncio.run(_load(f"http://127.0.0.1:{port}", formation, admin, tokens, receiver.url))
         pushed = _wait_for_pushes(fake, url, run)
         assert server.poll() is None and worker.poll() is None  # nothing restarted
         _check(run, url, campaign, pushed)
+        _check_webhook(receiver, campaign)
+        made = Cli(url, {"NEXMDM_DATA_DIR": str(tmp_path / "data")})("db", "backup", str(tmp_path / "after.backup"))
+        assert made.exit_code == 0, made.stderr
     finally:
         _stop(server)
         _stop(worker)
         fake.stop()
+        receiver.stop()
+
+
+def _check_webhook(receiver: Receiver, campaign: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(d.event == "campaign.completed" and campaign in d.body.decode() for d in receiver.accepted()):
+        assert time.monotonic() < deadline, [d.event for d in receiver.accepted()]
+        time.sleep(0.2)
+    assert all(d.valid for d in receiver.accepted())
 
 
 def _wait_for_pushes(fake: FakeFcm, url: str, run: Run, timeout: float = 30) -> Counter[str]:
