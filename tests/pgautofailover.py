@@ -194,13 +194,19 @@ class Formation:
         return False
 
     def kill(self, node: Node) -> None:
-        """SIGKILL the node's postmaster and its ``pg_autoctl`` (which would otherwise just restart it)."""
+        """The node dies: SIGKILL to its postmaster, the postmaster's children and its ``pg_autoctl``.
+
+        The keeper alone would restart PostgreSQL (a restart, not a failover). The children are PostgreSQL
+        backends in sessions of their own (``setsid``): left alone, a backend in the middle of a commit
+        finishes it before it notices that the postmaster is gone, as it would not on a machine that died.
+        """
         postmaster = node.postmaster_pid()
         assert node.proc is not None
+        doomed = [postmaster, *_children(postmaster)] if postmaster is not None else []
         os.killpg(node.proc.pid, signal.SIGKILL)
-        if postmaster is not None:
+        for pid in doomed:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(postmaster, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
         node.proc.wait(10)
 
     def destroy(self) -> None:
@@ -221,3 +227,13 @@ class Formation:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(postmaster, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
