@@ -93,8 +93,8 @@ def restore(
     """Replace the whole database with the backup at PATH; asks first.
 
     The file is checked before anything changes: its kind (SQLite or a pg_dump archive), that it is whole,
-    and its migration (a backup from a newer NexMDM is refused; an older one is restored and then needs
-    `nexmdm db upgrade`). A database that other processes use is refused unless --yes (on PostgreSQL their
+    and its migration (a backup from a newer NexMDM is refused; after an older one, `nexmdm db upgrade` is
+    offered). A database that other processes use is refused unless --yes (on PostgreSQL their
     sessions are then ended; servers reconnect by themselves). Adds a `db.restore` audit row.
     """
     st = state(ctx)
@@ -120,7 +120,15 @@ def restore(
     else:
         note(f"[green]✅ {st.masked_url} restored from {path} in {result.seconds:.1f} s[/green]")
     if backup_file.schema == "older":
-        note(
-            f"[yellow]the backup is at migration {backup_file.revision}: run `nexmdm db upgrade` before starting "
-            "this NexMDM[/yellow]"
-        )
+        _offer_upgrade(ctx, backup_file.revision, ask=not yes and not json_output)
+
+
+def _offer_upgrade(ctx: typer.Context, revision: str, *, ask: bool) -> None:
+    """An older backup needs ``db upgrade`` before this NexMDM runs on it: offered (or said, for scripts)."""
+    hint = f"the backup is at migration {revision}: run `nexmdm db upgrade` before starting this NexMDM"
+    if not ask or not typer.confirm(f"The backup is at migration {revision}. Upgrade it now?", default=True, err=True):
+        note(f"[yellow]{hint}[/yellow]")
+        return
+    from nexmdm_cli.commands.db import upgrade  # here: that module registers this one
+
+    ctx.invoke(upgrade, ctx=ctx, revision="head")

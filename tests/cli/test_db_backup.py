@@ -220,3 +220,18 @@ def test_a_backup_under_load_holds_every_row_acknowledged_before_it_began(
     loaded = sorted(r for r in rows if r.startswith("load_"))
     assert loaded == acknowledged[: len(loaded)]  # a prefix of the commits: one consistent moment
     assert Cli(target, cli_env)("schema", "check").exit_code == 0
+
+
+def test_without_yes_the_upgrade_of_an_older_backup_is_offered(
+    fresh_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    migrate(fresh_url, "0001")
+    old = Cli(fresh_url, cli_env)
+    path = tmp_path / "b"
+    assert old("db", "backup", str(path)).exit_code == 0
+
+    result = old("db", "restore", str(path), input="y\ny\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert "Upgrade it now?" in result.stderr
+    assert old.json("db", "current")["current"] == head_revision()
