@@ -9,11 +9,13 @@ leaves the database as it was.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import IO
@@ -26,7 +28,13 @@ from core.errors import DatabaseUnavailable, InvalidArgument
 from core.settings import normalize_database_url
 
 #: what a restore runs before the archive's SQL: the schema NexMDM lives in starts empty
-_PROLOGUE = b"\\set ON_ERROR_STOP on\nBEGIN;\nDROP SCHEMA IF EXISTS public CASCADE;\nCREATE SCHEMA public;\n"
+_PROLOGUE = (
+    b"\\set ON_ERROR_STOP on\n"
+    b"SET client_min_messages = warning;\n"  # not a NOTICE per object the CASCADE drops
+    b"BEGIN;\n"
+    b"DROP SCHEMA IF EXISTS public CASCADE;\n"
+    b"CREATE SCHEMA public;\n"
+)
 _CHUNK = 1 << 20
 _TABLE_LINE = re.compile(r'dumping contents of table "(?:[^"]+)\.([^"]+)"')
 
@@ -167,7 +175,7 @@ def _evict(url: str) -> None:
         engine.dispose()
 
 
-def _feed(path: Path, sink: IO[bytes], report: Progress, failures: list[BaseException]) -> None:
+def _feed(path: Path, sink: IO[bytes], report: Progress) -> None:
     total, done = path.stat().st_size, 0
     try:
         with path.open("rb") as source:
@@ -175,10 +183,11 @@ def _feed(path: Path, sink: IO[bytes], report: Progress, failures: list[BaseExce
                 sink.write(chunk)
                 done += len(chunk)
                 report(done, total)
-    except (BrokenPipeError, OSError) as exc:  # pg_restore stopped reading: its own error says why
-        failures.append(exc)
+    except OSError:  # pg_restore stopped reading (a broken pipe): its own error says why
+        return
     finally:
-        sink.close()
+        with contextlib.suppress(OSError):
+            sink.close()
 
 
 def restore(path: Path, url: str, progress: Progress, *, evict: bool) -> None:
@@ -186,38 +195,46 @@ def restore(path: Path, url: str, progress: Progress, *, evict: bool) -> None:
     if evict:
         _evict(url)
     info, env = conninfo(url)
-    psql = subprocess.Popen(  # noqa: S603 - PostgreSQL's own tools by path, arguments as a list, no shell
-        [tool("psql"), "--no-psqlrc", "--quiet", f"--dbname={info}", "--file=-"],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    reader = subprocess.Popen(  # noqa: S603 - PostgreSQL's own tools by path, arguments as a list, no shell
-        [tool("pg_restore"), "--no-owner", "--no-privileges", "--file=-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert psql.stdin is not None and reader.stdin is not None and reader.stdout is not None
-    failures: list[BaseException] = []
-    feeder = threading.Thread(target=_feed, args=(path, reader.stdin, progress, failures), daemon=True)
-    feeder.start()
-    ok = _pump(reader.stdout, psql.stdin)
-    feeder.join()
-    reader_error = (reader.stderr.read() if reader.stderr else b"").decode(errors="replace")
-    complete = reader.wait() == 0 and ok
-    try:
-        if complete:
-            psql.stdin.write(b"COMMIT;\n")
-        psql.stdin.close()  # without COMMIT the server rolls the whole restore back when psql leaves
-    except BrokenPipeError:
-        complete = False
-    psql_error = (psql.stderr.read() if psql.stderr else b"").decode(errors="replace")
-    if psql.wait() != 0:
+    # the tools' messages go to files, not pipes: a full pipe nobody reads would stop them
+    with tempfile.TemporaryFile() as psql_log, tempfile.TemporaryFile() as reader_log:
+        psql = subprocess.Popen(  # noqa: S603 - PostgreSQL's own tools by path, arguments as a list, no shell
+            [tool("psql"), "--no-psqlrc", "--quiet", f"--dbname={info}", "--file=-"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=psql_log,
+        )
+        reader = subprocess.Popen(  # noqa: S603 - PostgreSQL's own tools by path, arguments as a list, no shell
+            [tool("pg_restore"), "--no-owner", "--no-privileges", "--file=-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=reader_log,
+        )
+        assert psql.stdin is not None and reader.stdin is not None and reader.stdout is not None
+        feeder = threading.Thread(target=_feed, args=(path, reader.stdin, progress), daemon=True)
+        feeder.start()
+        ok = _pump(reader.stdout, psql.stdin)
+        if not ok:
+            reader.kill()  # psql stopped: nothing reads pg_restore's output any more
+        feeder.join()
+        complete = reader.wait() == 0 and ok
+        try:
+            if complete:
+                psql.stdin.write(b"COMMIT;\n")
+            psql.stdin.close()  # without COMMIT the server rolls the whole restore back when psql leaves
+        except BrokenPipeError:
+            complete = False
+        failed = psql.wait() != 0
+        psql_error, reader_error = _read(psql_log), _read(reader_log)
+    if failed:
         raise DatabaseUnavailable(f"the restore failed, nothing changed: {_first(psql_error)}")
     if not complete:
         raise InvalidArgument(f"{path} is damaged or truncated, nothing changed: {_first(reader_error)}", field="path")
+
+
+def _read(log: IO[bytes]) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")
 
 
 def _pump(source: IO[bytes], sink: IO[bytes]) -> bool:
