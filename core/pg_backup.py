@@ -36,6 +36,8 @@ _PROLOGUE = (
     b"CREATE SCHEMA public;\n"
 )
 _CHUNK = 1 << 20
+#: ``pg_restore: `` or ``psql:<stdin>:43: ``, in front of the tools' messages
+_TOOL_PREFIX = re.compile(r"^(?:pg_restore: |psql:<stdin>:\d+: )")
 _TABLE_LINE = re.compile(r'dumping contents of table "(?:[^"]+)\.([^"]+)"')
 
 
@@ -140,7 +142,7 @@ def archive_revision(path: Path) -> str:
 
 
 def _first(stderr: str) -> str:
-    lines = [line.removeprefix("pg_restore: ").strip() for line in stderr.splitlines() if line.strip()]
+    lines = [_TOOL_PREFIX.sub("", line).strip() for line in stderr.splitlines() if line.strip()]
     return lines[0] if lines else "unknown error"
 
 

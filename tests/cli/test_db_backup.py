@@ -235,3 +235,30 @@ def test_without_yes_the_upgrade_of_an_older_backup_is_offered(
     assert result.exit_code == 0, result.stderr
     assert "Upgrade it now?" in result.stderr
     assert old.json("db", "current")["current"] == head_revision()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_restore_that_the_server_refuses_halfway_changes_nothing(cli: Cli, engine: Engine, tmp_path: Path) -> None:
+    _add_devices(cli.url, *(f"dev_{i:03d}" for i in range(300)))
+    path = tmp_path / "b"
+    assert cli("db", "backup", str(path)).exit_code == 0
+    _add_devices(cli.url, "dev_after")
+    guard = (  # the server refuses the restore's CREATE TABLE after its DROP SCHEMA has run
+        "CREATE SCHEMA guard;"
+        "CREATE FUNCTION guard.refuse() RETURNS event_trigger LANGUAGE plpgsql AS "
+        "$$BEGIN RAISE EXCEPTION 'no new tables today'; END$$;"
+        "CREATE EVENT TRIGGER refuse_tables ON ddl_command_start WHEN TAG IN ('CREATE TABLE') "
+        "EXECUTE FUNCTION guard.refuse()"
+    )
+    with engine.begin() as conn:
+        conn.exec_driver_sql(guard)
+    engine.dispose()
+    try:
+        result = cli("db", "restore", str(path), "--yes")
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP EVENT TRIGGER refuse_tables; DROP SCHEMA guard CASCADE")
+
+    assert result.exit_code == 5 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == "error: the restore failed, nothing changed: ERROR:  no new tables today"
+    assert len(_devices(cli.url)) == 301
