@@ -39,10 +39,16 @@ bench: $(STAMP)  ## benchmarks beside their baselines from the same run (needs P
 	  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-services:  ## Debian packages the multi-node tests start instances of (pgbouncer, redis-server); needs root
-	@missing=""; \
+# pg_auto_failover (the failover test's monitor, primary and secondary) and pgBackRest (the point-in-time
+# recovery recipe) are for the PostgreSQL version installed; Debian names the extension's package by it.
+services:  ## Debian packages the multi-node and failover tests start instances of (pgbouncer, redis-server, pg_auto_failover, pgbackrest); needs root
+	@missing=""; pgversion=$$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1); \
 	  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	  command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	  command -v pg_autoctl >/dev/null 2>&1 || missing="$$missing pg-auto-failover-cli"; \
+	  [ -z "$$pgversion" ] || [ -f /usr/lib/postgresql/$$pgversion/lib/pgautofailover.so ] || \
+	    missing="$$missing postgresql-$$pgversion-auto-failover"; \
+	  command -v pgbackrest >/dev/null 2>&1 || missing="$$missing pgbackrest"; \
 	  if [ -n "$$missing" ]; then echo "services: installing$$missing"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null 2>&1 || \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; fi

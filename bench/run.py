@@ -28,12 +28,13 @@ from bench import (
     bench_push,
     bench_retention,
     bench_startup,
+    bench_stayup,
     bench_top,
 )
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "startup", "top", "campaigns", "push", "nodes"]
+PARTS = ["helpers", "http", "retention", "startup", "top", "campaigns", "push", "nodes", "stayup"]
 
 
 def machine() -> dict[str, object]:
@@ -116,6 +117,10 @@ def _parts(tmp: Path, args: argparse.Namespace) -> dict[str, Part]:
         "campaigns": ("7. selectors and campaigns at 100,000 devices vs a raw INSERT ... SELECT", campaigns),
         "push": ("8. pushes: N commands through a fake FCM 50 ms away vs wrk's floor", push),
         "nodes": ("9. sizing: 1, 2 and 4 API nodes against one PostgreSQL", nodes),
+        "stayup": (
+            "10. failover write gap (pg_auto_failover); backup and restore of 10 M heartbeats vs pg_dump",
+            lambda: bench_stayup.run_part(tmp, quick=quick),
+        ),
     }
 
 

@@ -23,12 +23,25 @@ def default_data_dir() -> Path:
 
 
 def normalize_database_url(url: str) -> str:
-    """Make ``postgresql://`` mean psycopg2 (SQLAlchemy 2.1 would otherwise pick psycopg 3)."""
+    """Make ``postgresql://`` mean psycopg2 (SQLAlchemy 2.1 would otherwise pick psycopg 3), and a libpq
+    multi-host URL (``postgresql://h1:5432,h2:5432/nexmdm``) one that SQLAlchemy parses (the hosts in
+    ``?host=h1:5432&host=h2:5432``, which psycopg2 hands to libpq as ``host=h1,h2 port=5432,5432``)."""
     url = url.strip()
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url[len(prefix) :]
-    return url
+            url = "postgresql+psycopg2://" + url[len(prefix) :]
+    return _hosts_in_query(url) if url.startswith("postgresql") else url
+
+
+def _hosts_in_query(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not sep or "," not in hosts:
+        return url
+    path, question, query = tail.partition("?")
+    params = "&".join(f"host={host}" for host in hosts.split(",") if host)
+    return f"{scheme}://{userinfo}{at}{slash or '/'}{path}?{params}{'&' + query if question and query else ''}"
 
 
 def check_forwarded_allow_ips(value: str) -> str:

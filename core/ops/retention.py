@@ -217,7 +217,7 @@ def run_all_retention_cleanups(
 
     ``on_result(entity, result)`` is called after each entity (progress display). Each entity ends its
     own transaction: a real run has committed its batches, a dry run's counting is rolled back. Once
-    ``lock_lost()`` is true (``core.locks.Held.lost``) no further batch runs: ``LockLost`` is raised.
+    ``lock_lost()`` is true (``core.ops.locks.Held.lost``) no further batch runs: ``LockLost`` is raised.
     """
     overrides = dict(retention_days or {})
     unknown = sorted(set(overrides) - set(_CLEANUPS))

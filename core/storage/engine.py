@@ -55,6 +55,10 @@ def make_engine(
     engine = create_engine(url, **kwargs)
     if not kwargs.get("pool_pre_ping"):
         _ping_when_idle(engine)
+    if parsed.get_backend_name() == "postgresql":
+        from core.storage.failover import drop_connections_on_failover
+
+        drop_connections_on_failover(engine)
     return engine
 
 

@@ -32,8 +32,7 @@ def script_location() -> Path:
     return Path(__file__).resolve().parent.parent / "alembic"
 
 
-def head_revision(folder: Path | None = None) -> str | None:
-    """The newest migration (the one no other migration names as its ``down_revision``)."""
+def _read(folder: Path | None) -> tuple[set[str], set[str]]:
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in sorted(((folder or script_location()) / "versions").glob("*.py")):
@@ -45,6 +44,17 @@ def head_revision(folder: Path | None = None) -> str | None:
         down = _DOWN.search(source)
         if down is not None:
             parents.update(_IDS.findall(down.group(1)))
+    return revisions, parents
+
+
+def known_revisions(folder: Path | None = None) -> set[str]:
+    """Every migration this code has (a database at another one was migrated by a newer NexMDM)."""
+    return _read(folder)[0]
+
+
+def head_revision(folder: Path | None = None) -> str | None:
+    """The newest migration (the one no other migration names as its ``down_revision``)."""
+    revisions, parents = _read(folder)
     heads = sorted(revisions - parents)
     if len(heads) > 1:
         raise RuntimeError(f"the migrations have several heads: {', '.join(heads)}")

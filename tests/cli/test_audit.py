@@ -119,6 +119,7 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "campaigns resume": ("campaign.resume", lambda f, t: _campaign(f, t, paused=True), []),
     "campaigns cancel": ("campaign.cancel", _campaign, ["--yes"]),
     "cleanup": ("retention.cleanup", lambda f, t: [], []),  # issue #21: deleting rows went unrecorded
+    "db backup": ("db.backup", lambda f, t: [str(t / "nexmdm.backup")], []),
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision
@@ -129,6 +130,7 @@ NOT_AUDITED = {
     "db history": "read",
     "db revision": "writes a file, not the database",
     "db check": "read",
+    "db restore": "replaces the trail with the backup's, then adds db.restore (tests/cli/test_db_backup.py)",
     "schema check": "read",
     "heartbeats show": "read",
     "dispatches stats": "read",
