@@ -21,6 +21,7 @@ from core.models import AuditEvent
 from core.settings import Settings
 from nexmdm_api import create_app
 from tests.api.test_roles import admin_routes
+from tests.core.audit_helpers import seed_out_of_id_order
 from tests.fakes.apk import apk_bytes
 
 APK = apk_bytes()
@@ -208,3 +209,25 @@ def test_get_audit_pages_and_filters(client, admin, enroll) -> None:
     naive = client.get("/v1/audit", params={"since": "2020-01-01T00:00:00"}, headers=admin)
     assert naive.status_code == 422
     assert client.get("/v1/audit", params={"bogus": "1"}, headers=admin).status_code == 422
+
+
+def test_get_audit_is_in_time_order_and_its_cursor_pages_by_time_and_id(
+    client, admin, session_factory: sessionmaker[Session]
+) -> None:
+    expected = seed_out_of_id_order(session_factory)
+    targets, cursor, pages = [], None, 0
+    while True:
+        page = client.get("/v1/audit", params={"limit": 1} | ({"cursor": cursor} if cursor else {}), headers=admin)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        targets += [e["target"] for e in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert targets == expected and pages == len(expected)
+    whole = client.get("/v1/audit", headers=admin).json()["items"]
+    b = next(e for e in whole if e["target"] == "b")
+    legacy = client.get("/v1/audit", params={"cursor": str(b["id"])}, headers=admin).json()  # a bare id still works
+    assert [e["target"] for e in legacy["items"]] == ["a", None]
+    assert client.get("/v1/audit", params={"cursor": "12-x"}, headers=admin).status_code in (400, 422)

@@ -27,6 +27,7 @@ from core.types import utcnow
 from nexmdm_cli.main import app
 from tests.cli.helpers import Cli, one_error_line
 from tests.conftest import add_device
+from tests.core.audit_helpers import seed_out_of_id_order
 from tests.fakes.apk import apk_bytes
 
 Setup = Callable[[sessionmaker[Session], Path], list[str]]
@@ -140,6 +141,7 @@ NOT_AUDITED = {
     "devices labels": "read",
     "campaigns list": "read",
     "campaigns show": "read",
+    "campaigns devices": "read",
     "campaigns watch": "read",
     "top": "read",
     "serve": "runs the API (whose admin changes are audited as key:NAME)",
@@ -200,6 +202,15 @@ def test_list_filters_and_json(cli: Cli, session_factory) -> None:
         one_error_line(result)
 
 
+def test_list_and_export_are_in_time_order_with_refusals_at_their_minute(cli: Cli, session_factory) -> None:
+    expected = seed_out_of_id_order(session_factory)
+    assert [e["target"] for e in cli.json("audit", "list")["items"]] == expected
+    assert [e["target"] for e in cli.json("audit", "list", "--limit", "2")["items"]] == expected[:2]
+    exported = cli("audit", "export", "--format", "jsonl")
+    assert exported.exit_code == 0, exported.stderr
+    assert [json.loads(line)["target"] for line in exported.stdout.splitlines()] == expected
+
+
 def _seed(factory: sessionmaker[Session], n: int) -> None:
     now = utcnow()
     rows = [
@@ -223,11 +234,11 @@ def test_export_jsonl_and_csv(cli: Cli, session_factory) -> None:
     result = cli("audit", "export", "--format", "jsonl")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 2500 and json.loads(lines[0])["target"] == "dev_2499"  # newest (last written) first
+    assert len(lines) == 2500 and json.loads(lines[0])["target"] == "dev_0"  # newest first (by time, not by id)
     assert len({json.loads(line)["id"] for line in lines}) == 2500
     result = cli("audit", "export", "--format", "csv", "--since", "1h")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert len(rows) == 2500 and json.loads(rows[-1]["details"]) == {"n": 0}
+    assert len(rows) == 2500 and json.loads(rows[-1]["details"]) == {"n": 2499}
     bad = cli("audit", "export", "--format", "xml")
     assert bad.exit_code == 2
     one_error_line(bad)
