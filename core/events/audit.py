@@ -139,9 +139,11 @@ def parse_cursor(text: str) -> Position | int:
 def _after(before: Position | int) -> Any:
     """Rows that come after ``before`` in (at, id) descending order."""
     if isinstance(before, int):  # a bare id: the position of that row (or, if it is gone, ids below it)
-        at = select(_TABLE.c.at).where(_TABLE.c.id == before).scalar_subquery()
+        row_at = select(_TABLE.c.at).where(_TABLE.c.id == before).scalar_subquery()
         return or_(
-            _TABLE.c.at < at, and_(_TABLE.c.at == at, _TABLE.c.id < before), and_(at.is_(None), _TABLE.c.id < before)
+            _TABLE.c.at < row_at,
+            and_(_TABLE.c.at == row_at, _TABLE.c.id < before),
+            and_(row_at.is_(None), _TABLE.c.id < before),
         )
     at, event_id = before
     return or_(_TABLE.c.at < at, and_(_TABLE.c.at == at, _TABLE.c.id < event_id))
