@@ -29,6 +29,7 @@ from core.base.errors import DatabaseUnavailable
 from core.base.settings import Settings
 from core.commands.push import DeliveryWorker, client_from_settings, queue_stats, ratecap
 from core.events.sender import WebhookSender
+from core.events.webhooks import outbox_stats
 from core.ops import leases
 from core.ops.maintenance import LEADER_LEASE_SECONDS, Maintenance
 from nexmdm_api import metrics
@@ -103,12 +104,15 @@ class _Maintenance(Maintenance):
         self.exporter = False
         self.gauges.clear()
         metrics.set_push_queue(0, 0.0)
+        metrics.set_webhook_outbox(0, 0)
         logger.info("metrics_exporter=no holder=%s", self.holder)
 
     def _gauges(self) -> None:
         with self.database.read_sessions() as db:
             stats = queue_stats(db)
+            outbox = outbox_stats(db)
         metrics.set_push_queue(stats["depth"], stats["oldest_age_seconds"])
+        metrics.set_webhook_outbox(outbox["pending"], outbox["dead_last_hour"])
         # a new exporter computes at once; then at most every 15 s, the last values written every round
         if not self.gauges.maybe_refresh(self.database.read_sessions, force=self.fresh):
             self.gauges.publish()
@@ -163,7 +167,9 @@ def background_lifespan(settings: Settings) -> Any:
                 )
                 threads.append(delivery)
         app.state.delivery_worker = worker
-        webhooks = app.state.webhook_sender = WebhookSender(database.sessions, settings)
+        webhooks = app.state.webhook_sender = WebhookSender(
+            database.sessions, settings, observer=metrics.observe_webhook
+        )
         threads.append(
             threading.Thread(
                 target=webhooks.run, args=(stop, WEBHOOK_POLL_SECONDS), name="nexmdm-webhooks", daemon=True

@@ -84,6 +84,24 @@ def set_push_queue(depth: int, oldest_age_seconds: float) -> None:
     ).set(oldest_age_seconds)
 
 
+def set_webhook_outbox(pending: int, dead_last_hour: int) -> None:
+    """The webhook outbox, from the database (so deliveries of every process count, ``nexmdm worker``'s too):
+    written every round by the exporter (the ``metrics`` lease), 0 by one that stopped exporting."""
+    _gauge("nexmdm_webhook_outbox_deliveries", "Webhook deliveries waiting in the outbox", "livemostrecent").set(
+        pending
+    )
+    _gauge(
+        "nexmdm_webhook_dead_deliveries", "Webhook deliveries that went dead in the last hour", "livemostrecent"
+    ).set(dead_last_hour)
+
+
+def observe_webhook(outcome: str) -> None:
+    """Webhook sender observer: ``delivered``, ``retry`` (the attempt failed, another follows) or ``dead``
+    (the last attempt failed), counted as ``delivered``, ``failed`` and ``dead``."""
+    result = "failed" if outcome == "retry" else outcome
+    _counter("nexmdm_webhook_deliveries", "Webhook delivery attempts, by result").labels(result).inc()
+
+
 def forget_dead_workers() -> list[int]:
     """With ``serve --workers N``: remove the ``live*`` gauge samples of workers that are no longer running
     (prometheus_client keeps a dead process's file until ``mark_process_dead``), so that a killed exporter's
@@ -154,6 +172,7 @@ KNOWN_RESULTS = {
     "heartbeats": ("created", "deduplicated", "rate_limited"),
     "commands": ("created", "replayed"),
     "fcm_sends": ("sent", "retry", "unregistered", "invalid", "auth", "gave_up", "skipped", "lease_lost"),
+    "webhook_deliveries": ("delivered", "failed", "dead"),
 }
 
 
@@ -163,6 +182,7 @@ def declare() -> None:
         "heartbeats": "Heartbeats handled, by result",
         "commands": "Commands dispatched through the API, by result",
         "fcm_sends": "FCM sends, by outcome",
+        "webhook_deliveries": "Webhook delivery attempts, by result",
     }
     for short, results in KNOWN_RESULTS.items():
         counter = _counter(f"nexmdm_{short}", count_names[short])
@@ -171,5 +191,6 @@ def declare() -> None:
     for limiter in REDIS_LIMITERS:
         _redis_fallbacks().labels(limiter)
     set_push_queue(0, 0.0)
+    set_webhook_outbox(0, 0)
     _push_latency()
     _batch_beats()

@@ -327,6 +327,9 @@ class CampaignDeviceOut(msgspec.Struct):
     fcm_status: str | None
     released_at: datetime | None
     finished_at: datetime | None
+    #: the device's model and its ack's detail (why a target failed), so no request per command is needed
+    model: str | None = None
+    detail: str | None = None
 
 
 class CampaignDevicePage(msgspec.Struct):

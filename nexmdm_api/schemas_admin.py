@@ -12,7 +12,7 @@ import msgspec
 from msgspec import Meta
 
 from core.base.event_types import EVENT_TYPES
-from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch
+from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch, LabelKey, LabelValue
 
 Role = Literal["viewer", "operator", "admin"]
 KEY_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -22,6 +22,8 @@ class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
     uses: Annotated[int, Meta(ge=1, le=1_000_000)] = 1
     expires_in_seconds: Annotated[int, Meta(ge=60, le=365 * 86400)] = 3600
     note: Annotated[str, Meta(max_length=200, pattern=TEXT_PATTERN)] | None = None
+    #: every device enrolled with the token starts with these (checked by core, as the CLI's --label)
+    labels: dict[LabelKey, LabelValue] = {}
 
 
 class TokenOut(msgspec.Struct):
@@ -34,6 +36,7 @@ class TokenOut(msgspec.Struct):
     expires_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    labels: dict[str, str] = {}
 
 
 class TokenCreated(TokenOut):

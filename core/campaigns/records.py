@@ -342,14 +342,19 @@ def list_campaigns(
 def campaign_devices(
     db: Session, campaign_id: str, *, status: str | None = None, limit: int = 100, after: str | None = None
 ) -> list[dict[str, Any]]:
-    """The targets (in one state), by device id: keyset paging with ``after``."""
+    """The targets (in one state), by device id: keyset paging with ``after``.
+
+    Each carries the device's model and its ack's ``detail``, so finding why targets failed is one read.
+    """
     campaign = load(db, campaign_id)
     if status is not None and status not in DRILL_STATUSES:
         raise InvalidArgument(f"status must be one of {', '.join(DRILL_STATUSES)}", field="status")
     t, d = CampaignTarget, FcmDispatch
     query = (
         select(t.device_id, t.wave, t.state, d.request_id, d.status, d.fcm_status, d.created_at, d.finished_at)
+        .add_columns(d.ack_detail, Device.model)
         .outerjoin(d, d.request_id == literal(campaign_id + ":") + t.device_id)
+        .outerjoin(Device, Device.id == t.device_id)
         .where(t.campaign_id == campaign_id)
         .order_by(t.device_id)
         .limit(limit)
@@ -373,6 +378,8 @@ def campaign_devices(
                 "fcm_status": row["fcm_status"],
                 "released_at": row["created_at"],
                 "finished_at": row["finished_at"],
+                "model": row["model"],
+                "detail": row["ack_detail"],
             }
         )
     return out

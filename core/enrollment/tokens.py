@@ -83,7 +83,9 @@ def create_enrollment_token(
     )
     db.add(token)
     db.flush()
-    record(db, actor, "token.create", token.id, uses=uses, expires_at=token.expires_at.isoformat())
+    record(
+        db, actor, "token.create", token.id, uses=uses, expires_at=token.expires_at.isoformat(), labels=labels or None
+    )
     return secret, token_dict(token, now)
 
 

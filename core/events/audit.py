@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import Table, and_, delete, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.base.errors import InvalidArgument
 from core.models import AuditEvent
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
@@ -111,8 +113,44 @@ def event_dict(row: Any) -> dict[str, Any]:
     }
 
 
+#: a position in the trail, newest first: (``at``, ``id``). Refusal rows carry the start of their minute
+#: but are written (and numbered) later, so the trail is ordered by time, then id, never by id alone.
+Position = tuple[datetime, int]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR = re.compile(r"([0-9]{1,18})(?:-([0-9]{1,18}))?")
+
+
+def cursor_of(event: dict[str, Any]) -> str:
+    """The keyset cursor after ``event``: its time in microseconds since the epoch and its id (``US-ID``)."""
+    return f"{(event['at'] - _EPOCH) // timedelta(microseconds=1)}-{event['id']}"
+
+
+def parse_cursor(text: str) -> Position | int:
+    """A cursor of :func:`cursor_of`; a bare id (the cursor before events were ordered by time) still works."""
+    match = _CURSOR.fullmatch(text)
+    if match is None:
+        raise InvalidArgument("cursor must be the next_cursor of a previous page", field="cursor")
+    head, tail = match.groups()
+    if tail is None:
+        return int(head)
+    return _EPOCH + timedelta(microseconds=int(head)), int(tail)
+
+
+def _after(before: Position | int) -> Any:
+    """Rows that come after ``before`` in (at, id) descending order."""
+    if isinstance(before, int):  # a bare id: the position of that row (or, if it is gone, ids below it)
+        row_at = select(_TABLE.c.at).where(_TABLE.c.id == before).scalar_subquery()
+        return or_(
+            _TABLE.c.at < row_at,
+            and_(_TABLE.c.at == row_at, _TABLE.c.id < before),
+            and_(row_at.is_(None), _TABLE.c.id < before),
+        )
+    at, event_id = before
+    return or_(_TABLE.c.at < at, and_(_TABLE.c.at == at, _TABLE.c.id < event_id))
+
+
 def _query(
-    *, since: datetime | None, actor: str | None, action: str | None, outcome: str | None, before_id: int | None
+    *, since: datetime | None, actor: str | None, action: str | None, outcome: str | None, before: Position | int | None
 ) -> Any:
     query = select(_TABLE)
     if since is not None:
@@ -127,9 +165,9 @@ def _query(
             query = query.where(_TABLE.c.action == action)
     if outcome:
         query = query.where(_TABLE.c.outcome == outcome)
-    if before_id is not None:
-        query = query.where(_TABLE.c.id < before_id)
-    return query.order_by(_TABLE.c.id.desc())
+    if before is not None:
+        query = query.where(_after(before))
+    return query.order_by(_TABLE.c.at.desc(), _TABLE.c.id.desc())
 
 
 def list_events(
@@ -139,11 +177,11 @@ def list_events(
     actor: str | None = None,
     action: str | None = None,
     outcome: str | None = None,
-    before_id: int | None = None,
+    before: Position | int | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Newest first; keyset: ``before_id`` is the last id of the previous page."""
-    query = _query(since=since, actor=actor, action=action, outcome=outcome, before_id=before_id).limit(limit)
+    """Newest first by (time, id); keyset: ``before`` is the previous page's last (at, id) (or a bare id)."""
+    query = _query(since=since, actor=actor, action=action, outcome=outcome, before=before).limit(limit)
     return [event_dict(row) for row in db.execute(query)]
 
 
@@ -157,13 +195,13 @@ def iter_events(
     batch: int = 1000,
 ) -> Iterator[dict[str, Any]]:
     """Every matching event, newest first, read in keyset pages: memory stays flat whatever the count."""
-    before: int | None = None
+    before: Position | None = None
     while True:
-        rows = list_events(db, since=since, actor=actor, action=action, outcome=outcome, before_id=before, limit=batch)
+        rows = list_events(db, since=since, actor=actor, action=action, outcome=outcome, before=before, limit=batch)
         yield from rows
         if len(rows) < batch:
             return
-        before = rows[-1]["id"]
+        before = rows[-1]["at"], rows[-1]["id"]
 
 
 def count_events(db: Session) -> int:

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from core.base.settings import Settings
 from core.events.webhooks import sign
 from core.models import WebhookEndpoint, WebhookOutbox
+from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
 logger = logging.getLogger("nexmdm.webhooks")
@@ -128,8 +129,11 @@ class WebhookSender:
         resolver: Resolver = resolve,
         clock: Callable[[], datetime] = utcnow,
         rng: Callable[[], float] = random.random,
+        observer: Callable[[str], None] | None = None,
     ) -> None:
         self.sessions = session_factory
+        #: told each recorded outcome (``delivered``, ``retry``, ``dead``): the API's metrics
+        self.observer = observer
         self.settings = settings
         self.resolver = resolver
         self.clock = clock
@@ -281,11 +285,17 @@ class WebhookSender:
             outcome = "retry"
             values |= {"next_attempt_at": now + self.backoff(attempts), "last_error": error[:500]}
         with self.sessions.begin() as db:
-            db.execute(
-                update(_OUTBOX)
-                .where(_OUTBOX.c.id == claim.id, _OUTBOX.c.status == "pending", _OUTBOX.c.attempts == claim.attempts)
-                .values(**values)
+            recorded = rowcount(
+                db.execute(
+                    update(_OUTBOX)
+                    .where(
+                        _OUTBOX.c.id == claim.id, _OUTBOX.c.status == "pending", _OUTBOX.c.attempts == claim.attempts
+                    )
+                    .values(**values)
+                )
             )
+        if recorded and self.observer is not None:  # not a row whose lease ran out and another sender took
+            self.observer(outcome)
         if outcome != "delivered":
             logger.info("webhook %s to endpoint of %s: %s (%s)", claim.event_id, claim.event_type, outcome, error)
         return outcome

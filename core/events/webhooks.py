@@ -13,11 +13,11 @@ import hmac
 import json
 import secrets
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument, NotFound
@@ -246,3 +246,15 @@ def redeliver(db: Session, delivery_id: int, *, actor: Actor | None = None) -> d
         raise NotFound(f"no webhook delivery {delivery_id}")
     record(db, actor, "webhook.redeliver", str(delivery_id), event_id=row.event_id)
     return delivery_dict(row)
+
+
+def outbox_stats(db: Session, now: datetime | None = None) -> dict[str, int]:
+    """For metrics: deliveries waiting in the outbox, and those that went dead in the last hour (whichever
+    process sent them: an API process or a ``nexmdm worker``). Both read the ``(status, next_attempt_at)``
+    index: pending rows are few while receivers answer, dead ones fewer."""
+    now = now or utcnow()
+    pending = db.scalar(select(func.count()).where(_OUTBOX.c.status == "pending"))
+    dead = db.scalar(
+        select(func.count()).where(_OUTBOX.c.status == "dead", _OUTBOX.c.finished_at >= now - timedelta(hours=1))
+    )
+    return {"pending": int(pending or 0), "dead_last_hour": int(dead or 0)}

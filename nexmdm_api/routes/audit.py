@@ -18,7 +18,11 @@ from nexmdm_api.schemas import convert
 from nexmdm_api.schemas_admin import AuditEventOut, AuditPage
 
 AuditCursor = Annotated[
-    str | None, Parameter(description="`next_cursor` of the previous page (an event id)", pattern=r"^[0-9]{1,18}$")
+    str | None,
+    Parameter(
+        description="`next_cursor` of the previous page (the last event's time in µs and id; a bare id still works)",
+        pattern=r"^[0-9]{1,18}(-[0-9]{1,18})?$",
+    ),
 ]
 Filter = Annotated[str | None, Parameter(max_length=200, pattern=r"^[A-Za-z0-9._:@*/ -]+$")]
 
@@ -28,9 +32,9 @@ Filter = Annotated[str | None, Parameter(max_length=200, pattern=r"^[A-Za-z0-9._
     tags=["admin"],
     summary="The audit trail",
     description=(
-        "Newest first. `actor` is exact (`key:ci`, `cli:root@host`, `system:worker`, `anonymous`); `action` is "
-        "exact or a family (`device.*`); `since` is an RFC 3339 instant. `denied` rows count refusals per "
-        "actor (or address), action and minute in `count`."
+        "Newest first, by time then id. `actor` is exact (`key:ci`, `cli:root@host`, `system:worker`, `anonymous`); "
+        "`action` is exact or a family (`device.*`); `since` is an RFC 3339 instant. `denied` rows count refusals "
+        "per actor (or address), action and minute in `count`, at the start of their minute."
     ),
     sync_to_thread=True,
     **admin_route("admin", readonly=True),
@@ -54,10 +58,10 @@ def list_audit(
             actor=actor,
             action=action,
             outcome=outcome,
-            before_id=int(cursor) if cursor else None,
+            before=audit.parse_cursor(cursor) if cursor else None,
             limit=n,
         ),
         limit,
-        "id",
+        audit.cursor_of,
     )
     return AuditPage(items=[convert(r, AuditEventOut) for r in rows], next_cursor=next_cursor)

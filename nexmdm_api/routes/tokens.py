@@ -39,6 +39,7 @@ def create_token(request: Request[Any, Any, Any], db: DB, data: JSONBody[TokenIn
         uses=data.uses,
         expires_in=timedelta(seconds=data.expires_in_seconds),
         note=data.note,
+        labels=data.labels,
         actor=admin_actor(request),
     )
     return convert(token | {"secret": secret}, TokenCreated)

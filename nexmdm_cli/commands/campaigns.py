@@ -23,6 +23,7 @@ from nexmdm_cli.render import (
     note,
     printable,
     relative,
+    row,
     show,
     styled,
     table,
@@ -116,6 +117,49 @@ def show_campaign(ctx: typer.Context, campaign_id: CampaignId, json_output: Json
         print_json(campaign)
         return
     show(_detail(campaign))
+
+
+@app.command("devices", context_settings=CONTEXT)
+def campaign_devices(
+    ctx: typer.Context,
+    campaign_id: CampaignId,
+    status: Annotated[
+        str | None, typer.Option(help="Only targets in this state: queued, pending, acked, failed, expired, cancelled.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many, by device id.")] = 50,
+    after: Annotated[str | None, typer.Option(help="Start after this device id (the previous page's last).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """A campaign's targets (in one state) with the device's model and its ack's detail: why they failed."""
+    from core import campaigns as fleet
+
+    with state(ctx).session() as db:
+        rows = fleet.campaign_devices(db, campaign_id, status=status, limit=limit + 1, after=after)
+    items, more = rows[:limit], len(rows) > limit
+    if json_output:
+        print_json({"items": items, "next_cursor": items[-1]["device_id"] if more else None})
+        return
+    if not items:
+        show(f"No targets of {campaign_id}" + (f" are {status}." if status else "."))
+        return
+    caption = f"more: --after {items[-1]['device_id']}" if more else None
+    out = table(
+        f"Campaign {campaign_id}", "device", "model", "wave", "status", "push", "finished", "detail", caption=caption
+    )
+    now = utcnow()
+    for t in items:
+        finished = relative(t["finished_at"], now) if t["finished_at"] else "—"
+        row(
+            out,
+            t["device_id"],
+            dash(t["model"]),
+            str(t["wave"]),
+            styled(t["status"]),
+            dash(t["fcm_status"]),
+            finished,
+            dash(t["detail"]),
+        )
+    show(out)
 
 
 @app.command(context_settings=CONTEXT)

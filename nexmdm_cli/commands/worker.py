@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nexmdm_cli.errors import EXIT_USAGE
 from nexmdm_cli.state import err_console, print_json, state
 
 if TYPE_CHECKING:
@@ -33,6 +32,13 @@ WEBHOOK_POLL_SECONDS = 1.0
 STOP_SECONDS = 10.0
 
 
+#: said once when a worker starts without FCM credentials
+NO_FCM = (
+    "FCM is not configured (NEXMDM_FCM_CREDENTIALS): this worker runs maintenance and the webhook outbox, "
+    "no push delivery; commands stay pending until devices poll for them (or a worker with credentials pushes them)"
+)
+
+
 def worker(
     ctx: typer.Context,
     once: Annotated[
@@ -42,13 +48,12 @@ def worker(
 ) -> None:
     """Push accepted commands through FCM until stopped (Ctrl-C or SIGTERM; a second one stops at once).
 
-    Needs NEXMDM_FCM_CREDENTIALS. Also delivers the webhook outbox and runs the maintenance a server
-    process runs (campaign waves, partitions, and, when elected leader among every server and worker,
-    the expiry and presence sweeps). Several workers may run at once: rows are claimed with a lease
-    (SKIP LOCKED on PostgreSQL), so none is sent twice by two workers. With NEXMDM_REDIS_URL the FCM
-    rate cap is shared by every sender.
+    Also delivers the webhook outbox and runs the maintenance a server process runs (campaign waves,
+    partitions, and, when elected leader among every server and worker, the expiry and presence sweeps).
+    Without NEXMDM_FCM_CREDENTIALS it does those and no push delivery, and says so once (a polling-only
+    fleet). Several workers may run at once: rows are claimed with a lease (SKIP LOCKED on PostgreSQL), so
+    none is sent twice by two workers. With NEXMDM_REDIS_URL the FCM rate cap is shared by every sender.
     """
-    from core import campaigns as fleet
     from core.commands import push as delivery_module
     from core.commands.push import ratecap
 
@@ -57,31 +62,48 @@ def worker(
     st.require_migrated()
     client = delivery_module.client_from_settings(settings)
     if client is None:
-        err_console.print(
-            "[red]error:[/red] FCM is not configured (set NEXMDM_FCM_CREDENTIALS); "
-            "commands stay pending until devices poll for them"
-        )
-        raise typer.Exit(code=EXIT_USAGE)
+        err_console.print(f"[yellow]note:[/yellow] {NO_FCM}")
     # with NEXMDM_REDIS_URL the FCM rate cap is shared by every sender of the cluster
-    gate = ratecap.rate_gate(settings)
-    delivery = delivery_module.DeliveryWorker(st.session_factory, settings, client, limiter=gate)
+    delivery = (
+        None
+        if client is None
+        else delivery_module.DeliveryWorker(st.session_factory, settings, client, limiter=ratecap.rate_gate(settings))
+    )
     try:
         if once:
-            expired = delivery.sweep_expired()
-            released = fleet.run_due(st.session_factory, settings)
-            outcomes = delivery.run_once()
-            if json_output:
-                print_json({"expired": expired, "campaign_releases": released, "outcomes": outcomes})
-            else:
-                err_console.print(f"expired {expired}, pushed {len(outcomes)}: {', '.join(outcomes) or 'nothing due'}")
+            _once(st, settings, delivery, json_output)
             return
-        _run(st, settings, delivery, client.project_id)
+        _run(st, settings, delivery, None if client is None else client.project_id)
     finally:
-        delivery.close()
+        if delivery is not None:
+            delivery.close()
 
 
-def _run(st: CliState, settings: Settings, delivery: DeliveryWorker, project_id: str) -> None:
-    """Delivery in this thread; maintenance and the webhook outbox in their own, until a signal."""
+def _once(st: CliState, settings: Settings, delivery: DeliveryWorker | None, json_output: bool) -> None:
+    from core import campaigns as fleet
+    from core.commands import push as delivery_module
+
+    expired = delivery_module.sweep_expired(st.session_factory, settings)
+    released = fleet.run_due(st.session_factory, settings)
+    outcomes = delivery.run_once() if delivery is not None else []
+    if json_output:
+        print_json(
+            {
+                "expired": expired,
+                "campaign_releases": released,
+                "outcomes": outcomes,
+                "fcm_configured": delivery is not None,
+            }
+        )
+    elif delivery is None:
+        err_console.print(f"expired {expired}, campaign releases {released}")
+    else:
+        err_console.print(f"expired {expired}, pushed {len(outcomes)}: {', '.join(outcomes) or 'nothing due'}")
+
+
+def _run(st: CliState, settings: Settings, delivery: DeliveryWorker | None, project_id: str | None) -> None:
+    """Delivery in this thread (or, without FCM, a wait); maintenance and the webhook outbox in their own,
+    until a signal."""
     from core.events import sender as webhook_delivery
     from core.ops import leases
     from core.ops import maintenance as maintenance_module
@@ -96,7 +118,10 @@ def _run(st: CliState, settings: Settings, delivery: DeliveryWorker, project_id:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    err_console.print(f"delivery worker started on {st.masked_url} (project {project_id}); Ctrl-C stops it")
+    what = f"delivery worker started on {st.masked_url} (project {project_id})"
+    if project_id is None:  # NO_FCM was said at the start
+        what = f"worker started on {st.masked_url} (maintenance and webhooks)"
+    err_console.print(f"{what}; Ctrl-C stops it")
     holder = leases.new_holder("worker")
     maintenance = maintenance_module.Maintenance(st.session_factory, st.engine, settings, holder)
     webhooks = webhook_delivery.WebhookSender(st.session_factory, settings)
@@ -107,8 +132,12 @@ def _run(st: CliState, settings: Settings, delivery: DeliveryWorker, project_id:
     for thread in threads:
         thread.start()
     try:
-        # the maintenance leader sweeps expired commands: the delivery loop only delivers
-        delivery.run(stop, sweep_every=math.inf)
+        if delivery is None:
+            while not stop.wait(1.0):  # no pushes: the threads do the work; a signal ends the wait
+                pass
+        else:
+            # the maintenance leader sweeps expired commands: the delivery loop only delivers
+            delivery.run(stop, sweep_every=math.inf)
     finally:
         stop.set()
         webhooks.wake()
@@ -116,4 +145,7 @@ def _run(st: CliState, settings: Settings, delivery: DeliveryWorker, project_id:
         for thread in threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         webhooks.close()
-    err_console.print(f"delivery worker stopped: {dict(delivery.totals) or 'nothing sent'}")
+    if delivery is None:
+        err_console.print("worker stopped")
+    else:
+        err_console.print(f"delivery worker stopped: {dict(delivery.totals) or 'nothing sent'}")

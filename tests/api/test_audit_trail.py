@@ -25,6 +25,7 @@ from core.events import webhooks
 from core.models import AuditEvent
 from nexmdm_api import create_app
 from nexmdm_api.auditbuffer import AuditBuffer
+from tests.support.audit import seed_out_of_id_order
 from tests.support.fakes.apk import apk_bytes
 from tests.support.routes import admin_routes
 
@@ -235,3 +236,25 @@ def test_a_refusal_row_the_database_refuses_never_blocks_the_others(session_fact
     assert found[("anonymous", "auth.failed", "203.0.113.9")] == 1
     assert found[("*", "device.revoke", "*")] == 1  # the unsendable actor, counted under its action
     assert sum(found.values()) == 7
+
+
+def test_get_audit_is_in_time_order_and_its_cursor_pages_by_time_and_id(
+    client, admin, session_factory: sessionmaker[Session]
+) -> None:
+    expected = seed_out_of_id_order(session_factory)
+    targets, cursor, pages = [], None, 0
+    while True:
+        page = client.get("/v1/audit", params={"limit": 1} | ({"cursor": cursor} if cursor else {}), headers=admin)
+        assert page.status_code == 200, page.text
+        body = page.json()
+        targets += [e["target"] for e in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert targets == expected and pages == len(expected)
+    whole = client.get("/v1/audit", headers=admin).json()["items"]
+    b = next(e for e in whole if e["target"] == "b")
+    legacy = client.get("/v1/audit", params={"cursor": str(b["id"])}, headers=admin).json()  # a bare id still works
+    assert [e["target"] for e in legacy["items"]] == ["a", None]
+    assert client.get("/v1/audit", params={"cursor": "12-x"}, headers=admin).status_code in (400, 422)

@@ -192,3 +192,28 @@ def test_commands_list_by_campaign(client, admin, session_factory: sessionmaker[
     assert len(client.get("/v1/commands", params={"campaign_id": other["id"]}, headers=admin).json()["items"]) == 5
     bad = client.get("/v1/commands", params={"campaign_id": "not-a-campaign"}, headers=admin)
     assert bad.status_code == 422
+
+
+def test_the_failed_drill_down_says_why_and_on_which_model(
+    client, admin, enroll, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    tokens = {"f1": enroll("f1", model="Galaxy A10"), "f2": enroll("f2", model="Pixel 8"), "f3": enroll("f3")}
+    campaign = _post(client, admin, {"action": "sync", "device_ids": sorted(tokens)}).json()
+    fleet.run_due(session_factory, settings)
+    for device_id, status, detail in (("f1", "failed", "INSUFFICIENT_STORAGE: 12 MB free"), ("f2", "completed", None)):
+        ack = client.post(
+            f"/v1/commands/{campaign['id']}:{device_id}/ack",
+            json={"status": status} | ({"detail": detail} if detail else {}),
+            headers={"Authorization": f"Bearer {tokens[device_id]}"},
+        )
+        assert ack.status_code == 200, ack.text
+    failed = client.get(f"/v1/campaigns/{campaign['id']}/devices?status=failed", headers=admin).json()["items"]
+    assert [(t["device_id"], t["model"], t["detail"]) for t in failed] == [
+        ("f1", "Galaxy A10", "INSUFFICIENT_STORAGE: 12 MB free")
+    ]
+    every = client.get(f"/v1/campaigns/{campaign['id']}/devices", headers=admin).json()["items"]
+    assert [(t["device_id"], t["model"], t["detail"]) for t in every] == [
+        ("f1", "Galaxy A10", "INSUFFICIENT_STORAGE: 12 MB free"),
+        ("f2", "Pixel 8", None),
+        ("f3", None, None),
+    ]

@@ -173,3 +173,28 @@ def test_existing_keys_become_admins(backend: str, databases: DatabaseFactory) -
     with engine.connect() as conn:
         assert conn.execute(text("SELECT role FROM admin_keys WHERE name = 'old'")).scalar_one() == "admin"
     engine.dispose()
+
+
+#: the words of docs/api.md's role table that name each family of routes in ROLE_TABLE (by path prefix)
+_DOC_WORDS = {
+    "/v1/devices/{device_id:str}/labels": "labels",
+    "/v1/devices/labels": "labels",
+    "/v1/labels": "labels",
+    "/v1/campaigns": "campaigns",
+    "/v1/tokens": "tokens",
+    "/v1/apk": "APK",
+    "/v1/commands": "commands",
+    "/v1/devices": "devices",
+}
+
+
+def test_the_role_table_in_the_docs_names_every_family_of_routes_of_its_role() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    rows = {role: next(line for line in doc.splitlines() if line.startswith(f"| `{role}` |")) for role in ROLES}
+    assert not any("once they exist" in row for row in rows.values())
+    for (method, path), role in ROLE_TABLE.items():
+        word = next((w for prefix, w in _DOC_WORDS.items() if path.startswith(prefix)), None)
+        if word is not None and role in ("viewer", "operator"):
+            assert word in rows[role], (method, path, role, word)

@@ -9,11 +9,14 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from core.base.settings import Settings
 from core.models import WebhookOutbox
 from tests.support.fakes.receiver import Receiver
+
+RESULTS = ("delivered", "failed", "dead")
 
 SECRET = "s" * 40
 
@@ -97,3 +100,50 @@ def test_webhook_admin_endpoints(client: TestClient[Any], admin: dict[str, str])
     assert client.post("/v1/webhooks/deliveries/999/redeliver", headers=admin).status_code == 404
     assert client.delete(f"/v1/webhooks/{made.json()['id']}", headers=admin).status_code == 200
     assert client.delete(f"/v1/webhooks/{made.json()['id']}", headers=admin).status_code == 404
+
+
+def test_metrics_count_deliveries_failures_and_dead_ones_and_the_outbox(
+    api_settings: Settings, engine, session_factory, receiver: Receiver
+) -> None:
+    """One delivery succeeds; one fails, is retried and fails again (dead); the exporter's gauges see the
+    dead one and the outbox drained."""
+    from core.events import webhooks
+    from nexmdm_api import create_app
+    from tests.support.livemetrics import until, value
+
+    settings = api_settings.with_overrides(webhook_max_attempts=2, webhook_backoff_seconds=0.05)
+    receiver.respond = lambda d: 500 if d.event == "webhook.test" and d.document["data"]["endpoint_id"] == bad else None
+    with session_factory.begin() as db:
+        _, good_endpoint = webhooks.add_endpoint(db, url=receiver.url, events=["device.offline"], secret=SECRET)
+        _, bad_endpoint = webhooks.add_endpoint(db, url=receiver.url, events=["device.offline"], secret=SECRET)
+        bad = bad_endpoint["id"]
+        webhooks.send_test(db, good_endpoint["id"])
+        webhooks.send_test(db, bad)
+    # the counters belong to the test process, which served other apps before this one
+    before = {r: REGISTRY.get_sample_value("nexmdm_webhook_deliveries_total", {"result": r}) or 0 for r in RESULTS}
+
+    def counted(text: str) -> dict[str, float]:
+        return {r: (value(text, "nexmdm_webhook_deliveries_total", result=r) or 0) - before[r] for r in RESULTS}
+
+    with TestClient(create_app(settings)) as client:
+        text = until(
+            lambda: client.get("/metrics").text,
+            lambda t: value(t, "nexmdm_webhook_dead_deliveries") == 1 and counted(t)["dead"] == 1,
+        )
+    assert counted(text) == {"delivered": 1, "failed": 1, "dead": 1}
+    assert value(text, "nexmdm_webhook_outbox_deliveries") == 0
+
+
+def test_the_outbox_gauge_counts_waiting_deliveries(api_settings: Settings, engine, session_factory) -> None:
+    """A receiver that cannot be reached (a refused private address): its deliveries wait in the outbox."""
+    from core.events import webhooks
+    from nexmdm_api import create_app
+    from tests.support.livemetrics import until, value
+
+    settings = api_settings.with_overrides(webhook_allow_private=False)
+    with session_factory.begin() as db:
+        _, endpoint = webhooks.add_endpoint(db, url="https://127.0.0.1:9/hook", events=["device.offline"])
+        for _ in range(3):
+            webhooks.send_test(db, endpoint["id"])
+    with TestClient(create_app(settings)) as client:
+        until(lambda: client.get("/metrics").text, lambda t: value(t, "nexmdm_webhook_outbox_deliveries") == 3)

@@ -32,6 +32,7 @@ from core.events import webhooks
 from core.models import AuditEvent
 from core.storage.types import utcnow
 from nexmdm_cli.main import app
+from tests.support.audit import seed_out_of_id_order
 from tests.support.cli import Cli, one_error_line
 from tests.support.databases import add_device
 from tests.support.fakes.apk import apk_bytes
@@ -149,6 +150,7 @@ NOT_AUDITED = {
     "devices labels": "read",
     "campaigns list": "read",
     "campaigns show": "read",
+    "campaigns devices": "read",
     "campaigns watch": "read",
     "top": "read",
     "serve": "runs the API (whose admin changes are audited as key:NAME)",
@@ -209,6 +211,15 @@ def test_list_filters_and_json(cli: Cli, session_factory) -> None:
         one_error_line(result)
 
 
+def test_list_and_export_are_in_time_order_with_refusals_at_their_minute(cli: Cli, session_factory) -> None:
+    expected = seed_out_of_id_order(session_factory)
+    assert [e["target"] for e in cli.json("audit", "list")["items"]] == expected
+    assert [e["target"] for e in cli.json("audit", "list", "--limit", "2")["items"]] == expected[:2]
+    exported = cli("audit", "export", "--format", "jsonl")
+    assert exported.exit_code == 0, exported.stderr
+    assert [json.loads(line)["target"] for line in exported.stdout.splitlines()] == expected
+
+
 def _seed(factory: sessionmaker[Session], n: int) -> None:
     now = utcnow()
     rows = [
@@ -232,11 +243,11 @@ def test_export_jsonl_and_csv(cli: Cli, session_factory) -> None:
     result = cli("audit", "export", "--format", "jsonl")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 2500 and json.loads(lines[0])["target"] == "dev_2499"  # newest (last written) first
+    assert len(lines) == 2500 and json.loads(lines[0])["target"] == "dev_0"  # newest first (by time, not by id)
     assert len({json.loads(line)["id"] for line in lines}) == 2500
     result = cli("audit", "export", "--format", "csv", "--since", "1h")
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert len(rows) == 2500 and json.loads(rows[-1]["details"]) == {"n": 0}
+    assert len(rows) == 2500 and json.loads(rows[-1]["details"]) == {"n": 2499}
     bad = cli("audit", "export", "--format", "xml")
     assert bad.exit_code == 2
     one_error_line(bad)
@@ -263,12 +274,12 @@ def test_csv_export_neutralises_formulas(cli: Cli, session_factory) -> None:
     result = cli("audit", "export", "--format", "csv")
     assert result.exit_code == 0, result.stderr
     exported = list(csv.DictReader(io.StringIO(result.stdout, newline="")))
-    assert [row["actor"] for row in exported] == ["'" + value for value in reversed(hostile)]  # last written first
+    assert [row["actor"] for row in exported] == ["'" + value for value in hostile]  # newest (`at`) first
     for row in exported:
         assert row["target"] == row["client_address"] == row["actor"]
         assert json.loads(row["details"])["n"] in range(len(hostile)) and row["count"] == "1"
     jsonl = [json.loads(line) for line in cli("audit", "export").stdout.splitlines()]
-    assert [item["actor"] for item in jsonl] == hostile[::-1]  # JSON lines carry the stored values as they are
+    assert [item["actor"] for item in jsonl] == hostile  # JSON lines carry the stored values as they are
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import campaigns as fleet
 from core.base.settings import Settings
+from core.commands import dispatches
 from core.models import Campaign, EnrollmentToken, FcmDispatch
 from tests.support.cli import Cli, count, one_error_line
 from tests.support.fleet import SCANNING, ack_all, seed_fleet, seed_many, seed_pixels
@@ -50,6 +51,26 @@ def test_send_dry_run_confirm_and_campaign(cli: Cli, session_factory: sessionmak
     )
     assert replay["id"] == made["id"] and replay["created"] is False
     assert count(session_factory, Campaign) == 1
+
+
+def test_campaigns_devices_shows_the_model_and_the_ack_detail_of_failed_targets(
+    cli: Cli, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    seed_fleet(session_factory)
+    made = cli.json("send", "sync", "--to", "store=42", "--yes")
+    cid = made["id"]
+    with session_factory.begin() as db:
+        dispatches.ack_command(db, device_id="a2", request_id=f"{cid}:a2", status="failed", detail="DOWNLOAD_FAILED")
+    page = cli.json("campaigns", "devices", cid, "--status", "failed")
+    assert [(t["device_id"], t["model"], t["detail"]) for t in page["items"]] == [("a2", "Pixel 8", "DOWNLOAD_FAILED")]
+    assert page["next_cursor"] is None
+    first = cli.json("campaigns", "devices", cid, "--limit", "1")
+    assert [t["device_id"] for t in first["items"]] == ["a1"] and first["next_cursor"] == "a1"
+    rest = cli.json("campaigns", "devices", cid, "--after", "a1")
+    assert [(t["device_id"], t["status"], t["model"]) for t in rest["items"]] == [("a2", "failed", "Pixel 8")]
+    people = cli("campaigns", "devices", cid, "--status", "failed")
+    assert people.exit_code == 0, people.stderr
+    assert "Pixel 8" in people.stdout and "DOWNLOAD_FAILED" in people.stdout
 
 
 def test_send_refuses_bad_input_in_one_line(cli: Cli, session_factory: sessionmaker[Session]) -> None:

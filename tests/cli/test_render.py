@@ -60,6 +60,7 @@ READS: dict[str, list[str]] = {
     "keys list": [],
     "campaigns list": [],
     "campaigns show": ["CAMPAIGN"],
+    "campaigns devices": ["CAMPAIGN"],
     "dispatches list": [],
     "dispatches show": ["cmd-1"],
     "apk list": [],
@@ -114,7 +115,7 @@ def test_every_listing_and_show_prints_stored_markup_and_controls_literally(
     readers = {
         " ".join(path)
         for path in _leaves(typer.main.get_command(app))
-        if path[-1] in ("list", "show", "labels", "downloads", "deliveries") or path == ("top",)
+        if path[-1] in ("list", "show", "labels", "downloads", "deliveries", "devices") or path == ("top",)
     }
     assert readers == set(READS), "a new listing: add it to READS"
     campaign_id = _seed(session_factory, tmp_path)

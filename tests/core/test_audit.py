@@ -10,11 +10,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import db_utils
 from core.access import keys as admin_keys
+from core.base.errors import InvalidArgument
 from core.enrollment import enroll as enrollment
 from core.enrollment import tokens as credentials
 from core.events import audit
 from core.models import AuditEvent, Device
 from core.storage.types import utcnow
+from tests.support.audit import seed_out_of_id_order
 from tests.support.databases import add_device
 
 ACTOR = audit.Actor("key:ci", "10.0.0.1")
@@ -85,7 +87,7 @@ def test_listing_pages_and_filters(session_factory) -> None:
             audit.record(db, ACTOR if i % 2 else audit.SYSTEM, "device.label" if i < 3 else "token.create", f"t{i}")
     with session_factory() as db:
         first = audit.list_events(db, limit=2)
-        second = audit.list_events(db, limit=2, before_id=first[-1]["id"])
+        second = audit.list_events(db, limit=2, before=(first[-1]["at"], first[-1]["id"]))
         assert [e["target"] for e in first + second] == ["t4", "t3", "t2", "t1"]
         assert [e["target"] for e in audit.list_events(db, actor="system:worker")] == ["t4", "t2", "t0"]
         assert [e["target"] for e in audit.list_events(db, action="device.*")] == ["t2", "t1", "t0"]
@@ -108,3 +110,27 @@ def test_retention_deletes_old_events_only(session_factory) -> None:
         assert result["deleted"] == 1
     with session_factory() as db:
         assert db.scalar(select(func.count()).select_from(AuditEvent)) == 1
+
+
+def test_listing_is_in_time_order_with_refusals_at_their_minute_and_pages_by_time_and_id(session_factory) -> None:
+    expected = seed_out_of_id_order(session_factory)
+    with session_factory() as db:
+        assert [e["target"] for e in audit.list_events(db)] == expected
+        assert [e["target"] for e in audit.iter_events(db, batch=1)] == expected
+        paged, cursor = [], None
+        while True:
+            page = audit.list_events(db, limit=1, before=audit.parse_cursor(cursor) if cursor else None)
+            if not page:
+                break
+            paged += page
+            cursor = audit.cursor_of(page[-1])
+        assert [e["target"] for e in paged] == expected
+        # a bare id, the cursor of before, pages from that event's place in time
+        b = next(e for e in paged if e["target"] == "b")
+        assert [e["target"] for e in audit.list_events(db, before=audit.parse_cursor(str(b["id"])))] == ["a", None]
+
+
+@pytest.mark.parametrize("bad", ["x", "1-", "-1", "1-2-3", "1.5", "9" * 19, "\u00b2"])
+def test_a_malformed_cursor_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidArgument):
+        audit.parse_cursor(bad)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -169,6 +169,19 @@ def test_heartbeat_stores_fields_and_ignores_unknown_keys(db: Session, device: s
     assert beat["bucket_start"] == datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
     assert {k: beat[k] for k in BEAT} == BEAT
     assert "rogue" not in beat
+
+
+def test_a_new_heartbeat_is_returned_as_the_database_then_reads_it(db: Session, device: str) -> None:
+    """The helper returns the stored row without reading it back: the answer of a new beat and of its
+    duplicate (which does read the row) are the same, key for key and in the columns' order."""
+    moment = datetime.now(UTC).replace(microsecond=654321).astimezone(timezone(timedelta(hours=-5)))
+    data = {"status": "ok", "battery_pct": 0, "plugged": False, "network_type": "none", "agent_version": None}
+    first = db_utils.record_heartbeat_with_bucketing(db, device_id=device, heartbeat_data=data, received_at=moment)
+    again = db_utils.record_heartbeat_with_bucketing(db, device_id=device, heartbeat_data=data, received_at=moment)
+    assert (first["created"], again["created"]) == (True, False)
+    assert list(first["heartbeat"].items()) == list(again["heartbeat"].items())
+    assert list(first["heartbeat"]) == [c.name for c in DeviceHeartbeat.__table__.columns]
+    assert first["heartbeat"]["received_at"].utcoffset() == timedelta(0)
 
 
 def test_bucket_follows_configured_width(db: Session, device: str) -> None:

@@ -33,6 +33,8 @@ REQUIRED_ALERTS = {
     "NexMDMHeartbeatLatencyHigh",
     "NexMDMCleanupNotRunning",
     "NexMDMNotReady",
+    "NexMDMWebhookDeliveriesDead",
+    "NexMDMWebhookOutboxBacklog",
 }
 PANEL_TYPES = {"row", "stat", "timeseries", "gauge", "table", "text", "bargauge", "heatmap"}
 
@@ -81,7 +83,12 @@ def test_promtool_unit_tests_of_the_alerts(promtool: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     tested = set(re.findall(r"alertname: (\S+)", ALERT_TESTS.read_text()))
-    assert {"NexMDMFleetOfflineShareHigh", "NexMDMPushQueueOldestAgeHigh"} <= tested
+    assert {
+        "NexMDMFleetOfflineShareHigh",
+        "NexMDMPushQueueOldestAgeHigh",
+        "NexMDMWebhookDeliveriesDead",
+        "NexMDMWebhookOutboxBacklog",
+    } <= tested
 
 
 def test_dashboard_queries_are_valid_promql(promtool: str, tmp_path: Path) -> None:

@@ -69,6 +69,45 @@ def test_a_worker_alone_sweeps_presence_and_delivers_webhooks(
         assert leases.holder_of(db, LEADER_LEASE) is None  # handed over on a clean stop
 
 
+def test_a_worker_without_fcm_credentials_runs_webhooks_and_maintenance_and_says_so_once(
+    database_url: str, session_factory: sessionmaker[Session], settings: Settings, fake_fcm: FakeFcm, tmp_path: Path
+) -> None:
+    """A polling-only fleet: no NEXMDM_FCM_CREDENTIALS, yet a dedicated worker leads maintenance and sends webhooks."""
+    receiver = Receiver().start()
+    with session_factory.begin() as db:
+        secret, endpoint = webhooks.add_endpoint(db, url=receiver.url, events=["device.offline"])
+        receiver.secret = secret
+        webhooks.send_test(db, endpoint["id"])
+    env = worker_env(database_url, fake_fcm, tmp_path, webhook_allow_private="true")
+    del env["NEXMDM_FCM_CREDENTIALS"], env["NEXMDM_FCM_ENDPOINT"]
+    (worker,), (log,) = start_workers(env, tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while not receiver.received:
+            assert time.monotonic() < deadline, (tmp_path / "worker-0.log").read_text()
+            assert worker.poll() is None, (tmp_path / "worker-0.log").read_text()
+            time.sleep(0.05)
+        while True:
+            with session_factory() as db:
+                holder = leases.holder_of(db, LEADER_LEASE)
+            if holder is not None:
+                break
+            assert time.monotonic() < deadline, (tmp_path / "worker-0.log").read_text()
+            time.sleep(0.05)
+        assert ":worker:" in holder
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        log.close()
+        receiver.stop()
+    output = (tmp_path / "worker-0.log").read_text()
+    assert output.count("FCM is not configured") == 1 and "Traceback" not in output, output
+    assert [d.valid for d in receiver.received] == [True]
+
+
 def test_a_second_signal_stops_the_worker_at_once(
     database_url: str, session_factory: sessionmaker[Session], settings: Settings, fake_fcm: FakeFcm, tmp_path: Path
 ) -> None:
