@@ -118,3 +118,16 @@ def test_tests_import_no_test_module_or_conftest() -> None:
     for path in sorted((ROOT / "tests").rglob("*.py")):
         shared = {m for m in _imports(path) if m.startswith("tests.") and not m.startswith("tests.support")}
         assert not shared, f"{path.relative_to(ROOT)} imports {sorted(shared)}: move what it needs to tests/support/"
+
+
+def test_every_package_is_installed() -> None:
+    # pyproject.toml lists the packages a wheel ships: one left out works in a checkout and breaks an install
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for package in PACKAGES
+        for init in (ROOT / package).rglob("__init__.py")
+    }
+    assert sorted(found - listed) == []
