@@ -22,6 +22,7 @@ from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugi
 from litestar.constants import RESERVED_KWARGS
 from litestar.enums import HttpMethod
 from litestar.exceptions import ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, Parameter
@@ -183,16 +184,20 @@ def check_query(request: Request[Any, Any, Any]) -> None:
         )
 
 
-def allow(path: str) -> Any:
-    """An ``OPTIONS`` handler for a path served by several handlers (register it before them).
+def allow(path: str) -> HTTPRouteHandler:
+    """The ``OPTIONS`` handler of a controller whose ``path`` is served by several handlers.
 
     Litestar builds a path's automatic ``OPTIONS`` handler when the path's first handler is registered
     and never updates it, so ``Allow`` would list only that handler's methods (``OPTIONS, POST`` where
-    ``GET`` is served too). This one reads the methods when asked.
+    ``GET`` is served too); nor does it update a route's handlers in place when another joins them
+    (litestar-org/litestar#4169). This one reads the methods when asked. Declare it in the controller's
+    body as ``allowed = allow(path)``: a controller registers its handlers in the order of their
+    qualified names, and this one's (``nexmdm_api.openapi.allow...``) comes before any under ``routes``,
+    so Litestar never adds its own.
     """
 
-    @route(path, http_method=[HttpMethod.OPTIONS], include_in_schema=False, sync_to_thread=False, name=f"allow:{path}")
-    def options(request: Request[Any, Any, Any]) -> Response[None]:
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, sync_to_thread=False, name=f"allow:{path}")
+    def options(_controller: object, request: Request[Any, Any, Any]) -> Response[None]:
         methods = request.app.route_handler_method_map.get(path, {})
         return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
 
