@@ -13,7 +13,7 @@ directions: every request the document allows must be accepted, every one it for
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import anyio
 import msgspec
@@ -105,19 +105,24 @@ async def _settle() -> None:
     await anyio.sleep(SCRAPE_PAUSE_SECONDS)
 
 
+async def _scrape(controller: PrometheusController) -> Response[Any]:
+    """Litestar's own ``/metrics`` handler, called as a function (its handler object is typed loosely)."""
+    return cast("Response[Any]", await PrometheusController.get.fn(controller))
+
+
 class MetricsController(PrometheusController):
     """Litestar's Prometheus endpoint, documented with the media type it answers."""
 
     @get(media_type=CONTENT_TYPE_LATEST, tags=["health"], summary="Prometheus metrics", include_in_schema=True)
-    async def get(self) -> Response:
+    async def get(self) -> Response[Any]:
         # With several workers, prometheus_client reads every worker's sample file; one that a worker is
         # creating at that moment can be read half-written (prometheus/client_python#604): read again.
         for _ in range(SCRAPE_ATTEMPTS - 1):
             try:
-                return await PrometheusController.get.fn(self)
+                return await _scrape(self)
             except Exception:  # noqa: BLE001 - whatever the half-written file raised: read again
                 await _settle()
-        return await PrometheusController.get.fn(self)
+        return await _scrape(self)
 
 
 def _whole_floats_as_ints(value: Any) -> Any:
