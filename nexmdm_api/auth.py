@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 from litestar import Request
@@ -80,7 +80,7 @@ def bearer_token(request: Request[Any, Any, Any]) -> str | None:
 
 
 def _limiter(request: Request[Any, Any, Any]) -> FailureLimiter:
-    return request.app.state.auth_limiter
+    return cast(FailureLimiter, request.app.state.auth_limiter)  # per process, or shared (a subclass)
 
 
 def _count_admin_failure(request: Request[Any, Any, Any]) -> None:
@@ -225,7 +225,7 @@ def _action(request: Request[Any, Any, Any]) -> str:
 
 def require_admin(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The key that :func:`authorize_admin` let in."""
-    return request.state.admin_key
+    return cast("dict[str, Any]", request.state.admin_key)
 
 
 def admin_actor(request: Request[Any, Any, Any]) -> Actor:

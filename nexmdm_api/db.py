@@ -148,7 +148,7 @@ def database_lifespan(settings: Settings) -> Any:
                 writer.stop()
             database.engine.dispose()
             database.autocommit_sessions.kw["bind"].dispose()
-            if database.reads.replica is not None:
+            if database.reads is not None and database.reads.replica is not None:
                 database.reads.replica.kw["bind"].dispose()
 
     return lifespan

@@ -155,9 +155,9 @@ def to_problem(exc: Exception) -> ProblemDetailsException:
         status = next((s for kind, s in _DOMAIN_STATUS.items() if isinstance(exc, kind)), 400)
         if isinstance(exc, DatabaseUnavailable):
             return _unavailable(exc.message)
-        errors = [{"field": exc.field, "message": exc.message}] if exc.field and status == 422 else None
+        field_errors = [{"field": exc.field, "message": exc.message}] if exc.field and status == 422 else None
         headers = {"WWW-Authenticate": 'Bearer realm="nexmdm"'} if status == 401 else None
-        return _problem(status, exc.message, exc.code, headers=headers, errors=errors)
+        return _problem(status, exc.message, exc.code, headers=headers, errors=field_errors)
     translated = from_database_error(exc)
     if translated is not None:
         # the driver's line goes to the log only: it may name constraints, tables or values

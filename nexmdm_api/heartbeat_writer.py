@@ -93,6 +93,7 @@ class HeartbeatWriter:
     def _run(self) -> None:
         carry: deque[_Item] = deque()  # beats of a device that already had one in the batch, in arrival order
         stopping = False
+        item: _Item | None  # None: the signal to stop
         while not (stopping and not carry):
             batch = _Batch(self.max_batch)
             for _ in range(len(carry)):

@@ -11,31 +11,34 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Literal, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
 
-_METRICS: dict[str, Any] = {}
+_METRICS: dict[str, object] = {}
+MetricT = TypeVar("MetricT", Counter, Gauge, Histogram)
+#: how ``/metrics`` combines a gauge over the workers: the highest, or the newest write of a live one
+GaugeMode = Literal["max", "livemostrecent"]
 _LOCK = threading.Lock()
 
 PUSH_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
 
 
-def _metric(name: str, make: Callable[[], Any]) -> Any:
+def _metric(name: str, make: Callable[[], MetricT]) -> MetricT:
     metric = _METRICS.get(name)
     if metric is None:
         with _LOCK:
             metric = _METRICS.get(name)
             if metric is None:
                 metric = _METRICS[name] = make()
-    return metric
+    return cast(MetricT, metric)  # stored under its name by this function only, made by ``make``
 
 
 def _counter(name: str, documentation: str) -> Counter:
     return _metric(name, lambda: Counter(name, documentation, ["result"]))
 
 
-def _gauge(name: str, documentation: str, mode: str = "max") -> Gauge:
+def _gauge(name: str, documentation: str, mode: GaugeMode = "max") -> Gauge:
     return _metric(name, lambda: Gauge(name, documentation, multiprocess_mode=mode))
 
 
@@ -113,9 +116,9 @@ def forget_dead_workers() -> list[int]:
 
     dead: set[int] = set()
     for path in Path(directory).glob("gauge_live*_*.db"):
-        pid = path.stem.rsplit("_", 1)[-1]
-        if pid.isdigit() and not _running(int(pid)):
-            dead.add(int(pid))
+        suffix = path.stem.rsplit("_", 1)[-1]
+        if suffix.isdigit() and not _running(int(suffix)):
+            dead.add(int(suffix))
     for pid in dead:
         multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
     return sorted(dead)

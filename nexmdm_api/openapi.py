@@ -13,7 +13,7 @@ directions: every request the document allows must be accepted, every one it for
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import anyio
 import msgspec
@@ -22,6 +22,7 @@ from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugi
 from litestar.constants import RESERVED_KWARGS
 from litestar.enums import HttpMethod
 from litestar.exceptions import ValidationException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, Parameter
@@ -104,19 +105,24 @@ async def _settle() -> None:
     await anyio.sleep(SCRAPE_PAUSE_SECONDS)
 
 
+async def _scrape(controller: PrometheusController) -> Response[Any]:
+    """Litestar's own ``/metrics`` handler, called as a function (its handler object is typed loosely)."""
+    return cast("Response[Any]", await PrometheusController.get.fn(controller))
+
+
 class MetricsController(PrometheusController):
     """Litestar's Prometheus endpoint, documented with the media type it answers."""
 
     @get(media_type=CONTENT_TYPE_LATEST, tags=["health"], summary="Prometheus metrics", include_in_schema=True)
-    async def get(self) -> Response:
+    async def get(self) -> Response[Any]:
         # With several workers, prometheus_client reads every worker's sample file; one that a worker is
         # creating at that moment can be read half-written (prometheus/client_python#604): read again.
         for _ in range(SCRAPE_ATTEMPTS - 1):
             try:
-                return await PrometheusController.get.fn(self)
+                return await _scrape(self)
             except Exception:  # noqa: BLE001 - whatever the half-written file raised: read again
                 await _settle()
-        return await PrometheusController.get.fn(self)
+        return await _scrape(self)
 
 
 def _whole_floats_as_ints(value: Any) -> Any:
@@ -183,16 +189,20 @@ def check_query(request: Request[Any, Any, Any]) -> None:
         )
 
 
-def allow(path: str) -> Any:
-    """An ``OPTIONS`` handler for a path served by several handlers (register it before them).
+def allow(path: str) -> HTTPRouteHandler:
+    """The ``OPTIONS`` handler of a controller whose ``path`` is served by several handlers.
 
     Litestar builds a path's automatic ``OPTIONS`` handler when the path's first handler is registered
     and never updates it, so ``Allow`` would list only that handler's methods (``OPTIONS, POST`` where
-    ``GET`` is served too). This one reads the methods when asked.
+    ``GET`` is served too); nor does it update a route's handlers in place when another joins them
+    (litestar-org/litestar#4169). This one reads the methods when asked. Declare it in the controller's
+    body as ``allowed = allow(path)``: a controller registers its handlers in the order of their
+    qualified names, and this one's (``nexmdm_api.openapi.allow...``) comes before any under ``routes``,
+    so Litestar never adds its own.
     """
 
-    @route(path, http_method=[HttpMethod.OPTIONS], include_in_schema=False, sync_to_thread=False, name=f"allow:{path}")
-    def options(request: Request[Any, Any, Any]) -> Response[None]:
+    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, sync_to_thread=False, name=f"allow:{path}")
+    def options(_controller: object, request: Request[Any, Any, Any]) -> Response[None]:
         methods = request.app.route_handler_method_map.get(path, {})
         return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
 

@@ -7,7 +7,7 @@ bodies forbid them (``forbid_unknown_fields``), which Litestar reports as a vali
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -198,7 +198,11 @@ class Readiness(msgspec.Struct):
     detail: str | None = None
 
 
-def convert(value: Any, kind: type[Any]) -> Any:
+#: the response struct that ``convert`` makes
+StructT = TypeVar("StructT")
+
+
+def convert(value: Any, kind: type[StructT]) -> StructT:
     """A core dict as a response struct (extra keys are dropped)."""
     return msgspec.convert(value, kind, from_attributes=True)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from litestar import Controller, HttpMethod, Request, Response, get, post, route
+from litestar import Controller, Request, Response
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
@@ -19,8 +20,9 @@ from core.base.errors import InvalidArgument
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
-from nexmdm_api.openapi import IdempotencyKeyHeader
+from nexmdm_api.openapi import IdempotencyKeyHeader, allow
 from nexmdm_api.paging import Limit, keyset_page
+from nexmdm_api.routes.base import get, post
 from nexmdm_api.routes.commands import idempotency_key
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
@@ -53,26 +55,27 @@ def _out(request: Request[Any, Any, Any], campaign: dict[str, Any]) -> CampaignO
     return convert(campaign, CampaignOut)
 
 
-class CampaignCollection(Controller):
-    """``GET`` and ``POST /v1/campaigns``, registered together, behind an explicit ``OPTIONS``.
+def _action_route(path: str, summary: str) -> HTTPRouteHandler:
+    """A campaign's state change: its path, its summary, the rest alike."""
+    return post(
+        path,
+        summary=summary,
+        status_code=200,
+        **admin_route("operator"),
+        responses=problems(400, 401, 403, 404, 409, 422, 429),
+    )
 
-    Litestar 2 (litestar-org/litestar#4169, fixed only in v3) registers the handlers of one path one after
-    the other: the first is registered twice (a sync handler then returns a coroutine: 500), and the
-    automatic ``OPTIONS`` answers with the first handler's methods only. A controller registers its
-    handlers at once, and an ``OPTIONS`` handler defined first keeps Litestar from adding its own.
-    """
+
+class CampaignController(Controller):
+    """Campaigns: list, create, one with its counts, its targets, pause, resume, cancel."""
 
     path = "/v1/campaigns"
-
-    @route("/", http_method=[HttpMethod.OPTIONS], include_in_schema=False, status_code=204)
-    async def allowed_methods(self) -> Response[None]:
-        return Response(None, status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+    tags = ["admin"]
+    allowed = allow(path)  # GET and POST share the path
 
     @get(
         "/",
-        tags=["admin"],
         summary="List campaigns, newest first",
-        sync_to_thread=True,
         **admin_route("viewer", readonly=True),
         responses=problems(400, 401, 403, 422, 429),
     )
@@ -91,7 +94,6 @@ class CampaignCollection(Controller):
 
     @post(
         "/",
-        tags=["admin"],
         summary="Send one command to many devices",
         description=(
             "Idempotent by `Idempotency-Key` (the same rules as commands). Exactly one of `selector` (`all` for "
@@ -99,7 +101,6 @@ class CampaignCollection(Controller):
             "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`."
         ),
         status_code=202,
-        sync_to_thread=True,
         request_max_body_size=MAX_CAMPAIGN_BODY_BYTES,
         **admin_route("operator", body="json"),
         responses={
@@ -138,92 +139,75 @@ class CampaignCollection(Controller):
             return Response(_out(request, campaign), status_code=202)
         return Response(_out(request, campaign), status_code=200, headers={"Idempotent-Replayed": "true"})
 
-
-@get(
-    "/v1/campaigns/{campaign_id:str}",
-    tags=["admin"],
-    summary="One campaign with its counts",
-    sync_to_thread=True,
-    **admin_route("viewer", readonly=True),
-    responses=problems(400, 401, 403, 404, 422, 429),
-)
-def get_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
-    return _out(request, fleet.get_campaign(db, _campaign_id(campaign_id)))
-
-
-@get(
-    "/v1/campaigns/{campaign_id:str}/devices",
-    tags=["admin"],
-    summary="A campaign's targets (in one state), by device id",
-    sync_to_thread=True,
-    **admin_route("viewer", readonly=True),
-    responses=problems(400, 401, 403, 404, 422, 429),
-)
-def campaign_devices(
-    request: Request[Any, Any, Any],
-    db: DB,
-    campaign_id: CampaignIdPath,
-    status: Annotated[
-        str | None,
-        Parameter(description="queued, pending, acked, failed, expired or cancelled", pattern=r"^[a-z]{1,16}$"),
-    ] = None,
-    limit: Limit = 100,
-    cursor: Annotated[
-        str | None, Parameter(description="`next_cursor` of the previous page (a device id)", pattern=DEVICE_ID_PATTERN)
-    ] = None,
-) -> CampaignDevicePage:
-    after = validation.device_id(cursor, field="cursor") if cursor else None
-    campaign = _campaign_id(campaign_id)
-    rows, next_cursor = keyset_page(
-        lambda n: fleet.campaign_devices(db, campaign, status=status, limit=n, after=after), limit, "device_id"
+    @get(
+        "/{campaign_id:str}",
+        summary="One campaign with its counts",
+        **admin_route("viewer", readonly=True),
+        responses=problems(400, 401, 403, 404, 422, 429),
     )
-    return CampaignDevicePage(items=[convert(r, CampaignDeviceOut) for r in rows], next_cursor=next_cursor)
+    def get_campaign(self, request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
+        return _out(request, fleet.get_campaign(db, _campaign_id(campaign_id)))
 
+    @get(
+        "/{campaign_id:str}/devices",
+        summary="A campaign's targets (in one state), by device id",
+        **admin_route("viewer", readonly=True),
+        responses=problems(400, 401, 403, 404, 422, 429),
+    )
+    def campaign_devices(
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        campaign_id: CampaignIdPath,
+        status: Annotated[
+            str | None,
+            Parameter(description="queued, pending, acked, failed, expired or cancelled", pattern=r"^[a-z]{1,16}$"),
+        ] = None,
+        limit: Limit = 100,
+        cursor: Annotated[
+            str | None,
+            Parameter(description="`next_cursor` of the previous page (a device id)", pattern=DEVICE_ID_PATTERN),
+        ] = None,
+    ) -> CampaignDevicePage:
+        after = validation.device_id(cursor, field="cursor") if cursor else None
+        campaign = _campaign_id(campaign_id)
+        rows, next_cursor = keyset_page(
+            lambda n: fleet.campaign_devices(db, campaign, status=status, limit=n, after=after), limit, "device_id"
+        )
+        return CampaignDevicePage(items=[convert(r, CampaignDeviceOut) for r in rows], next_cursor=next_cursor)
 
-def _action_route(path: str, summary: str) -> Any:
-    return post(
-        path,
-        tags=["admin"],
-        summary=summary,
+    @_action_route("/{campaign_id:str}/pause", "Pause a campaign (no further waves)")
+    def pause_campaign(self, request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
+        return _out(request, fleet.pause(db, _campaign_id(campaign_id), actor=admin_actor(request)))
+
+    @post(
+        "/{campaign_id:str}/resume",
+        summary="Resume a paused or halted campaign",
+        description="A halted campaign needs new thresholds or `ignore_failures: true` (else 409). Body optional.",
         status_code=200,
-        sync_to_thread=True,
         **admin_route("operator"),
-        responses=problems(400, 401, 403, 404, 409, 422, 429),
+        responses=problems(400, 401, 403, 404, 409, 413, 415, 422, 429),
     )
+    def resume_campaign(
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        campaign_id: CampaignIdPath,
+        data: JSONBody[ResumeIn | None] = None,
+    ) -> CampaignOut:
+        body = data or ResumeIn()
+        return _out(
+            request,
+            fleet.resume(
+                db,
+                _campaign_id(campaign_id),
+                ignore_failures=body.ignore_failures,
+                min_success_pct=body.min_success_pct,
+                max_failure_pct=body.max_failure_pct,
+                actor=admin_actor(request),
+            ),
+        )
 
-
-@_action_route("/v1/campaigns/{campaign_id:str}/pause", "Pause a campaign (no further waves)")
-def pause_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
-    return _out(request, fleet.pause(db, _campaign_id(campaign_id), actor=admin_actor(request)))
-
-
-@post(
-    "/v1/campaigns/{campaign_id:str}/resume",
-    tags=["admin"],
-    summary="Resume a paused or halted campaign",
-    description="A halted campaign needs new thresholds or `ignore_failures: true` (else 409). Body optional.",
-    status_code=200,
-    sync_to_thread=True,
-    **admin_route("operator"),
-    responses=problems(400, 401, 403, 404, 409, 413, 415, 422, 429),
-)
-def resume_campaign(
-    request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath, data: JSONBody[ResumeIn | None] = None
-) -> CampaignOut:
-    body = data or ResumeIn()
-    return _out(
-        request,
-        fleet.resume(
-            db,
-            _campaign_id(campaign_id),
-            ignore_failures=body.ignore_failures,
-            min_success_pct=body.min_success_pct,
-            max_failure_pct=body.max_failure_pct,
-            actor=admin_actor(request),
-        ),
-    )
-
-
-@_action_route("/v1/campaigns/{campaign_id:str}/cancel", "Cancel a campaign and its queued and pending commands")
-def cancel_campaign(request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
-    return _out(request, fleet.cancel(db, _campaign_id(campaign_id), actor=admin_actor(request)))
+    @_action_route("/{campaign_id:str}/cancel", "Cancel a campaign and its queued and pending commands")
+    def cancel_campaign(self, request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
+        return _out(request, fleet.cancel(db, _campaign_id(campaign_id), actor=admin_actor(request)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from litestar import Request, get, post
+from litestar import Controller, Request
 from litestar.params import Parameter
 
 from core.base import validation
@@ -17,6 +17,7 @@ from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import DeviceIdPath
 from nexmdm_api.paging import Limit, keyset_page
+from nexmdm_api.routes.base import get, post
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
     SELECTOR_PATTERN,
@@ -54,95 +55,92 @@ def decode_instant(cursor: str) -> datetime:
     return _EPOCH + int(cursor) * _MICROSECOND
 
 
-@get(
-    "/v1/devices",
-    tags=["admin"],
-    summary="List devices",
-    description="Ordered by device id; `next_cursor` is null on the last page.",
-    sync_to_thread=True,
-    **admin_route("viewer", readonly=True, replica=True),
-    responses=problems(400, 401, 403, 422, 429),
-)
-def list_devices(
-    request: Request[Any, Any, Any],
-    db: DB,
-    limit: Limit = 100,
-    cursor: DeviceCursor = None,
-    offline: Annotated[bool, Parameter(description="only devices not seen for the offline threshold")] = False,
-    selector: Annotated[
-        str | None,
-        Parameter(
-            description=(
-                "only devices matching this selector (`store=42,@state=offline`; docs/campaigns.md); on PostgreSQL "
-                "its query is cancelled past NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS (422 `selector_too_slow`)"
+class DeviceController(Controller):
+    """The fleet: list, one device, its heartbeats, revoke."""
+
+    path = "/v1/devices"
+    tags = ["admin"]
+
+    @get(
+        "/",
+        summary="List devices",
+        description="Ordered by device id; `next_cursor` is null on the last page.",
+        **admin_route("viewer", readonly=True, replica=True),
+        responses=problems(400, 401, 403, 422, 429),
+    )
+    def list_devices(
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        limit: Limit = 100,
+        cursor: DeviceCursor = None,
+        offline: Annotated[bool, Parameter(description="only devices not seen for the offline threshold")] = False,
+        selector: Annotated[
+            str | None,
+            Parameter(
+                description=(
+                    "only devices matching this selector (`store=42,@state=offline`; docs/campaigns.md); on PostgreSQL "
+                    "its query is cancelled past NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS (422 `selector_too_slow`)"
+                ),
+                max_length=1024,
+                pattern=SELECTOR_PATTERN,
             ),
-            max_length=1024,
-            pattern=SELECTOR_PATTERN,
-        ),
-    ] = None,
-) -> DevicePage:
-    after = validation.device_id(cursor, field="cursor") if cursor else None
-    settings = request.app.state.settings
-    rows, next_cursor = keyset_page(
-        lambda n: attach_labels(
-            db, devices.list_devices(db, settings, offline_only=offline, limit=n, after=after, selector=selector)
-        ),
-        limit,
-        "device_id",
+        ] = None,
+    ) -> DevicePage:
+        after = validation.device_id(cursor, field="cursor") if cursor else None
+        settings = request.app.state.settings
+        rows, next_cursor = keyset_page(
+            lambda n: attach_labels(
+                db, devices.list_devices(db, settings, offline_only=offline, limit=n, after=after, selector=selector)
+            ),
+            limit,
+            "device_id",
+        )
+        return DevicePage(items=[convert(r, DeviceOut) for r in rows], next_cursor=next_cursor)
+
+    @get(
+        "/{device_id:str}",
+        summary="One device",
+        **admin_route("viewer", readonly=True, replica=True),
+        responses=problems(400, 401, 403, 404, 422, 429),
     )
-    return DevicePage(items=[convert(r, DeviceOut) for r in rows], next_cursor=next_cursor)
+    def get_device(self, request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
+        device = devices.get_device(db, validation.device_id(device_id))
+        return convert(attach_labels(db, [devices.device_dict(device, request.app.state.settings)])[0], DeviceOut)
 
-
-@get(
-    "/v1/devices/{device_id:str}",
-    tags=["admin"],
-    summary="One device",
-    sync_to_thread=True,
-    **admin_route("viewer", readonly=True, replica=True),
-    responses=problems(400, 401, 403, 404, 422, 429),
-)
-def get_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
-    device = devices.get_device(db, validation.device_id(device_id))
-    return convert(attach_labels(db, [devices.device_dict(device, request.app.state.settings)])[0], DeviceOut)
-
-
-@get(
-    "/v1/devices/{device_id:str}/heartbeats",
-    tags=["admin"],
-    summary="A device's heartbeats, newest first",
-    sync_to_thread=True,
-    **admin_route("viewer", readonly=True, replica=True),
-    responses=problems(400, 401, 403, 404, 422, 429),
-)
-def device_heartbeats(
-    db: DB,
-    device_id: DeviceIdPath,
-    limit: Limit = 50,
-    cursor: HeartbeatCursor = None,
-) -> HeartbeatPage:
-    devices.get_device(db, validation.device_id(device_id))
-    before = decode_instant(cursor) if cursor else None
-    rows, next_cursor = keyset_page(
-        lambda n: devices.recent_heartbeats(db, device_id, limit=n, before=before),
-        limit,
-        lambda row: encode_instant(row["bucket_start"]),
+    @get(
+        "/{device_id:str}/heartbeats",
+        summary="A device's heartbeats, newest first",
+        **admin_route("viewer", readonly=True, replica=True),
+        responses=problems(400, 401, 403, 404, 422, 429),
     )
-    return HeartbeatPage(items=[convert(r, HeartbeatRow) for r in rows], next_cursor=next_cursor)
+    def device_heartbeats(
+        self,
+        db: DB,
+        device_id: DeviceIdPath,
+        limit: Limit = 50,
+        cursor: HeartbeatCursor = None,
+    ) -> HeartbeatPage:
+        devices.get_device(db, validation.device_id(device_id))
+        before = decode_instant(cursor) if cursor else None
+        rows, next_cursor = keyset_page(
+            lambda n: devices.recent_heartbeats(db, device_id, limit=n, before=before),
+            limit,
+            lambda row: encode_instant(row["bucket_start"]),
+        )
+        return HeartbeatPage(items=[convert(r, HeartbeatRow) for r in rows], next_cursor=next_cursor)
 
-
-@post(
-    "/v1/devices/{device_id:str}/revoke",
-    tags=["admin"],
-    summary="Revoke a device",
-    description=(
-        "Its token stops working at once; it may enroll again with a new enrollment token. The same rules as "
-        "`nexmdm devices revoke` (one core function). Repeating it is 200."
-    ),
-    status_code=200,
-    sync_to_thread=True,
-    **admin_route("operator", action="device.revoke"),
-    responses=problems(400, 401, 403, 404, 422, 429),
-)
-def revoke_device(request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
-    device = enrollment.revoke_device(db, validation.device_id(device_id), actor=admin_actor(request))
-    return convert(devices.device_dict(device, request.app.state.settings), DeviceOut)
+    @post(
+        "/{device_id:str}/revoke",
+        summary="Revoke a device",
+        description=(
+            "Its token stops working at once; it may enroll again with a new enrollment token. The same rules as "
+            "`nexmdm devices revoke` (one core function). Repeating it is 200."
+        ),
+        status_code=200,
+        **admin_route("operator", action="device.revoke"),
+        responses=problems(400, 401, 403, 404, 422, 429),
+    )
+    def revoke_device(self, request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
+        device = enrollment.revoke_device(db, validation.device_id(device_id), actor=admin_actor(request))
+        return convert(devices.device_dict(device, request.app.state.settings), DeviceOut)

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import litestar
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
-from litestar import Request, get
+from litestar import Controller, Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.storage.migrations import alembic_config, current_revision
 from nexmdm_api.errors import DATABASE_RETRY_AFTER, ApiError, problems
+from nexmdm_api.routes.base import get
 from nexmdm_api.schemas import Health, Readiness
-
-
-@get("/healthz", tags=["health"], summary="Liveness: the process answers")
-async def healthz() -> Health:
-    return Health(status="ok")
 
 
 def _not_ready(detail: str) -> ApiError:
@@ -47,16 +44,24 @@ def readiness(engine: Any, head: str) -> tuple[str | None, str | None]:
     return None, current
 
 
-@get(
-    "/readyz",
-    tags=["health"],
-    summary="Readiness: the database answers and is migrated far enough",
-    sync_to_thread=True,
-    responses=problems(503),
-)
-def readyz(request: Request[Any, Any, Any]) -> Readiness:
-    head = request.app.state.head_revision
-    problem, current = readiness(request.app.state.db.read_engine, head)
-    if problem is not None:
-        raise _not_ready(problem)
-    return Readiness(status="ready", database="ok", migration=current, expected_migration=head)
+class HealthController(Controller):
+    """``/healthz`` and ``/readyz``."""
+
+    path = "/"
+    tags = ["health"]
+
+    @litestar.get("/healthz", summary="Liveness: the process answers")
+    async def healthz(self) -> Health:
+        return Health(status="ok")
+
+    @get(
+        "/readyz",
+        summary="Readiness: the database answers and is migrated far enough",
+        responses=problems(503),
+    )
+    def readyz(self, request: Request[Any, Any, Any]) -> Readiness:
+        head = request.app.state.head_revision
+        problem, current = readiness(request.app.state.db.read_engine, head)
+        if problem is not None:
+            raise _not_ready(problem)
+        return Readiness(status="ready", database="ok", migration=current, expected_migration=head)

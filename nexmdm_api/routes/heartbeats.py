@@ -3,15 +3,16 @@
 On PostgreSQL the handler never leaves the event loop: it validates the beat and awaits the process's
 heartbeat writer, which stores the beats arriving together with one statement (``heartbeat_writer``).
 On SQLite it is the same work in a worker thread, in the request's transaction. ``create_app`` mounts
-the one that fits the database; both answer the same way.
+the controller that fits the database; both answer the same way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import litestar
 import msgspec
-from litestar import Request, Response, post
+from litestar import Controller, Request, Response
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 
@@ -22,11 +23,10 @@ from nexmdm_api.auth import DEVICE_SECURITY, bearer_token, refused, refused_asyn
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems, rate_limited
 from nexmdm_api.metrics import count_heartbeat
+from nexmdm_api.routes.base import post
 from nexmdm_api.schemas import HeartbeatIn, HeartbeatOut
 
 _ROUTE: dict[str, Any] = {
-    "path": "/v1/heartbeat",
-    "tags": ["device"],
     "summary": "Report a heartbeat",
     "description": (
         "Stores at most one heartbeat per device per bucket (server receive time). 201 when this heartbeat "
@@ -71,26 +71,41 @@ def _answer(result: dict[str, Any]) -> Response[HeartbeatOut]:
     )
 
 
-@post(**_ROUTE, opt={"auth": "device", "body": "json"})
-async def heartbeat_batched(request: Request[Any, Any, Any], data: JSONBody[HeartbeatIn]) -> Response[HeartbeatOut]:
-    """PostgreSQL: validated on the event loop, stored by the process's heartbeat writer (group commit)."""
-    token = await _take_rate_async(request)
-    beat = heartbeats.prepare_beat(token, msgspec.structs.asdict(data), request.app.state.settings)
-    try:
-        result = await request.app.state.heartbeat_writer.store(beat)
-    except InvalidCredentials as exc:
-        raise await refused_async(request, exc.message) from None
-    return _answer(result)
+class _Heartbeats(Controller):
+    """What both heartbeat controllers share; ``create_app`` registers one of them."""
+
+    path = "/v1/heartbeat"
+    tags = ["device"]
 
 
-@post(**_ROUTE, sync_to_thread=True, opt={"auth": "device", "body": "json", "autocommit": True})
-def heartbeat(request: Request[Any, Any, Any], db: DB, data: JSONBody[HeartbeatIn]) -> Response[HeartbeatOut]:
-    """SQLite: in a worker thread, in the request's transaction (one writer at a time anyway)."""
-    token = _take_rate(request)
-    try:
-        result = heartbeats.record_heartbeat_for_token(
-            db, token=token, heartbeat_data=msgspec.structs.asdict(data), settings=request.app.state.settings
-        )
-    except InvalidCredentials as exc:
-        raise refused(request, exc.message) from None
-    return _answer(result)
+class BatchedHeartbeatController(_Heartbeats):
+    """PostgreSQL's heartbeat."""
+
+    @litestar.post(**_ROUTE, opt={"auth": "device", "body": "json"})
+    async def heartbeat_batched(
+        self, request: Request[Any, Any, Any], data: JSONBody[HeartbeatIn]
+    ) -> Response[HeartbeatOut]:
+        """PostgreSQL: validated on the event loop, stored by the process's heartbeat writer (group commit)."""
+        token = await _take_rate_async(request)
+        beat = heartbeats.prepare_beat(token, msgspec.structs.asdict(data), request.app.state.settings)
+        try:
+            result = await request.app.state.heartbeat_writer.store(beat)
+        except InvalidCredentials as exc:
+            raise await refused_async(request, exc.message) from None
+        return _answer(result)
+
+
+class HeartbeatController(_Heartbeats):
+    """SQLite's heartbeat."""
+
+    @post(**_ROUTE, opt={"auth": "device", "body": "json", "autocommit": True})
+    def heartbeat(self, request: Request[Any, Any, Any], db: DB, data: JSONBody[HeartbeatIn]) -> Response[HeartbeatOut]:
+        """SQLite: in a worker thread, in the request's transaction (one writer at a time anyway)."""
+        token = _take_rate(request)
+        try:
+            result = heartbeats.record_heartbeat_for_token(
+                db, token=token, heartbeat_data=msgspec.structs.asdict(data), settings=request.app.state.settings
+            )
+        except InvalidCredentials as exc:
+            raise refused(request, exc.message) from None
+        return _answer(result)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Request, get, post
+from litestar import Controller, Request
 from litestar.params import JSONBody, Parameter
 
 from core.access import keys as admin_keys
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
+from nexmdm_api.openapi import allow
 from nexmdm_api.paging import Limit, keyset_page
+from nexmdm_api.routes.base import get, post
 from nexmdm_api.schemas import convert
 from nexmdm_api.schemas_admin import KEY_NAME_PATTERN, KeyCreated, KeyIn, KeyOut, KeyPage
 
@@ -21,44 +23,43 @@ KeyCursor = Annotated[
 KeyNamePath = Annotated[str, Parameter(description="the key's name", schema_extra={"pattern": KEY_NAME_PATTERN})]
 
 
-@post(
-    "/v1/keys",
-    tags=["admin"],
-    summary="Create an admin key",
-    description="`role`: `viewer`, `operator` or `admin` (default). The answer carries the `secret`, once.",
-    status_code=201,
-    sync_to_thread=True,
-    **admin_route("admin", body="json", action="key.create"),
-    responses=problems(400, 401, 403, 409, 413, 415, 422, 429),
-)
-def create_key(request: Request[Any, Any, Any], db: DB, data: JSONBody[KeyIn]) -> KeyCreated:
-    secret, key = admin_keys.create_admin_key(db, name=data.name, role=data.role, actor=admin_actor(request))
-    return convert(key | {"secret": secret}, KeyCreated)
+class KeyController(Controller):
+    """Admin API keys: create, list, revoke."""
 
+    path = "/v1/keys"
+    tags = ["admin"]
+    allowed = allow(path)  # GET and POST share the path
 
-@get(
-    "/v1/keys",
-    tags=["admin"],
-    summary="List admin keys",
-    description="Ordered by name; `next_cursor` is null on the last page. Secrets are never listed.",
-    sync_to_thread=True,
-    **admin_route("admin", readonly=True),
-    responses=problems(400, 401, 403, 422, 429),
-)
-def list_keys(db: DB, limit: Limit = 100, cursor: KeyCursor = None) -> KeyPage:
-    rows, next_cursor = keyset_page(lambda n: admin_keys.list_admin_keys(db, after=cursor, limit=n), limit, "name")
-    return KeyPage(items=[convert(r, KeyOut) for r in rows], next_cursor=next_cursor)
+    @post(
+        "/",
+        summary="Create an admin key",
+        description="`role`: `viewer`, `operator` or `admin` (default). The answer carries the `secret`, once.",
+        status_code=201,
+        **admin_route("admin", body="json", action="key.create"),
+        responses=problems(400, 401, 403, 409, 413, 415, 422, 429),
+    )
+    def create_key(self, request: Request[Any, Any, Any], db: DB, data: JSONBody[KeyIn]) -> KeyCreated:
+        secret, key = admin_keys.create_admin_key(db, name=data.name, role=data.role, actor=admin_actor(request))
+        return convert(key | {"secret": secret}, KeyCreated)
 
+    @get(
+        "/",
+        summary="List admin keys",
+        description="Ordered by name; `next_cursor` is null on the last page. Secrets are never listed.",
+        **admin_route("admin", readonly=True),
+        responses=problems(400, 401, 403, 422, 429),
+    )
+    def list_keys(self, db: DB, limit: Limit = 100, cursor: KeyCursor = None) -> KeyPage:
+        rows, next_cursor = keyset_page(lambda n: admin_keys.list_admin_keys(db, after=cursor, limit=n), limit, "name")
+        return KeyPage(items=[convert(r, KeyOut) for r in rows], next_cursor=next_cursor)
 
-@post(
-    "/v1/keys/{name:str}/revoke",
-    tags=["admin"],
-    summary="Revoke an admin key",
-    description="Requests with it fail at once (a key may revoke itself). Names are never reused.",
-    status_code=200,
-    sync_to_thread=True,
-    **admin_route("admin", action="key.revoke"),
-    responses=problems(400, 401, 403, 404, 429),
-)
-def revoke_key(request: Request[Any, Any, Any], db: DB, name: KeyNamePath) -> KeyOut:
-    return convert(admin_keys.revoke_admin_key(db, name, actor=admin_actor(request)), KeyOut)
+    @post(
+        "/{name:str}/revoke",
+        summary="Revoke an admin key",
+        description="Requests with it fail at once (a key may revoke itself). Names are never reused.",
+        status_code=200,
+        **admin_route("admin", action="key.revoke"),
+        responses=problems(400, 401, 403, 404, 429),
+    )
+    def revoke_key(self, request: Request[Any, Any, Any], db: DB, name: KeyNamePath) -> KeyOut:
+        return convert(admin_keys.revoke_admin_key(db, name, actor=admin_actor(request)), KeyOut)

@@ -31,6 +31,7 @@ from hypothesis import settings as hypothesis_settings
 from litestar import Litestar
 from litestar.testing import TestClient
 from schemathesis.checks import positive_data_acceptance
+from schemathesis.core.parameters import ParameterLocation
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,6 +40,7 @@ from core.apk import builds as apk
 from core.base.settings import Settings
 from core.commands import dispatches
 from core.enrollment import tokens as credentials
+from core.enrollment.enroll import enroll_device
 from nexmdm_api import create_app
 from tests.support.fakes.apk import apk_bytes
 
@@ -85,7 +87,7 @@ def secrets(engine: Engine, fuzz_settings: Settings, session_factory: sessionmak
         enrollment, _ = credentials.create_enrollment_token(db, uses=100_000)
         own, _ = credentials.create_enrollment_token(db, uses=1)
         admin, _ = admin_keys.create_admin_key(db, name="fuzz")
-        device = enrollment.enroll_device(db, enrollment_secret=own, device_id=DEVICE_ID)
+        device = enroll_device(db, enrollment_secret=own, device_id=DEVICE_ID)
         dispatches.create_command(db, fuzz_settings, request_id="cmd_fuzz", device_id=DEVICE_ID, action="ping")
         apk.add_build(db, fuzz_settings, source=io.BytesIO(apk_bytes()), version_code=1, version_name="1.0")
     return {"enrollmentToken": enrollment, "deviceToken": device["device_token"], "adminKey": admin}
@@ -99,9 +101,14 @@ def app(fuzz_settings: Settings, secrets: dict[str, str]) -> Litestar:
 def credentials_for(case: Any, secrets: dict[str, str]) -> dict[str, str]:
     """The ``Authorization`` header for the first security requirement the operation declares.
 
-    None when Schemathesis generated one itself (a deliberately broken credential, for instance).
+    None when Schemathesis generated one itself (a deliberately broken credential, for instance), and none
+    when it made the headers invalid on purpose: a negative case may be one without its required
+    ``Authorization``, which a credential added here would make valid again (and its 2xx a finding).
     """
     if any(name.lower() == "authorization" for name in case.headers or {}):
+        return {}
+    header = case.meta.components.get(ParameterLocation.HEADER) if case.meta is not None else None
+    if header is not None and header.mode.is_negative:
         return {}
     for requirement in case.operation.definition.raw.get("security") or []:
         for name in requirement:
