@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,8 +23,6 @@ from core.apk import builds as apk
 from core.base.settings import Settings
 from core.models import ApkBuild, Device
 from core.storage.engine import make_engine, make_session_factory
-from nexmdm_api import create_app
-from nexmdm_cli.commands.demo import free_port
 from tests.support.api import live_server
 
 BOUNDARY = "nexmdm-boundary"
@@ -35,17 +32,8 @@ HUGE = 200 * 1024 * 1024
 @pytest.fixture
 def live(api_settings: Settings, engine: Engine) -> Iterator[tuple[int, Settings]]:
     settings = api_settings.with_overrides(auth_failure_limit=3, auth_failure_window_seconds=60)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    yield port, settings
-    server.should_exit = True
-    thread.join(timeout=15)
+    with live_server(settings) as port:
+        yield port, settings
 
 
 def _part_header(name: str, filename: str | None = None) -> bytes:
