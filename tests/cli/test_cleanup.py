@@ -98,6 +98,7 @@ def test_a_held_lock_exits_75_and_deletes_nothing(cli: Cli, seeded: sessionmaker
     assert json.loads(after.stdout)["results"]["device_heartbeats"]["deleted"] == 2
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # a flock beside the SQLite file is never lost
 def test_a_cleanup_that_loses_its_lease_exits_75_before_its_next_batch(
     cli_env: dict[str, str],
     database_url: str,
@@ -107,8 +108,6 @@ def test_a_cleanup_that_loses_its_lease_exits_75_before_its_next_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A stalled cleanup whose lease passed to another node stops instead of deleting beside it."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("a flock beside the SQLite file is never lost")
     from sqlalchemy import update
 
     from core.models.lease import Lease
