@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.base import validation
 from core.base.errors import Conflict, InvalidArgument, NotFound
 from core.heartbeats import partitions
-from core.heartbeats.validate import validate_heartbeat_data
+from core.heartbeats.validate import STORED_FIELDS, validate_heartbeat_data
 from core.models import Device, DeviceHeartbeat
 from core.storage.dialect import bind_params, insert_for, name_of
 from core.storage.operations import log_operation, session_settings
@@ -25,16 +25,7 @@ from core.storage.types import utcnow
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HEARTBEATS: Table = DeviceHeartbeat.__table__  # type: ignore[assignment]
 _DEVICES: Table = Device.__table__  # core.storage.tables.devices (mapped there, so already a Table to mypy)
-_COLUMNS = (
-    "device_id",
-    "bucket_start",
-    "received_at",
-    "status",
-    "battery_pct",
-    "plugged",
-    "network_type",
-    "agent_version",
-)
+_COLUMNS = ("device_id", "bucket_start", "received_at", *STORED_FIELDS)
 
 
 @functools.cache

@@ -297,10 +297,7 @@ def record_device_heartbeat(
             "device_id": device.id,
             "created": bool(result["created"]),
             "received_at": beat["received_at"],
-            "status": beat["status"],
-            "battery_pct": beat["battery_pct"],
-            "plugged": beat["plugged"],
-            "network_type": beat["network_type"],
+            **{name: beat[name] for name in STORED_FIELDS},
             "agent_version": beat["agent_version"] or None,  # "" is "not reported"
             "fcm_token": fcm_token,
             "agent_version_key": version_key(beat["agent_version"] or None),

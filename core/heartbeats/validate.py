@@ -37,6 +37,7 @@ def validate_heartbeat_data(data: object) -> dict[str, Any]:
     if network is not None and network not in NETWORK_TYPES:
         raise InvalidArgument(f"network_type must be one of {', '.join(NETWORK_TYPES)}", field="network_type")
     agent = validation.text(data.get("agent_version"), "agent_version", max_length=64)
+    # the keys of STORED_FIELDS, in its order (tests/core/test_db_utils.py holds them together)
     return {
         "status": status,
         "battery_pct": battery,

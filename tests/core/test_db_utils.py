@@ -422,3 +422,10 @@ def test_slow_heartbeat_logs_a_warning(
         db_utils.record_heartbeat_with_bucketing(db, device_id=device, heartbeat_data={})
     levels = [r.levelno for r in caplog.records if r.name == "nexmdm.db"]
     assert levels == [logging.WARNING, logging.INFO]
+
+
+def test_the_validated_heartbeat_fields_are_the_stored_ones() -> None:
+    # every insert path builds its columns from STORED_FIELDS; the validation must return exactly those
+    from core.heartbeats.validate import STORED_FIELDS, validate_heartbeat_data
+
+    assert list(validate_heartbeat_data({})) == list(STORED_FIELDS)
