@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -111,26 +112,42 @@ def _sqlite_time(value: Any) -> Any:
     )
 
 
+class _Lost(threading.Event):
+    """Set when a renewal finds the lease taken, and true by itself once the last successful take is a whole
+    TTL old by this process's clock (no renewal thread has to run for a stalled holder to see it)."""
+
+    def __init__(self, valid_until: float) -> None:
+        super().__init__()
+        self.valid_until = valid_until
+
+    def is_set(self) -> bool:
+        return super().is_set() or time.monotonic() >= self.valid_until
+
+
 @contextmanager
 def held(
     sessions: Callable[[], Session], name: str, *, ttl_seconds: float = 60.0, role: str = ""
 ) -> Iterator[threading.Event | None]:
     """Hold ``name`` while the block runs, renewed every ``ttl/3`` by a thread; ``None`` when another holds it.
 
-    The yielded event is set if a renewal failed and the lease may have passed to someone else (a long
-    database outage): a careful caller stops at its next step.
+    The yielded event is set once the lease may have passed to someone else: a renewal found another
+    holder, or no renewal has succeeded for a whole ``ttl`` (a database outage, a process paused longer
+    than the lease: its clock says so before its renewal thread has run again). A careful caller checks
+    ``is_set()`` before each step and stops.
     """
     holder = new_holder(role)
+    taken_at = time.monotonic()  # before the take: the lease lasts at least ttl from here
     with sessions() as db, db.begin():
         got = take(db, name, holder, ttl_seconds)
     if not got:
         yield None
         return
-    lost = threading.Event()
+    lost = _Lost(taken_at + ttl_seconds)
     stop = threading.Event()
 
     def renew() -> None:
         while not stop.wait(ttl_seconds / 3):
+            attempted_at = time.monotonic()
             try:
                 with sessions() as db, db.begin():
                     still = take(db, name, holder, ttl_seconds)
@@ -141,6 +158,7 @@ def held(
                 lost.set()  # first: the holder may be waiting for either
                 logger.warning("lease_lost name=%s holder=%s", name, holder)
                 return
+            lost.valid_until = attempted_at + ttl_seconds
 
     thread = threading.Thread(target=renew, name=f"nexmdm-lease-{name}", daemon=True)
     thread.start()

@@ -32,7 +32,8 @@ class Held:
     """What :func:`maintenance_lock` yields: true when this process holds the lock."""
 
     held: bool
-    #: set by the lease's renewal when the lease may have passed to another holder (PostgreSQL only)
+    #: set when the lease may have passed to another holder: a renewal found another, or none succeeded for a
+    #: whole lease (PostgreSQL only)
     lost_event: threading.Event | None = None
 
     def __bool__(self) -> bool:

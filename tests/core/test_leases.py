@@ -88,3 +88,15 @@ def test_held_renews_while_the_block_runs(session_factory: sessionmaker[Session]
         assert not lost.is_set()
     with leases.held(session_factory, "long", ttl_seconds=3) as again:  # released at the end
         assert again is not None
+
+
+def test_a_holder_paused_past_its_lease_sees_it_lost_before_any_renewal(
+    session_factory: sessionmaker[Session], monkeypatch
+) -> None:
+    # a process stopped for longer than the lease (a long GC pause, a frozen VM) resumes in its main
+    # thread first: it must not need its renewal thread's next round trip to know the lease may be gone
+    with leases.held(session_factory, "paused", ttl_seconds=30) as lost:
+        assert lost is not None and not lost.is_set()
+        resumed = time.monotonic() + 31
+        monkeypatch.setattr(leases.time, "monotonic", lambda: resumed)
+        assert lost.is_set()
