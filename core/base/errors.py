@@ -55,6 +55,8 @@ class LockTimeout(NexMDMError):
     """A maintenance step kept timing out on a lock (or its statement time limit); what it committed stays."""
 
     code = "lock_timeout"
+    #: rows a cleanup had deleted (committed) in the step that stopped, for its audit row
+    deleted = 0
 
 
 class LockLost(LockTimeout):

@@ -86,10 +86,12 @@ def _delete_batch(
 
 
 def stopped(exc: LockTimeout, deleted: int) -> LockTimeout:
-    return LockTimeout(
+    error = LockTimeout(
         f"{exc.message}; cleanup stopped after deleting {deleted:,} rows (they stay deleted): run it again later",
         field=exc.field,
     )
+    error.deleted = deleted
+    return error
 
 
 #: ``db.info`` key of ``core.ops.retention.run_all_retention_cleanups``'s ``lock_lost``: checked before every batch
@@ -100,11 +102,13 @@ def stop_if_lost(db: Session, entity: str, deleted: int) -> None:
     """Raise ``LockLost`` once the maintenance lock may have passed on: never delete beside its new holder."""
     lost = db.info.get(LOCK_LOST)
     if lost is not None and lost():
-        raise LockLost(
+        error = LockLost(
             f"the maintenance lock passed to another holder; cleanup stopped after deleting {deleted:,} rows"
             " (they stay deleted): run it again later",
             field=entity,
         )
+        error.deleted = deleted
+        raise error
 
 
 def batched_cleanup(

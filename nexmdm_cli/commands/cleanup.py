@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from nexmdm_cli import render
 from nexmdm_cli.errors import EXIT_LOCKED
 from nexmdm_cli.render import JsonOption, escape, note, show, table
-from nexmdm_cli.state import err_console, print_json, state
+from nexmdm_cli.state import CliState, err_console, print_json, state
 
 
 def _days(help_text: str, least: int = 0) -> Any:
@@ -48,7 +48,7 @@ def cleanup(
 
     Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
     """
-    from core.events import audit
+    from core.base.errors import LockTimeout
     from core.ops import locks
 
     st = state(ctx)
@@ -74,11 +74,17 @@ def cleanup(
             )
             raise typer.Exit(code=EXIT_LOCKED)
         note(f"{'Counting (dry run) on' if dry_run else 'Cleaning up'} [bold]{escape(st.masked_url)}[/bold]")
-        results = _run(st.session_factory, retention, dry_run=dry_run, lock_lost=acquired.lost)
+        done: dict[str, int] = {}  # rows deleted per finished entity, as the run goes
+        try:
+            results = _run(st.session_factory, retention, dry_run=dry_run, lock_lost=acquired.lost, done=done)
+        except LockTimeout as exc:  # stopped part-way (the lock lost, a lock kept timing out): what it deleted stays
+            if not dry_run:
+                if exc.field in retention and exc.deleted:
+                    done[exc.field] = exc.deleted
+                _audit(st, retention, done, stopped=exc.code)
+            raise
         if not dry_run:  # deleting rows is an operator's decision: say who, with which periods, and how many
-            with st.session() as db:
-                deleted = {entity: result["deleted"] for entity, result in results.items()}
-                audit.record(db, audit.cli_actor(), "retention.cleanup", None, days=retention, deleted=deleted)
+            _audit(st, retention, done)
 
     key = "would_delete" if dry_run else "deleted"
     if json_output:
@@ -98,8 +104,24 @@ def cleanup(
     show(out)
 
 
+def _audit(st: CliState, retention: dict[str, int], deleted: dict[str, int], stopped: str | None = None) -> None:
+    """One ``retention.cleanup`` row: the periods used and the rows deleted per table (so far, if it stopped)."""
+    from core.events import audit
+
+    details: dict[str, Any] = {"days": retention, "deleted": {entity: deleted.get(entity, 0) for entity in retention}}
+    if stopped is not None:
+        details["stopped"] = stopped
+    with st.session() as db:
+        audit.record(db, audit.cli_actor(), "retention.cleanup", None, **details)
+
+
 def _run(
-    factory: Any, retention: dict[str, int], *, dry_run: bool, lock_lost: Callable[[], bool]
+    factory: Any,
+    retention: dict[str, int],
+    *,
+    dry_run: bool,
+    lock_lost: Callable[[], bool],
+    done: dict[str, int],
 ) -> dict[str, dict[str, Any]]:
     """``run_all_retention_cleanups`` with a progress bar on stderr (shown only on a terminal); it stops at
     the next batch once the lock is lost."""
@@ -117,10 +139,15 @@ def _run(
         factory() as db,
     ):
         task = progress.add_task("retention cleanup", total=len(retention_engine.CLEANUP_ENTITIES))
+
+        def finished(entity: str, result: dict[str, Any]) -> None:
+            done[entity] = result.get("deleted", 0)
+            progress.advance(task)
+
         return retention_engine.run_all_retention_cleanups(
             db,
             dry_run=dry_run,
             retention_days=retention,
-            on_result=lambda *_: progress.advance(task),
+            on_result=finished,
             lock_lost=lock_lost,
         )

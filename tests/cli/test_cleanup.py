@@ -9,10 +9,10 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import ApkDownloadEvent, DeviceHeartbeat, FcmDispatch
+from core.models import ApkDownloadEvent, AuditEvent, DeviceHeartbeat, FcmDispatch
 from core.ops.locks import maintenance_lock
 from nexmdm_cli.errors import EXIT_LOCKED
 from tests.support.cli import Cli, count, one_error_line, seed_dispatch, seed_download, seed_heartbeat
@@ -152,6 +152,11 @@ def test_a_cleanup_that_loses_its_lease_exits_75_before_its_next_batch(
     assert last.startswith("error:") and "passed to another holder" in last and "Traceback" not in result.stderr
     assert steps[-1] == "lease taken away"  # no batch after it
     assert count(seeded, FcmDispatch) == 8 - 2  # one batch of 2 of the 6 old acked ones went
+    # what it deleted before it stopped is on the record, and why it stopped
+    with seeded() as db:
+        rows = list(db.execute(select(AuditEvent).where(AuditEvent.action == "retention.cleanup")).scalars())
+    assert len(rows) == 1 and rows[0].details["stopped"] == "lock_lost"
+    assert rows[0].details["deleted"]["fcm_dispatches"] == 2
 
 
 def test_unmigrated_database_exits_5(fresh_cli: Cli) -> None:
