@@ -44,7 +44,7 @@ class Waves:
     max_failure_pct: float | None = None
 
 
-def _pct(value: Any, field: str, *, allow_zero: bool = True) -> float | None:
+def percentage(value: Any, field: str, *, allow_zero: bool = True) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value <= 100):
@@ -71,10 +71,10 @@ def validate_waves(waves: dict[str, Any] | None) -> Waves:
         raise InvalidArgument("waves.interval_seconds must be 0 to 30 days in seconds", field="waves.interval_seconds")
     return Waves(
         size=size,
-        percent=_pct(percent, "waves.percent", allow_zero=False),
+        percent=percentage(percent, "waves.percent", allow_zero=False),
         interval_seconds=interval,
-        min_success_pct=_pct(waves.get("min_success_pct"), "waves.min_success_pct"),
-        max_failure_pct=_pct(waves.get("max_failure_pct"), "waves.max_failure_pct"),
+        min_success_pct=percentage(waves.get("min_success_pct"), "waves.min_success_pct"),
+        max_failure_pct=percentage(waves.get("max_failure_pct"), "waves.max_failure_pct"),
     )
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.base.errors import Conflict, InvalidArgument
 from core.base.settings import Settings
 from core.campaigns.counts import gate_figures, live_counts, unreleased
-from core.campaigns.records import _pct, campaign_dict, load
+from core.campaigns.records import campaign_dict, load, percentage
 from core.commands.lifecycle import finish_pending
 from core.events.audit import SYSTEM, Actor, record
 from core.events.webhooks import emit
@@ -225,8 +225,8 @@ def resume(
     actor: Actor | None = None,
 ) -> dict[str, Any]:
     """Resume a paused or halted campaign; a halted one needs new thresholds or ``ignore_failures``."""
-    _pct(min_success_pct, "min_success_pct")
-    _pct(max_failure_pct, "max_failure_pct")
+    percentage(min_success_pct, "min_success_pct")
+    percentage(max_failure_pct, "max_failure_pct")
     campaign = load(db, campaign_id, lock=True)
     if campaign.status in CAMPAIGN_FINAL:
         raise Conflict(f"campaign {campaign_id} is {campaign.status}; it cannot resume")

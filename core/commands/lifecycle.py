@@ -20,8 +20,10 @@ def finished_fcm_status(now: datetime) -> ColumnElement[str]:
 
     A push still ``pending`` and not in a delivery worker's hands will never be sent (workers claim only
     pending commands): it becomes ``skipped``, so statistics never show a finished command as waiting
-    for a push. A push in flight keeps ``pending``; the worker records its outcome
-    (``core.commands.push.DeliveryWorker.record``), and ``sweep_expired`` settles one whose worker died.
+    for a push. A push in flight keeps ``pending``: after an ack (the lease kept) its worker still records
+    the outcome (``core.commands.push.DeliveryWorker.record``); where :func:`finish_pending` releases the
+    lease (cancel, revocation, expiry) the worker's record no longer owns the row, and ``sweep_expired``
+    settles the push as ``skipped``.
     """
     unpushed = and_(
         FcmDispatch.fcm_status == "pending",

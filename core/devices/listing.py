@@ -2,8 +2,9 @@
 
 Plain SQLAlchemy Core on ``core.storage.tables``: importing this module loads neither the ORM nor the other
 models, so that ``nexmdm devices list`` starts fast (docs/performance.md, part 5). Every function takes an
-ORM ``Session`` (the API) or a Core ``Connection`` (the CLI's listing) alike. ``core.devices.records`` and
-``core.campaigns`` re-export these names; this module is their one definition.
+ORM ``Session`` (the API) or a Core ``Connection`` (the CLI's listing) alike. ``core.devices.records``
+re-exports ``device_dict``, ``device_state`` and ``list_devices``, and ``core.devices.labels`` re-exports
+``attach_labels``; this module is their one definition.
 """
 
 from __future__ import annotations

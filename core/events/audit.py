@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, delete, func, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument
 from core.models import AuditEvent
+from core.storage.dialect import insert_for
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
@@ -91,8 +91,7 @@ def record_denied(db: Session, *, actor: str, action: str, address: str | None, 
         "count": count,
         "aggregate_key": key,
     }
-    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(_TABLE).values(**values)
+    statement = insert_for(db, _TABLE).values(**values)
     statement = statement.on_conflict_do_update(
         index_elements=[_TABLE.c.aggregate_key], set_={"count": _TABLE.c.count + statement.excluded.count}
     )
