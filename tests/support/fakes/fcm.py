@@ -14,6 +14,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.fakes.server import LoopbackServer
+
 PROJECT = "nexmdm-test"
 
 
@@ -112,9 +114,8 @@ class FakeFcm:
                     time.sleep(fake.delay)
                 self._reply(status, body, headers)
 
-        class Server(ThreadingHTTPServer):
+        class Server(LoopbackServer):
             request_queue_size = 512  # the default backlog of 5 refuses a worker's concurrent sends
-            daemon_threads = True
 
         self.server = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

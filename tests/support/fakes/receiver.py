@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.fakes.server import LoopbackServer
+
 
 # ---- from docs/webhooks.md, "Verifying a delivery" (unchanged) ----
 def verify(secret: str, header: str, body: bytes, tolerance: int = 300) -> bool:
@@ -143,7 +145,7 @@ class Receiver:
                     pass
                 self.close_connection = True
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
