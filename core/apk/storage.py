@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from core.base.errors import NotFound
 from core.base.settings import Settings
 from core.models import ApkBlob, ApkBuild
+from core.storage.dialect import is_postgresql
 from core.storage.types import utcnow
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -75,7 +76,7 @@ def _insert_blob(db: Session, sha256: str, size: int, handle: BinaryIO) -> None:
     """The blob and its chunks; nothing when the same bytes are stored already (another build, or a
     concurrent upload of the same file: its row is waited for, then this insert does nothing)."""
     # the named constraint on PostgreSQL; SQLite names only the columns of a conflict target
-    target = "ON CONSTRAINT pk_apk_blobs" if db.get_bind().dialect.name == "postgresql" else "(sha256)"
+    target = "ON CONSTRAINT pk_apk_blobs" if is_postgresql(db) else "(sha256)"
     inserted = db.execute(
         text(
             "INSERT INTO apk_blobs (sha256, size_bytes, chunk_size, created_at) "
@@ -96,7 +97,7 @@ def _insert_blob(db: Session, sha256: str, size: int, handle: BinaryIO) -> None:
 
 def _now(db: Session) -> Any:
     now = utcnow()
-    if db.get_bind().dialect.name == "sqlite":
+    if not is_postgresql(db):
         return now.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     return now
 

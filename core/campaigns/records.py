@@ -25,7 +25,7 @@ from core.commands.dispatches import IdempotencyMismatch
 from core.devices import selectors
 from core.events.audit import Actor, record
 from core.models import Campaign, CampaignTarget, Device, FcmDispatch
-from core.storage.dialect import insert_for
+from core.storage.dialect import insert_for, is_postgresql
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
@@ -315,7 +315,7 @@ def campaign_dict(db: Session, row: Campaign, *, counts: bool = True) -> dict[st
 
 def load(db: Session, campaign_id: str, *, lock: bool = False) -> Campaign:
     query = select(Campaign).where(Campaign.id == campaign_id)
-    if lock and db.get_bind().dialect.name == "postgresql":
+    if lock and is_postgresql(db):
         query = query.with_for_update()
     row = db.execute(query).scalar_one_or_none()
     if row is None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.base.settings import Settings
 from core.events.webhooks import emit_many, subscribers
 from core.models import Device, DevicePresence, PresenceSweep
-from core.storage.dialect import insert_for
+from core.storage.dialect import insert_for, is_postgresql
 from core.storage.types import utcnow
 
 #: no sweep for this long means the server (every process) was down
@@ -35,7 +35,7 @@ _PRESENCE: Table = DevicePresence.__table__  # type: ignore[assignment]
 
 def _mark(db: Session, now: datetime) -> datetime:
     """Record this sweep; returns ``grace_from`` (moved to now after an outage)."""
-    row = db.get(PresenceSweep, _NAME, with_for_update=db.get_bind().dialect.name == "postgresql")
+    row = db.get(PresenceSweep, _NAME, with_for_update=is_postgresql(db))
     if row is None:  # the very first sweep (several processes may start at once)
         db.execute(
             insert_for(db, PresenceSweep)

@@ -20,6 +20,7 @@ from core.enrollment import tokens as credentials
 from core.events.audit import Actor, record
 from core.events.webhooks import emit
 from core.models import CampaignTarget, Device, FcmDispatch
+from core.storage.dialect import is_postgresql
 from core.storage.types import utcnow
 
 #: a retry with the same enrollment token and device within this window re-issues a token for free
@@ -95,7 +96,7 @@ def enroll_device(
     validation.text(agent_version, "agent_version", max_length=64)
     token = credentials.find_enrollment_token(db, enrollment_secret)
     now = utcnow()
-    device = db.get(Device, device_id, with_for_update=db.get_bind().dialect.name == "postgresql")
+    device = db.get(Device, device_id, with_for_update=is_postgresql(db))
 
     # A lost answer means the device never got its token, so it never sent a heartbeat with it: once it
     # has, a "retry" would let any holder of a shared enrollment token take the device over. Before that,

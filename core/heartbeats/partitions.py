@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session
 
+from core.storage.dialect import is_postgresql
 from core.storage.engine import transaction_pooled
 
 TABLE = "device_heartbeats"
@@ -40,7 +41,7 @@ def _bounds(day: date) -> tuple[str, str]:
 
 
 def is_partitioned(conn: Connection) -> bool:
-    if conn.dialect.name != "postgresql":
+    if not is_postgresql(conn):
         return False
     return bool(
         conn.execute(
@@ -107,7 +108,7 @@ def ensure_ahead(conn: Connection, *, today: date | None = None, ahead: int = AH
 def ensure_for(db: Session | Connection, moment: datetime) -> None:
     """Make sure the partition for ``moment``'s day exists (cheap when it is already known)."""
     bind = db.engine if isinstance(db, Connection) else db.get_bind()
-    if bind.dialect.name != "postgresql":
+    if not is_postgresql(bind):
         return
     engine = bind if isinstance(bind, Engine) else bind.engine
     known = _known.setdefault(engine, set())

@@ -35,6 +35,7 @@ from core.heartbeats import partitions
 from core.heartbeats.bucketing import bucket_floor, record_heartbeat_with_bucketing
 from core.heartbeats.validate import STORED_FIELDS, validate_heartbeat_data
 from core.models import Device
+from core.storage.dialect import is_postgresql, name_of
 from core.storage.operations import log_operation
 from core.storage.types import UTCDateTime, utcnow
 
@@ -257,7 +258,7 @@ def record_heartbeat_for_token(
     writes anything.
     """
     beat = prepare_beat(token, heartbeat_data, settings, received_at)
-    if db.get_bind().dialect.name != "postgresql":  # no round trip to save: the helpers' path
+    if not is_postgresql(db):  # no round trip to save: the helpers' path
         device = authenticate_device(db, token)
         if beat.claimed is not None and beat.claimed != device.id:
             raise Forbidden("device_id is not the device this token belongs to")
@@ -302,5 +303,5 @@ def record_device_heartbeat(
             "fcm_token": fcm_token,
             "agent_version_key": version_key(beat["agent_version"] or None),
         }
-        db.execute(_ONE_BY_DIALECT[db.get_bind().dialect.name], params)
+        db.execute(_ONE_BY_DIALECT[name_of(db)], params)
     return result

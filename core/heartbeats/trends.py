@@ -14,10 +14,11 @@ from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
 from core.models import DeviceHeartbeat
+from core.storage.dialect import is_postgresql
 
 
 def _epoch(db: Session, column: Any) -> Any:
-    if db.get_bind().dialect.name == "postgresql":
+    if is_postgresql(db):
         return func.floor(func.extract("epoch", column))
     return cast(func.strftime("%s", column), Integer)
 

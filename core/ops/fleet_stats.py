@@ -50,6 +50,7 @@ from core.models import (
     DeviceHeartbeat,
     FcmDispatch,
 )
+from core.storage.dialect import is_postgresql
 from core.storage.timeouts import selector_reads
 from core.storage.types import utcnow
 
@@ -145,7 +146,7 @@ def latencies(db: Session, now: datetime | None = None) -> dict[str, dict[str, A
     in milliseconds, over the newest ``LATENCY_SAMPLE`` commands created in the last hour (the
     ``created_at`` index bounds the read however busy the hour was)."""
     since = (now or utcnow()) - RECENT_WINDOW
-    if db.get_bind().dialect.name == "postgresql":
+    if is_postgresql(db):
         push_n, push, ack_n, ack = db.execute(_PG_LATENCY, {"since": since, "sample": LATENCY_SAMPLE}).one()
         return {
             "push_latency_ms": _named(push_n, push),

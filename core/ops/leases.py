@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from core.storage.dialect import is_postgresql
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
@@ -41,7 +42,7 @@ def new_holder(role: str = "") -> str:
 
 
 def _is_pg(db: Session) -> bool:
-    return db.get_bind().dialect.name == "postgresql"
+    return is_postgresql(db)
 
 
 def take(db: Session, name: str, holder: str, ttl_seconds: float) -> bool:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from core.storage.dialect import is_postgresql
+
 #: a crashed cleanup's lease passes on after this long; a live one renews it every third of it
 LEASE_SECONDS = 60.0
 
@@ -46,7 +48,7 @@ class Held:
 
 def lock_holder(engine: Engine, name: str = "cleanup") -> str | None:
     """Who holds the maintenance lock ``name`` (``host:pid:role:random``) on PostgreSQL; None elsewhere."""
-    if engine.dialect.name != "postgresql":
+    if not is_postgresql(engine):
         return None
     from sqlalchemy.orm import Session
 
@@ -59,7 +61,7 @@ def lock_holder(engine: Engine, name: str = "cleanup") -> str | None:
 @contextmanager
 def maintenance_lock(engine: Engine, name: str = "cleanup") -> Iterator[Held]:
     """Try to take the lock without waiting; yields a :class:`Held`, true when this process holds it."""
-    if engine.dialect.name == "postgresql":
+    if is_postgresql(engine):
         from sqlalchemy.orm import sessionmaker
 
         from core.ops import leases

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from core.base.settings import normalize_database_url
+from core.storage.dialect import is_postgresql
 from core.storage.schema_version import script_location as script_location  # re-exported (tests patch it here)
 
 
@@ -40,7 +41,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def partition_names(conn: Connection) -> set[str]:
     """Tables that are partitions (children of a partitioned table) on PostgreSQL."""
-    if conn.dialect.name != "postgresql":
+    if not is_postgresql(conn):
         return set()
     rows = conn.execute(text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"))
     return set(rows.scalars())
@@ -121,7 +122,7 @@ def create_index_concurrently(
     from alembic import op
 
     bind = op.get_bind()
-    if bind.dialect.name != "postgresql":
+    if not is_postgresql(bind):
         with op.batch_alter_table(table_name) as batch:
             batch.create_index(index_name, list(columns), unique=unique, **kw)
         return
@@ -173,7 +174,7 @@ def drop_index_concurrently(index_name: str, table_name: str) -> None:
     """``op.drop_index`` without an ACCESS EXCLUSIVE lock on PostgreSQL (plain tables; SQLite: batch)."""
     from alembic import op
 
-    if op.get_bind().dialect.name != "postgresql":
+    if not is_postgresql(op):
         with op.batch_alter_table(table_name) as batch:
             batch.drop_index(index_name)
         return

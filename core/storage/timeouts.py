@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from core.base.errors import LockTimeout, SelectorTooSlow
 from core.base.settings import Settings
+from core.storage.dialect import is_postgresql
 
 logger = logging.getLogger("nexmdm.cleanup")
 
@@ -66,7 +67,7 @@ def timeout_kind(exc: BaseException) -> str | None:
 def set_local(db: Session | Connection, limits: Limits) -> None:
     """Both limits for the rest of the current transaction (PostgreSQL only; one round trip)."""
     bind = db.get_bind() if isinstance(db, Session) else db
-    if bind.dialect.name != "postgresql":
+    if not is_postgresql(bind):
         return
     db.execute(
         text("SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :statement, true)"),
@@ -136,8 +137,7 @@ def selector_reads(db: Session | Connection, settings: Settings, selector: str |
     aborted: the caller rolls it back). On SQLite the block runs unlimited.
     """
     limit = int(settings.selector_statement_timeout_ms)
-    dialect = (db.get_bind() if isinstance(db, Session) else db).dialect.name
-    if dialect != "postgresql" or limit <= 0:
+    if not is_postgresql(db) or limit <= 0:
         yield
         return
     before = db.execute(_TIGHTEN, {"ms": limit}).scalar_one()

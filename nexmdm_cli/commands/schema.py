@@ -30,7 +30,9 @@ SKIPPED_TABLES = {"alembic_version"}
 def _partitions(conn: Connection) -> set[str]:
     from sqlalchemy import text
 
-    if conn.dialect.name != "postgresql":
+    from core.storage.dialect import is_postgresql
+
+    if not is_postgresql(conn):
         return set()
     rows = conn.execute(text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"))
     return {row[0] for row in rows}

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.base.settings import Settings
 from core.commands.lifecycle import finish_pending
 from core.models import FINISHED_STATUSES, Device, FcmDispatch
+from core.storage.dialect import is_postgresql
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
@@ -145,7 +146,7 @@ def _set_clause(db: Session, decisions: list[Decision]) -> tuple[dict[str, Any],
     varying = [c for c in columns if c not in uniform]
     if not varying:
         return uniform, None
-    if db.get_bind().dialect.name == "postgresql":
+    if is_postgresql(db):
         arrays = [func.unnest(literal([d.claim.id for d in decisions], ARRAY(Integer))).label("id")]
         arrays += [
             func.unnest(literal([d.values[c] for d in decisions], ARRAY(table.c[c].type))).label(c) for c in varying
