@@ -1,4 +1,8 @@
-"""A small fake of FCM HTTP v1 and Google's OAuth token endpoint: a real HTTP server on loopback."""
+"""A small fake of FCM HTTP v1 and Google's OAuth token endpoint: a real HTTP server on loopback.
+
+The shipped fake (``nexmdm_cli/fakefcm.py``, aiohttp) answers every send with success inside the
+simulator's event loop; this one is threaded and scripted (errors per token or in sequence, delays, a
+failing token endpoint) for the tests, so the two share only the service-account key file writer."""
 
 from __future__ import annotations
 
@@ -11,9 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
+from nexmdm_cli import fakefcm as shipped_fake
 from tests.support.fakes.server import LoopbackServer
 
 PROJECT = "nexmdm-test"
@@ -147,19 +149,6 @@ def error_body(status: int, error_code: str) -> dict[str, Any]:
 
 
 def write_service_account(path: Path, token_uri: str) -> Path:
-    """A freshly generated service-account key file pointing at the fake token endpoint."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    info = {
-        "type": "service_account",
-        "project_id": PROJECT,
-        "private_key_id": "test-key",
-        "private_key": pem,
-        "client_email": f"nexmdm@{PROJECT}.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": token_uri,
-    }
-    path.write_text(json.dumps(info))
-    return path
+    """A freshly generated service-account key file pointing at the fake token endpoint (the shipped
+    fake's writer, for this fake's project)."""
+    return shipped_fake.write_service_account(path, token_uri, PROJECT)
