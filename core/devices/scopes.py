@@ -13,9 +13,10 @@ devices); a selector never matches revoked devices, whatever the scope.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, select, true
 from sqlalchemy.orm import Session
@@ -28,7 +29,7 @@ from core.models import Device
 #: fields a scope may not name: a device's state changes by itself, a scope must not
 _UNSCOPABLE_FIELDS = ("@state",)
 
-_Q = TypeVar("_Q", bound=Select[Unpack[tuple[Any, ...]]])
+_Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 
 
 def check_scope(text: str | None) -> str | None:
@@ -44,7 +45,30 @@ def check_scope(text: str | None) -> str | None:
     for term in parsed.terms:
         if term.name in _UNSCOPABLE_FIELDS:
             raise InvalidArgument(f"a scope cannot use {term.name}: it changes without anyone acting", field="scope")
-    return parsed.text
+    return canonical(parsed)
+
+
+_WORD = re.compile(r"[A-Za-z0-9._:/-]*")
+
+
+def _value(value: str) -> str:
+    return value if _WORD.fullmatch(value) else '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def canonical(selector: selectors.Selector) -> str:
+    """One spelling per scope (``store = 42`` and ``store=42`` are one scope): the campaigns of a scope are
+    found by this text."""
+    parts = []
+    for term in selector.terms:
+        if term.op == "exists":
+            parts.append(term.name)
+        elif term.op == "!":
+            parts.append("!" + term.name)
+        elif term.op in ("in", "notin"):
+            parts.append(f"{term.name} {term.op} ({','.join(_value(v) for v in term.values)})")
+        else:
+            parts.append(f"{term.name}{term.op}{_value(term.values[0])}")
+    return ",".join(parts)
 
 
 def scope_clause(scope: str | None, settings: Settings, now: datetime | None = None) -> ColumnElement[bool]:
