@@ -45,7 +45,10 @@ def check_scope(text: str | None) -> str | None:
     for term in parsed.terms:
         if term.name in _UNSCOPABLE_FIELDS:
             raise InvalidArgument(f"a scope cannot use {term.name}: it changes without anyone acting", field="scope")
-    return canonical(parsed)
+    text = canonical(parsed)
+    if len(text) > selectors.MAX_LENGTH:  # "k in(a)" is spelled "k in (a)": a little longer
+        raise InvalidArgument(f"a scope is at most {selectors.MAX_LENGTH} characters once normalized", field="scope")
+    return text
 
 
 _WORD = re.compile(r"[A-Za-z0-9._:/-]*")
