@@ -182,6 +182,10 @@ def test_an_expired_key_is_401_key_expired(
     assert client.get("/v1/devices", headers=headers).status_code == 200
     with session_factory.begin() as db:
         db.execute(update(AdminKey).where(AdminKey.name == "short").values(expires_at=utcnow() - timedelta(seconds=1)))
+    with session_factory.begin() as db:  # the alert's gauge: active keys within 14 days of their expiry
+        for name, days in (("soon", 10), ("later", 20)):
+            admin_keys.create_admin_key(db, name=name, role="viewer", expires_in=timedelta(days=days))
+        assert admin_keys.expiring_keys(db) == 1
     expired = client.get("/v1/devices", headers=headers)
     assert expired.status_code == 401 and expired.json()["code"] == "key_expired"
     assert "expired" in expired.json()["detail"]
