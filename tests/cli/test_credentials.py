@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import campaigns
 from core.access import keys as admin_keys
+from core.base.settings import Settings
 from core.enrollment import tokens as credentials
 from core.models import AdminKey, EnrollmentToken
 from core.storage.types import utcnow
 from tests.support.cli import Cli, one_error_line
+from tests.support.fleet import seed_fleet
 
 
 def test_token_create_defaults_and_secret_once(cli: Cli, session_factory: sessionmaker[Session]) -> None:
@@ -140,3 +144,17 @@ def test_key_scope_expiry_and_last_use(cli: Cli, session_factory: sessionmaker[S
         assert bad.exit_code == 2, args
         assert word in one_error_line(bad), args
     assert [k["name"] for k in cli.json("keys", "list")["items"]] == ["store42", "forever"]
+
+
+def test_campaigns_show_names_the_scope_of_a_scoped_campaign(
+    cli: Cli, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    seed_fleet(session_factory)
+    with session_factory.begin() as db:
+        _, made = campaigns.create_campaign(
+            db, settings, idempotency_key="k", action="ping", selector="all", scope="store=42"
+        )
+    shown = cli("campaigns", "show", made["id"])
+    assert shown.exit_code == 0, shown.stderr
+    assert re.search(r"scope\s+│?\s*store=42", shown.stdout), shown.stdout
+    assert cli.json("campaigns", "show", made["id"])["targeted"] == 2
