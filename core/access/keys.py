@@ -25,7 +25,7 @@ from core.storage.types import utcnow
 KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
 #: the longest ``expires_in`` a key may be given (ten years: longer is "never", which is the default)
 MAX_KEY_LIFETIME = timedelta(days=3650)
-#: the window of ``nexmdm_admin_keys_expiring`` and its shipped alert
+#: the window of the gauge ``nexmdm_admin_expiring_keys`` and its shipped alert
 EXPIRY_WARNING = timedelta(days=14)
 
 
