@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from core.access import keys as admin_keys
 from core.base import security
-from core.base.errors import InvalidCredentials, NexMDMError
+from core.base.errors import InvalidCredentials, KeyExpired, NexMDMError
 from core.devices import records as devices
 from core.enrollment import tokens as credentials
 from core.events.audit import Actor, key_actor
@@ -44,16 +44,20 @@ ENROLLMENT_SECURITY: list[dict[str, list[str]]] = [{"enrollmentToken": []}]
 ANY_SECURITY: list[dict[str, list[str]]] = [{"enrollmentToken": []}, {"deviceToken": []}, {"adminKey": []}]
 
 
-def admin_route(role: str, **opt: Any) -> dict[str, Any]:
+def admin_route(role: str, *, scoped: bool = False, **opt: Any) -> dict[str, Any]:
     """Route decorator arguments of an admin endpoint that needs at least ``role``.
 
     The role is checked by :func:`authorize_admin` before the body is read, and documented in the
     OpenAPI document as the security requirement's scope (``adminKey: [operator]``: OpenAPI 3.1 lets
     schemes other than OAuth list the roles an operation needs there).
+
+    ``scoped=True`` lets a scoped principal (``operator@store=42``) in: the handler then limits what it
+    reads and writes to :func:`scope_of` (``core.devices.scopes``). Without it a scoped principal is 403
+    ``out_of_scope``: an endpoint is closed to scoped keys until it applies the scope.
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
-    return {"security": [{"adminKey": [role]}], "opt": {"auth": "admin", "role": role, **opt}}
+    return {"security": [{"adminKey": [role]}], "opt": {"auth": "admin", "role": role, "scoped": scoped, **opt}}
 
 
 @dataclass(frozen=True)
@@ -88,23 +92,28 @@ def _count_admin_failure(request: Request[Any, Any, Any]) -> None:
         request.app.state.audit_buffer.failed_auth(client_ip(request))
 
 
-def _answer(detail: str, wait: float | None) -> Exception:
+def _answer(detail: str, wait: float | None, code: str) -> Exception:
     if wait is not None:
         return rate_limited("too many failed authentications from this address", wait)
-    return unauthorized(detail)
+    return unauthorized(detail, code)
 
 
-def refused(request: Request[Any, Any, Any], detail: str) -> Exception:
+def refused(request: Request[Any, Any, Any], detail: str, code: str = "unauthorized") -> Exception:
     """Count a failed authentication; 429 once the address is over its limit, else 401 (in a worker thread:
     on the event loop use :func:`refused_async`, which never blocks the loop on Redis)."""
     _count_admin_failure(request)
-    return _answer(detail, _limiter(request).fail(client_key(client_ip(request))))
+    return _answer(detail, _limiter(request).fail(client_key(client_ip(request))), code)
 
 
-async def refused_async(request: Request[Any, Any, Any], detail: str) -> Exception:
+async def refused_async(request: Request[Any, Any, Any], detail: str, code: str = "unauthorized") -> Exception:
     """:func:`refused` for code on the event loop."""
     _count_admin_failure(request)
-    return _answer(detail, await _limiter(request).fail_async(client_key(client_ip(request))))
+    return _answer(detail, await _limiter(request).fail_async(client_key(client_ip(request))), code)
+
+
+def _credential_code(exc: InvalidCredentials) -> str:
+    """``key_expired`` for an expired admin key, ``unauthorized`` for everything else."""
+    return exc.code if isinstance(exc, KeyExpired) else "unauthorized"
 
 
 def _blocked(request: Request[Any, Any, Any], wait: float | None) -> Exception | None:
@@ -187,13 +196,20 @@ async def authorize_admin(request: Request[Any, Any, Any]) -> None:
     try:
         key = await anyio.to_thread.run_sync(authenticate)
     except InvalidCredentials as exc:
-        raise await refused_async(request, exc.message) from None
+        raise await refused_async(request, exc.message, _credential_code(exc)) from None
     if not admin_keys.role_allows(key["role"], needed):
         request.app.state.audit_buffer.add(f"key:{key['name']}", _action(request), client_ip(request))
         raise ApiError(
             403,
             f"the admin key {key['name']!r} has the role {key['role']}; this endpoint needs {needed}",
             code="insufficient_role",
+        )
+    if key.get("scope") is not None and not request.route_handler.opt.get("scoped"):
+        request.app.state.audit_buffer.add(f"key:{key['name']}", _action(request), client_ip(request))
+        raise ApiError(
+            403,
+            f"the admin key {key['name']!r} is scoped to {key['scope']}; this endpoint needs an unscoped key",
+            code="out_of_scope",
         )
     request.state.admin_key = key
 
@@ -209,7 +225,7 @@ def confirm_admin(request: Request[Any, Any, Any], db: Session | Connection) -> 
         role = admin_keys.confirm_admin_key(db, key["id"])
     except InvalidCredentials as exc:
         _count_admin_failure(request)
-        raise unauthorized(exc.message) from None
+        raise unauthorized(exc.message, _credential_code(exc)) from None
     if not admin_keys.role_allows(role, needed):
         request.app.state.audit_buffer.add(f"key:{key['name']}", _action(request), client_ip(request))
         raise ApiError(
@@ -228,9 +244,20 @@ def require_admin(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return cast("dict[str, Any]", request.state.admin_key)
 
 
+def scope_of(request: Request[Any, Any, Any]) -> str | None:
+    """The scope of the admin request's principal (``store=42``), ``None`` for the whole fleet.
+
+    The one place the API reads it: a handler of a ``scoped=True`` route passes it to the core function
+    it calls, which ANDs it into its SQL (``core.devices.scopes.restrict``).
+    """
+    scope = require_admin(request).get("scope")
+    return str(scope) if scope is not None else None
+
+
 def admin_actor(request: Request[Any, Any, Any]) -> Actor:
-    """The audit actor of an admin request: ``key:NAME`` from the client's address."""
-    return key_actor(require_admin(request)["name"], client_ip(request))
+    """The audit actor of an admin request: ``key:NAME`` from the client's address (and its scope)."""
+    key = require_admin(request)
+    return key_actor(key["name"], client_ip(request), key.get("scope"))
 
 
 def note_admin_key_use(request: Request[Any, Any, Any], key: dict[str, Any], db: Session | None = None) -> None:
@@ -275,6 +302,6 @@ def require_apk_reader(request: Request[Any, Any, Any], db: Session) -> Principa
             return Principal("device", devices.authenticate_device(db, token).id)
         key = admin_keys.authenticate_admin(db, token)
     except InvalidCredentials as exc:
-        raise refused(request, exc.message) from None
+        raise refused(request, exc.message, _credential_code(exc)) from None
     note_admin_key_use(request, key, db)
     return Principal("admin", key["id"])

@@ -89,8 +89,9 @@ class ApiError(HTTPException):
         self.code = code or _HTTP_CODES.get(status_code, "error")
 
 
-def unauthorized(detail: str) -> ApiError:
-    return ApiError(401, detail, code="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="nexmdm"'})
+def unauthorized(detail: str, code: str = "unauthorized") -> ApiError:
+    """401; ``code`` is ``unauthorized`` or, for a known key past its expiry, ``key_expired``."""
+    return ApiError(401, detail, code=code, headers={"WWW-Authenticate": 'Bearer realm="nexmdm"'})
 
 
 def rate_limited(detail: str, retry_after: float) -> ApiError:

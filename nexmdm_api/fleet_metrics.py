@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client import Gauge
 from sqlalchemy.orm import Session
 
+from core.access import keys as admin_keys
 from core.base.settings import Settings
 from core.models import COMMAND_STATUSES
 from core.ops import fleet_stats
@@ -57,6 +58,7 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("status",),
     ),
     "nexmdm_fleet_went_offline_devices": ("Devices that crossed the offline threshold in the last hour", ()),
+    "nexmdm_admin_expiring_keys": ("Admin keys (not revoked, not yet expired) that expire within 14 days", ()),
     "nexmdm_heartbeats_oldest_age_seconds": ("Age of the oldest stored heartbeat (retention cleanup bounds it)", ()),
     "nexmdm_heartbeat_retention_seconds": ("Configured heartbeat retention (NEXMDM_HEARTBEAT_RETENTION_DAYS)", ()),
     "nexmdm_fleet_gauges_updated_timestamp_seconds": ("When the fleet gauges were last computed (Unix time)", ()),
@@ -156,6 +158,7 @@ class FleetGauges:
             "went_offline": fleet_stats.went_offline(db, self.settings, limit=0)["count"],
             "oldest": fleet_stats.oldest_heartbeat_age(db),
             "campaigns": fleet_stats.campaign_totals(db),
+            "expiring_keys": admin_keys.expiring_keys(db),
         }
         values: dict[tuple[str, str | None], float] = {}
         for state in fleet_stats.DEVICE_STATES:
@@ -170,6 +173,7 @@ class FleetGauges:
             for status, count in counts.items():
                 values[name, status] = count
         values["nexmdm_fleet_went_offline_devices", None] = snapshot["went_offline"]
+        values["nexmdm_admin_expiring_keys", None] = snapshot["expiring_keys"]
         values["nexmdm_heartbeats_oldest_age_seconds", None] = snapshot["oldest"] or 0
         values["nexmdm_fleet_gauges_updated_timestamp_seconds", None] = time.time()
         self._values = values

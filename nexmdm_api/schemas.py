@@ -316,6 +316,8 @@ class CampaignOut(msgspec.Struct):
     last_wave_at: datetime | None
     finished_at: datetime | None
     counts: CampaignCounts
+    #: the scope of the key that created it (its targets are inside it); null: created unscoped
+    scope: str | None = None
 
 
 class CampaignPage(msgspec.Struct):

@@ -12,7 +12,7 @@ import msgspec
 from msgspec import Meta
 
 from core.base.event_types import EVENT_TYPES
-from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch, LabelKey, LabelValue
+from nexmdm_api.schemas import SELECTOR_PATTERN, TEXT_PATTERN, ApkBuildOut, Dispatch, LabelKey, LabelValue
 
 Role = Literal["viewer", "operator", "admin"]
 KEY_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -52,6 +52,10 @@ class TokenPage(msgspec.Struct):
 class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=64, pattern=KEY_NAME_PATTERN)]
     role: Role = "admin"
+    #: a selector limiting every device the key reaches (``store=42``); absent: the whole fleet
+    scope: Annotated[str, Meta(min_length=1, max_length=1024, pattern=SELECTOR_PATTERN)] | None = None
+    #: the key stops working after this many seconds (1 minute to 10 years); absent: never
+    expires_in_seconds: Annotated[int, Meta(ge=60, le=3650 * 86400)] | None = None
 
 
 class KeyOut(msgspec.Struct):
@@ -62,6 +66,8 @@ class KeyOut(msgspec.Struct):
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    scope: str | None = None
+    expires_at: datetime | None = None
 
 
 class KeyCreated(KeyOut):

@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.base import security, validation
-from core.base.errors import Conflict, InvalidArgument, InvalidCredentials, NotFound
+from core.base.errors import Conflict, InvalidArgument, InvalidCredentials, KeyExpired, NotFound
+from core.devices.scopes import check_scope
 from core.events.audit import Actor, record
 from core.models import ROLES, AdminKey
 from core.storage.operations import rowcount
@@ -22,18 +23,42 @@ from core.storage.types import utcnow
 
 #: an admin key's ``last_used_at`` is written at most this often (not one write per admin request)
 KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
+#: the longest ``expires_in`` a key may be given (ten years: longer is "never", which is the default)
+MAX_KEY_LIFETIME = timedelta(days=3650)
+#: the window of the gauge ``nexmdm_admin_expiring_keys`` and its shipped alert
+EXPIRY_WARNING = timedelta(days=14)
+
+
+def key_state(key: AdminKey, now: datetime | None = None) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= (now or utcnow()):
+        return "expired"
+    return "active"
 
 
 def key_dict(key: AdminKey) -> dict[str, Any]:
+    """A key as the API, the CLI and the admin guard see it (the guard's principal: ``role`` and ``scope``)."""
     return {
         "id": key.id,
         "name": key.name,
         "role": key.role,
-        "state": "revoked" if key.revoked_at else "active",
+        "scope": key.scope,
+        "state": key_state(key),
         "created_at": key.created_at,
+        "expires_at": key.expires_at,
         "revoked_at": key.revoked_at,
         "last_used_at": key.last_used_at,
     }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def role_label(role: str, scope: str | None) -> str:
+    """``operator`` or ``operator@store=42``: how a scoped role is written."""
+    return role if scope is None else f"{role}@{scope}"
 
 
 def role_allows(role: str, needed: str) -> bool:
@@ -48,28 +73,42 @@ def check_role(role: str) -> str:
 
 
 def create_admin_key(
-    db: Session, *, name: str, role: str = "admin", actor: Actor | None = None
+    db: Session,
+    *,
+    name: str,
+    role: str = "admin",
+    scope: str | None = None,
+    expires_in: timedelta | None = None,
+    actor: Actor | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """A new key and its secret (returned once). ``scope`` limits it to a selector's devices; ``expires_in``
+    ends it (401 ``key_expired`` afterwards); neither can change later: create a new key instead."""
     validation.text(name, "name", max_length=64, required=True)
     check_role(role)
+    scope = check_scope(scope)
+    if expires_in is not None and not (timedelta(minutes=1) <= expires_in <= MAX_KEY_LIFETIME):
+        raise InvalidArgument("expires_in must be 1 minute to 10 years (omit it for a key that never expires)")
     if not validation.DEVICE_ID_RE.fullmatch(name):
         raise InvalidArgument("a key name uses A-Z a-z 0-9 . _ : - only", field="name")
     if db.execute(select(AdminKey.id).where(AdminKey.name == name)).first() is not None:
         raise Conflict(f"an admin key named {name!r} already exists (names are never reused)")
     secret = security.new_secret(security.ADMIN_PREFIX)
+    now = utcnow()
     key = AdminKey(
         id=security.new_public_id("key"),
         name=name,
         key_hash=security.hash_secret(secret),
         role=role,
-        created_at=utcnow(),
+        scope=scope,
+        created_at=now,
+        expires_at=now + expires_in if expires_in is not None else None,
     )
     db.add(key)
     try:
         db.flush()
     except IntegrityError:
         raise Conflict(f"an admin key named {name!r} already exists") from None
-    record(db, actor, "key.create", name, role=role)
+    record(db, actor, "key.create", name, role=role, key_scope=scope, expires_at=_iso(key.expires_at))
     return secret, key_dict(key)
 
 
@@ -95,11 +134,26 @@ def revoke_admin_key(db: Session, name: str, *, actor: Actor | None = None) -> d
 
 
 def authenticate_admin(db: Session, secret: str) -> dict[str, Any]:
-    """The key a secret belongs to (a read only; the caller records its use, see below)."""
+    """The key a secret belongs to (a read only; the caller records its use, see below).
+
+    An expired key is :class:`KeyExpired` (``key_expired``), told apart from an unknown or revoked one so
+    that its owner knows to rotate it rather than look for a typo.
+    """
     key = db.execute(select(AdminKey).where(AdminKey.key_hash == security.hash_secret(secret))).scalar_one_or_none()
     if key is None or not security.matches(secret, key.key_hash) or key.revoked_at is not None:
         raise InvalidCredentials("invalid admin key")
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        raise KeyExpired(f"the admin key {key.name!r} expired at {key.expires_at.isoformat()}; create a new one")
     return key_dict(key)
+
+
+def expiring_keys(db: Session | Connection, within: timedelta = EXPIRY_WARNING) -> int:
+    """Active keys (not revoked, not yet expired) that expire within ``within``: the expiry alert's gauge."""
+    now = utcnow()
+    query = select(func.count()).where(
+        AdminKey.revoked_at.is_(None), AdminKey.expires_at > now, AdminKey.expires_at <= now + within
+    )
+    return int(db.execute(query).scalar_one())
 
 
 def confirm_admin_key(db: Session | Connection, key_id: str) -> str:
@@ -112,10 +166,14 @@ def confirm_admin_key(db: Session | Connection, key_id: str) -> str:
     write transaction holds the database's write lock from its first statement.
     """
     row = db.execute(
-        select(AdminKey.role, AdminKey.revoked_at).where(AdminKey.id == key_id).with_for_update(read=True)
+        select(AdminKey.role, AdminKey.revoked_at, AdminKey.expires_at)
+        .where(AdminKey.id == key_id)
+        .with_for_update(read=True)
     ).first()
     if row is None or row.revoked_at is not None:
         raise InvalidCredentials("the admin key was revoked while the request was on its way")
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        raise KeyExpired("the admin key expired while the request was on its way")
     return str(row.role)
 
 

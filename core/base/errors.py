@@ -45,6 +45,20 @@ class Forbidden(NexMDMError):
     code = "forbidden"
 
 
+class KeyExpired(InvalidCredentials):
+    """An admin key past its ``expires_at``: 401 ``key_expired`` (an unknown key is ``unauthorized``)."""
+
+    code = "key_expired"
+
+
+class OutOfScope(Forbidden):
+    """A scoped principal (``operator@store=42``) asked for what its scope may not reach: key, webhook or
+    enrollment token management, an unscoped campaign, a label its scope is defined by. A device outside
+    the scope is not this error but ``NotFound`` (its existence is not revealed)."""
+
+    code = "out_of_scope"
+
+
 class DatabaseUnavailable(NexMDMError):
     """The database cannot be reached or is not migrated."""
 

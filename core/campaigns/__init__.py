@@ -2,13 +2,21 @@
 
 Public functions:
 
-* campaigns — ``create_campaign``, ``preview``, ``get_campaign``, ``list_campaigns``, ``campaign_devices``;
+* campaigns — ``create_campaign``, ``preview``, ``get_campaign``, ``list_campaigns``, ``campaign_devices``,
+  ``require_in_scope`` (what a scoped principal may reach);
 * progress — ``advance``, ``run_due`` (release, halt, complete), ``pause``, ``resume``, ``cancel``.
 
 Labels and selectors, which campaigns target, are :mod:`core.devices.labels` and :mod:`core.devices.selectors`.
 """
 
-from core.campaigns.records import campaign_devices, create_campaign, get_campaign, list_campaigns, preview
+from core.campaigns.records import (
+    campaign_devices,
+    create_campaign,
+    get_campaign,
+    list_campaigns,
+    preview,
+    require_in_scope,
+)
 from core.campaigns.release import advance, cancel, pause, resume, run_due
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "list_campaigns",
     "pause",
     "preview",
+    "require_in_scope",
     "resume",
     "run_due",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,12 +16,16 @@ from sqlalchemy import Integer, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from core.base import validation
-from core.base.errors import InvalidArgument, NotFound
+from core.base.errors import InvalidArgument, NotFound, OutOfScope
 from core.base.ids import new_campaign_id
 from core.base.settings import Settings
 from core.campaigns.counts import live_counts, unreleased
+from core.campaigns.waves import MAX_EXPIRES_SECONDS as MAX_EXPIRES_SECONDS  # re-exported: defined with waves
+from core.campaigns.waves import Waves as Waves
+from core.campaigns.waves import percentage as percentage
+from core.campaigns.waves import validate_waves as validate_waves
 from core.commands.dispatches import IdempotencyMismatch
-from core.devices import selectors
+from core.devices import scopes, selectors
 from core.events.audit import Actor, record
 from core.models import Campaign, CampaignTarget, Device, FcmDispatch
 from core.storage.dialect import insert_for, is_postgresql
@@ -31,51 +34,7 @@ from core.storage.types import utcnow
 
 MAX_DEVICE_IDS = 10_000
 MIN_EXPIRES_SECONDS = 60
-MAX_EXPIRES_SECONDS = 30 * 86400
 DRILL_STATUSES = ("queued", "pending", "acked", "failed", "expired", "cancelled")
-
-
-@dataclass(frozen=True)
-class Waves:
-    size: int | None = None
-    percent: float | None = None
-    interval_seconds: int = 0
-    min_success_pct: float | None = None
-    max_failure_pct: float | None = None
-
-
-def percentage(value: Any, field: str, *, allow_zero: bool = True) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 <= value <= 100):
-        raise InvalidArgument(f"{field} must be a percentage from 0 to 100", field=field)
-    if not allow_zero and value == 0:
-        raise InvalidArgument(f"{field} must be above 0 % (a wave of 0 % releases nothing)", field=field)
-    return float(value)
-
-
-def validate_waves(waves: dict[str, Any] | None) -> Waves:
-    """``{size | percent, interval_seconds, min_success_pct, max_failure_pct}``; nonsense is refused."""
-    if not waves:
-        return Waves()
-    unknown = set(waves) - {"size", "percent", "interval_seconds", "min_success_pct", "max_failure_pct"}
-    if unknown:
-        raise InvalidArgument(f"unknown wave option {sorted(unknown)[0]!r}", field="waves")
-    size, percent = waves.get("size"), waves.get("percent")
-    if (size is None) == (percent is None):
-        raise InvalidArgument("waves need exactly one of size or percent", field="waves")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise InvalidArgument("waves.size must be a whole number of devices, at least 1", field="waves.size")
-    interval = waves.get("interval_seconds", 0) or 0
-    if isinstance(interval, bool) or not isinstance(interval, int) or not (0 <= interval <= MAX_EXPIRES_SECONDS):
-        raise InvalidArgument("waves.interval_seconds must be 0 to 30 days in seconds", field="waves.interval_seconds")
-    return Waves(
-        size=size,
-        percent=percentage(percent, "waves.percent", allow_zero=False),
-        interval_seconds=interval,
-        min_success_pct=percentage(waves.get("min_success_pct"), "waves.min_success_pct"),
-        max_failure_pct=percentage(waves.get("max_failure_pct"), "waves.max_failure_pct"),
-    )
 
 
 def _request_hash(body: dict[str, Any]) -> str:
@@ -87,16 +46,25 @@ def max_targets(settings: Settings) -> int:
 
 
 def resolve_targets(
-    db: Session, settings: Settings, *, selector: str | None, device_ids: list[str] | None
+    db: Session,
+    settings: Settings,
+    *,
+    selector: str | None,
+    device_ids: list[str] | None,
+    scope: str | None = None,
 ) -> tuple[Any, str | None]:
-    """The SELECT of target device ids, and the normalized selector text (None for explicit ids)."""
+    """The SELECT of target device ids, and the normalized selector text (None for explicit ids).
+
+    With a ``scope`` (a scoped principal's), only devices inside it: ``all`` means all of the scope, and a
+    listed device outside it is "no device", as an unknown one."""
     if (selector is None) == (device_ids is None):
         raise InvalidArgument("give exactly one of selector or device_ids", field="selector")
     if selector is not None:
         if not selector.strip():
             raise InvalidArgument("a campaign needs a selector; write `all` to target every device", field="selector")
         parsed = selectors.parse(selector)
-        return selectors.matching_ids(parsed, settings).add_columns(Device.generation), parsed.text
+        matching = scopes.restrict(selectors.matching_ids(parsed, settings), scope, settings)
+        return matching.add_columns(Device.generation), parsed.text
     ids = device_ids or []
     if not ids:
         raise InvalidArgument("device_ids is empty", field="device_ids")
@@ -105,12 +73,13 @@ def resolve_targets(
     for device_id in ids:
         validation.device_id(device_id, field="device_ids")
     ids = sorted(set(ids))
-    known = set(db.execute(select(Device.id).where(Device.id.in_(ids))).scalars())
+    known = set(db.execute(scopes.restrict(select(Device.id).where(Device.id.in_(ids)), scope, settings)).scalars())
     missing = [i for i in ids if i not in known]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise NotFound(f"no device {shown}")
-    return select(Device.id, Device.generation).where(Device.id.in_(ids), Device.revoked_at.is_(None)), None
+    targets = select(Device.id, Device.generation).where(Device.id.in_(ids), Device.revoked_at.is_(None))
+    return scopes.restrict(targets, scope, settings), None
 
 
 def preview(
@@ -120,9 +89,10 @@ def preview(
     selector: str | None = None,
     device_ids: list[str] | None = None,
     sample: int = 10,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     """How many devices a campaign would target now, and a few of them (``--dry-run``); writes nothing."""
-    ids, _ = resolve_targets(db, settings, selector=selector, device_ids=device_ids)
+    ids, _ = resolve_targets(db, settings, selector=selector, device_ids=device_ids, scope=scope)
     sub = ids.subquery()
     count = db.execute(select(func.count()).select_from(sub)).scalar_one()
     names = db.execute(select(sub.c.id).order_by(sub.c.id).limit(sample)).scalars().all()
@@ -142,8 +112,12 @@ def create_campaign(
     expires_in_seconds: int | None = None,
     note: str | None = None,
     actor: Actor | None = None,
+    scope: str | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """Create a campaign once per Idempotency-Key; returns ``(created, campaign)``.
+
+    A scoped principal's campaign snapshots only devices inside its ``scope`` and records it: only keys
+    of the same scope (and unscoped ones) see it afterwards (:func:`require_in_scope`).
 
     A repeat with the same body returns the first campaign; the same key with another body is an
     ``IdempotencyMismatch``. Concurrent identical requests meet on the unique key: one inserts, the
@@ -170,11 +144,13 @@ def create_campaign(
         "expires_in_seconds": expires_in_seconds,
         "note": note,
     }
+    if scope is not None:  # absent when unscoped: the hashes of earlier campaigns stay what they were
+        body["scope"] = scope
     request_hash = _request_hash(body)
     existing = _replay(db, idempotency_key, request_hash)
     if existing is not None:
         return False, existing
-    targets, selector_text = resolve_targets(db, settings, selector=selector, device_ids=device_ids)
+    targets, selector_text = resolve_targets(db, settings, selector=selector, device_ids=device_ids, scope=scope)
     limit = max_targets(settings)
     # counted up to the cap + 1 before anything is written: a refused campaign costs one bounded scan, not a
     # snapshot of the whole fleet rolled back (issue #21); under the cap it is the exact count a percentage needs
@@ -192,6 +168,7 @@ def create_campaign(
         "payload_hash": validation.payload_hash(payload),
         "selector": selector_text,
         "note": note,
+        "scope": scope,
         "status": "running",
         "targeted": 0,
         "wave_size": 0,
@@ -226,7 +203,7 @@ def create_campaign(
     campaign.targeted, campaign.wave_size, campaign.wave_count = targeted, size, math.ceil(targeted / size)
     db.flush()
     # one row for the whole fan-out: what was asked (selector or how many ids) and how many it reached
-    scope = {"selector": selector} if selector is not None else {"device_ids": len(device_ids or [])}
+    asked = {"selector": selector} if selector is not None else {"device_ids": len(device_ids or [])}
     record(
         db,
         actor,
@@ -235,7 +212,7 @@ def create_campaign(
         action=action,
         payload_hash=row["payload_hash"],
         targeted=targeted,
-        **scope,
+        **asked,
     )
     return True, campaign_dict(db, campaign)
 
@@ -306,6 +283,7 @@ def campaign_dict(db: Session, row: Campaign, *, counts: bool = True) -> dict[st
         "updated_at": row.updated_at,
         "last_wave_at": row.last_wave_at,
         "finished_at": row.finished_at,
+        "scope": row.scope,
     }
     if counts:
         data["counts"] = dict(row.final_counts) if row.final_counts else live_counts(db, row)
@@ -327,11 +305,40 @@ def get_campaign(db: Session, campaign_id: str) -> dict[str, Any]:
     return campaign_dict(db, load(db, campaign_id))
 
 
+def require_in_scope(db: Session, campaign_id: str, scope: str | None) -> str:
+    """Whether a principal with ``scope`` may read and act on a campaign; returns its id.
+
+    The rule: an unscoped principal reaches every campaign; a scoped one reaches exactly the campaigns
+    created under the same scope (the same normalized selector text), whoever created them. An unscoped
+    campaign is 403 ``out_of_scope`` for it (it reaches devices outside the scope); a campaign of another
+    scope is ``NotFound``, as its devices are.
+    """
+    if scope is None:
+        return campaign_id
+    row = db.execute(select(Campaign.scope).where(Campaign.id == campaign_id)).first()
+    if row is None or (row.scope is not None and row.scope != scope):
+        raise NotFound(f"no campaign {campaign_id!r}")
+    if row.scope is None:
+        raise OutOfScope(
+            f"campaign {campaign_id!r} was created without a scope; a key scoped to {scope} cannot reach it"
+        )
+    return campaign_id
+
+
 def list_campaigns(
-    db: Session, *, limit: int = 50, before: str | None = None, status: str | None = None
+    db: Session,
+    *,
+    limit: int = 50,
+    before: str | None = None,
+    status: str | None = None,
+    scope: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first (keyset: ``before`` is the last id of the previous page); counts included."""
+    """Newest first (keyset: ``before`` is the last id of the previous page); counts included.
+
+    With a ``scope``: only the campaigns created under that scope (:func:`require_in_scope`)."""
     query = select(Campaign).order_by(Campaign.id.desc()).limit(limit)
+    if scope is not None:
+        query = query.where(Campaign.scope == scope)
     if before is not None:
         query = query.where(Campaign.id < before)
     if status is not None:

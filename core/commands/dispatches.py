@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from core.base import validation
@@ -151,6 +151,15 @@ def cancel_command(db: Session, request_id: str, *, actor: Actor | None = None) 
     raise Conflict(f"command {request_id!r} is already {current['status']}")
 
 
+def require_within(db: Session, request_id: str, within: Select[Any] | None) -> str:
+    """``NotFound`` for a command whose device is not among ``within`` (a SELECT of device ids: a scope's)."""
+    if within is not None:
+        query = select(FcmDispatch.id).where(FcmDispatch.request_id == request_id, FcmDispatch.device_id.in_(within))
+        if db.execute(query).first() is None:
+            raise NotFound(f"no command {request_id!r}")
+    return request_id
+
+
 def get_dispatch(db: Session, request_id: str) -> dict[str, Any]:
     row = db.execute(select(FcmDispatch).where(FcmDispatch.request_id == request_id)).scalar_one_or_none()
     if row is None:
@@ -240,9 +249,14 @@ def list_dispatches(
     limit: int = 50,
     before_id: int | None = None,
     campaign_id: str | None = None,
+    within: Select[Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first; keyset: ``before_id`` is the ``id`` of the last dispatch of the previous page."""
+    """Newest first; keyset: ``before_id`` is the ``id`` of the last dispatch of the previous page.
+
+    ``within``: only the commands of these devices (a SELECT of device ids: a scope's)."""
     query = select(FcmDispatch).order_by(FcmDispatch.id.desc()).limit(limit)
+    if within is not None:
+        query = query.where(FcmDispatch.device_id.in_(within))
     if before_id is not None:
         query = query.where(FcmDispatch.id < before_id)
     if device_id is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, literal, select, true
+from sqlalchemy import ColumnElement, Select, delete, func, insert, literal, select, true
 from sqlalchemy.orm import Session
 
 from core.base.errors import Conflict, InvalidArgument, NotFound
@@ -104,12 +104,14 @@ def set_initial_labels(db: Session, device_id: str, labels: Mapping[str, str] | 
         db.execute(insert(DeviceLabel), [{"device_id": device_id, "key": k, "value": v} for k, v in labels.items()])
 
 
-def label_counts(db: Session, *, key: str | None = None) -> list[dict[str, Any]]:
-    """Devices (not revoked) per label key and value."""
+def label_counts(
+    db: Session, *, key: str | None = None, within: ColumnElement[bool] | None = None
+) -> list[dict[str, Any]]:
+    """Devices (not revoked) per label key and value; ``within``: a condition on ``devices`` (a scope's)."""
     query = (
         select(DeviceLabel.key, DeviceLabel.value, func.count().label("devices"))
         .join(Device, Device.id == DeviceLabel.device_id)
-        .where(Device.revoked_at.is_(None))
+        .where(Device.revoked_at.is_(None), within if within is not None else true())
         .group_by(DeviceLabel.key, DeviceLabel.value)
         .order_by(DeviceLabel.key, DeviceLabel.value)
     )

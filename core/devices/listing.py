@@ -66,11 +66,13 @@ def list_devices(
     limit: int = 100,
     after: str | None = None,
     selector: str | None = None,
+    scope: str | None = None,
 ) -> list[dict[str, Any]]:
     """Devices ordered by id (keyset: ``after`` is the last id of the previous page).
 
     ``selector`` (``core.devices.selectors``) is evaluated in SQL; it never matches revoked devices. Its
     statement runs under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` on PostgreSQL (``SelectorTooSlow``).
+    ``scope`` (a principal's, ``core.devices.scopes``) is ANDed with it.
     """
     now = utcnow()
     query = select(devices).order_by(devices.c.id)
@@ -82,6 +84,10 @@ def list_devices(
         parsed = selectors.parse(selector)
         query = query.where(selectors.where_clause(parsed, settings, now))
         limited = selector_reads(db, settings, parsed.text)
+    if scope is not None:
+        from core.devices import scopes  # the ORM models: only for a scoped principal
+
+        query = scopes.restrict(query, scope, settings, now)
     if after is not None:
         query = query.where(devices.c.id > after)
     if offline_only:

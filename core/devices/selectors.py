@@ -268,7 +268,9 @@ def _has_label(key: str, values: tuple[str, ...] | None = None) -> ColumnElement
     query = select(DeviceLabel.device_id).where(DeviceLabel.device_id == Device.id, DeviceLabel.key == key)
     if values is not None:
         query = query.where(DeviceLabel.value.in_(values) if len(values) > 1 else DeviceLabel.value == values[0])
-    return exists(query)
+    # correlated to the outer query's device only: an outer query that reads device_labels itself (label
+    # counts within a scope) keeps its own rows, and this subquery its own
+    return exists(query.correlate_except(DeviceLabel))
 
 
 def _state(state: str, settings: Settings, now: datetime) -> ColumnElement[bool]:

@@ -40,8 +40,9 @@ class Actor:
 SYSTEM = Actor("system:worker")
 
 
-def key_actor(key_name: str, address: str | None) -> Actor:
-    return Actor(f"key:{key_name}", address)
+def key_actor(key_name: str, address: str | None, scope: str | None = None) -> Actor:
+    """An admin key; a scoped key's rows carry its ``scope`` in their details."""
+    return Actor(f"key:{key_name}", address, {"scope": scope} if scope is not None else {})
 
 
 def cli_actor() -> Actor:

@@ -47,5 +47,9 @@ class AdminKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: the key stops working at this instant (401 ``key_expired``); NULL: it never expires
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: a selector (``store=42``) that limits every device the key reaches; NULL: the whole fleet
+    scope: Mapped[str | None] = mapped_column(String(1024))
 
     __table_args__ = (CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role_known"),)

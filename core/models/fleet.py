@@ -63,6 +63,8 @@ class Campaign(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: the counts, frozen when the campaign ends (NULL while it runs: they come from a GROUP BY)
     final_counts: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    #: the scope of the key that created it (its targets are inside it); NULL: created unscoped
+    scope: Mapped[str | None] = mapped_column(String(1024))
 
     __table_args__ = (
         CheckConstraint("status IN ('running', 'paused', 'halted', 'completed', 'cancelled')", name="status_known"),

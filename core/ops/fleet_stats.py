@@ -32,13 +32,14 @@ from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select, text
+from sqlalchemy import ColumnElement, Select, and_, case, func, select, text
 from sqlalchemy.orm import Session
 
 from core.base.settings import Settings
 from core.campaigns.counts import STATUS_COUNTS
 from core.campaigns.records import campaign_dict
 from core.commands.push import queue_stats
+from core.devices.scopes import scope_clause, scoped_ids
 from core.devices.selectors import Selector, matching_ids, terms_clause
 from core.models import (
     CAMPAIGN_FINAL,
@@ -67,13 +68,21 @@ CAMPAIGNS_SHOWN = 5
 
 
 def device_counts(
-    db: Session, settings: Settings, now: datetime | None = None, *, selector: Selector | None = None
+    db: Session,
+    settings: Settings,
+    now: datetime | None = None,
+    *,
+    selector: Selector | None = None,
+    scope: str | None = None,
 ) -> dict[str, int]:
     """Devices by state: ``online``, ``stale``, ``offline`` (including never heard from), ``revoked``.
 
-    With a selector: the devices its terms match, revoked ones included (counted as ``revoked``)."""
+    With a selector: the devices its terms match, revoked ones included (counted as ``revoked``); with a
+    principal's ``scope`` (``core.devices.scopes``), the devices inside it only."""
     now = now or utcnow()
     chosen = [] if selector is None else [terms_clause(selector, settings, now)]
+    if scope is not None:
+        chosen.append(scope_clause(scope, settings, now))
     online_since = now - timedelta(seconds=settings.device_online_seconds)
     stale_since = now - timedelta(seconds=settings.device_offline_seconds)
     live = Device.revoked_at.is_(None)
@@ -93,7 +102,12 @@ def device_counts(
 
 
 def heartbeat_rate(
-    db: Session, settings: Settings, now: datetime | None = None, *, selector: Selector | None = None
+    db: Session,
+    settings: Settings,
+    now: datetime | None = None,
+    *,
+    selector: Selector | None = None,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     """Heartbeats stored over the last minute (one row per device and bucket) and the rate per second;
     with a selector, those of the matching devices (``settings`` gives its ``@state`` terms' thresholds)."""
@@ -101,21 +115,25 @@ def heartbeat_rate(
     window = [DeviceHeartbeat.bucket_start >= now - RATE_WINDOW]
     if selector is not None:
         window.append(DeviceHeartbeat.device_id.in_(matching_ids(selector, settings, now)))
+    if scope is not None:
+        window.append(DeviceHeartbeat.device_id.in_(scoped_ids(scope, settings)))
     stored = db.scalar(select(func.count()).select_from(DeviceHeartbeat).where(*window))
     stored = int(stored or 0)
     return {"window_seconds": int(RATE_WINDOW.total_seconds()), "stored": stored, "per_second": stored / 60}
 
 
-def command_counts(db: Session, now: datetime | None = None) -> dict[str, Any]:
-    """Commands created in the last hour by status, and every command still pending."""
+def command_counts(db: Session, now: datetime | None = None, *, within: Select[Any] | None = None) -> dict[str, Any]:
+    """Commands created in the last hour by status, and every command still pending (``within``: of these
+    devices only, a SELECT of device ids: a scope's)."""
     now = now or utcnow()
+    only = [] if within is None else [FcmDispatch.device_id.in_(within)]
     rows = db.execute(
         select(FcmDispatch.status, func.count())
-        .where(FcmDispatch.created_at >= now - RECENT_WINDOW)
+        .where(FcmDispatch.created_at >= now - RECENT_WINDOW, *only)
         .group_by(FcmDispatch.status)
     ).all()
     last_hour = dict.fromkeys(COMMAND_STATUSES, 0) | {status: int(n) for status, n in rows}
-    pending = db.scalar(select(func.count()).select_from(FcmDispatch).where(FcmDispatch.status == "pending"))
+    pending = db.scalar(select(func.count()).select_from(FcmDispatch).where(FcmDispatch.status == "pending", *only))
     return {"last_hour": last_hour, "pending": int(pending or 0)}
 
 
@@ -172,7 +190,13 @@ def _named(count: int, pcts: list[float] | None) -> dict[str, Any]:
 
 
 def went_offline(
-    db: Session, settings: Settings, now: datetime | None = None, *, limit: int = 10, selector: Selector | None = None
+    db: Session,
+    settings: Settings,
+    now: datetime | None = None,
+    *,
+    limit: int = 10,
+    selector: Selector | None = None,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     """Devices that crossed the offline threshold in the last hour (not revoked), most recent first."""
     now = now or utcnow()
@@ -180,6 +204,8 @@ def went_offline(
     where = [Device.revoked_at.is_(None), Device.last_seen_at < horizon, Device.last_seen_at >= horizon - RECENT_WINDOW]
     if selector is not None:
         where.append(terms_clause(selector, settings, now))
+    if scope is not None:
+        where.append(scope_clause(scope, settings, now))
     count = db.scalar(select(func.count()).select_from(Device).where(*where)) or 0
     rows = db.execute(
         select(Device.id, Device.last_seen_at).where(*where).order_by(Device.last_seen_at.desc()).limit(limit)
@@ -210,10 +236,13 @@ def _progress(campaign: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def campaigns_in_flight(db: Session, *, limit: int = CAMPAIGNS_SHOWN) -> dict[str, Any]:
+def campaigns_in_flight(db: Session, *, limit: int = CAMPAIGNS_SHOWN, scope: str | None = None) -> dict[str, Any]:
     """Campaigns in flight (running, paused, halted), newest first: at most ``limit`` of them with their
-    waves and counts (those of ``nexmdm campaigns show``), how many there are, and how many are not shown."""
-    in_flight = Campaign.status.in_(IN_FLIGHT)
+    waves and counts (those of ``nexmdm campaigns show``), how many there are, and how many are not shown.
+    With a ``scope``: the campaigns created under it (``core.campaigns.require_in_scope``'s rule)."""
+    in_flight: ColumnElement[bool] = Campaign.status.in_(IN_FLIGHT)
+    if scope is not None:
+        in_flight = and_(in_flight, Campaign.scope == scope)
     total = int(db.scalar(select(func.count()).select_from(Campaign).where(in_flight)) or 0)
     rows = db.execute(select(Campaign).where(in_flight).order_by(Campaign.id.desc()).limit(limit)).scalars()
     items = [_progress(campaign_dict(db, row)) for row in rows] if limit > 0 else []
@@ -269,9 +298,14 @@ def snapshot(
     offline_limit: int = 10,
     selector: Selector | None = None,
     campaign_limit: int = CAMPAIGNS_SHOWN,
+    scope: str | None = None,
 ) -> dict[str, Any]:
     """Everything ``nexmdm top`` shows, from one consistent ``now``; ``selector`` narrows the device figures
     (states, heartbeats, went offline), the rest is fleet-wide.
+
+    A principal's ``scope`` (the console's overview for ``operator@store=42``) narrows the device figures,
+    the commands and the campaigns to it; the push queue and the latencies stay the service's own figures
+    (they name no device).
 
     With a selector, its statements run first, under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` on
     PostgreSQL (``core.storage.timeouts.selector_reads``: a term without an index reads every device); past it
@@ -279,17 +313,18 @@ def snapshot(
     now = now or utcnow()
     limited = nullcontext() if selector is None else selector_reads(db, settings, selector.text)
     with limited:
-        devices = device_counts(db, settings, now, selector=selector)
-        heartbeats = heartbeat_rate(db, settings, now, selector=selector)
-        offline = went_offline(db, settings, now, limit=offline_limit, selector=selector)
+        devices = device_counts(db, settings, now, selector=selector, scope=scope)
+        heartbeats = heartbeat_rate(db, settings, now, selector=selector, scope=scope)
+        offline = went_offline(db, settings, now, limit=offline_limit, selector=selector, scope=scope)
+    within = None if scope is None else scoped_ids(scope, settings)
     return {
         "at": now,
         "selector": None if selector is None else selector.text,
         "devices": devices,
         "heartbeats": heartbeats,
-        "commands": command_counts(db, now),
+        "commands": command_counts(db, now, within=within),
         "push_queue": queue_stats(db, now),
         "latency": latencies(db, now),
         "went_offline": offline,
-        "campaigns": campaigns_in_flight(db, limit=campaign_limit),
+        "campaigns": campaigns_in_flight(db, limit=campaign_limit, scope=scope),
     }

@@ -17,7 +17,7 @@ from core import campaigns as fleet
 from core.base import ids as campaign_ids
 from core.base import validation
 from core.base.errors import InvalidArgument
-from nexmdm_api.auth import admin_actor, admin_route
+from nexmdm_api.auth import admin_actor, admin_route, scope_of
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import IdempotencyKeyHeader, allow
@@ -49,6 +49,11 @@ def _campaign_id(value: str) -> str:
     return value
 
 
+def _reachable(request: Request[Any, Any, Any], db: DB, value: str) -> str:
+    """The path's campaign id, if the request's scope reaches it (``core.campaigns.require_in_scope``)."""
+    return fleet.require_in_scope(db, _campaign_id(value), scope_of(request))
+
+
 def _out(request: Request[Any, Any, Any], campaign: dict[str, Any]) -> CampaignOut:
     settings = request.app.state.settings
     campaign["counts"]["fcm_configured"] = bool(settings.fcm_credentials)
@@ -61,7 +66,7 @@ def _action_route(path: str, summary: str) -> HTTPRouteHandler:
         path,
         summary=summary,
         status_code=200,
-        **admin_route("operator"),
+        **admin_route("operator", scoped=True),
         responses=problems(400, 401, 403, 404, 409, 422, 429),
     )
 
@@ -76,7 +81,8 @@ class CampaignController(Controller):
     @get(
         "/",
         summary="List campaigns, newest first",
-        **admin_route("viewer", readonly=True),
+        description="A scoped key lists the campaigns created under its own scope only.",
+        **admin_route("viewer", scoped=True, readonly=True),
         responses=problems(400, 401, 403, 422, 429),
     )
     def list_campaigns(
@@ -89,7 +95,9 @@ class CampaignController(Controller):
         ] = None,
     ) -> CampaignPage:
         before = _campaign_id(cursor) if cursor else None
-        rows, next_cursor = keyset_page(lambda n: fleet.list_campaigns(db, limit=n, before=before), limit, "id")
+        rows, next_cursor = keyset_page(
+            lambda n: fleet.list_campaigns(db, limit=n, before=before, scope=scope_of(request)), limit, "id"
+        )
         return CampaignPage(items=[_out(request, r) for r in rows], next_cursor=next_cursor)
 
     @post(
@@ -98,11 +106,12 @@ class CampaignController(Controller):
         description=(
             "Idempotent by `Idempotency-Key` (the same rules as commands). Exactly one of `selector` (`all` for "
             "every device) or `device_ids` (at most 10,000). The targets are the matching devices now (a "
-            "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`."
+            "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`. A scoped key's "
+            "snapshot takes only devices inside its scope (`all` is all of the scope) and the campaign records it."
         ),
         status_code=202,
         request_max_body_size=MAX_CAMPAIGN_BODY_BYTES,
-        **admin_route("operator", body="json"),
+        **admin_route("operator", scoped=True, body="json"),
         responses={
             200: ResponseSpec(CampaignOut, description="A replay of an earlier request with the same key and body"),
             **problems(400, 401, 403, 404, 413, 415, 422, 429),
@@ -134,6 +143,7 @@ class CampaignController(Controller):
             expires_in_seconds=data.expires_in_seconds,
             note=data.note,
             actor=admin_actor(request),
+            scope=scope_of(request),
         )
         if created:
             return Response(_out(request, campaign), status_code=202)
@@ -142,16 +152,16 @@ class CampaignController(Controller):
     @get(
         "/{campaign_id:str}",
         summary="One campaign with its counts",
-        **admin_route("viewer", readonly=True),
+        **admin_route("viewer", scoped=True, readonly=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def get_campaign(self, request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
-        return _out(request, fleet.get_campaign(db, _campaign_id(campaign_id)))
+        return _out(request, fleet.get_campaign(db, _reachable(request, db, campaign_id)))
 
     @get(
         "/{campaign_id:str}/devices",
         summary="A campaign's targets (in one state), by device id",
-        **admin_route("viewer", readonly=True),
+        **admin_route("viewer", scoped=True, readonly=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def campaign_devices(
@@ -170,7 +180,7 @@ class CampaignController(Controller):
         ] = None,
     ) -> CampaignDevicePage:
         after = validation.device_id(cursor, field="cursor") if cursor else None
-        campaign = _campaign_id(campaign_id)
+        campaign = _reachable(request, db, campaign_id)
         rows, next_cursor = keyset_page(
             lambda n: fleet.campaign_devices(db, campaign, status=status, limit=n, after=after), limit, "device_id"
         )
@@ -178,14 +188,14 @@ class CampaignController(Controller):
 
     @_action_route("/{campaign_id:str}/pause", "Pause a campaign (no further waves)")
     def pause_campaign(self, request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
-        return _out(request, fleet.pause(db, _campaign_id(campaign_id), actor=admin_actor(request)))
+        return _out(request, fleet.pause(db, _reachable(request, db, campaign_id), actor=admin_actor(request)))
 
     @post(
         "/{campaign_id:str}/resume",
         summary="Resume a paused or halted campaign",
         description="A halted campaign needs new thresholds or `ignore_failures: true` (else 409). Body optional.",
         status_code=200,
-        **admin_route("operator"),
+        **admin_route("operator", scoped=True),
         responses=problems(400, 401, 403, 404, 409, 413, 415, 422, 429),
     )
     def resume_campaign(
@@ -200,7 +210,7 @@ class CampaignController(Controller):
             request,
             fleet.resume(
                 db,
-                _campaign_id(campaign_id),
+                _reachable(request, db, campaign_id),
                 ignore_failures=body.ignore_failures,
                 min_success_pct=body.min_success_pct,
                 max_failure_pct=body.max_failure_pct,
@@ -210,4 +220,4 @@ class CampaignController(Controller):
 
     @_action_route("/{campaign_id:str}/cancel", "Cancel a campaign and its queued and pending commands")
     def cancel_campaign(self, request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:
-        return _out(request, fleet.cancel(db, _campaign_id(campaign_id), actor=admin_actor(request)))
+        return _out(request, fleet.cancel(db, _reachable(request, db, campaign_id), actor=admin_actor(request)))

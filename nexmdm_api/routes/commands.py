@@ -31,6 +31,7 @@ from nexmdm_api.schemas import (
     convert,
 )
 from nexmdm_api.schemas_admin import DispatchPage
+from nexmdm_api.scoping import device_in_scope, devices_in_scope
 
 
 def request_id_from_path(value: str) -> str:
@@ -115,7 +116,7 @@ class CommandController(Controller):
             "acknowledges it."
         ),
         status_code=202,
-        **admin_route("operator", body="json", action="command.create"),
+        **admin_route("operator", scoped=True, body="json", action="command.create"),
         responses={
             200: ResponseSpec(Dispatch, description="A replay of an earlier request with the same key and body"),
             **problems(400, 401, 403, 404, 409, 413, 415, 422, 429),
@@ -134,7 +135,7 @@ class CommandController(Controller):
             db,
             request.app.state.settings,
             request_id=request_id,
-            device_id=validation.device_id(device_id),
+            device_id=device_in_scope(request, db, device_id),
             action=data.action,
             payload=data.payload,
             actor=admin_actor(request),
@@ -147,11 +148,12 @@ class CommandController(Controller):
     @get(
         "/commands/{request_id:str}",
         summary="One dispatch with its status history",
-        **admin_route("viewer", readonly=True),
+        **admin_route("viewer", scoped=True, readonly=True),
         responses=problems(400, 401, 403, 404, 429),
     )
     def get_command(self, request: Request[Any, Any, Any], db: DB, request_id: RequestIdPath) -> DispatchWithHistory:
-        return convert(dispatches.get_dispatch(db, request_id_from_path(request_id)), DispatchWithHistory)
+        wanted = dispatches.require_within(db, request_id_from_path(request_id), devices_in_scope(request))
+        return convert(dispatches.get_dispatch(db, wanted), DispatchWithHistory)
 
     @post(
         "/commands/{request_id:str}/cancel",
@@ -161,22 +163,27 @@ class CommandController(Controller):
             "that already finished otherwise is 409. The same rules as `nexmdm dispatches cancel`."
         ),
         status_code=200,
-        **admin_route("operator", action="command.cancel"),
+        **admin_route("operator", scoped=True, action="command.cancel"),
         responses=problems(400, 401, 403, 404, 409, 429),
     )
     def cancel_command(self, request: Request[Any, Any, Any], db: DB, request_id: RequestIdPath) -> Dispatch:
-        _, dispatch = dispatches.cancel_command(db, request_id_from_path(request_id), actor=admin_actor(request))
+        wanted = dispatches.require_within(db, request_id_from_path(request_id), devices_in_scope(request))
+        _, dispatch = dispatches.cancel_command(db, wanted, actor=admin_actor(request))
         return convert(dispatch, Dispatch)
 
     @get(
         "/commands",
         summary="List commands, newest first",
-        description="Filters combine (AND); `next_cursor` is null on the last page.",
-        **admin_route("viewer", readonly=True),
+        description=(
+            "Filters combine (AND); `next_cursor` is null on the last page. A scoped key lists the commands of its "
+            "scope's devices only."
+        ),
+        **admin_route("viewer", scoped=True, readonly=True),
         responses=problems(400, 401, 403, 422, 429),
     )
     def list_commands(
         self,
+        request: Request[Any, Any, Any],
         db: DB,
         limit: Limit = 100,
         cursor: Annotated[
@@ -198,6 +205,7 @@ class CommandController(Controller):
                 campaign_id=campaign_id,
                 before_id=int(cursor) if cursor else None,
                 limit=n,
+                within=devices_in_scope(request),
             ),
             limit,
             "id",

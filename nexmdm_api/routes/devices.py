@@ -12,7 +12,7 @@ from core.base import validation
 from core.devices import records as devices
 from core.devices.labels import attach_labels
 from core.enrollment import enroll as enrollment
-from nexmdm_api.auth import admin_actor, admin_route
+from nexmdm_api.auth import admin_actor, admin_route, scope_of
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import DeviceIdPath
@@ -27,6 +27,7 @@ from nexmdm_api.schemas import (
     HeartbeatRow,
     convert,
 )
+from nexmdm_api.scoping import device_in_scope
 
 # Cursors are positions, not secrets: every value their pattern allows is a valid position (the document
 # can say exactly what is accepted). A device page goes on after a device id; a heartbeat page before a
@@ -64,8 +65,11 @@ class DeviceController(Controller):
     @get(
         "/",
         summary="List devices",
-        description="Ordered by device id; `next_cursor` is null on the last page.",
-        **admin_route("viewer", readonly=True, replica=True),
+        description=(
+            "Ordered by device id; `next_cursor` is null on the last page. A scoped key lists its scope's devices "
+            "only (its scope AND `selector`, in SQL)."
+        ),
+        **admin_route("viewer", scoped=True, readonly=True, replica=True),
         responses=problems(400, 401, 403, 422, 429),
     )
     def list_devices(
@@ -91,7 +95,16 @@ class DeviceController(Controller):
         settings = request.app.state.settings
         rows, next_cursor = keyset_page(
             lambda n: attach_labels(
-                db, devices.list_devices(db, settings, offline_only=offline, limit=n, after=after, selector=selector)
+                db,
+                devices.list_devices(
+                    db,
+                    settings,
+                    offline_only=offline,
+                    limit=n,
+                    after=after,
+                    selector=selector,
+                    scope=scope_of(request),
+                ),
             ),
             limit,
             "device_id",
@@ -101,27 +114,28 @@ class DeviceController(Controller):
     @get(
         "/{device_id:str}",
         summary="One device",
-        **admin_route("viewer", readonly=True, replica=True),
+        **admin_route("viewer", scoped=True, readonly=True, replica=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def get_device(self, request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
-        device = devices.get_device(db, validation.device_id(device_id))
+        device = devices.get_device(db, device_in_scope(request, db, device_id))
         return convert(attach_labels(db, [devices.device_dict(device, request.app.state.settings)])[0], DeviceOut)
 
     @get(
         "/{device_id:str}/heartbeats",
         summary="A device's heartbeats, newest first",
-        **admin_route("viewer", readonly=True, replica=True),
+        **admin_route("viewer", scoped=True, readonly=True, replica=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def device_heartbeats(
         self,
+        request: Request[Any, Any, Any],
         db: DB,
         device_id: DeviceIdPath,
         limit: Limit = 50,
         cursor: HeartbeatCursor = None,
     ) -> HeartbeatPage:
-        devices.get_device(db, validation.device_id(device_id))
+        devices.get_device(db, device_in_scope(request, db, device_id))
         before = decode_instant(cursor) if cursor else None
         rows, next_cursor = keyset_page(
             lambda n: devices.recent_heartbeats(db, device_id, limit=n, before=before),
@@ -138,9 +152,9 @@ class DeviceController(Controller):
             "`nexmdm devices revoke` (one core function). Repeating it is 200."
         ),
         status_code=200,
-        **admin_route("operator", action="device.revoke"),
+        **admin_route("operator", scoped=True, action="device.revoke"),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def revoke_device(self, request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceOut:
-        device = enrollment.revoke_device(db, validation.device_id(device_id), actor=admin_actor(request))
+        device = enrollment.revoke_device(db, device_in_scope(request, db, device_id), actor=admin_actor(request))
         return convert(devices.device_dict(device, request.app.state.settings), DeviceOut)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request
@@ -33,13 +34,24 @@ class KeyController(Controller):
     @post(
         "/",
         summary="Create an admin key",
-        description="`role`: `viewer`, `operator` or `admin` (default). The answer carries the `secret`, once.",
+        description=(
+            "`role`: `viewer`, `operator` or `admin` (default); `scope`: a selector that limits every device the key "
+            "reaches (`store=42`); `expires_in_seconds`: after it the key is 401 `key_expired`. The answer carries "
+            "the `secret`, once. A scoped key cannot manage keys (403 `out_of_scope`)."
+        ),
         status_code=201,
         **admin_route("admin", body="json", action="key.create"),
         responses=problems(400, 401, 403, 409, 413, 415, 422, 429),
     )
     def create_key(self, request: Request[Any, Any, Any], db: DB, data: JSONBody[KeyIn]) -> KeyCreated:
-        secret, key = admin_keys.create_admin_key(db, name=data.name, role=data.role, actor=admin_actor(request))
+        secret, key = admin_keys.create_admin_key(
+            db,
+            name=data.name,
+            role=data.role,
+            scope=data.scope,
+            expires_in=timedelta(seconds=data.expires_in_seconds) if data.expires_in_seconds else None,
+            actor=admin_actor(request),
+        )
         return convert(key | {"secret": secret}, KeyCreated)
 
     @get(

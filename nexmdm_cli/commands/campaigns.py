@@ -90,6 +90,8 @@ def _detail(c: dict[str, Any]) -> Any:
     render.row(out, "status", styled(c["status"]) + (f" ({printable(c['reason'])})" if c["reason"] else ""))
     render.row(out, "action", c["action"])
     render.row(out, "targets", c["selector"] or "explicit device ids")
+    if c.get("scope"):  # made by a scoped key: its targets are inside this scope
+        render.row(out, "scope", c["scope"])
     render.row(out, "note", dash(c["note"]))
     w = c["waves"]
     render.row(out, "waves", f"{w['released']}/{w['count']} released, {w['size']:,} devices each")

@@ -127,7 +127,7 @@ def _upload() -> tuple[str, bytes]:
     ],
     ids=["campaign", "apk-upload"],
 )
-@pytest.mark.parametrize(("change", "status"), [("revoke", b"401"), ("lower-role", b"403")])
+@pytest.mark.parametrize(("change", "status"), [("revoke", b"401"), ("lower-role", b"403"), ("expire", b"401")])
 def test_a_key_revoked_while_the_body_arrives_writes_nothing(
     api_settings: Settings,
     engine: Engine,
@@ -155,6 +155,8 @@ def test_a_key_revoked_while_the_body_arrives_writes_nothing(
         with session_factory.begin() as db:
             if change == "revoke":
                 admin_keys.revoke_admin_key(db, "ci")
+            elif change == "expire":
+                db.execute(update(AdminKey).values(expires_at=utcnow() - timedelta(seconds=1)))
             else:
                 db.execute(update(AdminKey).values(role="viewer"))
         conn.sendall(data[len(data) // 2 :])
@@ -162,5 +164,6 @@ def test_a_key_revoked_while_the_body_arrives_writes_nothing(
         while b"\r\n\r\n" not in answer and (chunk := conn.recv(65536)):
             answer += chunk
     assert answer.split(b" ", 2)[1] == status, answer[:300]
+    assert (b'"key_expired"' in answer) == (change == "expire"), answer[:600]
     with session_factory() as db:
         assert db.execute(select(written)).first() is None

@@ -26,7 +26,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 #: a metric's name ends with its unit: a base unit, a counted thing, or _total for a counter
 UNITS = (
     *("_seconds", "_bytes", "_ratio", "_total", "_info"),
-    *("_devices", "_commands", "_beats", "_requests", "_campaigns", "_targets", "_deliveries"),
+    *("_devices", "_commands", "_beats", "_requests", "_campaigns", "_targets", "_deliveries", "_keys"),
 )
 #: names given by libraries, documented as such
 LIBRARY_NAMES = {"nexmdm_requests_in_progress"}  # Litestar's: requests being served

@@ -61,6 +61,31 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
 }
 
 
+#: the routes a scoped key (``operator@store=42``) may call, each limited to its scope in SQL (a device
+#: outside it is 404); every other admin route is 403 ``out_of_scope`` for it: keys, webhooks, enrollment
+#: tokens, APK builds and downloads, the audit trail (contract: "Scoped roles")
+SCOPED_ROUTES: set[tuple[str, str]] = {
+    ("POST", "/v1/devices/{device_id:str}/commands"),
+    ("GET", "/v1/commands/{request_id:str}"),
+    ("POST", "/v1/commands/{request_id:str}/cancel"),
+    ("GET", "/v1/commands"),
+    ("GET", "/v1/devices"),
+    ("GET", "/v1/devices/{device_id:str}"),
+    ("GET", "/v1/devices/{device_id:str}/heartbeats"),
+    ("POST", "/v1/devices/{device_id:str}/revoke"),
+    ("PATCH", "/v1/devices/{device_id:str}/labels"),
+    ("POST", "/v1/devices/labels"),
+    ("GET", "/v1/labels"),
+    ("POST", "/v1/campaigns"),
+    ("GET", "/v1/campaigns"),
+    ("GET", "/v1/campaigns/{campaign_id:str}"),
+    ("GET", "/v1/campaigns/{campaign_id:str}/devices"),
+    ("POST", "/v1/campaigns/{campaign_id:str}/pause"),
+    ("POST", "/v1/campaigns/{campaign_id:str}/resume"),
+    ("POST", "/v1/campaigns/{campaign_id:str}/cancel"),
+}
+
+
 def concrete(path: str) -> str:
     dummies = {"device_id": "dev_x", "request_id": "req_x", "token_id": "enr_000000000000", "name": "nobody"}
     dummies |= {"endpoint_id": "whk_000000000000"}
@@ -91,6 +116,7 @@ def test_every_admin_route_is_in_the_table(settings: Settings) -> None:
     assert not stale, f"ROLE_TABLE names routes the app does not have: {stale}"
     for key, handler in routes.items():
         assert handler.opt.get("role") == ROLE_TABLE[key], key
+        assert bool(handler.opt.get("scoped")) == (key in SCOPED_ROUTES), key
 
 
 def documented_4xx(document: dict[str, Any], method: str, path: str) -> set[int]:
@@ -114,6 +140,27 @@ def test_each_role_against_each_admin_route(client: TestClient[Any], role_keys: 
                 assert response.json()["code"] == "insufficient_role"
         anonymous = client.request(method, concrete(path))
         assert anonymous.status_code == 401, (method, path)
+
+
+def test_a_scoped_key_reaches_the_scoped_routes_only(
+    client: TestClient[Any], session_factory: sessionmaker[Session]
+) -> None:
+    with session_factory.begin() as db:
+        secret, _ = admin_keys.create_admin_key(db, name="k-scoped", role="admin", scope="store=42")
+    headers = {"Authorization": f"Bearer {secret}"}
+    document = client.get("/schema/openapi.json").json()
+    for method, path in sorted(ROLE_TABLE):
+        response = client.request(method, concrete(path), headers=headers)
+        if (method, path) in SCOPED_ROUTES:
+            status = response.status_code
+            assert 200 <= status < 300 or status in documented_4xx(document, method, path), (
+                method,
+                path,
+                response.text,
+            )
+        else:
+            assert response.status_code == 403, (method, path, response.text)
+            assert response.json()["code"] == "out_of_scope"
 
 
 def test_the_document_names_the_role_of_each_operation(client: TestClient[Any]) -> None:

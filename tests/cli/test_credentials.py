@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import campaigns
+from core.access import keys as admin_keys
+from core.base.settings import Settings
 from core.enrollment import tokens as credentials
 from core.models import AdminKey, EnrollmentToken
 from core.storage.types import utcnow
 from tests.support.cli import Cli, one_error_line
+from tests.support.fleet import seed_fleet
 
 
 def test_token_create_defaults_and_secret_once(cli: Cli, session_factory: sessionmaker[Session]) -> None:
@@ -100,3 +105,56 @@ def test_key_create_json_and_errors(cli: Cli) -> None:
     missing = cli("keys", "revoke", "ghost")
     assert missing.exit_code == 3
     assert "ghost" in one_error_line(missing)
+
+
+def test_key_scope_expiry_and_last_use(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    created = cli(
+        "keys", "create", "--name", "store42", "--role", "operator", "--scope", "store = 42", "--expires-in", "90d"
+    )
+    assert created.exit_code == 0, created.stderr
+    assert "role operator@store=42" in created.stderr and (
+        "expires in 89d 23h" in created.stderr or "expires in 90d" in created.stderr
+    )
+    data = cli.json("keys", "create", "--name", "forever", "--role", "viewer")
+    assert data["scope"] is None and data["expires_at"] is None
+    with session_factory.begin() as db:
+        key = db.query(AdminKey).filter_by(name="store42").one()
+        assert key.scope == "store=42"
+        assert timedelta(days=89) < key.expires_at - utcnow() <= timedelta(days=90)
+        admin_keys.record_admin_key_use(db, key.id, utcnow() - timedelta(minutes=5))
+        db.query(AdminKey).filter_by(name="forever").update({"expires_at": utcnow() - timedelta(hours=1)})
+    listed = cli("keys", "list")
+    assert listed.exit_code == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "store42" in line)
+    assert "store=42" in row
+    assert "in 89d 23h" in row and "5m ago" in row and "active" in row
+    other = next(line for line in listed.stdout.splitlines() if "forever" in line)
+    assert "all devices" in other and "expired" in other and "1h ago" in other and "never" in other
+    items = {k["name"]: k for k in cli.json("keys", "list")["items"]}
+    assert items["forever"]["state"] == "expired" and items["store42"]["last_used_at"] is not None
+
+    for args, word in (
+        (("--expires-in", "soon"), "--expires-in"),
+        (("--expires-in", "20000d"), "expires_in"),
+        (("--scope", "store in"), "scope"),
+        (("--scope", "all"), "scope"),
+        (("--scope", "@state=online"), "@state"),
+    ):
+        bad = cli("keys", "create", "--name", "bad", *args)
+        assert bad.exit_code == 2, args
+        assert word in one_error_line(bad), args
+    assert [k["name"] for k in cli.json("keys", "list")["items"]] == ["store42", "forever"]
+
+
+def test_campaigns_show_names_the_scope_of_a_scoped_campaign(
+    cli: Cli, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    seed_fleet(session_factory)
+    with session_factory.begin() as db:
+        _, made = campaigns.create_campaign(
+            db, settings, idempotency_key="k", action="ping", selector="all", scope="store=42"
+        )
+    shown = cli("campaigns", "show", made["id"])
+    assert shown.exit_code == 0, shown.stderr
+    assert re.search(r"scope\s+│?\s*store=42", shown.stdout), shown.stdout
+    assert cli.json("campaigns", "show", made["id"])["targeted"] == 2

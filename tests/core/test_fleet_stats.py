@@ -199,3 +199,25 @@ def test_a_campaign_created_between_the_count_and_the_rows_never_makes_more_nega
     assert created, "the campaign was not created between the two statements"
     assert len(flight["items"]) == 2  # the rows saw it, the count did not
     assert flight["in_flight"] == 2 and flight["more"] == 0
+
+
+def test_a_scoped_snapshot_counts_the_scope_only(settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    """The console's overview for ``operator@store=42``: devices, commands and campaigns of the scope."""
+    from core.commands import dispatches
+    from tests.support import fleet as two_stores
+
+    two_stores.seed_fleet(session_factory)  # store 42: a1, a2, r1 (revoked); store 7: a3, a4
+    with session_factory.begin() as db:
+        for device in ("a1", "a3", "a4"):
+            dispatches.create_command(db, settings, request_id=f"r-{device}", device_id=device, action="ping")
+        fleet.create_campaign(db, settings, idempotency_key="k1", action="ping", selector="all", scope="store=42")
+        fleet.create_campaign(db, settings, idempotency_key="k2", action="ping", selector="all")
+    with session_factory() as db:
+        whole = fleet_stats.snapshot(db, settings)
+        scoped = fleet_stats.snapshot(db, settings, scope="store=42")
+        narrowed = fleet_stats.snapshot(db, settings, scope="store=42", selector=selectors.parse("store=7"))
+    assert whole["devices"]["total"] == 6 and scoped["devices"]["total"] == 3 and scoped["devices"]["revoked"] == 1
+    assert narrowed["devices"]["total"] == 0
+    assert whole["commands"]["pending"] == 3 and scoped["commands"]["pending"] == 1
+    assert whole["campaigns"]["in_flight"] == 2 and scoped["campaigns"]["in_flight"] == 1
+    assert scoped["campaigns"]["items"][0]["targeted"] == 2
