@@ -1,6 +1,6 @@
 """key scopes and expiry: admin keys that expire and reach only a selector's devices
 
-Revision ID: 0017
+Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-07 00:00:00.000000
 
@@ -16,7 +16,7 @@ from alembic import op
 
 import core.storage.types
 
-revision: str = "0017"
+revision: str = "0012"
 down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
