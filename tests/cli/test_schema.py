@@ -58,7 +58,8 @@ def test_dropped_unique_constraint_is_named(backend: str, migrated_fresh_url: st
             "CREATE TABLE admin_keys_new (id VARCHAR(32) NOT NULL, name VARCHAR(64) NOT NULL, "
             "key_hash VARCHAR(64) NOT NULL, role VARCHAR(16) DEFAULT 'admin' NOT NULL, "
             "created_at DATETIME NOT NULL, revoked_at DATETIME, "
-            "last_used_at DATETIME, CONSTRAINT pk_admin_keys PRIMARY KEY (id), UNIQUE (key_hash))",
+            "last_used_at DATETIME, expires_at DATETIME, scope VARCHAR(1024), "
+            "CONSTRAINT pk_admin_keys PRIMARY KEY (id), UNIQUE (key_hash))",
             "DROP TABLE admin_keys",
             "ALTER TABLE admin_keys_new RENAME TO admin_keys",
         )
