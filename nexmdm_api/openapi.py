@@ -13,6 +13,7 @@ directions: every request the document allows must be accepted, every one it for
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, cast
 
 import anyio
@@ -81,8 +82,31 @@ class ActionsSchemaPlugin(OpenAPISchemaPlugin):
         )
 
 
+def _nested_structs(kind: Any, found: dict[str, type[msgspec.Struct]]) -> dict[str, type[msgspec.Struct]]:
+    """The struct types inside ``kind`` (a ``msgspec.inspect`` type), by name."""
+    if isinstance(kind, msgspec.inspect.StructType):
+        if kind.cls.__name__ in found:
+            return found
+        found[kind.cls.__name__] = kind.cls
+        for field in kind.fields:
+            _nested_structs(field.type, found)
+    for inner in ("type", "item_type", "key_type", "value_type"):
+        if hasattr(kind, inner):
+            _nested_structs(getattr(kind, inner), found)
+    for inner in getattr(kind, "types", ()):
+        _nested_structs(inner, found)
+    return found
+
+
 class ClosedStructSchemaPlugin(StructSchemaPlugin):
-    """Documents a struct that forbids unknown fields (the admin bodies) with ``additionalProperties: false``."""
+    """Documents a request body that forbids unknown fields (the admin bodies) with msgspec's own JSON Schema.
+
+    msgspec validates the body, so its schema says exactly what it checks: ``additionalProperties: false``,
+    the patterns and lengths of dictionary keys (``propertyNames``) and values, the items of a list, and bounds
+    of 0 (Litestar's own conversion leaves those out: it tests a bound's truth). A struct adds the rules that
+    span fields (exactly one of two, ``oneOf``) in its ``openapi_extra`` class variable; a field marked with
+    ``ConfiguredActions`` stays Litestar's (``ActionsSchemaPlugin``).
+    """
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
         return super().is_plugin_supported_field(field_definition) and bool(
@@ -90,8 +114,37 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
         )
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
-        schema = super().to_openapi_schema(field_definition, schema_creator)
-        schema.additional_properties = False
+        struct = field_definition.type_
+        (ref,), components = msgspec.json.schema_components([struct], ref_template="{name}")
+        nested = _nested_structs(msgspec.inspect.type_info(struct), {})
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, list):
+                return [convert(v) for v in value]
+            if not isinstance(value, dict):
+                return value
+            if "$ref" in value:
+                return schema_creator.for_field_definition(FieldDefinition.from_annotation(nested[value["$ref"]]))
+            aliases = Schema().field_aliases()
+            fields = {aliases.get(k, k): v for k, v in value.items()}
+            if isinstance(fields.get("type"), str):
+                fields["type"] = OpenAPIType(fields["type"])
+            if "properties" in fields:
+                fields["properties"] = {k: convert(v) for k, v in fields["properties"].items()}
+            for key in ("items", "additional_properties", "property_names", "any_of", "one_of"):
+                if key in fields:
+                    fields[key] = convert(fields[key])
+            return Schema(**fields)
+
+        schema = schema_creator.schema_registry.get_schema_for_field_definition(field_definition)
+        built = convert({**components[ref["$ref"]], **getattr(struct, "openapi_extra", {})})
+        hints = field_definition.get_type_hints(include_extras=True)
+        for name, annotation in hints.items():
+            hint = FieldDefinition.from_annotation(annotation)
+            if hint.has_metadata(ConfiguredActions):
+                built.properties[name] = schema_creator.for_field_definition(hint)  # type: ignore[index]
+        for item in dataclasses.fields(Schema):
+            setattr(schema, item.name, getattr(built, item.name))
         return schema
 
 

@@ -7,10 +7,14 @@ bodies forbid them (``forbid_unknown_fields``), which Litestar reports as a vali
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
+
+from core.base.labels import KEY_RE, MAX_LABELS, VALUE_RE
+from core.campaigns.records import MAX_DEVICE_IDS
+from core.devices.selectors import MAX_LENGTH as SELECTOR_MAX_BYTES
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._~:-]{1,255}$"
@@ -22,6 +26,8 @@ ModelText = Annotated[str, Meta(max_length=128, pattern=TEXT_PATTERN)]
 FcmToken = Annotated[str, Meta(max_length=4096, pattern=TEXT_PATTERN)]
 #: the largest integer accepted in a path (a 32-bit signed id); a larger one overflowed SQLite (a 500)
 MAX_PATH_INT = 2**31 - 1
+#: devices per wave: a 32-bit column (a larger size is one wave anyway)
+MAX_WAVE_SIZE = 2**31 - 1
 TokenText = Annotated[str, Meta(max_length=128, pattern=TEXT_PATTERN)]
 DetailText = Annotated[str, Meta(max_length=1000, pattern=TEXT_PATTERN)]
 
@@ -209,25 +215,52 @@ def convert(value: Any, kind: type[StructT]) -> StructT:
 
 # ------------------------------------------------------------------------------------------ fleet
 
-LabelKey = Annotated[str, Meta(min_length=1, max_length=127)]
-LabelValue = Annotated[str, Meta(max_length=63)]
+#: core's own label syntax (``core.base.labels``), anchored as JSON Schema reads a pattern: documented here,
+#: checked by core (whose message says the rule in words)
+LabelKey = Annotated[str, Meta(min_length=1, max_length=127, extra_json_schema={"pattern": f"^(?:{KEY_RE.pattern})$"})]
+LabelValue = Annotated[str, Meta(max_length=63, extra_json_schema={"pattern": f"^(?:{VALUE_RE.pattern})$"})]
+LABELS_DOC = f"at most {MAX_LABELS} labels"
+LabelSet = Annotated[dict[LabelKey, LabelValue], Meta(max_length=MAX_LABELS, description=LABELS_DOC)]
+LabelRemovals = Annotated[list[LabelKey], Meta(max_length=MAX_LABELS * 4)]
 Percent = Annotated[float, Meta(ge=0, le=100)]
 NoteText = Annotated[str, Meta(max_length=200, pattern=TEXT_PATTERN)]
 #: no C0/C1 control characters (an ESC sequence would reach an operator's terminal; a NUL, PostgreSQL's
 #: driver) and no bidi overrides in a selector, as in other stored text (issue #21)
 SELECTOR_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
-SelectorText = Annotated[str, Meta(max_length=1024, pattern=SELECTOR_PATTERN)]
+#: the selector's grammar is not a JSON Schema: its own ``format`` names it, the description says it
+SELECTOR_FORMAT = "nexmdm-selector"
+SELECTOR_DOC = (
+    "A selector (Kubernetes' label-selector grammar plus `@` device fields; the server parses it and answers 422 "
+    "`invalid_selector` with the position): `` (empty) or `all` for every device, else terms joined by `,` (AND), "
+    "each `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (v1,v2)`, `key notin (v1,v2)`, or "
+    "`@field` with `=`, `!=`, `in`, `notin` (and `<`, `<=`, `>`, `>=` for `@agent_version` and `@battery_pct`) "
+    "over `@state`, `@agent_version`, `@model`, `@os_version`, `@network_type`, `@battery_pct`, `@plugged`. "
+    f'At most {SELECTOR_MAX_BYTES} bytes, 32 terms, 64 values per `in`. See docs/campaigns.md, "Selectors".'
+)
+SelectorText = Annotated[
+    str,
+    Meta(
+        max_length=SELECTOR_MAX_BYTES,
+        pattern=SELECTOR_PATTERN,
+        description=SELECTOR_DOC,
+        extra_json_schema={"format": SELECTOR_FORMAT},
+    ),
+]
 
 
 class LabelsPatchIn(msgspec.Struct, forbid_unknown_fields=True):
-    set: dict[LabelKey, LabelValue] = {}
-    remove: list[LabelKey] = []
+    """Labels to set and to remove (a key is not in both); the device keeps at most 32."""
+
+    set: LabelSet = {}
+    remove: LabelRemovals = []
 
 
 class BulkLabelsIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Labels to set and to remove (a key is not in both) on every device the selector matches."""
+
     selector: SelectorText
-    set: dict[LabelKey, LabelValue] = {}
-    remove: list[LabelKey] = []
+    set: LabelSet = {}
+    remove: LabelRemovals = []
 
 
 class DeviceLabelsOut(msgspec.Struct):
@@ -251,7 +284,17 @@ class LabelCountsOut(msgspec.Struct):
 
 
 class WavesIn(msgspec.Struct, forbid_unknown_fields=True):
-    size: Annotated[int, Meta(ge=1)] | None = None
+    """Release in waves: exactly one of `size` (devices per wave) or `percent` (of the targets per wave)."""
+
+    #: struct-level rules for the OpenAPI document (``nexmdm_api.openapi.MsgspecSchemaPlugin``)
+    openapi_extra: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {"title": "by size", "required": ["size"], "properties": {"size": {"type": "integer"}}},
+            {"title": "by percent", "required": ["percent"], "properties": {"percent": {"type": "number"}}},
+        ]
+    }
+
+    size: Annotated[int, Meta(ge=1, le=MAX_WAVE_SIZE)] | None = None
     percent: Annotated[float, Meta(gt=0, le=100)] | None = None
     interval_seconds: Annotated[int, Meta(gt=-1, le=30 * 86400)] | None = None
     min_success_pct: Percent | None = None
@@ -259,16 +302,29 @@ class WavesIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One command to many devices: exactly one of `selector` (a non-empty selector; `all` for every device) or
+    `device_ids`."""
+
+    openapi_extra: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {"title": "by selector", "required": ["selector"], "properties": {"selector": {"type": "string"}}},
+            {"title": "by device ids", "required": ["device_ids"], "properties": {"device_ids": {"type": "array"}}},
+        ]
+    }
+
     action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
     payload: dict[str, Any] | None = None
-    selector: SelectorText | None = None
-    device_ids: Annotated[list[DeviceId], Meta(max_length=10_000)] | None = None
+    #: an empty selector is refused by core, with a hint (`all`)
+    selector: Annotated[SelectorText, Meta(extra_json_schema={"minLength": 1})] | None = None
+    device_ids: Annotated[list[DeviceId], Meta(min_length=1, max_length=MAX_DEVICE_IDS)] | None = None
     waves: WavesIn | None = None
     expires_in_seconds: Annotated[int, Meta(ge=60, le=30 * 86400)] | None = None
     note: NoteText | None = None
 
 
 class ResumeIn(msgspec.Struct, forbid_unknown_fields=True):
+    """New gates for a halted campaign, or `ignore_failures: true`; the whole body may be left out."""
+
     ignore_failures: bool = False
     min_success_pct: Percent | None = None
     max_failure_pct: Percent | None = None
