@@ -13,11 +13,16 @@ import msgspec
 from msgspec import Meta
 
 from core.base.labels import KEY_RE, MAX_LABELS, VALUE_RE
+from core.base.validation import DEVICE_ID_RE, MAX_PAYLOAD_BYTES, REQUEST_ID_RE, STATUS_RE
 from core.campaigns.records import MAX_DEVICE_IDS
-from core.devices.selectors import MAX_LENGTH as SELECTOR_MAX_BYTES
+from core.devices.selectors import MAX_LENGTH
 
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9._~:-]{1,255}$"
+#: a selector's length limit in bytes (core's)
+SELECTOR_MAX_BYTES = MAX_LENGTH
+
+#: core's patterns (``core.base.validation``), anchored as JSON Schema reads a pattern
+DEVICE_ID_PATTERN = f"^{DEVICE_ID_RE.pattern}$"
+REQUEST_ID_PATTERN = f"^{REQUEST_ID_RE.pattern}$"
 #: free text never holds control or bidi characters (``core.base.validation.text``); documented and enforced
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
 DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=DEVICE_ID_PATTERN)]
@@ -30,6 +35,23 @@ MAX_PATH_INT = 2**31 - 1
 MAX_WAVE_SIZE = 2**31 - 1
 TokenText = Annotated[str, Meta(max_length=128, pattern=TEXT_PATTERN)]
 DetailText = Annotated[str, Meta(max_length=1000, pattern=TEXT_PATTERN)]
+
+
+#: a payload's values, at any depth: JSON without control characters in its strings (a component of the
+#: document, ``nexmdm_api.openapi.PAYLOAD_VALUE``); its size is said in words. ``core.base.validation.payload``
+#: checks both.
+PAYLOAD_VALUE_REF = "#/components/schemas/PayloadValue"
+Payload = Annotated[
+    dict[str, Any],
+    Meta(
+        description=f"a JSON object of at most {MAX_PAYLOAD_BYTES} bytes serialized (FCM's limit), without control "
+        "characters in its strings",
+        extra_json_schema={
+            "propertyNames": {"pattern": TEXT_PATTERN},
+            "additionalProperties": {"$ref": PAYLOAD_VALUE_REF},
+        },
+    ),
+]
 
 
 class ConfiguredActions:
@@ -63,7 +85,7 @@ class EnrollOut(msgspec.Struct):
 
 
 class HeartbeatIn(msgspec.Struct):
-    status: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")] | None = None
+    status: Annotated[str, Meta(pattern=f"^{STATUS_RE.pattern}$")] | None = None
     # gt=-1, not ge=0: Litestar 2 leaves a bound of 0 out of the OpenAPI document (it tests the value's truth);
     # for an integer it is the same bound, and msgspec reports it as ">= 0"
     battery_pct: Annotated[int, Meta(gt=-1, le=100)] | None = None
@@ -100,7 +122,7 @@ class AckIn(msgspec.Struct):
 
 class CommandIn(msgspec.Struct, forbid_unknown_fields=True):
     action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
-    payload: dict[str, Any] | None = None
+    payload: Payload | None = None
 
 
 class Dispatch(msgspec.Struct):
@@ -283,43 +305,71 @@ class LabelCountsOut(msgspec.Struct):
     items: list[LabelCount]
 
 
-class WavesIn(msgspec.Struct, forbid_unknown_fields=True):
-    """Release in waves: exactly one of `size` (devices per wave) or `percent` (of the targets per wave)."""
-
-    #: struct-level rules for the OpenAPI document (``nexmdm_api.openapi.MsgspecSchemaPlugin``)
-    openapi_extra: ClassVar[dict[str, Any]] = {
-        "oneOf": [
-            {"title": "by size", "required": ["size"], "properties": {"size": {"type": "integer"}}},
-            {"title": "by percent", "required": ["percent"], "properties": {"percent": {"type": "number"}}},
-        ]
-    }
-
-    size: Annotated[int, Meta(ge=1, le=MAX_WAVE_SIZE)] | None = None
-    percent: Annotated[float, Meta(gt=0, le=100)] | None = None
+class _WaveGates(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     interval_seconds: Annotated[int, Meta(gt=-1, le=30 * 86400)] | None = None
     min_success_pct: Percent | None = None
     max_failure_pct: Percent | None = None
 
 
-class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
-    """One command to many devices: exactly one of `selector` (a non-empty selector; `all` for every device) or
-    `device_ids`."""
+WaveSize = Annotated[int, Meta(ge=1, le=MAX_WAVE_SIZE)]
+WavePercent = Annotated[float, Meta(gt=0, le=100)]
 
-    openapi_extra: ClassVar[dict[str, Any]] = {
-        "oneOf": [
-            {"title": "by selector", "required": ["selector"], "properties": {"selector": {"type": "string"}}},
-            {"title": "by device ids", "required": ["device_ids"], "properties": {"device_ids": {"type": "array"}}},
-        ]
-    }
 
+class WavesBySize(_WaveGates, kw_only=True):
+    """Waves of `size` devices."""
+
+    size: WaveSize
+
+
+class WavesByPercent(_WaveGates, kw_only=True):
+    """Waves of `percent` of the targets each."""
+
+    percent: WavePercent
+
+
+class WavesIn(_WaveGates, kw_only=True):
+    """Release in waves: exactly one of `size` (devices per wave) or `percent` (of the targets per wave)."""
+
+    #: what the OpenAPI document shows instead of this struct: exactly one of them (``oneOf``); the server decodes
+    #: this struct and core checks the rule (``nexmdm_api.openapi.ClosedStructSchemaPlugin``)
+    openapi_variants: ClassVar[tuple[type[msgspec.Struct], ...]] = (WavesBySize, WavesByPercent)
+
+    size: WaveSize | None = None
+    percent: WavePercent | None = None
+
+
+class _CampaignFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
-    payload: dict[str, Any] | None = None
-    #: an empty selector is refused by core, with a hint (`all`)
-    selector: Annotated[SelectorText, Meta(extra_json_schema={"minLength": 1})] | None = None
-    device_ids: Annotated[list[DeviceId], Meta(min_length=1, max_length=MAX_DEVICE_IDS)] | None = None
+    payload: Payload | None = None
     waves: WavesIn | None = None
     expires_in_seconds: Annotated[int, Meta(ge=60, le=30 * 86400)] | None = None
     note: NoteText | None = None
+
+
+#: an empty selector is refused by core, with a hint (`all`)
+CampaignSelector = Annotated[SelectorText, Meta(extra_json_schema={"minLength": 1})]
+CampaignDeviceIds = Annotated[list[DeviceId], Meta(min_length=1, max_length=MAX_DEVICE_IDS)]
+
+
+class CampaignBySelector(_CampaignFields, kw_only=True):
+    """The devices a selector matches now (`all` for every device)."""
+
+    selector: CampaignSelector
+
+
+class CampaignByDeviceIds(_CampaignFields, kw_only=True):
+    """These devices (at most 10,000)."""
+
+    device_ids: CampaignDeviceIds
+
+
+class CampaignIn(_CampaignFields, kw_only=True):
+    """One command to many devices: exactly one of `selector` or `device_ids`."""
+
+    openapi_variants: ClassVar[tuple[type[msgspec.Struct], ...]] = (CampaignBySelector, CampaignByDeviceIds)
+
+    selector: CampaignSelector | None = None
+    device_ids: CampaignDeviceIds | None = None
 
 
 class ResumeIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
-from hypothesis import strategies as st
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import TestClient
 from schemathesis.checks import positive_data_acceptance
@@ -38,14 +38,14 @@ from schemathesis.core.parameters import ParameterLocation
 from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.access import keys as admin_keys
 from core import campaigns
+from core.access import keys as admin_keys
 from core.apk import builds as apk
 from core.base.labels import KEY_RE, VALUE_RE
 from core.base.settings import Settings
 from core.commands import dispatches
-from core.enrollment import tokens as credentials
 from core.devices.selectors import FIELDS
+from core.enrollment import tokens as credentials
 from core.enrollment.enroll import enroll_device
 from core.models import DeviceLabel
 from nexmdm_api import create_app
@@ -257,6 +257,7 @@ def _fill_in(case: Any, serial: int) -> None:
         body.update(file=apk_bytes(), version_code=1000 + serial)
 
 
+@pytest.mark.slow  # ~20 s a database: every operation, 20 cases each
 def test_the_server_accepts_what_the_document_allows(
     app: Litestar, secrets: dict[str, str], campaign_id: str, session_factory: sessionmaker[Session], capsys: Any
 ) -> None:
@@ -268,6 +269,7 @@ def test_the_server_accepts_what_the_document_allows(
     serial = itertools.count()
     admin = {"Authorization": f"Bearer {secrets['adminKey']}"}
     tally: dict[str, Counter[int]] = {}
+    refusals: dict[str, str] = {}  # the first refusal per operation (a 404 is an id that does not exist)
     for result in positive.get_all_operations():
         operation = result.ok()
         known = KNOWN_PATHS.get(operation.label)
@@ -286,7 +288,10 @@ def test_the_server_accepts_what_the_document_allows(
             if case.operation.label.endswith("/resume"):
                 paused = positive["/v1/campaigns/{campaign_id}/pause"]["POST"].Case(path_parameters=known)
                 assert paused.call(headers=admin).status_code == 200
-            statuses[case.call(headers=credentials_for(case, secrets, always=True)).status_code] += 1
+            response = case.call(headers=credentials_for(case, secrets, always=True))
+            statuses[response.status_code] += 1
+            if response.status_code >= 300 and response.status_code != 404:
+                refusals.setdefault(case.operation.label, response.text[:300])
 
         call()
     lines, short = [], []
@@ -294,6 +299,8 @@ def test_the_server_accepts_what_the_document_allows(
         accepted = sum(n for status, n in counts.items() if 200 <= status < 300)
         share = accepted / sum(counts.values())
         lines.append(f"{share:6.0%} {accepted:3}/{sum(counts.values()):<3} {label}  {dict(sorted(counts.items()))}")
+        if label in refusals:
+            lines.append(f"{'':16}first refusal: {refusals[label]}")
         if share < ACCEPTANCE and ("{" not in label or label in KNOWN_PATHS):
             short.append(label)
     with capsys.disabled():
