@@ -13,7 +13,8 @@ from msgspec import Meta
 
 from core.base.event_types import EVENT_TYPES
 from core.events.webhooks import MAX_URL_LENGTH
-from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch, LabelSet
+from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch
+from nexmdm_api.schemas_fleet import LabelSet
 
 Role = Literal["viewer", "operator", "admin"]
 KEY_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"

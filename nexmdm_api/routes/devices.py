@@ -20,16 +20,13 @@ from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
-    SELECTOR_DOC,
-    SELECTOR_FORMAT,
-    SELECTOR_MAX_BYTES,
-    SELECTOR_PATTERN,
     DeviceOut,
     DevicePage,
     HeartbeatPage,
     HeartbeatRow,
     convert,
 )
+from nexmdm_api.schemas_fleet import SELECTOR_DOC, SELECTOR_FORMAT, SELECTOR_MAX_BYTES, SELECTOR_PATTERN
 
 # Cursors are positions, not secrets: every value their pattern allows is a valid position (the document
 # can say exactly what is accepted). A device page goes on after a device id; a heartbeat page before a

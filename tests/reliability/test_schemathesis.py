@@ -49,7 +49,7 @@ from core.enrollment import tokens as credentials
 from core.enrollment.enroll import enroll_device
 from core.models import DeviceLabel
 from nexmdm_api import create_app
-from nexmdm_api.schemas import SELECTOR_FORMAT
+from nexmdm_api.schemas_fleet import SELECTOR_FORMAT
 from tests.support.fakes.apk import apk_bytes
 
 SCHEMA_PATH = "/schema/openapi.json"
