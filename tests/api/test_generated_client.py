@@ -144,6 +144,9 @@ def test_an_operator_flow_through_the_generated_client(server: str, generated: A
         body=models.ResumeIn(min_success_pct=0.0),
     )
     assert resumed.status == "running"
+    call("v1_campaigns_campaign_id_pause_pause_campaign", campaign_id=created.id, client=admin)
+    resumed = call("v1_campaigns_campaign_id_resume_resume_campaign", campaign_id=created.id, client=admin, body=None)
+    assert resumed.status == "running"  # no options: the document's `null` body
 
     counts = call("v1_campaigns_campaign_id_get_campaign", campaign_id=created.id, client=admin).counts
     assert counts.targeted == 2
