@@ -13,6 +13,9 @@ directions: every request the document allows must be accepted, every one it for
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from collections.abc import Callable
 from typing import Annotated, Any, cast
 
 import anyio
@@ -23,7 +26,7 @@ from litestar.constants import RESERVED_KWARGS
 from litestar.enums import HttpMethod
 from litestar.exceptions import ValidationException
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi.spec import Schema
+from litestar.openapi.spec import Reference, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import HeaderParameter, Parameter
 from litestar.plugins import OpenAPISchemaPlugin
@@ -31,7 +34,13 @@ from litestar.plugins.prometheus import PrometheusController
 from litestar.typing import FieldDefinition
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from nexmdm_api.schemas import DEVICE_ID_PATTERN, REQUEST_ID_PATTERN, ConfiguredActions
+from nexmdm_api.schemas import (
+    DEVICE_ID_PATTERN,
+    PAYLOAD_VALUE_REF,
+    REQUEST_ID_PATTERN,
+    TEXT_PATTERN,
+    ConfiguredActions,
+)
 
 #: identifiers in a path: documented, so that generated requests use them, but checked by the handlers,
 #: which answer 422 for a malformed device id and 400 for a malformed request id (contract: "Identifiers
@@ -81,8 +90,81 @@ class ActionsSchemaPlugin(OpenAPISchemaPlugin):
         )
 
 
+class PayloadValue:
+    """The component ``PayloadValue`` (a name for Litestar's schema registry; never instantiated)."""
+
+
+#: the values of a command's payload, at any depth (``schemas.Payload``): JSON whose strings, keys included,
+#: hold no control characters (``core.base.validation.payload``)
+_PAYLOAD_VALUE = Reference(ref=PAYLOAD_VALUE_REF)
+PAYLOAD_VALUE = Schema(
+    # no ``type``: each keyword applies to the values of its kind (JSON Schema), so a client generator reads it
+    # as any JSON value while a validator holds strings, keys and nested values to the rule
+    pattern=TEXT_PATTERN,
+    items=_PAYLOAD_VALUE,
+    property_names=Schema(pattern=TEXT_PATTERN),
+    additional_properties=_PAYLOAD_VALUE,
+    title="PayloadValue",
+    description="a JSON value whose strings (and keys), at any depth, hold no control characters",
+)
+
+
+def _payload_value(registry: Any) -> Reference:
+    """The ``PayloadValue`` component, registered on first use (Litestar's registry makes the components)."""
+    field = FieldDefinition.from_annotation(PayloadValue)
+    schema = registry.get_schema_for_field_definition(field)
+    if schema.any_of is None:
+        for item in dataclasses.fields(Schema):
+            setattr(schema, item.name, getattr(PAYLOAD_VALUE, item.name))
+    return cast("Reference", registry.get_reference_for_field_definition(field))
+
+
+def _nested_structs(kind: Any, found: dict[str, type[msgspec.Struct]]) -> dict[str, type[msgspec.Struct]]:
+    """The struct types inside ``kind`` (a ``msgspec.inspect`` type), by name."""
+    if isinstance(kind, msgspec.inspect.StructType):
+        if kind.cls.__name__ in found:
+            return found
+        found[kind.cls.__name__] = kind.cls
+        for field in kind.fields:
+            _nested_structs(field.type, found)
+    for inner in ("type", "item_type", "key_type", "value_type"):
+        if hasattr(kind, inner):
+            _nested_structs(getattr(kind, inner), found)
+    for inner in getattr(kind, "types", ()):
+        _nested_structs(inner, found)
+    return found
+
+
+def _from_json_schema(value: Any, reference: Callable[[str], Any]) -> Any:
+    """A JSON Schema (a dict, as msgspec writes it) as Litestar's ``Schema``; ``reference`` resolves a ``$ref``."""
+    if isinstance(value, list):
+        return [_from_json_schema(v, reference) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "$ref" in value:
+        return reference(value["$ref"])
+    aliases = Schema().field_aliases()
+    fields: dict[str, Any] = {aliases.get(str(k), str(k)): v for k, v in value.items()}
+    if isinstance(fields.get("type"), str):
+        fields["type"] = OpenAPIType(fields["type"])
+    if "properties" in fields:
+        fields["properties"] = {k: _from_json_schema(v, reference) for k, v in fields["properties"].items()}
+    for key in ("items", "additional_properties", "property_names", "any_of", "one_of"):
+        if key in fields:
+            fields[key] = _from_json_schema(fields[key], reference)
+    return Schema(**fields)
+
+
 class ClosedStructSchemaPlugin(StructSchemaPlugin):
-    """Documents a struct that forbids unknown fields (the admin bodies) with ``additionalProperties: false``."""
+    """Documents a request body that forbids unknown fields (the admin bodies) with msgspec's own JSON Schema.
+
+    msgspec validates the body, so its schema says exactly what it checks: ``additionalProperties: false``,
+    the patterns and lengths of dictionary keys (``propertyNames``) and values, the items of a list, and bounds
+    of 0 (Litestar's own conversion leaves those out: it tests a bound's truth). A struct whose fields come in
+    alternatives (exactly one of two) names the shapes in its ``openapi_variants`` class variable: the document
+    says ``oneOf`` them, a generated client gets one model per shape. A field marked with ``ConfiguredActions``
+    stays Litestar's (``ActionsSchemaPlugin``).
+    """
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
         return super().is_plugin_supported_field(field_definition) and bool(
@@ -90,8 +172,31 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
         )
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
-        schema = super().to_openapi_schema(field_definition, schema_creator)
-        schema.additional_properties = False
+        struct = field_definition.type_
+        schema: Schema = schema_creator.schema_registry.get_schema_for_field_definition(field_definition)
+        variants = getattr(struct, "openapi_variants", ())
+        if variants:  # exactly one of these shapes
+            schema.type = OpenAPIType.OBJECT
+            schema.title = struct.__name__
+            schema.description = inspect.cleandoc(struct.__doc__ or "") or None
+            schema.one_of = [schema_creator.for_field_definition(FieldDefinition.from_annotation(v)) for v in variants]
+            return schema
+        (ref,), components = msgspec.json.schema_components([struct], ref_template="{name}")
+        nested = _nested_structs(msgspec.inspect.type_info(struct), {})
+
+        def reference(name: str) -> Any:
+            if name == PAYLOAD_VALUE_REF:
+                return _payload_value(schema_creator.schema_registry)
+            return schema_creator.for_field_definition(FieldDefinition.from_annotation(nested[name]))
+
+        built: Schema = _from_json_schema(components[ref["$ref"]], reference)
+        hints = field_definition.get_type_hints(include_extras=True)
+        for name, annotation in hints.items():
+            hint = FieldDefinition.from_annotation(annotation)
+            if hint.has_metadata(ConfiguredActions):
+                built.properties = {**(built.properties or {}), name: schema_creator.for_field_definition(hint)}
+        for item in dataclasses.fields(Schema):
+            setattr(schema, item.name, getattr(built, item.name))
         return schema
 
 

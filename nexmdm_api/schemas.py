@@ -12,8 +12,11 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-REQUEST_ID_PATTERN = r"^[A-Za-z0-9._~:-]{1,255}$"
+from core.base.validation import DEVICE_ID_RE, MAX_PAYLOAD_BYTES, REQUEST_ID_RE, STATUS_RE
+
+#: core's patterns (``core.base.validation``), anchored as JSON Schema reads a pattern
+DEVICE_ID_PATTERN = f"^{DEVICE_ID_RE.pattern}$"
+REQUEST_ID_PATTERN = f"^{REQUEST_ID_RE.pattern}$"
 #: free text never holds control or bidi characters (``core.base.validation.text``); documented and enforced
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
 DeviceId = Annotated[str, Meta(min_length=1, max_length=128, pattern=DEVICE_ID_PATTERN)]
@@ -24,6 +27,23 @@ FcmToken = Annotated[str, Meta(max_length=4096, pattern=TEXT_PATTERN)]
 MAX_PATH_INT = 2**31 - 1
 TokenText = Annotated[str, Meta(max_length=128, pattern=TEXT_PATTERN)]
 DetailText = Annotated[str, Meta(max_length=1000, pattern=TEXT_PATTERN)]
+
+
+#: a payload's values, at any depth: JSON without control characters in its strings (a component of the
+#: document, ``nexmdm_api.openapi.PAYLOAD_VALUE``); its size is said in words. ``core.base.validation.payload``
+#: checks both.
+PAYLOAD_VALUE_REF = "#/components/schemas/PayloadValue"
+Payload = Annotated[
+    dict[str, Any],
+    Meta(
+        description=f"a JSON object of at most {MAX_PAYLOAD_BYTES} bytes serialized (FCM's limit), without control "
+        "characters in its strings",
+        extra_json_schema={
+            "propertyNames": {"pattern": TEXT_PATTERN},
+            "additionalProperties": {"$ref": PAYLOAD_VALUE_REF},
+        },
+    ),
+]
 
 
 class ConfiguredActions:
@@ -57,7 +77,7 @@ class EnrollOut(msgspec.Struct):
 
 
 class HeartbeatIn(msgspec.Struct):
-    status: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")] | None = None
+    status: Annotated[str, Meta(pattern=f"^{STATUS_RE.pattern}$")] | None = None
     # gt=-1, not ge=0: Litestar 2 leaves a bound of 0 out of the OpenAPI document (it tests the value's truth);
     # for an integer it is the same bound, and msgspec reports it as ">= 0"
     battery_pct: Annotated[int, Meta(gt=-1, le=100)] | None = None
@@ -94,7 +114,7 @@ class AckIn(msgspec.Struct):
 
 class CommandIn(msgspec.Struct, forbid_unknown_fields=True):
     action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
-    payload: dict[str, Any] | None = None
+    payload: Payload | None = None
 
 
 class Dispatch(msgspec.Struct):
@@ -205,139 +225,3 @@ StructT = TypeVar("StructT")
 def convert(value: Any, kind: type[StructT]) -> StructT:
     """A core dict as a response struct (extra keys are dropped)."""
     return msgspec.convert(value, kind, from_attributes=True)
-
-
-# ------------------------------------------------------------------------------------------ fleet
-
-LabelKey = Annotated[str, Meta(min_length=1, max_length=127)]
-LabelValue = Annotated[str, Meta(max_length=63)]
-Percent = Annotated[float, Meta(ge=0, le=100)]
-NoteText = Annotated[str, Meta(max_length=200, pattern=TEXT_PATTERN)]
-#: no C0/C1 control characters (an ESC sequence would reach an operator's terminal; a NUL, PostgreSQL's
-#: driver) and no bidi overrides in a selector, as in other stored text (issue #21)
-SELECTOR_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
-SelectorText = Annotated[str, Meta(max_length=1024, pattern=SELECTOR_PATTERN)]
-
-
-class LabelsPatchIn(msgspec.Struct, forbid_unknown_fields=True):
-    set: dict[LabelKey, LabelValue] = {}
-    remove: list[LabelKey] = []
-
-
-class BulkLabelsIn(msgspec.Struct, forbid_unknown_fields=True):
-    selector: SelectorText
-    set: dict[LabelKey, LabelValue] = {}
-    remove: list[LabelKey] = []
-
-
-class DeviceLabelsOut(msgspec.Struct):
-    device_id: str
-    labels: dict[str, str]
-
-
-class BulkLabelsOut(msgspec.Struct):
-    selector: str
-    matched: int
-
-
-class LabelCount(msgspec.Struct):
-    key: str
-    value: str
-    devices: int
-
-
-class LabelCountsOut(msgspec.Struct):
-    items: list[LabelCount]
-
-
-class WavesIn(msgspec.Struct, forbid_unknown_fields=True):
-    size: Annotated[int, Meta(ge=1)] | None = None
-    percent: Annotated[float, Meta(gt=0, le=100)] | None = None
-    interval_seconds: Annotated[int, Meta(gt=-1, le=30 * 86400)] | None = None
-    min_success_pct: Percent | None = None
-    max_failure_pct: Percent | None = None
-
-
-class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
-    action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
-    payload: dict[str, Any] | None = None
-    selector: SelectorText | None = None
-    device_ids: Annotated[list[DeviceId], Meta(max_length=10_000)] | None = None
-    waves: WavesIn | None = None
-    expires_in_seconds: Annotated[int, Meta(ge=60, le=30 * 86400)] | None = None
-    note: NoteText | None = None
-
-
-class ResumeIn(msgspec.Struct, forbid_unknown_fields=True):
-    ignore_failures: bool = False
-    min_success_pct: Percent | None = None
-    max_failure_pct: Percent | None = None
-
-
-class WavesOut(msgspec.Struct):
-    size: int
-    percent: float | None
-    count: int
-    released: int
-    interval_seconds: int | None
-    min_success_pct: float | None
-    max_failure_pct: float | None
-    next_at: datetime | None
-
-
-class CampaignCounts(msgspec.Struct):
-    targeted: int
-    queued: int
-    pending: int
-    acked: int
-    failed: int
-    expired: int
-    cancelled: int
-    pushed: int
-    push_failed: int
-    push_skipped: int
-    fcm_configured: bool = False
-
-
-class CampaignOut(msgspec.Struct):
-    id: str
-    status: str
-    reason: str | None
-    action: str
-    payload: dict[str, Any] | None
-    selector: str | None
-    note: str | None
-    idempotency_key: str
-    targeted: int
-    waves: WavesOut
-    expires_in_seconds: int
-    created_at: datetime
-    updated_at: datetime
-    last_wave_at: datetime | None
-    finished_at: datetime | None
-    counts: CampaignCounts
-    #: the scope of the key that created it (its targets are inside it); null: created unscoped
-    scope: str | None = None
-
-
-class CampaignPage(msgspec.Struct):
-    items: list[CampaignOut]
-    next_cursor: str | None
-
-
-class CampaignDeviceOut(msgspec.Struct):
-    device_id: str
-    wave: int
-    status: str
-    request_id: str | None
-    fcm_status: str | None
-    released_at: datetime | None
-    finished_at: datetime | None
-    #: the device's model and its ack's detail (why a target failed), so no request per command is needed
-    model: str | None = None
-    detail: str | None = None
-
-
-class CampaignDevicePage(msgspec.Struct):
-    items: list[CampaignDeviceOut]
-    next_cursor: str | None

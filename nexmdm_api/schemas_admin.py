@@ -12,7 +12,9 @@ import msgspec
 from msgspec import Meta
 
 from core.base.event_types import EVENT_TYPES
-from nexmdm_api.schemas import SELECTOR_PATTERN, TEXT_PATTERN, ApkBuildOut, Dispatch, LabelKey, LabelValue
+from core.events.webhooks import MAX_URL_LENGTH
+from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch
+from nexmdm_api.schemas_fleet import SELECTOR_PATTERN, LabelSet
 
 Role = Literal["viewer", "operator", "admin"]
 KEY_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -23,7 +25,7 @@ class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
     expires_in_seconds: Annotated[int, Meta(ge=60, le=365 * 86400)] = 3600
     note: Annotated[str, Meta(max_length=200, pattern=TEXT_PATTERN)] | None = None
     #: every device enrolled with the token starts with these (checked by core, as the CLI's --label)
-    labels: dict[LabelKey, LabelValue] = {}
+    labels: LabelSet = {}
 
 
 class TokenOut(msgspec.Struct):
@@ -105,8 +107,14 @@ class AuditPage(msgspec.Struct):
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
 
+#: printable, no spaces, http(s), a host without credentials (``core.events.webhooks.check_url``, which also
+#: parses the host and the port: those rules are in the description)
+URL_PATTERN = r"^https?://[^\x00-\x20\x7f@/?#]+([/?#][^\x00-\x20\x7f]*)?$"
+URL_DOC = "an http:// or https:// URL with a host (a port from 0 to 65535, IPv6 in brackets) and no user:password@"
+
+
 class WebhookIn(msgspec.Struct, forbid_unknown_fields=True):
-    url: Annotated[str, Meta(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")]
+    url: Annotated[str, Meta(min_length=8, max_length=MAX_URL_LENGTH, pattern=URL_PATTERN, description=URL_DOC)]
     events: Annotated[list[EventType], Meta(min_length=1, max_length=len(EVENT_TYPES))]
     #: 32-128 printable ASCII characters; made by the server when absent (and then returned, once)
     secret: Annotated[str, Meta(min_length=32, max_length=128, pattern=r"^[!-~]+$")] | None = None

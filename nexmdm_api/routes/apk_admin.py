@@ -8,18 +8,19 @@ from typing import Annotated, Any
 import anyio.to_thread
 import litestar
 from litestar import Controller, Request
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import Encoding, OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.params import Parameter
 
 from core.apk import builds as apk
 from core.base.errors import InvalidArgument
+from core.base.settings import Settings
 from nexmdm_api.auth import admin_actor, admin_route, confirm_admin
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import allow
 from nexmdm_api.paging import Limit, keyset_page
-from nexmdm_api.routes.apk import BuildId, build_out
+from nexmdm_api.routes.apk import APK_MEDIA_TYPE, BuildId, build_out
 from nexmdm_api.routes.base import delete, get
 from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, ApkBuildRemoved, convert
 from nexmdm_api.schemas_admin import ApkBuildPage, ApkDownloadOut, ApkDownloadPage
@@ -34,12 +35,26 @@ def _upload_operation_body() -> RequestBody:
         type=OpenAPIType.OBJECT,
         required=["file", "version_code", "version_name"],
         properties={
-            "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="the APK"),
-            "version_code": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=apk.MAX_VERSION_CODE),
+            "file": Schema(
+                type=OpenAPIType.STRING,
+                format=OpenAPIFormat.BINARY,
+                content_media_type=APK_MEDIA_TYPE,
+                description=f"the APK (a ZIP archive with `{apk.MANIFEST}`), at most `NEXMDM_APK_UPLOAD_MAX_MB` MiB "
+                f"({Settings.apk_upload_max_mb} by default): a larger body is 413",
+            ),
+            "version_code": Schema(
+                type=OpenAPIType.INTEGER,
+                minimum=1,
+                maximum=apk.MAX_VERSION_CODE,
+                description="unique: a version code already uploaded is 409",
+            ),
             "version_name": Schema(type=OpenAPIType.STRING, min_length=1, max_length=64, pattern=TEXT_PATTERN),
         },
+        # the form has these three parts and no other (``nexmdm_api.upload``: another part is 422)
+        additional_properties=False,
     )
-    return RequestBody(content={"multipart/form-data": OpenAPIMediaType(schema=schema)}, required=True)
+    media = OpenAPIMediaType(schema=schema, encoding={"file": Encoding(content_type=APK_MEDIA_TYPE)})
+    return RequestBody(content={"multipart/form-data": media}, required=True)
 
 
 @dataclass

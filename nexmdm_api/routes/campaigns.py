@@ -24,15 +24,14 @@ from nexmdm_api.openapi import IdempotencyKeyHeader, allow
 from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.routes.commands import idempotency_key
-from nexmdm_api.schemas import (
-    DEVICE_ID_PATTERN,
+from nexmdm_api.schemas import DEVICE_ID_PATTERN, convert
+from nexmdm_api.schemas_fleet import (
     CampaignDeviceOut,
     CampaignDevicePage,
     CampaignIn,
     CampaignOut,
     CampaignPage,
     ResumeIn,
-    convert,
 )
 
 #: POST /v1/campaigns accepts up to 10,000 device ids

@@ -20,13 +20,13 @@ from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
-    SELECTOR_PATTERN,
     DeviceOut,
     DevicePage,
     HeartbeatPage,
     HeartbeatRow,
     convert,
 )
+from nexmdm_api.schemas_fleet import SELECTOR_DOC, SELECTOR_FORMAT, SELECTOR_MAX_BYTES, SELECTOR_PATTERN
 from nexmdm_api.scoping import device_in_scope
 
 # Cursors are positions, not secrets: every value their pattern allows is a valid position (the document
@@ -83,11 +83,12 @@ class DeviceController(Controller):
             str | None,
             Parameter(
                 description=(
-                    "only devices matching this selector (`store=42,@state=offline`; docs/campaigns.md); on PostgreSQL "
-                    "its query is cancelled past NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS (422 `selector_too_slow`)"
+                    "only devices matching this selector (`store=42,@state=offline`); on PostgreSQL its query is "
+                    "cancelled past NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS (422 `selector_too_slow`). " + SELECTOR_DOC
                 ),
-                max_length=1024,
+                max_length=SELECTOR_MAX_BYTES,
                 pattern=SELECTOR_PATTERN,
+                schema_extra={"format": SELECTOR_FORMAT},
             ),
         ] = None,
     ) -> DevicePage:

@@ -17,7 +17,7 @@ from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import DeviceIdPath
 from nexmdm_api.routes.base import get, patch, post
-from nexmdm_api.schemas import (
+from nexmdm_api.schemas_fleet import (
     BulkLabelsIn,
     BulkLabelsOut,
     DeviceLabelsOut,

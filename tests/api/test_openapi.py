@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar.testing import TestClient
+from openapi_spec_validator import validate
 
 from core.base.settings import Settings
 from nexmdm_api import create_app
@@ -192,3 +193,10 @@ def test_a_path_with_several_handlers_allows_all_their_methods(client: TestClien
         answer = client.options(path)
         assert answer.status_code == 204, path
         assert set(answer.headers["allow"].split(", ")) == expected | {"OPTIONS"}, path
+
+
+def test_the_served_document_is_valid_openapi(client: TestClient[Any]) -> None:
+    """``openapi-spec-validator`` accepts the document a client generator reads (``/schema/openapi.json``)."""
+    document = client.get("/schema/openapi.json").json()
+    validate(document)
+    assert document["openapi"].startswith("3.1")

@@ -21,27 +21,35 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import TestClient
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.core.parameters import ParameterLocation
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import campaigns
 from core.access import keys as admin_keys
 from core.apk import builds as apk
+from core.base.labels import KEY_RE, VALUE_RE
 from core.base.settings import Settings
 from core.commands import dispatches
+from core.devices.selectors import FIELDS
 from core.enrollment import tokens as credentials
 from core.enrollment.enroll import enroll_device
+from core.models import DeviceLabel
 from nexmdm_api import create_app
+from nexmdm_api.schemas_fleet import SELECTOR_FORMAT
 from tests.support.fakes.apk import apk_bytes
 
 SCHEMA_PATH = "/schema/openapi.json"
@@ -49,6 +57,34 @@ SCHEMA_PATH = "/schema/openapi.json"
 MAX_EXAMPLES = 25
 STATEFUL_EXAMPLES = 15
 DEVICE_ID = "dev_fuzz"
+#: generated positive cases per operation, and the share of them the server must accept (2xx)
+POSITIVE_EXAMPLES = 20
+ACCEPTANCE = 0.95
+
+
+def _selectors() -> st.SearchStrategy[str]:
+    """Selectors in the document's ``nexmdm-selector`` format, from core's own label syntax and field names.
+
+    Their terms are the ones a device without that label or field value matches (``!key``, ``!=``, ``notin``),
+    so that a campaign finds targets: which devices match is the fleet's state, not the document's.
+    """
+    key = st.from_regex(KEY_RE, fullmatch=True).filter(lambda k: k not in ("in", "notin", "all"))
+    value = st.from_regex(VALUE_RE, fullmatch=True).map(lambda v: f'"{v}"')
+    values = st.lists(value, min_size=1, max_size=3).map(lambda vs: f"({','.join(vs)})")
+    free_fields = sorted(
+        f"@{name}" for name, (_, allowed, _) in FIELDS.items() if allowed is None and name != "battery_pct"
+    )
+    term = st.one_of(
+        key.map(lambda k: f"!{k}"),
+        st.tuples(key, value).map(lambda kv: f"{kv[0]}!={kv[1]}"),
+        st.tuples(key, values).map(lambda kv: f"{kv[0]} notin {kv[1]}"),
+        st.tuples(st.sampled_from(free_fields), value).map(lambda fv: f"{fv[0]}!={fv[1]}"),
+        st.just("@state in (online,stale,offline)"),
+    )
+    return st.one_of(st.just("all"), st.lists(term, min_size=1, max_size=4).map(", ".join))
+
+
+schemathesis.openapi.format(SELECTOR_FORMAT, _selectors())
 
 
 def _document() -> dict[str, Any]:
@@ -59,6 +95,9 @@ DOCUMENT = _document()
 schema = schemathesis.openapi.from_dict(
     copy.deepcopy(DOCUMENT),
     config=schemathesis.Config.from_dict({"generation": {"mode": "all"}, "checks": {"enabled": True}}),
+)
+positive = schemathesis.openapi.from_dict(
+    copy.deepcopy(DOCUMENT), config=schemathesis.Config.from_dict({"generation": {"mode": "positive"}})
 )
 
 
@@ -94,22 +133,38 @@ def secrets(engine: Engine, fuzz_settings: Settings, session_factory: sessionmak
 
 
 @pytest.fixture
+def campaign_id(secrets: dict[str, str], fuzz_settings: Settings, session_factory: sessionmaker[Session]) -> str:
+    with session_factory.begin() as db:
+        _, created = campaigns.create_campaign(
+            db, fuzz_settings, idempotency_key="cmp_fuzz", action="ping", selector="all", waves={"size": 1}
+        )
+    return str(created["id"])
+
+
+@pytest.fixture
 def app(fuzz_settings: Settings, secrets: dict[str, str]) -> Litestar:
     return create_app(fuzz_settings)
 
 
-def credentials_for(case: Any, secrets: dict[str, str]) -> dict[str, str]:
+def credentials_for(case: Any, secrets: dict[str, str], *, always: bool = False) -> dict[str, str]:
     """The ``Authorization`` header for the first security requirement the operation declares.
 
     None when Schemathesis generated one itself (a deliberately broken credential, for instance), and none
     when it made the headers invalid on purpose: a negative case may be one without its required
     ``Authorization``, which a credential added here would make valid again (and its 2xx a finding).
+    ``always`` puts the credential in place of whatever was generated (positive data: a client has its key).
     """
+    if always:
+        return _credential(case, secrets)
     if any(name.lower() == "authorization" for name in case.headers or {}):
         return {}
     header = case.meta.components.get(ParameterLocation.HEADER) if case.meta is not None else None
     if header is not None and header.mode.is_negative:
         return {}
+    return _credential(case, secrets)
+
+
+def _credential(case: Any, secrets: dict[str, str]) -> dict[str, str]:
     for requirement in case.operation.definition.raw.get("security") or []:
         for name in requirement:
             return {"Authorization": f"Bearer {secrets[name]}"}
@@ -168,3 +223,86 @@ def _no_lingering_lifespan() -> Iterator[None]:
     """Schemathesis keeps an app's lifespan running between requests; end it before the tables are emptied."""
     yield
     schemathesis.python.asgi.shutdown_lifespans()
+
+
+#: path parameters filled with what exists, for the operations whose figure says something about their body
+KNOWN_PATHS = {
+    "PATCH /v1/devices/{device_id}/labels": {"device_id": DEVICE_ID},
+    "POST /v1/campaigns/{campaign_id}/resume": {"campaign_id": None},  # the fixture's campaign, paused each time
+}
+#: operations that write labels: each case starts from a fleet without any (a device keeps at most 32)
+LABEL_WRITES = {"PATCH /v1/devices/{device_id}/labels", "POST /v1/devices/labels"}
+
+
+def _fill_in(case: Any, serial: int) -> None:
+    """What a client knows or makes up rather than reads from the document, put into a generated case.
+
+    Names and keys the server keeps unique (a second ``0`` is a 409 by design), the ids of devices that exist
+    (``device_ids``, the heartbeat's own ``device_id``), and an APK's bytes (a ZIP archive; JSON Schema cannot
+    say that) are the client's to supply: the rest of each request is as generated.
+    """
+    body = case.body if isinstance(case.body, dict) else {}
+    label = case.operation.label
+    if "Idempotency-Key" in (case.headers or {}):
+        case.headers["Idempotency-Key"] = f"fuzz-{serial}"
+    if label == "POST /v1/enroll" and "device_id" in body:
+        body["device_id"] = f"fuzz-{serial}"
+    if label == "POST /v1/heartbeat" and body.get("device_id") is not None:
+        body["device_id"] = DEVICE_ID
+    if label == "POST /v1/keys" and "name" in body:
+        body["name"] = f"fuzz-{serial}"
+    if label == "POST /v1/campaigns" and body.get("device_ids") is not None:
+        body["device_ids"] = [DEVICE_ID]
+    if label == "POST /v1/apk/builds":
+        body.update(file=apk_bytes(), version_code=1000 + serial)
+
+
+@pytest.mark.slow  # ~20 s a database: every operation, 20 cases each
+def test_the_server_accepts_what_the_document_allows(
+    app: Litestar, secrets: dict[str, str], campaign_id: str, session_factory: sessionmaker[Session], capsys: Any
+) -> None:
+    """Positive data only: on every operation without a path parameter to discover, >= 95 % answered 2xx.
+
+    Operations with path parameters report their figure too; those in ``KNOWN_PATHS`` get real ids.
+    """
+    positive.app = app
+    serial = itertools.count()
+    admin = {"Authorization": f"Bearer {secrets['adminKey']}"}
+    tally: dict[str, Counter[int]] = {}
+    refusals: dict[str, str] = {}  # the first refusal per operation (a 404 is an id that does not exist)
+    for result in positive.get_all_operations():
+        operation = result.ok()
+        known = KNOWN_PATHS.get(operation.label)
+        if known is not None:
+            known = {name: value or campaign_id for name, value in known.items()}
+        statuses = tally.setdefault(operation.label, Counter())
+
+        @given(case=operation.as_strategy(path_parameters=known))
+        @_hypothesis(POSITIVE_EXAMPLES)
+        def call(case: Any) -> None:
+            case.operation.app = case.operation.schema.app = app
+            _fill_in(case, next(serial))
+            if case.operation.label in LABEL_WRITES:
+                with session_factory.begin() as db:
+                    db.execute(delete(DeviceLabel))
+            if case.operation.label.endswith("/resume"):
+                paused = positive["/v1/campaigns/{campaign_id}/pause"]["POST"].Case(path_parameters=known)
+                assert paused.call(headers=admin).status_code == 200
+            response = case.call(headers=credentials_for(case, secrets, always=True))
+            statuses[response.status_code] += 1
+            if response.status_code >= 300 and response.status_code != 404:
+                refusals.setdefault(case.operation.label, response.text[:300])
+
+        call()
+    lines, short = [], []
+    for label, counts in sorted(tally.items()):
+        accepted = sum(n for status, n in counts.items() if 200 <= status < 300)
+        share = accepted / sum(counts.values())
+        lines.append(f"{share:6.0%} {accepted:3}/{sum(counts.values()):<3} {label}  {dict(sorted(counts.items()))}")
+        if label in refusals:
+            lines.append(f"{'':16}first refusal: {refusals[label]}")
+        if share < ACCEPTANCE and ("{" not in label or label in KNOWN_PATHS):
+            short.append(label)
+    with capsys.disabled():
+        print("\npositive requests accepted (2xx), per operation:\n" + "\n".join(lines))
+    assert not short, f"the server refused more than {1 - ACCEPTANCE:.0%} of what the document allows: {short}"
