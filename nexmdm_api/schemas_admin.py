@@ -14,7 +14,7 @@ from msgspec import Meta
 from core.base.event_types import EVENT_TYPES
 from core.events.webhooks import MAX_URL_LENGTH
 from nexmdm_api.schemas import TEXT_PATTERN, ApkBuildOut, Dispatch
-from nexmdm_api.schemas_fleet import SELECTOR_PATTERN, LabelSet
+from nexmdm_api.schemas_fleet import LabelSet, ScopeText
 
 Role = Literal["viewer", "operator", "admin"]
 KEY_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -55,7 +55,7 @@ class KeyIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=64, pattern=KEY_NAME_PATTERN)]
     role: Role = "admin"
     #: a selector limiting every device the key reaches (``store=42``); absent: the whole fleet
-    scope: Annotated[str, Meta(min_length=1, max_length=1024, pattern=SELECTOR_PATTERN)] | None = None
+    scope: ScopeText | None = None
     #: the key stops working after this many seconds (1 minute to 10 years); absent: never
     expires_in_seconds: Annotated[int, Meta(ge=60, le=3650 * 86400)] | None = None
 

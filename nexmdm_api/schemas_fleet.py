@@ -55,6 +55,27 @@ SelectorText = Annotated[
 ]
 
 
+#: a key's (or a person's) scope: a selector that picks part of the fleet and names no field that changes by
+#: itself; its own ``format``, as the selector's, since JSON Schema cannot say either grammar
+SCOPE_FORMAT = "nexmdm-scope"
+SCOPE_DOC = (
+    "A scope: a selector (the `nexmdm-selector` grammar) limiting every device the key reaches, such as "
+    "`store=42`; not `all` or empty (omit the scope for the whole fleet) and without `@state` (it changes "
+    "without anyone acting). The server stores it normalized and answers 422 `invalid_argument` naming `scope`. "
+    'See docs/api.md, "Scoped roles".'
+)
+ScopeText = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=SELECTOR_MAX_BYTES,
+        pattern=SELECTOR_PATTERN,
+        description=SCOPE_DOC,
+        extra_json_schema={"format": SCOPE_FORMAT},
+    ),
+]
+
+
 class LabelsPatchIn(msgspec.Struct, forbid_unknown_fields=True):
     """Labels to set and to remove (a key is not in both); the device keeps at most 32."""
 

@@ -49,7 +49,7 @@ from core.enrollment import tokens as credentials
 from core.enrollment.enroll import enroll_device
 from core.models import DeviceLabel
 from nexmdm_api import create_app
-from nexmdm_api.schemas_fleet import SELECTOR_FORMAT
+from nexmdm_api.schemas_fleet import SCOPE_FORMAT, SELECTOR_FORMAT
 from tests.support.fakes.apk import apk_bytes
 
 SCHEMA_PATH = "/schema/openapi.json"
@@ -84,7 +84,16 @@ def _selectors() -> st.SearchStrategy[str]:
     return st.one_of(st.just("all"), st.lists(term, min_size=1, max_size=4).map(", ".join))
 
 
+def _scopes() -> st.SearchStrategy[str]:
+    """Scopes in the document's ``nexmdm-scope`` format: label terms that pick part of a fleet."""
+    key = st.from_regex(KEY_RE, fullmatch=True).filter(lambda k: k not in ("in", "notin", "all"))
+    value = st.from_regex(VALUE_RE, fullmatch=True).map(lambda v: f'"{v}"')
+    term = st.tuples(key, value).map(lambda kv: f"{kv[0]}={kv[1]}")
+    return st.lists(term, min_size=1, max_size=3).map(", ".join)
+
+
 schemathesis.openapi.format(SELECTOR_FORMAT, _selectors())
+schemathesis.openapi.format(SCOPE_FORMAT, _scopes())
 
 
 def _document() -> dict[str, Any]:
