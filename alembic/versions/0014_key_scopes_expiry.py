@@ -1,7 +1,7 @@
 """key scopes and expiry: admin keys that expire and reach only a selector's devices
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-07 00:00:00.000000
 
 ``admin_keys.expires_at`` (NULL: never) and ``admin_keys.scope`` (a selector, NULL: the whole fleet);
@@ -16,8 +16,8 @@ from alembic import op
 
 import core.storage.types
 
-revision: str = "0012"
-down_revision: str | Sequence[str] | None = "0011"
+revision: str = "0014"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
