@@ -32,7 +32,9 @@ from core.storage.types import utcnow
 MAX_DEVICE_IDS = 10_000
 MIN_EXPIRES_SECONDS = 60
 MAX_EXPIRES_SECONDS = 30 * 86400
-DRILL_STATUSES = ("queued", "pending", "acked", "failed", "expired", "cancelled")
+DRILL_STATUSES = ("skipped", "queued", "pending", "acked", "succeeded", "failed", "expired", "cancelled")
+#: target states that are a status of their own (an outcome), whatever the command's
+OUTCOME_STATES = ("skipped", "succeeded", "failed")
 
 
 @dataclass(frozen=True)
@@ -355,15 +357,19 @@ def campaign_devices(
         query = query.where(unreleased(campaign))
     elif status == "cancelled":
         query = query.where((t.state == "cancelled") | (d.status == "cancelled"))
+    elif status == "succeeded" and campaign.success_when is None:  # the ack was the success
+        query = query.where(d.status == "acked")
+    elif status in OUTCOME_STATES:
+        query = query.where((t.state == status) | ((t.state == "queued") & (d.status == status)))
     elif status is not None:
-        query = query.where(d.status == status)
+        query = query.where(t.state == "queued", d.status == status)
     out = []
     for row in db.execute(query).mappings():
         out.append(
             {
                 "device_id": row["device_id"],
                 "wave": row["wave"],
-                "status": row["status"] or ("queued" if row["state"] == "queued" else "cancelled"),
+                "status": row["state"] if row["state"] in OUTCOME_STATES else row["status"] or row["state"],
                 "request_id": row["request_id"],
                 "fcm_status": row["fcm_status"],
                 "released_at": row["created_at"],
