@@ -266,6 +266,9 @@ class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
     waves: WavesIn | None = None
     expires_in_seconds: Annotated[int, Meta(ge=60, le=30 * 86400)] | None = None
     note: NoteText | None = None
+    #: a selector: a target succeeds once its device matches it after the ack (already matching: skipped)
+    success_when: SelectorText | None = None
+    outcome_timeout_seconds: Annotated[int, Meta(ge=60, le=30 * 86400)] | None = None
 
 
 class ResumeIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -287,12 +290,15 @@ class WavesOut(msgspec.Struct):
 
 class CampaignCounts(msgspec.Struct):
     targeted: int
+    skipped: int
     queued: int
     pending: int
     acked: int
     failed: int
     expired: int
     cancelled: int
+    #: with ``success_when``: devices that matched it after the ack; without: the acks
+    succeeded: int
     pushed: int
     push_failed: int
     push_skipped: int
@@ -316,6 +322,8 @@ class CampaignOut(msgspec.Struct):
     last_wave_at: datetime | None
     finished_at: datetime | None
     counts: CampaignCounts
+    success_when: str | None = None
+    outcome_timeout_seconds: int | None = None
 
 
 class CampaignPage(msgspec.Struct):

@@ -43,6 +43,16 @@ OPERATIONS = {
         "A campaign's targets (in one state), by device id",
         "admin:viewer",
     ),
+    ("GET", "/v1/campaigns/{campaign_id}/failures"): (
+        "V1CampaignsCampaignIdFailuresCampaignFailures",
+        "Why a campaign's targets failed: groups by reason, model and OS version",
+        "admin:viewer",
+    ),
+    ("GET", "/v1/campaigns/{campaign_id}/failures/devices"): (
+        "V1CampaignsCampaignIdFailuresDevicesCampaignFailedDevices",
+        "A campaign's failed targets (of one group), by device id, with the ack's detail",
+        "admin:viewer",
+    ),
     ("POST", "/v1/campaigns/{campaign_id}/pause"): (
         "V1CampaignsCampaignIdPausePauseCampaign",
         "Pause a campaign (no further waves)",

@@ -55,6 +55,8 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("GET", "/v1/campaigns"): "viewer",
     ("GET", "/v1/campaigns/{campaign_id:str}"): "viewer",
     ("GET", "/v1/campaigns/{campaign_id:str}/devices"): "viewer",
+    ("GET", "/v1/campaigns/{campaign_id:str}/failures"): "viewer",
+    ("GET", "/v1/campaigns/{campaign_id:str}/failures/devices"): "viewer",
     ("POST", "/v1/campaigns/{campaign_id:str}/pause"): "operator",
     ("POST", "/v1/campaigns/{campaign_id:str}/resume"): "operator",
     ("POST", "/v1/campaigns/{campaign_id:str}/cancel"): "operator",
