@@ -1,0 +1,54 @@
+"""``nexmdm send --until``, ``campaigns show/list`` with outcomes, and ``campaigns failures``."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import campaigns as fleet
+from core.base.settings import Settings
+from core.models import Campaign, FcmDispatch
+from core.storage.types import utcnow
+from tests.support.cli import Cli, count, one_error_line
+from tests.support.fleet import ack_all, seed_fleet
+
+#: in tests.support.fleet.FLEET, a1, a2 and a5 run 2.0 or later; a3 and a4 do not
+UNTIL = "@agent_version>=2.0"
+
+
+def test_send_until_skips_the_satisfied_and_failures_group_them(
+    cli: Cli, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    seed_fleet(session_factory)
+    bad = cli("send", "update_agent", "--all", "--until", "@agent_version>>2", "--yes")
+    assert bad.exit_code != 0 and "success_when" in one_error_line(bad)
+    timeout = cli("send", "update_agent", "--all", "--until", UNTIL, "--outcome-timeout", "5s", "--yes")
+    assert timeout.exit_code != 0 and "outcome_timeout" in one_error_line(timeout)
+    assert count(session_factory, Campaign) == 0
+    made = cli.json("send", "update_agent", "--all", "--until", UNTIL, "--outcome-timeout", "10m", "--yes")
+    assert made["success_when"] == UNTIL and made["outcome_timeout_seconds"] == 600
+    assert (
+        made["counts"]["skipped"] == 3 and made["counts"]["pending"] == 2 and count(session_factory, FcmDispatch) == 2
+    )
+    again = ("send", "update_agent", "--all", "--until", UNTIL, "--outcome-timeout", "10m", "--yes")
+    human = cli(*again, "--idempotency-key", made["idempotency_key"])
+    assert "3 skipped (already satisfied)" in human.stdout + human.stderr
+    ack_all(session_factory, made["id"], status="failed")
+    with session_factory.begin() as db:
+        db.execute(update(FcmDispatch).values(ack_detail="INSUFFICIENT_STORAGE", finished_at=utcnow()))
+    fleet.run_due(session_factory, settings)
+
+    shown = cli("campaigns", "show", made["id"])
+    assert shown.exit_code == 0 and "success when" in shown.stdout and "skipped" in shown.stdout
+    listed = cli("campaigns", "list")
+    assert "0/2 succeeded · 3 skipped" in listed.stdout
+    groups = cli.json("campaigns", "failures", made["id"])
+    assert [(g["reason"], g["model"], g["count"], g["sample_device_ids"]) for g in groups["groups"]] == [
+        ("INSUFFICIENT_STORAGE", "unknown", 2, ["a3", "a4"])
+    ]
+    text = cli("campaigns", "failures", made["id"])
+    assert "2 × INSUFFICIENT_STORAGE on unknown / unknown" in text.stdout
+    drill = cli.json("campaigns", "failures", made["id"], "--reason", "INSUFFICIENT_STORAGE")
+    assert [d["device_id"] for d in drill["items"]] == ["a3", "a4"] and drill["items"][0]["detail"]
+    refused = cli("campaigns", "failures", made["id"], "--reason", "not a reason")
+    assert refused.exit_code != 0 and "reason" in one_error_line(refused)
