@@ -86,6 +86,7 @@ def upgrade() -> None:
         sa.Column("ram_mb", sa.BigInteger(), nullable=True),
         sa.Column("agent_version", sa.String(length=64), nullable=True),
         sa.Column("serial", sa.String(length=128), nullable=True),
+        sa.Column("serial_withheld", sa.Boolean(), nullable=False),
         sa.Column("app_count", sa.Integer(), nullable=False),
         sa.Column("reported_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", core.storage.types.UTCDateTime(timezone=True), nullable=False),

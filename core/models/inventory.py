@@ -42,6 +42,8 @@ class DeviceInventory(Base):
     agent_version: Mapped[str | None] = mapped_column(String(64))
     #: kept only when ``NEXMDM_INVENTORY_SERIAL=true`` (personal data is opt-in)
     serial: Mapped[str | None] = mapped_column(String(128))
+    #: the device reported a serial that was not kept: a PATCH's result cannot be re-hashed by the server
+    serial_withheld: Mapped[bool] = mapped_column(Boolean, default=False)
     app_count: Mapped[int] = mapped_column(Integer, default=0)
     #: the last report that changed something (a PUT or PATCH; the same hash again writes nothing)
     reported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
