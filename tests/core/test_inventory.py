@@ -217,9 +217,7 @@ def test_app_changes_are_retained_for_their_period(
     _put(session_factory, settings, body(apps=APPS))
     with session_factory.begin() as db:
         oldest = db.scalar(select(func.min(DeviceAppChange.id)))
-        db.execute(
-            update(DeviceAppChange).where(DeviceAppChange.id == oldest).values(at=utcnow() - timedelta(days=91))
-        )
+        db.execute(update(DeviceAppChange).where(DeviceAppChange.id == oldest).values(at=utcnow() - timedelta(days=91)))
     with session_factory() as db:
         result = cleanup_old_app_changes(db)
         db.commit()
