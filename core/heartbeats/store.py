@@ -280,9 +280,9 @@ def record_heartbeat_for_token(
 ) -> dict[str, Any]:
     """Store a heartbeat for the device a token belongs to.
 
-    Returns ``{"device_id", "created", "bucket_start", "inventory_wanted"}``. Raises ``InvalidCredentials`` for an unknown or
-    revoked token and ``Forbidden`` when ``heartbeat_data["device_id"]`` names another device; neither
-    writes anything.
+    Returns ``{"device_id", "created", "bucket_start", "inventory_wanted"}``. Raises ``InvalidCredentials``
+    for an unknown or revoked token and ``Forbidden`` when ``heartbeat_data["device_id"]`` names another
+    device; neither writes anything.
     """
     beat = prepare_beat(token, heartbeat_data, settings, received_at)
     if db.get_bind().dialect.name != "postgresql":  # no round trip to save: the helpers' path

@@ -137,7 +137,7 @@ def test_inventory_hash_is_compared_without_another_statement(
         db.execute(update(Device).where(Device.id == "dev_hot").values(inventory_hash=held))
     statements: list[str] = []
 
-    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
         statements.append(statement)
 
     _beat(session_factory, settings, token, T0 - timedelta(seconds=10))  # caches warm (partitions known)
