@@ -66,11 +66,15 @@ class HeartbeatIn(msgspec.Struct):
     agent_version: ShortText | None = None
     fcm_token: FcmToken | None = None
     device_id: DeviceId | None = None
+    #: the hash of the inventory the device holds (docs/device-protocol.md)
+    inventory_hash: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
-class HeartbeatOut(msgspec.Struct):
+class HeartbeatOut(msgspec.Struct, omit_defaults=True):
     created: bool
     bucket_start: datetime
+    #: ``"wanted"`` when the server holds another inventory than the device's, or none (absent otherwise)
+    inventory: Literal["wanted"] | None = None
 
 
 class PendingCommand(msgspec.Struct):
