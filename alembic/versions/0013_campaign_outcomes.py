@@ -1,7 +1,7 @@
 """campaign outcomes: success_when, outcome timeouts, skipped/succeeded/failed targets (issue #23)
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-07 03:00:00
 
 * ``campaigns.success_when`` (a selector) and ``campaigns.outcome_timeout_seconds``;
@@ -20,7 +20,7 @@ from alembic import op
 import core.storage.types
 
 revision: str = "0013"
-down_revision: str | Sequence[str] | None = "0011"
+down_revision: str | Sequence[str] | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

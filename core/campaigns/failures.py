@@ -4,7 +4,7 @@ A failed target is one whose command failed (the device acked ``failed``) or exp
 on its outcome (``outcome_timeout``). Its reason is, in this order: the outcome's reason; ``expired``;
 the ack's error code — an ack's ``detail`` that is itself a code (upper case, no space, at most 32
 characters, such as ``INSUFFICIENT_STORAGE``); else ``failed``. Model and OS version are the device's
-own (reported at enrollment), ``unknown`` when it never said.
+inventory's (``device_inventory``), else what it said at enrollment, else ``unknown``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument
 from core.campaigns.records import load
-from core.models import CampaignTarget, Device, FcmDispatch
+from core.models import CampaignTarget, Device, DeviceInventory, FcmDispatch
 
 UNKNOWN = "unknown"
 SAMPLES = 3
@@ -42,13 +42,15 @@ def _reason() -> ColumnElement[str]:
 def _failed_targets(campaign_id: str) -> Any:
     """Every failed target of the campaign with its reason, model, OS version and ack detail."""
     t, d = CampaignTarget, FcmDispatch
-    model = func.coalesce(Device.model, literal(UNKNOWN, String)).label("model")
-    os_version = func.coalesce(Device.os_version, literal(UNKNOWN, String)).label("os_version")
+    inv = DeviceInventory
+    model = func.coalesce(inv.model, Device.model, literal(UNKNOWN, String)).label("model")
+    os_version = func.coalesce(inv.os_version, Device.os_version, literal(UNKNOWN, String)).label("os_version")
     return (
         select(t.device_id, _reason(), model, os_version, d.ack_detail.label("detail"), d.finished_at, t.outcome_at)
         .select_from(t)
         .outerjoin(d, d.request_id == literal(campaign_id + ":") + t.device_id)
         .outerjoin(Device, Device.id == t.device_id)
+        .outerjoin(inv, inv.device_id == t.device_id)
         .where(
             t.campaign_id == campaign_id,
             or_(t.state == "failed", and_(t.state == "queued", d.status.in_(("failed", "expired")))),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from litestar.testing import TestClient
@@ -12,6 +13,8 @@ from core import campaigns as fleet
 from core.base.settings import Settings
 from core.base.versions import version_key
 from core.models import Device
+from core.storage.types import utcnow
+from tests.support.inventory import DEVICE, app, body
 
 
 def _ack(client: TestClient[Any], token: str, request_id: str, status: str, detail: str | None = None) -> None:
@@ -80,3 +83,37 @@ def test_outcome_gated_campaign_over_http(
     assert refused.status_code in (400, 422)
     missing = client.get("/v1/campaigns/cmp_00000000000000000000000000/failures", headers=admin)
     assert missing.status_code == 404
+
+
+def test_an_install_judged_by_the_reported_inventory(
+    client, admin, enroll, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """The contract's example: install_apk until @app(com.acme.pos)>=4200; the inventory decides."""
+    tokens = {d: enroll(d, model="enrolled-as") for d in ("s1", "s2", "s3")}
+
+    def report(device_id: str, code: int, model: str = "Galaxy A10") -> None:
+        document = body(DEVICE | {"model": model}, [app("com.acme.pos", code)])
+        auth = {"Authorization": f"Bearer {tokens[device_id]}"}
+        assert client.put("/v1/inventory", json=document, headers=auth).status_code in (200, 201)
+
+    report("s1", 4200)  # already there: skipped
+    report("s2", 4100)
+    report("s3", 4100, model="Pixel 8")
+    headers = admin | {"Idempotency-Key": "pos-4200"}
+    until = {"success_when": "@app(com.acme.pos)>=4200", "outcome_timeout_seconds": 60}
+    campaign = client.post(
+        "/v1/campaigns", json={"action": "install_apk", "selector": "all"} | until, headers=headers
+    ).json()
+    assert campaign["counts"]["skipped"] == 1 and campaign["counts"]["queued"] == 2
+    fleet.run_due(session_factory, settings)
+    for device_id in ("s2", "s3"):
+        _ack(client, tokens[device_id], f"{campaign['id']}:{device_id}", "completed")
+    report("s2", 4200)  # s2 installed it; s3 acked but still runs 4100
+    fleet.run_due(session_factory, settings)
+    counts = client.get(f"/v1/campaigns/{campaign['id']}", headers=admin).json()["counts"]
+    assert (counts["succeeded"], counts["acked"]) == (1, 1)
+    fleet.run_due(session_factory, settings, utcnow() + timedelta(seconds=61))
+    report_ = client.get(f"/v1/campaigns/{campaign['id']}/failures", headers=admin).json()
+    assert [(g["reason"], g["model"], g["os_version"], g["count"]) for g in report_["groups"]] == [
+        ("outcome_timeout", "Pixel 8", "11", 1)  # the inventory's model, not the enrollment's
+    ]
