@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp  # this module is imported only when a simulation runs, never by `nexmdm --help`
 
 from core.base.errors import InvalidArgument
+from nexmdm_cli import simulation_faults as faults
 
 NETWORKS = ("wifi", "wifi", "wifi", "cellular", "cellular", "ethernet")
 #: report rows for the pushed commands, measured from each command's creation
@@ -149,6 +150,8 @@ class Simulation:
         part: int = 0,
         parts: int = 1,
         fcm_port: int | None = None,
+        fail_rules: tuple[faults.FailRule, ...] = (),
+        apps_for: Callable[[int], dict[str, int]] | None = None,
     ) -> None:
         self.url = url
         self.enrollment_token = enrollment_token
@@ -166,6 +169,11 @@ class Simulation:
         #: request id → monotonic time just before its command was created (filled by whoever creates them)
         self.created: dict[str, float] = {}
         self._pushes: dict[str, asyncio.Queue[str]] = {}
+        self.fail_rules = fail_rules
+        #: device index -> its installed apps (package -> version code); None: devices report no inventory
+        self.apps_for = apps_for
+        self.hardware: dict[str, dict[str, Any]] = {}
+        self.apps: dict[str, dict[str, int]] = {}
         self._concurrency = concurrency
         self._limit: asyncio.Semaphore | None = None
 
@@ -195,7 +203,13 @@ class Simulation:
 
     async def _enroll(self, client: aiohttp.ClientSession, index: int) -> None:
         device_id = f"{self.prefix}-{index:04d}"
-        body = {"device_id": device_id, "model": "Simulated Pixel", "os_version": "14", "agent_version": "sim-1.0"}
+        hardware = self.hardware[device_id] = faults.hardware(index)
+        body = {
+            "device_id": device_id,
+            "model": hardware["model"],
+            "os_version": hardware["os_version"],
+            "agent_version": "sim-1.0",
+        }
         if self.fcm_port is not None:
             body["fcm_token"] = self.fcm_token(device_id)
         answer = await self._call(
@@ -209,6 +223,14 @@ class Simulation:
         if answer is not None and answer[0] == 201 and isinstance(answer[1], dict):
             self.tokens[device_id] = answer[1]["device_token"]
             self.stats.enrolled += 1
+            if self.apps_for is not None:
+                self.apps[device_id] = self.apps_for(index)
+                await self._report_inventory(client, device_id)
+
+    async def _report_inventory(self, client: aiohttp.ClientSession, device_id: str) -> None:
+        body = faults.inventory_body(self.hardware[device_id], self.apps[device_id])
+        headers = {"Authorization": f"Bearer {self.tokens[device_id]}"}
+        await self._call(client, "PUT /v1/inventory", "PUT", "/v1/inventory", json=body, headers=headers)
 
     def _pushed(self, token: str, data: dict[str, Any]) -> None:
         """The fake FCM accepted a push: hand it to its device."""
@@ -237,7 +259,7 @@ class Simulation:
                 except TimeoutError:
                     pass
                 else:  # a push: fetch what is pending now, as the agent does on any push
-                    await self._poll(client, headers)
+                    await self._poll(client, headers, device_id)
                     continue
             else:
                 await asyncio.sleep(wait)
@@ -260,23 +282,29 @@ class Simulation:
                 self.stats.beats_deduplicated += 1
             beats += 1
             if beats % self.poll_every == 0:
-                await self._poll(client, headers)
+                await self._poll(client, headers, device_id)
             next_beat = time.monotonic() + self.interval * self.rng.uniform(0.8, 1.2)
 
-    async def _poll(self, client: aiohttp.ClientSession, headers: dict[str, str]) -> None:
+    async def _poll(self, client: aiohttp.ClientSession, headers: dict[str, str], device_id: str) -> None:
         answer = await self._call(client, "GET /v1/commands/pending", "GET", "/v1/commands/pending", headers=headers)
         if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
             return
         for command in answer[1]["items"]:
             request_id = command["request_id"]
+            code = faults.failure(self.fail_rules, self.hardware.get(device_id, {}), command["action"])
+            result = {"status": "failed", "detail": code} if code else {"status": "completed", "detail": "simulated"}
             ack = await self._call(
                 client,
                 "POST /v1/commands/{id}/ack",
                 "POST",
                 f"/v1/commands/{request_id}/ack",
-                json={"status": "completed", "detail": "simulated"},
+                json=result,
                 headers=headers,
             )
+            install = faults.installed(command) if code is None else None
+            if install is not None and device_id in self.apps:  # the new version shows in its next report
+                self.apps[device_id][install[0]] = install[1]
+                await self._report_inventory(client, device_id)
             if ack is not None and ack[0] == 200:
                 self.stats.commands_acked += 1
                 if request_id in self.created:

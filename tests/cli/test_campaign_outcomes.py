@@ -52,3 +52,25 @@ def test_send_until_skips_the_satisfied_and_failures_group_them(
     assert [d["device_id"] for d in drill["items"]] == ["a3", "a4"] and drill["items"][0]["detail"]
     refused = cli("campaigns", "failures", made["id"], "--reason", "not a reason")
     assert refused.exit_code != 0 and "reason" in one_error_line(refused)
+
+
+def test_simulator_failure_rules() -> None:
+    from core.base.errors import InvalidArgument
+    from nexmdm_cli import simulation_faults as faults
+
+    rule = faults.parse_rule("model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE")
+    assert rule == faults.FailRule("model", "Galaxy A10", "install_apk", "INSUFFICIENT_STORAGE")
+    a10, pixel = faults.hardware(1), faults.hardware(0)
+    assert a10["model"] == "Galaxy A10" and pixel["model"] == "Pixel 8"
+    assert faults.failure((rule,), a10, "install_apk") == "INSUFFICIENT_STORAGE"
+    assert faults.failure((rule,), a10, "ring") is None and faults.failure((rule,), pixel, "install_apk") is None
+    for bad in ("Galaxy A10:install_apk:X", "serial=1:install_apk:X", "model=A:install apk:X", "model=A:ring:lower"):
+        try:
+            faults.parse_rule(bad)
+        except InvalidArgument as exc:
+            assert exc.field == "--fail"
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
+    install = {"action": "install_apk", "payload": {"build_id": 1, "package": "com.acme.pos", "version_code": 4200}}
+    assert faults.installed(install) == ("com.acme.pos", 4200)
+    assert faults.installed({"action": "install_apk", "payload": {"build_id": 1}}) is None
