@@ -4,7 +4,7 @@ Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-07 03:00:00
 
-* ``campaigns.success_when`` (a selector) and ``campaigns.outcome_timeout_seconds``;
+* ``campaigns.success_when`` (a selector), ``campaigns.outcome_timeout_seconds`` and ``outcome_swept_at``;
 * ``campaign_targets.reason`` and ``outcome_at``; a target's ``state`` may also be ``skipped``,
   ``succeeded`` or ``failed``.
 
@@ -33,6 +33,7 @@ def upgrade() -> None:
     with op.batch_alter_table("campaigns", schema=None) as batch_op:
         batch_op.add_column(sa.Column("success_when", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("outcome_timeout_seconds", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("outcome_swept_at", core.storage.types.UTCDateTime(timezone=True), nullable=True))
     columns = (
         sa.Column("reason", sa.String(length=32), nullable=True),
         sa.Column("outcome_at", core.storage.types.UTCDateTime(timezone=True), nullable=True),
@@ -62,5 +63,6 @@ def downgrade() -> None:
         batch_op.drop_column("outcome_at")
         batch_op.drop_column("reason")
     with op.batch_alter_table("campaigns", schema=None) as batch_op:
+        batch_op.drop_column("outcome_swept_at")
         batch_op.drop_column("outcome_timeout_seconds")
         batch_op.drop_column("success_when")

@@ -31,6 +31,10 @@ MIN_OUTCOME_TIMEOUT_SECONDS = 60
 MAX_OUTCOME_TIMEOUT_SECONDS = 30 * 86400
 ALREADY_SATISFIED = "already_satisfied"
 OUTCOME_TIMEOUT = "outcome_timeout"
+#: the maintenance loop decides a campaign's waiting targets at most this often (the set-based sweep reads
+#: every waiting target: ~70-150 ms for 66,000 on a loaded 2-core PostgreSQL); ``check_device`` meanwhile
+#: decides a device as soon as its inventory or heartbeat changes
+SWEEP_EVERY_SECONDS = 5.0
 #: campaigns whose targets may still change (``core.campaigns.release.ACTIVE``)
 _ACTIVE = ("running", "paused", "halted")
 
@@ -76,6 +80,12 @@ def _acked(campaign_id: str, *, before: datetime | None = None) -> ColumnElement
     return exists(query)
 
 
+def sweep_due(campaign: Campaign, now: datetime) -> bool:
+    """Whether the maintenance loop should sweep the campaign now (never swept, or not for a while)."""
+    swept = campaign.outcome_swept_at
+    return swept is None or not (now - timedelta(seconds=SWEEP_EVERY_SECONDS) < swept <= now)
+
+
 def sweep(db: Session, campaign: Campaign, settings: Settings, now: datetime | None = None) -> dict[str, int]:
     """Decide every acked target of one campaign that can be decided now: two set-based UPDATEs.
 
@@ -85,6 +95,7 @@ def sweep(db: Session, campaign: Campaign, settings: Settings, now: datetime | N
     if campaign.success_when is None:
         return {"succeeded": 0, "failed": 0}
     now = now or utcnow()
+    campaign.outcome_swept_at = now
     t = CampaignTarget
     waiting = and_(t.campaign_id == campaign.id, t.state == "queued")
     matches = exists(select(Device.id).where(Device.id == t.device_id, satisfied(campaign.success_when, settings, now)))

@@ -146,7 +146,8 @@ def step(db: Session, campaign_id: str, now: datetime | None = None, settings: S
     if campaign.status not in ACTIVE:
         return "final"
     outcome = campaign.success_when is not None
-    if outcome and campaign.release_cursor is None:  # acked targets decided first: gates count outcomes
+    if outcome and campaign.release_cursor is None and outcomes.sweep_due(campaign, now):
+        # acked targets decided first: gates count outcomes
         _decide(db, campaign, settings, now)
     current = campaign.waves_released
     if campaign.status == "running" and campaign.release_cursor is not None:

@@ -69,6 +69,8 @@ class Campaign(Base):
     success_when: Mapped[str | None] = mapped_column(Text)
     #: how long after its ack a target may take to match ``success_when`` before it fails (``outcome_timeout``)
     outcome_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: when the maintenance loop last decided the campaign's waiting targets (``core.campaigns.outcomes.sweep``)
+    outcome_swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint("status IN ('running', 'paused', 'halted', 'completed', 'cancelled')", name="status_known"),

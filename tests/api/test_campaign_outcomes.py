@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from litestar.testing import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,9 +13,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import campaigns as fleet
 from core.base.settings import Settings
 from core.base.versions import version_key
+from core.campaigns import outcomes
 from core.models import Device
 from core.storage.types import utcnow
 from tests.support.inventory import DEVICE, app, body
+
+
+@pytest.fixture(autouse=True)
+def sweep_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round sweeps (a server sweeps at most every ``SWEEP_EVERY_SECONDS``; one test keeps that)."""
+    monkeypatch.setattr(outcomes, "SWEEP_EVERY_SECONDS", 0)
 
 
 def _ack(client: TestClient[Any], token: str, request_id: str, status: str, detail: str | None = None) -> None:

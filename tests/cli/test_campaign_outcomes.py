@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import campaigns as fleet
 from core.base.settings import Settings
+from core.campaigns import outcomes
 from core.models import Campaign, FcmDispatch
 from core.storage.types import utcnow
 from tests.support.cli import Cli, count, one_error_line
@@ -14,6 +16,12 @@ from tests.support.fleet import ack_all, seed_fleet
 
 #: in tests.support.fleet.FLEET, a1, a2 and a5 run 2.0 or later; a3 and a4 do not
 UNTIL = "@agent_version>=2.0"
+
+
+@pytest.fixture(autouse=True)
+def sweep_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round sweeps (a server sweeps at most every ``SWEEP_EVERY_SECONDS``; one test keeps that)."""
+    monkeypatch.setattr(outcomes, "SWEEP_EVERY_SECONDS", 0)
 
 
 def test_send_until_skips_the_satisfied_and_failures_group_them(

@@ -14,13 +14,19 @@ from core import campaigns as fleet
 from core.base.errors import InvalidArgument
 from core.base.settings import Settings
 from core.base.versions import version_key
-from core.campaigns import release
+from core.campaigns import outcomes, release
 from core.models import CampaignTarget, Device, FcmDispatch
 from core.storage.engine import make_engine, make_session_factory
 from core.storage.types import utcnow
 from tests.support.fleet import ack_all, seed_many
 
 UNTIL = "@agent_version>=2.0"
+
+
+@pytest.fixture(autouse=True)
+def sweep_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round sweeps (a server sweeps at most every ``SWEEP_EVERY_SECONDS``; one test keeps that)."""
+    monkeypatch.setattr(outcomes, "SWEEP_EVERY_SECONDS", 0)
 
 
 def _seed(factory: sessionmaker[Session], n: int, *, upgraded: int = 0) -> list[str]:
@@ -259,3 +265,22 @@ def test_success_when_is_validated_before_anything_is_written(
         assert error.value.field == field, kw
     with session_factory() as db:
         assert db.scalar(select(func.count()).select_from(CampaignTarget)) == 0
+
+
+def test_the_maintenance_sweep_is_throttled_per_campaign(
+    session_factory: sessionmaker[Session], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outcomes, "SWEEP_EVERY_SECONDS", 5.0)
+    ids = _seed(session_factory, 2)
+    campaign = _create(session_factory, settings)
+    now = utcnow()
+    release.run_due(session_factory, settings, now)  # swept (nothing to decide), then released
+    ack_all(session_factory, campaign["id"])
+    _upgrade(session_factory, ids)
+    release.run_due(session_factory, settings, now + timedelta(seconds=4))
+    assert _get(session_factory, campaign["id"])["counts"]["succeeded"] == 0  # swept 4 s ago: not again
+    with session_factory.begin() as db:  # a device's own change is decided at once
+        assert fleet.check_device(db, ids[0], settings) == [campaign["id"]]
+    release.run_due(session_factory, settings, now + timedelta(seconds=6))
+    done = _get(session_factory, campaign["id"])
+    assert done["counts"]["succeeded"] == 2 and done["status"] == "completed"
