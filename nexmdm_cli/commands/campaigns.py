@@ -213,15 +213,16 @@ def watch(
     }
     header = progress.add_task("[bold]waves[/bold]", total=campaign["waves"]["count"], extra="")
     started = time.monotonic()
-    first = (started, campaign["counts"]["acked"])
+    rated, unit = ("succeeded", "successes") if campaign.get("success_when") else ("acked", "acks")
+    first = (started, campaign["counts"][rated])
     with Live(progress, console=console, transient=json_output, refresh_per_second=4):
         while True:
             w = campaign["waves"]
             elapsed = time.monotonic() - first[0]
-            rate = (campaign["counts"]["acked"] - first[1]) / elapsed if elapsed > 0 else 0.0
+            rate = (campaign["counts"][rated] - first[1]) / elapsed if elapsed > 0 else 0.0
             progress.update(header, completed=w["released"], extra=styled(campaign["status"]).markup)
             for name, _ in bars:
-                extra = f"{rate:,.1f} acks/s while watched" if name == "acked" else ""
+                extra = f"{rate:,.1f} {unit}/s while watched" if name == rated else ""
                 progress.update(tasks[name], completed=campaign["counts"][name], extra=extra)
             if campaign["status"] in CAMPAIGN_FINAL or (timeout and time.monotonic() - started >= timeout):
                 break

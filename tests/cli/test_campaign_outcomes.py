@@ -82,3 +82,12 @@ def test_simulator_failure_rules() -> None:
     install = {"action": "install_apk", "payload": {"build_id": 1, "package": "com.acme.pos", "version_code": 4200}}
     assert faults.installed(install) == ("com.acme.pos", 4200)
     assert faults.installed({"action": "install_apk", "payload": {"build_id": 1}}) is None
+
+
+def test_watch_an_outcome_gated_campaign(cli: Cli, session_factory: sessionmaker[Session]) -> None:
+    seed_fleet(session_factory)
+    made = cli.json("send", "update_agent", "--all", "--until", UNTIL, "--yes")
+    watched = cli("campaigns", "watch", made["id"], "--every", "0.2", "--timeout", "0.1")
+    assert watched.exit_code == 0, watched.stderr
+    assert "succeeded" in watched.stdout and "skipped" in watched.stdout and "successes/s" in watched.stdout
+    assert "0/2 succeeded · 3 skipped" in watched.stdout
