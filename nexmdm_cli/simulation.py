@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp  # this module is imported only when a simulation runs, never by `nexmdm --help`
 
 from core.base.errors import InvalidArgument
+from nexmdm_cli.sim_inventory import SimInventory
 
 NETWORKS = ("wifi", "wifi", "wifi", "cellular", "cellular", "ethernet")
 #: report rows for the pushed commands, measured from each command's creation
@@ -149,6 +150,7 @@ class Simulation:
         part: int = 0,
         parts: int = 1,
         fcm_port: int | None = None,
+        app_update_chance: float = 0.02,
     ) -> None:
         self.url = url
         self.enrollment_token = enrollment_token
@@ -160,6 +162,8 @@ class Simulation:
         self.prefix = prefix or f"sim-{secrets.token_hex(3)}"
         self.part, self.parts = part, max(1, parts)
         self.fcm_port = fcm_port
+        #: the chance, at each heartbeat, that a device updates one app and reports it (a PATCH)
+        self.app_update_chance = app_update_chance
         self.stats = Stats()
         self.rng = random.Random()  # noqa: S311 - jitter for a load generator, not a secret
         self.tokens: dict[str, str] = {}
@@ -223,6 +227,7 @@ class Simulation:
         self, client: aiohttp.ClientSession, device_id: str, token: str, deadline: float, start_after: float = 0.0
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"}
+        inventory = SimInventory.for_device(device_id)
         battery = self.rng.randint(20, 100)
         network = self.rng.choice(NETWORKS)
         pushes = self._pushes.setdefault(device_id, asyncio.Queue()) if self.fcm_port is not None else None
@@ -252,16 +257,41 @@ class Simulation:
                 "plugged": battery > 90,
                 "network_type": network,
                 "agent_version": "sim-1.0",
+                "inventory_hash": inventory.hash,
             }
             answer = await self._call(client, "POST /v1/heartbeat", "POST", "/v1/heartbeat", json=beat, headers=headers)
             if answer is not None and answer[0] == 201:
                 self.stats.beats_created += 1
             elif answer is not None and answer[0] == 200:
                 self.stats.beats_deduplicated += 1
+            if answer is not None and isinstance(answer[1], dict) and answer[1].get("inventory") == "wanted":
+                await self._report(client, headers, inventory)
+            elif self.rng.random() < self.app_update_chance:
+                await self._report_change(client, headers, inventory)
             beats += 1
             if beats % self.poll_every == 0:
                 await self._poll(client, headers)
             next_beat = time.monotonic() + self.interval * self.rng.uniform(0.8, 1.2)
+
+    async def _report(self, client: aiohttp.ClientSession, headers: dict[str, str], inventory: SimInventory) -> None:
+        """``PUT /v1/inventory``: the whole inventory, as the protocol asks after ``"inventory": "wanted"``."""
+        document = inventory.document()
+        answer = await self._call(client, "PUT /v1/inventory", "PUT", "/v1/inventory", json=document, headers=headers)
+        if answer is not None and answer[0] == 200:
+            inventory.reported = document["hash"]
+
+    async def _report_change(
+        self, client: aiohttp.ClientSession, headers: dict[str, str], inventory: SimInventory
+    ) -> None:
+        """One app updated: ``PATCH`` on the last reported hash; a 409 (another base) sends it whole."""
+        delta = inventory.update_one()
+        if delta is None:
+            return
+        answer = await self._call(client, "PATCH /v1/inventory", "PATCH", "/v1/inventory", json=delta, headers=headers)
+        if answer is not None and answer[0] == 200:
+            inventory.reported = delta["hash"]
+        elif answer is not None and answer[0] == 409:
+            await self._report(client, headers, inventory)
 
     async def _poll(self, client: aiohttp.ClientSession, headers: dict[str, str]) -> None:
         answer = await self._call(client, "GET /v1/commands/pending", "GET", "/v1/commands/pending", headers=headers)

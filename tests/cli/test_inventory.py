@@ -67,3 +67,16 @@ def test_apps_errors_are_one_line(cli: Cli, reported: None) -> None:
     assert bad.exit_code == 2 and "package" in one_error_line(bad)
     selector = cli("apps", "list", "--selector", "@app(x")
     assert selector.exit_code == 2 and "invalid selector" in one_error_line(selector)
+
+
+def test_the_simulated_inventory_speaks_the_protocol() -> None:
+    from core.inventory.document import check_delta, check_report
+    from nexmdm_cli.sim_inventory import SimInventory
+
+    first, again = SimInventory.for_device("sim-0001"), SimInventory.for_device("sim-0001")
+    assert first.apps == again.apps and 50 <= len(first.apps) <= 300  # seeded by the device id
+    assert first.update_one() is None  # nothing reported yet: the next answer asks for the whole
+    report = check_report(first.document())
+    first.reported = report.hash
+    delta = check_delta(first.update_one())
+    assert delta.base_hash == report.hash and len(delta.upsert) == 1 and delta.hash == first.hash
