@@ -251,3 +251,21 @@ def test_the_protocol_page_examples_are_valid(
     assert _put(session_factory, settings, put).changed
     with session_factory.begin() as db:
         assert patch_inventory(db, device, check_delta(delta), settings).app_changes == 1
+
+
+def test_inventory_freshness_is_counted_with_the_device_states(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    from core.ops import fleet_stats
+
+    for name in ("fresh", "old", "never", "gone"):
+        add_device(session_factory, name)
+    for name in ("fresh", "old", "gone"):
+        _put(session_factory, settings, body(apps=APPS), device=name)
+    with session_factory.begin() as db:
+        db.execute(update(Device).where(Device.id == "old").values(inventory_seen_at=utcnow() - timedelta(days=2)))
+        db.execute(update(Device).where(Device.id == "gone").values(revoked_at=utcnow()))
+    with session_factory() as db:
+        snapshot = fleet_stats.snapshot(db, settings)
+    assert snapshot["inventory_stale"] == {"older_than_a_day": 1, "never": 1}
+    assert "inventory_old" not in snapshot["devices"]
