@@ -54,6 +54,8 @@ class EnrollOut(msgspec.Struct):
     device_token: str
     #: present it in a retry if this answer is lost (until the first heartbeat, 10 minutes at most)
     enrollment_secret: str
+    #: the device protocol this server speaks (docs/device-protocol.md)
+    protocol: int = 2
 
 
 class HeartbeatIn(msgspec.Struct):

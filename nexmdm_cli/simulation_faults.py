@@ -1,38 +1,24 @@
-"""What simulated devices are and how they fail: hardware, failure rules, and installs that change inventory.
+"""How simulated devices fail and what their installs change: failure rules and ``install_apk``.
 
-Device ``i`` of a simulation gets the hardware ``HARDWARE[i % len(HARDWARE)]``, so a fleet of any size
-holds every model. A failure rule (``--fail 'model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE'``) makes
-the matching devices ack that action ``failed`` with the code as the ack's detail (the code a failure
-group shows). A simulated ``install_apk`` whose payload names ``package`` and ``version_code`` installs
-that version in the device's inventory, which the device reports at once (``PUT /v1/inventory``), so an
-outcome-gated campaign (``--until '@app(com.acme.pos)>=4200'``) succeeds end to end.
+A failure rule (``--fail 'model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE'``) makes the devices whose
+inventory (``nexmdm_cli.sim_inventory``: model, manufacturer, OS version) matches ack that action
+``failed`` with the code as the ack's detail (the code a failure group shows). A simulated
+``install_apk`` whose payload names ``package`` and ``version_code`` installs that version in the
+device's inventory, which the device reports at once (``PUT /v1/inventory``), so an outcome-gated
+campaign (``--until '@app(com.acme.pos)>=4200'``) succeeds end to end.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from core.base.errors import InvalidArgument
 
-#: (manufacturer, model, os_version, api_level)
-HARDWARE = (
-    ("Google", "Pixel 8", "14", 34),
-    ("samsung", "Galaxy A10", "11", 30),
-    ("samsung", "Galaxy S23", "14", 34),
-    ("Zebra", "TC52", "11", 30),
-)
 RULE_FIELDS = ("model", "manufacturer", "os_version")
 _CODE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 _ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
-
-
-def hardware(index: int) -> dict[str, Any]:
-    """The device fields of simulated device ``index`` (as reported at enrollment and in its inventory)."""
-    manufacturer, model, os_version, api_level = HARDWARE[index % len(HARDWARE)]
-    return {"manufacturer": manufacturer, "model": model, "os_version": os_version, "api_level": api_level}
 
 
 @dataclass(frozen=True)
@@ -81,15 +67,3 @@ def installed(command: dict[str, Any]) -> tuple[str, int] | None:
     if command.get("action") != "install_apk" or not isinstance(package, str) or not isinstance(code, int):
         return None
     return package, code
-
-
-def inventory_body(device: dict[str, Any], apps: dict[str, int]) -> dict[str, Any]:
-    """A ``PUT /v1/inventory`` body (with its canonical hash) for these device fields and apps."""
-    from core.inventory.document import canonical_hash
-
-    listed: list[Mapping[str, Any]] = [
-        {"package": package, "version_code": code, "version_name": f"{code // 1000}.{code % 1000 // 100}.{code % 100}"}
-        for package, code in sorted(apps.items())
-    ]
-    fields = {k: device[k] for k in ("manufacturer", "model", "os_version", "api_level")}
-    return {"hash": canonical_hash(fields, listed), "device": fields, "apps": listed}

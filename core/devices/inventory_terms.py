@@ -8,17 +8,14 @@ reported an inventory follows the label rules: only the negative terms match it.
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, select
 
+from core.base.validation import is_iso_date
 from core.models import Device, DeviceApp, DeviceInventory
 
-#: Android's package rule (``core.inventory.document`` checks reports with the same one)
-PACKAGE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 COLUMNS: dict[str, Any] = {
     "api_level": DeviceInventory.api_level,
     "security_patch": DeviceInventory.security_patch,
@@ -30,19 +27,9 @@ def value_problem(name: str, value: str) -> str | None:
     """What is wrong with a value of an inventory field in a selector (``None``: nothing)."""
     if name == "api_level" and not (value.isdigit() and len(value) <= 4):
         return f"@api_level is a whole number such as 33 (got {value!r})"
-    if name == "security_patch" and not is_date(value):
+    if name == "security_patch" and not is_iso_date(value):
         return f"@security_patch is a date YYYY-MM-DD (got {value!r})"
     return None
-
-
-def is_date(value: str) -> bool:
-    if not _DATE_RE.fullmatch(value):
-        return False
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _has_app(package: str, version: ColumnElement[bool] | None = None) -> ColumnElement[bool]:

@@ -28,6 +28,7 @@ from sqlalchemy.sql import Select
 from core.base.errors import InvalidArgument
 from core.base.labels import KEY_RE, VALUE_RE
 from core.base.settings import Settings
+from core.base.validation import PACKAGE_RE
 from core.base.versions import version_key
 from core.devices import inventory_terms
 from core.models import NETWORK_TYPES, Device, DeviceLabel
@@ -53,8 +54,7 @@ FIELDS: dict[str, tuple[Any, tuple[str, ...] | None, bool]] = {
     "plugged": (Device.last_plugged, ("true", "false"), False),
     **{name: (column, None, name != "manufacturer") for name, column in inventory_terms.COLUMNS.items()},
 }
-#: fields of the device's reported inventory (a device that never reported has none of them)
-INVENTORY_FIELDS = tuple(inventory_terms.COLUMNS)
+INVENTORY_FIELDS = tuple(inventory_terms.COLUMNS)  #: a device that never reported has none of them
 #: ``@app(PACKAGE)``: installed; with an operator, a comparison of its version code
 APP_FIELD = "@app"
 
@@ -215,7 +215,7 @@ class _Parser:
             raise self.fail("'(' after @app")
         self.take()
         token = self.token
-        if token.kind != "word" or len(token.text) > 255 or not inventory_terms.PACKAGE_RE.fullmatch(token.text):
+        if token.kind != "word" or len(token.text) > 255 or not PACKAGE_RE.fullmatch(token.text):
             raise self.fail("a package name such as com.acme.pos")
         self.take()
         if not (self.token.kind == "punct" and self.token.text == ")"):

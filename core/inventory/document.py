@@ -14,21 +14,17 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from core.base.errors import InvalidArgument
-from core.base.validation import text
+from core.base.validation import PACKAGE_RE, is_iso_date, text
 
 MAX_APPS = 2000
 #: the body limit of ``PUT``/``PATCH /v1/inventory``
 MAX_BODY_BYTES = 1024 * 1024
-#: Android's rule: dot-separated segments of ``[A-Za-z][A-Za-z0-9_]*``, at least two
-PACKAGE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
 MAX_PACKAGE = 255
 _SHA256_RE = re.compile(r"[0-9A-Fa-f]{64}")
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: a version code is Android's ``long``; more does not fit the column
 MAX_VERSION_CODE = 2**63 - 1
 MAX_INT = 2**53
@@ -41,37 +37,27 @@ def _text(limit: int) -> Callable[[object, str], Any]:
     return check
 
 
-def _count(value: object, field: str) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
-        raise InvalidArgument(f"{field} must be a whole number >= 0", field=field)
-    return value
+def _whole(low: int, high: int) -> Callable[[object, str], Any]:
+    """A whole number from ``low`` to ``high`` (``true`` is not 1)."""
+    wording = f"a whole number >= {low}" if high >= MAX_INT else f"a whole number from {low} to {high}"
 
+    def check(value: object, field: str) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidArgument(f"{field} must be {wording}", field=field)
+        return value
 
-def _api_level(value: object, field: str) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-        raise InvalidArgument(f"{field} must be a whole number from 1 to 1000", field=field)
-    return value
+    return check
 
 
 def _patch_date(value: object, field: str) -> Any:
-    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
+    if not is_iso_date(value):
         raise InvalidArgument(f"{field} must be a date YYYY-MM-DD", field=field)
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgument(f"{field} must be a date YYYY-MM-DD", field=field) from None
     return value
 
 
 def _flag(value: object, field: str) -> Any:
     if not isinstance(value, bool):
         raise InvalidArgument(f"{field} must be true or false", field=field)
-    return value
-
-
-def _version_code(value: object, field: str) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_VERSION_CODE:
-        raise InvalidArgument(f"{field} must be a whole number >= 0", field=field)
     return value
 
 
@@ -97,19 +83,19 @@ DEVICE_FIELDS: dict[str, Callable[[object, str], Any]] = {
     "manufacturer": _text(128),
     "model": _text(128),
     "os_version": _text(64),
-    "api_level": _api_level,
+    "api_level": _whole(1, 1000),
     "security_patch": _patch_date,
     "build_fingerprint": _text(256),
-    "storage_total_mb": _count,
-    "storage_free_mb": _count,
-    "ram_mb": _count,
+    "storage_total_mb": _whole(0, MAX_INT),
+    "storage_free_mb": _whole(0, MAX_INT),
+    "ram_mb": _whole(0, MAX_INT),
     "agent_version": _text(64),
     "serial": _text(128),
 }
 #: app field -> check (``package`` and ``version_code`` are required)
 APP_FIELDS: dict[str, Callable[[object, str], Any]] = {
     "package": check_package,
-    "version_code": _version_code,
+    "version_code": _whole(0, MAX_VERSION_CODE),
     "version_name": _text(64),
     "installer": _text(255),
     "system": _flag,

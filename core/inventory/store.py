@@ -176,7 +176,15 @@ def _write(
 
 
 def _unchanged(db: Session, device_id: str, held_hash: str) -> Stored:
-    log_operation("dedup_hit", "device_inventory", {"device_id": device_id}, time.perf_counter())
+    """The held inventory again: nothing is written, unless the device's row forgot the hash (a new
+    generation of a re-enrolled device is asked again and may send the same inventory)."""
+    started = time.perf_counter()
+    db.execute(
+        update(Device)
+        .where(Device.id == device_id, Device.inventory_hash.is_distinct_from(held_hash))
+        .values(inventory_hash=held_hash, inventory_seen_at=utcnow())
+    )
+    log_operation("dedup_hit", "device_inventory", {"device_id": device_id}, started)
     return Stored(held_hash, False, 0)
 
 

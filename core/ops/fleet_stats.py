@@ -63,32 +63,45 @@ PERCENTILES = (50, 99)
 IN_FLIGHT = tuple(status for status in CAMPAIGN_STATUSES if status not in CAMPAIGN_FINAL)
 #: ``nexmdm top`` details at most this many campaigns in flight (newest first) and counts the rest
 CAMPAIGNS_SHOWN = 5
+#: a device's inventory is fresh while the server knew it current this recently (a report, or a heartbeat
+#: carrying its hash: ``devices.inventory_seen_at``)
+INVENTORY_FRESH = timedelta(days=1)
 
 
 def device_counts(
-    db: Session, settings: Settings, now: datetime | None = None, *, selector: Selector | None = None
+    db: Session,
+    settings: Settings,
+    now: datetime | None = None,
+    *,
+    selector: Selector | None = None,
+    inventory: bool = False,
 ) -> dict[str, int]:
     """Devices by state: ``online``, ``stale``, ``offline`` (including never heard from), ``revoked``.
 
-    With a selector: the devices its terms match, revoked ones included (counted as ``revoked``)."""
+    With a selector: the devices its terms match, revoked ones included (counted as ``revoked``). With
+    ``inventory``, in the same pass, the unrevoked devices whose inventory is not known current:
+    ``inventory_old`` (last known current more than ``INVENTORY_FRESH`` ago) and ``inventory_never``."""
     now = now or utcnow()
     chosen = [] if selector is None else [terms_clause(selector, settings, now)]
     online_since = now - timedelta(seconds=settings.device_online_seconds)
     stale_since = now - timedelta(seconds=settings.device_offline_seconds)
     live = Device.revoked_at.is_(None)
     # one pass over the devices (a count of every state cannot touch fewer rows); ranges of last_seen_at
-    total, revoked, online, stale = db.execute(
+    total, revoked, online, stale, old, never = db.execute(
         select(
             func.count(),
             func.count(Device.revoked_at),
             func.count().filter(live, Device.last_seen_at >= online_since),
             func.count().filter(live, Device.last_seen_at >= stale_since, Device.last_seen_at < online_since),
+            func.count().filter(live, Device.inventory_seen_at < now - INVENTORY_FRESH),
+            func.count().filter(live, Device.inventory_seen_at.is_(None)),
         )
         .select_from(Device)
         .where(*chosen)
     ).one()
     offline = total - revoked - online - stale
-    return {"online": online, "stale": stale, "offline": offline, "revoked": revoked, "total": total}
+    counts = {"online": online, "stale": stale, "offline": offline, "revoked": revoked, "total": total}
+    return counts | ({"inventory_old": old, "inventory_never": never} if inventory else {})
 
 
 def heartbeat_rate(
@@ -278,13 +291,15 @@ def snapshot(
     now = now or utcnow()
     limited = nullcontext() if selector is None else selector_reads(db, settings, selector.text)
     with limited:
-        devices = device_counts(db, settings, now, selector=selector)
+        devices = device_counts(db, settings, now, selector=selector, inventory=True)
+        inventory = {"older_than_a_day": devices.pop("inventory_old"), "never": devices.pop("inventory_never")}
         heartbeats = heartbeat_rate(db, settings, now, selector=selector)
         offline = went_offline(db, settings, now, limit=offline_limit, selector=selector)
     return {
         "at": now,
         "selector": None if selector is None else selector.text,
         "devices": devices,
+        "inventory_stale": inventory,
         "heartbeats": heartbeats,
         "commands": command_counts(db, now),
         "push_queue": queue_stats(db, now),

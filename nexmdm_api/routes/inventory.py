@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request
 from litestar.params import JSONBody, Parameter
 
@@ -29,6 +30,8 @@ from nexmdm_api.schemas_inventory import (
     DeviceInventoryOut,
     FleetAppPage,
     FleetAppRow,
+    InventoryDeltaIn,
+    InventoryIn,
     InventoryStored,
     PackageOut,
 )
@@ -72,9 +75,9 @@ class InventoryController(Controller):
         ),
         **_DEVICE_ROUTE,
     )
-    def put_inventory(self, request: Request[Any, Any, Any], db: DB, data: JSONBody[dict[str, Any]]) -> InventoryStored:
+    def put_inventory(self, request: Request[Any, Any, Any], db: DB, data: JSONBody[InventoryIn]) -> InventoryStored:
         device = require_device(request, db)
-        stored = put_inventory(db, device.id, check_report(data), request.app.state.settings)
+        stored = put_inventory(db, device.id, check_report(msgspec.to_builtins(data)), request.app.state.settings)
         return convert(stored.as_dict(), InventoryStored)
 
     @patch(
@@ -87,10 +90,10 @@ class InventoryController(Controller):
         **_DEVICE_ROUTE,
     )
     def patch_inventory(
-        self, request: Request[Any, Any, Any], db: DB, data: JSONBody[dict[str, Any]]
+        self, request: Request[Any, Any, Any], db: DB, data: JSONBody[InventoryDeltaIn]
     ) -> InventoryStored:
         device = require_device(request, db)
-        stored = patch_inventory(db, device.id, check_delta(data), request.app.state.settings)
+        stored = patch_inventory(db, device.id, check_delta(msgspec.to_builtins(data)), request.app.state.settings)
         return convert(stored.as_dict(), InventoryStored)
 
 

@@ -104,7 +104,7 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
         poll_every=1,
         prefix="shop",
         fail_rules=(simulation_faults.parse_rule(ROLLOUT_FAILURE),),
-        apps_for=demo_apps,
+        preinstalled=demo_apps,
     )
     devices = threading.Thread(target=lambda: asyncio.run(sim.run()), name="demo-devices", daemon=True)
     try:
@@ -112,6 +112,9 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
         devices.start()
         deadline = time.monotonic() + 15
         while len(sim.tokens) < CAMPAIGN_DEVICES and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # the devices report their apps at their first heartbeat: the rollout then skips those already there
+        while any(inv.reported is None for inv in list(sim.inventories.values())) and time.monotonic() < deadline:
             time.sleep(0.2)
 
         def run(*args: str) -> None:

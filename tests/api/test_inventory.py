@@ -76,11 +76,13 @@ def test_a_device_reports_only_its_own(client: TestClient[Any], enroll, auth, ad
     ("document", "field", "code"),
     [
         ({**body(apps=APPS), "hash": "d" * 64}, "hash", "inventory_hash_mismatch"),
-        (body(apps=[{"package": "nodots", "version_code": 1}]), "apps[0].package", "invalid_argument"),
-        (body(apps=[{"package": "com.a", "version_code": -5}]), "apps[0].version_code", "invalid_argument"),
-        (body(apps=[{"package": "com.a", "version_code": 1, "x": 1}]), "apps[0].x", "invalid_argument"),
-        (body(apps=[app(f"com.a.p{i}", 1) for i in range(2001)]), "apps", "invalid_argument"),
-        (body(device={"api_level": 2000}), "device.api_level", "invalid_argument"),
+        (body(apps=[{"package": "nodots", "version_code": 1}]), "apps[0].package", "validation_failed"),
+        (body(apps=[{"package": "com.a", "version_code": -5}]), "apps[0].version_code", "validation_failed"),
+        (body(apps=[{"package": "com.a", "version_code": 1, "x": 1}]), "apps[0].x", "validation_failed"),
+        (body(apps=[app(f"com.a.p{i}", 1) for i in range(2001)]), "apps", "validation_failed"),
+        (body(device={"api_level": 2000}), "device.api_level", "validation_failed"),
+        (body(device={"security_patch": "2026-02-30"}), "device.security_patch", "invalid_argument"),
+        (body(apps=[app("com.a.b", 1), app("com.a.b", 2)]), "apps[1].package", "invalid_argument"),
     ],
 )
 def test_hostile_reports_are_422_naming_the_field_and_write_nothing(

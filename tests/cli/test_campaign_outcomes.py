@@ -68,8 +68,7 @@ def test_simulator_failure_rules() -> None:
 
     rule = faults.parse_rule("model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE")
     assert rule == faults.FailRule("model", "Galaxy A10", "install_apk", "INSUFFICIENT_STORAGE")
-    a10, pixel = faults.hardware(1), faults.hardware(0)
-    assert a10["model"] == "Galaxy A10" and pixel["model"] == "Pixel 8"
+    a10, pixel = {"model": "Galaxy A10", "os_version": "11"}, {"model": "Pixel 8", "os_version": "14"}
     assert faults.failure((rule,), a10, "install_apk") == "INSUFFICIENT_STORAGE"
     assert faults.failure((rule,), a10, "ring") is None and faults.failure((rule,), pixel, "install_apk") is None
     for bad in ("Galaxy A10:install_apk:X", "serial=1:install_apk:X", "model=A:install apk:X", "model=A:ring:lower"):

@@ -223,3 +223,49 @@ def test_app_changes_are_retained_for_their_period(
         db.commit()
         assert result["deleted"] == 1
         assert db.scalar(select(func.count()).select_from(DeviceAppChange)) == 2
+
+
+def test_a_new_generation_is_asked_again_and_may_send_the_same_inventory(
+    session_factory: sessionmaker[Session], settings: Settings, device: str
+) -> None:
+    document = body(apps=APPS)
+    _put(session_factory, settings, document)
+    with session_factory.begin() as db:  # what re-enrolling a revoked id does to the summary
+        db.execute(update(Device).where(Device.id == device).values(inventory_hash=None, inventory_seen_at=None))
+    assert not _put(session_factory, settings, document).changed
+    with session_factory() as db:
+        assert db.get(Device, device).inventory_hash == document["hash"]  # type: ignore[union-attr]
+
+
+def test_the_protocol_page_examples_are_valid(
+    session_factory: sessionmaker[Session], settings: Settings, device: str
+) -> None:
+    """docs/device-protocol.md: its PUT example's hash is right, and its PATCH example applies to it."""
+    import json
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parents[2] / "docs" / "device-protocol.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", page, flags=re.DOTALL)]
+    put, delta = next(b for b in blocks if "apps" in b and "hash" in b and "base_hash" not in b), blocks[-1]
+    assert _put(session_factory, settings, put).changed
+    with session_factory.begin() as db:
+        assert patch_inventory(db, device, check_delta(delta), settings).app_changes == 1
+
+
+def test_inventory_freshness_is_counted_with_the_device_states(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    from core.ops import fleet_stats
+
+    for name in ("fresh", "old", "never", "gone"):
+        add_device(session_factory, name)
+    for name in ("fresh", "old", "gone"):
+        _put(session_factory, settings, body(apps=APPS), device=name)
+    with session_factory.begin() as db:
+        db.execute(update(Device).where(Device.id == "old").values(inventory_seen_at=utcnow() - timedelta(days=2)))
+        db.execute(update(Device).where(Device.id == "gone").values(revoked_at=utcnow()))
+    with session_factory() as db:
+        snapshot = fleet_stats.snapshot(db, settings)
+    assert snapshot["inventory_stale"] == {"older_than_a_day": 1, "never": 1}
+    assert "inventory_old" not in snapshot["devices"]
