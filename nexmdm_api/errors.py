@@ -7,6 +7,7 @@ Litestar's ``ProblemDetailsPlugin``. Nothing else in the API builds an error res
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -119,13 +120,19 @@ def _problem(
     )
 
 
+#: msgspec's words for a field a closed body does not declare: the problem names that field itself
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]{1,64})`$")
+
+
 def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            errors.append(
-                {"field": str(item.get("key") or item.get("source") or "body"), "message": str(item.get("message"))}
-            )
+            field, message = str(item.get("key") or item.get("source") or "body"), str(item.get("message"))
+            unknown = _UNKNOWN_FIELD.match(message)
+            if unknown is not None:  # `apps[0]` + `x` -> `apps[0].x`; the body's own -> `x`
+                field = unknown.group(1) if field == "body" else f"{field}.{unknown.group(1)}"
+            errors.append({"field": field, "message": message})
     return errors
 
 

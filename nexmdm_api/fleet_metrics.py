@@ -59,6 +59,10 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "nexmdm_fleet_went_offline_devices": ("Devices that crossed the offline threshold in the last hour", ()),
     "nexmdm_admin_expiring_keys": ("Admin keys (not revoked, not yet expired) that expire within 14 days", ()),
+    "nexmdm_fleet_inventory_stale_devices": (
+        "Unrevoked devices whose inventory is not known current: older than a day, or never reported",
+        ("age",),
+    ),
     "nexmdm_heartbeats_oldest_age_seconds": ("Age of the oldest stored heartbeat (retention cleanup bounds it)", ()),
     "nexmdm_heartbeat_retention_seconds": ("Configured heartbeat retention (NEXMDM_HEARTBEAT_RETENTION_DAYS)", ()),
     "nexmdm_fleet_gauges_updated_timestamp_seconds": ("When the fleet gauges were last computed (Unix time)", ()),
@@ -153,7 +157,7 @@ class FleetGauges:
 
     def store(self, db: Session) -> None:
         snapshot = {
-            "devices": fleet_stats.device_counts(db, self.settings),
+            "devices": fleet_stats.device_counts(db, self.settings, inventory=True),
             "commands": fleet_stats.command_counts(db),
             "went_offline": fleet_stats.went_offline(db, self.settings, limit=0)["count"],
             "oldest": fleet_stats.oldest_heartbeat_age(db),
@@ -174,6 +178,8 @@ class FleetGauges:
                 values[name, status] = count
         values["nexmdm_fleet_went_offline_devices", None] = snapshot["went_offline"]
         values["nexmdm_admin_expiring_keys", None] = snapshot["expiring_keys"]
+        values["nexmdm_fleet_inventory_stale_devices", "older_than_a_day"] = snapshot["devices"]["inventory_old"]
+        values["nexmdm_fleet_inventory_stale_devices", "never"] = snapshot["devices"]["inventory_never"]
         values["nexmdm_heartbeats_oldest_age_seconds", None] = snapshot["oldest"] or 0
         values["nexmdm_fleet_gauges_updated_timestamp_seconds", None] = time.time()
         self._values = values

@@ -162,8 +162,9 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
     the patterns and lengths of dictionary keys (``propertyNames``) and values, the items of a list, and bounds
     of 0 (Litestar's own conversion leaves those out: it tests a bound's truth). A struct whose fields come in
     alternatives (exactly one of two) names the shapes in its ``openapi_variants`` class variable: the document
-    says ``oneOf`` them, a generated client gets one model per shape. A field marked with ``ConfiguredActions``
-    stays Litestar's (``ActionsSchemaPlugin``).
+    says ``oneOf`` them, a generated client gets one model per shape. A field that needs another (msgspec cannot
+    say it) is named in ``openapi_dependent_required`` (JSON Schema's ``dependentRequired``). A field marked
+    with ``ConfiguredActions`` stays Litestar's (``ActionsSchemaPlugin``).
     """
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
@@ -197,6 +198,7 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
                 built.properties = {**(built.properties or {}), name: schema_creator.for_field_definition(hint)}
         for item in dataclasses.fields(Schema):
             setattr(schema, item.name, getattr(built, item.name))
+        schema.dependent_required = getattr(struct, "openapi_dependent_required", None)
         return schema
 
 

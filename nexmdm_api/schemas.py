@@ -74,6 +74,8 @@ class EnrollOut(msgspec.Struct):
     device_token: str
     #: present it in a retry if this answer is lost (until the first heartbeat, 10 minutes at most)
     enrollment_secret: str
+    #: the device protocol this server speaks (docs/device-protocol.md)
+    protocol: int = 2
 
 
 class HeartbeatIn(msgspec.Struct):
@@ -86,11 +88,15 @@ class HeartbeatIn(msgspec.Struct):
     agent_version: ShortText | None = None
     fcm_token: FcmToken | None = None
     device_id: DeviceId | None = None
+    #: the hash of the inventory the device holds (docs/device-protocol.md)
+    inventory_hash: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
-class HeartbeatOut(msgspec.Struct):
+class HeartbeatOut(msgspec.Struct, omit_defaults=True):
     created: bool
     bucket_start: datetime
+    #: ``"wanted"`` when the server holds another inventory than the device's, or none (absent otherwise)
+    inventory: Literal["wanted"] | None = None
 
 
 class PendingCommand(msgspec.Struct):

@@ -181,3 +181,31 @@ class ApkDownloadOut(msgspec.Struct):
 class ApkDownloadPage(msgspec.Struct):
     items: list[ApkDownloadOut]
     next_cursor: str | None
+
+
+class FailureGroupOut(msgspec.Struct):
+    reason: str
+    model: str
+    os_version: str
+    count: int
+    sample_device_ids: list[str]
+
+
+class CampaignFailuresOut(msgspec.Struct):
+    campaign_id: str
+    failed: int
+    groups: list[FailureGroupOut]
+
+
+class FailedDeviceOut(msgspec.Struct):
+    device_id: str
+    reason: str
+    model: str
+    os_version: str
+    detail: str | None
+    failed_at: datetime | None
+
+
+class FailedDevicePage(msgspec.Struct):
+    items: list[FailedDeviceOut]
+    next_cursor: str | None

@@ -41,7 +41,10 @@ SELECTOR_DOC = (
     "`invalid_selector` with the position): `` (empty) or `all` for every device, else terms joined by `,` (AND), "
     "each `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (v1,v2)`, `key notin (v1,v2)`, or "
     "`@field` with `=`, `!=`, `in`, `notin` (and `<`, `<=`, `>`, `>=` for `@agent_version` and `@battery_pct`) "
-    "over `@state`, `@agent_version`, `@model`, `@os_version`, `@network_type`, `@battery_pct`, `@plugged`. "
+    "over `@state`, `@agent_version`, `@model`, `@os_version`, `@network_type`, `@battery_pct`, `@plugged`, "
+    "and from the reported inventory `@manufacturer`, `@api_level` (compared as a number), `@security_patch` "
+    "(a date, `YYYY-MM-DD`), `@app(PACKAGE)` (installed), `!@app(PACKAGE)` and `@app(PACKAGE)` with a comparison "
+    "on its version code (`@app(com.acme.pos)>=4200`). "
     f'At most {SELECTOR_MAX_BYTES} bytes, 32 terms, 64 values per `in`. See docs/campaigns.md, "Selectors".'
 )
 SelectorText = Annotated[
@@ -144,12 +147,29 @@ class WavesIn(_WaveGates, kw_only=True):
     percent: WavePercent | None = None
 
 
+#: a campaign's success condition: a selector that names something (not `all`, not empty)
+SuccessWhen = Annotated[
+    SelectorText,
+    Meta(
+        extra_json_schema={"minLength": 1, "not": {"enum": ["all"]}},
+        description="A selector a device matches once the command succeeded (`@app(com.acme.pos)>=4200`); "
+        "with it, gates count outcomes. " + SELECTOR_DOC,
+    ),
+]
+
+
 class _CampaignFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: ``outcome_timeout_seconds`` is the time allowed to match ``success_when``: alone it is refused
+    openapi_dependent_required: ClassVar[dict[str, list[str]]] = {"outcome_timeout_seconds": ["success_when"]}
+
     action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
     payload: Payload | None = None
     waves: WavesIn | None = None
     expires_in_seconds: Annotated[int, Meta(ge=60, le=30 * 86400)] | None = None
     note: NoteText | None = None
+    #: a target succeeds once its device matches it after the ack (already matching: skipped)
+    success_when: SuccessWhen | None = None
+    outcome_timeout_seconds: Annotated[int, Meta(ge=60, le=30 * 86400)] | None = None
 
 
 #: an empty selector is refused by core, with a hint (`all`)
@@ -199,12 +219,15 @@ class WavesOut(msgspec.Struct):
 
 class CampaignCounts(msgspec.Struct):
     targeted: int
+    skipped: int
     queued: int
     pending: int
     acked: int
     failed: int
     expired: int
     cancelled: int
+    #: with ``success_when``: devices that matched it after the ack; without: the acks
+    succeeded: int
     pushed: int
     push_failed: int
     push_skipped: int
@@ -228,6 +251,8 @@ class CampaignOut(msgspec.Struct):
     last_wave_at: datetime | None
     finished_at: datetime | None
     counts: CampaignCounts
+    success_when: str | None = None
+    outcome_timeout_seconds: int | None = None
     #: the scope of the key that created it (its targets are inside it); null: created unscoped
     scope: str | None = None
 

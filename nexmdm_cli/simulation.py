@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 import aiohttp  # this module is imported only when a simulation runs, never by `nexmdm --help`
 
 from core.base.errors import InvalidArgument
+from nexmdm_cli import simulation_faults as faults
+from nexmdm_cli.sim_inventory import SimInventory
 
 NETWORKS = ("wifi", "wifi", "wifi", "cellular", "cellular", "ethernet")
 #: report rows for the pushed commands, measured from each command's creation
@@ -149,6 +151,9 @@ class Simulation:
         part: int = 0,
         parts: int = 1,
         fcm_port: int | None = None,
+        app_update_chance: float = 0.02,
+        fail_rules: tuple[faults.FailRule, ...] = (),
+        preinstalled: Callable[[int], dict[str, int]] | None = None,
     ) -> None:
         self.url = url
         self.enrollment_token = enrollment_token
@@ -160,12 +165,18 @@ class Simulation:
         self.prefix = prefix or f"sim-{secrets.token_hex(3)}"
         self.part, self.parts = part, max(1, parts)
         self.fcm_port = fcm_port
+        #: the chance, at each heartbeat, that a device updates one app and reports it (a PATCH)
+        self.app_update_chance = app_update_chance
         self.stats = Stats()
         self.rng = random.Random()  # noqa: S311 - jitter for a load generator, not a secret
         self.tokens: dict[str, str] = {}
         #: request id → monotonic time just before its command was created (filled by whoever creates them)
         self.created: dict[str, float] = {}
         self._pushes: dict[str, asyncio.Queue[str]] = {}
+        self.fail_rules = fail_rules
+        #: device index -> apps (package -> version code) installed in its inventory before it enrolls
+        self.preinstalled = preinstalled
+        self.inventories: dict[str, SimInventory] = {}
         self._concurrency = concurrency
         self._limit: asyncio.Semaphore | None = None
 
@@ -195,7 +206,16 @@ class Simulation:
 
     async def _enroll(self, client: aiohttp.ClientSession, index: int) -> None:
         device_id = f"{self.prefix}-{index:04d}"
-        body = {"device_id": device_id, "model": "Simulated Pixel", "os_version": "14", "agent_version": "sim-1.0"}
+        inventory = self.inventories[device_id] = SimInventory.for_device(device_id)
+        for package, code in (self.preinstalled(index) if self.preinstalled else {}).items():
+            inventory.install(package, code)
+        hardware = inventory.device
+        body = {
+            "device_id": device_id,
+            "model": hardware["model"],
+            "os_version": hardware["os_version"],
+            "agent_version": "sim-1.0",
+        }
         if self.fcm_port is not None:
             body["fcm_token"] = self.fcm_token(device_id)
         answer = await self._call(
@@ -223,6 +243,7 @@ class Simulation:
         self, client: aiohttp.ClientSession, device_id: str, token: str, deadline: float, start_after: float = 0.0
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"}
+        inventory = self.inventories.get(device_id) or SimInventory.for_device(device_id)
         battery = self.rng.randint(20, 100)
         network = self.rng.choice(NETWORKS)
         pushes = self._pushes.setdefault(device_id, asyncio.Queue()) if self.fcm_port is not None else None
@@ -237,7 +258,7 @@ class Simulation:
                 except TimeoutError:
                     pass
                 else:  # a push: fetch what is pending now, as the agent does on any push
-                    await self._poll(client, headers)
+                    await self._poll(client, headers, inventory)
                     continue
             else:
                 await asyncio.sleep(wait)
@@ -252,31 +273,62 @@ class Simulation:
                 "plugged": battery > 90,
                 "network_type": network,
                 "agent_version": "sim-1.0",
+                "inventory_hash": inventory.hash,
             }
             answer = await self._call(client, "POST /v1/heartbeat", "POST", "/v1/heartbeat", json=beat, headers=headers)
             if answer is not None and answer[0] == 201:
                 self.stats.beats_created += 1
             elif answer is not None and answer[0] == 200:
                 self.stats.beats_deduplicated += 1
+            if answer is not None and isinstance(answer[1], dict) and answer[1].get("inventory") == "wanted":
+                await self._report(client, headers, inventory)
+            elif self.rng.random() < self.app_update_chance:
+                await self._report_change(client, headers, inventory)
             beats += 1
             if beats % self.poll_every == 0:
-                await self._poll(client, headers)
+                await self._poll(client, headers, inventory)
             next_beat = time.monotonic() + self.interval * self.rng.uniform(0.8, 1.2)
 
-    async def _poll(self, client: aiohttp.ClientSession, headers: dict[str, str]) -> None:
+    async def _report(self, client: aiohttp.ClientSession, headers: dict[str, str], inventory: SimInventory) -> None:
+        """``PUT /v1/inventory``: the whole inventory, as the protocol asks after ``"inventory": "wanted"``."""
+        document = inventory.document()
+        answer = await self._call(client, "PUT /v1/inventory", "PUT", "/v1/inventory", json=document, headers=headers)
+        if answer is not None and answer[0] == 200:
+            inventory.reported = document["hash"]
+
+    async def _report_change(
+        self, client: aiohttp.ClientSession, headers: dict[str, str], inventory: SimInventory
+    ) -> None:
+        """One app updated: ``PATCH`` on the last reported hash; a 409 (another base) sends it whole."""
+        delta = inventory.update_one()
+        if delta is None:
+            return
+        answer = await self._call(client, "PATCH /v1/inventory", "PATCH", "/v1/inventory", json=delta, headers=headers)
+        if answer is not None and answer[0] == 200:
+            inventory.reported = delta["hash"]
+        elif answer is not None and answer[0] == 409:
+            await self._report(client, headers, inventory)
+
+    async def _poll(self, client: aiohttp.ClientSession, headers: dict[str, str], inventory: SimInventory) -> None:
         answer = await self._call(client, "GET /v1/commands/pending", "GET", "/v1/commands/pending", headers=headers)
         if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
             return
         for command in answer[1]["items"]:
             request_id = command["request_id"]
+            code = faults.failure(self.fail_rules, inventory.device, command["action"])
+            result = {"status": "failed", "detail": code} if code else {"status": "completed", "detail": "simulated"}
             ack = await self._call(
                 client,
                 "POST /v1/commands/{id}/ack",
                 "POST",
                 f"/v1/commands/{request_id}/ack",
-                json={"status": "completed", "detail": "simulated"},
+                json=result,
                 headers=headers,
             )
+            install = faults.installed(command) if code is None else None
+            if install is not None:  # the new version is in the device's inventory: it reports it at once
+                inventory.install(*install)
+                await self._report(client, headers, inventory)
             if ack is not None and ack[0] == 200:
                 self.stats.commands_acked += 1
                 if request_id in self.created:

@@ -57,6 +57,10 @@ def fleet_panel(snap: dict[str, Any]) -> Panel:
         share = _pct(counts[state], enrolled) if state != "revoked" else ""
         render.row(grid, styled(state), f"{counts[state]:,}", share)
     render.row(grid, "total", f"{counts['total']:,}", "")
+    inventory = snap.get("inventory_stale")
+    if inventory is not None:  # devices whose inventory is not known current (docs/device-protocol.md)
+        render.row(grid, Text("inventory > 1d", style="yellow"), f"{inventory['older_than_a_day']:,}", "")
+        render.row(grid, Text("inventory never", style="dim"), f"{inventory['never']:,}", "")
     return Panel(grid, title="Fleet", title_align="left")
 
 

@@ -77,6 +77,8 @@ class Settings:
     campaign_retention_days: int = 365
     audit_retention_days: int = 365
     webhook_retention_days: int = 30
+    app_change_retention_days: int = 90
+    inventory_serial: bool = False
     webhook_allow_private: bool = False
     webhook_max_attempts: int = 12
     webhook_backoff_seconds: float = 10.0
@@ -163,6 +165,7 @@ class Settings:
             "download_retention_days",
             "campaign_retention_days",
             "webhook_retention_days",
+            "app_change_retention_days",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",
@@ -230,6 +233,7 @@ class Settings:
             "campaigns": self.campaign_retention_days,
             "audit_events": self.audit_retention_days,
             "webhook_outbox": self.webhook_retention_days,
+            "device_app_changes": self.app_change_retention_days,
         }
 
     def with_overrides(self, **changes: object) -> Settings:

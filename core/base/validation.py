@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import json
 import re
+from datetime import date
 from typing import Any
 
 from core.base.errors import InvalidArgument
@@ -18,6 +19,9 @@ REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._~:-]{1,255}")
 ACTION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 STATUS_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: an Android package name: dot-separated segments of ``[A-Za-z][A-Za-z0-9_]*``, at least two
+PACKAGE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)+")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 #: a caller's digest of a payload, as the seed's helper accepts it (hex, base64, "sha256:..." and the like)
 PAYLOAD_HASH_RE = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -88,6 +92,17 @@ def text(value: object, field: str, *, max_length: int, required: bool = False) 
     if _CONTROL_RE.search(value):
         raise InvalidArgument(f"{field} must not contain control characters", field=field)
     return value
+
+
+def is_iso_date(value: object) -> bool:
+    """``YYYY-MM-DD`` naming a real day."""
+    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def ip_address(value: object) -> str | None:

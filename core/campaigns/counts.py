@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from core.models import Campaign, CampaignTarget, FcmDispatch
 
 STATUS_COUNTS = ("queued", "pending", "acked", "failed", "expired", "cancelled")
+#: what a campaign's counts hold beside the pushes: the commands' states and the outcomes
+OUTCOME_COUNTS = ("skipped", *STATUS_COUNTS, "succeeded")
 
 
 def unreleased(campaign: Campaign) -> ColumnElement[bool]:
@@ -42,9 +44,18 @@ def unreleased_any() -> ColumnElement[bool]:
     )
 
 
+def skipped_count(db: Session, campaign_id: str) -> int:
+    """Targets skipped at the snapshot (already satisfied): an index range scan, fixed once created."""
+    t = CampaignTarget
+    return int(db.execute(select(func.count()).where(t.campaign_id == campaign_id, t.state == "skipped")).scalar_one())
+
+
 def live_counts(db: Session, campaign: Campaign) -> dict[str, int]:
-    """``queued + pending + acked + failed + expired + cancelled = targeted``; beside them the pushes."""
-    counts = dict.fromkeys((*STATUS_COUNTS, "pushed", "push_failed", "push_skipped", "released"), 0)
+    """``skipped + queued + pending + acked + succeeded + failed + expired + cancelled = targeted`` with
+    ``success_when`` (``acked``: waiting for the outcome; ``failed`` includes ``outcome_timeout``); without
+    it ``queued + pending + acked + failed + expired + cancelled = targeted`` and ``succeeded = acked``.
+    Beside them the pushes."""
+    counts = dict.fromkeys((*OUTCOME_COUNTS, "pushed", "push_failed", "push_skipped", "released"), 0)
     t = CampaignTarget
 
     def targets(*where: ColumnElement[bool]) -> int:
@@ -54,7 +65,9 @@ def live_counts(db: Session, campaign: Campaign) -> dict[str, int]:
     # the later waves are whole: wave w holds targets (w-1)*wave_size+1 .. w*wave_size of the snapshot (in
     # hash order, ``campaigns._snapshot``) and targets are never deleted but with their campaign, so their
     # size is arithmetic; only their few cancelled targets are read (not the ~half of a fleet still queued)
-    later = max(0, campaign.targeted - campaign.waves_released * campaign.wave_size)
+    outcome = campaign.success_when is not None
+    skipped = skipped_count(db, campaign.id) if outcome else 0
+    later = max(0, campaign.targeted - skipped - campaign.waves_released * campaign.wave_size)
     counts["queued"] = later - targets(t.state == "cancelled", t.wave > campaign.waves_released) if later else 0
     if campaign.release_cursor is not None:
         counts["queued"] += targets(
@@ -73,21 +86,41 @@ def live_counts(db: Session, campaign: Campaign) -> dict[str, int]:
         push = {"sent": "pushed", "failed": "push_failed", "skipped": "push_skipped"}.get(fcm_status)
         if push:
             counts[push] += n
+    if not outcome:
+        counts["succeeded"] = counts["acked"]
+        return counts
+    decided = dict(
+        db.execute(
+            select(t.state, func.count())
+            .where(t.campaign_id == campaign.id, t.state.in_(("succeeded", "failed")))
+            .group_by(t.state)
+        ).all()
+    )
+    counts["skipped"] = skipped
+    counts["succeeded"] = int(decided.get("succeeded", 0))
+    counts["acked"] -= counts["succeeded"] + int(decided.get("failed", 0))  # decided acks leave "waiting"
+    counts["failed"] += int(decided.get("failed", 0))
     return counts
 
 
-def gate_figures(counts: dict[str, int]) -> dict[str, Any]:
-    """Shares over the released targets minus cancelled ones (``expired`` counts as a failure)."""
-    base = counts["released"] - _released_cancelled(counts)
+def gate_figures(counts: dict[str, int], *, outcome: bool = False) -> dict[str, Any]:
+    """Shares over the released targets minus cancelled ones (``expired`` counts as a failure).
+
+    With ``success_when`` (``outcome``) they count outcomes: ``succeeded`` is the success, ``failed``
+    holds the failed acks and the outcome timeouts; acked targets still waiting are neither.
+    """
+    base = counts["released"] - _released_cancelled(counts, outcome)
     failures = counts["failed"] + counts["expired"]
     return {
         "base": base,
         "failure_pct": 100.0 * failures / base if base > 0 else 0.0,
-        "success_pct": 100.0 * counts["acked"] / base if base > 0 else 0.0,
+        "success_pct": 100.0 * counts["succeeded"] / base if base > 0 else 0.0,
     }
 
 
-def _released_cancelled(counts: dict[str, int]) -> int:
+def _released_cancelled(counts: dict[str, int], outcome: bool) -> int:
     """Cancelled commands among the released ones (the rest of ``cancelled`` never left the queue)."""
     finished = counts["acked"] + counts["failed"] + counts["expired"] + counts["pending"]
+    if outcome:  # decided acks moved from "acked" to "succeeded" (a timeout to "failed")
+        finished += counts["succeeded"]
     return max(0, counts["released"] - finished)

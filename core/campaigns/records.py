@@ -12,14 +12,15 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Integer, func, insert, literal, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from core.base import validation
 from core.base.errors import InvalidArgument, NotFound, OutOfScope
 from core.base.ids import new_campaign_id
 from core.base.settings import Settings
-from core.campaigns.counts import live_counts, unreleased
+from core.campaigns import outcomes, snapshot
+from core.campaigns.counts import live_counts, skipped_count, unreleased
 from core.campaigns.waves import MAX_EXPIRES_SECONDS as MAX_EXPIRES_SECONDS  # re-exported: defined with waves
 from core.campaigns.waves import Waves as Waves
 from core.campaigns.waves import percentage as percentage
@@ -29,12 +30,13 @@ from core.devices import scopes, selectors
 from core.events.audit import Actor, record
 from core.models import Campaign, CampaignTarget, Device, FcmDispatch
 from core.storage.dialect import insert_for, is_postgresql
-from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
 MAX_DEVICE_IDS = 10_000
 MIN_EXPIRES_SECONDS = 60
-DRILL_STATUSES = ("queued", "pending", "acked", "failed", "expired", "cancelled")
+DRILL_STATUSES = ("skipped", "queued", "pending", "acked", "succeeded", "failed", "expired", "cancelled")
+#: target states that are a status of their own (an outcome), whatever the command's
+OUTCOME_STATES = ("skipped", "succeeded", "failed")
 
 
 def _request_hash(body: dict[str, Any]) -> str:
@@ -111,6 +113,8 @@ def create_campaign(
     waves: dict[str, Any] | None = None,
     expires_in_seconds: int | None = None,
     note: str | None = None,
+    success_when: str | None = None,
+    outcome_timeout_seconds: int | None = None,
     actor: Actor | None = None,
     scope: str | None = None,
 ) -> tuple[bool, dict[str, Any]]:
@@ -128,6 +132,7 @@ def create_campaign(
     validation.payload(payload)
     validation.text(note, "note", max_length=200)
     plan = validate_waves(waves)
+    success_text, outcome_timeout = outcomes.validate(success_when, outcome_timeout_seconds)
     expires = settings.command_ttl_seconds if expires_in_seconds is None else expires_in_seconds
     if (
         isinstance(expires, bool)
@@ -146,18 +151,22 @@ def create_campaign(
     }
     if scope is not None:  # absent when unscoped: the hashes of earlier campaigns stay what they were
         body["scope"] = scope
+    if success_when is not None:  # absent from older campaigns' hashes: their replays still match
+        body |= {"success_when": success_when, "outcome_timeout_seconds": outcome_timeout_seconds}
     request_hash = _request_hash(body)
     existing = _replay(db, idempotency_key, request_hash)
     if existing is not None:
         return False, existing
     targets, selector_text = resolve_targets(db, settings, selector=selector, device_ids=device_ids, scope=scope)
+    now = utcnow()
+    done = outcomes.satisfied(success_text, settings, now) if success_text is not None else None
+    targets = snapshot.judged(targets, done)
     limit = max_targets(settings)
     # counted up to the cap + 1 before anything is written: a refused campaign costs one bounded scan, not a
     # snapshot of the whole fleet rolled back (issue #21); under the cap it is the exact count a percentage needs
-    matching = db.execute(select(func.count()).select_from(targets.limit(limit + 1).subquery())).scalar_one()
+    matching, already = snapshot.counts(db, targets, limit + 1)
     if matching > limit:
         raise InvalidArgument(f"more than {limit:,} devices match; at most {limit:,} (NEXMDM_CAMPAIGN_MAX_TARGETS)")
-    now = utcnow()
     campaign_id = new_campaign_id()
     row = {
         "id": campaign_id,
@@ -179,6 +188,8 @@ def create_campaign(
         "min_success_pct": plan.min_success_pct,
         "max_failure_pct": plan.max_failure_pct,
         "expires_in_seconds": expires,
+        "success_when": success_text,
+        "outcome_timeout_seconds": outcome_timeout,
         "created_at": now,
         "updated_at": now,
     }
@@ -189,18 +200,20 @@ def create_campaign(
         if existing is None:
             raise InvalidArgument("the Idempotency-Key is being used by another request", field="Idempotency-Key")
         return False, existing
-    if plan.percent is not None:
-        size: int | None = max(1, math.ceil(matching * plan.percent / 100))
+    if plan.percent is not None:  # of the devices that need the command (the satisfied are skipped)
+        size: int | None = max(1, math.ceil((matching - already) * plan.percent / 100))
     else:
         size = plan.size
-    targeted = _snapshot(db, campaign_id, targets, size)
+    targeted = snapshot.insert_targets(db, campaign_id, targets, size)
     if targeted == 0:  # the caller's transaction rolls back: nothing was written
         raise InvalidArgument("no device matches: a campaign needs at least one target", field="selector")
     if targeted > limit:  # devices enrolled between the count and the snapshot
         raise InvalidArgument(f"{targeted:,} devices match; at most {limit:,} (NEXMDM_CAMPAIGN_MAX_TARGETS)")
-    size = min(size or targeted, targeted)
+    todo = targeted - (skipped_count(db, campaign_id) if done is not None else 0)
+    size = min(size or todo, todo)
     campaign = load(db, campaign_id)
-    campaign.targeted, campaign.wave_size, campaign.wave_count = targeted, size, math.ceil(targeted / size)
+    campaign.targeted, campaign.wave_size = targeted, size
+    campaign.wave_count = math.ceil(todo / size) if size else 0
     db.flush()
     # one row for the whole fan-out: what was asked (selector or how many ids) and how many it reached
     asked = {"selector": selector} if selector is not None else {"device_ids": len(device_ids or [])}
@@ -215,32 +228,6 @@ def create_campaign(
         **asked,
     )
     return True, campaign_dict(db, campaign)
-
-
-def _snapshot(db: Session, campaign_id: str, targets: Any, size: int | None) -> int:
-    """One INSERT ... SELECT of every target with its wave; returns how many.
-
-    Waves follow a hash of (campaign, device), not id order, so the first wave is a fair sample; the rows
-    go in in device id order (the primary key's), which keeps the index inserts sequential. A device
-    matched beyond the count taken for a percentage starts one more wave (``wave_count`` counts it).
-    """
-    sub = targets.subquery()
-    if size is None:
-        source = select(
-            literal(campaign_id), sub.c.id, sub.c.generation, literal(1, Integer), literal("queued")
-        ).order_by(sub.c.id)
-    else:
-        ranked = select(
-            sub.c.id.label("device_id"),
-            sub.c.generation,
-            func.row_number().over(order_by=(func.md5(literal(campaign_id) + sub.c.id), sub.c.id)).label("rn"),
-        ).subquery()
-        wave = (ranked.c.rn - 1) // literal(size, Integer) + 1
-        source = select(
-            literal(campaign_id), ranked.c.device_id, ranked.c.generation, wave, literal("queued")
-        ).order_by(ranked.c.device_id)
-    columns = ["campaign_id", "device_id", "generation", "wave", "state"]
-    return rowcount(db.execute(insert(CampaignTarget).from_select(columns, source)))
 
 
 def _replay(db: Session, key: str, request_hash: str) -> dict[str, Any] | None:
@@ -279,6 +266,8 @@ def campaign_dict(db: Session, row: Campaign, *, counts: bool = True) -> dict[st
             "next_at": next_wave_at,
         },
         "expires_in_seconds": row.expires_in_seconds,
+        "success_when": row.success_when,
+        "outcome_timeout_seconds": row.outcome_timeout_seconds,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
         "last_wave_at": row.last_wave_at,
@@ -287,6 +276,9 @@ def campaign_dict(db: Session, row: Campaign, *, counts: bool = True) -> dict[st
     }
     if counts:
         data["counts"] = dict(row.final_counts) if row.final_counts else live_counts(db, row)
+        # frozen before outcomes existed: nothing was skipped, and an ack was the success
+        data["counts"].setdefault("skipped", 0)
+        data["counts"].setdefault("succeeded", data["counts"].get("acked", 0))
         data["counts"]["targeted"] = row.targeted
     return data
 
@@ -372,15 +364,19 @@ def campaign_devices(
         query = query.where(unreleased(campaign))
     elif status == "cancelled":
         query = query.where((t.state == "cancelled") | (d.status == "cancelled"))
+    elif status == "succeeded" and campaign.success_when is None:  # the ack was the success
+        query = query.where(d.status == "acked")
+    elif status in OUTCOME_STATES:
+        query = query.where((t.state == status) | ((t.state == "queued") & (d.status == status)))
     elif status is not None:
-        query = query.where(d.status == status)
+        query = query.where(t.state == "queued", d.status == status)
     out = []
     for row in db.execute(query).mappings():
         out.append(
             {
                 "device_id": row["device_id"],
                 "wave": row["wave"],
-                "status": row["status"] or ("queued" if row["state"] == "queued" else "cancelled"),
+                "status": row["state"] if row["state"] in OUTCOME_STATES else row["status"] or row["state"],
                 "request_id": row["request_id"],
                 "fcm_status": row["fcm_status"],
                 "released_at": row["created_at"],

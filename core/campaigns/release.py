@@ -19,8 +19,9 @@ from sqlalchemy import and_, literal, null, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.errors import Conflict, InvalidArgument
-from core.base.settings import Settings
-from core.campaigns.counts import gate_figures, live_counts, unreleased
+from core.base.settings import Settings, get_settings
+from core.campaigns import outcomes
+from core.campaigns.counts import OUTCOME_COUNTS, gate_figures, live_counts, unreleased
 from core.campaigns.records import campaign_dict, load, percentage
 from core.commands.lifecycle import finish_pending
 from core.events.audit import SYSTEM, Actor, record
@@ -46,8 +47,7 @@ def _event(campaign: Campaign, counts: dict[str, Any]) -> dict[str, Any]:
         "action": campaign.action,
         "status": campaign.status,
         "reason": campaign.reason,
-        "counts": {"targeted": campaign.targeted}
-        | {k: counts.get(k, 0) for k in ("queued", "pending", "acked", "failed", "expired", "cancelled")},
+        "counts": {"targeted": campaign.targeted} | {k: counts.get(k, 0) for k in OUTCOME_COUNTS},
     }
 
 
@@ -133,12 +133,22 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
     return inserted or 0
 
 
-def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
+def _decide(db: Session, campaign: Campaign, settings: Settings | None, now: datetime) -> None:
+    decided = outcomes.sweep(db, campaign, settings or get_settings(), now)
+    if any(decided.values()):
+        logger.info("campaign %s outcomes: %d succeeded, %d failed", campaign.id, *decided.values())
+
+
+def step(db: Session, campaign_id: str, now: datetime | None = None, settings: Settings | None = None) -> str:
     """One transaction's worth of progress; returns what it did (``released``, ``waiting``, ``completed``...)."""
     now = now or utcnow()
     campaign = load(db, campaign_id, lock=True)
     if campaign.status not in ACTIVE:
         return "final"
+    outcome = campaign.success_when is not None
+    if outcome and campaign.release_cursor is None and outcomes.sweep_due(campaign, now):
+        # acked targets decided first: gates count outcomes
+        _decide(db, campaign, settings, now)
     current = campaign.waves_released
     if campaign.status == "running" and campaign.release_cursor is not None:
         # a wave interrupted between batches (or still being released) goes on first: no gate applies
@@ -147,14 +157,15 @@ def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
         logger.info("campaign %s wave %d: released %d more commands", campaign.id, current, inserted)
         return "released"
     counts = live_counts(db, campaign)
-    if counts["queued"] == 0 and counts["pending"] == 0:
+    waiting = counts["pending"] + (counts["acked"] if outcome else 0)  # acked: waiting for the outcome
+    if counts["queued"] == 0 and waiting == 0:
         _finish(db, campaign, "completed", now)
         emit(db, "campaign.completed", _event(campaign, counts))
         logger.info("campaign %s completed", campaign.id)
         return "completed"
     if campaign.status != "running":
         return "idle"
-    gates = gate_figures(counts)
+    gates = gate_figures(counts, outcome=outcome)
     if campaign.max_failure_pct is not None and gates["base"] > 0 and gates["failure_pct"] > campaign.max_failure_pct:
         campaign.status, campaign.reason, campaign.updated_at = "halted", "max_failure", now
         _halted(db, campaign, counts)
@@ -167,7 +178,7 @@ def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
         if now < due:
             return "waiting"
         if campaign.min_success_pct is not None and gates["success_pct"] < campaign.min_success_pct:
-            if counts["pending"] == 0:
+            if waiting == 0:
                 campaign.status, campaign.reason, campaign.updated_at = "halted", "min_success_unmet", now
                 _halted(db, campaign, counts)
                 logger.warning("campaign %s halted: %.1f %% succeeded", campaign.id, gates["success_pct"])
@@ -181,12 +192,17 @@ def step(db: Session, campaign_id: str, now: datetime | None = None) -> str:
     return "released"
 
 
-def advance(session_factory: sessionmaker[Session], campaign_id: str, now: datetime | None = None) -> list[str]:
+def advance(
+    session_factory: sessionmaker[Session],
+    campaign_id: str,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> list[str]:
     """Progress one campaign as far as it can go now, one short transaction per step."""
     steps = []
     while True:
         with session_factory.begin() as db:
-            outcome = step(db, campaign_id, now)
+            outcome = step(db, campaign_id, now, settings)
         steps.append(outcome)
         if outcome != "released" or len(steps) > 10_000:
             return steps
@@ -198,7 +214,7 @@ def run_due(session_factory: sessionmaker[Session], settings: Settings, now: dat
         ids = db.execute(select(Campaign.id).where(Campaign.status.in_(ACTIVE)).order_by(Campaign.id)).scalars().all()
     released = 0
     for campaign_id in ids:
-        released += advance(session_factory, campaign_id, now).count("released")
+        released += advance(session_factory, campaign_id, now, settings).count("released")
     return released
 
 

@@ -36,8 +36,17 @@ def authenticate_device(db: Session, secret: str) -> Device:
     return device
 
 
-#: the last-seen summary that heartbeats keep; a new generation starts without it
-SUMMARY_FIELDS = ("last_seen_at", "last_status", "last_battery_pct", "last_plugged", "last_network_type")
+#: the last-seen summary that heartbeats keep; a new generation starts without it (and is asked for its
+#: inventory again: the held one stays readable until the new generation reports)
+SUMMARY_FIELDS = (
+    "last_seen_at",
+    "last_status",
+    "last_battery_pct",
+    "last_plugged",
+    "last_network_type",
+    "inventory_hash",
+    "inventory_seen_at",
+)
 
 
 def recent_heartbeats(

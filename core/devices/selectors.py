@@ -5,11 +5,14 @@
     selector := "" | "all" | term ("," term)*
     term     := key | "!" key | key ("=" | "==" | "!=") value | key ("in" | "notin") "(" value ("," value)* ")"
               | "@" field op value | "@" field ("in" | "notin") "(" values ")"
+              | "@app(" package ")" [op version_code] | "!@app(" package ")"
     value    := word | '"' text '"'
 
 Null and absent follow Kubernetes: ``!=``, ``notin`` and ``!key`` match devices that lack the label or
-field; ``=``, ``in`` and comparisons never do. Revoked devices never match. A selector that does not
-parse raises :class:`InvalidSelector` with the position (0-based, in characters) and what was expected.
+field; ``=``, ``in`` and comparisons never do. Revoked devices never match. The reported inventory adds
+``@app(PACKAGE)``, ``!@app(PACKAGE)``, ``@app(PACKAGE) op VERSION_CODE``, ``@api_level``, ``@security_patch``
+(a date) and ``@manufacturer`` (any case): ``core.devices.inventory_terms``. A selector that does not parse
+raises :class:`InvalidSelector` with the position (0-based, in characters) and what was expected.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from sqlalchemy.sql import Select
 from core.base.errors import InvalidArgument
 from core.base.labels import KEY_RE, VALUE_RE
 from core.base.settings import Settings
+from core.base.validation import PACKAGE_RE
 from core.base.versions import version_key
+from core.devices import inventory_terms
 from core.models import NETWORK_TYPES, Device, DeviceLabel
 from core.storage.types import utcnow
 
@@ -47,7 +52,11 @@ FIELDS: dict[str, tuple[Any, tuple[str, ...] | None, bool]] = {
     "network_type": (Device.last_network_type, NETWORK_TYPES, False),
     "battery_pct": (Device.last_battery_pct, None, True),
     "plugged": (Device.last_plugged, ("true", "false"), False),
+    **{name: (column, None, name != "manufacturer") for name, column in inventory_terms.COLUMNS.items()},
 }
+INVENTORY_FIELDS = tuple(inventory_terms.COLUMNS)  #: a device that never reported has none of them
+#: ``@app(PACKAGE)``: installed; with an operator, a comparison of its version code
+APP_FIELD = "@app"
 
 
 class InvalidSelector(InvalidArgument):
@@ -159,12 +168,7 @@ class _Parser:
     def term(self) -> Term:
         start = self.token
         if start.kind == "op" and start.text == "!":
-            self.take()
-            lacking = self.token
-            if lacking.kind != "word":
-                raise self.fail("a label key after '!'")
-            self.take()
-            return Term(_key(lacking), "!", (), start.position)
+            return self.lacking(start)
         if start.kind == "field":
             self.take()
             return self.field_term(start)
@@ -194,11 +198,52 @@ class _Parser:
             return Term(key, "exists", (), start.position)
         raise self.fail("'=', '!=', 'in', 'notin', ',' or the end")
 
+    def lacking(self, start: _Token) -> Term:
+        """``!key`` or ``!@app(PACKAGE)``."""
+        self.take()
+        lacking = self.token
+        if lacking.kind == "field" and lacking.text == APP_FIELD:
+            self.take()
+            return Term(APP_FIELD, "!", (self.package(),), start.position)
+        if lacking.kind != "word":
+            raise self.fail("a label key after '!'")
+        self.take()
+        return Term(_key(lacking), "!", (), start.position)
+
+    def package(self) -> str:  # ``(PACKAGE)`` after ``@app``
+        if not (self.token.kind == "punct" and self.token.text == "("):
+            raise self.fail("'(' after @app")
+        self.take()
+        token = self.token
+        if token.kind != "word" or len(token.text) > 255 or not PACKAGE_RE.fullmatch(token.text):
+            raise self.fail("a package name such as com.acme.pos")
+        self.take()
+        if not (self.token.kind == "punct" and self.token.text == ")"):
+            raise self.fail("')' after the package name")
+        self.take()
+        return token.text
+
+    def app_term(self, start: _Token) -> Term:
+        package = self.package()
+        op = self.token
+        if op.kind == "op" and op.text in (*EQUALITY, *ORDERING) and op.text != "!":
+            self.take()
+            value = self.value(f"@app({package})")
+            if not value.isdigit() or len(value) > 19 or int(value) > 2**63 - 1:
+                raise InvalidSelector(
+                    f"@app({package}) compares a version code, a whole number (got {value!r})", op.position
+                )
+            return Term(APP_FIELD, {"==": "="}.get(op.text, op.text), (package, value), start.position)
+        return Term(APP_FIELD, "exists", (package,), start.position)
+
     def field_term(self, start: _Token) -> Term:
         name = start.text[1:]
+        if start.text == APP_FIELD:
+            return self.app_term(start)
         if name not in FIELDS:
             raise InvalidSelector(
-                f"unknown field {start.text!r} (fields: {', '.join('@' + f for f in FIELDS)})", start.position
+                f"unknown field {start.text!r} (fields: {', '.join('@' + f for f in FIELDS)}, @app(PACKAGE))",
+                start.position,
             )
         _, allowed, ordered = FIELDS[name]
         op = self.token
@@ -233,6 +278,8 @@ def _check_field_value(name: str, value: str, op: str, allowed: tuple[str, ...] 
         raise InvalidSelector(f"@{name} is one of {', '.join(allowed)} (got {value!r})", position)
     if name == "battery_pct" and not (value.isdigit() and 0 <= int(value) <= 100):
         raise InvalidSelector(f"@battery_pct is an integer 0-100 (got {value!r})", position)
+    if (problem := inventory_terms.value_problem(name, value)) is not None:
+        raise InvalidSelector(problem, position)
     if name == "agent_version" and op in ORDERING and version_key(value) is None:
         raise InvalidSelector(f"@agent_version {op} needs a version such as 2.1.0 (got {value!r})", position)
     if len(value) > 128:
@@ -286,6 +333,10 @@ def _state(state: str, settings: Settings, now: datetime) -> ColumnElement[bool]
 
 def _field(term: Term, settings: Settings, now: datetime) -> ColumnElement[bool]:
     name = term.name[1:]
+    if term.name == APP_FIELD:
+        return inventory_terms.app_clause(term.op, term.values)
+    if name in INVENTORY_FIELDS:
+        return inventory_terms.field_clause(name, term.op, term.values)
     if name == "state":
         wanted = set(term.values)
         if term.op in ("!=", "notin"):

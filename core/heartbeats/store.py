@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.base import security, validation
-from core.base.errors import Forbidden, InvalidCredentials, NexMDMError
+from core.base.errors import Forbidden, InvalidArgument, InvalidCredentials, NexMDMError
 from core.base.settings import Settings
 from core.base.versions import version_key
 from core.devices.records import authenticate_device
@@ -52,7 +52,9 @@ _SUMMARY = f"""
     agent_version_key = CASE WHEN NOT {_OLDER} AND mine.agent_version IS NOT NULL
                              THEN mine.agent_version_key ELSE d.agent_version_key END,
     fcm_token = COALESCE(mine.fcm_token, d.fcm_token),
-    fcm_token_dead_at = CASE WHEN mine.fcm_token IS NOT NULL THEN NULL ELSE d.fcm_token_dead_at END
+    fcm_token_dead_at = CASE WHEN mine.fcm_token IS NOT NULL THEN NULL ELSE d.fcm_token_dead_at END,
+    inventory_seen_at = CASE WHEN NOT {_OLDER} AND mine.inventory_hash = d.inventory_hash
+                             THEN mine.received_at ELSE d.inventory_seen_at END
 """
 
 #: One device's summary after one beat (the helpers' path): the same rule, ``mine`` being the beat and
@@ -69,6 +71,7 @@ _ONE_TYPES = {
     **STORED_FIELDS,
     "fcm_token": "text",
     "agent_version_key": "text",
+    "inventory_hash": "text",
 }
 
 
@@ -97,6 +100,7 @@ _BEAT_TYPES = {
     **STORED_FIELDS,
     "fcm_token": "text",
     "agent_version_key": "text",
+    "inventory_hash": "text",
 }
 _STORED = ", ".join(("device_id", "bucket_start", "received_at", *STORED_FIELDS))
 _MANY = f"""
@@ -104,7 +108,7 @@ WITH beat AS (
     SELECT * FROM unnest({", ".join(f"%({name})s::{kind}[]" for name, kind in _BEAT_TYPES.items())})
         AS b({", ".join(_BEAT_TYPES)})
 ), dev AS (
-    SELECT beat.*, d.id AS device_id
+    SELECT beat.*, d.id AS device_id, d.inventory_hash AS held_inventory
     FROM beat JOIN devices d ON d.device_token_hash = beat.token_hash AND d.revoked_at IS NULL
 ), mine AS (
     SELECT * FROM dev WHERE claimed IS NULL OR claimed = device_id
@@ -123,7 +127,8 @@ WITH beat AS (
                AND (d.fcm_token IS DISTINCT FROM mine.fcm_token OR d.fcm_token_dead_at IS NOT NULL)))
     RETURNING d.id
 )
-SELECT dev.idx, dev.device_id, EXISTS (SELECT 1 FROM ins WHERE ins.device_id = dev.device_id) AS created
+SELECT dev.idx, dev.device_id, EXISTS (SELECT 1 FROM ins WHERE ins.device_id = dev.device_id) AS created,
+       dev.held_inventory
 FROM dev
 """
 
@@ -149,6 +154,8 @@ class Beat:
     fcm_token: str | None
     #: ``core.base.versions.version_key`` of ``agent_version``, kept on the device for selectors
     agent_version_key: str | None = None
+    #: the hash of the inventory the device holds (``core.inventory``), compared with the server's
+    inventory_hash: str | None = None
 
 
 def prepare_beat(
@@ -173,7 +180,21 @@ def prepare_beat(
         agent_version=fields["agent_version"] or None,  # "" is "not reported", as on SQLite
         fcm_token=fcm_token,
         agent_version_key=version_key(fields["agent_version"] or None),
+        inventory_hash=_inventory_hash(heartbeat_data.get("inventory_hash")),
     )
+
+
+def _inventory_hash(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not validation.SHA256_RE.fullmatch(value):
+        raise InvalidArgument("inventory_hash must be 64 lowercase hex characters", field="inventory_hash")
+    return value
+
+
+def inventory_wanted(sent: str | None, held: str | None) -> bool:
+    """The answer asks for the inventory when the server holds none, or another one than the device's."""
+    return held is None or sent != held
 
 
 def store_beats(
@@ -239,7 +260,14 @@ def store_beats(
             started,
             level=logging.WARNING if slow else logging.INFO,
         )
-        outcomes.append({"device_id": row.device_id, "created": bool(row.created), "bucket_start": beat.bucket_start})
+        outcomes.append(
+            {
+                "device_id": row.device_id,
+                "created": bool(row.created),
+                "bucket_start": beat.bucket_start,
+                "inventory_wanted": inventory_wanted(beat.inventory_hash, row.held_inventory),
+            }
+        )
     return outcomes
 
 
@@ -253,17 +281,23 @@ def record_heartbeat_for_token(
 ) -> dict[str, Any]:
     """Store a heartbeat for the device a token belongs to.
 
-    Returns ``{"device_id", "created", "bucket_start"}``. Raises ``InvalidCredentials`` for an unknown or
-    revoked token and ``Forbidden`` when ``heartbeat_data["device_id"]`` names another device; neither
-    writes anything.
+    Returns ``{"device_id", "created", "bucket_start", "inventory_wanted"}``. Raises ``InvalidCredentials``
+    for an unknown or revoked token and ``Forbidden`` when ``heartbeat_data["device_id"]`` names another
+    device; neither writes anything.
     """
     beat = prepare_beat(token, heartbeat_data, settings, received_at)
     if not is_postgresql(db):  # no round trip to save: the helpers' path
         device = authenticate_device(db, token)
         if beat.claimed is not None and beat.claimed != device.id:
             raise Forbidden("device_id is not the device this token belongs to")
+        held = device.inventory_hash  # read with the device: the comparison costs no statement
         result = record_device_heartbeat(db, device, dict(heartbeat_data), settings, received_at=beat.received_at)
-        return {"device_id": device.id, "created": result["created"], "bucket_start": result["bucket_start"]}
+        return {
+            "device_id": device.id,
+            "created": result["created"],
+            "bucket_start": result["bucket_start"],
+            "inventory_wanted": inventory_wanted(beat.inventory_hash, held),
+        }
     (outcome,) = store_beats(db.connection(), [beat], settings)
     if isinstance(outcome, NexMDMError):
         raise outcome
@@ -302,6 +336,7 @@ def record_device_heartbeat(
             "agent_version": beat["agent_version"] or None,  # "" is "not reported"
             "fcm_token": fcm_token,
             "agent_version_key": version_key(beat["agent_version"] or None),
+            "inventory_hash": _inventory_hash(heartbeat_data.get("inventory_hash")),
         }
         db.execute(_ONE_BY_DIALECT[name_of(db)], params)
     return result

@@ -17,9 +17,14 @@ from core.models.events import (
 )
 from core.models.fleet import CAMPAIGN_FINAL, CAMPAIGN_STATUSES, Campaign, CampaignTarget, DeviceLabel
 from core.models.heartbeat import NETWORK_TYPES, DeviceHeartbeat
+from core.models.inventory import APP_CHANGES, DeviceApp, DeviceAppChange, DeviceInventory
 from core.models.lease import Lease
 
 __all__ = [
+    "APP_CHANGES",
+    "DeviceApp",
+    "DeviceAppChange",
+    "DeviceInventory",
     "CAMPAIGN_FINAL",
     "CAMPAIGN_STATUSES",
     "Campaign",

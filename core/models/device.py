@@ -34,3 +34,5 @@ class Device(Base):
     last_network_type: Mapped[str | None]
     generation: Mapped[int]
     enrollment_secret_hash: Mapped[str | None]
+    inventory_hash: Mapped[str | None]
+    inventory_seen_at: Mapped[datetime | None]

@@ -16,8 +16,10 @@ CAMPAIGN_STATUSES = ("running", "paused", "halted", "completed", "cancelled")
 #: a campaign in one of these states never changes again
 CAMPAIGN_FINAL = ("completed", "cancelled")
 #: a target is ``queued`` until cancelled; whether its command was released is the campaign's release
-#: position (``Campaign.unreleased``), so a release never rewrites the targets it releases
-TARGET_STATES = ("queued", "cancelled")
+#: position (``Campaign.unreleased``), so a release never rewrites the targets it releases. A campaign with
+#: ``success_when`` adds outcomes: ``skipped`` (already satisfied at the snapshot: no command), then after
+#: the ack ``succeeded`` (the device matches) or ``failed`` (``reason``: ``outcome_timeout``)
+TARGET_STATES = ("queued", "cancelled", "skipped", "succeeded", "failed")
 
 
 class DeviceLabel(Base):
@@ -65,6 +67,12 @@ class Campaign(Base):
     final_counts: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     #: the scope of the key that created it (its targets are inside it); NULL: created unscoped
     scope: Mapped[str | None] = mapped_column(String(1024))
+    #: a selector: a target succeeds once its device matches it after the ack (NULL: the ack is the success)
+    success_when: Mapped[str | None] = mapped_column(Text)
+    #: how long after its ack a target may take to match ``success_when`` before it fails (``outcome_timeout``)
+    outcome_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: when the maintenance loop last decided the campaign's waiting targets (``core.campaigns.outcomes.sweep``)
+    outcome_swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint("status IN ('running', 'paused', 'halted', 'completed', 'cancelled')", name="status_known"),
@@ -86,9 +94,13 @@ class CampaignTarget(Base):
     generation: Mapped[int] = mapped_column(Integer, default=1)
     wave: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="queued")
+    #: why it was skipped or failed on its outcome (``already_satisfied``, ``outcome_timeout``)
+    reason: Mapped[str | None] = mapped_column(String(32))
+    #: when its outcome was decided (NULL while it has none)
+    outcome_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        CheckConstraint("state IN ('queued', 'cancelled')", name="state_known"),
+        CheckConstraint(f"state IN ({', '.join(repr(s) for s in TARGET_STATES)})", name="state_known"),
         Index(None, "campaign_id", "state", "wave", "device_id"),
         Index(None, "device_id", "state"),
     )

@@ -65,6 +65,9 @@ PERCENTILES = (50, 99)
 IN_FLIGHT = tuple(status for status in CAMPAIGN_STATUSES if status not in CAMPAIGN_FINAL)
 #: ``nexmdm top`` details at most this many campaigns in flight (newest first) and counts the rest
 CAMPAIGNS_SHOWN = 5
+#: a device's inventory is fresh while the server knew it current this recently (a report, or a heartbeat
+#: carrying its hash: ``devices.inventory_seen_at``)
+INVENTORY_FRESH = timedelta(days=1)
 
 
 def device_counts(
@@ -74,11 +77,14 @@ def device_counts(
     *,
     selector: Selector | None = None,
     scope: str | None = None,
+    inventory: bool = False,
 ) -> dict[str, int]:
     """Devices by state: ``online``, ``stale``, ``offline`` (including never heard from), ``revoked``.
 
     With a selector: the devices its terms match, revoked ones included (counted as ``revoked``); with a
-    principal's ``scope`` (``core.devices.scopes``), the devices inside it only."""
+    principal's ``scope`` (``core.devices.scopes``), the devices inside it only. With
+    ``inventory``, in the same pass, the unrevoked devices whose inventory is not known current:
+    ``inventory_old`` (last known current more than ``INVENTORY_FRESH`` ago) and ``inventory_never``."""
     now = now or utcnow()
     chosen = [] if selector is None else [terms_clause(selector, settings, now)]
     if scope is not None:
@@ -87,18 +93,21 @@ def device_counts(
     stale_since = now - timedelta(seconds=settings.device_offline_seconds)
     live = Device.revoked_at.is_(None)
     # one pass over the devices (a count of every state cannot touch fewer rows); ranges of last_seen_at
-    total, revoked, online, stale = db.execute(
+    total, revoked, online, stale, old, never = db.execute(
         select(
             func.count(),
             func.count(Device.revoked_at),
             func.count().filter(live, Device.last_seen_at >= online_since),
             func.count().filter(live, Device.last_seen_at >= stale_since, Device.last_seen_at < online_since),
+            func.count().filter(live, Device.inventory_seen_at < now - INVENTORY_FRESH),
+            func.count().filter(live, Device.inventory_seen_at.is_(None)),
         )
         .select_from(Device)
         .where(*chosen)
     ).one()
     offline = total - revoked - online - stale
-    return {"online": online, "stale": stale, "offline": offline, "revoked": revoked, "total": total}
+    counts = {"online": online, "stale": stale, "offline": offline, "revoked": revoked, "total": total}
+    return counts | ({"inventory_old": old, "inventory_never": never} if inventory else {})
 
 
 def heartbeat_rate(
@@ -313,7 +322,8 @@ def snapshot(
     now = now or utcnow()
     limited = nullcontext() if selector is None else selector_reads(db, settings, selector.text)
     with limited:
-        devices = device_counts(db, settings, now, selector=selector, scope=scope)
+        devices = device_counts(db, settings, now, selector=selector, scope=scope, inventory=True)
+        inventory = {"older_than_a_day": devices.pop("inventory_old"), "never": devices.pop("inventory_never")}
         heartbeats = heartbeat_rate(db, settings, now, selector=selector, scope=scope)
         offline = went_offline(db, settings, now, limit=offline_limit, selector=selector, scope=scope)
     within = None if scope is None else scoped_ids(scope, settings)
@@ -321,6 +331,7 @@ def snapshot(
         "at": now,
         "selector": None if selector is None else selector.text,
         "devices": devices,
+        "inventory_stale": inventory,
         "heartbeats": heartbeats,
         "commands": command_counts(db, now, within=within),
         "push_queue": queue_stats(db, now),

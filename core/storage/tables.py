@@ -50,6 +50,12 @@ devices = Table(
     Column("generation", Integer, nullable=False, default=1, server_default="1"),
     # hash of the one-time secret that a lost-answer enrollment retry must present (None: no retry)
     Column("enrollment_secret_hash", String(64)),
+    # the hash of the inventory the server holds (``device_inventory.hash``), here because the heartbeat
+    # already reads this row: answering ``"inventory": "wanted"`` costs it no statement
+    Column("inventory_hash", String(64)),
+    # when the server last knew that inventory to be current: a report, or a stored heartbeat carrying
+    # the same hash (set by the summary UPDATE the heartbeat already runs); inventory freshness reads it
+    Column("inventory_seen_at", UTCDateTime),
     Index(None, "last_seen_at"),
     Index(None, "agent_version_key"),
 )

@@ -16,6 +16,7 @@ import litestar
 get = partial(litestar.get, sync_to_thread=True)
 post = partial(litestar.post, sync_to_thread=True)
 patch = partial(litestar.patch, sync_to_thread=True)
+put = partial(litestar.put, sync_to_thread=True)
 delete = partial(litestar.delete, sync_to_thread=True)
 
-__all__ = ["delete", "get", "patch", "post"]
+__all__ = ["delete", "get", "patch", "post", "put"]

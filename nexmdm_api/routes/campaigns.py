@@ -25,6 +25,7 @@ from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.routes.commands import idempotency_key
 from nexmdm_api.schemas import DEVICE_ID_PATTERN, convert
+from nexmdm_api.schemas_admin import CampaignFailuresOut, FailedDeviceOut, FailedDevicePage
 from nexmdm_api.schemas_fleet import (
     CampaignDeviceOut,
     CampaignDevicePage,
@@ -105,8 +106,11 @@ class CampaignController(Controller):
         description=(
             "Idempotent by `Idempotency-Key` (the same rules as commands). Exactly one of `selector` (`all` for "
             "every device) or `device_ids` (at most 10,000). The targets are the matching devices now (a "
-            "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`. A scoped key's "
-            "snapshot takes only devices inside its scope (`all` is all of the scope) and the campaign records it."
+            "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`. With "
+            "`success_when` (a selector) a target succeeds once its device matches it after the ack (else it "
+            "fails with `outcome_timeout` after `outcome_timeout_seconds`, default 3600); devices that already "
+            "match are `skipped` without a command; gates count outcomes. A scoped key's snapshot takes only devices "
+            "inside its scope (`all` is all of the scope) and the campaign records it."
         ),
         status_code=202,
         request_max_body_size=MAX_CAMPAIGN_BODY_BYTES,
@@ -141,6 +145,8 @@ class CampaignController(Controller):
             waves=waves,
             expires_in_seconds=data.expires_in_seconds,
             note=data.note,
+            success_when=data.success_when,
+            outcome_timeout_seconds=data.outcome_timeout_seconds,
             actor=admin_actor(request),
             scope=scope_of(request),
         )
@@ -170,7 +176,10 @@ class CampaignController(Controller):
         campaign_id: CampaignIdPath,
         status: Annotated[
             str | None,
-            Parameter(description="queued, pending, acked, failed, expired or cancelled", pattern=r"^[a-z]{1,16}$"),
+            Parameter(
+                description="skipped, queued, pending, acked, succeeded, failed, expired or cancelled",
+                pattern=r"^[a-z]{1,16}$",
+            ),
         ] = None,
         limit: Limit = 100,
         cursor: Annotated[
@@ -184,6 +193,55 @@ class CampaignController(Controller):
             lambda n: fleet.campaign_devices(db, campaign, status=status, limit=n, after=after), limit, "device_id"
         )
         return CampaignDevicePage(items=[convert(r, CampaignDeviceOut) for r in rows], next_cursor=next_cursor)
+
+    @get(
+        "/{campaign_id:str}/failures",
+        summary="Why a campaign's targets failed: groups by reason, model and OS version",
+        description=(
+            "Failed targets grouped by (reason, model, os_version), the largest first, each with three sample "
+            "device ids. The reason is the outcome's (`outcome_timeout`), `expired`, the ack's error code, or "
+            "`failed`; model and OS version are `unknown` when the device never reported them."
+        ),
+        **admin_route("viewer", readonly=True),
+        responses=problems(400, 401, 403, 404, 422, 429),
+    )
+    def campaign_failures(
+        self, request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath
+    ) -> CampaignFailuresOut:
+        return convert(fleet.failure_groups(db, _campaign_id(campaign_id)), CampaignFailuresOut)
+
+    @get(
+        "/{campaign_id:str}/failures/devices",
+        summary="A campaign's failed targets (of one group), by device id, with the ack's detail",
+        **admin_route("viewer", readonly=True),
+        responses=problems(400, 401, 403, 404, 422, 429),
+    )
+    def campaign_failed_devices(
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        campaign_id: CampaignIdPath,
+        reason: Annotated[
+            str | None, Parameter(description="a group's reason", pattern=r"^[A-Za-z0-9_]{1,32}$")
+        ] = None,
+        model: Annotated[str | None, Parameter(description="a group's model", max_length=128)] = None,
+        os_version: Annotated[str | None, Parameter(description="a group's OS version", max_length=64)] = None,
+        limit: Limit = 100,
+        cursor: Annotated[
+            str | None,
+            Parameter(description="`next_cursor` of the previous page (a device id)", pattern=DEVICE_ID_PATTERN),
+        ] = None,
+    ) -> FailedDevicePage:
+        after = validation.device_id(cursor, field="cursor") if cursor else None
+        campaign = _campaign_id(campaign_id)
+        rows, next_cursor = keyset_page(
+            lambda n: fleet.failed_devices(
+                db, campaign, reason=reason, model=model, os_version=os_version, limit=n, after=after
+            ),
+            limit,
+            "device_id",
+        )
+        return FailedDevicePage(items=[convert(r, FailedDeviceOut) for r in rows], next_cursor=next_cursor)
 
     @_action_route("/{campaign_id:str}/pause", "Pause a campaign (no further waves)")
     def pause_campaign(self, request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath) -> CampaignOut:

@@ -31,7 +31,8 @@ _ROUTE: dict[str, Any] = {
     "description": (
         "Stores at most one heartbeat per device per bucket (server receive time). 201 when this heartbeat "
         "opened a new bucket, 200 when the bucket already had one (nothing stored). `fcm_token` updates the "
-        "device's push token either way. Unknown fields are ignored."
+        "device's push token either way. `inventory` is `wanted` when the server holds another inventory than "
+        "`inventory_hash` (or none): the device then sends it (`PUT /v1/inventory`). Unknown fields are ignored."
     ),
     "status_code": 201,
     # one name whichever handler the database gets (Litestar would derive it from the function's name)
@@ -66,7 +67,11 @@ def _limited(token: str, wait: float | None) -> str:
 def _answer(result: dict[str, Any]) -> Response[HeartbeatOut]:
     count_heartbeat("created" if result["created"] else "deduplicated")
     return Response(
-        HeartbeatOut(created=result["created"], bucket_start=result["bucket_start"]),
+        HeartbeatOut(
+            created=result["created"],
+            bucket_start=result["bucket_start"],
+            inventory="wanted" if result.get("inventory_wanted") else None,
+        ),
         status_code=201 if result["created"] else 200,
     )
 

@@ -9,6 +9,7 @@ import typer
 
 from nexmdm_cli.commands import (
     apk,
+    apps,
     audit,
     campaigns,
     cleanup,
@@ -35,6 +36,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("heartbeats", heartbeats.app),
     ("dispatches", dispatches.app),
     ("devices", devices.app),
+    ("apps", apps.app),
     ("tokens", tokens.app),
     ("keys", keys.app),
     ("apk", apk.app),

@@ -44,11 +44,23 @@ BARS = (
     ("pending", "yellow"),
     ("queued", "blue"),
 )
+#: a campaign with success_when: acked targets wait for their outcome
+OUTCOME_BARS = (("succeeded", "green"), ("skipped", "cyan"), ("acked", "bright_green"), *BARS[1:])
+
+
+def _bars(c: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return OUTCOME_BARS if c.get("success_when") else BARS
 
 
 def _progress_text(c: dict[str, Any]) -> str:
     n = c["counts"]
-    return f"{n['acked']:,}/{c['targeted']:,} acked · {n['failed'] + n['expired']:,} failed · {n['pending']:,} pending"
+    failed = f"{n['failed'] + n['expired']:,} failed · {n['pending']:,} pending"
+    if not c.get("success_when"):
+        return f"{n['acked']:,}/{c['targeted']:,} acked · {failed}"
+    return (
+        f"{n['succeeded']:,}/{c['targeted'] - n['skipped']:,} succeeded · {n['skipped']:,} skipped · "
+        f"{n['acked']:,} awaiting outcome · {failed}"
+    )
 
 
 @app.command("list", context_settings=CONTEXT)
@@ -101,8 +113,13 @@ def _detail(c: dict[str, Any]) -> Any:
         render.row(out, "next wave", relative(w["next_at"], now))
     render.row(out, "min success", f"{w['min_success_pct']}%" if w["min_success_pct"] is not None else "—")
     render.row(out, "max failure", f"{w['max_failure_pct']}%" if w["max_failure_pct"] is not None else "—")
-    for name in ("targeted", "queued", "pending", "acked", "failed", "expired", "cancelled", "pushed"):
-        render.row(out, name, f"{c['counts'][name]:,}")
+    names = ["targeted", "queued", "pending", "acked", "failed", "expired", "cancelled", "pushed"]
+    if c.get("success_when"):
+        render.row(out, "success when", c["success_when"])
+        render.row(out, "outcome timeout", f"{c['outcome_timeout_seconds']} s after the ack")
+        names = ["targeted", "skipped", "queued", "pending", "acked (awaiting outcome)", "succeeded", *names[4:]]
+    for name in names:
+        render.row(out, name, f"{c['counts'][name.split(' ')[0]]:,}")
     render.row(out, "created", relative(c["created_at"], now))
     render.row(out, "finished", relative(c["finished_at"], now) if c["finished_at"] else "—")
     return out
@@ -126,7 +143,10 @@ def campaign_devices(
     ctx: typer.Context,
     campaign_id: CampaignId,
     status: Annotated[
-        str | None, typer.Option(help="Only targets in this state: queued, pending, acked, failed, expired, cancelled.")
+        str | None,
+        typer.Option(
+            help="Only targets in this state: skipped, queued, pending, acked, succeeded, failed, expired, cancelled."
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many, by device id.")] = 50,
     after: Annotated[str | None, typer.Option(help="Start after this device id (the previous page's last).")] = None,
@@ -188,21 +208,23 @@ def watch(
         TextColumn("{task.fields[extra]}"),
         console=console,
     )
+    bars = _bars(campaign)
     tasks = {
         name: progress.add_task(f"[{color}]{name}[/{color}]", total=max(1, campaign["targeted"]), extra="")
-        for name, color in BARS
+        for name, color in bars
     }
     header = progress.add_task("[bold]waves[/bold]", total=campaign["waves"]["count"], extra="")
     started = time.monotonic()
-    first = (started, campaign["counts"]["acked"])
+    rated, unit = ("succeeded", "successes") if campaign.get("success_when") else ("acked", "acks")
+    first = (started, campaign["counts"][rated])
     with Live(progress, console=console, transient=json_output, refresh_per_second=4):
         while True:
             w = campaign["waves"]
             elapsed = time.monotonic() - first[0]
-            rate = (campaign["counts"]["acked"] - first[1]) / elapsed if elapsed > 0 else 0.0
+            rate = (campaign["counts"][rated] - first[1]) / elapsed if elapsed > 0 else 0.0
             progress.update(header, completed=w["released"], extra=styled(campaign["status"]).markup)
-            for name, _ in BARS:
-                extra = f"{rate:,.1f} acks/s while watched" if name == "acked" else ""
+            for name, _ in bars:
+                extra = f"{rate:,.1f} {unit}/s while watched" if name == rated else ""
                 progress.update(tasks[name], completed=campaign["counts"][name], extra=extra)
             if campaign["status"] in CAMPAIGN_FINAL or (timeout and time.monotonic() - started >= timeout):
                 break
@@ -279,3 +301,54 @@ def _done(campaign: dict[str, Any], json_output: bool, verb: str) -> None:
         print_json(campaign)
         return
     note(f"[green]✅ campaign {escape(campaign['id'])} {verb}[/green]: {_progress_text(campaign)}")
+
+
+@app.command(context_settings=CONTEXT)
+def failures(
+    ctx: typer.Context,
+    campaign_id: CampaignId,
+    reason: Annotated[
+        str | None, typer.Option(help="List the failed devices of this reason (with --model, --os-version).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="With --reason: only this model.")] = None,
+    os_version: Annotated[str | None, typer.Option(help="With --reason: only this OS version.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many devices, by device id.")] = 50,
+    json_output: JsonOption = False,
+) -> None:
+    """Why targets failed: groups by reason, model and OS version ('31 × INSUFFICIENT_STORAGE on Galaxy A10 / 11').
+
+    With --reason, the devices of that group with their ack's detail.
+    """
+    from core import campaigns as fleet
+
+    with state(ctx).session() as db:
+        if reason is None and model is None and os_version is None:
+            report = fleet.failure_groups(db, campaign_id)
+        else:
+            devices = fleet.failed_devices(
+                db, campaign_id, reason=reason, model=model, os_version=os_version, limit=limit
+            )
+            report = {"campaign_id": campaign_id, "items": devices}
+    if json_output:
+        print_json(report)
+        return
+    if "items" in report:
+        out = table(f"Failed devices of {campaign_id}", "device", "reason", "model", "OS", "failed", "detail")
+        now = utcnow()
+        for d in report["items"]:
+            failed_at = relative(d["failed_at"], now) if d["failed_at"] else "—"
+            row(out, d["device_id"], d["reason"], d["model"], d["os_version"], failed_at, dash(d["detail"]))
+        show(out if report["items"] else f"No failed device of {campaign_id} matches.")
+        return
+    if not report["groups"]:
+        show(f"No target of {campaign_id} failed.")
+        return
+    out = table(f"Failures of {campaign_id}: {report['failed']:,} targets", "failures", "sample devices")
+    for g in report["groups"]:
+        row(
+            out,
+            f"{g['count']:,} × {g['reason']} on {g['model']} / {g['os_version']}",
+            ", ".join(g["sample_device_ids"]),
+        )
+    show(out)
+    note(f"the devices of one group: nexmdm campaigns failures {escape(campaign_id)} --reason REASON")

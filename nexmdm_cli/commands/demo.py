@@ -62,16 +62,26 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 
 CAMPAIGN_DEVICES = 24
+#: the demo's rollout: com.acme.pos 4200 until every device reports it; Galaxy A10s run out of storage
+ROLLOUT_PAYLOAD = '{"build_id": 1, "package": "com.acme.pos", "version_code": 4200}'
+ROLLOUT_UNTIL = "@app(com.acme.pos)>=4200"
+ROLLOUT_FAILURE = "model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE"
+
+
+def demo_apps(index: int) -> dict[str, int]:
+    """Every eighth demo device already runs com.acme.pos 4200 (the rollout skips it); the others 4100."""
+    return {"com.acme.pos": 4200 if index % 8 == 0 else 4100, "com.android.chrome": 12000}
 
 
 def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, env: dict[str, str]) -> None:
-    """Devices enrolled with a labelled token poll every second while a campaign reaches them in waves."""
+    """Devices enrolled with a labelled token report their apps and poll every second while an outcome-gated
+    rollout reaches them in waves, halts on a model that cannot install, and shows the failure groups."""
     import asyncio  # here: `nexmdm --help` and the other commands do not need it
 
     from core import campaigns as fleet
     from core.enrollment import tokens as credentials
     from core.storage import engine as core_db
-    from nexmdm_cli import simulation
+    from nexmdm_cli import simulation, simulation_faults
 
     engine = core_db.engine_from_settings(settings)
     with core_db.make_session_factory(engine, settings).begin() as db:
@@ -86,7 +96,15 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
         [sys.executable, "-c", _RUN_CLI, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     sim = simulation.Simulation(
-        url, token, devices=CAMPAIGN_DEVICES, duration=60, interval=1.0, poll_every=1, prefix="shop"
+        url,
+        token,
+        devices=CAMPAIGN_DEVICES,
+        duration=60,
+        interval=1.0,
+        poll_every=1,
+        prefix="shop",
+        fail_rules=(simulation_faults.parse_rule(ROLLOUT_FAILURE),),
+        preinstalled=demo_apps,
     )
     devices = threading.Thread(target=lambda: asyncio.run(sim.run()), name="demo-devices", daemon=True)
     try:
@@ -95,6 +113,9 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
         deadline = time.monotonic() + 15
         while len(sim.tokens) < CAMPAIGN_DEVICES and time.monotonic() < deadline:
             time.sleep(0.2)
+        # the devices report their apps at their first heartbeat: the rollout then skips those already there
+        while any(inv.reported is None for inv in list(sim.inventories.values())) and time.monotonic() < deadline:
+            time.sleep(0.2)
 
         def run(*args: str) -> None:
             with contextlib.suppress(SystemExit):
@@ -102,23 +123,27 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
 
         for args in (
             ["devices", "labels"],
-            ["send", "ring", "--to", "demo=campaign", "--dry-run"],
+            ["send", "install_apk", "--to", "demo=campaign", "--dry-run"],
             [
                 "send",
-                "ring",
+                "install_apk",
+                "--payload",
+                ROLLOUT_PAYLOAD,
                 "--to",
                 "demo=campaign",
+                "--until",
+                ROLLOUT_UNTIL,
                 "--wave-percent",
                 "25",
                 "--wave-interval",
-                "2s",
+                "3s",
                 "--max-failure",
                 "10%",
                 "--yes",
                 "--idempotency-key",
                 "demo-campaign-1",
                 "--note",
-                "nexmdm demo",
+                "nexmdm demo: com.acme.pos 4200",
             ],
         ):
             out_console.rule(f"nexmdm {' '.join(args)}")
@@ -130,9 +155,11 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
         campaign_id = newest[0]["id"] if newest else None
         if campaign_id:
             out_console.rule(f"nexmdm campaigns watch {campaign_id}")
-            run("campaigns", "watch", campaign_id, "--every", "0.5", "--timeout", "60")
+            run("campaigns", "watch", campaign_id, "--every", "0.5", "--timeout", "8")
             out_console.rule(f"nexmdm campaigns show {campaign_id}")
             run("campaigns", "show", campaign_id)
+            out_console.rule(f"nexmdm campaigns failures {campaign_id}")
+            run("campaigns", "failures", campaign_id)
     finally:
         stop(server)  # the simulated devices (a daemon thread) find it gone and end with the demo
         log.close()
@@ -222,8 +249,9 @@ def demo(
         with contextlib.suppress(SystemExit):
             root.main(["--database-url", database_url, *args], prog_name="nexmdm", standalone_mode=False)
     info(
-        "[bold]6/6[/bold] a small campaign: `nexmdm send ring --to demo=campaign` in waves of 25 %, "
-        "then `nexmdm campaigns watch`"
+        "[bold]6/6[/bold] an outcome-gated rollout: `nexmdm send install_apk --to demo=campaign "
+        f"--until '{ROLLOUT_UNTIL}'` in waves of 25 % with --max-failure 10 %, while Galaxy A10s fail "
+        "(INSUFFICIENT_STORAGE); then `nexmdm campaigns watch`, `show` and `failures`"
     )
     campaign_phase(root, settings, database_url, folder, env)
     if keep:

@@ -93,18 +93,22 @@ def list_devices(
 def show_device(
     ctx: typer.Context,
     device_id: Annotated[str, typer.Argument(metavar="ID", help="The device id.")],
+    apps: Annotated[bool, typer.Option("--apps", help="Also list the device's reported apps.")] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """One device: state, last heartbeat values, model, OS, agent, push token, pending commands, labels."""
+    """One device: state, last heartbeat values, model, OS, agent, push token, pending commands, labels, its
+    reported inventory and recent app changes."""
     from core.devices import labels as labels_module
     from core.devices import records as devices
     from core.heartbeats import trends
+    from nexmdm_cli import inventory_view
 
     st = state(ctx)
     with st.session() as db:
         data = devices.device_dict(devices.get_device(db, device_id), st.settings)
         data |= devices.device_activity(db, device_id)
         data["labels"] = labels_module.device_labels(db, device_id)
+        data |= inventory_view.read(db, device_id, with_apps=apps)
         now = utcnow()
         day = [] if json_output else trends.slots(db, device_id, since=now - PRESENCE, until=now, count=PRESENCE_SLOTS)
     if json_output:
@@ -140,6 +144,7 @@ def show_device(
     render.row(out, "pending commands", str(data["pending_commands"]))
     render.row(out, "labels", ", ".join(f"{k}={v}" for k, v in data["labels"].items()) or "—")
     show(out)
+    inventory_view.render_inventory(data, now)
 
 
 @app.command(context_settings=CONTEXT)

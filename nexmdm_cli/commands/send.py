@@ -83,6 +83,16 @@ def send(
         str | None, typer.Option(help="Halt when failed + expired exceed this share of released targets.")
     ] = None,
     expires: Annotated[str | None, typer.Option(help="Each command's lifetime after its release: 24h.")] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Success is the device matching this selector after its ack ('@agent_version>=2.1'); "
+            "devices that already match are skipped, gates count outcomes."
+        ),
+    ] = None,
+    outcome_timeout: Annotated[
+        str | None, typer.Option(help="With --until: how long after its ack a device may take to match (1h).")
+    ] = None,
     note_text: Annotated[str | None, typer.Option("--note", help="What the campaign is for.")] = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="Reuse the key printed by an earlier attempt: a retry never sends twice.")
@@ -97,6 +107,7 @@ def send(
     `nexmdm campaigns watch ID`. More than one target asks for confirmation unless --yes.
     """
     from core import campaigns as fleet
+    from core.campaigns import outcomes
     from core.campaigns import records as campaigns_module
     from core.commands import dispatches
     from core.events import audit
@@ -109,8 +120,12 @@ def send(
     body = _payload(payload)
     waves = _waves(wave_size, wave_percent, wave_interval, min_success, max_failure)
     expires_in = int(parse_duration(expires, field="--expires").total_seconds()) if expires else None
-    plain = len(devices) == 1 and not waves and expires_in is None
+    timeout = (
+        int(parse_duration(outcome_timeout, field="--outcome-timeout").total_seconds()) if outcome_timeout else None
+    )
+    plain = len(devices) == 1 and not waves and expires_in is None and until is None
     campaigns_module.validate_waves(waves)  # bad input fails before anything is printed or asked
+    outcomes.validate(until, timeout)
     key = idempotency_key or f"cli-{secrets.token_hex(8)}"
     selector = "all" if all_devices else to
     targets = {"selector": selector} if selector is not None else {"device_ids": devices}
@@ -165,6 +180,8 @@ def send(
             waves=waves or None,
             expires_in_seconds=expires_in,
             note=note_text,
+            success_when=until,
+            outcome_timeout_seconds=timeout,
             actor=audit.cli_actor(),
             **targets,
         )
@@ -175,6 +192,8 @@ def send(
         print_json(campaign | {"created": created})
         return
     waves_text = f"{campaign['waves']['count']} waves of {campaign['waves']['size']:,}"
+    if campaign["counts"]["skipped"]:
+        waves_text += f", {campaign['counts']['skipped']:,} skipped (already satisfied)"
     note(
         f"[green]✅ campaign {escape(campaign['id'])} {'created' if created else 'already exists (same key)'}: "
         f"{escape(action)} to "

@@ -216,14 +216,23 @@ def simulate(
         float,
         typer.Option(min=0, max=86_400, help="Seconds over which devices come online after enrolling (0: at once)."),
     ] = 0,
+    fail: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail",
+            help="A failure rule FIELD=VALUE:ACTION:CODE (repeatable): matching devices ack ACTION failed with CODE, "
+            "e.g. 'model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE'.",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
 ) -> None:
     """Simulate devices against a running API: enroll, heartbeat, fetch and acknowledge commands; report latency."""
     from core.enrollment import tokens as credentials
     from core.events import audit
-    from nexmdm_cli import simulation
+    from nexmdm_cli import simulation, simulation_faults
 
     base = simulation.check_loopback(url)
+    fail_rules = tuple(simulation_faults.parse_rule(rule) for rule in fail or [])
     if fcm and processes > 1:
         err_console.print("[red]error:[/red] --fcm runs in one process (pushes reach devices in its own loop)")
         raise typer.Exit(code=EXIT_USAGE)
@@ -242,6 +251,7 @@ def simulate(
         "interval": interval,
         "concurrency": concurrency,
         "ramp_up": ramp_up,
+        "fail_rules": fail_rules,
     }
     if processes > 1:
         report = run_parts_with_progress(options, processes)

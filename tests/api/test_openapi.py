@@ -44,6 +44,16 @@ OPERATIONS = {
         "A campaign's targets (in one state), by device id",
         "admin:viewer",
     ),
+    ("GET", "/v1/campaigns/{campaign_id}/failures"): (
+        "V1CampaignsCampaignIdFailuresCampaignFailures",
+        "Why a campaign's targets failed: groups by reason, model and OS version",
+        "admin:viewer",
+    ),
+    ("GET", "/v1/campaigns/{campaign_id}/failures/devices"): (
+        "V1CampaignsCampaignIdFailuresDevicesCampaignFailedDevices",
+        "A campaign's failed targets (of one group), by device id, with the ack's detail",
+        "admin:viewer",
+    ),
     ("POST", "/v1/campaigns/{campaign_id}/pause"): (
         "V1CampaignsCampaignIdPausePauseCampaign",
         "Pause a campaign (no further waves)",
@@ -104,6 +114,33 @@ OPERATIONS = {
     ),
     ("POST", "/v1/enroll"): ("V1EnrollEnroll", "Enroll a device", "enrollmentToken"),
     ("POST", "/v1/heartbeat"): ("V1HeartbeatHeartbeat", "Report a heartbeat", "deviceToken"),
+    ("PUT", "/v1/inventory"): ("V1InventoryPutInventory", "Report the device's whole inventory", "deviceToken"),
+    ("PATCH", "/v1/inventory"): (
+        "V1InventoryPatchInventory",
+        "Report a change of the device's inventory",
+        "deviceToken",
+    ),
+    ("GET", "/v1/devices/{device_id}/app-changes"): (
+        "V1DevicesDeviceIdAppChangesAppChanges",
+        "A device's app changes, newest first",
+        "admin:viewer",
+    ),
+    ("GET", "/v1/devices/{device_id}/apps"): (
+        "V1DevicesDeviceIdAppsDeviceApps",
+        "A device's installed apps, by package",
+        "admin:viewer",
+    ),
+    ("GET", "/v1/devices/{device_id}/inventory"): (
+        "V1DevicesDeviceIdInventoryDeviceInventory",
+        "A device's inventory",
+        "admin:viewer",
+    ),
+    ("GET", "/v1/apps"): ("V1AppsListApps", "The apps on the selected devices", "admin:viewer"),
+    ("GET", "/v1/apps/{package}"): (
+        "V1AppsPackageGetApp",
+        "One app's versions on the selected devices",
+        "admin:viewer",
+    ),
     ("GET", "/v1/keys"): ("V1KeysListKeys", "List admin keys", "admin:admin"),
     ("POST", "/v1/keys"): ("V1KeysCreateKey", "Create an admin key", "admin:admin"),
     ("POST", "/v1/keys/{name}/revoke"): ("V1KeysNameRevokeRevokeKey", "Revoke an admin key", "admin:admin"),

@@ -55,9 +55,16 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("GET", "/v1/campaigns"): "viewer",
     ("GET", "/v1/campaigns/{campaign_id:str}"): "viewer",
     ("GET", "/v1/campaigns/{campaign_id:str}/devices"): "viewer",
+    ("GET", "/v1/campaigns/{campaign_id:str}/failures"): "viewer",
+    ("GET", "/v1/campaigns/{campaign_id:str}/failures/devices"): "viewer",
     ("POST", "/v1/campaigns/{campaign_id:str}/pause"): "operator",
     ("POST", "/v1/campaigns/{campaign_id:str}/resume"): "operator",
     ("POST", "/v1/campaigns/{campaign_id:str}/cancel"): "operator",
+    ("GET", "/v1/devices/{device_id:str}/inventory"): "viewer",
+    ("GET", "/v1/devices/{device_id:str}/apps"): "viewer",
+    ("GET", "/v1/devices/{device_id:str}/app-changes"): "viewer",
+    ("GET", "/v1/apps"): "viewer",
+    ("GET", "/v1/apps/{package:str}"): "viewer",
 }
 
 
@@ -88,7 +95,7 @@ SCOPED_ROUTES: set[tuple[str, str]] = {
 
 def concrete(path: str) -> str:
     dummies = {"device_id": "dev_x", "request_id": "req_x", "token_id": "enr_000000000000", "name": "nobody"}
-    dummies |= {"endpoint_id": "whk_000000000000"}
+    dummies |= {"endpoint_id": "whk_000000000000", "package": "com.acme.pos"}
     return re.sub(r"\{(\w+):(\w+)\}", lambda m: "1" if m.group(2) == "int" else dummies.get(m.group(1), "x"), path)
 
 
@@ -230,6 +237,7 @@ _DOC_WORDS = {
     "/v1/campaigns": "campaigns",
     "/v1/tokens": "tokens",
     "/v1/apk": "APK",
+    "/v1/apps": "apps",
     "/v1/commands": "commands",
     "/v1/devices": "devices",
 }

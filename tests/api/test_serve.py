@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 from typer.testing import CliRunner
 
 from core.base.settings import Settings
@@ -68,6 +68,10 @@ def test_serve_and_simulate(settings: Settings, engine, tmp_path) -> None:
         assert report["heartbeats"]["created"] >= 10
         assert report["errors_by_status"] == {}
         assert report["endpoints"]["POST /v1/heartbeat"]["p99_ms"] is not None
+        assert report["endpoints"]["PUT /v1/inventory"]["requests"] >= 10  # each asked once ("wanted")
+        with engine.connect() as conn:  # the reference agent's inventories arrived whole
+            assert conn.execute(text("SELECT count(*) FROM device_inventory")).scalar_one() == 10
+            assert 500 <= conn.execute(text("SELECT count(*) FROM device_apps")).scalar_one() <= 3000
         metrics = httpx.get(f"{url}/metrics").text
         assert 'path="/v1/heartbeat"' in metrics
         assert 'nexmdm_heartbeats_total{result="created"}' in metrics
@@ -77,6 +81,7 @@ def test_serve_and_simulate(settings: Settings, engine, tmp_path) -> None:
     assert server.returncode is not None
     server_log = (tmp_path / "server.log").read_text()
     assert "nxd_" not in server_log and "nxe_" not in server_log
+    assert "com.acme" not in server_log and "sim-1.0" not in server_log  # no inventory value is ever logged
     masked = settings.database_url.split("://", 1)[0]
     assert masked in server_log
     assert USERINFO_SECRET not in server_log and QUERY_SECRET not in server_log

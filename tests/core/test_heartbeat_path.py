@@ -42,7 +42,7 @@ def test_summary_moves_only_with_a_new_bucket(
 ) -> None:
     caplog.set_level(logging.INFO, logger="nexmdm.db")
     first = _beat(session_factory, settings, token, T0, battery_pct=80, network_type="wifi", agent_version="2.0")
-    assert first == {"device_id": "dev_hot", "created": True, "bucket_start": T0}
+    assert first == {"device_id": "dev_hot", "created": True, "bucket_start": T0, "inventory_wanted": True}
     device = _device(session_factory)
     assert (device.last_seen_at, device.last_battery_pct, device.agent_version) == (T0, 80, "2.0")
 
@@ -125,3 +125,35 @@ def test_a_late_beat_never_moves_the_summary_back(
     # and the next newer beat moves it on
     _beat(session_factory, settings, token, T0 + timedelta(seconds=40), battery_pct=70)
     assert _device(session_factory).last_battery_pct == 70
+
+
+def test_inventory_hash_is_compared_without_another_statement(
+    session_factory: sessionmaker[Session], settings: Settings, token: str, engine
+) -> None:
+    from sqlalchemy import event
+
+    held = "a" * 64
+    with session_factory.begin() as db:
+        db.execute(update(Device).where(Device.id == "dev_hot").values(inventory_hash=held))
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        statements.append(statement)
+
+    _beat(session_factory, settings, token, T0 - timedelta(seconds=10))  # caches warm (partitions known)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        without = _beat(session_factory, settings, token, T0)
+        plain = len(statements)
+        same = _beat(session_factory, settings, token, T0 + timedelta(seconds=10), inventory_hash=held)
+        assert len(statements) - plain == plain  # the same statements with the hash as without it
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert without["inventory_wanted"] is True  # a device that sends no hash is asked for its inventory
+    assert same["inventory_wanted"] is False
+    assert _device(session_factory).inventory_seen_at == T0 + timedelta(seconds=10)  # known current then
+    other = _beat(session_factory, settings, token, T0 + timedelta(seconds=20), inventory_hash="b" * 64)
+    assert other["inventory_wanted"] is True
+    assert _device(session_factory).inventory_seen_at == T0 + timedelta(seconds=10)
+    with pytest.raises(Exception, match="inventory_hash"):
+        _beat(session_factory, settings, token, T0 + timedelta(seconds=30), inventory_hash="XYZ")

@@ -1,0 +1,229 @@
+"""Storing a device's inventory report: a full replace (``PUT``) or a delta on a base hash (``PATCH``).
+
+Each report is one transaction of the caller's: the device's ``device_inventory`` row is locked first
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serializes writers), so
+two reports of one device never interleave and the later one wins whole. Under the lock the held apps
+are compared with the reported ones: only the rows that differ are written, and every install, version
+change and removal becomes a ``device_app_changes`` row in the same transaction. The same hash again
+writes nothing. Log lines carry the device id and counts only, never an inventory value.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from core.base.errors import Conflict, InvalidArgument
+from core.base.settings import Settings
+from core.inventory.document import DEVICE_FIELDS, MAX_APPS, Delta, HashMismatch, Report, canonical_hash
+from core.models import Device, DeviceApp, DeviceAppChange, DeviceInventory
+from core.storage.dialect import insert_for, is_postgresql
+from core.storage.operations import log_operation
+from core.storage.types import utcnow
+
+_APP_COLUMNS = ("version_code", "version_name", "installer", "system", "enabled", "signing_sha256")
+_DEVICE_COLUMNS = tuple(DEVICE_FIELDS)
+_APPS: Table = DeviceApp.__table__  # type: ignore[assignment]
+_CHANGES: Table = DeviceAppChange.__table__  # type: ignore[assignment]
+_INVENTORY: Table = DeviceInventory.__table__  # type: ignore[assignment]
+
+
+class BaseMismatch(Conflict):
+    """A ``PATCH`` whose ``base_hash`` is not the inventory the server holds (409; nothing written)."""
+
+    code = "inventory_base_mismatch"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a report did: its hash, whether anything changed, and the app changes it recorded."""
+
+    hash: str
+    changed: bool
+    app_changes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"hash": self.hash, "changed": self.changed, "app_changes": self.app_changes}
+
+
+def _lock(db: Session, device_id: str) -> DeviceInventory | None:
+    """The device's inventory row, locked for this transaction (``None``: never reported)."""
+    query = select(DeviceInventory).where(DeviceInventory.device_id == device_id)
+    if is_postgresql(db):
+        query = query.with_for_update()
+    row = db.execute(query).scalar_one_or_none()
+    if row is not None or not is_postgresql(db):
+        return row
+    # a first report: a concurrent first report may be inserting too; whichever inserts first, the other
+    # waits on its row here and then sees it
+    placeholder = {"device_id": device_id, "hash": "", "reported_at": utcnow(), "updated_at": utcnow()}
+    db.execute(insert_for(db, DeviceInventory).values(**placeholder).on_conflict_do_nothing())
+    row = db.execute(query).scalar_one()
+    return None if row.hash == "" else row
+
+
+def _held_apps(db: Session, device_id: str) -> dict[str, dict[str, Any]]:
+    rows = db.execute(select(_APPS).where(_APPS.c.device_id == device_id)).mappings()
+    return {row["package"]: {k: v for k, v in row.items() if k != "device_id" and v is not None} for row in rows}
+
+
+def held_device(row: DeviceInventory) -> dict[str, Any]:
+    """The device part of the held document, as the device sent it (``serial`` only when kept)."""
+    out: dict[str, Any] = {}
+    for name in _DEVICE_COLUMNS:
+        value = getattr(row, name)
+        if value is not None:
+            out[name] = value.isoformat() if isinstance(value, date) else value
+    return out
+
+
+def _change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | None:
+    if old is None:
+        return "installed"
+    if new is None:
+        return "removed"
+    if new["version_code"] > old["version_code"]:
+        return "updated"
+    if new["version_code"] < old["version_code"]:
+        return "downgraded"
+    return None
+
+
+def _write(
+    db: Session,
+    device_id: str,
+    held: DeviceInventory | None,
+    new_hash: str,
+    device: dict[str, Any],
+    apps: dict[str, dict[str, Any]],
+    settings: Settings,
+    *,
+    serial_withheld: bool,
+) -> Stored:
+    started = time.perf_counter()
+    now = utcnow()
+    old_apps = _held_apps(db, device_id) if held is not None else {}
+    changes: list[dict[str, Any]] = []
+    upserts: list[dict[str, Any]] = []
+    for package, app in apps.items():
+        old = old_apps.get(package)
+        if old != app:
+            upserts.append({"device_id": device_id, **{c: app.get(c) for c in _APP_COLUMNS}, "package": package})
+        kind = _change(old, app)
+        if kind is not None:
+            changes.append(
+                {
+                    "device_id": device_id,
+                    "package": package,
+                    "change": kind,
+                    "from_version_code": None if old is None else old["version_code"],
+                    "to_version_code": app["version_code"],
+                    "at": now,
+                }
+            )
+    removed = sorted(set(old_apps) - set(apps))
+    for package in removed:
+        changes.append(
+            {
+                "device_id": device_id,
+                "package": package,
+                "change": "removed",
+                "from_version_code": old_apps[package]["version_code"],
+                "to_version_code": None,
+                "at": now,
+            }
+        )
+    if removed:
+        db.execute(delete(_APPS).where(_APPS.c.device_id == device_id, _APPS.c.package.in_(removed)))
+    if upserts:
+        statement = insert_for(db, _APPS)
+        statement = statement.on_conflict_do_update(
+            index_elements=["device_id", "package"], set_={c: statement.excluded[c] for c in _APP_COLUMNS}
+        )
+        db.execute(statement, upserts)
+    if changes:
+        db.execute(insert(_CHANGES), changes)
+    fields: dict[str, Any] = {name: device.get(name) for name in _DEVICE_COLUMNS}
+    if fields["security_patch"] is not None:
+        fields["security_patch"] = date.fromisoformat(fields["security_patch"])
+    if not settings.inventory_serial:
+        fields["serial"] = None
+    values = {
+        **fields,
+        "hash": new_hash,
+        "app_count": len(apps),
+        "serial_withheld": serial_withheld,
+        "reported_at": now,
+        "updated_at": now,
+    }
+    if held is None and not is_postgresql(db):
+        db.execute(insert(_INVENTORY).values(device_id=device_id, **values))
+    else:
+        db.execute(update(_INVENTORY).where(_INVENTORY.c.device_id == device_id).values(**values))
+    db.execute(update(Device).where(Device.id == device_id).values(inventory_hash=new_hash, inventory_seen_at=now))
+    log_operation(
+        "update",
+        "device_inventory",
+        {"device_id": device_id, "apps": len(apps), "app_changes": len(changes)},
+        started,
+    )
+    return Stored(new_hash, True, len(changes))
+
+
+def _unchanged(db: Session, device_id: str, held_hash: str) -> Stored:
+    """The held inventory again: nothing is written, unless the device's row forgot the hash (a new
+    generation of a re-enrolled device is asked again and may send the same inventory)."""
+    started = time.perf_counter()
+    db.execute(
+        update(Device)
+        .where(Device.id == device_id, Device.inventory_hash.is_distinct_from(held_hash))
+        .values(inventory_hash=held_hash, inventory_seen_at=utcnow())
+    )
+    log_operation("dedup_hit", "device_inventory", {"device_id": device_id}, started)
+    return Stored(held_hash, False, 0)
+
+
+def put_inventory(db: Session, device_id: str, report: Report, settings: Settings) -> Stored:
+    """Replace the device's inventory with ``report`` (checked, hash verified); the caller commits."""
+    held = _lock(db, device_id)
+    if held is not None and held.hash == report.hash:
+        return _unchanged(db, device_id, held.hash)
+    withheld = "serial" in report.device and not settings.inventory_serial
+    return _write(db, device_id, held, report.hash, report.device, report.apps, settings, serial_withheld=withheld)
+
+
+def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Settings) -> Stored:
+    """Apply a delta to the held inventory: ``BaseMismatch`` when ``base_hash`` is not what is held.
+
+    The result's hash is verified (``HashMismatch``) unless the held document lacks the serial the
+    device reported (not kept: ``NEXMDM_INVENTORY_SERIAL`` is off), which the server cannot rebuild;
+    then the base hash alone chains the reports.
+    """
+    held = _lock(db, device_id)
+    if held is None or held.hash != delta.base_hash:
+        raise BaseMismatch("base_hash is not the inventory the server holds: send the whole inventory (PUT)")
+    if delta.hash == held.hash and not delta.device and not delta.cleared and not delta.upsert and not delta.remove:
+        return _unchanged(db, device_id, held.hash)
+    device = held_device(held)
+    device.update(delta.device)
+    for name in delta.cleared:
+        device.pop(name, None)
+    apps = _held_apps(db, device_id)
+    apps.update(delta.upsert)
+    for package in delta.remove:
+        apps.pop(package, None)
+    if len(apps) > MAX_APPS:
+        raise InvalidArgument(f"the inventory would hold more than {MAX_APPS} apps", field="apps.upsert")
+    withheld = bool(held.serial_withheld) and "serial" not in delta.device and "serial" not in delta.cleared
+    if "serial" in delta.device and not settings.inventory_serial:
+        withheld = True
+    if not withheld and canonical_hash(device, apps) != delta.hash:
+        raise HashMismatch("hash is not the SHA-256 of the inventory after this delta", field="hash")
+    if delta.hash == held.hash:
+        return _unchanged(db, device_id, held.hash)
+    return _write(db, device_id, held, delta.hash, device, apps, settings, serial_withheld=withheld)

@@ -1,0 +1,69 @@
+"""How simulated devices fail and what their installs change: failure rules and ``install_apk``.
+
+A failure rule (``--fail 'model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE'``) makes the devices whose
+inventory (``nexmdm_cli.sim_inventory``: model, manufacturer, OS version) matches ack that action
+``failed`` with the code as the ack's detail (the code a failure group shows). A simulated
+``install_apk`` whose payload names ``package`` and ``version_code`` installs that version in the
+device's inventory, which the device reports at once (``PUT /v1/inventory``), so an outcome-gated
+campaign (``--until '@app(com.acme.pos)>=4200'``) succeeds end to end.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from core.base.errors import InvalidArgument
+
+RULE_FIELDS = ("model", "manufacturer", "os_version")
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
+_ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+@dataclass(frozen=True)
+class FailRule:
+    """Devices whose ``field`` is ``value`` ack ``action`` as failed with ``code``."""
+
+    field: str
+    value: str
+    action: str
+    code: str
+
+    def matches(self, device: dict[str, Any], action: str) -> bool:
+        return action == self.action and str(device.get(self.field)) == self.value
+
+
+def parse_rule(text: str) -> FailRule:
+    """``FIELD=VALUE:ACTION:CODE`` (the value may hold spaces, not ``:``); anything else is a usage error."""
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3 or "=" not in parts[0]:
+        raise InvalidArgument(
+            f"--fail takes FIELD=VALUE:ACTION:CODE such as 'model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE' "
+            f"(got {text!r})",
+            field="--fail",
+        )
+    condition, action, code = parts
+    field, value = (s.strip() for s in condition.split("=", 1))
+    if field not in RULE_FIELDS:
+        raise InvalidArgument(f"--fail field must be one of {', '.join(RULE_FIELDS)} (got {field!r})", field="--fail")
+    if not value or not _ACTION.fullmatch(action) or not _CODE.fullmatch(code):
+        raise InvalidArgument(
+            f"--fail needs a value, an action (ping, install_apk...) and an error code in upper case (got {text!r})",
+            field="--fail",
+        )
+    return FailRule(field, value, action, code)
+
+
+def failure(rules: tuple[FailRule, ...], device: dict[str, Any], action: str) -> str | None:
+    """The error code this device acks ``action`` with, or None when it succeeds."""
+    return next((rule.code for rule in rules if rule.matches(device, action)), None)
+
+
+def installed(command: dict[str, Any]) -> tuple[str, int] | None:
+    """``(package, version_code)`` a completed ``install_apk`` puts on the device, when its payload says."""
+    payload = command.get("payload") or {}
+    package, code = payload.get("package"), payload.get("version_code")
+    if command.get("action") != "install_apk" or not isinstance(package, str) or not isinstance(code, int):
+        return None
+    return package, code
