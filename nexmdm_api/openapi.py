@@ -198,7 +198,23 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
                 built.properties = {**(built.properties or {}), name: schema_creator.for_field_definition(hint)}
         for item in dataclasses.fields(Schema):
             setattr(schema, item.name, getattr(built, item.name))
-        schema.dependent_required = getattr(struct, "openapi_dependent_required", None)
+        needs = getattr(struct, "openapi_dependent_required", None)
+        if needs:
+            schema.dependent_required = needs
+            # the same rule for a generator that ignores dependentRequired, with null read as absent (as the
+            # server reads it): not (FIELD given, not null, while one it needs is absent or null)
+            null = Schema(type=OpenAPIType.NULL)
+            schema.schema_not = Schema(
+                any_of=[
+                    Schema(
+                        required=[field],
+                        properties={field: Schema(schema_not=null)},
+                        any_of=[Schema(schema_not=Schema(required=[other])) for other in others]
+                        + [Schema(properties={other: null}) for other in others],
+                    )
+                    for field, others in needs.items()
+                ]
+            )
         return schema
 
 

@@ -73,7 +73,10 @@ def _selectors() -> st.SearchStrategy[str]:
     value = st.from_regex(VALUE_RE, fullmatch=True).map(lambda v: f'"{v}"')
     values = st.lists(value, min_size=1, max_size=3).map(lambda vs: f"({','.join(vs)})")
     free_fields = sorted(
-        f"@{name}" for name, (_, allowed, _) in FIELDS.items() if allowed is None and name != "battery_pct"
+        # a number or a date is not any string: those fields are compared to values of their own kind
+        f"@{name}"
+        for name, (_, allowed, _) in FIELDS.items()
+        if allowed is None and name not in ("battery_pct", "api_level", "security_patch")
     )
     term = st.one_of(
         key.map(lambda k: f"!{k}"),
