@@ -20,8 +20,8 @@ serves. (``schemathesis.pytest.from_fixture`` would read it from the running app
 from __future__ import annotations
 
 import copy
-import re
 import io
+import re
 from collections.abc import Iterator
 from typing import Any
 
