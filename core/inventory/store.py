@@ -51,20 +51,23 @@ class Stored:
         return {"hash": self.hash, "changed": self.changed, "app_changes": self.app_changes}
 
 
-def _lock(db: Session, device_id: str) -> DeviceInventory | None:
+def _lock(db: Session, device_id: str) -> Any:
     """The device's inventory row, locked for this transaction (``None``: never reported)."""
-    query = select(DeviceInventory).where(DeviceInventory.device_id == device_id)
-    if is_postgresql(db):
-        query = query.with_for_update()
-    row = db.execute(query).scalar_one_or_none()
-    if row is not None or not is_postgresql(db):
-        return row
-    # a first report: a concurrent first report may be inserting too; whichever inserts first, the other
-    # waits on its row here and then sees it
-    placeholder = {"device_id": device_id, "hash": "", "reported_at": utcnow(), "updated_at": utcnow()}
-    db.execute(insert_for(db, DeviceInventory).values(**placeholder).on_conflict_do_nothing())
-    row = db.execute(query).scalar_one()
-    return None if row.hash == "" else row
+    query = select(_INVENTORY).where(_INVENTORY.c.device_id == device_id)
+    if not is_postgresql(db):
+        return db.execute(query).first()  # BEGIN IMMEDIATE: this transaction is the only writer
+    row = db.execute(query.with_for_update()).first()
+    if row is not None:
+        return row if row.hash != "" else None
+    # a first report: insert the row now and hold it; a concurrent first report waits on it (and then
+    # finds it, reported), or holds it first and this one waits below
+    now = utcnow()
+    placeholder = {"device_id": device_id, "hash": "", "reported_at": now, "updated_at": now}
+    statement = insert_for(db, _INVENTORY).values(**placeholder).on_conflict_do_nothing()
+    if db.execute(statement.returning(_INVENTORY.c.device_id)).first() is not None:
+        return None
+    row = db.execute(query.with_for_update()).first()
+    return row if row is not None and row.hash != "" else None
 
 
 def _held_apps(db: Session, device_id: str) -> dict[str, dict[str, Any]]:
@@ -72,7 +75,7 @@ def _held_apps(db: Session, device_id: str) -> dict[str, dict[str, Any]]:
     return {row["package"]: {k: v for k, v in row.items() if k != "device_id" and v is not None} for row in rows}
 
 
-def held_device(row: DeviceInventory) -> dict[str, Any]:
+def held_device(row: Any) -> dict[str, Any]:
     """The device part of the held document, as the device sent it (``serial`` only when kept)."""
     out: dict[str, Any] = {}
     for name in _DEVICE_COLUMNS:
@@ -97,7 +100,7 @@ def _change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | Non
 def _write(
     db: Session,
     device_id: str,
-    held: DeviceInventory | None,
+    held: Any,
     new_hash: str,
     device: dict[str, Any],
     apps: dict[str, dict[str, Any]],
@@ -145,6 +148,7 @@ def _write(
         statement = statement.on_conflict_do_update(
             index_elements=["device_id", "package"], set_={c: statement.excluded[c] for c in _APP_COLUMNS}
         )
+        # executemany of one cached statement: a multi-row VALUES would be compiled anew for every report
         db.execute(statement, upserts)
     if changes:
         db.execute(insert(_CHANGES), changes)
