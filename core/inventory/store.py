@@ -51,14 +51,15 @@ class Stored:
         return {"hash": self.hash, "changed": self.changed, "app_changes": self.app_changes}
 
 
-def _lock(db: Session, device_id: str) -> Any:
-    """The device's inventory row, locked for this transaction (``None``: never reported)."""
+def _lock(db: Session, device_id: str, *, create: bool = True) -> Any:
+    """The device's inventory row, locked for this transaction (``None``: never reported). A first report
+    (``create``) inserts the row at once, to hold it; a delta needs an existing one and inserts nothing."""
     query = select(_INVENTORY).where(_INVENTORY.c.device_id == device_id)
     if not is_postgresql(db):
         return db.execute(query).first()  # BEGIN IMMEDIATE: this transaction is the only writer
     row = db.execute(query.with_for_update()).first()
-    if row is not None:
-        return row if row.hash != "" else None
+    if row is not None or not create:
+        return row if row is not None and row.hash != "" else None
     # a first report: insert the row now and hold it; a concurrent first report waits on it (and then
     # finds it, reported), or holds it first and this one waits below
     now = utcnow()
@@ -208,7 +209,7 @@ def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Setting
     device reported (not kept: ``NEXMDM_INVENTORY_SERIAL`` is off), which the server cannot rebuild;
     then the base hash alone chains the reports.
     """
-    held = _lock(db, device_id)
+    held = _lock(db, device_id, create=False)
     if held is None or held.hash != delta.base_hash:
         raise BaseMismatch("base_hash is not the inventory the server holds: send the whole inventory (PUT)")
     if delta.hash == held.hash and not delta.device and not delta.cleared and not delta.upsert and not delta.remove:
