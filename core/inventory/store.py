@@ -51,24 +51,42 @@ class Stored:
         return {"hash": self.hash, "changed": self.changed, "app_changes": self.app_changes}
 
 
-def _lock(db: Session, device_id: str, *, create: bool = True) -> Any:
-    """The device's inventory row, locked for this transaction (``None``: never reported). A first report
-    (``create``) inserts the row at once, to hold it; a delta needs an existing one and inserts nothing."""
+def _lock(db: Session, device_id: str, first: dict[str, Any] | None = None) -> tuple[Any, bool]:
+    """The device's inventory row, locked for this transaction (``None``: never reported), and whether
+    ``first`` (the row of a first report) was inserted here: that takes and holds the row in one
+    statement. Without ``first`` (a delta needs an existing row) nothing is inserted."""
     query = select(_INVENTORY).where(_INVENTORY.c.device_id == device_id)
     if not is_postgresql(db):
-        return db.execute(query).first()  # BEGIN IMMEDIATE: this transaction is the only writer
+        return db.execute(query).first(), False  # BEGIN IMMEDIATE: this transaction is the only writer
     row = db.execute(query.with_for_update()).first()
-    if row is not None or not create:
-        return row if row is not None and row.hash != "" else None
-    # a first report: insert the row now and hold it; a concurrent first report waits on it (and then
-    # finds it, reported), or holds it first and this one waits below
-    now = utcnow()
-    placeholder = {"device_id": device_id, "hash": "", "reported_at": now, "updated_at": now}
-    statement = insert_for(db, _INVENTORY).values(**placeholder).on_conflict_do_nothing()
+    if row is not None or first is None:
+        return row, False
+    # a concurrent first report waits on this insert (then finds the row, reported), or inserted first
+    # and this one waits below for it to commit
+    statement = insert_for(db, _INVENTORY).values(device_id=device_id, **first).on_conflict_do_nothing()
     if db.execute(statement.returning(_INVENTORY.c.device_id)).first() is not None:
-        return None
-    row = db.execute(query.with_for_update()).first()
-    return row if row is not None and row.hash != "" else None
+        return None, True
+    return db.execute(query.with_for_update()).first(), False
+
+
+def _row(
+    new_hash: str, device: dict[str, Any], app_count: int, settings: Settings, *, serial_withheld: bool
+) -> dict[str, Any]:
+    """The ``device_inventory`` row of a report (the serial only when kept)."""
+    now = utcnow()
+    fields: dict[str, Any] = {name: device.get(name) for name in _DEVICE_COLUMNS}
+    if fields["security_patch"] is not None:
+        fields["security_patch"] = date.fromisoformat(fields["security_patch"])
+    if not settings.inventory_serial:
+        fields["serial"] = None
+    return {
+        **fields,
+        "hash": new_hash,
+        "app_count": app_count,
+        "serial_withheld": serial_withheld,
+        "reported_at": now,
+        "updated_at": now,
+    }
 
 
 def _held_apps(db: Session, device_id: str) -> dict[str, dict[str, Any]]:
@@ -108,9 +126,12 @@ def _write(
     settings: Settings,
     *,
     serial_withheld: bool,
+    inserted: bool = False,
 ) -> Stored:
+    """Write a new inventory over the held one (``inserted``: its row was written by ``_lock``)."""
     started = time.perf_counter()
-    now = utcnow()
+    values = _row(new_hash, device, len(apps), settings, serial_withheld=serial_withheld)
+    now = values["updated_at"]
     old_apps = _held_apps(db, device_id) if held is not None else {}
     changes: list[dict[str, Any]] = []
     upserts: list[dict[str, Any]] = []
@@ -153,23 +174,10 @@ def _write(
         db.execute(statement, upserts)
     if changes:
         db.execute(insert(_CHANGES), changes)
-    fields: dict[str, Any] = {name: device.get(name) for name in _DEVICE_COLUMNS}
-    if fields["security_patch"] is not None:
-        fields["security_patch"] = date.fromisoformat(fields["security_patch"])
-    if not settings.inventory_serial:
-        fields["serial"] = None
-    values = {
-        **fields,
-        "hash": new_hash,
-        "app_count": len(apps),
-        "serial_withheld": serial_withheld,
-        "reported_at": now,
-        "updated_at": now,
-    }
-    if held is None and not is_postgresql(db):
-        db.execute(insert(_INVENTORY).values(device_id=device_id, **values))
-    else:
+    if held is not None:
         db.execute(update(_INVENTORY).where(_INVENTORY.c.device_id == device_id).values(**values))
+    elif not inserted:  # SQLite's first report (PostgreSQL's was inserted by ``_lock``)
+        db.execute(insert(_INVENTORY).values(device_id=device_id, **values))
     db.execute(update(Device).where(Device.id == device_id).values(inventory_hash=new_hash, inventory_seen_at=now))
     log_operation(
         "update",
@@ -195,11 +203,22 @@ def _unchanged(db: Session, device_id: str, held_hash: str) -> Stored:
 
 def put_inventory(db: Session, device_id: str, report: Report, settings: Settings) -> Stored:
     """Replace the device's inventory with ``report`` (checked, hash verified); the caller commits."""
-    held = _lock(db, device_id)
+    withheld = "serial" in report.device and not settings.inventory_serial
+    first = _row(report.hash, report.device, len(report.apps), settings, serial_withheld=withheld)
+    held, inserted = _lock(db, device_id, first)
     if held is not None and held.hash == report.hash:
         return _unchanged(db, device_id, held.hash)
-    withheld = "serial" in report.device and not settings.inventory_serial
-    return _write(db, device_id, held, report.hash, report.device, report.apps, settings, serial_withheld=withheld)
+    return _write(
+        db,
+        device_id,
+        held,
+        report.hash,
+        report.device,
+        report.apps,
+        settings,
+        serial_withheld=withheld,
+        inserted=inserted,
+    )
 
 
 def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Settings) -> Stored:
@@ -209,7 +228,7 @@ def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Setting
     device reported (not kept: ``NEXMDM_INVENTORY_SERIAL`` is off), which the server cannot rebuild;
     then the base hash alone chains the reports.
     """
-    held = _lock(db, device_id, create=False)
+    held, _ = _lock(db, device_id)
     if held is None or held.hash != delta.base_hash:
         raise BaseMismatch("base_hash is not the inventory the server holds: send the whole inventory (PUT)")
     if delta.hash == held.hash and not delta.device and not delta.cleared and not delta.upsert and not delta.remove:
