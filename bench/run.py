@@ -24,6 +24,7 @@ from bench import (
     bench_campaigns,
     bench_helpers,
     bench_http,
+    bench_inventory,
     bench_nodes,
     bench_push,
     bench_retention,
@@ -34,7 +35,7 @@ from bench import (
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "startup", "top", "campaigns", "push", "nodes", "stayup"]
+PARTS = ["helpers", "http", "retention", "startup", "top", "campaigns", "push", "nodes", "stayup", "inventory"]
 
 
 def machine() -> dict[str, object]:
@@ -120,6 +121,10 @@ def _parts(tmp: Path, args: argparse.Namespace) -> dict[str, Part]:
         "stayup": (
             "10. failover write gap (pg_auto_failover); backup and restore of 10 M heartbeats vs pg_dump",
             lambda: bench_stayup.run_part(tmp, quick=quick),
+        ),
+        "inventory": (
+            "11. inventory: the heartbeat with inventory_hash; PUTs vs the raw driver",
+            lambda: bench_inventory.run_part(quick=quick),
         ),
     }
 

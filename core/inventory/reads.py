@@ -29,7 +29,7 @@ def device_inventory(db: Session, device_id: str) -> dict[str, Any]:
     """The device's held inventory (its device fields, app count and times); ``NotFound`` when none."""
     get_device(db, device_id)
     row = db.get(DeviceInventory, device_id)
-    if row is None or row.hash == "":
+    if row is None:
         raise NotFound(f"device {device_id!r} has reported no inventory")
     return {
         "device_id": device_id,

@@ -51,20 +51,42 @@ class Stored:
         return {"hash": self.hash, "changed": self.changed, "app_changes": self.app_changes}
 
 
-def _lock(db: Session, device_id: str) -> DeviceInventory | None:
-    """The device's inventory row, locked for this transaction (``None``: never reported)."""
-    query = select(DeviceInventory).where(DeviceInventory.device_id == device_id)
-    if is_postgresql(db):
-        query = query.with_for_update()
-    row = db.execute(query).scalar_one_or_none()
-    if row is not None or not is_postgresql(db):
-        return row
-    # a first report: a concurrent first report may be inserting too; whichever inserts first, the other
-    # waits on its row here and then sees it
-    placeholder = {"device_id": device_id, "hash": "", "reported_at": utcnow(), "updated_at": utcnow()}
-    db.execute(insert_for(db, DeviceInventory).values(**placeholder).on_conflict_do_nothing())
-    row = db.execute(query).scalar_one()
-    return None if row.hash == "" else row
+def _lock(db: Session, device_id: str, first: dict[str, Any] | None = None) -> tuple[Any, bool]:
+    """The device's inventory row, locked for this transaction (``None``: never reported), and whether
+    ``first`` (the row of a first report) was inserted here: that takes and holds the row in one
+    statement. Without ``first`` (a delta needs an existing row) nothing is inserted."""
+    query = select(_INVENTORY).where(_INVENTORY.c.device_id == device_id)
+    if not is_postgresql(db):
+        return db.execute(query).first(), False  # BEGIN IMMEDIATE: this transaction is the only writer
+    row = db.execute(query.with_for_update()).first()
+    if row is not None or first is None:
+        return row, False
+    # a concurrent first report waits on this insert (then finds the row, reported), or inserted first
+    # and this one waits below for it to commit
+    statement = insert_for(db, _INVENTORY).values(device_id=device_id, **first).on_conflict_do_nothing()
+    if db.execute(statement.returning(_INVENTORY.c.device_id)).first() is not None:
+        return None, True
+    return db.execute(query.with_for_update()).first(), False
+
+
+def _row(
+    new_hash: str, device: dict[str, Any], app_count: int, settings: Settings, *, serial_withheld: bool
+) -> dict[str, Any]:
+    """The ``device_inventory`` row of a report (the serial only when kept)."""
+    now = utcnow()
+    fields: dict[str, Any] = {name: device.get(name) for name in _DEVICE_COLUMNS}
+    if fields["security_patch"] is not None:
+        fields["security_patch"] = date.fromisoformat(fields["security_patch"])
+    if not settings.inventory_serial:
+        fields["serial"] = None
+    return {
+        **fields,
+        "hash": new_hash,
+        "app_count": app_count,
+        "serial_withheld": serial_withheld,
+        "reported_at": now,
+        "updated_at": now,
+    }
 
 
 def _held_apps(db: Session, device_id: str) -> dict[str, dict[str, Any]]:
@@ -72,7 +94,7 @@ def _held_apps(db: Session, device_id: str) -> dict[str, dict[str, Any]]:
     return {row["package"]: {k: v for k, v in row.items() if k != "device_id" and v is not None} for row in rows}
 
 
-def held_device(row: DeviceInventory) -> dict[str, Any]:
+def held_device(row: Any) -> dict[str, Any]:
     """The device part of the held document, as the device sent it (``serial`` only when kept)."""
     out: dict[str, Any] = {}
     for name in _DEVICE_COLUMNS:
@@ -97,16 +119,19 @@ def _change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str | Non
 def _write(
     db: Session,
     device_id: str,
-    held: DeviceInventory | None,
+    held: Any,
     new_hash: str,
     device: dict[str, Any],
     apps: dict[str, dict[str, Any]],
     settings: Settings,
     *,
     serial_withheld: bool,
+    inserted: bool = False,
 ) -> Stored:
+    """Write a new inventory over the held one (``inserted``: its row was written by ``_lock``)."""
     started = time.perf_counter()
-    now = utcnow()
+    values = _row(new_hash, device, len(apps), settings, serial_withheld=serial_withheld)
+    now = values["updated_at"]
     old_apps = _held_apps(db, device_id) if held is not None else {}
     changes: list[dict[str, Any]] = []
     upserts: list[dict[str, Any]] = []
@@ -145,26 +170,14 @@ def _write(
         statement = statement.on_conflict_do_update(
             index_elements=["device_id", "package"], set_={c: statement.excluded[c] for c in _APP_COLUMNS}
         )
+        # executemany of one cached statement: a multi-row VALUES would be compiled anew for every report
         db.execute(statement, upserts)
     if changes:
         db.execute(insert(_CHANGES), changes)
-    fields: dict[str, Any] = {name: device.get(name) for name in _DEVICE_COLUMNS}
-    if fields["security_patch"] is not None:
-        fields["security_patch"] = date.fromisoformat(fields["security_patch"])
-    if not settings.inventory_serial:
-        fields["serial"] = None
-    values = {
-        **fields,
-        "hash": new_hash,
-        "app_count": len(apps),
-        "serial_withheld": serial_withheld,
-        "reported_at": now,
-        "updated_at": now,
-    }
-    if held is None and not is_postgresql(db):
-        db.execute(insert(_INVENTORY).values(device_id=device_id, **values))
-    else:
+    if held is not None:
         db.execute(update(_INVENTORY).where(_INVENTORY.c.device_id == device_id).values(**values))
+    elif not inserted:  # SQLite's first report (PostgreSQL's was inserted by ``_lock``)
+        db.execute(insert(_INVENTORY).values(device_id=device_id, **values))
     db.execute(update(Device).where(Device.id == device_id).values(inventory_hash=new_hash, inventory_seen_at=now))
     log_operation(
         "update",
@@ -190,11 +203,22 @@ def _unchanged(db: Session, device_id: str, held_hash: str) -> Stored:
 
 def put_inventory(db: Session, device_id: str, report: Report, settings: Settings) -> Stored:
     """Replace the device's inventory with ``report`` (checked, hash verified); the caller commits."""
-    held = _lock(db, device_id)
+    withheld = "serial" in report.device and not settings.inventory_serial
+    first = _row(report.hash, report.device, len(report.apps), settings, serial_withheld=withheld)
+    held, inserted = _lock(db, device_id, first)
     if held is not None and held.hash == report.hash:
         return _unchanged(db, device_id, held.hash)
-    withheld = "serial" in report.device and not settings.inventory_serial
-    return _write(db, device_id, held, report.hash, report.device, report.apps, settings, serial_withheld=withheld)
+    return _write(
+        db,
+        device_id,
+        held,
+        report.hash,
+        report.device,
+        report.apps,
+        settings,
+        serial_withheld=withheld,
+        inserted=inserted,
+    )
 
 
 def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Settings) -> Stored:
@@ -204,7 +228,7 @@ def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Setting
     device reported (not kept: ``NEXMDM_INVENTORY_SERIAL`` is off), which the server cannot rebuild;
     then the base hash alone chains the reports.
     """
-    held = _lock(db, device_id)
+    held, _ = _lock(db, device_id)
     if held is None or held.hash != delta.base_hash:
         raise BaseMismatch("base_hash is not the inventory the server holds: send the whole inventory (PUT)")
     if delta.hash == held.hash and not delta.device and not delta.cleared and not delta.upsert and not delta.remove:

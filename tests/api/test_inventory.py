@@ -22,7 +22,9 @@ def _counts(factory: sessionmaker[Session]) -> tuple[int, int, int]:
         )
 
 
-def test_heartbeat_asks_put_stores_then_heartbeat_is_quiet(client: TestClient[Any], enroll, auth) -> None:
+def test_heartbeat_asks_put_stores_then_heartbeat_is_quiet(client: TestClient[Any], make_token, enroll, auth) -> None:
+    answer = client.post("/v1/enroll", json={"device_id": "dev_p"}, headers=auth(make_token()))
+    assert answer.json()["protocol"] == 2  # docs/device-protocol.md
     headers = auth(enroll("dev_inv"))
     document = body(apps=APPS)
     beat = client.post("/v1/heartbeat", json={"inventory_hash": document["hash"]}, headers=headers)

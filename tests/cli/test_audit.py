@@ -129,6 +129,8 @@ NOT_AUDITED = {
     "db downgrade": "schema maintenance",
     "db current": "read",
     "db history": "read",
+    "apps list": "read",
+    "apps show": "read",
     "db revision": "writes a file, not the database",
     "db check": "read",
     "db restore": "replaces the trail with the backup's, then adds db.restore (tests/cli/test_db_backup.py)",

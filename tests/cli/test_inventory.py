@@ -80,3 +80,15 @@ def test_the_simulated_inventory_speaks_the_protocol() -> None:
     first.reported = report.hash
     delta = check_delta(first.update_one())
     assert delta.base_hash == report.hash and len(delta.upsert) == 1 and delta.hash == first.hash
+
+
+def test_inventory_terms_work_wherever_selectors_do(cli: Cli, reported: None) -> None:
+    behind = "@app(com.acme.pos)<4300"
+    assert cli.json("top", "--once", "--selector", behind)["devices"]["total"] == 2
+    assert [d["device_id"] for d in cli.json("devices", "list", "--selector", behind)["items"]] == ["dev_1", "dev_2"]
+    labelled = cli("devices", "label", "--selector", behind, "ring=late", "--yes")
+    assert labelled.exit_code == 0, labelled.stderr
+    assert [d["device_id"] for d in cli.json("devices", "list", "--selector", "ring=late")["items"]] == [
+        "dev_1",
+        "dev_2",
+    ]

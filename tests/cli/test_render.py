@@ -30,7 +30,9 @@ from core.models import (
     AuditEvent,
     Campaign,
     Device,
+    DeviceApp,
     DeviceHeartbeat,
+    DeviceInventory,
     DeviceLabel,
     EnrollmentToken,
     FcmDispatch,
@@ -68,6 +70,8 @@ READS: dict[str, list[str]] = {
     "webhooks list": [],
     "webhooks deliveries": [],
     "audit list": [],
+    "apps list": [],
+    "apps show": ["com.acme.pos"],
     "top": ["--once"],
 }
 
@@ -92,6 +96,23 @@ def _seed(factory: sessionmaker[Session], tmp: Path) -> str:
         db.execute(update(Device).values(**device_values, last_status=SHORT, last_network_type=SHORT))
         db.execute(update(DeviceHeartbeat).values(agent_version=HOSTILE, status=SHORT, network_type=SHORT))
         db.execute(insert(DeviceLabel).values(device_id="dev_a", key="k", value=HOSTILE))
+        now = utcnow()
+        db.execute(
+            insert(DeviceInventory).values(
+                device_id="dev_a",
+                hash="0" * 64,
+                manufacturer=HOSTILE,
+                serial_withheld=False,
+                app_count=1,
+                reported_at=now,
+                updated_at=now,
+            )
+        )
+        db.execute(
+            insert(DeviceApp).values(
+                device_id="dev_a", package="com.acme.pos", version_code=1, version_name=HOSTILE[:64]
+            )
+        )
         db.execute(update(EnrollmentToken).values(note=HOSTILE))
         db.execute(update(AdminKey).values(name=HOSTILE))
         db.execute(update(Campaign).values(note=HOSTILE, selector=HOSTILE, reason=SHORT))

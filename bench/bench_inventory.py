@@ -1,0 +1,180 @@
+"""Part 11: inventory on PostgreSQL. The heartbeat's one statement with ``inventory_hash`` against the same
+statement without it, and inventory PUTs against a raw-driver floor of the same writes; same run, same DB.
+
+* **Heartbeat.** ``core.heartbeats.store.store_beats`` (the statement the API's heartbeat writer runs) over
+  a fleet whose devices hold an inventory: batches of beats with the held hash (steady state: nothing
+  wanted) and, alternating round by round, the same beats without it. Goal: ≥ 0.9×.
+* **PUT.** ``core.inventory.store.put_inventory`` (checks, hash, lock, diff, change rows; one transaction
+  per report) for devices reporting 60 apps for the first time, against psycopg2 writing the same rows
+  (the inventory row, 60 apps with ``execute_values``, 60 change rows, the device's hash) in one
+  transaction per device. Goal: ≥ 0.5×.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg2
+from psycopg2.extras import execute_values
+from sqlalchemy import insert
+from sqlalchemy.engine import make_url
+
+from bench.common import Figure, pg_database
+from core.base import security
+from core.base.settings import Settings
+from core.heartbeats.store import Beat, store_beats
+from core.inventory.document import canonical_hash, check_report
+from core.inventory.store import put_inventory
+from core.models import Device
+from core.storage.engine import make_engine, make_session_factory
+
+GROUP = "inventory"
+APPS = 60
+BATCH = 100
+#: partitions exist from today to a week ahead: every round is a new bucket of today
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _document(i: int) -> dict[str, Any]:
+    device = {"manufacturer": "samsung", "model": "Galaxy A10", "api_level": 30, "security_patch": "2026-05-01"}
+    apps = [
+        {"package": f"com.vendor{j % 7}.app{j}", "version_code": 100 + (i + j) % 5, "version_name": "1.0"}
+        for j in range(APPS)
+    ]
+    return {"hash": canonical_hash(device, apps), "device": device, "apps": apps}
+
+
+def _seed(url: str, n: int) -> list[str]:
+    tokens = [f"nxd_bench_inventory_{i:06d}" for i in range(n)]
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Device),
+            [
+                {
+                    "id": f"inv_{i:06d}",
+                    "device_token_hash": security.hash_secret(token),
+                    "enrolled_at": TODAY,
+                    "inventory_hash": "a" * 64,
+                }
+                for i, token in enumerate(tokens)
+            ],
+        )
+    engine.dispose()
+    return tokens
+
+
+def _beats(tokens: list[str], at: datetime, held: str | None, settings: Settings) -> list[Beat]:
+    return [
+        Beat(
+            token_hash=security.hash_secret(token),
+            claimed=None,
+            received_at=at,
+            bucket_start=at,
+            status="ok",
+            battery_pct=50,
+            plugged=False,
+            network_type="wifi",
+            agent_version="bench-1.0",
+            fcm_token=None,
+            agent_version_key=None,
+            inventory_hash=held,
+        )
+        for token in tokens
+    ]
+
+
+def heartbeats(url: str, devices: int, rounds: int) -> Figure:
+    settings = Settings(database_url=url, slow_heartbeat_ms=1e9, log_level="WARNING")
+    tokens = _seed(url, devices)
+    engine = make_engine(url)
+    elapsed = {"with": 0.0, "without": 0.0}
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for r in range(rounds * 2 + 1):
+            mode = "with" if r % 2 else "without"
+            at = TODAY + timedelta(hours=1, seconds=10 * r)
+            beats = _beats(tokens, at, "a" * 64 if mode == "with" else None, settings)
+            started = time.perf_counter()
+            for k in range(0, len(beats), BATCH):
+                store_beats(conn, beats[k : k + BATCH], settings)
+            if r:  # the first round warms the caches (partitions, plans)
+                elapsed[mode] += time.perf_counter() - started
+    engine.dispose()
+    rate = {mode: devices * rounds / seconds for mode, seconds in elapsed.items()}
+    return Figure(
+        GROUP,
+        f"heartbeats with inventory_hash ({devices:,} devices, batches of {BATCH})",
+        rate["with"],
+        "beats/s",
+        "the same beats without it",
+        rate["without"],
+        goal_ratio=0.9,
+    )
+
+
+def _floor(url: str, ids: list[str]) -> float:
+    u = make_url(url)
+    conn = psycopg2.connect(host=u.host, port=u.port or 5432, user=u.username, dbname=u.database)
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        for i, device_id in enumerate(ids):
+            document = _document(i)
+            cur.execute(
+                "INSERT INTO device_inventory (device_id, hash, manufacturer, model, api_level, security_patch, "
+                "serial_withheld, app_count, reported_at, updated_at) VALUES (%s, %s, 'samsung', 'Galaxy A10', 30, "
+                "'2026-05-01', false, %s, %s, %s)",
+                (device_id, document["hash"], APPS, now, now),
+            )
+            execute_values(
+                cur,
+                "INSERT INTO device_apps (device_id, package, version_code, version_name) VALUES %s",
+                [(device_id, a["package"], a["version_code"], a["version_name"]) for a in document["apps"]],
+            )
+            execute_values(
+                cur,
+                "INSERT INTO device_app_changes (device_id, package, change, to_version_code, at) VALUES %s",
+                [(device_id, a["package"], "installed", a["version_code"], now) for a in document["apps"]],
+            )
+            cur.execute("UPDATE devices SET inventory_hash = %s WHERE id = %s", (document["hash"], device_id))
+            conn.commit()
+    seconds = time.perf_counter() - started
+    conn.close()
+    return len(ids) / seconds
+
+
+def puts(url: str, devices: int) -> Figure:
+    settings = Settings(database_url=url, log_level="WARNING")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(insert(Device), [{"id": f"put_{i:06d}", "enrolled_at": TODAY} for i in range(2 * devices)])
+    factory = make_session_factory(engine, settings)
+    floor = _floor(url, [f"put_{i:06d}" for i in range(devices, 2 * devices)])
+    started = time.perf_counter()
+    for i in range(devices):
+        with factory.begin() as db:
+            put_inventory(db, f"put_{i:06d}", check_report(_document(i)), settings)
+    product = devices / (time.perf_counter() - started)
+    engine.dispose()
+    return Figure(
+        GROUP,
+        f"inventory PUTs of {APPS} apps (first report, {devices:,} devices)",
+        product,
+        "reports/s",
+        "psycopg2, the same rows",
+        floor,
+        goal_ratio=0.5,
+    )
+
+
+def run(*, devices: int = 20_000, rounds: int = 3, put_devices: int = 2_000) -> tuple[list[Figure], object]:
+    with pg_database("nexmdm_bench_inventory") as url:
+        figures = [heartbeats(url, devices, rounds), puts(url, put_devices)]
+    return figures, None
+
+
+def run_part(*, quick: bool) -> tuple[list[Figure], object]:
+    """``make bench``'s part 11 (``--quick``: a smoke run)."""
+    return run(devices=2_000, rounds=2, put_devices=200) if quick else run()
