@@ -109,8 +109,14 @@ EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
 #: printable, no spaces, http(s), a host without credentials (``core.events.webhooks.check_url``, which also
 #: parses the host and the port: those rules are in the description)
-URL_PATTERN = r"^https?://[^\x00-\x20\x7f@/?#]+([/?#][^\x00-\x20\x7f]*)?$"
-URL_DOC = "an http:// or https:// URL with a host (a port from 0 to 65535, IPv6 in brackets) and no user:password@"
+_HOST = r"[A-Za-z0-9._~!$&'()*+,;=%-]+"  # RFC 3986's reg-name (an IDN host in its xn-- form)
+_IPV6 = r"\[(?:(?:[0-9A-Fa-f]{1,4}:){7}|(?:[0-9A-Fa-f]{1,4}:){1,6}:|::)[0-9A-Fa-f]{1,4}\]"
+_PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})?)?"
+URL_PATTERN = rf"^https?://(?:{_HOST}|{_IPV6}){_PORT}(?:[/?#][^\x00-\x20\x7f]*)?$"
+URL_DOC = (
+    "an http:// or https:// URL with a host (ASCII: an international name in its xn-- form; IPv6 in brackets), "
+    "a port from 0 to 65535 and no user:password@"
+)
 
 
 class WebhookIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -32,7 +32,9 @@ class InventoryDevice(msgspec.Struct, forbid_unknown_fields=True):
     model: _text(128) | None = None  # type: ignore[valid-type]
     os_version: _text(64) | None = None  # type: ignore[valid-type]
     api_level: Annotated[int, Meta(ge=1, le=1000)] | None = None
-    security_patch: Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")] | None = None
+    security_patch: (
+        Annotated[str, Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", extra_json_schema={"format": "date"})] | None
+    ) = None
     build_fingerprint: _text(256) | None = None  # type: ignore[valid-type]
     storage_total_mb: Count | None = None
     storage_free_mb: Count | None = None
@@ -59,6 +61,15 @@ class InventoryIn(msgspec.Struct, forbid_unknown_fields=True):
     apps: Annotated[list[InventoryApp], Meta(max_length=MAX_APPS)] = []
 
 
+#: a PATCH's device fields: only those given change (``null``: no longer known); an absent field stays
+#: absent from what the route hands core (``msgspec.to_builtins`` leaves UNSET out)
+InventoryDeviceChange = msgspec.defstruct(
+    "InventoryDeviceChange",
+    [(f.name, f.type | msgspec.UnsetType, msgspec.UNSET) for f in msgspec.structs.fields(InventoryDevice)],
+    forbid_unknown_fields=True,
+)
+
+
 class InventoryAppChanges(msgspec.Struct, forbid_unknown_fields=True):
     upsert: Annotated[list[InventoryApp], Meta(max_length=MAX_APPS)] = []
     remove: Annotated[list[Package], Meta(max_length=MAX_APPS)] = []
@@ -69,7 +80,7 @@ class InventoryDeltaIn(msgspec.Struct, forbid_unknown_fields=True):
 
     base_hash: Hash
     hash: Hash
-    device: dict[str, Any] = {}
+    device: InventoryDeviceChange = msgspec.field(default_factory=InventoryDeviceChange)  # type: ignore[valid-type]
     apps: InventoryAppChanges = msgspec.field(default_factory=InventoryAppChanges)
 
 

@@ -53,6 +53,20 @@ def test_the_hash_is_the_documented_canonical_form() -> None:
     assert canonical_hash({**DEVICE, "serial": None}, [{**apps[0], "installer": None}, apps[1]]) == expected
 
 
+def test_a_report_hashed_as_sent_with_its_nulls_is_accepted_too() -> None:
+    import hashlib
+    import json
+
+    device, apps = {**DEVICE, "serial": None}, [{**app("com.a.y", 1), "installer": None}]
+    as_sent = hashlib.sha256(
+        json.dumps({"device": device, "apps": apps}, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+    assert as_sent != canonical_hash(device, apps)
+    assert check_report({"hash": as_sent, "device": device, "apps": apps}).hash == as_sent
+    with pytest.raises(HashMismatch):  # any other hash is still refused
+        check_report({"hash": "0" * 64, "device": device, "apps": apps})
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -48,10 +48,13 @@ from core.commands import dispatches
 from core.devices.selectors import FIELDS
 from core.enrollment import tokens as credentials
 from core.enrollment.enroll import enroll_device
+from core.inventory.document import canonical_hash
 from core.models import DeviceLabel
 from nexmdm_api import create_app
 from nexmdm_api.schemas_fleet import SCOPE_FORMAT, SELECTOR_FORMAT
 from tests.support.fakes.apk import apk_bytes
+from tests.support.inventory import APPS
+from tests.support.inventory import body as inventory_body
 
 SCHEMA_PATH = "/schema/openapi.json"
 #: generated cases per operation in the fuzzing phase, and scenarios in the stateful phase (per backend)
@@ -276,6 +279,36 @@ def _fill_in(case: Any, serial: int) -> None:
         body["device_ids"] = [DEVICE_ID]
     if label == "POST /v1/apk/builds":
         body.update(file=apk_bytes(), version_code=1000 + serial)
+    if label in ("PUT /v1/inventory", "PATCH /v1/inventory"):  # JSON's 2.0 is the integer 2, an agent sends 2
+        body.update(_integers(body))
+    if label == "PUT /v1/inventory":  # an agent hashes what it sends; a package is listed once
+        apps = list({a["package"]: a for a in body.get("apps", [])}.values())
+        body.update(apps=apps, hash=canonical_hash(body.get("device", {}), apps))
+    if label == "PATCH /v1/inventory":  # ... and knows what it reported last (HELD, put before each case)
+        device = {**HELD["device"], **(body.get("device") or {})}
+        apps = {a["package"]: a for a in HELD["apps"]}
+        changes = body.get("apps") or {}
+        upsert = {a["package"]: a for a in changes.get("upsert") or []}
+        remove = [p for p in changes.get("remove") or [] if p not in upsert]
+        changes.update(upsert=list(upsert.values()), remove=remove)
+        for package in remove:
+            apps.pop(package, None)
+        apps.update(upsert)
+        body.update(base_hash=HELD["hash"], hash=canonical_hash(device, list(apps.values())))
+
+
+def _integers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integers(v) for v in value]
+    return value
+
+
+#: the inventory the fuzzed device holds before each PATCH
+HELD = inventory_body(apps=APPS)
 
 
 @pytest.mark.slow  # ~20 s a database: every operation, 20 cases each
@@ -306,6 +339,9 @@ def test_the_server_accepts_what_the_document_allows(
             if case.operation.label in LABEL_WRITES:
                 with session_factory.begin() as db:
                     db.execute(delete(DeviceLabel))
+            if case.operation.label == "PATCH /v1/inventory":
+                held = positive["/v1/inventory"]["PUT"].Case(body=copy.deepcopy(HELD))
+                assert held.call(headers=credentials_for(held, secrets, always=True)).status_code == 200
             if case.operation.label.endswith("/resume"):
                 paused = positive["/v1/campaigns/{campaign_id}/pause"]["POST"].Case(path_parameters=known)
                 assert paused.call(headers=admin).status_code == 200
