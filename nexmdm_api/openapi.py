@@ -3,7 +3,9 @@
 Schemathesis (``tests/reliability/test_schemathesis.py``) holds the server to its document in both
 directions: every request the document allows must be accepted, every one it forbids refused. So:
 
-* the ``action`` of a command lists the *configured* actions (``ActionsSchemaPlugin``);
+* the ``action`` of a command lists the catalogue's actions (``ActionsSchemaPlugin``), and a command's
+  ``payload`` and an ack's ``result`` are one of the actions' JSON Schemas, each titled with its action
+  (``action_schemas``, ``ActionSchemasPlugin``);
 * identifiers in paths carry their patterns (``DeviceIdPath``, ``RequestIdPath``);
 * admin bodies say ``additionalProperties: false`` (``ClosedStructSchemaPlugin``), as the server refuses them;
 * ``/metrics`` says it answers Prometheus text, not JSON (``MetricsController``);
@@ -31,7 +33,8 @@ from litestar.plugins.prometheus import PrometheusController
 from litestar.typing import FieldDefinition
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from nexmdm_api.schemas import DEVICE_ID_PATTERN, REQUEST_ID_PATTERN, ConfiguredActions
+from core.commands.catalogue import Catalogue
+from nexmdm_api.schemas import DEVICE_ID_PATTERN, REQUEST_ID_PATTERN, ActionPayloads, ActionResults, ConfiguredActions
 
 #: identifiers in a path: documented, so that generated requests use them, but checked by the handlers,
 #: which answer 422 for a malformed device id and 400 for a malformed request id (contract: "Identifiers
@@ -61,7 +64,7 @@ IdempotencyKeyHeader = Annotated[
 
 
 class ActionsSchemaPlugin(OpenAPISchemaPlugin):
-    """Documents a field marked with ``ConfiguredActions`` as an enum of the configured actions."""
+    """Documents a field marked with ``ConfiguredActions`` as an enum of the catalogue's actions."""
 
     def __init__(self, actions: tuple[str, ...]) -> None:
         self.actions = list(actions)
@@ -77,7 +80,38 @@ class ActionsSchemaPlugin(OpenAPISchemaPlugin):
         return Schema(
             type=OpenAPIType.STRING,
             enum=self.actions,
-            description="one of the configured actions (`NEXMDM_ACTIONS`)",
+            description="an action of the catalogue (`GET /v1/actions`): a built-in one or one of `NEXMDM_ACTIONS`",
+        )
+
+
+def action_schemas(catalogue: Catalogue, kind: str) -> list[dict[str, Any]]:
+    """Every action's payload (or result) schema, titled ``"lock payload"``: JSON Schema 2020-12 is OpenAPI
+    3.1's own dialect, so they go in the document as they are (Litestar serializes a dict as it is)."""
+    out = []
+    for action in catalogue.actions.values():
+        schema = action.payload_schema if kind == "payload" else action.result_schema
+        out.append({k: v for k, v in schema.items() if k != "$schema"} | {"title": f"{action.name} {kind}"})
+    return out
+
+
+class ActionSchemasPlugin(OpenAPISchemaPlugin):
+    """Documents a command's ``payload`` and an ack's ``result`` as one of the actions' schemas."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.schemas = {kind: action_schemas(catalogue, kind) for kind in ("payload", "result")}
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        return False
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return field_definition.has_metadata(ActionPayloads) or field_definition.has_metadata(ActionResults)
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        kind = "payload" if field_definition.has_metadata(ActionPayloads) else "result"
+        return Schema(
+            any_of=cast("list[Any]", self.schemas[kind]),
+            description=f"the {kind} schema of the command's action, titled with its name (`GET /v1/actions`)",
         )
 
 

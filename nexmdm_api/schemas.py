@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
+from core.commands.action_schemas import ERROR_CODES
+
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._~:-]{1,255}$"
 #: free text never holds control or bidi characters (``core.base.validation.text``); documented and enforced
@@ -31,6 +33,20 @@ class ConfiguredActions:
 
 
 ACTIONS = ConfiguredActions()
+
+
+class ActionPayloads:
+    """Marks a command's ``payload``: the document refers to every action's payload schema (``nexmdm_api.openapi``)."""
+
+
+class ActionResults:
+    """Marks an ack's ``result``: the document refers to every action's result schema (``nexmdm_api.openapi``)."""
+
+
+PAYLOADS = ActionPayloads()
+RESULTS = ActionResults()
+#: the error codes of a failed ack (``core.commands.action_schemas.ERROR_CODES``)
+ErrorCode = Literal[ERROR_CODES]  # type: ignore[valid-type]
 NetworkType = Literal["wifi", "cellular", "ethernet", "vpn", "bluetooth", "none", "unknown"]
 
 
@@ -87,6 +103,10 @@ class PendingCommandsOut(msgspec.Struct):
 class AckIn(msgspec.Struct):
     status: Literal["completed", "failed"]
     detail: DetailText | None = None
+    #: a completed ack's answer, checked against the action's result schema (``GET /v1/actions``)
+    result: Annotated[dict[str, Any], RESULTS] | None = None
+    #: why a failed ack failed
+    error_code: ErrorCode | None = None
 
 
 # ------------------------------------------------------------------------------------------ admin
@@ -94,7 +114,7 @@ class AckIn(msgspec.Struct):
 
 class CommandIn(msgspec.Struct, forbid_unknown_fields=True):
     action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
-    payload: dict[str, Any] | None = None
+    payload: Annotated[dict[str, Any], PAYLOADS] | None = None
 
 
 class Dispatch(msgspec.Struct):
@@ -114,6 +134,8 @@ class Dispatch(msgspec.Struct):
     next_attempt_at: datetime | None
     replay_count: int
     ack_detail: str | None
+    result: dict[str, Any] | None = None
+    error_code: str | None = None
 
 
 class HistoryStep(msgspec.Struct):
@@ -260,7 +282,7 @@ class WavesIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
     action: Annotated[str, Meta(min_length=1, max_length=32), ACTIONS]
-    payload: dict[str, Any] | None = None
+    payload: Annotated[dict[str, Any], PAYLOADS] | None = None
     selector: SelectorText | None = None
     device_ids: Annotated[list[DeviceId], Meta(max_length=10_000)] | None = None
     waves: WavesIn | None = None
@@ -334,6 +356,7 @@ class CampaignDeviceOut(msgspec.Struct):
     #: the device's model and its ack's detail (why a target failed), so no request per command is needed
     model: str | None = None
     detail: str | None = None
+    error_code: str | None = None
 
 
 class CampaignDevicePage(msgspec.Struct):

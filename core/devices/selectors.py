@@ -26,7 +26,7 @@ from core.base.errors import InvalidArgument
 from core.base.labels import KEY_RE, VALUE_RE
 from core.base.settings import Settings
 from core.base.versions import version_key
-from core.models import NETWORK_TYPES, Device, DeviceLabel
+from core.models import NETWORK_TYPES, Device, DeviceLabel, DeviceLostMode
 from core.storage.types import utcnow
 
 MAX_LENGTH = 1024
@@ -47,6 +47,8 @@ FIELDS: dict[str, tuple[Any, tuple[str, ...] | None, bool]] = {
     "network_type": (Device.last_network_type, NETWORK_TYPES, False),
     "battery_pct": (Device.last_battery_pct, None, True),
     "plugged": (Device.last_plugged, ("true", "false"), False),
+    # in lost mode (``device_lost_mode``, ``core.devices.locations``): never null, a device is in it or not
+    "lost": (None, ("true", "false"), False),
 }
 
 
@@ -282,8 +284,26 @@ def _state(state: str, settings: Settings, now: datetime) -> ColumnElement[bool]
     return or_(seen.is_(None), seen < offline)
 
 
+def _lost(term: Term) -> ColumnElement[bool]:
+    wanted = {v == "true" for v in term.values}
+    if term.op in ("!=", "notin"):
+        wanted = {True, False} - wanted
+    lost = exists(
+        select(DeviceLostMode.device_id).where(
+            DeviceLostMode.device_id == Device.id, DeviceLostMode.generation == Device.generation
+        )
+    )
+    if wanted == {True, False}:
+        return true()
+    if not wanted:
+        return false()
+    return lost if True in wanted else ~lost
+
+
 def _field(term: Term, settings: Settings, now: datetime) -> ColumnElement[bool]:
     name = term.name[1:]
+    if name == "lost":
+        return _lost(term)
     if name == "state":
         wanted = set(term.values)
         if term.op in ("!=", "notin"):

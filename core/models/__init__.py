@@ -18,6 +18,7 @@ from core.models.events import (
 from core.models.fleet import CAMPAIGN_FINAL, CAMPAIGN_STATUSES, Campaign, CampaignTarget, DeviceLabel
 from core.models.heartbeat import NETWORK_TYPES, DeviceHeartbeat
 from core.models.lease import Lease
+from core.models.location import LOCATION_SOURCES, DeviceLocation, DeviceLostMode
 
 __all__ = [
     "CAMPAIGN_FINAL",
@@ -50,4 +51,7 @@ __all__ = [
     "EnrollmentToken",
     "FcmDispatch",
     "Lease",
+    "LOCATION_SOURCES",
+    "DeviceLocation",
+    "DeviceLostMode",
 ]

@@ -81,8 +81,10 @@ class DeviceCommandController(Controller):
         "/{request_id:str}/ack",
         summary="Acknowledge one of the calling device's commands",
         description=(
-            "`completed` marks the command `acked`, `failed` marks it `failed`. The same acknowledgement again is "
-            "200; a conflicting one is 409; another device's command is 404."
+            "`completed` marks the command `acked`, `failed` marks it `failed`. A completed ack may carry a `result` "
+            "checked against the action's result schema, a failed one an `error_code`; a result that fails its schema "
+            "is 422 and the command stays pending. The same acknowledgement again is 200; a conflicting one is 409; "
+            "another device's command is 404."
         ),
         status_code=200,
         security=DEVICE_SECURITY,
@@ -94,7 +96,14 @@ class DeviceCommandController(Controller):
     ) -> Dispatch:
         device = require_device(request, db)
         _, dispatch = dispatches.ack_command(
-            db, device_id=device.id, request_id=request_id_from_path(request_id), status=data.status, detail=data.detail
+            db,
+            device_id=device.id,
+            request_id=request_id_from_path(request_id),
+            status=data.status,
+            detail=data.detail,
+            result=data.result,
+            error_code=data.error_code,
+            settings=request.app.state.settings,
         )
         return convert(dispatch, Dispatch)
 

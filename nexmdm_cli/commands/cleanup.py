@@ -41,10 +41,13 @@ def cleanup(
     webhook_days: Annotated[
         int | None, _days("Keep finished webhook deliveries this many days (default: NEXMDM_WEBHOOK_RETENTION_DAYS).")
     ] = None,
+    locations_days: Annotated[
+        int | None, _days("Keep device locations this many days (default: NEXMDM_LOCATION_RETENTION_DAYS).")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Delete heartbeats, finished dispatches, download events, ended campaigns, audit events and webhook
-    deliveries past their retention period.
+    """Delete heartbeats, finished dispatches, download events, ended campaigns, audit events, webhook
+    deliveries and device locations past their retention period.
 
     Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
     """
@@ -59,6 +62,7 @@ def cleanup(
         "apk_download_events": downloads_days,
         "audit_events": audit_days,
         "webhook_outbox": webhook_days,
+        "device_locations": locations_days,
     }
     retention = {
         entity: configured if (override := overrides.get(entity)) is None else override

@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from nexmdm_cli.simulation import Simulation
 
 
-DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
+#: (action, payload) sent by the demo, each valid for its action's payload schema (docs/actions.md)
+DEMO_COMMANDS: tuple[tuple[str, dict[str, object] | None], ...] = (
+    ("ring", {"seconds": 5}),
+    ("sync", None),
+    ("lock", {"message": "nexmdm demo"}),
+    ("ping", None),
+    ("locate", None),
+)
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
 
 
@@ -191,11 +198,11 @@ def demo(
 
         async def dispatch_commands(running: Simulation) -> None:
             await asyncio.sleep(min(3.0, duration / 4))
-            targets = sorted(running.tokens)[: len(DEMO_ACTIONS)]
+            targets = sorted(running.tokens)[: len(DEMO_COMMANDS)]
             async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}) as client:
-                for index, (device_id, action) in enumerate(zip(targets, DEMO_ACTIONS, strict=False)):
+                for index, (device_id, (action, payload)) in enumerate(zip(targets, DEMO_COMMANDS, strict=False)):
                     key = f"demo-{index + 1}"
-                    body = {"action": action, "payload": {"reason": "nexmdm demo"}}
+                    body = {"action": action} | ({"payload": payload} if payload is not None else {})
                     path = f"/v1/devices/{device_id}/commands"
                     running.created[key] = time.monotonic()
                     response = await client.post(path, json=body, headers={"Idempotency-Key": key})

@@ -58,6 +58,11 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/campaigns/{campaign_id:str}/pause"): "operator",
     ("POST", "/v1/campaigns/{campaign_id:str}/resume"): "operator",
     ("POST", "/v1/campaigns/{campaign_id:str}/cancel"): "operator",
+    ("GET", "/v1/actions"): "viewer",
+    ("GET", "/v1/actions/{name:str}"): "viewer",
+    # locations are personal data: never a viewer's (every read is audited)
+    ("GET", "/v1/devices/{device_id:str}/location"): "operator",
+    ("GET", "/v1/devices/{device_id:str}/locations"): "operator",
 }
 
 
