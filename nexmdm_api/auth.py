@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from core.access import keys as admin_keys
 from core.base import security
 from core.base.errors import InvalidCredentials, NexMDMError
+from core.commands.catalogue import catalogue_for
 from core.devices import records as devices
 from core.enrollment import tokens as credentials
 from core.events.audit import Actor, key_actor
@@ -226,6 +227,19 @@ def _action(request: Request[Any, Any, Any]) -> str:
 def require_admin(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The key that :func:`authorize_admin` let in."""
     return cast("dict[str, Any]", request.state.admin_key)
+
+
+def require_action_role(request: Request[Any, Any, Any], action: str) -> None:
+    """An action's own least role (``wipe``: admin) beyond the route's: 403 ``insufficient_role``, counted."""
+    known = catalogue_for(request.app.state.settings).actions.get(action)
+    key = require_admin(request)
+    if known is not None and not admin_keys.role_allows(key["role"], known.least_role):
+        request.app.state.audit_buffer.add(f"key:{key['name']}", _action(request), client_ip(request))
+        raise ApiError(
+            403,
+            f"the admin key {key['name']!r} has the role {key['role']}; the action {action!r} needs {known.least_role}",
+            code="insufficient_role",
+        )
 
 
 def admin_actor(request: Request[Any, Any, Any]) -> Actor:

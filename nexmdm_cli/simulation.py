@@ -168,6 +168,9 @@ class Simulation:
         self._pushes: dict[str, asyncio.Queue[str]] = {}
         self._concurrency = concurrency
         self._limit: asyncio.Semaphore | None = None
+        from nexmdm_cli.agent import SimulatedAgent
+
+        self.agent = SimulatedAgent(self.rng)
 
     @staticmethod
     def fcm_token(device_id: str) -> str:
@@ -237,7 +240,7 @@ class Simulation:
                 except TimeoutError:
                     pass
                 else:  # a push: fetch what is pending now, as the agent does on any push
-                    await self._poll(client, headers)
+                    await self._poll(client, headers, device_id)
                     continue
             else:
                 await asyncio.sleep(wait)
@@ -259,11 +262,14 @@ class Simulation:
             elif answer is not None and answer[0] == 200:
                 self.stats.beats_deduplicated += 1
             beats += 1
+            if device_id in self.agent.lost:  # lost mode: a fix with every heartbeat
+                fix = self.agent.fix(device_id)
+                await self._call(client, "POST /v1/location", "POST", "/v1/location", json=fix, headers=headers)
             if beats % self.poll_every == 0:
-                await self._poll(client, headers)
+                await self._poll(client, headers, device_id)
             next_beat = time.monotonic() + self.interval * self.rng.uniform(0.8, 1.2)
 
-    async def _poll(self, client: aiohttp.ClientSession, headers: dict[str, str]) -> None:
+    async def _poll(self, client: aiohttp.ClientSession, headers: dict[str, str], device_id: str) -> None:
         answer = await self._call(client, "GET /v1/commands/pending", "GET", "/v1/commands/pending", headers=headers)
         if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
             return
@@ -274,7 +280,7 @@ class Simulation:
                 "POST /v1/commands/{id}/ack",
                 "POST",
                 f"/v1/commands/{request_id}/ack",
-                json={"status": "completed", "detail": "simulated"},
+                json=self.agent.execute(device_id, command),
                 headers=headers,
             )
             if ack is not None and ack[0] == 200:

@@ -13,7 +13,7 @@ from core.base import validation
 from core.base.errors import InvalidArgument
 from core.commands import dispatches
 from core.models import COMMAND_STATUSES
-from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_device
+from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_action_role, require_device
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
@@ -139,6 +139,7 @@ class CommandController(Controller):
         key: IdempotencyKeyHeader = None,
     ) -> Response[Dispatch]:
         request_id = idempotency_key(key)
+        require_action_role(request, data.action)
         created, dispatch = dispatches.create_command(
             db,
             request.app.state.settings,
