@@ -79,7 +79,7 @@ def start_lost_mode(db: Session, *, device_id: str, message: str, phone: str | N
         "phone": phone,
         "request_id": request_id,
     }
-    statement = insert_for(db.get_bind().dialect, _LOST).values(**values)
+    statement = insert_for(db, _LOST).values(**values)
     db.execute(
         statement.on_conflict_do_update(
             index_elements=[_LOST.c.device_id],
