@@ -99,9 +99,8 @@ def test_lost_mode_and_the_lost_selector(session_factory: sessionmaker[Session],
     add_device(session_factory, "dev_2")
     _send(session_factory, settings, "lost-1", "lost_mode", {"message": "Return to store 7", "phone": "+1 555 0100"})
     assert _lost(session_factory, settings) == set()  # not before the device acks it
-    with session_factory.begin() as db:
-        with pytest.raises(locations.NotInLostMode):
-            locations.report_location(db, device_id="dev_1", fix=FIX)
+    with session_factory.begin() as db, pytest.raises(locations.NotInLostMode):
+        locations.report_location(db, device_id="dev_1", fix=FIX)
     _ack(session_factory, "lost-1", result={"location": FIX})
     assert _lost(session_factory, settings) == {"dev_1"}
     with session_factory() as db:
