@@ -109,10 +109,12 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
 
         for args in (
             ["devices", "labels"],
-            ["send", "ring", "--to", "demo=campaign", "--dry-run"],
+            ["send", "ring", "--payload", '{"seconds": 3}', "--to", "demo=campaign", "--dry-run"],
             [
                 "send",
                 "ring",
+                "--payload",
+                '{"seconds": 3}',
                 "--to",
                 "demo=campaign",
                 "--wave-percent",
