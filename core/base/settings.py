@@ -14,7 +14,7 @@ from core.base.errors import InvalidArgument
 #: an operator's own actions beside the built-in catalogue (``core.commands.catalogue``): none by default
 DEFAULT_ACTIONS: tuple[str, ...] = ()
 #: actions that must wake a dozing device; FCM deprioritizes apps whose high-priority pushes show nothing
-DEFAULT_HIGH_PRIORITY_ACTIONS = ("ring", "lock", "reboot")
+DEFAULT_HIGH_PRIORITY_ACTIONS = ("ring", "lock", "reboot", "lost_mode")
 
 
 def default_data_dir() -> Path:
