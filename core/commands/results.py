@@ -61,10 +61,13 @@ def check_answer(
         return Answer(result=result)
     action.check_result(result)
     fix = None
-    if action_name == "locate" and result is not None:
-        fix = locations.check_fix(result)
-    elif action_name == "lost_mode" and result is not None and "location" in result:
-        fix = locations.check_fix(result["location"])
+    where = {"locate": "result", "lost_mode": "result.location"}.get(action_name)
+    found = result if action_name == "locate" else (result or {}).get("location")
+    if where is not None and found is not None:
+        try:
+            fix = locations.check_fix(found)
+        except InvalidArgument as exc:  # a fix in the future: named at its place in the result
+            raise InvalidResult(exc.message, field=f"{where}.{exc.field}") from None
     return Answer(result=action.stored_result(result), fix=fix)
 
 

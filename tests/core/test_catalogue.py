@@ -53,7 +53,9 @@ RESULTS: dict[str, tuple[list[Any], list[tuple[Any, str]]]] = {
                 ({**FIX, "accuracy_m": -1}, "result.accuracy_m")]),
     "install_apk": ([{}, {"version_code": 42, "package": "com.acme.pos"}],
                     [({"version_code": "42"}, "result.version_code")]),
-    "lost_mode": ([{}, {"location": FIX}], [({"location": {**FIX, "lon": 200}}, "result.location.lon")]),
+    "lost_mode": ([{}, {"location": FIX}], [({"location": {**FIX, "lon": 200}}, "result.location.lon"),
+                                            ({"location": {**FIX, "fixed_at": "2999-01-01T00:00:00Z"}},
+                                             "result.location.fixed_at")]),
     "wipe": ([None, {}], []),
 }  # fmt: skip
 
