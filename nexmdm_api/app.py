@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from core.base.settings import Settings, get_settings
+from core.commands.catalogue import catalogue_for
 from core.storage.migrations import head_revision
 from nexmdm_api import metrics
 from nexmdm_api.auditbuffer import AuditBuffer
@@ -25,6 +26,7 @@ from nexmdm_api.errors import ApiError, problem_details_plugin
 from nexmdm_api.forwarded import ForwardedClient
 from nexmdm_api.jsonbody import check_json_body
 from nexmdm_api.openapi import (
+    ActionSchemasPlugin,
     ActionsSchemaPlugin,
     ClosedStructSchemaPlugin,
     MetricsController,
@@ -33,6 +35,7 @@ from nexmdm_api.openapi import (
 )
 from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
 from nexmdm_api.routes import (
+    actions,
     apk,
     apk_admin,
     audit,
@@ -45,6 +48,7 @@ from nexmdm_api.routes import (
     inventory,
     keys,
     labels,
+    locations,
     tokens,
     webhooks,
 )
@@ -130,7 +134,7 @@ def openapi_config() -> OpenAPIConfig:
                 "enrollmentToken": bearer("An enrollment token (nxe_...), created with `nexmdm tokens create`"),
                 "deviceToken": bearer("A device token (nxd_...), issued by POST /v1/enroll"),
                 "adminKey": bearer("An admin API key (nxa_...), created with `nexmdm keys create`"),
-            }
+            },
         ),
     )
 
@@ -159,6 +163,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API. The engine is created when the app starts (lifespan) and disposed when it stops."""
     settings = settings or get_settings()
     logging.getLogger("nexmdm").setLevel(settings.log_level.upper())
+    catalogue = catalogue_for(settings)  # a bad NEXMDM_ACTION_SCHEMAS file fails here, at start
     prometheus = PrometheusConfig(
         app_name="nexmdm",
         prefix="nexmdm",
@@ -178,6 +183,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             heartbeats.HeartbeatController if settings.is_sqlite else heartbeats.BatchedHeartbeatController,
             commands.DeviceCommandController,
             commands.CommandController,
+            actions.ActionController,
+            locations.LocationController,
+            locations.DeviceLocationController,
             devices.DeviceController,
             inventory.InventoryController,
             inventory.DeviceInventoryController,
@@ -207,7 +215,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "audit_buffer": AuditBuffer(),
             }
         ),
-        plugins=[problem_details_plugin(), ActionsSchemaPlugin(settings.actions), ClosedStructSchemaPlugin()],
+        plugins=[
+            problem_details_plugin(),
+            ActionsSchemaPlugin(catalogue.names()),
+            ActionSchemasPlugin(catalogue),
+            ClosedStructSchemaPlugin(),
+        ],
         middleware=[
             # the client behind a trusted proxy, only ever an address (``nexmdm serve`` leaves it to the app)
             *(

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from core.access import keys as admin_keys
 from core.base import security
 from core.base.errors import InvalidCredentials, KeyExpired, NexMDMError
+from core.commands.catalogue import catalogue_for
 from core.devices import records as devices
 from core.enrollment import tokens as credentials
 from core.events.audit import Actor, key_actor
@@ -252,6 +253,19 @@ def scope_of(request: Request[Any, Any, Any]) -> str | None:
     """
     scope = require_admin(request).get("scope")
     return str(scope) if scope is not None else None
+
+
+def require_action_role(request: Request[Any, Any, Any], action: str) -> None:
+    """An action's own least role (``wipe``: admin) beyond the route's: 403 ``insufficient_role``, counted."""
+    known = catalogue_for(request.app.state.settings).actions.get(action)
+    key = require_admin(request)
+    if known is not None and not admin_keys.role_allows(key["role"], known.least_role):
+        request.app.state.audit_buffer.add(f"key:{key['name']}", _action(request), client_ip(request))
+        raise ApiError(
+            403,
+            f"the admin key {key['name']!r} has the role {key['role']}; the action {action!r} needs {known.least_role}",
+            code="insufficient_role",
+        )
 
 
 def admin_actor(request: Request[Any, Any, Any]) -> Actor:

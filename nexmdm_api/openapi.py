@@ -3,7 +3,9 @@
 Schemathesis (``tests/reliability/test_schemathesis.py``) holds the server to its document in both
 directions: every request the document allows must be accepted, every one it forbids refused. So:
 
-* the ``action`` of a command lists the *configured* actions (``ActionsSchemaPlugin``);
+* the ``action`` of a command lists the catalogue's actions (``ActionsSchemaPlugin``), and a command's
+  ``payload`` and an ack's ``result`` are one of the actions' JSON Schemas, each titled with its action
+  (``action_schemas``, ``ActionSchemasPlugin``);
 * identifiers in paths carry their patterns (``DeviceIdPath``, ``RequestIdPath``);
 * admin bodies say ``additionalProperties: false`` (``ClosedStructSchemaPlugin``), as the server refuses them;
 * ``/metrics`` says it answers Prometheus text, not JSON (``MetricsController``);
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any, cast
 
@@ -34,11 +37,14 @@ from litestar.plugins.prometheus import PrometheusController
 from litestar.typing import FieldDefinition
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from core.commands.catalogue import Catalogue
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
     PAYLOAD_VALUE_REF,
     REQUEST_ID_PATTERN,
     TEXT_PATTERN,
+    ActionPayloads,
+    ActionResults,
     ConfiguredActions,
 )
 
@@ -70,7 +76,7 @@ IdempotencyKeyHeader = Annotated[
 
 
 class ActionsSchemaPlugin(OpenAPISchemaPlugin):
-    """Documents a field marked with ``ConfiguredActions`` as an enum of the configured actions."""
+    """Documents a field marked with ``ConfiguredActions`` as an enum of the catalogue's actions."""
 
     def __init__(self, actions: tuple[str, ...]) -> None:
         self.actions = list(actions)
@@ -86,7 +92,38 @@ class ActionsSchemaPlugin(OpenAPISchemaPlugin):
         return Schema(
             type=OpenAPIType.STRING,
             enum=self.actions,
-            description="one of the configured actions (`NEXMDM_ACTIONS`)",
+            description="an action of the catalogue (`GET /v1/actions`): a built-in one or one of `NEXMDM_ACTIONS`",
+        )
+
+
+def action_schemas(catalogue: Catalogue, kind: str) -> list[dict[str, Any]]:
+    """Every action's payload (or result) schema, titled ``"lock payload"``: JSON Schema 2020-12 is OpenAPI
+    3.1's own dialect, so they go in the document as they are (Litestar serializes a dict as it is)."""
+    out = []
+    for action in catalogue.actions.values():
+        schema = action.payload_schema if kind == "payload" else action.result_schema
+        out.append({k: v for k, v in schema.items() if k != "$schema"} | {"title": f"{action.name} {kind}"})
+    return out
+
+
+class ActionSchemasPlugin(OpenAPISchemaPlugin):
+    """Documents a command's ``payload`` and an ack's ``result`` as one of the actions' schemas."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.schemas = {kind: action_schemas(catalogue, kind) for kind in ("payload", "result")}
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        return False
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return field_definition.has_metadata(ActionPayloads) or field_definition.has_metadata(ActionResults)
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        kind = "payload" if field_definition.has_metadata(ActionPayloads) else "result"
+        return Schema(
+            any_of=cast("list[Any]", self.schemas[kind]),
+            description=f"the {kind} schema of the command's action, titled with its name (`GET /v1/actions`)",
         )
 
 
@@ -117,6 +154,15 @@ def _payload_value(registry: Any) -> Reference:
         for item in dataclasses.fields(Schema):
             setattr(schema, item.name, getattr(PAYLOAD_VALUE, item.name))
     return cast("Reference", registry.get_reference_for_field_definition(field))
+
+
+def _action_marker(annotation: Any) -> ActionPayloads | ActionResults | None:
+    """The payload/result marker of a field's annotation, inside an optional one too."""
+    for arg in (annotation, *typing.get_args(annotation)):
+        for meta in getattr(arg, "__metadata__", ()):
+            if isinstance(meta, ActionPayloads | ActionResults):
+                return meta
+    return None
 
 
 def _nested_structs(kind: Any, found: dict[str, type[msgspec.Struct]]) -> dict[str, type[msgspec.Struct]]:
@@ -196,6 +242,15 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
             hint = FieldDefinition.from_annotation(annotation)
             if hint.has_metadata(ConfiguredActions):
                 built.properties = {**(built.properties or {}), name: schema_creator.for_field_definition(hint)}
+            marker = _action_marker(annotation)
+            if marker is not None and built.properties and name in built.properties:
+                # msgspec's own rule for the values, and one of the actions' schemas (or null when optional)
+                actions = schema_creator.for_field_definition(
+                    FieldDefinition.from_annotation(Annotated[dict[str, Any], marker])
+                )
+                own = built.properties[name]
+                either = [actions, Schema(type=OpenAPIType.NULL)] if hint.is_optional else [actions]
+                built.properties[name] = Schema(all_of=[own], any_of=either, description=actions.description)
         for item in dataclasses.fields(Schema):
             setattr(schema, item.name, getattr(built, item.name))
         needs = getattr(struct, "openapi_dependent_required", None)

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from core.base.validation import DEVICE_ID_RE, MAX_PAYLOAD_BYTES, REQUEST_ID_RE, STATUS_RE
+from core.commands.action_schemas import ERROR_CODES
 
 #: core's patterns (``core.base.validation``), anchored as JSON Schema reads a pattern
 DEVICE_ID_PATTERN = f"^{DEVICE_ID_RE.pattern}$"
@@ -29,12 +30,25 @@ TokenText = Annotated[str, Meta(max_length=128, pattern=TEXT_PATTERN)]
 DetailText = Annotated[str, Meta(max_length=1000, pattern=TEXT_PATTERN)]
 
 
+class ActionPayloads:
+    """Marks a command's ``payload``: the document refers to every action's payload schema (``nexmdm_api.openapi``)."""
+
+
+class ActionResults:
+    """Marks an ack's ``result``: the document refers to every action's result schema (``nexmdm_api.openapi``)."""
+
+
+PAYLOADS = ActionPayloads()
+RESULTS = ActionResults()
+
+
 #: a payload's values, at any depth: JSON without control characters in its strings (a component of the
 #: document, ``nexmdm_api.openapi.PAYLOAD_VALUE``); its size is said in words. ``core.base.validation.payload``
 #: checks both.
 PAYLOAD_VALUE_REF = "#/components/schemas/PayloadValue"
 Payload = Annotated[
     dict[str, Any],
+    PAYLOADS,
     Meta(
         description=f"a JSON object of at most {MAX_PAYLOAD_BYTES} bytes serialized (FCM's limit), without control "
         "characters in its strings",
@@ -51,6 +65,10 @@ class ConfiguredActions:
 
 
 ACTIONS = ConfiguredActions()
+
+
+#: the error codes of a failed ack (``core.commands.action_schemas.ERROR_CODES``)
+ErrorCode = Literal[ERROR_CODES]  # type: ignore[valid-type]
 NetworkType = Literal["wifi", "cellular", "ethernet", "vpn", "bluetooth", "none", "unknown"]
 
 
@@ -113,6 +131,10 @@ class PendingCommandsOut(msgspec.Struct):
 class AckIn(msgspec.Struct):
     status: Literal["completed", "failed"]
     detail: DetailText | None = None
+    #: a completed ack's answer, checked against the action's result schema (``GET /v1/actions``)
+    result: Annotated[dict[str, Any], RESULTS] | None = None
+    #: why a failed ack failed
+    error_code: ErrorCode | None = None
 
 
 # ------------------------------------------------------------------------------------------ admin
@@ -140,6 +162,8 @@ class Dispatch(msgspec.Struct):
     next_attempt_at: datetime | None
     replay_count: int
     ack_detail: str | None
+    result: dict[str, Any] | None = None
+    error_code: str | None = None
 
 
 class HistoryStep(msgspec.Struct):

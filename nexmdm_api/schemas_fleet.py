@@ -273,6 +273,7 @@ class CampaignDeviceOut(msgspec.Struct):
     #: the device's model and its ack's detail (why a target failed), so no request per command is needed
     model: str | None = None
     detail: str | None = None
+    error_code: str | None = None
 
 
 class CampaignDevicePage(msgspec.Struct):

@@ -154,6 +154,7 @@ class Simulation:
         app_update_chance: float = 0.02,
         fail_rules: tuple[faults.FailRule, ...] = (),
         preinstalled: Callable[[int], dict[str, int]] | None = None,
+        builds: dict[int, tuple[str, int]] | None = None,
     ) -> None:
         self.url = url
         self.enrollment_token = enrollment_token
@@ -176,9 +177,14 @@ class Simulation:
         self.fail_rules = fail_rules
         #: device index -> apps (package -> version code) installed in its inventory before it enrolls
         self.preinstalled = preinstalled
+        #: APK build id -> (package, version code) it installs (a real agent reads the APK's manifest)
+        self.builds = builds or {}
         self.inventories: dict[str, SimInventory] = {}
         self._concurrency = concurrency
         self._limit: asyncio.Semaphore | None = None
+        from nexmdm_cli.agent import SimulatedAgent
+
+        self.agent = SimulatedAgent(self.rng)
 
     @staticmethod
     def fcm_token(device_id: str) -> str:
@@ -258,7 +264,7 @@ class Simulation:
                 except TimeoutError:
                     pass
                 else:  # a push: fetch what is pending now, as the agent does on any push
-                    await self._poll(client, headers, inventory)
+                    await self._poll(client, headers, device_id, inventory)
                     continue
             else:
                 await asyncio.sleep(wait)
@@ -280,14 +286,29 @@ class Simulation:
                 self.stats.beats_created += 1
             elif answer is not None and answer[0] == 200:
                 self.stats.beats_deduplicated += 1
-            if answer is not None and isinstance(answer[1], dict) and answer[1].get("inventory") == "wanted":
-                await self._report(client, headers, inventory)
-            elif self.rng.random() < self.app_update_chance:
-                await self._report_change(client, headers, inventory)
+            await self._after_beat(client, headers, device_id, inventory, answer)
             beats += 1
             if beats % self.poll_every == 0:
-                await self._poll(client, headers, inventory)
+                await self._poll(client, headers, device_id, inventory)
             next_beat = time.monotonic() + self.interval * self.rng.uniform(0.8, 1.2)
+
+    async def _after_beat(
+        self,
+        client: aiohttp.ClientSession,
+        headers: dict[str, str],
+        device_id: str,
+        inventory: SimInventory,
+        answer: tuple[int, Any] | None,
+    ) -> None:
+        """What follows a heartbeat: the inventory when the answer wants it (or, now and then, an app's update),
+        and in lost mode a location fix."""
+        if answer is not None and isinstance(answer[1], dict) and answer[1].get("inventory") == "wanted":
+            await self._report(client, headers, inventory)
+        elif self.rng.random() < self.app_update_chance:
+            await self._report_change(client, headers, inventory)
+        if device_id in self.agent.lost:
+            fix = self.agent.fix(device_id)
+            await self._call(client, "POST /v1/location", "POST", "/v1/location", json=fix, headers=headers)
 
     async def _report(self, client: aiohttp.ClientSession, headers: dict[str, str], inventory: SimInventory) -> None:
         """``PUT /v1/inventory``: the whole inventory, as the protocol asks after ``"inventory": "wanted"``."""
@@ -309,24 +330,33 @@ class Simulation:
         elif answer is not None and answer[0] == 409:
             await self._report(client, headers, inventory)
 
-    async def _poll(self, client: aiohttp.ClientSession, headers: dict[str, str], inventory: SimInventory) -> None:
+    async def _poll(
+        self, client: aiohttp.ClientSession, headers: dict[str, str], device_id: str, inventory: SimInventory
+    ) -> None:
         answer = await self._call(client, "GET /v1/commands/pending", "GET", "/v1/commands/pending", headers=headers)
         if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
             return
         for command in answer[1]["items"]:
             request_id = command["request_id"]
             code = faults.failure(self.fail_rules, inventory.device, command["action"])
-            result = {"status": "failed", "detail": code} if code else {"status": "completed", "detail": "simulated"}
+            install = faults.installed(command, self.builds) if code is None else None
+            if code is not None:
+                body: dict[str, Any] = {"status": "failed", "error_code": code, "detail": code}
+            else:
+                body = self.agent.execute(device_id, command)
+                if install is not None and body["status"] == "completed":  # what the build's manifest says
+                    body["result"] = {"package": install[0], "version_code": install[1]}
             ack = await self._call(
                 client,
                 "POST /v1/commands/{id}/ack",
                 "POST",
                 f"/v1/commands/{request_id}/ack",
-                json=result,
+                json=body,
                 headers=headers,
             )
-            install = faults.installed(command) if code is None else None
-            if install is not None:  # the new version is in the device's inventory: it reports it at once
+            if (
+                install is not None and ack is not None and ack[0] == 200
+            ):  # the new version is in the device's inventory: it reports it at once
                 inventory.install(*install)
                 await self._report(client, headers, inventory)
             if ack is not None and ack[0] == 200:

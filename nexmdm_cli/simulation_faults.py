@@ -2,10 +2,11 @@
 
 A failure rule (``--fail 'model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE'``) makes the devices whose
 inventory (``nexmdm_cli.sim_inventory``: model, manufacturer, OS version) matches ack that action
-``failed`` with the code as the ack's detail (the code a failure group shows). A simulated
-``install_apk`` whose payload names ``package`` and ``version_code`` installs that version in the
-device's inventory, which the device reports at once (``PUT /v1/inventory``), so an outcome-gated
-campaign (``--until '@app(com.acme.pos)>=4200'``) succeeds end to end.
+``failed`` with that error code (the code a failure group shows). A simulated ``install_apk`` of a
+build named with ``--build ID=PACKAGE:VERSION_CODE`` (what a real agent reads from the APK's manifest)
+installs that version in the device's inventory, answers it as the ack's result and reports it at once
+(``PUT /v1/inventory``), so an outcome-gated campaign (``--until '@app(com.acme.pos)>=4200'``) succeeds end
+to end.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def parse_rule(text: str) -> FailRule:
             f"--fail needs a value, an action (ping, install_apk...) and an error code in upper case (got {text!r})",
             field="--fail",
         )
+    from core.commands.action_schemas import ERROR_CODES
+
+    if code not in ERROR_CODES:
+        raise InvalidArgument(f"--fail's error code is one of {', '.join(ERROR_CODES)} (got {code!r})", field="--fail")
     return FailRule(field, value, action, code)
 
 
@@ -60,10 +65,20 @@ def failure(rules: tuple[FailRule, ...], device: dict[str, Any], action: str) ->
     return next((rule.code for rule in rules if rule.matches(device, action)), None)
 
 
-def installed(command: dict[str, Any]) -> tuple[str, int] | None:
-    """``(package, version_code)`` a completed ``install_apk`` puts on the device, when its payload says."""
+def installed(command: dict[str, Any], builds: dict[int, tuple[str, int]]) -> tuple[str, int] | None:
+    """``(package, version_code)`` a completed ``install_apk`` puts on the device, when its build is known."""
     payload = command.get("payload") or {}
-    package, code = payload.get("package"), payload.get("version_code")
-    if command.get("action") != "install_apk" or not isinstance(package, str) or not isinstance(code, int):
+    if command.get("action") != "install_apk":
         return None
-    return package, code
+    return builds.get(payload.get("build_id"))  # type: ignore[arg-type]
+
+
+def parse_build(text: str) -> tuple[int, tuple[str, int]]:
+    """``ID=PACKAGE:VERSION_CODE`` (``--build 1=com.acme.pos:4200``): what an APK build installs."""
+    build, _, rest = text.partition("=")
+    package, _, code = rest.rpartition(":")
+    if not build.isdigit() or not package or not code.isdigit():
+        raise InvalidArgument(
+            f"--build takes ID=PACKAGE:VERSION_CODE such as 1=com.acme.pos:4200 (got {text!r})", field="--build"
+        )
+    return int(build), (package, int(code))

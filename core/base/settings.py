@@ -11,9 +11,10 @@ from pathlib import Path
 
 from core.base.errors import InvalidArgument
 
-DEFAULT_ACTIONS = ("ping", "ring", "sync", "lock", "reboot", "install_apk", "update_agent")
+#: an operator's own actions beside the built-in catalogue (``core.commands.catalogue``): none by default
+DEFAULT_ACTIONS: tuple[str, ...] = ()
 #: actions that must wake a dozing device; FCM deprioritizes apps whose high-priority pushes show nothing
-DEFAULT_HIGH_PRIORITY_ACTIONS = ("ring", "lock", "reboot")
+DEFAULT_HIGH_PRIORITY_ACTIONS = ("ring", "lock", "reboot", "lost_mode")
 
 
 def default_data_dir() -> Path:
@@ -92,6 +93,8 @@ class Settings:
     cleanup_retries: int = 5
     cleanup_batch_pause_ms: int = 100
     actions: tuple[str, ...] = DEFAULT_ACTIONS
+    action_schemas: str = ""
+    location_retention_days: int = 7
     selector_statement_timeout_ms: int = 2000
     device_online_seconds: int = 300
     device_offline_seconds: int = 3600
@@ -166,6 +169,7 @@ class Settings:
             "campaign_retention_days",
             "webhook_retention_days",
             "app_change_retention_days",
+            "location_retention_days",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",
@@ -234,6 +238,7 @@ class Settings:
             "audit_events": self.audit_retention_days,
             "webhook_outbox": self.webhook_retention_days,
             "device_app_changes": self.app_change_retention_days,
+            "device_locations": self.location_retention_days,
         }
 
     def with_overrides(self, **changes: object) -> Settings:

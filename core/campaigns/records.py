@@ -25,6 +25,7 @@ from core.campaigns.waves import MAX_EXPIRES_SECONDS as MAX_EXPIRES_SECONDS  # r
 from core.campaigns.waves import Waves as Waves
 from core.campaigns.waves import percentage as percentage
 from core.campaigns.waves import validate_waves as validate_waves
+from core.commands.catalogue import catalogue_for
 from core.commands.dispatches import IdempotencyMismatch
 from core.devices import scopes, selectors
 from core.events.audit import Actor, record
@@ -128,8 +129,7 @@ def create_campaign(
     others wait for its commit and replay it.
     """
     validation.request_id(idempotency_key, field="Idempotency-Key")
-    validation.action(action, settings.actions)
-    validation.payload(payload)
+    catalogue_for(settings).check_command(action, payload)
     validation.text(note, "note", max_length=200)
     plan = validate_waves(waves)
     success_text, outcome_timeout = outcomes.validate(success_when, outcome_timeout_seconds)
@@ -343,7 +343,8 @@ def campaign_devices(
 ) -> list[dict[str, Any]]:
     """The targets (in one state), by device id: keyset paging with ``after``.
 
-    Each carries the device's model and its ack's ``detail``, so finding why targets failed is one read.
+    Each carries the device's model and its ack's ``detail`` and ``error_code``, so finding why targets
+    failed is one read.
     """
     campaign = load(db, campaign_id)
     if status is not None and status not in DRILL_STATUSES:
@@ -351,7 +352,7 @@ def campaign_devices(
     t, d = CampaignTarget, FcmDispatch
     query = (
         select(t.device_id, t.wave, t.state, d.request_id, d.status, d.fcm_status, d.created_at, d.finished_at)
-        .add_columns(d.ack_detail, Device.model)
+        .add_columns(d.ack_detail, d.error_code, Device.model)
         .outerjoin(d, d.request_id == literal(campaign_id + ":") + t.device_id)
         .outerjoin(Device, Device.id == t.device_id)
         .where(t.campaign_id == campaign_id)
@@ -383,6 +384,7 @@ def campaign_devices(
                 "finished_at": row["finished_at"],
                 "model": row["model"],
                 "detail": row["ack_detail"],
+                "error_code": row["error_code"],
             }
         )
     return out

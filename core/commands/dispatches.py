@@ -6,14 +6,16 @@ import math
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, null, select
 from sqlalchemy.orm import Session
 
 from core.base import validation
 from core.base.errors import Conflict, InvalidArgument, NotFound
 from core.base.settings import Settings
+from core.commands.catalogue import catalogue_for
 from core.commands.lifecycle import finish_pending
 from core.commands.records import record_fcm_dispatch
+from core.commands.results import apply_answer, check_answer
 from core.devices.records import get_device
 from core.events.audit import Actor, record
 from core.events.webhooks import emit
@@ -51,6 +53,8 @@ def public_dispatch(row: Any) -> dict[str, Any]:
         "next_attempt_at": get("next_attempt_at"),
         "replay_count": get("replay_count"),
         "ack_detail": get("ack_detail"),
+        "result": get("result"),
+        "error_code": get("error_code"),
     }
 
 
@@ -91,8 +95,7 @@ def create_command(
             field="Idempotency-Key",
         )
     validation.device_id(device_id)
-    validation.action(action, settings.actions)
-    validation.payload(payload)
+    catalogue_for(settings).check_command(action, payload)
     device = get_device(db, device_id)
     if device.revoked_at is not None:
         raise Conflict(f"device {device_id!r} is revoked")
@@ -123,6 +126,7 @@ def _failure(row: Any) -> dict[str, Any]:
         "action": row["action"],
         "payload_hash": row["payload_hash"],
         "failed_at": row["finished_at"].isoformat(),
+        "error_code": row["error_code"],
     }
 
 
@@ -187,11 +191,36 @@ def pending_commands(db: Session, device_id: str, *, limit: int = 100) -> list[d
     return [public_dispatch(r) for r in rows]
 
 
+def _own_command(db: Session, device_id: str, request_id: str) -> dict[str, Any] | None:
+    row = (
+        db.execute(
+            select(FcmDispatch.__table__).where(
+                FcmDispatch.request_id == request_id,
+                FcmDispatch.device_id == device_id,
+                FcmDispatch.generation == _current_generation(device_id),
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row is not None else None
+
+
 def ack_command(
-    db: Session, *, device_id: str, request_id: str, status: str, detail: str | None = None
+    db: Session,
+    *,
+    device_id: str,
+    request_id: str,
+    status: str,
+    detail: str | None = None,
+    result: dict[str, Any] | None = None,
+    error_code: str | None = None,
+    settings: Settings | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """Record a device's acknowledgement; returns ``(changed, dispatch)``.
 
+    A completed ack may carry a ``result`` (checked against the action's result schema), a failed one an
+    ``error_code`` (``core.commands.catalogue.ERROR_CODES``); either refused leaves the command pending.
     The same ack again changes nothing; a conflicting one (or one for an expired or cancelled command) is
     a ``Conflict``; another device's command, or one of an earlier enrollment generation of this device id,
     is ``NotFound``, exactly like a command that does not exist.
@@ -200,6 +229,10 @@ def ack_command(
         raise InvalidArgument("status must be 'completed' or 'failed'", field="status")
     validation.text(detail, "detail", max_length=1000)
     new_status = ACK_STATUSES[status]
+    current = _own_command(db, device_id, request_id)
+    if current is None:
+        raise NotFound(f"no command {request_id!r} for this device")
+    answer = check_answer(settings, current["action"], new_status, result, error_code)
     now = utcnow()
     row = (
         db.execute(
@@ -212,31 +245,22 @@ def ack_command(
                 keep_lease=True,
                 acked_at=now,
                 ack_detail=detail,
+                result=answer.result if answer.result is not None else null(),
+                error_code=answer.error_code,
             ).returning(FcmDispatch.__table__)
         )
         .mappings()
         .first()
     )
     if row is not None:
+        apply_answer(db, row, answer)
         if new_status == "failed" and row["campaign_id"] is None:
             # device-reported failures only; commands of a campaign report through campaign.* instead
             emit(db, "command.failed", _failure(row), device_id=device_id)
         return True, public_dispatch(dict(row))
-    current = (
-        db.execute(
-            select(FcmDispatch.__table__).where(
-                FcmDispatch.request_id == request_id,
-                FcmDispatch.device_id == device_id,
-                FcmDispatch.generation == _current_generation(device_id),
-            )
-        )
-        .mappings()
-        .first()
-    )
-    if current is None:
-        raise NotFound(f"no command {request_id!r} for this device")
+    current = _own_command(db, device_id, request_id) or current
     if current["status"] == new_status and current["acked_at"] is not None:
-        return False, public_dispatch(dict(current))
+        return False, public_dispatch(current)
     raise Conflict(f"command {request_id!r} is already {current['status']}")
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true
 from sqlalchemy.sql import Select
 
 from core.base.errors import InvalidArgument
@@ -30,7 +30,7 @@ from core.base.labels import KEY_RE, VALUE_RE
 from core.base.settings import Settings
 from core.base.validation import PACKAGE_RE
 from core.base.versions import version_key
-from core.devices import inventory_terms
+from core.devices import inventory_terms, state_terms
 from core.models import NETWORK_TYPES, Device, DeviceLabel
 from core.storage.types import utcnow
 
@@ -40,7 +40,7 @@ MAX_LENGTH = 1024
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 MAX_TERMS = 32
 MAX_VALUES = 64
-STATES = ("online", "stale", "offline")
+STATES = state_terms.STATES
 EQUALITY = ("=", "==", "!=")
 ORDERING = ("<", "<=", ">", ">=")
 #: field -> (column, allowed values or None, ordering allowed)
@@ -52,6 +52,8 @@ FIELDS: dict[str, tuple[Any, tuple[str, ...] | None, bool]] = {
     "network_type": (Device.last_network_type, NETWORK_TYPES, False),
     "battery_pct": (Device.last_battery_pct, None, True),
     "plugged": (Device.last_plugged, ("true", "false"), False),
+    # in lost mode (``device_lost_mode``, ``core.devices.locations``): never null, a device is in it or not
+    "lost": (None, ("true", "false"), False),
     **{name: (column, None, name != "manufacturer") for name, column in inventory_terms.COLUMNS.items()},
 }
 INVENTORY_FIELDS = tuple(inventory_terms.COLUMNS)  #: a device that never reported has none of them
@@ -320,28 +322,16 @@ def _has_label(key: str, values: tuple[str, ...] | None = None) -> ColumnElement
     return exists(query.correlate_except(DeviceLabel))
 
 
-def _state(state: str, settings: Settings, now: datetime) -> ColumnElement[bool]:
-    online = now - timedelta(seconds=settings.device_online_seconds)
-    offline = now - timedelta(seconds=settings.device_offline_seconds)
-    seen = Device.last_seen_at
-    if state == "online":
-        return seen >= online
-    if state == "stale":
-        return and_(seen < online, seen >= offline)
-    return or_(seen.is_(None), seen < offline)
-
-
 def _field(term: Term, settings: Settings, now: datetime) -> ColumnElement[bool]:
     name = term.name[1:]
+    if name == "lost":
+        return state_terms.lost_clause(term.op, term.values)
     if term.name == APP_FIELD:
         return inventory_terms.app_clause(term.op, term.values)
     if name in INVENTORY_FIELDS:
         return inventory_terms.field_clause(name, term.op, term.values)
     if name == "state":
-        wanted = set(term.values)
-        if term.op in ("!=", "notin"):
-            wanted = set(STATES) - wanted
-        return or_(*(_state(s, settings, now) for s in STATES if s in wanted)) if wanted else false()
+        return state_terms.state_clause(term.op, term.values, settings, now)
     column: ColumnElement[Any] = FIELDS[name][0]
     values: list[Any] = list(term.values)
     if name == "battery_pct":

@@ -19,6 +19,7 @@ from core.models.fleet import CAMPAIGN_FINAL, CAMPAIGN_STATUSES, Campaign, Campa
 from core.models.heartbeat import NETWORK_TYPES, DeviceHeartbeat
 from core.models.inventory import APP_CHANGES, DeviceApp, DeviceAppChange, DeviceInventory
 from core.models.lease import Lease
+from core.models.location import LOCATION_SOURCES, DeviceLocation, DeviceLostMode
 
 __all__ = [
     "APP_CHANGES",
@@ -55,4 +56,7 @@ __all__ = [
     "EnrollmentToken",
     "FcmDispatch",
     "Lease",
+    "LOCATION_SOURCES",
+    "DeviceLocation",
+    "DeviceLostMode",
 ]

@@ -57,6 +57,10 @@ class FcmDispatch(Base):
     acked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ack_detail: Mapped[str | None] = mapped_column(Text)
+    #: the ack's typed result (validated against the action's result schema; ``core.commands.catalogue``)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    #: why a failed ack failed, one of ``core.commands.action_schemas.ERROR_CODES`` (campaign failure groups read it)
+    error_code: Mapped[str | None] = mapped_column(String(32))
     #: the campaign that released this command (NULL: a per-device command); counts group on it
     campaign_id: Mapped[str | None] = mapped_column(String(30))
     #: when the command expires unacknowledged (NULL: ``created_at`` + NEXMDM_COMMAND_TTL_SECONDS)

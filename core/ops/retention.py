@@ -19,6 +19,7 @@ from sqlalchemy import Table, and_, or_, select, text
 from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument, LockLost, LockTimeout
+from core.devices import locations
 from core.events import cleanup as events_retention
 from core.heartbeats import partitions
 from core.inventory import cleanup as inventory_retention
@@ -40,6 +41,7 @@ CLEANUP_ENTITIES = (
     "audit_events",
     "webhook_outbox",
     "device_app_changes",
+    "device_locations",
 )
 #: a campaign in one of these states may still release, halt or complete: its commands are kept
 _UNFINISHED_CAMPAIGN = ("running", "paused", "halted")
@@ -205,6 +207,7 @@ _CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "audit_events": events_retention.cleanup_old_audit_events,
     "webhook_outbox": events_retention.cleanup_old_webhook_deliveries,
     "device_app_changes": inventory_retention.cleanup_old_app_changes,
+    "device_locations": locations.cleanup_old_device_locations,
 }
 
 

@@ -17,7 +17,7 @@ from core import campaigns as fleet
 from core.base import ids as campaign_ids
 from core.base import validation
 from core.base.errors import InvalidArgument
-from nexmdm_api.auth import admin_actor, admin_route, scope_of
+from nexmdm_api.auth import admin_actor, admin_route, require_action_role, scope_of
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import IdempotencyKeyHeader, allow
@@ -127,6 +127,7 @@ class CampaignController(Controller):
         data: JSONBody[CampaignIn],
         key: IdempotencyKeyHeader = None,
     ) -> Response[CampaignOut]:
+        require_action_role(request, data.action)
         waves = None
         if data.waves is not None:
             waves = {

@@ -13,7 +13,7 @@ from core.base import validation
 from core.base.errors import InvalidArgument
 from core.commands import dispatches
 from core.models import COMMAND_STATUSES
-from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_device
+from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_action_role, require_device
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
@@ -82,8 +82,10 @@ class DeviceCommandController(Controller):
         "/{request_id:str}/ack",
         summary="Acknowledge one of the calling device's commands",
         description=(
-            "`completed` marks the command `acked`, `failed` marks it `failed`. The same acknowledgement again is "
-            "200; a conflicting one is 409; another device's command is 404."
+            "`completed` marks the command `acked`, `failed` marks it `failed`. A completed ack may carry a `result` "
+            "checked against the action's result schema, a failed one an `error_code`; a result that fails its schema "
+            "is 422 and the command stays pending. The same acknowledgement again is 200; a conflicting one is 409; "
+            "another device's command is 404."
         ),
         status_code=200,
         security=DEVICE_SECURITY,
@@ -95,7 +97,14 @@ class DeviceCommandController(Controller):
     ) -> Dispatch:
         device = require_device(request, db)
         _, dispatch = dispatches.ack_command(
-            db, device_id=device.id, request_id=request_id_from_path(request_id), status=data.status, detail=data.detail
+            db,
+            device_id=device.id,
+            request_id=request_id_from_path(request_id),
+            status=data.status,
+            detail=data.detail,
+            result=data.result,
+            error_code=data.error_code,
+            settings=request.app.state.settings,
         )
         return convert(dispatch, Dispatch)
 
@@ -131,6 +140,7 @@ class CommandController(Controller):
         key: IdempotencyKeyHeader = None,
     ) -> Response[Dispatch]:
         request_id = idempotency_key(key)
+        require_action_role(request, data.action)
         created, dispatch = dispatches.create_command(
             db,
             request.app.state.settings,

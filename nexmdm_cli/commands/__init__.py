@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from nexmdm_cli.commands import (
+    actions,
     apk,
     apps,
     audit,
@@ -15,6 +16,7 @@ from nexmdm_cli.commands import (
     cleanup,
     db,
     demo,
+    device_location,
     devices,
     dispatches,
     heartbeats,
@@ -28,6 +30,10 @@ from nexmdm_cli.commands import (
     webhooks,
     worker,
 )
+from nexmdm_cli.render import CONTEXT
+
+# in its own module (devices.py holds the fleet view); a command of the ``devices`` group all the same
+devices.app.command("location", context_settings=CONTEXT)(device_location.location)
 
 #: (name, group) of each sub-command group
 COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
@@ -43,6 +49,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("campaigns", campaigns.app),
     ("audit", audit.app),
     ("webhooks", webhooks.app),
+    ("actions", actions.app),
 ]
 #: top-level commands
 COMMANDS: list[Callable[..., Any]] = [

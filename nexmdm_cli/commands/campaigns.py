@@ -179,7 +179,7 @@ def campaign_devices(
             styled(t["status"]),
             dash(t["fcm_status"]),
             finished,
-            dash(t["detail"]),
+            dash(" · ".join(part for part in (t.get("error_code"), t["detail"]) if part)),  # TIMEOUT · 30 s passed
         )
     show(out)
 

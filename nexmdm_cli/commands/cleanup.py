@@ -44,10 +44,13 @@ def cleanup(
     app_changes_days: Annotated[
         int | None, _days("Keep device app changes this many days (default: NEXMDM_APP_CHANGE_RETENTION_DAYS).")
     ] = None,
+    locations_days: Annotated[
+        int | None, _days("Keep device locations this many days (default: NEXMDM_LOCATION_RETENTION_DAYS).")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Delete heartbeats, finished dispatches, download events, ended campaigns, audit events, webhook
-    deliveries and device app changes past their retention period.
+    deliveries, device app changes and device locations past their retention period.
 
     Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
     """
@@ -63,6 +66,7 @@ def cleanup(
         "audit_events": audit_days,
         "webhook_outbox": webhook_days,
         "device_app_changes": app_changes_days,
+        "device_locations": locations_days,
     }
     retention = {
         entity: configured if (override := overrides.get(entity)) is None else override

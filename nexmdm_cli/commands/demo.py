@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from nexmdm_cli.simulation import Simulation
 
 
-DEMO_ACTIONS = ("ring", "sync", "lock", "ping", "update_agent")
+#: (action, payload) sent by the demo, each valid for its action's payload schema (docs/actions.md)
+DEMO_COMMANDS: tuple[tuple[str, dict[str, object] | None], ...] = (
+    ("ring", {"seconds": 5}),
+    ("sync", None),
+    ("lock", {"message": "nexmdm demo"}),
+    ("ping", None),
+    ("locate", None),
+)
 _RUN_CLI = "from nexmdm_cli.main import run; run()"
 
 
@@ -63,7 +70,9 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 CAMPAIGN_DEVICES = 24
 #: the demo's rollout: com.acme.pos 4200 until every device reports it; Galaxy A10s run out of storage
-ROLLOUT_PAYLOAD = '{"build_id": 1, "package": "com.acme.pos", "version_code": 4200}'
+ROLLOUT_PAYLOAD = '{"build_id": 1}'
+#: what build 1 installs (the simulated agents' stand-in for reading the APK's manifest)
+ROLLOUT_BUILDS = {1: ("com.acme.pos", 4200)}
 ROLLOUT_UNTIL = "@app(com.acme.pos)>=4200"
 ROLLOUT_FAILURE = "model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE"
 
@@ -105,6 +114,7 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
         prefix="shop",
         fail_rules=(simulation_faults.parse_rule(ROLLOUT_FAILURE),),
         preinstalled=demo_apps,
+        builds=ROLLOUT_BUILDS,
     )
     devices = threading.Thread(target=lambda: asyncio.run(sim.run()), name="demo-devices", daemon=True)
     try:
@@ -123,7 +133,7 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
 
         for args in (
             ["devices", "labels"],
-            ["send", "install_apk", "--to", "demo=campaign", "--dry-run"],
+            ["send", "install_apk", "--payload", ROLLOUT_PAYLOAD, "--to", "demo=campaign", "--dry-run"],
             [
                 "send",
                 "install_apk",
@@ -218,11 +228,11 @@ def demo(
 
         async def dispatch_commands(running: Simulation) -> None:
             await asyncio.sleep(min(3.0, duration / 4))
-            targets = sorted(running.tokens)[: len(DEMO_ACTIONS)]
+            targets = sorted(running.tokens)[: len(DEMO_COMMANDS)]
             async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}) as client:
-                for index, (device_id, action) in enumerate(zip(targets, DEMO_ACTIONS, strict=False)):
+                for index, (device_id, (action, payload)) in enumerate(zip(targets, DEMO_COMMANDS, strict=False)):
                     key = f"demo-{index + 1}"
-                    body = {"action": action, "payload": {"reason": "nexmdm demo"}}
+                    body = {"action": action} | ({"payload": payload} if payload is not None else {})
                     path = f"/v1/devices/{device_id}/commands"
                     running.created[key] = time.monotonic()
                     response = await client.post(path, json=body, headers={"Idempotency-Key": key})

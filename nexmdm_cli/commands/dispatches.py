@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -78,7 +79,8 @@ def show_dispatch(
     request_id: Annotated[str, typer.Argument(help="The command's request id (its Idempotency-Key).")],
     json_output: JsonOption = False,
 ) -> None:
-    """One command: device, action, payload, status, push status, replays and its status history."""
+    """One command: device, action, payload, status, push status, replays, the ack's result or error code, and
+    its status history."""
     from core.commands import dispatches
 
     with state(ctx).session() as db:
@@ -102,6 +104,8 @@ def show_dispatch(
     render.row(out, "FCM message id", dash(data["fcm_message_id"]))
     render.row(out, "replays", str(data["replay_count"]))
     render.row(out, "ack detail", dash(data["ack_detail"]))
+    render.row(out, "result", dash(json.dumps(data["result"], sort_keys=True) if data["result"] is not None else None))
+    render.row(out, "error code", dash(data["error_code"]))
     steps = table("History", "status", "at (UTC)", "after")
     for step in data["history"]:
         after = step["at"] - data["created_at"]

@@ -66,13 +66,17 @@ def _waves(
 
 def send(
     ctx: typer.Context,
-    action: Annotated[str, typer.Argument(help="The command: ping, ring, sync, lock, reboot, install_apk, ...")],
+    action: Annotated[
+        str, typer.Argument(help="An action of the catalogue: ping, ring, lock, locate, ... (nexmdm actions list).")
+    ],
     device: Annotated[
         list[str] | None, typer.Option("--device", "-d", help="A device id (repeat for several).")
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help="A selector: 'store=42,@state=online'.")] = None,
     all_devices: Annotated[bool, typer.Option("--all", help="Every (unrevoked) device.")] = False,
-    payload: Annotated[str | None, typer.Option(help="A JSON object sent with the command.")] = None,
+    payload: Annotated[
+        str | None, typer.Option(help="A JSON object sent with the command, valid for the action's payload schema.")
+    ] = None,
     wave_size: Annotated[int | None, typer.Option(min=1, help="Devices per wave.")] = None,
     wave_percent: Annotated[str | None, typer.Option(help="Share of the targets per wave: 10%.")] = None,
     wave_interval: Annotated[str | None, typer.Option(help="Time between waves: 10m.")] = None,
@@ -110,6 +114,7 @@ def send(
     from core.campaigns import outcomes
     from core.campaigns import records as campaigns_module
     from core.commands import dispatches
+    from core.commands.catalogue import catalogue_for
     from core.events import audit
     from core.storage import timeouts
 
@@ -118,6 +123,7 @@ def send(
     if sum((bool(devices), to is not None, all_devices)) != 1:
         raise InvalidArgument("give exactly one of --device, --to or --all", field="--to")
     body = _payload(payload)
+    catalogue_for(st.settings).check_command(action, body)  # an unknown action or a bad payload: one line, first
     waves = _waves(wave_size, wave_percent, wave_interval, min_success, max_failure)
     expires_in = int(parse_duration(expires, field="--expires").total_seconds()) if expires else None
     timeout = (

@@ -224,6 +224,14 @@ def simulate(
             "e.g. 'model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE'.",
         ),
     ] = None,
+    build: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--build",
+            help="What an APK build installs, ID=PACKAGE:VERSION_CODE (repeatable): a completed install_apk of that "
+            "build puts the version in the device's inventory, e.g. '1=com.acme.pos:4200'.",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document.")] = False,
 ) -> None:
     """Simulate devices against a running API: enroll, heartbeat, fetch and acknowledge commands; report latency."""
@@ -233,6 +241,7 @@ def simulate(
 
     base = simulation.check_loopback(url)
     fail_rules = tuple(simulation_faults.parse_rule(rule) for rule in fail or [])
+    builds = dict(simulation_faults.parse_build(text) for text in build or [])
     if fcm and processes > 1:
         err_console.print("[red]error:[/red] --fcm runs in one process (pushes reach devices in its own loop)")
         raise typer.Exit(code=EXIT_USAGE)
@@ -252,6 +261,7 @@ def simulate(
         "concurrency": concurrency,
         "ramp_up": ramp_up,
         "fail_rules": fail_rules,
+        "builds": builds,
     }
     if processes > 1:
         report = run_parts_with_progress(options, processes)

@@ -34,7 +34,7 @@ def test_campaign_lifecycle_over_http(
     replay = _post(client, admin, body)
     assert replay.status_code == 200 and replay.headers["idempotent-replayed"] == "true"
     assert replay.json()["id"] == campaign["id"]
-    mismatch = _post(client, admin, body | {"action": "ring"})
+    mismatch = _post(client, admin, body | {"action": "ping"})
     assert mismatch.status_code == 422 and mismatch.json()["code"] == "idempotency_key_reused"
 
     fleet.run_due(session_factory, settings)
@@ -59,7 +59,9 @@ def test_campaign_lifecycle_over_http(
 def test_cancel_over_http_leaves_pending_lists_at_once(client, admin, enroll, session_factory, settings) -> None:
     tokens = {f"p{i}": enroll(f"p{i}") for i in range(4)}
     campaign = _post(
-        client, admin, {"action": "ring", "selector": "all", "waves": {"size": 2, "interval_seconds": 600}}
+        client,
+        admin,
+        {"action": "ring", "payload": {"seconds": 5}, "selector": "all", "waves": {"size": 2, "interval_seconds": 600}},
     )
     campaign_id = campaign.json()["id"]
     fleet.run_due(session_factory, settings)

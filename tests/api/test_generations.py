@@ -24,11 +24,11 @@ from core.models import Device, FcmDispatch
 from core.storage.types import utcnow
 from tests.support.fakes.fcm import FakeFcm, write_service_account
 
-SECRET_PAYLOAD = {"wifi_psk": "corp-secret"}
+SECRET_PAYLOAD = {"message": "corp-secret"}  # shown on the lock screen of the old generation only
 
 
 def _send(client: Any, admin: dict[str, str], key: str, device_id: str = "lost-phone", payload: Any = None) -> Any:
-    body = {"action": "sync"} | ({"payload": payload} if payload is not None else {})
+    body = {"action": "sync"} if payload is None else {"action": "lock", "payload": payload}
     response = client.post(f"/v1/devices/{device_id}/commands", json=body, headers=admin | {"Idempotency-Key": key})
     assert response.status_code == 202, response.text
     return response.json()

@@ -16,6 +16,23 @@ from nexmdm_api import create_app
 
 #: (method, path) -> (operationId, summary, who may call it: ``admin:<least role>``, a credential, ``any`` or None)
 OPERATIONS = {
+    ("GET", "/v1/actions"): ("V1ActionsListActions", "List the action catalogue", "admin:viewer"),
+    ("GET", "/v1/actions/{name}"): ("V1ActionsNameGetAction", "One action of the catalogue", "admin:viewer"),
+    ("GET", "/v1/devices/{device_id}/location"): (
+        "V1DevicesDeviceIdLocationLastLocation",
+        "A device's last known location and lost mode",
+        "admin:operator",
+    ),
+    ("GET", "/v1/devices/{device_id}/locations"): (
+        "V1DevicesDeviceIdLocationsListLocations",
+        "A device's kept locations, newest first",
+        "admin:operator",
+    ),
+    ("POST", "/v1/location"): (
+        "V1LocationReportLocation",
+        "Report the calling device's location (lost mode only)",
+        "deviceToken",
+    ),
     ("GET", "/healthz"): ("HealthzHealthz", "Liveness: the process answers", None),
     ("GET", "/metrics"): ("MetricsGet", "Prometheus metrics", None),
     ("GET", "/readyz"): ("ReadyzReadyz", "Readiness: the database answers and is migrated far enough", None),

@@ -42,7 +42,9 @@ def test_accepted_command_is_pushed_within_a_second(
     enroll("dev_push", fcm_token="fcm-dev-push")
     accepted = time.monotonic()
     response = client.post(
-        "/v1/devices/dev_push/commands", json={"action": "ring"}, headers=admin | {"Idempotency-Key": "push-1"}
+        "/v1/devices/dev_push/commands",
+        json={"action": "ring", "payload": {"seconds": 5}},
+        headers=admin | {"Idempotency-Key": "push-1"},
     )
     assert response.status_code == 202, response.text
     # pushed by the server's own worker with nobody polling: the outcome is the point; the time is bounded
@@ -56,7 +58,9 @@ def test_accepted_command_is_pushed_within_a_second(
     assert [step["status"] for step in shown["history"]] == ["pending", "sent"]
     # a replay of the same request pushes nothing more
     again = client.post(
-        "/v1/devices/dev_push/commands", json={"action": "ring"}, headers=admin | {"Idempotency-Key": "push-1"}
+        "/v1/devices/dev_push/commands",
+        json={"action": "ring", "payload": {"seconds": 5}},
+        headers=admin | {"Idempotency-Key": "push-1"},
     )
     assert again.status_code == 200
     time.sleep(0.3)

@@ -65,6 +65,11 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("GET", "/v1/devices/{device_id:str}/app-changes"): "viewer",
     ("GET", "/v1/apps"): "viewer",
     ("GET", "/v1/apps/{package:str}"): "viewer",
+    ("GET", "/v1/actions"): "viewer",
+    ("GET", "/v1/actions/{name:str}"): "viewer",
+    # locations are personal data: never a viewer's (every read is audited)
+    ("GET", "/v1/devices/{device_id:str}/location"): "operator",
+    ("GET", "/v1/devices/{device_id:str}/locations"): "operator",
 }
 
 

@@ -121,6 +121,8 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "campaigns cancel": ("campaign.cancel", _campaign, ["--yes"]),
     "cleanup": ("retention.cleanup", lambda f, t: [], []),  # issue #21: deleting rows went unrecorded
     "db backup": ("db.backup", lambda f, t: [str(t / "nexmdm.backup")], []),
+    # a read, but of personal data: every location read is audited
+    "devices location": ("location.read", _device, ["dev_a"]),
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision
@@ -159,6 +161,8 @@ NOT_AUDITED = {
     "worker": "delivery (automatic changes are system:worker)",
     "simulate": "load generator against an API; the token it creates is audited (test_simulate_audits_its_token)",
     "demo": "a throwaway embedded database",
+    "actions list": "read (the catalogue: no database)",
+    "actions show": "read (the catalogue: no database)",
 }
 
 

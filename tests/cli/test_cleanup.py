@@ -51,6 +51,7 @@ def test_dry_run_counts_and_deletes_nothing(cli: Cli, seeded: sessionmaker[Sessi
         "audit_events": 0,
         "webhook_outbox": 0,
         "device_app_changes": 0,
+        "device_locations": 0,
     }
     assert _counts(seeded) == (3, 3, 2)
 

@@ -95,7 +95,9 @@ def test_campaigns_list_show_pause_resume_watch(
 ) -> None:
     with session_factory.begin() as db:
         seed_many(db, 6)
-    made = cli.json("send", "ring", "--all", "--wave-size", "3", "--wave-interval", "1h", "--yes")
+    made = cli.json(
+        "send", "ring", "--payload", '{"seconds": 5}', "--all", "--wave-size", "3", "--wave-interval", "1h", "--yes"
+    )
     cid = made["id"]
     assert [c["id"] for c in cli.json("campaigns", "list")["items"]] == [cid]
     assert cli.json("campaigns", "show", cid)["counts"]["queued"] == 3

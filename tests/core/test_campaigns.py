@@ -49,7 +49,7 @@ def test_without_waves_everything_is_released_once_and_completes(
 ) -> None:
     _seed(session_factory, 25, labels={"store": "42"})
     _seed(session_factory, 5, prefix="x")
-    campaign = _create(session_factory, settings, selector="store=42", payload={"v": 1})
+    campaign = _create(session_factory, settings, selector="store=42", action="lock", payload={"message": "v1"})
     assert campaign["targeted"] == 25 and campaign["counts"]["queued"] == 25
     # creation writes only the snapshot
     with session_factory() as db:
@@ -60,7 +60,7 @@ def test_without_waves_everything_is_released_once_and_completes(
         rows = db.execute(select(FcmDispatch).where(FcmDispatch.campaign_id == campaign["id"])).scalars().all()
         assert len(rows) == 25
         assert {r.request_id for r in rows} == {f"{campaign['id']}:d{i:06d}" for i in range(25)}
-        assert all(r.payload == {"v": 1} and r.expires_at is not None for r in rows)
+        assert all(r.payload == {"message": "v1"} and r.expires_at is not None for r in rows)
         # an ordinary dispatch: it is in the device's pending list
         assert dispatches.pending_commands(db, "d000003")[0]["request_id"] == f"{campaign['id']}:d000003"
     counts = _counts(session_factory, campaign["id"])["counts"]
@@ -263,7 +263,9 @@ def test_fifty_identical_requests_make_one_campaign(session_factory: sessionmake
         assert db.scalar(select(func.count()).select_from(Campaign)) == 1
         assert db.scalar(select(func.count()).select_from(CampaignTarget)) == 20
     with session_factory.begin() as db, pytest.raises(IdempotencyMismatch):
-        fleet.create_campaign(db, settings, idempotency_key="same", action="ring", selector="all")
+        fleet.create_campaign(
+            db, settings, idempotency_key="same", action="ring", payload={"seconds": 5}, selector="all"
+        )
 
 
 @pytest.mark.parametrize(

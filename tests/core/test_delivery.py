@@ -41,7 +41,9 @@ def _device(factory: sessionmaker[Session], device_id: str = "dev_1", token: str
 
 def _command(factory: sessionmaker[Session], settings: Settings, request_id: str, device_id: str = "dev_1") -> None:
     with factory.begin() as db:
-        dispatches.create_command(db, settings, request_id=request_id, device_id=device_id, action="ring")
+        dispatches.create_command(
+            db, settings, request_id=request_id, device_id=device_id, action="ring", payload={"seconds": 5}
+        )
 
 
 def _row(factory: sessionmaker[Session], request_id: str) -> FcmDispatch:

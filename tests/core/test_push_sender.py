@@ -56,7 +56,10 @@ def _device(factory: sessionmaker[Session], device_id: str, token: str | None) -
 
 def _command(factory: sessionmaker[Session], settings: Settings, request_id: str, device_id: str, action: str) -> None:
     with factory.begin() as db:
-        dispatches.create_command(db, settings, request_id=request_id, device_id=device_id, action=action)
+        payload = {"seconds": 5} if action == "ring" else None  # ring's payload schema requires seconds
+        dispatches.create_command(
+            db, settings, request_id=request_id, device_id=device_id, action=action, payload=payload
+        )
 
 
 def _rows(factory: sessionmaker[Session]) -> dict[str, FcmDispatch]:

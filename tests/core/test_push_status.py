@@ -28,7 +28,9 @@ def _setup(factory: sessionmaker[Session], settings: Settings, *request_ids: str
         db.add(Device(id="dev_1", fcm_token="fcm-token-1"))
     for request_id in request_ids:
         with factory.begin() as db:
-            dispatches.create_command(db, settings, request_id=request_id, device_id="dev_1", action="ring")
+            dispatches.create_command(
+                db, settings, request_id=request_id, device_id="dev_1", action="ring", payload={"seconds": 5}
+            )
 
 
 def _status(factory: sessionmaker[Session], request_id: str) -> tuple[str, str]:

@@ -190,20 +190,40 @@ def test_command_idempotency_and_mismatch(session_factory: sessionmaker[Session]
     _device(session_factory, "dev_2")
     with session_factory.begin() as db:
         created, first = dispatches.create_command(
-            db, settings, request_id="k1", device_id="dev_1", action="ring", payload={"b": 1, "a": 2}
+            db,
+            settings,
+            request_id="k1",
+            device_id="dev_1",
+            action="lost_mode",
+            payload={"phone": "+1555", "message": "m"},
         )
         replay_created, replay = dispatches.create_command(
-            db, settings, request_id="k1", device_id="dev_1", action="ring", payload={"a": 2, "b": 1}
+            db,
+            settings,
+            request_id="k1",
+            device_id="dev_1",
+            action="lost_mode",
+            payload={"message": "m", "phone": "+1555"},
         )
     assert created and not replay_created and replay["request_id"] == first["request_id"]
-    for change in ({"device_id": "dev_2"}, {"action": "lock"}, {"payload": {"a": 3}}):
-        args = {"request_id": "k1", "device_id": "dev_1", "action": "ring", "payload": {"a": 2, "b": 1}} | change
+    for change in (
+        {"device_id": "dev_2"},
+        {"action": "lock", "payload": {"message": "m"}},
+        {"payload": {"message": "n"}},
+    ):
+        args = {
+            "request_id": "k1",
+            "device_id": "dev_1",
+            "action": "lost_mode",
+            "payload": {"message": "m", "phone": "+1555"},
+        }
+        args |= change
         with session_factory() as db, pytest.raises(dispatches.IdempotencyMismatch):
             dispatches.create_command(db, settings, **args)
     with session_factory() as db, pytest.raises(InvalidArgument, match="unknown action"):
-        dispatches.create_command(db, settings, request_id="k2", device_id="dev_1", action="wipe")
+        dispatches.create_command(db, settings, request_id="k2", device_id="dev_1", action="selfdestruct")
     with session_factory() as db, pytest.raises(NotFound):
-        dispatches.create_command(db, settings, request_id="k3", device_id="ghost", action="ring")
+        dispatches.create_command(db, settings, request_id="k3", device_id="ghost", action="ping")
 
 
 def test_ack_rules(session_factory: sessionmaker[Session], settings: Settings) -> None:

@@ -24,7 +24,10 @@ def test_defaults_match_the_contract(tmp_path: Path) -> None:
     assert settings.heartbeat_bucket_seconds == 10
     assert settings.slow_heartbeat_ms == 150
     assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith("nexmdm.db")
-    assert "ring" in settings.actions and "install_apk" in settings.actions
+    assert settings.actions == () and settings.location_retention_days == 7  # an operator's own actions: none
+    from core.commands.catalogue import catalogue_for
+
+    assert {"ring", "install_apk", "lost_mode", "wipe"} <= set(catalogue_for(settings).names())
 
 
 def test_environment_is_read_and_postgres_urls_normalized() -> None:

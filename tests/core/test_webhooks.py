@@ -72,7 +72,7 @@ def test_signed_delivery_verified_by_a_receiver_written_from_the_docs(session_fa
     add_device(session_factory, "dev_a")
     with session_factory.begin() as db:
         dispatches.create_command(
-            db, hook_settings, request_id="c1", device_id="dev_a", action="ring", payload={"pin": "1234"}
+            db, hook_settings, request_id="c1", device_id="dev_a", action="lock", payload={"message": "1234"}
         )
         dispatches.ack_command(db, device_id="dev_a", request_id="c1", status="failed", detail="secret detail")
         enrollment.revoke_device(db, "dev_a")

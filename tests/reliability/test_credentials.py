@@ -235,7 +235,7 @@ def test_no_secret_in_logs_responses_or_database(
                 "POST",
                 f"/v1/devices/{device_id}/commands",
                 nxa,
-                json={"action": "ring", "payload": {"seconds": index}},
+                json={"action": "ring", "payload": {"seconds": index + 1}},
                 headers={"Idempotency-Key": f"cmd-{device_id}"},
             )
             assert response.status_code == 202, response.text
@@ -243,7 +243,7 @@ def test_no_secret_in_logs_responses_or_database(
             "POST",
             "/v1/devices/dev_a/commands",
             nxa,
-            json={"action": "ring", "payload": {"seconds": 0}},
+            json={"action": "ring", "payload": {"seconds": 1}},
             headers={"Idempotency-Key": "cmd-dev_a"},
         )
         assert replay.status_code == 200
@@ -315,7 +315,7 @@ def test_no_secret_in_logs_responses_or_database(
             "POST",
             "/v1/devices/dev_b/commands",
             nxa,
-            json={"action": "lock", "payload": {"unlock_code": "PAYLOAD-7731"}},
+            json={"action": "lock", "payload": {"message": "PAYLOAD-7731"}},
             headers={"Idempotency-Key": "cmd-fail"},
         )
         assert failing.status_code == 202

@@ -177,7 +177,7 @@ def test_same_key_with_another_body_is_refused_even_when_concurrent(
     n = CONCURRENCY[backend]
     key = f"mixed-{backend}"
     headers = server.admin | {"Idempotency-Key": key}
-    bodies = [{"action": "ring", "payload": {"variant": i % 2}} for i in range(n)]
+    bodies = [{"action": "ring", "payload": {"seconds": 1 + i % 2}} for i in range(n)]
     responses = fire(server.url, [("/v1/devices/dev_http/commands", headers, body) for body in bodies])
 
     assert_no_server_errors(responses, server)
@@ -195,9 +195,9 @@ def test_same_key_with_another_body_is_refused_even_when_concurrent(
     # one after the other: another device, another action, another payload, or no payload at all
     for path, body in [
         ("/v1/devices/dev_other/commands", {"action": "ring", "payload": winner}),
-        ("/v1/devices/dev_http/commands", {"action": "lock", "payload": winner}),
-        ("/v1/devices/dev_http/commands", {"action": "ring", "payload": {"variant": 7}}),
-        ("/v1/devices/dev_http/commands", {"action": "ring"}),
+        ("/v1/devices/dev_http/commands", {"action": "lock", "payload": {"message": "7"}}),
+        ("/v1/devices/dev_http/commands", {"action": "ring", "payload": {"seconds": 7}}),
+        ("/v1/devices/dev_http/commands", {"action": "lock"}),
     ]:
         refused = httpx.post(server.url + path, headers=headers, json=body, timeout=30)
         assert refused.status_code == 422, refused.text

@@ -114,7 +114,9 @@ def test_api_workers_and_cli_through_pgbouncer(
         with ThreadPoolExecutor(8) as pool:  # more clients than server connections, through the writer
             assert sorted(pool.map(beat, tokens)) == [201] * 8
         sent = client.post(
-            "/v1/devices/dev_0/commands", json={"action": "ring"}, headers=admin | {"Idempotency-Key": "pgb-1"}
+            "/v1/devices/dev_0/commands",
+            json={"action": "ring", "payload": {"seconds": 5}},
+            headers=admin | {"Idempotency-Key": "pgb-1"},
         )
         assert sent.status_code == 202, sent.text
         _until(lambda: fake_fcm.sent_request_ids() == ["pgb-1"])  # the delivery worker's claim and lease

@@ -189,13 +189,17 @@ def _credential(case: Any, secrets: dict[str, str]) -> dict[str, str]:
 
 #: what JSON Schema cannot say, by operation: the body fields (a pattern) whose 422 a schema-valid request may
 #: still get (an APK must be a ZIP archive; a command payload is at most 4096 bytes serialized, without
-#: control characters in its strings; an inventory's hash must be its document's, a package appears once,
-#: a patch date is a real day; a PATCH on another base is 409). ``positive_data_acceptance`` is replaced
-#: there by a narrower check.
+#: control characters in its strings, and must match the schema of the action it goes with, which the document
+#: gives as one of all the actions' schemas; an ack's result likewise, and its error_code belongs to a failure;
+#: an inventory's hash must be its document's, a package appears once, a patch date is a real day; a PATCH on
+#: another base is 409). ``positive_data_acceptance`` is replaced there by a narrower check.
 _INVENTORY = r"hash|apps(\.upsert)?\[\d+\]\.package|apps\.remove|device(\.\w+)?|apps\.upsert"
+_PAYLOAD = r"payload(\..+)?"  # the field, or a JSON path inside it (``payload.seconds``)
 BEYOND_JSON_SCHEMA = {
     "POST /v1/apk/builds": "file",
-    "POST /v1/devices/{device_id}/commands": "payload",
+    "POST /v1/devices/{device_id}/commands": _PAYLOAD,
+    "POST /v1/campaigns": _PAYLOAD,
+    "POST /v1/commands/{request_id}/ack": r"(result|error_code)(\..+)?",
     "PUT /v1/inventory": _INVENTORY,
     "PATCH /v1/inventory": _INVENTORY,
 }

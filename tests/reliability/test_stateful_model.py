@@ -55,7 +55,8 @@ from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 DEVICES = ("dev_a", "dev_b", "dev_c")  # dev_c has no FCM token: its pushes are skipped
 KEYS = tuple(f"cmd-{i}" for i in range(4))
-ACTIONS = ("ping", "ring")
+#: an operator's own, untyped actions: any payload goes (the built-in ones are checked by tests/core/test_catalogue.py)
+ACTIONS = ("echo", "beep")
 PAYLOADS = (None, {"n": 1}, {"n": 2})
 ACKS = {"completed": "acked", "failed": "failed"}
 FINISHED = {"acked", "failed", "expired"}
@@ -97,6 +98,7 @@ def world(settings: Settings, engine: Engine, fake_fcm: FakeFcm, tmp_path: Path)
         heartbeat_rate_per_minute=10**9,
         heartbeat_burst=10**9,
         heartbeat_bucket_seconds=BUCKET_SECONDS,
+        actions=ACTIONS,
     )
     sessions = make_session_factory(engine, api_settings)
     tokens = {}
