@@ -35,6 +35,7 @@ from nexmdm_api.ratelimit import FailureLimiter, TokenBucket
 from nexmdm_api.routes import (
     apk,
     apk_admin,
+    approvals,
     audit,
     campaigns,
     commands,
@@ -180,6 +181,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             devices.DeviceController,
             labels.LabelController,
             campaigns.CampaignController,
+            approvals.ApprovalController,
             tokens.TokenController,
             keys.KeyController,
             audit.AuditController,

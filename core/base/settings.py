@@ -77,6 +77,7 @@ class Settings:
     campaign_retention_days: int = 365
     audit_retention_days: int = 365
     webhook_retention_days: int = 30
+    approval_retention_days: int = 365
     webhook_allow_private: bool = False
     webhook_max_attempts: int = 12
     webhook_backoff_seconds: float = 10.0
@@ -121,6 +122,8 @@ class Settings:
     delivery_batch_size: int = 500
     delivery_concurrency: int = 256
     command_ttl_seconds: int = 86400
+    destructive_delay_seconds: int = 600
+    allow_self_approval: bool = False
     delivery_in_server: bool = True
     campaign_max_targets: int = 0
     forwarded_allow_ips: str = "127.0.0.1"
@@ -163,6 +166,8 @@ class Settings:
             "download_retention_days",
             "campaign_retention_days",
             "webhook_retention_days",
+            "approval_retention_days",
+            "destructive_delay_seconds",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",
@@ -230,6 +235,7 @@ class Settings:
             "campaigns": self.campaign_retention_days,
             "audit_events": self.audit_retention_days,
             "webhook_outbox": self.webhook_retention_days,
+            "approvals": self.approval_retention_days,
         }
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -21,6 +21,7 @@ from core.base.errors import InvalidArgument, NotFound
 from core.base.ids import new_campaign_id
 from core.base.settings import Settings
 from core.campaigns.counts import live_counts, unreleased
+from core.commands.destructive import refuse_unapproved
 from core.commands.dispatches import IdempotencyMismatch
 from core.devices import selectors
 from core.events.audit import Actor, record
@@ -142,8 +143,12 @@ def create_campaign(
     expires_in_seconds: int | None = None,
     note: str | None = None,
     actor: Actor | None = None,
+    awaiting_approval: bool = False,
 ) -> tuple[bool, dict[str, Any]]:
     """Create a campaign once per Idempotency-Key; returns ``(created, campaign)``.
+
+    A destructive action is refused unless ``awaiting_approval``: the campaign is then created in that
+    status, which no release touches, by ``core.approvals`` (its release makes it ``running``).
 
     A repeat with the same body returns the first campaign; the same key with another body is an
     ``IdempotencyMismatch``. Concurrent identical requests meet on the unique key: one inserts, the
@@ -151,6 +156,8 @@ def create_campaign(
     """
     validation.request_id(idempotency_key, field="Idempotency-Key")
     validation.action(action, settings.actions)
+    if not awaiting_approval:
+        refuse_unapproved(action)
     validation.payload(payload)
     validation.text(note, "note", max_length=200)
     plan = validate_waves(waves)
@@ -192,7 +199,7 @@ def create_campaign(
         "payload_hash": validation.payload_hash(payload),
         "selector": selector_text,
         "note": note,
-        "status": "running",
+        "status": "awaiting_approval" if awaiting_approval else "running",
         "targeted": 0,
         "wave_size": 0,
         "wave_count": 0,

@@ -13,15 +13,18 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
+from core import approvals
 from core import campaigns as fleet
 from core.base import ids as campaign_ids
 from core.base import validation
 from core.base.errors import InvalidArgument
+from core.commands.destructive import is_destructive
 from nexmdm_api.auth import admin_actor, admin_route
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import IdempotencyKeyHeader, allow
 from nexmdm_api.paging import Limit, keyset_page
+from nexmdm_api.routes.approvals import forbid_unless_admin
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.routes.commands import idempotency_key
 from nexmdm_api.schemas import (
@@ -34,6 +37,7 @@ from nexmdm_api.schemas import (
     ResumeIn,
     convert,
 )
+from nexmdm_api.schemas_admin import ApprovalOut
 
 #: POST /v1/campaigns accepts up to 10,000 device ids
 MAX_CAMPAIGN_BODY_BYTES = 2 * 1024 * 1024
@@ -98,7 +102,9 @@ class CampaignController(Controller):
         description=(
             "Idempotent by `Idempotency-Key` (the same rules as commands). Exactly one of `selector` (`all` for "
             "every device) or `device_ids` (at most 10,000). The targets are the matching devices now (a "
-            "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`."
+            "snapshot); each gets its own command `{campaign_id}:{device_id}`, released in `waves`. A destructive "
+            "action (`wipe`) needs an admin key and is answered with an approval (`Location: /v1/approvals/{id}`); "
+            "the campaign waits in `awaiting_approval` until its release."
         ),
         status_code=202,
         request_max_body_size=MAX_CAMPAIGN_BODY_BYTES,
@@ -114,7 +120,9 @@ class CampaignController(Controller):
         db: DB,
         data: JSONBody[CampaignIn],
         key: IdempotencyKeyHeader = None,
-    ) -> Response[CampaignOut]:
+    ) -> Response[CampaignOut | ApprovalOut]:
+        if is_destructive(data.action):
+            forbid_unless_admin(request, data.action)
         waves = None
         if data.waves is not None:
             waves = {
@@ -122,19 +130,24 @@ class CampaignController(Controller):
             }
             if not waves:
                 raise InvalidArgument("waves need exactly one of size or percent", field="waves")
-        created, campaign = fleet.create_campaign(
-            db,
-            request.app.state.settings,
-            idempotency_key=idempotency_key(key),
-            action=data.action,
-            payload=data.payload,
-            selector=data.selector,
-            device_ids=data.device_ids,
-            waves=waves,
-            expires_in_seconds=data.expires_in_seconds,
-            note=data.note,
-            actor=admin_actor(request),
-        )
+        body: dict[str, Any] = {
+            "idempotency_key": idempotency_key(key),
+            "action": data.action,
+            "payload": data.payload,
+            "selector": data.selector,
+            "device_ids": data.device_ids,
+            "waves": waves,
+            "expires_in_seconds": data.expires_in_seconds,
+            "note": data.note,
+            "actor": admin_actor(request),
+        }
+        if is_destructive(data.action):
+            made, approval = approvals.request_campaign(db, request.app.state.settings, **body)
+            headers = {"Location": f"/v1/approvals/{approval['id']}"} | (
+                {} if made else {"Idempotent-Replayed": "true"}
+            )
+            return Response(convert(approval, ApprovalOut), status_code=202 if made else 200, headers=headers)
+        created, campaign = fleet.create_campaign(db, request.app.state.settings, **body)
         if created:
             return Response(_out(request, campaign), status_code=202)
         return Response(_out(request, campaign), status_code=200, headers={"Idempotent-Replayed": "true"})

@@ -9,6 +9,7 @@ import typer
 
 from nexmdm_cli.commands import (
     apk,
+    approvals,
     audit,
     campaigns,
     cleanup,
@@ -39,6 +40,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("keys", keys.app),
     ("apk", apk.app),
     ("campaigns", campaigns.app),
+    ("approvals", approvals.app),
     ("audit", audit.app),
     ("webhooks", webhooks.app),
 ]

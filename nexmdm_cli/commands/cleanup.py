@@ -43,8 +43,8 @@ def cleanup(
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Delete heartbeats, finished dispatches, download events, ended campaigns, audit events and webhook
-    deliveries past their retention period.
+    """Delete heartbeats, finished dispatches, download events, ended campaigns, audit events, webhook
+    deliveries and ended approvals past their retention period.
 
     Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
     """

@@ -12,7 +12,7 @@ from core.base.durations import parse_duration
 from core.base.errors import InvalidArgument
 from nexmdm_cli import render
 from nexmdm_cli.render import JsonOption, YesOption, confirm, escape, note, show, table
-from nexmdm_cli.state import print_json, state
+from nexmdm_cli.state import CliState, print_json, state
 
 # loaded by the command, not by `nexmdm --help`
 
@@ -99,6 +99,7 @@ def send(
     from core import campaigns as fleet
     from core.campaigns import records as campaigns_module
     from core.commands import dispatches
+    from core.commands.destructive import is_destructive
     from core.events import audit
     from core.storage import timeouts
 
@@ -135,6 +136,17 @@ def send(
     if preview["matched"] > 1 and not yes:
         confirm(f"Send {action} to {preview['matched']:,} devices on {st.masked_url}?")
     note(f"idempotency key: {escape(key)} (retry with --idempotency-key {escape(key)} to never send twice)")
+    if is_destructive(action):
+        _ask_approval(
+            st,
+            action=action,
+            key=key,
+            plain=plain,
+            device=devices[:1],
+            json_output=json_output,
+            **{"payload": body, "waves": waves or None, "expires_in_seconds": expires_in, "note": note_text, **targets},
+        )
+        return
     if plain:
         with st.session() as db:
             created, dispatch = dispatches.create_command(
@@ -181,3 +193,35 @@ def send(
         f"{campaign['targeted']:,} devices, {waves_text}[/green]"
     )
     note(f"follow it: nexmdm campaigns watch {escape(campaign['id'])}")
+
+
+def _ask_approval(
+    st: CliState, *, action: str, key: str, plain: bool, device: list[str], json_output: bool, **campaign: Any
+) -> None:
+    """A destructive action: an approval request (a second admin approves: ``nexmdm approvals approve``)."""
+    from core import approvals
+    from core.events import audit
+
+    with st.session() as db:
+        if plain:
+            created, item = approvals.request_command(
+                db,
+                st.settings,
+                request_id=key,
+                device_id=device[0],
+                action=action,
+                payload=campaign["payload"],
+                actor=audit.cli_actor(),
+            )
+        else:
+            created, item = approvals.request_campaign(
+                db, st.settings, idempotency_key=key, action=action, actor=audit.cli_actor(), **campaign
+            )
+    if json_output:
+        print_json(item | {"created": created})
+        return
+    note(
+        f"[yellow]⏳ {escape(action)} is destructive: approval {escape(item['id'])} "
+        f"{'requested' if created else 'already requested (same key)'}; nothing is sent before another admin "
+        f"approves it (nexmdm approvals approve {escape(item['id'])}) and the cooling-off delay passes[/yellow]"
+    )

@@ -58,6 +58,11 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/campaigns/{campaign_id:str}/pause"): "operator",
     ("POST", "/v1/campaigns/{campaign_id:str}/resume"): "operator",
     ("POST", "/v1/campaigns/{campaign_id:str}/cancel"): "operator",
+    ("GET", "/v1/approvals"): "viewer",
+    ("GET", "/v1/approvals/{approval_id:str}"): "viewer",
+    ("POST", "/v1/approvals/{approval_id:str}/approve"): "admin",
+    ("POST", "/v1/approvals/{approval_id:str}/deny"): "admin",
+    ("POST", "/v1/approvals/{approval_id:str}/cancel"): "operator",
 }
 
 
