@@ -190,6 +190,7 @@ _DOC_WORDS = {
     "/v1/apk": "APK",
     "/v1/commands": "commands",
     "/v1/devices": "devices",
+    "/v1/approvals": "approvals",
 }
 
 

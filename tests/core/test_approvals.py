@@ -22,6 +22,7 @@ from core.commands.destructive import ApprovalRequired
 from core.commands.push import DeliveryWorker, client_from_settings, queue_stats
 from core.events import webhooks
 from core.models import Approval, Campaign, Device, FcmDispatch, WebhookOutbox
+from core.ops.retention import cleanup_old_approvals
 from core.storage.engine import make_session_factory
 from tests.support.approvals import ALICE, BOB, CAROL, ask_wipe, audit_rows, dispatch_count, wipe_settings
 from tests.support.databases import add_device, run_together
@@ -278,3 +279,19 @@ def test_racing_decisions_one_wins(backend: str, session_factory: sessionmaker[S
         with session_factory() as db:
             sent = db.execute(select(FcmDispatch.id).where(FcmDispatch.request_id == f"wipe-{round_}")).first()
         assert (sent is not None) == released
+
+
+def test_retention_deletes_only_ended_approvals(session_factory: sessionmaker[Session], wipe: Settings) -> None:
+    add_device(session_factory, "dev_001")
+    long_ago = utcnow() - timedelta(days=400)
+    old_open = ask_wipe(session_factory, wipe, request_id="old-open", now=long_ago)
+    old_denied = ask_wipe(session_factory, wipe, request_id="old-denied", now=long_ago)
+    recent_denied = ask_wipe(session_factory, wipe, request_id="recent-denied")
+    with session_factory.begin() as db:
+        approvals.deny(db, old_denied, actor=BOB, now=long_ago)
+        approvals.deny(db, recent_denied, actor=BOB)
+    with session_factory() as db:
+        result = cleanup_old_approvals(db)
+        db.commit()
+        left = set(db.execute(select(Approval.id)).scalars())
+    assert result["deleted"] == 1 and left == {old_open, recent_denied}
