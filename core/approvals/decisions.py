@@ -65,7 +65,8 @@ def _refuse(db: Session, actor: Actor, verb: str, approval_id: str, now: datetim
     db.refresh(row)
     state = "expired" if row.state == "awaiting_approval" and row.expires_at <= now else row.state
     record_refusal(db, actor, f"approval.{verb}", approval_id, reason=state, requested_by=row.requested_by)
-    return ApprovalClosed(f"approval {approval_id} is {state.replace('_', ' ')}; it cannot be {verb}d")
+    done = {"approve": "approved", "deny": "denied", "cancel": "cancelled"}[verb]
+    return ApprovalClosed(f"approval {approval_id} is {state.replace('_', ' ')}; it can no longer be {done}")
 
 
 def _settled(db: Session, approval_id: str) -> Approval:
