@@ -22,6 +22,7 @@ from core.commands.destructive import ApprovalRequired
 from core.commands.push import DeliveryWorker, client_from_settings, queue_stats
 from core.events import webhooks
 from core.models import Approval, Campaign, Device, FcmDispatch, WebhookOutbox
+from core.ops.maintenance import Maintenance
 from core.ops.retention import cleanup_old_approvals
 from core.storage.engine import make_session_factory
 from tests.support.approvals import ALICE, BOB, CAROL, ask_wipe, audit_rows, dispatch_count, wipe_settings
@@ -295,3 +296,18 @@ def test_retention_deletes_only_ended_approvals(session_factory: sessionmaker[Se
         db.commit()
         left = set(db.execute(select(Approval.id)).scalars())
     assert result["deleted"] == 1 and left == {old_open, recent_denied}
+
+
+def test_the_maintenance_loop_releases_and_expires(session_factory: sessionmaker[Session], wipe: Settings) -> None:
+    """``nexmdm serve`` and ``nexmdm worker`` run :class:`Maintenance`: its tick releases what is due, its
+    leader's sweep expires what nobody decided on."""
+    add_device(session_factory, "dev_001")
+    now_settings = wipe.with_overrides(destructive_delay_seconds=0)
+    released = ask_wipe(session_factory, now_settings, request_id="wipe-now")
+    forgotten = ask_wipe(session_factory, now_settings, request_id="wipe-old", now=utcnow() - timedelta(days=2))
+    with session_factory.begin() as db:
+        approvals.approve(db, now_settings, released, actor=BOB)
+    loop = Maintenance(session_factory, session_factory.kw["bind"], now_settings, holder="test")
+    assert loop.tick()
+    assert _state(session_factory, released) == "released" and dispatch_count(session_factory) == 1
+    assert loop.leader and _state(session_factory, forgotten) == "expired"
