@@ -243,12 +243,11 @@ def _race(factory: sessionmaker[Session], moves: list[Callable[[Session], object
     return run_together(len(moves), attempt)
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite serializes writers: the race is PostgreSQL's
 def test_racing_decisions_one_wins(backend: str, session_factory: sessionmaker[Session], wipe: Settings) -> None:
     """Two approvals and two denials at the same moment: one changes the row, the others are refused and
     audited; then two cancels and two releases when the delay is over: one of them, and the wipe is
     dispatched exactly when the release won."""
-    if backend != "postgresql":
-        pytest.skip("SQLite serializes writers: the race is PostgreSQL's")
     add_device(session_factory, "dev_001")
     for round_ in range(3):
         approval_id = ask_wipe(session_factory, wipe, request_id=f"wipe-{round_}")
