@@ -75,6 +75,22 @@ def _settled(db: Session, approval_id: str) -> Approval:
     return row
 
 
+def _move(
+    db: Session,
+    approval_id: str,
+    verb: str,
+    states: tuple[str, ...],
+    actor: Actor,
+    now: datetime,
+    values: dict[str, Any],
+) -> Approval:
+    """The transition, or its audited refusal (raised); returns the row as it now is."""
+    load(db, approval_id)  # an unknown id is NotFound, not a refusal
+    if not _transition(db, approval_id, states, now, **values):
+        raise _refuse(db, actor, verb, approval_id, now)
+    return _settled(db, approval_id)
+
+
 def approve(
     db: Session, settings: Settings, approval_id: str, *, actor: Actor, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -89,9 +105,7 @@ def approve(
         )
     release_at = now + timedelta(seconds=settings.destructive_delay_seconds)
     values = {"state": "approved", "decided_by": actor.name[:200], "decided_at": now, "release_at": release_at}
-    if not _transition(db, approval_id, ("awaiting_approval",), now, **values):
-        raise _refuse(db, actor, "approve", approval_id, now)
-    row = _settled(db, approval_id)
+    row = _move(db, approval_id, "approve", ("awaiting_approval",), actor, now, values)
     record(db, actor, "approval.approve", approval_id, requested_by=row.requested_by, release_at=release_at.isoformat())
     emit(db, "approval.approved", event_data(row), device_id=row.device_id)
     return approval_dict(row)
@@ -100,11 +114,8 @@ def approve(
 def deny(db: Session, approval_id: str, *, actor: Actor, now: datetime | None = None) -> dict[str, Any]:
     """An admin's refusal: the request ends (a campaign waiting for it is cancelled)."""
     now = now or utcnow()
-    load(db, approval_id)
     values = {"state": "denied", "decided_by": actor.name[:200], "decided_at": now}
-    if not _transition(db, approval_id, ("awaiting_approval",), now, **values):
-        raise _refuse(db, actor, "deny", approval_id, now)
-    row = _settled(db, approval_id)
+    row = _move(db, approval_id, "deny", ("awaiting_approval",), actor, now, values)
     record(db, actor, "approval.deny", approval_id, requested_by=row.requested_by)
     _end_campaign(db, row, actor, "approval_denied")
     emit(db, "approval.denied", event_data(row), device_id=row.device_id)
@@ -114,11 +125,8 @@ def deny(db: Session, approval_id: str, *, actor: Actor, now: datetime | None = 
 def cancel(db: Session, approval_id: str, *, actor: Actor, now: datetime | None = None) -> dict[str, Any]:
     """Anyone from operator up stops a request, before its decision or during the cooling-off delay."""
     now = now or utcnow()
-    load(db, approval_id)
     values = {"state": "cancelled", "ended_by": actor.name[:200], "ended_at": now}
-    if not _transition(db, approval_id, CANCELLABLE, now, **values):
-        raise _refuse(db, actor, "cancel", approval_id, now)
-    row = _settled(db, approval_id)
+    row = _move(db, approval_id, "cancel", CANCELLABLE, actor, now, values)
     record(db, actor, "approval.cancel", approval_id, requested_by=row.requested_by, decided_by=row.decided_by)
     _end_campaign(db, row, actor, "approval_cancelled")
     return approval_dict(row)

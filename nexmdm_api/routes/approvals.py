@@ -50,6 +50,12 @@ def forbid_unless_admin(request: Request[Any, Any, Any], what: str) -> None:
         )
 
 
+def approval_response(created: bool, approval: dict[str, Any]) -> Response[Any]:
+    """The answer to a destructive command or campaign: its approval (202, or 200 for a replay of its key)."""
+    headers = {"Location": f"/v1/approvals/{approval['id']}"} | ({} if created else {"Idempotent-Replayed": "true"})
+    return Response(convert(approval, ApprovalOut), status_code=202 if created else 200, headers=headers)
+
+
 def _decided(request: Request[Any, Any, Any], decide: Callable[[], dict[str, Any]]) -> Response[ApprovalOut]:
     try:
         return Response(convert(decide(), ApprovalOut), status_code=200)

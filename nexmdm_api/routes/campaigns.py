@@ -24,7 +24,7 @@ from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import IdempotencyKeyHeader, allow
 from nexmdm_api.paging import Limit, keyset_page
-from nexmdm_api.routes.approvals import forbid_unless_admin
+from nexmdm_api.routes.approvals import approval_response, forbid_unless_admin
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.routes.commands import idempotency_key
 from nexmdm_api.schemas import (
@@ -142,11 +142,8 @@ class CampaignController(Controller):
             "actor": admin_actor(request),
         }
         if is_destructive(data.action):
-            made, approval = approvals.request_campaign(db, request.app.state.settings, **body)
-            headers = {"Location": f"/v1/approvals/{approval['id']}"} | (
-                {} if made else {"Idempotent-Replayed": "true"}
-            )
-            return Response(convert(approval, ApprovalOut), status_code=202 if made else 200, headers=headers)
+            asked, approval = approvals.request_campaign(db, request.app.state.settings, **body)
+            return approval_response(asked, approval)
         created, campaign = fleet.create_campaign(db, request.app.state.settings, **body)
         if created:
             return Response(_out(request, campaign), status_code=202)

@@ -21,7 +21,7 @@ from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
 from nexmdm_api.openapi import DeviceIdPath, IdempotencyKeyHeader, RequestIdPath
 from nexmdm_api.paging import Limit, keyset_page
-from nexmdm_api.routes.approvals import forbid_unless_admin
+from nexmdm_api.routes.approvals import approval_response, forbid_unless_admin
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
@@ -133,39 +133,22 @@ class CommandController(Controller):
         data: JSONBody[CommandIn],
         key: IdempotencyKeyHeader = None,
     ) -> Response[Dispatch | ApprovalOut]:
-        request_id = idempotency_key(key)
+        command: dict[str, Any] = {
+            "request_id": idempotency_key(key),
+            "device_id": validation.device_id(device_id),
+            "action": data.action,
+            "payload": data.payload,
+            "actor": admin_actor(request),
+        }
         if is_destructive(data.action):
-            return self._request_approval(request, db, request_id, device_id, data)
-        created, dispatch = dispatches.create_command(
-            db,
-            request.app.state.settings,
-            request_id=request_id,
-            device_id=validation.device_id(device_id),
-            action=data.action,
-            payload=data.payload,
-            actor=admin_actor(request),
-        )
+            forbid_unless_admin(request, data.action)
+            asked, approval = approvals.request_command(db, request.app.state.settings, **command)
+            return approval_response(asked, approval)
+        created, dispatch = dispatches.create_command(db, request.app.state.settings, **command)
         count_command("created" if created else "replayed")
         if created:
             return Response(convert(dispatch, Dispatch), status_code=202)
         return Response(convert(dispatch, Dispatch), status_code=200, headers={"Idempotent-Replayed": "true"})
-
-    @staticmethod
-    def _request_approval(
-        request: Request[Any, Any, Any], db: DB, request_id: str, device_id: str, data: CommandIn
-    ) -> Response[Dispatch | ApprovalOut]:
-        forbid_unless_admin(request, data.action)
-        created, approval = approvals.request_command(
-            db,
-            request.app.state.settings,
-            request_id=request_id,
-            device_id=validation.device_id(device_id),
-            action=data.action,
-            payload=data.payload,
-            actor=admin_actor(request),
-        )
-        headers = {"Location": f"/v1/approvals/{approval['id']}"} | ({} if created else {"Idempotent-Replayed": "true"})
-        return Response(convert(approval, ApprovalOut), status_code=202 if created else 200, headers=headers)
 
     @get(
         "/commands/{request_id:str}",
