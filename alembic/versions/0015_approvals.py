@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("target_id", sa.String(length=255), nullable=False),
         sa.Column("device_id", sa.String(length=128), nullable=True),
+        sa.Column("device_generation", sa.Integer(), nullable=True),
         sa.Column("action", sa.String(length=32), nullable=False),
         sa.Column("payload", core.models.base.JSONType, nullable=True),
         sa.Column("state", sa.String(length=24), nullable=False),

@@ -22,7 +22,7 @@ from core.campaigns import cancel as cancel_campaign
 from core.commands.dispatches import create_command
 from core.events.audit import SYSTEM, Actor, record, record_refusal
 from core.events.webhooks import emit
-from core.models import Approval, Campaign
+from core.models import Approval, Campaign, Device
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
@@ -224,6 +224,9 @@ def _start(db: Session, settings: Settings, row: Approval, now: datetime) -> str
             .execution_options(synchronize_session=False)
         )
         return None if rowcount(started) == 1 else "campaign no longer awaiting approval"
+    device = db.get(Device, row.device_id or "")
+    if device is not None and device.generation != row.device_generation:
+        return f"device {row.device_id} was enrolled again since the request"
     requester = Actor(row.requested_by, None, {"approved_by": row.decided_by, "approval_id": row.id})
     try:
         with db.begin_nested():

@@ -17,7 +17,7 @@ from core.commands.destructive import is_destructive
 from core.commands.dispatches import IdempotencyMismatch, check_command
 from core.events.audit import Actor, record
 from core.events.webhooks import emit
-from core.models import APPROVAL_STATES, Approval, FcmDispatch
+from core.models import APPROVAL_STATES, Approval, Device, FcmDispatch
 from core.storage.dialect import insert_for
 from core.storage.types import utcnow
 
@@ -97,6 +97,7 @@ def _insert(
         "kind": kind,
         "target_id": target_id,
         "device_id": device_id,
+        "device_generation": db.get_one(Device, device_id).generation if device_id is not None else None,
         "action": action,
         "payload": payload,
         "state": "awaiting_approval",

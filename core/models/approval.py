@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, String
+from sqlalchemy import CheckConstraint, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
@@ -32,6 +32,8 @@ class Approval(Base):
     #: the command's request id, or the campaign's id
     target_id: Mapped[str] = mapped_column(String(255))
     device_id: Mapped[str | None] = mapped_column(String(128))
+    #: the device's enrollment generation at the request: a device id enrolled again since is not released to
+    device_generation: Mapped[int | None] = mapped_column(Integer)
     action: Mapped[str] = mapped_column(String(32))
     #: a command's payload, kept until its release (a campaign keeps its own)
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

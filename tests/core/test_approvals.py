@@ -310,3 +310,16 @@ def test_the_maintenance_loop_releases_and_expires(session_factory: sessionmaker
     assert loop.tick()
     assert _state(session_factory, released) == "released" and dispatch_count(session_factory) == 1
     assert loop.leader and _state(session_factory, forgotten) == "expired"
+
+
+def test_a_device_enrolled_again_meanwhile_is_not_wiped(session_factory: sessionmaker[Session], wipe: Settings) -> None:
+    """The wipe was asked for the phone enrolled then: a new enrollment of the same id (another phone) is spared."""
+    add_device(session_factory, "dev_001")
+    approval_id = ask_wipe(session_factory, wipe)
+    now = utcnow()
+    with session_factory.begin() as db:
+        approvals.approve(db, wipe, approval_id, actor=BOB, now=now)
+        db.get_one(Device, "dev_001").generation += 1
+    assert approvals.release_due(session_factory, wipe, now=now + timedelta(seconds=DELAY)) == 0
+    assert _state(session_factory, approval_id) == "cancelled" and dispatch_count(session_factory) == 0
+    assert audit_rows(session_factory, approval_id)[-1][0] == "approval.cancel"
