@@ -174,6 +174,8 @@ def release_due(session_factory: sessionmaker[Session], settings: Settings, now:
     """
     now = now or utcnow()
     with session_factory() as db:
+        # a read: on SQLite a deferred transaction, so the idle check every second takes no write lock
+        db.connection(execution_options={"sqlite_begin": "DEFERRED"})
         ids = (
             db.execute(
                 select(Approval.id)
