@@ -351,7 +351,8 @@ def check_query(request: Request[Any, Any, Any]) -> None:
         return
     handler = request.route_handler
     declared = {
-        (getattr(field.kwarg_definition, "query", None) or name)
+        # ``Parameter(query=...)`` (deprecated) or ``QueryParameter(name=...)`` may rename a query parameter
+        (getattr(field.kwarg_definition, "query", None) or _query_name(field.kwarg_definition) or name)
         for name, field in handler.parsed_fn_signature.parameters.items()
         if name not in RESERVED_KWARGS
         and name not in request.path_params
@@ -385,3 +386,10 @@ def allow(path: str) -> HTTPRouteHandler:
         return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
 
     return options
+
+
+def _query_name(definition: object) -> str | None:
+    """The name a ``QueryParameter(name=...)`` gives its query parameter (None for anything else)."""
+    from litestar.params import QueryParameter
+
+    return definition.name if isinstance(definition, QueryParameter) else None

@@ -215,3 +215,28 @@ class FailedDeviceOut(msgspec.Struct):
 class FailedDevicePage(msgspec.Struct):
     items: list[FailedDeviceOut]
     next_cursor: str | None
+
+
+class ApprovalOut(msgspec.Struct):
+    """An approval of a destructive command or campaign (docs/approvals.md)."""
+
+    id: str
+    kind: str
+    target_id: str
+    device_id: str | None
+    action: str
+    payload: dict[str, Any] | None
+    state: str
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    release_at: datetime | None
+    ended_by: str | None
+    ended_at: datetime | None
+
+
+class ApprovalPage(msgspec.Struct):
+    items: list[ApprovalOut]
+    next_cursor: str | None

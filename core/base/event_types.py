@@ -10,6 +10,9 @@ EVENT_TYPES = (
     "command.failed",
     "campaign.completed",
     "campaign.halted",
+    "approval.requested",
+    "approval.approved",
+    "approval.denied",
 )
 #: sent only by ``webhooks test``, whatever the endpoint subscribed to
 TEST_EVENT = "webhook.test"

@@ -21,3 +21,12 @@ def ulid(now_ms: int | None = None) -> str:
 
 def new_campaign_id() -> str:
     return PREFIX + ulid()
+
+
+#: approval ids: ``apr_`` + a ULID, like campaigns'
+APPROVAL_PREFIX = "apr_"
+APPROVAL_PATTERN = r"^apr_[0-9A-Z]{26}$"
+
+
+def new_approval_id() -> str:
+    return APPROVAL_PREFIX + ulid()

@@ -80,6 +80,7 @@ class Settings:
     webhook_retention_days: int = 30
     app_change_retention_days: int = 90
     inventory_serial: bool = False
+    approval_retention_days: int = 365
     webhook_allow_private: bool = False
     webhook_max_attempts: int = 12
     webhook_backoff_seconds: float = 10.0
@@ -126,6 +127,8 @@ class Settings:
     delivery_batch_size: int = 500
     delivery_concurrency: int = 256
     command_ttl_seconds: int = 86400
+    destructive_delay_seconds: int = 600
+    allow_self_approval: bool = False
     delivery_in_server: bool = True
     campaign_max_targets: int = 0
     forwarded_allow_ips: str = "127.0.0.1"
@@ -170,6 +173,8 @@ class Settings:
             "webhook_retention_days",
             "app_change_retention_days",
             "location_retention_days",
+            "approval_retention_days",
+            "destructive_delay_seconds",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",
@@ -239,6 +244,7 @@ class Settings:
             "webhook_outbox": self.webhook_retention_days,
             "device_app_changes": self.app_change_retention_days,
             "device_locations": self.location_retention_days,
+            "approvals": self.approval_retention_days,
         }
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -26,6 +26,7 @@ from core.campaigns.waves import Waves as Waves
 from core.campaigns.waves import percentage as percentage
 from core.campaigns.waves import validate_waves as validate_waves
 from core.commands.catalogue import catalogue_for
+from core.commands.destructive import refuse_unapproved
 from core.commands.dispatches import IdempotencyMismatch
 from core.devices import scopes, selectors
 from core.events.audit import Actor, record
@@ -118,11 +119,14 @@ def create_campaign(
     outcome_timeout_seconds: int | None = None,
     actor: Actor | None = None,
     scope: str | None = None,
+    awaiting_approval: bool = False,
 ) -> tuple[bool, dict[str, Any]]:
     """Create a campaign once per Idempotency-Key; returns ``(created, campaign)``.
 
     A scoped principal's campaign snapshots only devices inside its ``scope`` and records it: only keys
-    of the same scope (and unscoped ones) see it afterwards (:func:`require_in_scope`).
+    of the same scope (and unscoped ones) see it afterwards (:func:`require_in_scope`). A destructive action
+    is refused unless ``awaiting_approval``: the campaign is then created in that status, which no release
+    touches, by ``core.approvals`` (its release makes it ``running``).
 
     A repeat with the same body returns the first campaign; the same key with another body is an
     ``IdempotencyMismatch``. Concurrent identical requests meet on the unique key: one inserts, the
@@ -130,6 +134,8 @@ def create_campaign(
     """
     validation.request_id(idempotency_key, field="Idempotency-Key")
     catalogue_for(settings).check_command(action, payload)
+    if not awaiting_approval:
+        refuse_unapproved(action, settings)
     validation.text(note, "note", max_length=200)
     plan = validate_waves(waves)
     success_text, outcome_timeout = outcomes.validate(success_when, outcome_timeout_seconds)
@@ -178,7 +184,7 @@ def create_campaign(
         "selector": selector_text,
         "note": note,
         "scope": scope,
-        "status": "running",
+        "status": "awaiting_approval" if awaiting_approval else "running",
         "targeted": 0,
         "wave_size": 0,
         "wave_count": 0,

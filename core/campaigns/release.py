@@ -221,8 +221,15 @@ def run_due(session_factory: sessionmaker[Session], settings: Settings, now: dat
 # ----------------------------------------------------------------------------- operator actions
 
 
+def _refuse_awaiting(campaign: Campaign) -> None:
+    """Only its approval starts a campaign that waits for one (``core.approvals``): no pause, no resume."""
+    if campaign.status == "awaiting_approval":
+        raise Conflict(f"campaign {campaign.id} is awaiting approval; approve, deny or cancel its approval")
+
+
 def pause(db: Session, campaign_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
     campaign = load(db, campaign_id, lock=True)
+    _refuse_awaiting(campaign)
     if campaign.status in CAMPAIGN_FINAL:
         raise Conflict(f"campaign {campaign_id} is {campaign.status}")
     if campaign.status != "paused":
@@ -244,6 +251,7 @@ def resume(
     percentage(min_success_pct, "min_success_pct")
     percentage(max_failure_pct, "max_failure_pct")
     campaign = load(db, campaign_id, lock=True)
+    _refuse_awaiting(campaign)
     if campaign.status in CAMPAIGN_FINAL:
         raise Conflict(f"campaign {campaign_id} is {campaign.status}; it cannot resume")
     changed = min_success_pct is not None or max_failure_pct is not None

@@ -13,6 +13,7 @@ from core.base import validation
 from core.base.errors import Conflict, InvalidArgument, NotFound
 from core.base.settings import Settings
 from core.commands.catalogue import catalogue_for
+from core.commands.destructive import refuse_unapproved
 from core.commands.lifecycle import finish_pending
 from core.commands.records import record_fcm_dispatch
 from core.commands.results import apply_answer, check_answer
@@ -68,21 +69,10 @@ def history(dispatch: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(steps, key=lambda s: s["at"])
 
 
-def create_command(
-    db: Session,
-    settings: Settings,
-    *,
-    request_id: str,
-    device_id: str,
-    action: str,
-    payload: dict[str, Any] | None = None,
-    actor: Actor | None = None,
-) -> tuple[bool, dict[str, Any]]:
-    """Accept a command once per ``request_id``; returns ``(created, dispatch)``.
-
-    A repeat with the same device, action and payload returns the original (counted as a replay);
-    the same key with anything different raises :class:`IdempotencyMismatch`.
-    """
+def check_command(
+    db: Session, settings: Settings, *, request_id: str, device_id: str, action: str, payload: dict[str, Any] | None
+) -> None:
+    """What a new command must be: a usable key, a known action, a payload, an unrevoked device."""
     validation.request_id(request_id)
     if request_id in RESERVED_REQUEST_IDS:
         raise InvalidArgument(
@@ -99,6 +89,28 @@ def create_command(
     device = get_device(db, device_id)
     if device.revoked_at is not None:
         raise Conflict(f"device {device_id!r} is revoked")
+
+
+def create_command(
+    db: Session,
+    settings: Settings,
+    *,
+    request_id: str,
+    device_id: str,
+    action: str,
+    payload: dict[str, Any] | None = None,
+    actor: Actor | None = None,
+    approved: bool = False,
+) -> tuple[bool, dict[str, Any]]:
+    """Accept a command once per ``request_id``; returns ``(created, dispatch)``.
+
+    A repeat with the same device, action and payload returns the original (counted as a replay);
+    the same key with anything different raises :class:`IdempotencyMismatch`. A destructive action is
+    refused unless ``approved`` (only the release of its approval, ``core.approvals``, passes it).
+    """
+    check_command(db, settings, request_id=request_id, device_id=device_id, action=action, payload=payload)
+    if not approved:
+        refuse_unapproved(action, settings)
     digest = validation.payload_hash(payload)
     result = record_fcm_dispatch(
         db, request_id=request_id, device_id=device_id, action=action, payload_hash=digest, payload=payload

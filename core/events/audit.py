@@ -59,6 +59,23 @@ def record(
     db: Session, actor: Actor | None, action: str, target: str | None = None, /, **details: Any
 ) -> dict[str, Any] | None:
     """Add one ``success`` row in the caller's transaction (``actor=None``: an unattributed internal call)."""
+    return _row(db, actor, "success", action, target, details)
+
+
+def record_refusal(
+    db: Session, actor: Actor | None, action: str, target: str | None = None, /, **details: Any
+) -> dict[str, Any] | None:
+    """Add one ``denied`` row about one refused change (its reason in ``details``), not an aggregate.
+
+    For refusals worth a row each (an approval by the requester or of a closed request): the caller
+    commits it although the change itself did not happen.
+    """
+    return _row(db, actor, "denied", action, target, details)
+
+
+def _row(
+    db: Session, actor: Actor | None, outcome: str, action: str, target: str | None, details: dict[str, Any]
+) -> dict[str, Any] | None:
     if actor is None:
         return None
     values = {
@@ -67,7 +84,7 @@ def record(
         "action": action,
         "target": target[:300] if target else None,
         "client_address": actor.address,
-        "outcome": "success",
+        "outcome": outcome,
         "details": ({k: v for k, v in details.items() if v is not None} | actor.details) or None,
         "count": 1,
     }

@@ -1,6 +1,7 @@
 """SQLAlchemy models; importing this package registers every table on ``Base.metadata``."""
 
 from core.models.apk import DOWNLOAD_SOURCES, ApkBuild, ApkDownloadEvent
+from core.models.approval import APPROVAL_FINAL, APPROVAL_KINDS, APPROVAL_STATES, Approval
 from core.models.base import NAMING_CONVENTION, Base
 from core.models.blob import ApkBlob, ApkChunk
 from core.models.credentials import ROLES, AdminKey, EnrollmentToken
@@ -26,6 +27,10 @@ __all__ = [
     "DeviceApp",
     "DeviceAppChange",
     "DeviceInventory",
+    "APPROVAL_FINAL",
+    "APPROVAL_KINDS",
+    "APPROVAL_STATES",
+    "Approval",
     "CAMPAIGN_FINAL",
     "CAMPAIGN_STATUSES",
     "Campaign",

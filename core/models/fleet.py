@@ -12,7 +12,8 @@ from core.models.base import Base, JSONType
 from core.storage.tables import device_labels
 from core.storage.types import UTCDateTime, utcnow
 
-CAMPAIGN_STATUSES = ("running", "paused", "halted", "completed", "cancelled")
+#: ``awaiting_approval``: a destructive campaign before its approval's release (``core.approvals``)
+CAMPAIGN_STATUSES = ("awaiting_approval", "running", "paused", "halted", "completed", "cancelled")
 #: a campaign in one of these states never changes again
 CAMPAIGN_FINAL = ("completed", "cancelled")
 #: a target is ``queued`` until cancelled; whether its command was released is the campaign's release
@@ -44,7 +45,7 @@ class Campaign(Base):
     payload_hash: Mapped[str] = mapped_column(String(128))
     selector: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="running")
+    status: Mapped[str] = mapped_column(String(24), default="running")
     reason: Mapped[str | None] = mapped_column(String(32))
     targeted: Mapped[int] = mapped_column(Integer, default=0)
     wave_size: Mapped[int] = mapped_column(Integer)
@@ -75,7 +76,10 @@ class Campaign(Base):
     outcome_swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        CheckConstraint("status IN ('running', 'paused', 'halted', 'completed', 'cancelled')", name="status_known"),
+        CheckConstraint(
+            "status IN ('awaiting_approval', 'running', 'paused', 'halted', 'completed', 'cancelled')",
+            name="status_known",
+        ),
         Index(None, "idempotency_key", unique=True),
         Index(None, "status"),
     )

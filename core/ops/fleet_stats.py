@@ -61,8 +61,8 @@ RATE_WINDOW = timedelta(minutes=1)
 #: commands (by status, latencies) and went-offline devices look this far back
 RECENT_WINDOW = timedelta(hours=1)
 PERCENTILES = (50, 99)
-#: campaigns that have not ended (running, paused, halted)
-IN_FLIGHT = tuple(status for status in CAMPAIGN_STATUSES if status not in CAMPAIGN_FINAL)
+#: campaigns that have started and not ended (running, paused, halted); one awaiting its approval has not started
+IN_FLIGHT = tuple(status for status in CAMPAIGN_STATUSES if status not in (*CAMPAIGN_FINAL, "awaiting_approval"))
 #: ``nexmdm top`` details at most this many campaigns in flight (newest first) and counts the rest
 CAMPAIGNS_SHOWN = 5
 #: a device's inventory is fresh while the server knew it current this recently (a report, or a heartbeat

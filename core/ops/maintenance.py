@@ -1,11 +1,14 @@
 """Maintenance duties shared by ``nexmdm serve`` and ``nexmdm worker`` (no web framework here).
 
-Every process that runs it, every ``CAMPAIGN_EVERY_SECONDS``: campaign releases, halts and completions
-(``core.campaigns.run_due``; idempotent across processes: the campaign row is locked). Every
+Every process that runs it, every ``CAMPAIGN_EVERY_SECONDS``: the release of approved destructive actions
+whose cooling-off delay is over (``core.approvals.release_due``; one conditional UPDATE each, so one process
+releases each), then campaign releases, halts and completions (``core.campaigns.run_due``; idempotent
+across processes: the campaign row is locked). Every
 ``ROUND_SECONDS`` a round: APK builds of the folder storage found on this node are imported once, the
 ``maintenance`` lease is taken or renewed (``core.ops.leases``: one leader among every process of every node,
 whether it serves the API or only works), and PostgreSQL heartbeat partitions for the coming week are
-kept (hourly, idempotent). The leader alone runs the expiry sweep of unacknowledged commands and the
+kept (hourly, idempotent). The leader alone runs the expiry sweeps of unacknowledged commands and of
+approvals nobody decided on within 24 h (``core.approvals.expire_due``), and the
 presence sweep (``device.online``/``device.offline``, ``core.devices.presence``) every
 ``SWEEP_EVERY_SECONDS``; when it dies another process takes the lease within ``LEADER_LEASE_SECONDS``,
 when it stops cleanly at once (:meth:`Maintenance.hand_over`).
@@ -26,6 +29,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import approvals
 from core import campaigns as fleet
 from core.apk import storage as apk_storage
 from core.base.errors import DatabaseUnavailable
@@ -93,6 +97,7 @@ class Maintenance:
                 logger.warning("maintenance waits: %s", problem)
                 return False
             healthy = self.round()
+        healthy = self.guarded("approvals", lambda: approvals.release_due(self.sessions, self.settings)) and healthy
         return self.guarded("campaigns", lambda: fleet.run_due(self.sessions, self.settings)) and healthy
 
     def guarded(self, step: str, work: Callable[[], Any]) -> bool:
@@ -136,6 +141,7 @@ class Maintenance:
             self.last_sweep = 0.0  # a new leader sweeps at once
         elif time.monotonic() - self.last_sweep >= SWEEP_EVERY_SECONDS:
             ok = self.guarded("expiry sweep", lambda: sweep_expired(self.sessions, self.settings)) and ok
+            ok = self.guarded("approval expiry", lambda: approvals.expire_due(self.sessions)) and ok
             ok = self.guarded("presence sweep", lambda: presence.sweep(self.sessions, self.settings)) and ok
             self.last_sweep = time.monotonic()
         return self.leader_round() and ok

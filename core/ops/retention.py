@@ -23,7 +23,15 @@ from core.devices import locations
 from core.events import cleanup as events_retention
 from core.heartbeats import partitions
 from core.inventory import cleanup as inventory_retention
-from core.models import FINISHED_STATUSES, ApkDownloadEvent, Campaign, DeviceHeartbeat, FcmDispatch
+from core.models import (
+    APPROVAL_FINAL,
+    FINISHED_STATUSES,
+    ApkDownloadEvent,
+    Approval,
+    Campaign,
+    DeviceHeartbeat,
+    FcmDispatch,
+)
 from core.storage import timeouts
 from core.storage.batched_delete import LOCK_LOST, batched_cleanup, progress, retention_for, stop_if_lost, stopped
 from core.storage.operations import session_settings
@@ -33,6 +41,7 @@ _DISPATCHES: Table = FcmDispatch.__table__  # type: ignore[assignment]
 _HEARTBEATS: Table = DeviceHeartbeat.__table__  # type: ignore[assignment]
 _DOWNLOADS: Table = ApkDownloadEvent.__table__  # type: ignore[assignment]
 _CAMPAIGNS: Table = Campaign.__table__  # type: ignore[assignment]
+_APPROVALS: Table = Approval.__table__  # type: ignore[assignment]
 CLEANUP_ENTITIES = (
     "device_heartbeats",
     "fcm_dispatches",
@@ -42,9 +51,10 @@ CLEANUP_ENTITIES = (
     "webhook_outbox",
     "device_app_changes",
     "device_locations",
+    "approvals",
 )
 #: a campaign in one of these states may still release, halt or complete: its commands are kept
-_UNFINISHED_CAMPAIGN = ("running", "paused", "halted")
+_UNFINISHED_CAMPAIGN = ("awaiting_approval", "running", "paused", "halted")
 
 
 def _count_partition(db: Session, name: str, limits: timeouts.Limits) -> int:
@@ -184,6 +194,20 @@ def cleanup_old_campaigns(db: Session, *, retention_days: int | None = None, dry
     )
 
 
+def cleanup_old_approvals(db: Session, *, retention_days: int | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Delete approvals that ended (denied, cancelled, expired, released) and were asked for before the cutoff;
+    never an open one (the audit trail keeps who decided, for its own retention)."""
+    return batched_cleanup(
+        db,
+        entity="approvals",
+        table=_APPROVALS,
+        keys=(_APPROVALS.c.id,),
+        condition=lambda cutoff: and_(_APPROVALS.c.state.in_(APPROVAL_FINAL), _APPROVALS.c.requested_at < cutoff),
+        retention_days=retention_days,
+        dry_run=dry_run,
+    )
+
+
 def cleanup_old_apk_download_events(
     db: Session, *, retention_days: int | None = None, dry_run: bool = False
 ) -> dict[str, Any]:
@@ -208,6 +232,7 @@ _CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "webhook_outbox": events_retention.cleanup_old_webhook_deliveries,
     "device_app_changes": inventory_retention.cleanup_old_app_changes,
     "device_locations": locations.cleanup_old_device_locations,
+    "approvals": cleanup_old_approvals,
 }
 
 

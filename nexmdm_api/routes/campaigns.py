@@ -13,19 +13,22 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
+from core import approvals
 from core import campaigns as fleet
 from core.base import ids as campaign_ids
 from core.base import validation
 from core.base.errors import InvalidArgument
+from core.commands.destructive import is_destructive
 from nexmdm_api.auth import admin_actor, admin_route, require_action_role, scope_of
 from nexmdm_api.db import DB
 from nexmdm_api.errors import problems
 from nexmdm_api.openapi import IdempotencyKeyHeader, allow
 from nexmdm_api.paging import Limit, keyset_page
+from nexmdm_api.routes.approvals import approval_response, forbid_unless_admin
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.routes.commands import idempotency_key
 from nexmdm_api.schemas import DEVICE_ID_PATTERN, convert
-from nexmdm_api.schemas_admin import CampaignFailuresOut, FailedDeviceOut, FailedDevicePage
+from nexmdm_api.schemas_admin import ApprovalOut, CampaignFailuresOut, FailedDeviceOut, FailedDevicePage
 from nexmdm_api.schemas_fleet import (
     CampaignDeviceOut,
     CampaignDevicePage,
@@ -110,7 +113,9 @@ class CampaignController(Controller):
             "`success_when` (a selector) a target succeeds once its device matches it after the ack (else it "
             "fails with `outcome_timeout` after `outcome_timeout_seconds`, default 3600); devices that already "
             "match are `skipped` without a command; gates count outcomes. A scoped key's snapshot takes only devices "
-            "inside its scope (`all` is all of the scope) and the campaign records it."
+            "inside its scope (`all` is all of the scope) and the campaign records it. "
+            "A destructive action (`wipe`) needs an admin key and is answered with an approval "
+            "(`Location: /v1/approvals/{id}`); the campaign waits in `awaiting_approval` until its release."
         ),
         status_code=202,
         request_max_body_size=MAX_CAMPAIGN_BODY_BYTES,
@@ -126,7 +131,7 @@ class CampaignController(Controller):
         db: DB,
         data: JSONBody[CampaignIn],
         key: IdempotencyKeyHeader = None,
-    ) -> Response[CampaignOut]:
+    ) -> Response[CampaignOut | ApprovalOut]:
         require_action_role(request, data.action)
         waves = None
         if data.waves is not None:
@@ -135,22 +140,25 @@ class CampaignController(Controller):
             }
             if not waves:
                 raise InvalidArgument("waves need exactly one of size or percent", field="waves")
-        created, campaign = fleet.create_campaign(
-            db,
-            request.app.state.settings,
-            idempotency_key=idempotency_key(key),
-            action=data.action,
-            payload=data.payload,
-            selector=data.selector,
-            device_ids=data.device_ids,
-            waves=waves,
-            expires_in_seconds=data.expires_in_seconds,
-            note=data.note,
-            success_when=data.success_when,
-            outcome_timeout_seconds=data.outcome_timeout_seconds,
-            actor=admin_actor(request),
-            scope=scope_of(request),
-        )
+        body: dict[str, Any] = {
+            "idempotency_key": idempotency_key(key),
+            "action": data.action,
+            "payload": data.payload,
+            "selector": data.selector,
+            "device_ids": data.device_ids,
+            "waves": waves,
+            "expires_in_seconds": data.expires_in_seconds,
+            "note": data.note,
+            "success_when": data.success_when,
+            "outcome_timeout_seconds": data.outcome_timeout_seconds,
+            "actor": admin_actor(request),
+            "scope": scope_of(request),
+        }
+        if is_destructive(data.action, request.app.state.settings):
+            forbid_unless_admin(request, data.action)
+            asked, approval = approvals.request_campaign(db, request.app.state.settings, **body)
+            return approval_response(asked, approval)
+        created, campaign = fleet.create_campaign(db, request.app.state.settings, **body)
         if created:
             return Response(_out(request, campaign), status_code=202)
         return Response(_out(request, campaign), status_code=200, headers={"Idempotent-Replayed": "true"})

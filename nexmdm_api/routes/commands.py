@@ -8,10 +8,12 @@ from litestar import Controller, Request, Response
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, Parameter
 
+from core import approvals
 from core.base import ids as campaign_ids
 from core.base import validation
 from core.base.errors import InvalidArgument
 from core.commands import dispatches
+from core.commands.destructive import is_destructive
 from core.models import COMMAND_STATUSES
 from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_action_role, require_device
 from nexmdm_api.db import DB
@@ -19,6 +21,7 @@ from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.metrics import count_command
 from nexmdm_api.openapi import DeviceIdPath, IdempotencyKeyHeader, RequestIdPath
 from nexmdm_api.paging import Limit, keyset_page
+from nexmdm_api.routes.approvals import approval_response, forbid_unless_admin
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.schemas import (
     DEVICE_ID_PATTERN,
@@ -30,7 +33,7 @@ from nexmdm_api.schemas import (
     PendingCommandsOut,
     convert,
 )
-from nexmdm_api.schemas_admin import DispatchPage
+from nexmdm_api.schemas_admin import ApprovalOut, DispatchPage
 from nexmdm_api.scoping import device_in_scope, devices_in_scope
 
 
@@ -122,7 +125,8 @@ class CommandController(Controller):
             "Idempotent by the `Idempotency-Key` header: the first call is 202 with the new dispatch; a repeat "
             "with the same device, action and payload is 200 with the same dispatch and `Idempotent-Replayed: "
             "true`; the same key with anything different is 422. The command stays `pending` until the device "
-            "acknowledges it."
+            "acknowledges it. A destructive action (`wipe`) needs an admin key and is answered with an approval "
+            "(`awaiting_approval`, `Location: /v1/approvals/{id}`): no command exists before its release."
         ),
         status_code=202,
         **admin_route("operator", scoped=True, body="json", action="command.create"),
@@ -138,18 +142,20 @@ class CommandController(Controller):
         device_id: DeviceIdPath,
         data: JSONBody[CommandIn],
         key: IdempotencyKeyHeader = None,
-    ) -> Response[Dispatch]:
-        request_id = idempotency_key(key)
+    ) -> Response[Dispatch | ApprovalOut]:
         require_action_role(request, data.action)
-        created, dispatch = dispatches.create_command(
-            db,
-            request.app.state.settings,
-            request_id=request_id,
-            device_id=device_in_scope(request, db, device_id),
-            action=data.action,
-            payload=data.payload,
-            actor=admin_actor(request),
-        )
+        command: dict[str, Any] = {
+            "request_id": idempotency_key(key),
+            "device_id": device_in_scope(request, db, device_id),
+            "action": data.action,
+            "payload": data.payload,
+            "actor": admin_actor(request),
+        }
+        if is_destructive(data.action, request.app.state.settings):
+            forbid_unless_admin(request, data.action)
+            asked, approval = approvals.request_command(db, request.app.state.settings, **command)
+            return approval_response(asked, approval)
+        created, dispatch = dispatches.create_command(db, request.app.state.settings, **command)
         count_command("created" if created else "replayed")
         if created:
             return Response(convert(dispatch, Dispatch), status_code=202)

@@ -10,6 +10,7 @@ import typer
 from nexmdm_cli.commands import (
     actions,
     apk,
+    approvals,
     apps,
     audit,
     campaigns,
@@ -47,6 +48,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("keys", keys.app),
     ("apk", apk.app),
     ("campaigns", campaigns.app),
+    ("approvals", approvals.app),
     ("audit", audit.app),
     ("webhooks", webhooks.app),
     ("actions", actions.app),

@@ -50,7 +50,7 @@ def cleanup(
     json_output: JsonOption = False,
 ) -> None:
     """Delete heartbeats, finished dispatches, download events, ended campaigns, audit events, webhook
-    deliveries, device app changes and device locations past their retention period.
+    deliveries, device app changes, device locations and ended approvals past their retention period.
 
     Exit codes for cron: 0 done, 75 another cleanup holds the lock (try later), 5 database problem, 2 bad option.
     """

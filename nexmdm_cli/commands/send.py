@@ -12,7 +12,7 @@ from core.base.durations import parse_duration
 from core.base.errors import InvalidArgument
 from nexmdm_cli import render
 from nexmdm_cli.render import JsonOption, YesOption, confirm, escape, note, show, table
-from nexmdm_cli.state import print_json, state
+from nexmdm_cli.state import CliState, print_json, state
 
 # loaded by the command, not by `nexmdm --help`
 
@@ -62,6 +62,17 @@ def _waves(
             raise InvalidArgument("--wave-interval and --min-success need --wave-size or --wave-percent")
         waves["size"] = 1_000_000_000  # --max-failure alone: one wave, with a halt threshold
     return waves
+
+
+def _show_dry_run(action: str, plain: bool, preview: dict[str, Any], json_output: bool) -> None:
+    if json_output:
+        print_json({"dry_run": True, "plain": plain, **preview})
+        return
+    note(f"{escape(action)} would go to {preview['matched']:,} devices (dry run: nothing sent); a sample:")
+    out = table(None, "device")
+    for device_id in preview["sample"]:
+        render.row(out, device_id)
+    show(out)
 
 
 def send(
@@ -115,6 +126,7 @@ def send(
     from core.campaigns import records as campaigns_module
     from core.commands import dispatches
     from core.commands.catalogue import catalogue_for
+    from core.commands.destructive import is_destructive
     from core.events import audit
     from core.storage import timeouts
 
@@ -142,20 +154,25 @@ def send(
         else:
             preview = fleet.preview(db, st.settings, **targets)
     if dry_run:
-        if json_output:
-            print_json({"dry_run": True, "plain": plain, **preview})
-            return
-        note(f"{escape(action)} would go to {preview['matched']:,} devices (dry run: nothing sent); a sample:")
-        out = table(None, "device")
-        for device_id in preview["sample"]:
-            render.row(out, device_id)
-        show(out)
+        _show_dry_run(action, plain, preview, json_output)
         return
     if preview["matched"] == 0:
         raise InvalidArgument("no device matches: nothing to send", field="--to")
     if preview["matched"] > 1 and not yes:
         confirm(f"Send {action} to {preview['matched']:,} devices on {st.masked_url}?")
     note(f"idempotency key: {escape(key)} (retry with --idempotency-key {escape(key)} to never send twice)")
+    if is_destructive(action, st.settings):
+        _ask_approval(
+            st,
+            action=action,
+            key=key,
+            plain=plain,
+            device=devices[:1],
+            json_output=json_output,
+            **{"payload": body, "waves": waves or None, "expires_in_seconds": expires_in, "note": note_text, **targets},
+            **({} if until is None else {"success_when": until, "outcome_timeout_seconds": timeout}),
+        )
+        return
     if plain:
         with st.session() as db:
             created, dispatch = dispatches.create_command(
@@ -206,3 +223,35 @@ def send(
         f"{campaign['targeted']:,} devices, {waves_text}[/green]"
     )
     note(f"follow it: nexmdm campaigns watch {escape(campaign['id'])}")
+
+
+def _ask_approval(
+    st: CliState, *, action: str, key: str, plain: bool, device: list[str], json_output: bool, **campaign: Any
+) -> None:
+    """A destructive action: an approval request (a second admin approves: ``nexmdm approvals approve``)."""
+    from core import approvals
+    from core.events import audit
+
+    with st.session() as db:
+        if plain:
+            created, item = approvals.request_command(
+                db,
+                st.settings,
+                request_id=key,
+                device_id=device[0],
+                action=action,
+                payload=campaign["payload"],
+                actor=audit.cli_actor(),
+            )
+        else:
+            created, item = approvals.request_campaign(
+                db, st.settings, idempotency_key=key, action=action, actor=audit.cli_actor(), **campaign
+            )
+    if json_output:
+        print_json(item | {"created": created})
+        return
+    note(
+        f"[yellow]⏳ {escape(action)} is destructive: approval {escape(item['id'])} "
+        f"{'requested' if created else 'already requested (same key)'}; nothing is sent before another admin "
+        f"approves it (nexmdm approvals approve {escape(item['id'])}) and the cooling-off delay passes[/yellow]"
+    )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from litestar.testing import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import campaigns as fleet
@@ -25,6 +25,7 @@ from core.events import webhooks
 from core.models import AuditEvent
 from nexmdm_api import create_app
 from nexmdm_api.auditbuffer import AuditBuffer
+from tests.support.approvals import ask_wipe, wipe_settings
 from tests.support.audit import seed_out_of_id_order
 from tests.support.fakes.apk import apk_bytes
 from tests.support.routes import admin_routes
@@ -72,6 +73,15 @@ def _seed_delivery(factory: sessionmaker[Session]) -> int:
     with factory.begin() as db:
         webhooks.send_test(db, endpoint_id)
         return webhooks.list_deliveries(db, endpoint_id=endpoint_id)[0]["id"]
+
+
+def _seed_approval(factory: sessionmaker[Session], settings: Settings) -> str:
+    """A wipe asked for by another admin (``key:alice``) than the test's; its own audit row is dropped, as
+    the other seeds write none."""
+    approval_id = ask_wipe(factory, wipe_settings(settings), device_id="dev_a")
+    with factory.begin() as db:
+        db.execute(delete(AuditEvent).where(AuditEvent.target == approval_id))
+    return approval_id
 
 
 #: (method, path) -> (expected action, call(client, headers, context) -> response)
@@ -155,6 +165,18 @@ MUTATIONS: dict[tuple[str, str], tuple[str, Call]] = {
     ("POST", "/v1/campaigns/{campaign_id:str}/cancel"): (
         "campaign.cancel",
         lambda c, h, x: c.post(f"/v1/campaigns/{_seed_campaign(x.factory, x.settings)}/cancel", headers=h),
+    ),
+    ("POST", "/v1/approvals/{approval_id:str}/approve"): (
+        "approval.approve",
+        lambda c, h, x: c.post(f"/v1/approvals/{_seed_approval(x.factory, x.settings)}/approve", headers=h),
+    ),
+    ("POST", "/v1/approvals/{approval_id:str}/deny"): (
+        "approval.deny",
+        lambda c, h, x: c.post(f"/v1/approvals/{_seed_approval(x.factory, x.settings)}/deny", headers=h),
+    ),
+    ("POST", "/v1/approvals/{approval_id:str}/cancel"): (
+        "approval.cancel",
+        lambda c, h, x: c.post(f"/v1/approvals/{_seed_approval(x.factory, x.settings)}/cancel", headers=h),
     ),
     ("POST", "/v1/webhooks/deliveries/{delivery_id:int}/redeliver"): (
         "webhook.redeliver",

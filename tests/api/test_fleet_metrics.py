@@ -68,7 +68,7 @@ def test_campaign_gauges_without_per_campaign_series(
     seed_fleet(session_factory)
     seed_labels(session_factory)
     ids = seed_campaigns(session_factory, settings)
-    campaigns = {"running": 1, "paused": 1, "halted": 0, "completed": 1, "cancelled": 0}
+    campaigns = {"awaiting_approval": 0, "running": 1, "paused": 1, "halted": 0, "completed": 1, "cancelled": 0}
     targets = {
         status: sum(c["counts"][status] for c in EXPECTED_CAMPAIGNS) for status in EXPECTED_CAMPAIGNS[0]["counts"]
     }

@@ -43,6 +43,27 @@ OPERATIONS = {
     ("GET", "/v1/apk/download/{build_id}"): ("V1ApkDownloadBuildIdDownloadBuild", "Download one build", "any"),
     ("GET", "/v1/apk/downloads"): ("V1ApkDownloadsListDownloads", "APK download events, newest first", "admin:viewer"),
     ("GET", "/v1/apk/latest"): ("V1ApkLatestLatestBuild", "Metadata of the newest build", "any"),
+    ("GET", "/v1/approvals"): (
+        "V1ApprovalsListApprovals",
+        "List approvals of destructive actions, newest first",
+        "admin:viewer",
+    ),
+    ("GET", "/v1/approvals/{approval_id}"): ("V1ApprovalsApprovalIdGetApproval", "One approval", "admin:viewer"),
+    ("POST", "/v1/approvals/{approval_id}/approve"): (
+        "V1ApprovalsApprovalIdApproveApproveRequest",
+        "Approve a destructive action (another admin than the one who asked)",
+        "admin:admin",
+    ),
+    ("POST", "/v1/approvals/{approval_id}/deny"): (
+        "V1ApprovalsApprovalIdDenyDenyRequest",
+        "Deny a destructive action",
+        "admin:admin",
+    ),
+    ("POST", "/v1/approvals/{approval_id}/cancel"): (
+        "V1ApprovalsApprovalIdCancelCancelRequest",
+        "Cancel a destructive action before its release",
+        "admin:operator",
+    ),
     ("GET", "/v1/audit"): ("V1AuditListAudit", "The audit trail", "admin:admin"),
     ("GET", "/v1/campaigns"): ("V1CampaignsListCampaigns", "List campaigns, newest first", "admin:viewer"),
     ("POST", "/v1/campaigns"): ("V1CampaignsCreateCampaign", "Send one command to many devices", "admin:operator"),

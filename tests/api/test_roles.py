@@ -70,6 +70,11 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     # locations are personal data: never a viewer's (every read is audited)
     ("GET", "/v1/devices/{device_id:str}/location"): "operator",
     ("GET", "/v1/devices/{device_id:str}/locations"): "operator",
+    ("GET", "/v1/approvals"): "viewer",
+    ("GET", "/v1/approvals/{approval_id:str}"): "viewer",
+    ("POST", "/v1/approvals/{approval_id:str}/approve"): "admin",
+    ("POST", "/v1/approvals/{approval_id:str}/deny"): "admin",
+    ("POST", "/v1/approvals/{approval_id:str}/cancel"): "operator",
 }
 
 
@@ -245,6 +250,7 @@ _DOC_WORDS = {
     "/v1/apps": "apps",
     "/v1/commands": "commands",
     "/v1/devices": "devices",
+    "/v1/approvals": "approvals",
 }
 
 

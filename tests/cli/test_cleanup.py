@@ -52,6 +52,7 @@ def test_dry_run_counts_and_deletes_nothing(cli: Cli, seeded: sessionmaker[Sessi
         "webhook_outbox": 0,
         "device_app_changes": 0,
         "device_locations": 0,
+        "approvals": 0,
     }
     assert _counts(seeded) == (3, 3, 2)
 

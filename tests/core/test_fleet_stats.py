@@ -95,7 +95,14 @@ def test_campaign_totals(engine: Engine, settings: Settings, session_factory: se
     seed_campaigns(session_factory, settings)
     with session_factory() as db:
         totals = fleet_stats.campaign_totals(db)
-    assert totals["campaigns"] == {"running": 1, "paused": 1, "halted": 0, "completed": 1, "cancelled": 0}
+    assert totals["campaigns"] == {
+        "awaiting_approval": 0,
+        "running": 1,
+        "paused": 1,
+        "halted": 0,
+        "completed": 1,
+        "cancelled": 0,
+    }
     assert totals["targets"] == {"queued": 2, "pending": 5, "acked": 1, "failed": 1, "expired": 0, "cancelled": 0}
 
 
@@ -172,7 +179,14 @@ def test_campaign_totals_are_the_live_counts_of_every_campaign_in_flight_added_u
     # and 4 after the remainder campaign's first wave
     assert expected["queued"] == 29 and expected["cancelled"] == 2 and expected["pending"] > 0
     assert expected["failed"] == 2 and expected["acked"] == 2
-    assert totals["campaigns"] == {"running": 2, "paused": 1, "halted": 1, "completed": 0, "cancelled": 1}
+    assert totals["campaigns"] == {
+        "awaiting_approval": 0,
+        "running": 2,
+        "paused": 1,
+        "halted": 1,
+        "completed": 0,
+        "cancelled": 1,
+    }
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])  # SQLite: one IMMEDIATE transaction, one snapshot
