@@ -29,6 +29,7 @@ def key_dict(key: AdminKey) -> dict[str, Any]:
         "id": key.id,
         "name": key.name,
         "role": key.role,
+        "scope": None,  # a selector the key is limited to (the console's people carry one the same way)
         "state": "revoked" if key.revoked_at else "active",
         "created_at": key.created_at,
         "revoked_at": key.revoked_at,

@@ -130,6 +130,14 @@ class Settings:
     database_pool_mode: str = "session"
     database_read_max_lag_seconds: float = 30.0
     apk_storage: str = ""
+    console_idle_minutes: int = 30
+    console_session_hours: int = 12
+    console_retention_days: int = 1
+    console_secret: str = ""
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_roles: str = ""
 
     def __post_init__(self) -> None:
         url = self.database_url or f"sqlite:///{Path(self.data_dir) / 'nexmdm.db'}"
@@ -154,6 +162,8 @@ class Settings:
             "webhook_concurrency",
             "audit_retention_days",  # 0 would delete the whole trail (issue #21)
             "webhook_response_max_bytes",
+            "console_idle_minutes",
+            "console_session_hours",
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must be at least 1", field=name)
@@ -163,6 +173,7 @@ class Settings:
             "download_retention_days",
             "campaign_retention_days",
             "webhook_retention_days",
+            "console_retention_days",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",
@@ -230,6 +241,7 @@ class Settings:
             "campaigns": self.campaign_retention_days,
             "audit_events": self.audit_retention_days,
             "webhook_outbox": self.webhook_retention_days,
+            "console_sessions": self.console_retention_days,
         }
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -66,8 +66,12 @@ def list_devices(
     limit: int = 100,
     after: str | None = None,
     selector: str | None = None,
+    scope: str | None = None,
 ) -> list[dict[str, Any]]:
     """Devices ordered by id (keyset: ``after`` is the last id of the previous page).
+
+    ``scope`` (a selector too: a scoped person's or key's) is ANDed with ``selector`` in SQL, so no selector
+    can reach past it.
 
     ``selector`` (``core.devices.selectors``) is evaluated in SQL; it never matches revoked devices. Its
     statement runs under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` on PostgreSQL (``SelectorTooSlow``).
@@ -75,13 +79,15 @@ def list_devices(
     now = utcnow()
     query = select(devices).order_by(devices.c.id)
     limited: Any = nullcontext()
-    if selector is not None:
+    if selector is not None or scope is not None:
         from core.devices import selectors  # the ORM models: only when a selector is given
         from core.storage.timeouts import selector_reads
 
         parsed = selectors.parse(selector)
         query = query.where(selectors.where_clause(parsed, settings, now))
-        limited = selector_reads(db, settings, parsed.text)
+        if scope is not None:
+            query = query.where(selectors.where_clause(selectors.parse(scope), settings, now))
+        limited = selector_reads(db, settings, parsed.text or scope or "")
     if after is not None:
         query = query.where(devices.c.id > after)
     if offline_only:

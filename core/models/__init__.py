@@ -3,6 +3,7 @@
 from core.models.apk import DOWNLOAD_SOURCES, ApkBuild, ApkDownloadEvent
 from core.models.base import NAMING_CONVENTION, Base
 from core.models.blob import ApkBlob, ApkChunk
+from core.models.console import CONSOLE_KINDS, ConsoleSession
 from core.models.credentials import ROLES, AdminKey, EnrollmentToken
 from core.models.device import Device
 from core.models.dispatch import COMMAND_STATUSES, FCM_STATUSES, FINISHED_STATUSES, FcmDispatch
@@ -21,6 +22,8 @@ from core.models.lease import Lease
 
 __all__ = [
     "CAMPAIGN_FINAL",
+    "CONSOLE_KINDS",
+    "ConsoleSession",
     "CAMPAIGN_STATUSES",
     "Campaign",
     "CampaignTarget",

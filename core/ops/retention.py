@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Table, and_, or_, select, text
 from sqlalchemy.orm import Session
 
+from core.access import console
 from core.base.errors import InvalidArgument, LockLost, LockTimeout
 from core.events import cleanup as events_retention
 from core.heartbeats import partitions
@@ -38,6 +39,7 @@ CLEANUP_ENTITIES = (
     "campaigns",
     "audit_events",
     "webhook_outbox",
+    "console_sessions",
 )
 #: a campaign in one of these states may still release, halt or complete: its commands are kept
 _UNFINISHED_CAMPAIGN = ("running", "paused", "halted")
@@ -202,6 +204,7 @@ _CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "campaigns": cleanup_old_campaigns,
     "audit_events": events_retention.cleanup_old_audit_events,
     "webhook_outbox": events_retention.cleanup_old_webhook_deliveries,
+    "console_sessions": console.cleanup_old_console_sessions,
 }
 
 

@@ -12,6 +12,7 @@ from nexmdm_cli.commands import (
     audit,
     campaigns,
     cleanup,
+    console,
     db,
     demo,
     devices,
@@ -41,6 +42,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("campaigns", campaigns.app),
     ("audit", audit.app),
     ("webhooks", webhooks.app),
+    ("console", console.app),
 ]
 #: top-level commands
 COMMANDS: list[Callable[..., Any]] = [
