@@ -16,6 +16,7 @@ from typing import Any
 from litestar import Request, Response, Router
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import PermissionDeniedException
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -27,6 +28,7 @@ from core.base.settings import Settings
 from nexmdm_api.console import campaigns, fleet, signin
 from nexmdm_api.console.session import PREFIX, SECURITY_HEADERS, check_person
 from nexmdm_api.console.views import register_filters
+from nexmdm_api.auth import client_ip
 from nexmdm_api.errors import to_problem
 
 HERE = Path(__file__).parent
@@ -38,7 +40,11 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
 
 
 def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Any error of a console route as a page (the status and message of the API's problem details)."""
+    """Any error of a console route as a page (the status and message of the API's problem details). A form
+    refused for its CSRF token (raised by the middleware, before the session is known) is audited as a
+    ``denied`` ``console.csrf``."""
+    if isinstance(exc, PermissionDeniedException) and "CSRF" in str(exc.detail):
+        request.app.state.audit_buffer.add("user:unknown", "console.csrf", client_ip(request))
     problem = to_problem(exc)
     return Template(
         "error.html",

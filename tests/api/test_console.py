@@ -136,6 +136,9 @@ def test_forms_without_their_csrf_token_are_refused(
     assert forged.status_code == 403
     with session_factory() as db:
         assert device_labels(db, "a1")["ring"] == "canary"
+    console.app.state.audit_buffer.flush(session_factory)
+    (refusals,) = _audit(session_factory, "console.csrf")
+    assert refusals.outcome == "denied" and refusals.count == 2
     done = post_form(console, "/console/devices/a1", "/console/devices/a1/labels", key="ring", value="x")
     assert done.status_code == 303
     with session_factory() as db:

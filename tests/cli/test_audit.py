@@ -121,6 +121,7 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "campaigns cancel": ("campaign.cancel", _campaign, ["--yes"]),
     "cleanup": ("retention.cleanup", lambda f, t: [], []),  # issue #21: deleting rows went unrecorded
     "db backup": ("db.backup", lambda f, t: [str(t / "nexmdm.backup")], []),
+    "console link": ("console.link", lambda f, t: [], ["--role", "viewer", "--email", "ann@example.com"]),
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision

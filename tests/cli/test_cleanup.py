@@ -50,6 +50,7 @@ def test_dry_run_counts_and_deletes_nothing(cli: Cli, seeded: sessionmaker[Sessi
         "campaigns": 0,
         "audit_events": 0,
         "webhook_outbox": 0,
+        "console_sessions": 0,
     }
     assert _counts(seeded) == (3, 3, 2)
 
