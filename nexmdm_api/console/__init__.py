@@ -25,10 +25,10 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from core.base.settings import Settings
+from nexmdm_api.auth import client_ip
 from nexmdm_api.console import campaigns, fleet, signin
 from nexmdm_api.console.session import PREFIX, SECURITY_HEADERS, check_person
 from nexmdm_api.console.views import register_filters
-from nexmdm_api.auth import client_ip
 from nexmdm_api.errors import to_problem
 
 HERE = Path(__file__).parent
