@@ -172,11 +172,11 @@ def _take(db: Session, kind: str, secret: str) -> ConsoleSession:
     return row
 
 
-def begin_oidc(db: Session, *, code_verifier: str, nonce: str) -> str:
-    """A pending OpenID Connect sign-in: its ``state`` (a secret), keeping the PKCE verifier and the nonce."""
-    return _new(
-        db, "oidc", security.CONSOLE_LINK_PREFIX, LINK_MINUTES, data={"code_verifier": code_verifier, "nonce": nonce}
-    )
+def begin_oidc(db: Session, *, code_verifier: str, nonce: str, next_page: str | None = None) -> str:
+    """A pending OpenID Connect sign-in: its ``state`` (a secret), keeping the PKCE verifier, the nonce and the
+    console page to go back to."""
+    data = {"code_verifier": code_verifier, "nonce": nonce, "next_page": next_page}
+    return _new(db, "oidc", security.CONSOLE_LINK_PREFIX, LINK_MINUTES, data=data)
 
 
 def take_oidc(db: Session, state: str) -> dict[str, Any]:

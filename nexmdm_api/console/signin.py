@@ -26,7 +26,8 @@ from nexmdm_api.routes.base import get, post
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 PUBLIC = {"public": True}
 Query = FromQuery[str]
-StateQuery = Annotated[str, QueryParameter(name="state")]  # ``state`` is a name Litestar reserves
+StateQuery = Annotated[str, QueryParameter(name="state")]
+NextQuery = Annotated[str, QueryParameter(name="next")]  # ``state`` is a name Litestar reserves
 
 
 def _signed_in(request: Request[Any, Any, Any], secret: str, where: str = f"{PREFIX}/") -> Response[Any]:
@@ -83,14 +84,14 @@ class SignInController(Controller):
         return _signed_in(request, secret)
 
     @get("/auth/login", opt=PUBLIC)
-    def oidc_login(self, request: Request[Any, Any, Any], db: DB) -> Response[Any]:
+    def oidc_login(self, request: Request[Any, Any, Any], db: DB, next_page: NextQuery = "") -> Response[Any]:
         from nexmdm_api.console.oidc import new_nonce, new_verifier
 
         provider = request.app.state.get("oidc")
         if provider is None:
             return _signin_page(request, "no identity provider is configured (NEXMDM_OIDC_ISSUER)", 404)
         verifier, nonce = new_verifier(), new_nonce()
-        state = people.begin_oidc(db, code_verifier=verifier, nonce=nonce)
+        state = people.begin_oidc(db, code_verifier=verifier, nonce=nonce, next_page=_next(next_page))
         try:
             url = provider.authorization_url(_redirect_uri(request), state, verifier, nonce)
         except InvalidCredentials as exc:
@@ -116,10 +117,11 @@ class SignInController(Controller):
             secret, _ = people.start_session(
                 db, settings, email=str(email), role=granted[0], scope=granted[1], address=address, how="oidc"
             )
+            where = _next(pending.get("next_page"))
         except InvalidCredentials as exc:
             request.app.state.audit_buffer.add("user:unknown", "console.sign_in", address)
             return _signin_page(request, exc.message, 401)
-        return _signed_in(request, secret)
+        return _signed_in(request, secret, where)
 
     @post("/signout", opt={"body": "form", "action": "console.sign_out"}, status_code=303)
     def signout(self, request: Request[Any, Any, Any], db: DB) -> Response[Any]:

@@ -30,9 +30,9 @@ def issuer() -> Iterator[str]:
         yield f"http://localhost:{server.server_port}"
 
 
-def _sign_in(client: Any, sub: str) -> tuple[Any, str]:
+def _sign_in(client: Any, sub: str, next_page: str = "/console/") -> tuple[Any, str]:
     """What a browser does: the console sends it to the provider, the person picks ``sub``, back to the console."""
-    start = client.get("/console/auth/login", follow_redirects=False)
+    start = client.get("/console/auth/login", params={"next": next_page}, follow_redirects=False)
     assert start.status_code == 302, start.text
     authorize = start.headers["location"]
     query = parse_qs(urlsplit(authorize).query)
@@ -57,8 +57,8 @@ def test_a_person_signs_in_with_their_identity_provider(
     )
     with console_client(oidc) as client:
         assert "Sign in with your identity provider" in client.get("/console/signin").text
-        done, callback = _sign_in(client, "ann")
-        assert done.status_code == 303 and done.headers["location"] == "/console/"
+        done, callback = _sign_in(client, "ann", next_page="/console/devices/a1")
+        assert done.status_code == 303 and done.headers["location"] == "/console/devices/a1"
         devices = client.get("/console/devices").text
         assert 'href="/console/devices/a1"' in devices and 'href="/console/devices/a3"' not in devices
         assert "operator @ <code>store=42</code>" in devices
@@ -67,7 +67,7 @@ def test_a_person_signs_in_with_their_identity_provider(
         assert replayed.status_code == 401 and "used or expired" in replayed.text
 
     with console_client(oidc) as client:
-        refused, _ = _sign_in(client, "eve")
+        refused, _ = _sign_in(client, "eve", next_page="https://evil.example.com/")
         assert refused.status_code == 401 and "has no role" in refused.text
         assert client.get("/console/", follow_redirects=False).status_code == 303
 
