@@ -10,6 +10,7 @@ import json
 import shlex
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from litestar.plugins.jinja import JinjaTemplateEngine
 
@@ -59,12 +60,16 @@ def label_action(device_id: str) -> dict[str, str]:
     }
 
 
-def device_list_action(selector: str) -> dict[str, str]:
-    from urllib.parse import quote
+def read_action(words: list[str], path: str, params: dict[str, str]) -> dict[str, str]:
+    """A listing's CLI line and API call, with the filters of the page (empty ones left out)."""
+    given = {k: v for k, v in params.items() if v}
+    flags = [word for key, value in given.items() for word in (f"--{key.replace('_', '-')}", value)]
+    query = f"?{urlencode(given)}" if given else ""
+    return {"cli": cli(*words, *flags), "curl": curl("GET", f"{path}{query}")}
 
-    query = f"?selector={quote(selector, safe='')}" if selector else ""
-    words = ["devices", "list", *(["--selector", selector] if selector else [])]
-    return {"cli": cli(*words), "curl": curl("GET", f"/v1/devices{query}")}
+
+def device_list_action(selector: str) -> dict[str, str]:
+    return read_action(["devices", "list"], "/v1/devices", {"selector": selector})
 
 
 def register_filters(engine: JinjaTemplateEngine) -> None:
@@ -76,5 +81,6 @@ def register_filters(engine: JinjaTemplateEngine) -> None:
             "campaign_action": campaign_action,
             "label_action": label_action,
             "device_list_action": device_list_action,
+            "read_action": read_action,
         }
     )

@@ -244,6 +244,8 @@ def test_actions_show_their_cli_line_and_curl_call(
     assert f"nexmdm campaigns pause {campaign}" in page
     assert f"/v1/campaigns/{campaign}/pause" in page and "curl -X POST" in page
     assert "nexmdm devices label a1 KEY=VALUE" in console.get("/console/devices/a1").text
+    listing = console.get("/console/devices", params={"selector": "store=42"}).text
+    assert "nexmdm devices list --selector store=42" in listing and "/v1/devices?selector=store%3D42" in listing
 
 
 def test_role_rules_from_claims() -> None:
