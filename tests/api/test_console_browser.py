@@ -4,6 +4,7 @@ a campaign. On failure a screenshot goes to the test's temporary folder."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from core import campaigns as fleet
 from core.base.settings import Settings
 from tests.support.api import live_server
 from tests.support.console import new_link
+from tests.support.databases import add_device
 from tests.support.fleet import seed_fleet
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,6 +46,13 @@ def browser_page() -> Iterator[Any]:
             yield page
         finally:
             browser.close()
+
+
+def snapshot(page: Any, name: str) -> None:
+    """With ``NEXMDM_CONSOLE_SCREENSHOTS=DIR``, the page as docs/console.md shows it (``DIR/console-NAME.png``)."""
+    folder = os.environ.get("NEXMDM_CONSOLE_SCREENSHOTS")
+    if folder:
+        page.screenshot(path=str(Path(folder) / f"console-{name}.png"))
 
 
 @contextmanager
@@ -76,6 +85,9 @@ def test_a_person_signs_in_filters_devices_and_pauses_a_campaign(
         page.click("#sign-in")
         expect(page).to_have_url(f"{base}/console/")
         expect(page.locator("#count-total")).to_have_text("6")
+        add_device(session_factory, "a6")  # htmx refreshes the overview's figures every 5 s
+        expect(page.locator("#count-total")).to_have_text("7", timeout=8_000)
+        snapshot(page, "overview")
 
         page.click("nav >> text=Devices")
         expect(page.locator("#device-table")).to_contain_text("a3")
@@ -84,6 +96,7 @@ def test_a_person_signs_in_filters_devices_and_pauses_a_campaign(
         expect(page.locator("#device-table")).not_to_contain_text("a3")
         expect(page.locator("#device-table")).to_contain_text("a1")
         expect(page).to_have_url(f"{base}/console/devices?selector=store%3D42")
+        snapshot(page, "devices")
         page.fill("#selector", "store=42,")
         page.press("#selector", "Enter")
         expect(page.locator("#selector-error")).to_contain_text("invalid selector at position 9")
@@ -92,6 +105,7 @@ def test_a_person_signs_in_filters_devices_and_pauses_a_campaign(
         expect(page.locator("#campaign-status")).to_have_text("running")
         page.click("#pause")
         expect(page.locator("#campaign-status")).to_have_text("paused")
+        snapshot(page, "campaign")
     assert page.errors == []  # no script refused by the CSP, no error in the page
     with session_factory() as db:
         assert fleet.get_campaign(db, campaign["id"])["status"] == "paused"
