@@ -17,9 +17,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)  ## create the virtual environment and install the project with its dev extras
 
 # Debian packages the tests use: promtool (in prometheus) checks and unit-tests deploy/prometheus/alerts.yml;
-# tmux runs `nexmdm top` in a real terminal. Installed only when missing.
-TOOLS := promtool:prometheus tmux:tmux
-tools:  ## install the Debian packages the tests use (promtool, tmux) when they are missing
+# tmux runs `nexmdm top` in a real terminal; chromium is the browser the console's test drives with Playwright
+# (tests/api/test_console_browser.py; Playwright's own browser download is not used). Installed only when missing.
+TOOLS := promtool:prometheus tmux:tmux chromium:chromium
+tools:  ## install the Debian packages the tests use (promtool, tmux, chromium) when they are missing
 	@missing=""; for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then echo "tools: installing$$missing"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 || \

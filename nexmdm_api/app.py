@@ -21,6 +21,7 @@ from nexmdm_api.auditbuffer import AuditBuffer
 from nexmdm_api.auth import authorize_admin, precheck
 from nexmdm_api.background import background_lifespan
 from nexmdm_api.bodydeadline import BodyDeadline
+from nexmdm_api.console import console_routers, console_state, template_config
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
 from nexmdm_api.forwarded import ForwardedClient
@@ -203,6 +204,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             uploads,
             health.HealthController,
             MetricsController,
+            *console_routers(settings),
         ],
         dependencies={"db": Provide(provide_db)},
         before_request=check_request,
@@ -215,6 +217,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "head_revision": head_revision(settings.database_url),
                 **limiters(settings),
                 "audit_buffer": AuditBuffer(),
+                **console_state(settings),
             }
         ),
         plugins=[
@@ -238,5 +241,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
         ],
         openapi_config=openapi_config(),
+        template_config=template_config(),
         request_max_body_size=MAX_BODY_BYTES,
     )

@@ -131,3 +131,17 @@ def test_every_package_is_installed() -> None:
         for init in (ROOT / package).rglob("__init__.py")
     }
     assert sorted(found - listed) == []
+
+
+def test_every_console_asset_is_shipped() -> None:
+    # the console's templates and static files are package data: one whose suffix no pattern names would be
+    # served in a checkout and be a 404 (or a template error) in an installed wheel
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    folder = ROOT / "nexmdm_api" / "console"
+    assets = [p.relative_to(folder).as_posix() for sub in ("templates", "static") for p in (folder / sub).rglob("*")]
+    assert "static/htmx.min.js" in assets
+    unshipped = [a for a in assets if not any(fnmatch.fnmatch(a, pat) for pat in patterns["nexmdm_api.console"])]
+    assert unshipped == []

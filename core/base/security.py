@@ -14,6 +14,9 @@ DEVICE_PREFIX = "nxd"
 ADMIN_PREFIX = "nxa"
 #: the one-time secret of an enrollment answer, presented by a retry after a lost answer
 ENROLLMENT_SECRET_PREFIX = "nxr"  # noqa: S105 - a prefix, not a secret
+#: console secrets: a one-time sign-in link, an OpenID Connect state, a session cookie
+CONSOLE_LINK_PREFIX = "nxl"
+CONSOLE_SESSION_PREFIX = "nxs"
 
 
 def new_secret(prefix: str) -> str:

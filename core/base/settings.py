@@ -138,6 +138,14 @@ class Settings:
     database_pool_mode: str = "session"
     database_read_max_lag_seconds: float = 30.0
     apk_storage: str = ""
+    console_idle_minutes: int = 30
+    console_session_hours: int = 12
+    console_retention_days: int = 1
+    console_secret: str = ""
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_roles: str = ""
 
     def __post_init__(self) -> None:
         url = self.database_url or f"sqlite:///{Path(self.data_dir) / 'nexmdm.db'}"
@@ -162,6 +170,8 @@ class Settings:
             "webhook_concurrency",
             "audit_retention_days",  # 0 would delete the whole trail (issue #21)
             "webhook_response_max_bytes",
+            "console_idle_minutes",
+            "console_session_hours",
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgument(f"NEXMDM_{name.upper()} must be at least 1", field=name)
@@ -175,6 +185,7 @@ class Settings:
             "location_retention_days",
             "approval_retention_days",
             "destructive_delay_seconds",
+            "console_retention_days",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",
@@ -245,6 +256,7 @@ class Settings:
             "device_app_changes": self.app_change_retention_days,
             "device_locations": self.location_retention_days,
             "approvals": self.approval_retention_days,
+            "console_sessions": self.console_retention_days,
         }
 
     def with_overrides(self, **changes: object) -> Settings:

@@ -167,9 +167,17 @@ def _after(before: Position | int) -> Any:
 
 
 def _query(
-    *, since: datetime | None, actor: str | None, action: str | None, outcome: str | None, before: Position | int | None
+    *,
+    since: datetime | None,
+    actor: str | None,
+    action: str | None,
+    outcome: str | None,
+    before: Position | int | None,
+    target: str | None = None,
 ) -> Any:
     query = select(_TABLE)
+    if target is not None:
+        query = query.where(_TABLE.c.target == target)
     if since is not None:
         query = query.where(_TABLE.c.at >= since)
     if actor:
@@ -196,9 +204,12 @@ def list_events(
     outcome: str | None = None,
     before: Position | int | None = None,
     limit: int = 100,
+    target: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first by (time, id); keyset: ``before`` is the previous page's last (at, id) (or a bare id)."""
-    query = _query(since=since, actor=actor, action=action, outcome=outcome, before=before).limit(limit)
+    """Newest first by (time, id); keyset: ``before`` is the previous page's last (at, id) (or a bare id).
+    ``target``: only the events about one thing (a device id, a campaign id)."""
+    query = _query(since=since, actor=actor, action=action, outcome=outcome, before=before, target=target)
+    query = query.limit(limit)
     return [event_dict(row) for row in db.execute(query)]
 
 

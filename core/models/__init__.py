@@ -4,6 +4,7 @@ from core.models.apk import DOWNLOAD_SOURCES, ApkBuild, ApkDownloadEvent
 from core.models.approval import APPROVAL_FINAL, APPROVAL_KINDS, APPROVAL_STATES, Approval
 from core.models.base import NAMING_CONVENTION, Base
 from core.models.blob import ApkBlob, ApkChunk
+from core.models.console import CONSOLE_KINDS, ConsoleSession
 from core.models.credentials import ROLES, AdminKey, EnrollmentToken
 from core.models.device import Device
 from core.models.dispatch import COMMAND_STATUSES, FCM_STATUSES, FINISHED_STATUSES, FcmDispatch
@@ -32,6 +33,8 @@ __all__ = [
     "APPROVAL_STATES",
     "Approval",
     "CAMPAIGN_FINAL",
+    "CONSOLE_KINDS",
+    "ConsoleSession",
     "CAMPAIGN_STATUSES",
     "Campaign",
     "CampaignTarget",

@@ -46,6 +46,7 @@ class AuditEvent(Base):
         Index(None, "at"),
         Index(None, "actor", "id"),
         Index(None, "action", "id"),
+        Index(None, "target", "at"),  # a device's or a campaign's audit (the console's device page)
     )
 
 

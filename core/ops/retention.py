@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Table, and_, or_, select, text
 from sqlalchemy.orm import Session
 
+from core.access import console
 from core.base.errors import InvalidArgument, LockLost, LockTimeout
 from core.devices import locations
 from core.events import cleanup as events_retention
@@ -52,6 +53,7 @@ CLEANUP_ENTITIES = (
     "device_app_changes",
     "device_locations",
     "approvals",
+    "console_sessions",
 )
 #: a campaign in one of these states may still release, halt or complete: its commands are kept
 _UNFINISHED_CAMPAIGN = ("awaiting_approval", "running", "paused", "halted")
@@ -233,6 +235,7 @@ _CLEANUPS: dict[str, Callable[..., dict[str, Any]]] = {
     "device_app_changes": inventory_retention.cleanup_old_app_changes,
     "device_locations": locations.cleanup_old_device_locations,
     "approvals": cleanup_old_approvals,
+    "console_sessions": console.cleanup_old_console_sessions,
 }
 
 

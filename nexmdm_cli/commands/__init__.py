@@ -15,6 +15,7 @@ from nexmdm_cli.commands import (
     audit,
     campaigns,
     cleanup,
+    console,
     db,
     demo,
     device_location,
@@ -52,6 +53,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("audit", audit.app),
     ("webhooks", webhooks.app),
     ("actions", actions.app),
+    ("console", console.app),
 ]
 #: top-level commands
 COMMANDS: list[Callable[..., Any]] = [

@@ -123,6 +123,7 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "db backup": ("db.backup", lambda f, t: [str(t / "nexmdm.backup")], []),
     # a read, but of personal data: every location read is audited
     "devices location": ("location.read", _device, ["dev_a"]),
+    "console link": ("console.link", lambda f, t: [], ["--role", "viewer", "--email", "ann@example.com"]),
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision

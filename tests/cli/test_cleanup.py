@@ -53,6 +53,7 @@ def test_dry_run_counts_and_deletes_nothing(cli: Cli, seeded: sessionmaker[Sessi
         "device_app_changes": 0,
         "device_locations": 0,
         "approvals": 0,
+        "console_sessions": 0,
     }
     assert _counts(seeded) == (3, 3, 2)
 

@@ -1,0 +1,115 @@
+"""Who is signed in to the console: the session cookie, the check before every page, roles and scope.
+
+The cookie holds a session's secret (``core.access.console``); it is ``HttpOnly``, ``SameSite=Lax`` and
+``Secure`` unless the console is reached on a loopback address (plain HTTP on a laptop). The check runs
+before each console handler (the console's own ``before_request``, in place of the API's bearer checks):
+a page without a valid session redirects to the sign-in page, a form post gets 401. The role check is the
+admin API's (``core.access.keys.role_allows``) with the same least roles; a scoped person is limited to
+their scope, a device outside it being 404 as in the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import anyio.to_thread
+from litestar import Request, Response
+from litestar.datastructures import Cookie, ResponseHeader
+from litestar.response import Redirect
+
+from core.access import console as people
+from core.access.keys import role_allows
+from core.base.errors import InvalidCredentials
+from core.events.audit import Actor
+from nexmdm_api.auth import client_ip
+from nexmdm_api.errors import ApiError
+
+COOKIE = "nexmdm_console"
+PREFIX = "/console"
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+#: on every console response: no inline script, no framing, no MIME sniffing, no referrer outside
+SECURITY_HEADERS = [
+    ResponseHeader(
+        name="Content-Security-Policy",
+        value=(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+        ),
+    ),
+    ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+    ResponseHeader(name="Referrer-Policy", value="same-origin"),
+    ResponseHeader(name="X-Frame-Options", value="DENY"),
+    ResponseHeader(name="Cache-Control", value="no-store"),
+]
+
+
+def is_loopback(request: Request[Any, Any, Any]) -> bool:
+    return (request.url.hostname or "") in _LOOPBACK
+
+
+def session_cookie(request: Request[Any, Any, Any], secret: str | None) -> Cookie:
+    """The session cookie (``None``: the cookie that deletes it)."""
+    return Cookie(
+        key=COOKIE,
+        value=secret or "",
+        path=PREFIX,
+        httponly=True,
+        secure=not is_loopback(request),
+        samesite="lax",
+        max_age=None if secret else 0,
+    )
+
+
+async def check_person(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """Before every console handler: the person behind the cookie on ``request.state.person``, or sign in."""
+    if request.route_handler.opt.get("public"):
+        return None
+    secret = request.cookies.get(COOKIE)
+    database = request.app.state.db
+    settings = request.app.state.settings
+
+    def authenticate() -> people.Person:
+        with database.read_sessions() as db:
+            person, stale = people.authenticate_session(db, secret or "")
+        if stale:
+            with database.sessions.begin() as db:
+                people.touch_session(db, settings, person.session_id)
+        return person
+
+    try:
+        if not secret or not secret.isascii() or len(secret) > 128:
+            raise InvalidCredentials("not signed in")
+        request.state.person = await anyio.to_thread.run_sync(authenticate)
+    except InvalidCredentials:
+        if request.method == "GET":
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return Redirect(f"{PREFIX}/signin?next={quote(target, safe='')}", status_code=303)
+        raise ApiError(401, "not signed in, or the session ended; sign in again", code="unauthorized") from None
+    return None
+
+
+def person(request: Request[Any, Any, Any]) -> people.Person:
+    return request.state.person  # type: ignore[no-any-return]
+
+
+def need(request: Request[Any, Any, Any], role: str, *, unscoped: bool = False) -> people.Person:
+    """The person, if their role reaches ``role`` (else 403, audited as a refusal like the API's)."""
+    who = person(request)
+    refused = None
+    if not role_allows(who.role, role):
+        refused = f"you have the role {who.role}; this needs {role}"
+    elif unscoped and who.scope is not None:
+        refused = f"your role is limited to {who.scope!r}; this needs a role over the whole fleet"
+    if refused is not None:
+        request.app.state.audit_buffer.add(
+            who.actor_name, request.route_handler.opt.get("action", "console"), client_ip(request)
+        )
+        raise ApiError(403, refused, code="insufficient_role")
+    return who
+
+
+def actor(request: Request[Any, Any, Any]) -> Actor:
+    """The audit actor of a console action: ``user:EMAIL`` from the client's address."""
+    return Actor(person(request).actor_name, client_ip(request))

@@ -1,0 +1,79 @@
+"""Signing in to the console with OpenID Connect, against a real provider on loopback (``oidc-provider-mock``):
+the authorization code with PKCE, the ID token checked, its claims mapped to a role and a scope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from oidc_provider_mock import User, run_server_in_thread
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.base.settings import Settings
+from core.models import AuditEvent
+from tests.support.console import console_client
+from tests.support.fleet import seed_fleet
+
+USERS = [
+    User(sub="ann", claims={"email": "ann@example.com", "groups": ["store-42"]}),
+    User(sub="eve", claims={"email": "eve@example.com", "groups": ["visitors"]}),
+]
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[str]:
+    with run_server_in_thread(user_claims=USERS, require_nonce=True) as server:
+        yield f"http://localhost:{server.server_port}"
+
+
+def _sign_in(client: Any, sub: str, next_page: str = "/console/") -> tuple[Any, str]:
+    """What a browser does: the console sends it to the provider, the person picks ``sub``, back to the console."""
+    start = client.get("/console/auth/login", params={"next": next_page}, follow_redirects=False)
+    assert start.status_code == 302, start.text
+    authorize = start.headers["location"]
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["code_challenge_method"] == ["S256"] and query["nonce"] and query["state"]
+    back = httpx.post(authorize, data={"sub": sub}, follow_redirects=False)
+    assert back.status_code == 302, back.text
+    callback = urlsplit(back.headers["location"])
+    assert callback.path == "/console/auth/callback"
+    path = f"{callback.path}?{callback.query}"
+    return client.get(path, follow_redirects=False), path
+
+
+def test_a_person_signs_in_with_their_identity_provider(
+    issuer: str, settings: Settings, engine: Any, session_factory: sessionmaker[Session]
+) -> None:
+    seed_fleet(session_factory)
+    oidc = settings.with_overrides(
+        oidc_issuer=issuer,
+        oidc_client_id="nexmdm-console",
+        oidc_client_secret="not-checked-by-the-mock",
+        oidc_roles="groups:mdm-admins=admin,groups:store-42=operator@store=42",
+    )
+    with console_client(oidc) as client:
+        assert "Sign in with your identity provider" in client.get("/console/signin").text
+        done, callback = _sign_in(client, "ann", next_page="/console/devices/a1")
+        assert done.status_code == 303 and done.headers["location"] == "/console/devices/a1"
+        devices = client.get("/console/devices").text
+        assert 'href="/console/devices/a1"' in devices and 'href="/console/devices/a3"' not in devices
+        assert "operator @ <code>store=42</code>" in devices
+
+        replayed = client.get(callback, follow_redirects=False)  # the state was used once
+        assert replayed.status_code == 401 and "used or expired" in replayed.text
+
+    with console_client(oidc) as client:
+        refused, _ = _sign_in(client, "eve", next_page="https://evil.example.com/")
+        assert refused.status_code == 401 and "has no role" in refused.text
+        assert client.get("/console/", follow_redirects=False).status_code == 303
+
+    with session_factory() as db:
+        events = db.execute(select(AuditEvent).where(AuditEvent.action == "console.sign_in")).scalars().all()
+    assert [(e.actor, e.details) for e in events if e.outcome == "success"] == [
+        ("user:ann@example.com", {"role": "operator", "scope": "store=42", "via": "oidc"})
+    ]
+    assert {e.actor for e in events if e.outcome == "denied"} == {"user:unknown"}  # the replay and eve
