@@ -44,7 +44,7 @@ SELECTOR_DOC = (
     "over `@state`, `@agent_version`, `@model`, `@os_version`, `@network_type`, `@battery_pct`, `@plugged`, "
     "and from the reported inventory `@manufacturer`, `@api_level` (compared as a number), `@security_patch` "
     "(a date, `YYYY-MM-DD`), `@app(PACKAGE)` (installed), `!@app(PACKAGE)` and `@app(PACKAGE)` with a comparison "
-    "on its version code (`@app(com.acme.pos)>=4200`). "
+    "on its version code (`@app(com.acme.pos)>=4200`), and `@lost` (`true`, `false`: in lost mode). "
     f'At most {SELECTOR_MAX_BYTES} bytes, 32 terms, 64 values per `in`. See docs/campaigns.md, "Selectors".'
 )
 SelectorText = Annotated[

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
@@ -97,9 +97,12 @@ def show_device(
     json_output: JsonOption = False,
 ) -> None:
     """One device: state, last heartbeat values, model, OS, agent, push token, pending commands, labels, its
-    reported inventory and recent app changes."""
+    reported inventory and recent app changes; in lost mode, its last known location (a read recorded in the
+    audit trail as location.read)."""
     from core.devices import labels as labels_module
+    from core.devices import locations
     from core.devices import records as devices
+    from core.events import audit
     from core.heartbeats import trends
     from nexmdm_cli import inventory_view
 
@@ -109,6 +112,9 @@ def show_device(
         data |= devices.device_activity(db, device_id)
         data["labels"] = labels_module.device_labels(db, device_id)
         data |= inventory_view.read(db, device_id, with_apps=apps)
+        # where a lost device is: personal data, read (and audited) only while the device is in lost mode
+        lost = locations.lost_mode_of(db, device_id) is not None
+        data["lost_mode"] = locations.last_location(db, device_id, actor=audit.cli_actor()) if lost else None
         now = utcnow()
         day = [] if json_output else trends.slots(db, device_id, since=now - PRESENCE, until=now, count=PRESENCE_SLOTS)
     if json_output:
@@ -143,8 +149,20 @@ def show_device(
     )
     render.row(out, "pending commands", str(data["pending_commands"]))
     render.row(out, "labels", ", ".join(f"{k}={v}" for k, v in data["labels"].items()) or "—")
+    _lost_mode_rows(out, data["lost_mode"], now)
     show(out)
     inventory_view.render_inventory(data, now)
+
+
+def _lost_mode_rows(out: Any, whereabouts: dict[str, Any] | None, now: Any) -> None:
+    if whereabouts is None:
+        render.row(out, "lost mode", "no")
+        return
+    lost, fix = whereabouts["lost_mode"], whereabouts["location"]
+    render.row(out, "lost mode", Text(f"since {stamp(lost['since'])}: {lost['message']}", style="bold red"))
+    where = "none kept" if fix is None else f"{fix['lat']:.6f}, {fix['lon']:.6f} (± {fix['accuracy_m']:.0f} m)"
+    when = "" if fix is None else f", fixed {relative(fix['fixed_at'], now)}"
+    render.row(out, "last known location", f"{where}{when} (this read is in the audit trail)")
 
 
 @app.command(context_settings=CONTEXT)

@@ -70,3 +70,23 @@ def test_results_error_codes_and_audited_location_reads(
     with session_factory() as db:
         reads = db.execute(select(AuditEvent.actor).where(AuditEvent.action == "location.read")).scalars().all()
     assert len(reads) == 3 and all(actor.startswith("cli:") for actor in reads)
+
+
+def test_devices_show_gives_a_lost_devices_last_location_and_audits_it(
+    cli: Cli, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    add_device(session_factory, "dev_lost")
+    shown = cli("devices", "show", "dev_lost")  # not lost: no location read, nothing audited
+    assert shown.exit_code == 0 and "lost mode" in shown.stdout and "last known location" not in shown.stdout
+    with session_factory.begin() as db:
+        dispatches.create_command(db, settings, request_id="lm-1", device_id="dev_lost", action="lost_mode",
+                                  payload={"message": "Return to store 7"})  # fmt: skip
+        dispatches.ack_command(
+            db, device_id="dev_lost", request_id="lm-1", status="completed", result={"location": FIX}
+        )
+    shown = cli("devices", "show", "dev_lost")
+    assert shown.exit_code == 0 and "Return to store 7" in shown.stdout and "51.507400, -0.127800" in shown.stdout
+    assert cli.json("devices", "show", "dev_lost")["lost_mode"]["location"]["lat"] == 51.5074
+    with session_factory() as db:
+        reads = db.execute(select(func.count()).where(AuditEvent.action == "location.read")).scalar_one()
+    assert reads == 2  # the two reads of a lost device, not the one before
