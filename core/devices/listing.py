@@ -70,9 +70,6 @@ def list_devices(
 ) -> list[dict[str, Any]]:
     """Devices ordered by id (keyset: ``after`` is the last id of the previous page).
 
-    ``scope`` (a selector too: a scoped person's or key's) is ANDed with ``selector`` in SQL, so no selector
-    can reach past it.
-
     ``selector`` (``core.devices.selectors``) is evaluated in SQL; it never matches revoked devices. Its
     statement runs under ``NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS`` on PostgreSQL (``SelectorTooSlow``).
     ``scope`` (a principal's, ``core.devices.scopes``) is ANDed with it.
@@ -80,7 +77,7 @@ def list_devices(
     now = utcnow()
     query = select(devices).order_by(devices.c.id)
     limited: Any = nullcontext()
-    if selector is not None or scope is not None:
+    if selector is not None:
         from core.devices import selectors  # the ORM models: only when a selector is given
         from core.storage.timeouts import selector_reads
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.base.errors import NotFound
 from core.base.settings import Settings
-from core.devices import selectors
+from core.devices import scopes, selectors
 from core.devices.records import get_device
 from core.inventory.store import held_device
 from core.models import Device, DeviceApp, DeviceAppChange, DeviceInventory
@@ -61,10 +61,16 @@ def app_changes(db: Session, device_id: str, *, limit: int = 50, before: int | N
     return [{k: v for k, v in row.items() if k != "device_id"} for row in rows]
 
 
-def _scope(selector: str | None, settings: Settings) -> tuple[ColumnElement[bool], Any, str | None]:
-    """The condition on ``device_apps`` for the selected devices, and the time limit to read under."""
+def _scope(
+    selector: str | None, settings: Settings, scope: str | None = None
+) -> tuple[ColumnElement[bool], Any, str | None]:
+    """The condition on ``device_apps`` for the selected devices (inside a principal's ``scope``), and the
+    selector to read under the time limit of."""
     parsed = selectors.parse(selector)
-    return _APPS.c.device_id.in_(selectors.matching_ids(parsed, settings)), parsed, parsed.text
+    chosen: ColumnElement[bool] = _APPS.c.device_id.in_(selectors.matching_ids(parsed, settings))
+    if scope is not None:
+        chosen = and_(chosen, _APPS.c.device_id.in_(scopes.scoped_ids(scope, settings)))
+    return chosen, parsed, parsed.text
 
 
 def _limited(db: Session, settings: Settings, selector: str | None) -> Any:
@@ -72,12 +78,18 @@ def _limited(db: Session, settings: Settings, selector: str | None) -> Any:
 
 
 def fleet_apps(
-    db: Session, settings: Settings, *, selector: str | None = None, limit: int = 100, after: str | None = None
+    db: Session,
+    settings: Settings,
+    *,
+    selector: str | None = None,
+    scope: str | None = None,
+    limit: int = 100,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every package on the selected devices, by package: devices, distinct versions, the most common
-    version (its code and name) and its share of the package's devices."""
-    scope, _parsed, text = _scope(selector, settings)
-    packages: Select[Any] = select(_APPS.c.package).where(scope)
+    """Every package on the selected devices (inside ``scope``), by package: devices, distinct versions, the
+    most common version (its code and name) and its share of the package's devices."""
+    chosen, _parsed, text = _scope(selector, settings, scope)
+    packages: Select[Any] = select(_APPS.c.package).where(chosen)
     if after is not None:
         packages = packages.where(_APPS.c.package > after)
     page = packages.group_by(_APPS.c.package).order_by(_APPS.c.package).limit(limit).subquery()
@@ -88,7 +100,7 @@ def fleet_apps(
             func.count().label("n"),
             func.max(_APPS.c.version_name).label("version_name"),
         )
-        .where(scope, _APPS.c.package.in_(select(page.c.package)))
+        .where(chosen, _APPS.c.package.in_(select(page.c.package)))
         .group_by(_APPS.c.package, _APPS.c.version_code)
         .subquery()
     )
@@ -116,14 +128,17 @@ def fleet_apps(
     ]
 
 
-def package_versions(db: Session, settings: Settings, package: str, *, selector: str | None = None) -> dict[str, Any]:
-    """One package on the selected devices: devices per version code (newest first) with a version name."""
-    scope, _parsed, text = _scope(selector, settings)
+def package_versions(
+    db: Session, settings: Settings, package: str, *, selector: str | None = None, scope: str | None = None
+) -> dict[str, Any]:
+    """One package on the selected devices (inside ``scope``): devices per version code (newest first) with a
+    version name."""
+    chosen, _parsed, text = _scope(selector, settings, scope)
     query = (
         select(
             _APPS.c.version_code, func.max(_APPS.c.version_name).label("version_name"), func.count().label("devices")
         )
-        .where(_APPS.c.package == package, scope)
+        .where(_APPS.c.package == package, chosen)
         .group_by(_APPS.c.version_code)
         .order_by(_APPS.c.version_code.desc())
     )

@@ -34,7 +34,7 @@ class ActionController(Controller):
             "with its payload and result schema (JSON Schema 2020-12), whether it is destructive, and the least role "
             "that may send it. One page: `next_cursor` is always null."
         ),
-        **admin_route("viewer", readonly=True),
+        **admin_route("viewer", scoped=True, readonly=True),
         responses=problems(400, 401, 403, 422, 429),
     )
     def list_actions(self, request: Request[Any, Any, Any]) -> ActionList:
@@ -44,7 +44,7 @@ class ActionController(Controller):
     @get(
         "/{name:str}",
         summary="One action of the catalogue",
-        **admin_route("viewer", readonly=True),
+        **admin_route("viewer", scoped=True, readonly=True),
         responses=problems(400, 401, 403, 404, 429),
     )
     def get_action(self, request: Request[Any, Any, Any], name: ActionNamePath) -> ActionOut:

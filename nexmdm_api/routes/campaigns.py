@@ -211,18 +211,18 @@ class CampaignController(Controller):
             "device ids. The reason is the outcome's (`outcome_timeout`), `expired`, the ack's error code, or "
             "`failed`; model and OS version are `unknown` when the device never reported them."
         ),
-        **admin_route("viewer", readonly=True),
+        **admin_route("viewer", scoped=True, readonly=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def campaign_failures(
         self, request: Request[Any, Any, Any], db: DB, campaign_id: CampaignIdPath
     ) -> CampaignFailuresOut:
-        return convert(fleet.failure_groups(db, _campaign_id(campaign_id)), CampaignFailuresOut)
+        return convert(fleet.failure_groups(db, _reachable(request, db, campaign_id)), CampaignFailuresOut)
 
     @get(
         "/{campaign_id:str}/failures/devices",
         summary="A campaign's failed targets (of one group), by device id, with the ack's detail",
-        **admin_route("viewer", readonly=True),
+        **admin_route("viewer", scoped=True, readonly=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def campaign_failed_devices(
@@ -242,7 +242,7 @@ class CampaignController(Controller):
         ] = None,
     ) -> FailedDevicePage:
         after = validation.device_id(cursor, field="cursor") if cursor else None
-        campaign = _campaign_id(campaign_id)
+        campaign = _reachable(request, db, campaign_id)
         rows, next_cursor = keyset_page(
             lambda n: fleet.failed_devices(
                 db, campaign, reason=reason, model=model, os_version=os_version, limit=n, after=after

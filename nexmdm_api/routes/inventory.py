@@ -9,12 +9,11 @@ import msgspec
 from litestar import Controller, Request
 from litestar.params import JSONBody, Parameter
 
-from core.base import validation
 from core.base.errors import InvalidArgument
 from core.inventory import reads
 from core.inventory.document import MAX_BODY_BYTES, check_delta, check_package, check_report
 from core.inventory.store import patch_inventory, put_inventory
-from nexmdm_api.auth import DEVICE_SECURITY, admin_route, require_device
+from nexmdm_api.auth import DEVICE_SECURITY, admin_route, require_device, scope_of
 from nexmdm_api.db import DB
 from nexmdm_api.errors import ApiError, problems
 from nexmdm_api.openapi import DeviceIdPath, allow
@@ -36,6 +35,7 @@ from nexmdm_api.schemas_inventory import (
     InventoryStored,
     PackageOut,
 )
+from nexmdm_api.scoping import device_in_scope
 
 _DEVICE_ROUTE: dict[str, Any] = {
     "status_code": 200,
@@ -109,22 +109,27 @@ class DeviceInventoryController(Controller):
         "/inventory",
         summary="A device's inventory",
         description="The device fields and app count it last reported; 404 when it never reported one.",
-        **admin_route("viewer", readonly=True, replica=True),
+        **admin_route("viewer", scoped=True, readonly=True, replica=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
-    def device_inventory(self, db: DB, device_id: DeviceIdPath) -> DeviceInventoryOut:
-        return convert(reads.device_inventory(db, validation.device_id(device_id)), DeviceInventoryOut)
+    def device_inventory(self, request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> DeviceInventoryOut:
+        return convert(reads.device_inventory(db, device_in_scope(request, db, device_id)), DeviceInventoryOut)
 
     @get(
         "/apps",
         summary="A device's installed apps, by package",
-        **admin_route("viewer", readonly=True, replica=True),
+        **admin_route("viewer", scoped=True, readonly=True, replica=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def device_apps(
-        self, db: DB, device_id: DeviceIdPath, limit: Limit = 500, cursor: PackageCursor = None
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        device_id: DeviceIdPath,
+        limit: Limit = 500,
+        cursor: PackageCursor = None,
     ) -> DeviceAppPage:
-        device = validation.device_id(device_id)
+        device = device_in_scope(request, db, device_id)
         rows, next_cursor = keyset_page(
             lambda n: reads.device_apps(db, device, limit=n, after=cursor), limit, "package"
         )
@@ -134,13 +139,18 @@ class DeviceInventoryController(Controller):
         "/app-changes",
         summary="A device's app changes, newest first",
         description="`installed`, `updated`, `downgraded` or `removed`, kept NEXMDM_APP_CHANGE_RETENTION_DAYS.",
-        **admin_route("viewer", readonly=True, replica=True),
+        **admin_route("viewer", scoped=True, readonly=True, replica=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def app_changes(
-        self, db: DB, device_id: DeviceIdPath, limit: Limit = 50, cursor: ChangeCursor = None
+        self,
+        request: Request[Any, Any, Any],
+        db: DB,
+        device_id: DeviceIdPath,
+        limit: Limit = 50,
+        cursor: ChangeCursor = None,
     ) -> AppChangePage:
-        device = validation.device_id(device_id)
+        device = device_in_scope(request, db, device_id)
         before = int(cursor) if cursor else None
         rows, next_cursor = keyset_page(lambda n: reads.app_changes(db, device, limit=n, before=before), limit, "id")
         return AppChangePage(items=[convert(r, AppChangeRow) for r in rows], next_cursor=next_cursor)
@@ -159,7 +169,7 @@ class AppController(Controller):
             "By package: devices, distinct versions, the most common version and its share. On PostgreSQL the "
             "query is cancelled past NEXMDM_SELECTOR_STATEMENT_TIMEOUT_MS (422 `selector_too_slow`)."
         ),
-        **admin_route("viewer", readonly=True, replica=True),
+        **admin_route("viewer", scoped=True, readonly=True, replica=True),
         responses=problems(400, 401, 403, 422, 429),
     )
     def list_apps(
@@ -172,7 +182,9 @@ class AppController(Controller):
     ) -> FleetAppPage:
         settings = request.app.state.settings
         rows, next_cursor = keyset_page(
-            lambda n: reads.fleet_apps(db, settings, selector=selector, limit=n, after=cursor), limit, "package"
+            lambda n: reads.fleet_apps(db, settings, selector=selector, scope=scope_of(request), limit=n, after=cursor),
+            limit,
+            "package",
         )
         return FleetAppPage(items=[convert(r, FleetAppRow) for r in rows], next_cursor=next_cursor)
 
@@ -180,7 +192,7 @@ class AppController(Controller):
         "/{package:str}",
         summary="One app's versions on the selected devices",
         description="Devices per version code, newest first, with a version name; 404 when no device has it.",
-        **admin_route("viewer", readonly=True, replica=True),
+        **admin_route("viewer", scoped=True, readonly=True, replica=True),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def get_app(
@@ -194,4 +206,5 @@ class AppController(Controller):
             name = check_package(package, "package")
         except InvalidArgument as exc:
             raise ApiError(400, exc.message, code="invalid_package") from None
-        return convert(reads.package_versions(db, request.app.state.settings, name, selector=selector), PackageOut)
+        found = reads.package_versions(db, request.app.state.settings, name, selector=selector, scope=scope_of(request))
+        return convert(found, PackageOut)

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from litestar import Controller, Request
 from litestar.params import JSONBody, Parameter
 
-from core.base import validation
 from core.devices import locations
 from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_device
 from nexmdm_api.db import DB
@@ -18,6 +17,7 @@ from nexmdm_api.paging import Limit, keyset_page
 from nexmdm_api.routes.base import get, post
 from nexmdm_api.schemas import convert
 from nexmdm_api.schemas_actions import LastLocationOut, LocationIn, LocationOut, LocationPage, LocationRow
+from nexmdm_api.scoping import device_in_scope
 
 LocationCursor = Annotated[
     str | None, Parameter(description="`next_cursor` of the previous page (a location id)", pattern=r"^[0-9]{1,18}$")
@@ -38,18 +38,18 @@ class LocationController(Controller):
             "row. `location` is null when none is kept (they are kept `NEXMDM_LOCATION_RETENTION_DAYS`)."
         ),
         # not read-only: the read writes its audit row in the same transaction
-        **admin_route("operator", action="location.read"),
+        **admin_route("operator", scoped=True, action="location.read"),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def last_location(self, request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> LastLocationOut:
-        found = locations.last_location(db, validation.device_id(device_id), actor=admin_actor(request))
+        found = locations.last_location(db, device_in_scope(request, db, device_id), actor=admin_actor(request))
         return convert(found, LastLocationOut)
 
     @get(
         "/locations",
         summary="A device's kept locations, newest first",
         description="Operators and admins only; the read is audited (`location.read`).",
-        **admin_route("operator", action="location.read"),
+        **admin_route("operator", scoped=True, action="location.read"),
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def list_locations(
@@ -60,7 +60,7 @@ class LocationController(Controller):
         limit: Limit = 100,
         cursor: LocationCursor = None,
     ) -> LocationPage:
-        device = validation.device_id(device_id)
+        device = device_in_scope(request, db, device_id)
         actor = admin_actor(request)
         rows, next_cursor = keyset_page(
             lambda n: locations.list_locations(

@@ -100,6 +100,17 @@ SCOPED_ROUTES: set[tuple[str, str]] = {
     ("POST", "/v1/campaigns/{campaign_id:str}/pause"),
     ("POST", "/v1/campaigns/{campaign_id:str}/resume"),
     ("POST", "/v1/campaigns/{campaign_id:str}/cancel"),
+    ("GET", "/v1/campaigns/{campaign_id:str}/failures"),
+    ("GET", "/v1/campaigns/{campaign_id:str}/failures/devices"),
+    ("GET", "/v1/devices/{device_id:str}/inventory"),
+    ("GET", "/v1/devices/{device_id:str}/apps"),
+    ("GET", "/v1/devices/{device_id:str}/app-changes"),
+    ("GET", "/v1/apps"),
+    ("GET", "/v1/apps/{package:str}"),
+    ("GET", "/v1/devices/{device_id:str}/location"),
+    ("GET", "/v1/devices/{device_id:str}/locations"),
+    ("GET", "/v1/actions"),
+    ("GET", "/v1/actions/{name:str}"),
 }
 
 

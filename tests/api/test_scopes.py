@@ -202,3 +202,26 @@ def test_an_expired_key_is_401_key_expired(
     assert made["scope"] == "store=7" and made["expires_at"] is not None and made["secret"].startswith("nxa_")
     bad = client.post("/v1/keys", json={"name": "bad", "scope": "store in"}, headers=keys["admin"])
     assert bad.status_code == 422
+
+
+def test_inventories_apps_and_locations_stay_inside_the_scope(
+    client: TestClient[Any], keys: dict[str, dict[str, str]], session_factory: sessionmaker[Session], settings: Any
+) -> None:
+    from core.inventory.document import check_report
+    from core.inventory.store import put_inventory
+    from tests.support.inventory import body
+
+    with session_factory.begin() as db:
+        for device in ("a1", "a3"):  # one inside store 42, one outside
+            put_inventory(
+                db, device, check_report(body(apps=[{"package": "com.acme.pos", "version_code": 42}])), settings
+            )
+    scoped, admin = keys["store42"], keys["admin"]
+    assert client.get("/v1/apps/com.acme.pos", headers=admin).json()["devices"] == 2
+    assert client.get("/v1/apps/com.acme.pos", headers=scoped).json()["devices"] == 1
+    assert [a["devices"] for a in client.get("/v1/apps", headers=scoped).json()["items"]] == [1]
+    for path in ("inventory", "apps", "app-changes", "location", "locations"):
+        assert client.get(f"/v1/devices/a1/{path}", headers=scoped).status_code == 200, path
+        outside = client.get(f"/v1/devices/a3/{path}", headers=scoped)
+        assert outside.status_code == 404 and outside.json()["detail"] == "no device 'a3'", path
+    assert client.get("/v1/actions", headers=scoped).status_code == 200
