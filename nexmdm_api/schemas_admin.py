@@ -208,6 +208,8 @@ class FailedDeviceOut(msgspec.Struct):
     reason: str
     model: str
     os_version: str
+    #: the ack's typed error code (docs/actions.md), null when the device gave none
+    error_code: str | None
     detail: str | None
     failed_at: datetime | None
 

@@ -2,8 +2,9 @@
 
 A failed target is one whose command failed (the device acked ``failed``) or expired, or one that failed
 on its outcome (``outcome_timeout``). Its reason is, in this order: the outcome's reason; ``expired``;
-the ack's error code — an ack's ``detail`` that is itself a code (upper case, no space, at most 32
-characters, such as ``INSUFFICIENT_STORAGE``); else ``failed``. Model and OS version are the device's
+the ack's typed ``error_code`` (``core.commands.action_schemas.ERROR_CODES``, such as
+``INSUFFICIENT_STORAGE``); for an agent that sends none, an ack's ``detail`` that is itself a code (upper
+case, no space, at most 32 characters); else ``failed``. Model and OS version are the device's
 inventory's (``device_inventory``), else what it said at enrollment, else ``unknown``.
 """
 
@@ -25,7 +26,7 @@ SAMPLES = 3
 
 def _is_code(detail: Any) -> ColumnElement[bool]:
     """``detail`` reads as an error code: upper case, no space, 1-32 characters (the same test on both
-    databases). Until acks carry a typed ``error_code``, that is how a device names its failure."""
+    databases): how an agent without typed error codes names its failure."""
     return and_(func.length(detail).between(1, 32), func.upper(detail) == detail, ~detail.contains(" "))
 
 
@@ -34,6 +35,7 @@ def _reason() -> ColumnElement[str]:
     return case(
         (t.state == "failed", t.reason),
         (d.status == "expired", literal("expired")),
+        (d.error_code.is_not(None), d.error_code),
         (_is_code(d.ack_detail), d.ack_detail),
         else_=literal("failed"),
     ).label("reason")
@@ -46,7 +48,16 @@ def _failed_targets(campaign_id: str) -> Any:
     model = func.coalesce(inv.model, Device.model, literal(UNKNOWN, String)).label("model")
     os_version = func.coalesce(inv.os_version, Device.os_version, literal(UNKNOWN, String)).label("os_version")
     return (
-        select(t.device_id, _reason(), model, os_version, d.ack_detail.label("detail"), d.finished_at, t.outcome_at)
+        select(
+            t.device_id,
+            _reason(),
+            model,
+            os_version,
+            d.error_code,
+            d.ack_detail.label("detail"),
+            d.finished_at,
+            t.outcome_at,
+        )
         .select_from(t)
         .outerjoin(d, d.request_id == literal(campaign_id + ":") + t.device_id)
         .outerjoin(Device, Device.id == t.device_id)
@@ -99,7 +110,8 @@ def failed_devices(
     limit: int = 100,
     after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The failed targets (of one group when filtered), by device id, with the ack's detail; keyset paging."""
+    """The failed targets (of one group when filtered), by device id, with the ack's error code and detail;
+    keyset paging."""
     load(db, campaign_id)
     if reason is not None and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", reason):
         raise InvalidArgument(
@@ -118,6 +130,7 @@ def failed_devices(
             "reason": row.reason,
             "model": row.model,
             "os_version": row.os_version,
+            "error_code": row.error_code,
             "detail": row.detail,
             "failed_at": row.outcome_at or row.finished_at,
         }

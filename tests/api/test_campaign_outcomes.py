@@ -25,8 +25,12 @@ def sweep_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outcomes, "SWEEP_EVERY_SECONDS", 0)
 
 
-def _ack(client: TestClient[Any], token: str, request_id: str, status: str, detail: str | None = None) -> None:
-    body = {"status": status} | ({"detail": detail} if detail else {})
+#: the APK build an install_apk or update_agent names (its schema's one field)
+BUILD = {"build_id": 1}
+
+
+def _ack(client: TestClient[Any], token: str, request_id: str, status: str, code: str | None = None) -> None:
+    body = {"status": status} | ({"error_code": code, "detail": "simulated"} if code else {})
     answer = client.post(f"/v1/commands/{request_id}/ack", json=body, headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200, answer.text
 
@@ -43,7 +47,7 @@ def test_outcome_gated_campaign_over_http(
     headers = admin | {"Idempotency-Key": "until-1"}
     bad = client.post(
         "/v1/campaigns",
-        json={"action": "update_agent", "selector": "all", "success_when": "@agent_version>>2"},
+        json={"action": "update_agent", "payload": BUILD, "selector": "all", "success_when": "@agent_version>>2"},
         headers=headers,
     )
     assert (
@@ -51,7 +55,7 @@ def test_outcome_gated_campaign_over_http(
         and bad.json()["code"] == "invalid_selector"
         and bad.json()["errors"][0]["field"] == "success_when"
     )
-    body = {"action": "update_agent", "selector": "all", "success_when": "@agent_version>=2.0"}
+    body = {"action": "update_agent", "payload": BUILD, "selector": "all", "success_when": "@agent_version>=2.0"}
     created = client.post("/v1/campaigns", json=body | {"outcome_timeout_seconds": 600}, headers=headers)
     assert created.status_code == 202, created.text
     campaign = created.json()
@@ -86,7 +90,7 @@ def test_outcome_gated_campaign_over_http(
     ]
     page = client.get(f"/v1/campaigns/{cid}/failures/devices?reason=INSUFFICIENT_STORAGE&limit=1", headers=admin).json()
     assert [d["device_id"] for d in page["items"]] == ["g1"] and page["next_cursor"] == "g1"
-    assert page["items"][0]["detail"] == "INSUFFICIENT_STORAGE"
+    assert page["items"][0]["error_code"] == "INSUFFICIENT_STORAGE" and page["items"][0]["detail"] == "simulated"
     refused = client.get(f"/v1/campaigns/{cid}/failures/devices?reason=a%20b", headers=admin)
     assert refused.status_code in (400, 422)
     missing = client.get("/v1/campaigns/cmp_00000000000000000000000000/failures", headers=admin)
@@ -110,7 +114,7 @@ def test_an_install_judged_by_the_reported_inventory(
     headers = admin | {"Idempotency-Key": "pos-4200"}
     until = {"success_when": "@app(com.acme.pos)>=4200", "outcome_timeout_seconds": 60}
     campaign = client.post(
-        "/v1/campaigns", json={"action": "install_apk", "selector": "all"} | until, headers=headers
+        "/v1/campaigns", json={"action": "install_apk", "payload": BUILD, "selector": "all"} | until, headers=headers
     ).json()
     assert campaign["counts"]["skipped"] == 1 and campaign["counts"]["queued"] == 2
     fleet.run_due(session_factory, settings)

@@ -28,17 +28,50 @@ def test_send_until_skips_the_satisfied_and_failures_group_them(
     cli: Cli, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     seed_fleet(session_factory)
-    bad = cli("send", "update_agent", "--all", "--until", "@agent_version>>2", "--yes")
+    bad = cli("send", "update_agent", "--payload", '{"build_id": 1}', "--all", "--until", "@agent_version>>2", "--yes")
     assert bad.exit_code != 0 and "success_when" in one_error_line(bad)
-    timeout = cli("send", "update_agent", "--all", "--until", UNTIL, "--outcome-timeout", "5s", "--yes")
+    timeout = cli(
+        "send",
+        "update_agent",
+        "--payload",
+        '{"build_id": 1}',
+        "--all",
+        "--until",
+        UNTIL,
+        "--outcome-timeout",
+        "5s",
+        "--yes",
+    )
     assert timeout.exit_code != 0 and "outcome_timeout" in one_error_line(timeout)
     assert count(session_factory, Campaign) == 0
-    made = cli.json("send", "update_agent", "--all", "--until", UNTIL, "--outcome-timeout", "10m", "--yes")
+    made = cli.json(
+        "send",
+        "update_agent",
+        "--payload",
+        '{"build_id": 1}',
+        "--all",
+        "--until",
+        UNTIL,
+        "--outcome-timeout",
+        "10m",
+        "--yes",
+    )
     assert made["success_when"] == UNTIL and made["outcome_timeout_seconds"] == 600
     assert (
         made["counts"]["skipped"] == 3 and made["counts"]["pending"] == 2 and count(session_factory, FcmDispatch) == 2
     )
-    again = ("send", "update_agent", "--all", "--until", UNTIL, "--outcome-timeout", "10m", "--yes")
+    again = (
+        "send",
+        "update_agent",
+        "--payload",
+        '{"build_id": 1}',
+        "--all",
+        "--until",
+        UNTIL,
+        "--outcome-timeout",
+        "10m",
+        "--yes",
+    )
     human = cli(*again, "--idempotency-key", made["idempotency_key"])
     assert "3 skipped (already satisfied)" in human.stdout + human.stderr
     ack_all(session_factory, made["id"], status="failed")
@@ -78,14 +111,22 @@ def test_simulator_failure_rules() -> None:
             assert exc.field == "--fail"
         else:
             raise AssertionError(f"{bad!r} was accepted")
-    install = {"action": "install_apk", "payload": {"build_id": 1, "package": "com.acme.pos", "version_code": 4200}}
-    assert faults.installed(install) == ("com.acme.pos", 4200)
-    assert faults.installed({"action": "install_apk", "payload": {"build_id": 1}}) is None
+    builds = dict([faults.parse_build("1=com.acme.pos:4200")])
+    assert faults.installed({"action": "install_apk", "payload": {"build_id": 1}}, builds) == ("com.acme.pos", 4200)
+    assert faults.installed({"action": "install_apk", "payload": {"build_id": 2}}, builds) is None
+    assert faults.installed({"action": "ring", "payload": {"seconds": 1}}, builds) is None
+    for bad in ("com.acme.pos:4200", "x=com.acme.pos:4200", "1=com.acme.pos", "1=:4200"):
+        try:
+            faults.parse_build(bad)
+        except InvalidArgument as exc:
+            assert exc.field == "--build"
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
 
 
 def test_watch_an_outcome_gated_campaign(cli: Cli, session_factory: sessionmaker[Session]) -> None:
     seed_fleet(session_factory)
-    made = cli.json("send", "update_agent", "--all", "--until", UNTIL, "--yes")
+    made = cli.json("send", "update_agent", "--payload", '{"build_id": 1}', "--all", "--until", UNTIL, "--yes")
     watched = cli("campaigns", "watch", made["id"], "--every", "0.2", "--timeout", "0.1")
     assert watched.exit_code == 0, watched.stderr
     assert "succeeded" in watched.stdout and "skipped" in watched.stdout and "successes/s" in watched.stdout

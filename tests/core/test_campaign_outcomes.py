@@ -47,6 +47,7 @@ def _upgrade(factory: sessionmaker[Session], ids: list[str]) -> None:
 
 def _create(factory: sessionmaker[Session], settings: Settings, **kw: object) -> dict:
     kw.setdefault("action", "update_agent")
+    kw.setdefault("payload", {"build_id": 1})
     kw.setdefault("selector", "all")
     kw.setdefault("success_when", UNTIL)
     with factory.begin() as db:
