@@ -10,6 +10,7 @@ from litestar import Controller, Request
 from litestar.params import JSONBody, Parameter
 
 from core.base.errors import InvalidArgument
+from core.campaigns import check_device
 from core.inventory import reads
 from core.inventory.document import MAX_BODY_BYTES, check_delta, check_package, check_report
 from core.inventory.store import patch_inventory, put_inventory
@@ -79,7 +80,10 @@ class InventoryController(Controller):
     )
     def put_inventory(self, request: Request[Any, Any, Any], db: DB, data: JSONBody[InventoryIn]) -> InventoryStored:
         device = require_device(request, db)
-        stored = put_inventory(db, device.id, check_report(msgspec.to_builtins(data)), request.app.state.settings)
+        settings = request.app.state.settings
+        stored = put_inventory(db, device.id, check_report(msgspec.to_builtins(data)), settings)
+        if stored.changed:  # an outcome-gated campaign's target may have succeeded with this report
+            check_device(db, device.id, settings)
         return convert(stored.as_dict(), InventoryStored)
 
     @patch(
@@ -95,7 +99,10 @@ class InventoryController(Controller):
         self, request: Request[Any, Any, Any], db: DB, data: JSONBody[InventoryDeltaIn]
     ) -> InventoryStored:
         device = require_device(request, db)
-        stored = patch_inventory(db, device.id, check_delta(msgspec.to_builtins(data)), request.app.state.settings)
+        settings = request.app.state.settings
+        stored = patch_inventory(db, device.id, check_delta(msgspec.to_builtins(data)), settings)
+        if stored.changed:
+            check_device(db, device.id, settings)
         return convert(stored.as_dict(), InventoryStored)
 
 
