@@ -1,5 +1,5 @@
-"""The console's campaign pages (list, one campaign with its waves and progress, pause/resume/cancel) and
-the audit trail with its filters.
+"""The console's campaign pages (list, one campaign with its waves, progress, outcome and failure groups,
+pause/resume/cancel) and the audit trail with its filters.
 
 Least roles as in the admin API: viewer reads campaigns, operator changes them, admin reads the audit
 trail. A scoped person reaches the campaigns of their own scope only, as a scoped key does
@@ -54,9 +54,11 @@ class CampaignPages(Controller):
     @get("/campaigns/{campaign_id:str}", opt=READ)
     def campaign(self, request: Request[Any, Any, Any], db: DB, campaign_id: FromPath[str]) -> Template:
         who = session.need(request, "viewer")
-        data = fleet.get_campaign(db, fleet.require_in_scope(db, _campaign_id(campaign_id), who.scope))
+        campaign = fleet.require_in_scope(db, _campaign_id(campaign_id), who.scope)
+        data = fleet.get_campaign(db, campaign)
         may_act = who.role in ("operator", "admin")
-        return Template("campaign.html", context={"c": data, "may_act": may_act})
+        failures = fleet.failure_groups(db, campaign)
+        return Template("campaign.html", context={"c": data, "may_act": may_act, "failures": failures})
 
     @post("/campaigns/{campaign_id:str}/{verb:str}", opt={"body": "form", "action": "campaign.change"}, status_code=303)
     def change(
