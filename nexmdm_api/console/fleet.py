@@ -2,8 +2,9 @@
 
 Each page calls the core functions the admin API calls, with the API's least role (viewer to read,
 operator to change labels; a lost device's location, personal data, for operators and admins only, each
-read audited as ``location.read`` like ``GET /v1/devices/ID/location``). A scoped person sees the devices of their scope only: the scope is a second
-selector ANDed in SQL (``core.devices.listing.list_devices(scope=...)``), and a device outside it is 404.
+read audited as ``location.read`` like ``GET /v1/devices/ID/location``). A scoped person sees the devices
+of their scope only: the scope is a second selector ANDed in SQL
+(``core.devices.listing.list_devices(scope=...)``), and a device outside it is 404.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from core.base import validation
 from core.base.errors import InvalidArgument, NotFound
 from core.commands.dispatches import list_dispatches
 from core.devices import labels as labels_module
-from core.devices import locations
+from core.devices import locations, selectors
 from core.devices import records as devices
-from core.devices import selectors
 from core.devices.labels import attach_labels
 from core.events.audit import list_events
 from core.inventory import reads as inventory
