@@ -140,6 +140,11 @@ def test_approvals_are_decided_from_the_console_by_a_second_admin(
         ("approval.deny", "user:bob@example.com", "success"),
         ("approval.deny", "user:bob@example.com", "denied"),
     ]
+    lab = ask_wipe(session_factory, state_settings, "wipe-4", "a5", actor=ANN)
+    with console_client(state_settings.with_overrides(allow_self_approval=True)) as one_admin:
+        sign_in(one_admin, session_factory, "admin")  # ann again: NEXMDM_ALLOW_SELF_APPROVAL lets her approve
+        assert post_form(one_admin, page, f"{page}/{lab}/approve").status_code == 303
+    assert _state(session_factory, lab) == "approved"
     bad = bob.post(f"{page}/nonsense/deny", data={"_csrf_token": csrf_of(bob.get(page).text)})
     assert bad.status_code == 422 and "is not an approval id" in bad.text  # a precise error page
 
