@@ -99,11 +99,24 @@ def test_a_campaign_page_shows_its_outcome_and_failure_groups(
         db.execute(update(FcmDispatch).values(ack_detail="INSUFFICIENT_STORAGE", finished_at=utcnow()))
     fleet.run_due(session_factory, state_settings)
 
-    page = _client(console, session_factory, "viewer").get(f"/console/campaigns/{campaign}").text
+    viewer = _client(console, session_factory, "viewer")
+    page = viewer.get(f"/console/campaigns/{campaign}").text
     assert "<code>@agent_version&gt;=2.0</code>" in page and 'id="skipped">2<' in page and 'id="succeeded">0<' in page
-    assert "2 × <code>INSUFFICIENT_STORAGE</code> on unknown / unknown" in page
-    assert 'href="/console/devices/a3">a3</a>' in page and 'href="/console/devices/a4">a4</a>' in page
+    assert f'hx-get="/console/campaigns/{campaign}/failures"' in page  # loaded after the page is shown
     assert f"nexmdm campaigns failures {campaign}" in page and f"/v1/campaigns/{campaign}/failures" in page
+    fragment = viewer.get(f"/console/campaigns/{campaign}/failures", headers={"HX-Request": "true"}).text
+    assert "<html" not in fragment and "2 × <code>INSUFFICIENT_STORAGE</code> on unknown / unknown" in fragment
+    assert 'href="/console/devices/a3">a3</a>' in fragment and 'href="/console/devices/a4">a4</a>' in fragment
+    whole = viewer.get(f"/console/campaigns/{campaign}/failures").text  # without JavaScript: a page
+    assert "<html" in whole and "INSUFFICIENT_STORAGE" in whole
+    quiet = _campaign_without_failures(session_factory, state_settings)
+    assert "No target failed." in viewer.get(f"/console/campaigns/{quiet}").text
+
+
+def _campaign_without_failures(factory: sessionmaker[Session], settings: Settings) -> str:
+    with factory.begin() as db:
+        _, made = fleet.create_campaign(db, settings, idempotency_key="quiet", action="ping", selector="store=42")
+    return str(made["id"])
 
 
 def _state(factory: sessionmaker[Session], approval_id: str) -> str:
