@@ -1,5 +1,5 @@
-"""The console's campaign pages (list, one campaign with its waves and progress, pause/resume/cancel) and
-the audit trail with its filters.
+"""The console's campaign pages (list, one campaign with its waves, progress, outcome and failure groups,
+pause/resume/cancel) and the audit trail with its filters.
 
 Least roles as in the admin API: viewer reads campaigns, operator changes them, admin reads the audit
 trail. A scoped person reaches the campaigns of their own scope only, as a scoped key does
@@ -57,6 +57,16 @@ class CampaignPages(Controller):
         data = fleet.get_campaign(db, fleet.require_in_scope(db, _campaign_id(campaign_id), who.scope))
         may_act = who.role in ("operator", "admin")
         return Template("campaign.html", context={"c": data, "may_act": may_act})
+
+    @get("/campaigns/{campaign_id:str}/failures", opt=READ)
+    def failures(self, request: Request[Any, Any, Any], db: DB, campaign_id: FromPath[str]) -> Template:
+        """The failure groups (``core.campaigns.failure_groups``, as ``GET /v1/campaigns/ID/failures``): loaded by
+        htmx into the campaign's page after it is shown (grouping 100,000 failed targets takes most of a
+        second), a page of their own without JavaScript."""
+        who = session.need(request, "viewer")
+        found = fleet.failure_groups(db, fleet.require_in_scope(db, _campaign_id(campaign_id), who.scope))
+        fragment = bool(request.headers.get("hx-request"))
+        return Template("_failures.html" if fragment else "failures.html", context={"failures": found})
 
     @post("/campaigns/{campaign_id:str}/{verb:str}", opt={"body": "form", "action": "campaign.change"}, status_code=303)
     def change(

@@ -1,8 +1,10 @@
 """The console's fleet pages: overview (``nexmdm top``, live), devices (selector bar, keyset pages), a device.
 
 Each page calls the core functions the admin API calls, with the API's least role (viewer to read,
-operator to change labels). A scoped person sees the devices of their scope only: the scope is a second
-selector ANDed in SQL (``core.devices.listing.list_devices(scope=...)``), and a device outside it is 404.
+operator to change labels; a lost device's location, personal data, for operators and admins only, each
+read audited as ``location.read`` like ``GET /v1/devices/ID/location``). A scoped person sees the devices
+of their scope only: the scope is a second selector ANDed in SQL
+(``core.devices.listing.list_devices(scope=...)``), and a device outside it is 404.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from core.base import validation
 from core.base.errors import InvalidArgument, NotFound
 from core.commands.dispatches import list_dispatches
 from core.devices import labels as labels_module
+from core.devices import locations, selectors
 from core.devices import records as devices
-from core.devices import selectors
 from core.devices.labels import attach_labels
 from core.events.audit import list_events
+from core.inventory import reads as inventory
 from core.models import Device
 from core.ops import fleet_stats
 from nexmdm_api.console import session
@@ -32,6 +35,9 @@ from nexmdm_api.db import DB
 from nexmdm_api.routes.base import get, post
 
 PAGE = 50
+#: apps and app changes on a device's page (the full lists: ``nexmdm devices show ID --apps``, the API)
+APPS_SHOWN = 20
+CHANGES_SHOWN = 10
 Query = FromQuery[str]
 READ = {"readonly": True}
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -53,6 +59,31 @@ def overview_context(request: Request[Any, Any, Any], db: Session) -> dict[str, 
     who = session.need(request, "viewer")
     scope = selectors.parse(who.scope) if who.scope else None
     return {"snap": fleet_stats.snapshot(db, request.app.state.settings, selector=scope), "scoped": scope is not None}
+
+
+def inventory_context(db: Session, device_id: str) -> dict[str, Any]:
+    """The device's reported inventory (None before its first report), its first apps and recent app changes."""
+    try:
+        held: dict[str, Any] | None = inventory.device_inventory(db, device_id)
+    except NotFound:
+        held = None
+    return {
+        "inventory": held,
+        "apps": inventory.device_apps(db, device_id, limit=APPS_SHOWN) if held else [],
+        "app_changes": inventory.app_changes(db, device_id, limit=CHANGES_SHOWN),
+    }
+
+
+def lost_device(request: Request[Any, Any, Any], db: Session, device_id: str) -> dict[str, Any] | None:
+    """For an operator or admin, a device in lost mode: its lost mode and last known location (None otherwise).
+
+    Viewers never see a location. The read is audited (``location.read``, actor ``user:EMAIL``) by
+    ``last_location`` in a short write transaction of its own: the page itself reads in a read-only one.
+    """
+    if session.person(request).role not in ("operator", "admin") or locations.lost_mode_of(db, device_id) is None:
+        return None
+    with request.app.state.db.sessions.begin() as audited:
+        return locations.last_location(audited, device_id, actor=session.actor(request))
 
 
 class FleetPages(Controller):
@@ -104,6 +135,8 @@ class FleetPages(Controller):
                 "heartbeats": devices.recent_heartbeats(db, device.id, limit=20),
                 "commands": list_dispatches(db, device_id=device.id, limit=20),
                 "audit": list_events(db, target=device.id, limit=20),
+                "lost": lost_device(request, db, device.id),
+                **inventory_context(db, device.id),
             },
         )
 

@@ -36,6 +36,10 @@ def pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "—"
 
 
+def yes_no(value: bool | None) -> str:
+    return "—" if value is None else ("yes" if value else "no")
+
+
 def cli(*words: str) -> str:
     return " ".join(["nexmdm", *(shlex.quote(w) for w in words)])
 
@@ -51,6 +55,10 @@ def curl(method: str, path: str, body: dict[str, Any] | None = None) -> str:
 
 def campaign_action(campaign_id: str, verb: str) -> dict[str, str]:
     return {"cli": cli("campaigns", verb, campaign_id), "curl": curl("POST", f"/v1/campaigns/{campaign_id}/{verb}")}
+
+
+def approval_action(approval_id: str, verb: str) -> dict[str, str]:
+    return {"cli": cli("approvals", verb, approval_id), "curl": curl("POST", f"/v1/approvals/{approval_id}/{verb}")}
 
 
 def label_action(device_id: str) -> dict[str, str]:
@@ -75,10 +83,12 @@ def device_list_action(selector: str) -> dict[str, str]:
 def register_filters(engine: JinjaTemplateEngine) -> None:
     env = engine.engine
     env.filters.update({"when": when, "ago": ago})
+    env.globals["yes_no"] = yes_no
     env.globals.update(
         {
             "pct": pct,
             "campaign_action": campaign_action,
+            "approval_action": approval_action,
             "label_action": label_action,
             "device_list_action": device_list_action,
             "read_action": read_action,

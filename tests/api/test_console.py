@@ -70,6 +70,7 @@ def test_a_link_signs_in_once_and_every_page_answers(
         "/console/devices/a1",
         "/console/campaigns",
         "/console/audit",
+        "/console/approvals",
     ):
         answer = console.get(page)
         assert answer.status_code == 200, (page, answer.text)

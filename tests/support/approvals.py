@@ -29,6 +29,7 @@ def ask_wipe(
     request_id: str = "wipe-1",
     device_id: str = "dev_001",
     now: datetime | None = None,
+    actor: Actor = ALICE,
 ) -> str:
     with factory.begin() as db:
         created, item = approvals.request_command(
@@ -38,7 +39,7 @@ def ask_wipe(
             device_id=device_id,
             action="wipe",
             payload={"reason": "stolen"},
-            actor=ALICE,
+            actor=actor,
             now=now,
         )
     assert created and item["state"] == "awaiting_approval"
