@@ -12,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import math
 import random
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,90 +24,9 @@ import aiohttp  # this module is imported only when a simulation runs, never by 
 from core.base.errors import InvalidArgument
 from nexmdm_cli import simulation_faults as faults
 from nexmdm_cli.sim_inventory import SimInventory
+from nexmdm_cli.sim_stats import ACKED, PUSHED, Stats
 
 NETWORKS = ("wifi", "wifi", "wifi", "cellular", "cellular", "ethernet")
-#: report rows for the pushed commands, measured from each command's creation
-PUSHED = "FCM push (creation → device)"
-ACKED = "ack (creation → stored)"
-
-
-def percentile(values: list[float], pct: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(pct / 100 * len(ordered)) - 1))]
-
-
-@dataclass
-class Stats:
-    latencies: dict[str, list[float]] = field(default_factory=dict)
-    statuses: dict[str, Counter[str]] = field(default_factory=dict)
-    beats_created: int = 0
-    beats_deduplicated: int = 0
-    commands_acked: int = 0
-    enrolled: int = 0
-
-    def record(self, endpoint: str, status: str, latency_ms: float | None) -> None:
-        self.statuses.setdefault(endpoint, Counter())[status] += 1
-        if latency_ms is not None:
-            self.latencies.setdefault(endpoint, []).append(latency_ms)
-
-    def merge(self, other: Stats) -> None:
-        """Add another process's figures to these."""
-        for endpoint, values in other.latencies.items():
-            self.latencies.setdefault(endpoint, []).extend(values)
-        for endpoint, counts in other.statuses.items():
-            self.statuses.setdefault(endpoint, Counter()).update(counts)
-        self.beats_created += other.beats_created
-        self.beats_deduplicated += other.beats_deduplicated
-        self.commands_acked += other.commands_acked
-        self.enrolled += other.enrolled
-
-    @property
-    def requests(self) -> int:
-        return sum(sum(c.values()) for e, c in self.statuses.items() if e not in (PUSHED, ACKED))
-
-    def errors(self) -> Counter[str]:
-        errors: Counter[str] = Counter()
-        for endpoint, counts in self.statuses.items():
-            if endpoint in (PUSHED, ACKED):
-                continue
-            errors.update({s: n for s, n in counts.items() if not s.startswith("2")})
-        return errors
-
-    def report(self, elapsed: float, devices: int, enroll_s: float | None = None) -> dict[str, Any]:
-        """The final report. Enrollment rates are over the enrollment phase, the rest over the run after it."""
-        enroll_s = elapsed if enroll_s is None else enroll_s
-        run_s = max(0.0, elapsed - enroll_s) or elapsed
-        endpoints = {}
-        for endpoint, counts in sorted(self.statuses.items()):
-            values = self.latencies.get(endpoint, [])
-            total = sum(counts.values())
-            phase = enroll_s if endpoint == "POST /v1/enroll" else run_s
-            endpoints[endpoint] = {
-                "requests": total,
-                "errors": sum(n for s, n in counts.items() if not s.startswith("2")),
-                "throughput_rps": round(total / phase, 1) if phase else 0.0,
-                "p50_ms": _round(percentile(values, 50)),
-                "p95_ms": _round(percentile(values, 95)),
-                "p99_ms": _round(percentile(values, 99)),
-            }
-        return {
-            "devices": devices,
-            "enrolled": self.enrolled,
-            "elapsed_s": round(elapsed, 2),
-            "enroll_s": round(enroll_s, 2),
-            "requests": self.requests,
-            "throughput_rps": round(self.requests / elapsed, 1) if elapsed else 0.0,
-            "heartbeats": {"created": self.beats_created, "deduplicated": self.beats_deduplicated},
-            "commands_acked": self.commands_acked,
-            "errors_by_status": dict(sorted(self.errors().items())),
-            "endpoints": endpoints,
-        }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
 
 
 def check_loopback(url: str) -> str:

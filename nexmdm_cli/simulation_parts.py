@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nexmdm_cli.simulation import Simulation, Stats
+from nexmdm_cli.sim_stats import Stats
+from nexmdm_cli.simulation import Simulation
 
 
 def _part(options: dict[str, Any], part: int, parts: int, results: Any) -> None:
