@@ -57,7 +57,7 @@ def test_approve_show_and_deny_a_request_of_another_admin(
 def test_a_wipe_campaign_from_the_cli_waits(wipe_cli: Cli, session_factory: sessionmaker[Session]) -> None:
     add_device(session_factory, "dev_001")
     add_device(session_factory, "dev_002")
-    asked = wipe_cli.json("send", "wipe", "--all", "--yes")
+    asked = wipe_cli.json("send", "wipe", "--payload", '{"reason": "decommissioned"}', "--all", "--yes")
     assert asked["kind"] == "campaign" and asked["state"] == "awaiting_approval"
     campaign = wipe_cli.json("campaigns", "show", asked["target_id"])
     assert campaign["status"] == "awaiting_approval" and dispatch_count(session_factory) == 0

@@ -32,6 +32,7 @@ from core.events import webhooks
 from core.models import AuditEvent
 from core.storage.types import utcnow
 from nexmdm_cli.main import app
+from tests.support.approvals import ask_wipe
 from tests.support.audit import seed_out_of_id_order
 from tests.support.cli import Cli, one_error_line
 from tests.support.databases import add_device
@@ -100,6 +101,11 @@ def _delivery(factory: sessionmaker[Session], tmp: Path) -> list[str]:
         return [str(webhooks.list_deliveries(db, endpoint_id=endpoint_id)[0]["id"])]
 
 
+def _approval(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
+    add_device(factory, "dev_001")
+    return [ask_wipe(factory, Settings())]  # asked by another admin (key:alice): the CLI may decide it
+
+
 #: command -> (expected action, setup returning extra arguments, arguments after them)
 CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "devices revoke": ("device.revoke", _device, ["dev_a", "--yes"]),
@@ -124,6 +130,9 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     # a read, but of personal data: every location read is audited
     "devices location": ("location.read", _device, ["dev_a"]),
     "console link": ("console.link", lambda f, t: [], ["--role", "viewer", "--email", "ann@example.com"]),
+    "approvals approve": ("approval.approve", _approval, []),
+    "approvals deny": ("approval.deny", _approval, []),
+    "approvals cancel": ("approval.cancel", _approval, []),
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision
@@ -164,6 +173,9 @@ NOT_AUDITED = {
     "demo": "a throwaway embedded database",
     "actions list": "read (the catalogue: no database)",
     "actions show": "read (the catalogue: no database)",
+    "approvals list": "read",
+    "approvals show": "read",
+    "campaigns failures": "read",
 }
 
 
