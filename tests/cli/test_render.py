@@ -17,6 +17,7 @@ import typer.main
 from sqlalchemy import insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import approvals
 from core import campaigns as fleet
 from core.access import keys as admin_keys
 from core.apk import builds as apk
@@ -27,6 +28,7 @@ from core.models import (
     AdminKey,
     ApkBuild,
     ApkDownloadEvent,
+    Approval,
     AuditEvent,
     Campaign,
     Device,
@@ -41,6 +43,7 @@ from core.models import (
 )
 from core.storage.types import utcnow
 from nexmdm_cli.main import app
+from tests.support.approvals import ALICE
 from tests.support.cli import Cli, seed_dispatch, seed_download, seed_heartbeat
 from tests.support.databases import add_device
 from tests.support.fakes.apk import apk_bytes
@@ -72,8 +75,12 @@ READS: dict[str, list[str]] = {
     "audit list": [],
     "apps list": [],
     "apps show": ["com.acme.pos"],
+    "approvals list": [],
+    "approvals show": ["APPROVAL"],
     "top": ["--once"],
 }
+#: listings of nothing stored: the action catalogue is the code's (and the operator's configuration)
+NOTHING_STORED = {"actions list", "actions show"}
 
 
 def _seed(factory: sessionmaker[Session], tmp: Path) -> str:
@@ -138,11 +145,17 @@ def test_every_listing_and_show_prints_stored_markup_and_controls_literally(
         for path in _leaves(typer.main.get_command(app))
         if path[-1] in ("list", "show", "labels", "downloads", "deliveries", "devices") or path == ("top",)
     }
-    assert readers == set(READS), "a new listing: add it to READS"
+    assert readers == set(READS) | NOTHING_STORED, "a new listing: add it to READS"
     campaign_id = _seed(session_factory, tmp_path)
+    with session_factory.begin() as db:
+        _, approval = approvals.request_command(
+            db, Settings(), request_id="w-1", device_id="dev_a", action="wipe", payload={"reason": "r"}, actor=ALICE
+        )
+        db.execute(update(Approval).values(requested_by=HOSTILE))
+    ids = {"CAMPAIGN": campaign_id, "APPROVAL": approval["id"]}
     wide = Cli(cli.url, cli.env | {"COLUMNS": "3000"})  # no folding: each value stays on one line
     for name, args in READS.items():
-        result = wide(*name.split(), *(campaign_id if a == "CAMPAIGN" else a for a in args))
+        result = wide(*name.split(), *(ids.get(a, a) for a in args))
         output = result.stdout + result.stderr
         assert result.exit_code == 0, (name, output[-2000:])
         assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output, name

@@ -32,6 +32,10 @@ from tests.support.fakes.fcm import FakeFcm, write_service_account
 DELAY = 600
 
 
+#: a wipe's payload names its reason (its schema, docs/actions.md)
+REASON = {"reason": "stolen"}
+
+
 @pytest.fixture
 def wipe(settings: Settings) -> Settings:
     return wipe_settings(settings)
@@ -117,11 +121,15 @@ def test_no_path_sends_a_destructive_action_without_approval(
 ) -> None:
     add_device(session_factory, "dev_001")
     with session_factory.begin() as db, pytest.raises(ApprovalRequired):
-        dispatches.create_command(db, wipe, request_id="w", device_id="dev_001", action="wipe", actor=ALICE)
+        dispatches.create_command(
+            db, wipe, request_id="w", device_id="dev_001", action="wipe", payload=REASON, actor=ALICE
+        )
     with session_factory.begin() as db, pytest.raises(ApprovalRequired):
-        fleet.create_campaign(db, wipe, idempotency_key="k", action="wipe", selector="all", actor=ALICE)
+        fleet.create_campaign(db, wipe, idempotency_key="k", action="wipe", payload=REASON, selector="all", actor=ALICE)
     with session_factory.begin() as db, pytest.raises(NexMDMError, match="not destructive"):
-        approvals.request_command(db, wipe, request_id="r", device_id="dev_001", action="ring", actor=ALICE)
+        approvals.request_command(
+            db, wipe, request_id="r", device_id="dev_001", action="ring", payload={"seconds": 3}, actor=ALICE
+        )
     assert dispatch_count(session_factory) == 0
 
 
@@ -204,7 +212,9 @@ def test_a_denied_campaign_is_cancelled_and_webhooks_announce_each_step(
             url="https://hooks.example.com/mdm",
             events=["approval.requested", "approval.approved", "approval.denied"],
         )
-        _, item = approvals.request_campaign(db, wipe, idempotency_key="k", action="wipe", selector="all", actor=ALICE)
+        _, item = approvals.request_campaign(
+            db, wipe, idempotency_key="k", action="wipe", payload=REASON, selector="all", actor=ALICE
+        )
     with session_factory.begin() as db:
         approvals.deny(db, item["id"], actor=BOB)
     with session_factory() as db:
