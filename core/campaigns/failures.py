@@ -72,31 +72,31 @@ def _failed_targets(campaign_id: str) -> Any:
 
 def failure_groups(db: Session, campaign_id: str) -> dict[str, Any]:
     """``{"campaign_id", "failed", "groups": [{reason, model, os_version, count, sample_device_ids}]}``,
-    the largest group first: two set-based reads (the counts, then three samples per group)."""
+    the largest group first: one set-based read of the failed targets (each group's count and its first
+    three devices by id, from the same window)."""
     load(db, campaign_id)
     failed = _failed_targets(campaign_id)
     keys = (failed.c.reason, failed.c.model, failed.c.os_version)
-    rows = db.execute(select(*keys, func.count().label("n")).group_by(*keys).order_by(func.count().desc(), *keys)).all()
     ranked = select(
-        *keys, failed.c.device_id, func.row_number().over(partition_by=keys, order_by=failed.c.device_id).label("rn")
+        *keys,
+        failed.c.device_id,
+        func.row_number().over(partition_by=keys, order_by=failed.c.device_id).label("rn"),
+        func.count().over(partition_by=keys).label("n"),
     ).subquery()
-    samples: dict[tuple[str, str, str], list[str]] = {}
-    for reason, model, os_version, device_id in db.execute(
-        select(ranked.c.reason, ranked.c.model, ranked.c.os_version, ranked.c.device_id)
+    picked = ranked.c.reason, ranked.c.model, ranked.c.os_version
+    rows = db.execute(
+        select(*picked, ranked.c.n, ranked.c.device_id)
         .where(ranked.c.rn <= SAMPLES)
-        .order_by(ranked.c.device_id)
-    ):
-        samples.setdefault((reason, model, os_version), []).append(device_id)
-    groups = [
-        {
-            "reason": reason,
-            "model": model,
-            "os_version": os_version,
-            "count": n,
-            "sample_device_ids": samples.get((reason, model, os_version), []),
-        }
-        for reason, model, os_version, n in rows
-    ]
+        .order_by(ranked.c.n.desc(), *picked, ranked.c.device_id)
+    )
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for reason, model, os_version, n, device_id in rows:
+        group = found.setdefault(
+            (reason, model, os_version),
+            {"reason": reason, "model": model, "os_version": os_version, "count": n, "sample_device_ids": []},
+        )
+        group["sample_device_ids"].append(device_id)
+    groups = list(found.values())
     return {"campaign_id": campaign_id, "failed": sum(g["count"] for g in groups), "groups": groups}
 
 
