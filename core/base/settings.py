@@ -79,6 +79,8 @@ class Settings:
     webhook_retention_days: int = 30
     app_change_retention_days: int = 90
     inventory_serial: bool = False
+    #: a device whose effective profile changed is ``pending`` this long before it counts as noncompliant
+    profile_grace_seconds: int = 900
     webhook_allow_private: bool = False
     webhook_max_attempts: int = 12
     webhook_backoff_seconds: float = 10.0
@@ -166,6 +168,7 @@ class Settings:
             "campaign_retention_days",
             "webhook_retention_days",
             "app_change_retention_days",
+            "profile_grace_seconds",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",

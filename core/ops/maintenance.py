@@ -34,6 +34,7 @@ from core.commands.push.queue import sweep_expired
 from core.devices import presence
 from core.heartbeats import partitions
 from core.ops import leases
+from core.profiles.sweep import profile_sweep
 
 logger = logging.getLogger("nexmdm.maintenance")
 
@@ -137,6 +138,8 @@ class Maintenance:
         elif time.monotonic() - self.last_sweep >= SWEEP_EVERY_SECONDS:
             ok = self.guarded("expiry sweep", lambda: sweep_expired(self.sessions, self.settings)) and ok
             ok = self.guarded("presence sweep", lambda: presence.sweep(self.sessions, self.settings)) and ok
+        if self.leader:  # every round: devices whose labels or inventory changed get their effective profile
+            ok = self.guarded("profiles", lambda: profile_sweep(self.sessions, self.settings)) and ok
             self.last_sweep = time.monotonic()
         return self.leader_round() and ok
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Table, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -112,3 +112,11 @@ def from_database_error(exc: BaseException) -> NexMDMError | None:
         error = DatabaseUnavailable("the database is unavailable")
     error.__cause__ = exc
     return error
+
+
+def string_agg(bind: Any, column: Any, separator: str) -> Any:
+    """The values of a group joined by ``separator``, in no particular order (PostgreSQL's ``string_agg``,
+    SQLite's ``group_concat``)."""
+    if is_postgresql(bind):
+        return func.string_agg(column, separator)
+    return func.group_concat(column, separator)

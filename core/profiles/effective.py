@@ -1,0 +1,193 @@
+"""The effective profile: every matching profile merged, lowest priority first; kept per device, set-based.
+
+A device's matched profiles are rows of ``device_profiles``; its *combination* is the ``name:version`` of
+each, aggregated in SQL. Each combination is merged once in Python (there are few: at most one per
+distinct set of matching profiles, not one per device) into ``profile_effective`` with its hash, and one
+``UPDATE ... FROM`` moves ``devices.effective_hash`` for every device whose combination's hash differs.
+
+Who needs recomputing is marked ``devices.profile_stale``: a profile change marks its old and new members,
+a label or inventory change marks its device (``core.devices.labels``, ``core.inventory.store``), and
+:func:`refresh_stale` recomputes the marked devices' memberships (one ``INSERT ... SELECT`` per profile
+over the compiled selector) and effective hashes. Nothing here loops over devices in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, and_, cast, delete, exists, insert, literal, or_, select, true, update
+from sqlalchemy.orm import Session
+
+from core.base.settings import Settings
+from core.base.validation import canonical_json, payload_hash
+from core.devices import selectors
+from core.models import Device, DeviceProfile, Profile, ProfileEffective, ProfileVersion
+from core.profiles.document import keys
+from core.storage.dialect import insert_for, string_agg
+from core.storage.types import utcnow
+
+#: ``(name, version, document)`` of one matched profile
+Layer = tuple[str, int, dict[str, Any]]
+
+
+def order(layers: list[Layer]) -> list[Layer]:
+    """Lowest priority first (then by name: a tie on a key both set is refused at apply time)."""
+    return sorted(layers, key=lambda layer: (layer[2]["priority"], layer[0]))
+
+
+def merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The effective document of ``layers``, and per key where it came from and what it overrode.
+
+    The document names its profiles and versions, so its hash changes with any new version that matches.
+    """
+    provenance: dict[str, dict[str, Any]] = {}
+    for name, version, document in order(layers):
+        for key, value in keys(document).items():
+            below = provenance.get(key)
+            overrides = [] if below is None else [*below["overrides"], _source(below)]
+            provenance[key] = {"value": value, "profile": name, "version": version, "overrides": overrides}
+    effective: dict[str, Any] = {
+        "profiles": [{"name": n, "version": v, "priority": d["priority"]} for n, v, d in order(layers)],
+        "apps": [],
+        "settings": {},
+    }
+    for key in sorted(provenance):
+        value = provenance[key]["value"]
+        kind, _, rest = key.partition("/")
+        if kind == "apps":
+            effective["apps"].append(value)
+        elif kind == "settings":
+            effective["settings"][rest] = value
+        else:
+            effective[key] = value
+    return effective, provenance
+
+
+def _source(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"profile": entry["profile"], "version": entry["version"], "value": entry["value"]}
+
+
+def effective_hash(effective: dict[str, Any]) -> str:
+    return payload_hash(effective)
+
+
+def _combos(db: Session, which: ColumnElement[bool]) -> Any:
+    """``(device_id, combo)`` of the devices ``which`` selects that have at least one live profile."""
+    label = Profile.name + literal(":") + cast(Profile.current_version, String)
+    query = (
+        select(DeviceProfile.device_id.label("device_id"), string_agg(db, label, ",").label("combo"))
+        .join(Profile, Profile.name == DeviceProfile.name)
+        .where(Profile.deleted_at.is_(None))
+        .group_by(DeviceProfile.device_id)
+    )
+    query = query.join(Device, Device.id == DeviceProfile.device_id).where(which)
+    return query.subquery("combos")
+
+
+def _layers(db: Session, combo: str) -> list[Layer]:
+    pairs = [part.rsplit(":", 1) for part in combo.split(",")]
+    wanted = or_(*(and_(ProfileVersion.name == n, ProfileVersion.version == int(v)) for n, v in pairs))
+    rows = db.execute(select(ProfileVersion.name, ProfileVersion.version, ProfileVersion.document).where(wanted))
+    return [(r.name, r.version, r.document) for r in rows]
+
+
+def _store_combinations(db: Session, combos: Any) -> None:
+    """Merge and store every combination not stored yet (one per distinct set of matched versions)."""
+    missing = db.execute(
+        select(combos.c.combo)
+        .distinct()
+        .where(~exists(select(ProfileEffective.combo).where(ProfileEffective.combo == combos.c.combo)))
+    ).scalars()
+    rows = []
+    for combo in missing:
+        document, _ = merge(_layers(db, combo))
+        rows.append({"combo": combo, "hash": effective_hash(document), "document": document, "created_at": utcnow()})
+    if rows:
+        db.execute(insert_for(db, ProfileEffective).on_conflict_do_nothing(index_elements=["combo"]), rows)
+
+
+def _move_hashes(db: Session, which: ColumnElement[bool]) -> None:
+    now = utcnow()
+    combos = _combos(db, which)
+    _store_combinations(db, combos)
+    db.execute(
+        update(Device)
+        .where(
+            Device.id == combos.c.device_id,
+            ProfileEffective.combo == combos.c.combo,
+            Device.effective_hash.is_distinct_from(ProfileEffective.hash),
+        )
+        .values(effective_hash=ProfileEffective.hash, effective_since=now)
+        .execution_options(synchronize_session=False)
+    )
+    live = select(DeviceProfile.device_id).join(Profile, Profile.name == DeviceProfile.name)
+    db.execute(
+        update(Device)
+        .where(
+            which,
+            Device.effective_hash.is_not(None),
+            Device.id.not_in(live.where(Profile.deleted_at.is_(None))),
+        )
+        .values(effective_hash=None, effective_since=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_stale(db: Session, condition: ColumnElement[bool]) -> None:
+    """Mark the devices ``condition`` selects for recomputation (set-based)."""
+    db.execute(
+        update(Device)
+        .where(condition, ~Device.profile_stale)
+        .values(profile_stale=True)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_members_stale(db: Session, name: str) -> None:
+    """The devices a profile matches now (their effective profile changes with it)."""
+    mark_stale(db, Device.id.in_(select(DeviceProfile.device_id).where(DeviceProfile.name == name)))
+
+
+def refresh_stale(db: Session, settings: Settings, device_id: str | None = None) -> None:
+    """Recompute the memberships and effective hashes of the devices marked stale (all, or one), then clear
+    their marks."""
+    which: ColumnElement[bool] = and_(Device.profile_stale, Device.id == device_id if device_id else true())
+    stale = select(Device.id).where(which)
+    db.execute(
+        delete(DeviceProfile).where(DeviceProfile.device_id.in_(stale)).execution_options(synchronize_session=False)
+    )
+    live = db.execute(select(Profile.name, Profile.selector).where(Profile.deleted_at.is_(None))).all()
+    for name, selector_text in live:
+        matching = select(Device.id, literal(name)).where(
+            which, selectors.where_clause(selectors.parse(selector_text), settings)
+        )
+        db.execute(insert(DeviceProfile).from_select(["device_id", "name"], matching))
+    _move_hashes(db, which)
+    db.execute(update(Device).where(which).values(profile_stale=False).execution_options(synchronize_session=False))
+
+
+def refresh_device(db: Session, settings: Settings, device_id: str) -> None:
+    """A device whose labels or inventory changed, recomputed on demand (its profile fetch)."""
+    if db.execute(select(Device.profile_stale).where(Device.id == device_id)).scalar():
+        refresh_stale(db, settings, device_id)
+
+
+def document_of(db: Session, effective: str) -> dict[str, Any] | None:
+    """The effective document a hash names."""
+    row = db.execute(select(ProfileEffective.document).where(ProfileEffective.hash == effective).limit(1)).first()
+    return None if row is None else dict(row.document)
+
+
+def device_layers(db: Session, device_id: str) -> list[Layer]:
+    """The live profiles a device matches now, at their current versions."""
+    rows = db.execute(
+        select(ProfileVersion.name, ProfileVersion.version, ProfileVersion.document)
+        .join(Profile, and_(Profile.name == ProfileVersion.name, Profile.current_version == ProfileVersion.version))
+        .join(DeviceProfile, DeviceProfile.name == Profile.name)
+        .where(DeviceProfile.device_id == device_id, Profile.deleted_at.is_(None))
+    )
+    return [(r.name, r.version, r.document) for r in rows]
+
+
+def same(a: Any, b: Any) -> bool:
+    return canonical_json(a) == canonical_json(b)
