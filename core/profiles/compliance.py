@@ -255,7 +255,7 @@ def summary(
     state = compliance_terms.state_expr(settings, now).label("state")
     base = scopes.restrict(select(state, func.count().label("n")).where(where), scope, settings, now)
     states = dict.fromkeys(compliance_terms.STATES, 0)
-    for state_name, n in db.execute(base.group_by(state)).tuples():
+    for state_name, n in db.execute(base.group_by(state)):
         states[state_name] = int(n)
     out: dict[str, Any] = {"selector": parsed.text, "total": sum(states.values()), "states": states, "by": by}
     if by == "state":

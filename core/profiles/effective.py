@@ -23,9 +23,12 @@ from core.base.validation import canonical_json, payload_hash
 from core.devices import selectors
 from core.models import Device, DeviceProfile, Profile, ProfileEffective, ProfileVersion
 from core.profiles.document import keys
-from core.storage.dialect import insert_for, string_agg
+from core.storage.dialect import insert_for, string_agg, xact_lock
 from core.storage.types import utcnow
 
+#: held (PostgreSQL) while memberships and effective hashes are recomputed: an apply, the sweep and a device's
+#: fetch never interleave their deletes and inserts of ``device_profiles``
+LOCK = "nexmdm:profiles"
 #: ``(name, version, document)`` of one matched profile
 Layer = tuple[str, int, dict[str, Any]]
 
@@ -151,6 +154,7 @@ def mark_members_stale(db: Session, name: str) -> None:
 def refresh_stale(db: Session, settings: Settings, device_id: str | None = None) -> None:
     """Recompute the memberships and effective hashes of the devices marked stale (all, or one), then clear
     their marks."""
+    xact_lock(db, LOCK)
     which: ColumnElement[bool] = and_(Device.profile_stale, Device.id == device_id if device_id else true())
     stale = select(Device.id).where(which)
     db.execute(

@@ -20,7 +20,7 @@ from core.events.audit import Actor, record
 from core.models import ApkBuild, Device, DeviceProfile, Profile, ProfileVersion
 from core.profiles import effective
 from core.profiles.document import check, diff, keys, sha256
-from core.storage.dialect import is_postgresql
+from core.storage.dialect import is_postgresql, xact_lock
 from core.storage.types import utcnow
 
 
@@ -98,6 +98,7 @@ def apply(db: Session, settings: Settings, raw: Any, actor: Actor, *, action: st
     document = check(raw)
     _check_builds(db, document)
     name = document["name"]
+    xact_lock(db, effective.LOCK)  # two applies never miss each other's tie
     profile = _live(db, name, lock=True)
     old = None
     if profile is not None and profile.deleted_at is None:

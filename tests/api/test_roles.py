@@ -65,6 +65,16 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("GET", "/v1/devices/{device_id:str}/app-changes"): "viewer",
     ("GET", "/v1/apps"): "viewer",
     ("GET", "/v1/apps/{package:str}"): "viewer",
+    ("GET", "/v1/profiles"): "viewer",
+    ("POST", "/v1/profiles"): "operator",
+    ("POST", "/v1/profiles/plan"): "operator",
+    ("GET", "/v1/profiles/{name:str}"): "viewer",
+    ("GET", "/v1/profiles/{name:str}/history"): "viewer",
+    ("POST", "/v1/profiles/{name:str}/rollback"): "operator",
+    ("DELETE", "/v1/profiles/{name:str}"): "operator",
+    ("GET", "/v1/devices/{device_id:str}/effective-profile"): "viewer",
+    ("GET", "/v1/devices/{device_id:str}/compliance"): "viewer",
+    ("GET", "/v1/compliance"): "viewer",
 }
 
 
@@ -90,6 +100,9 @@ SCOPED_ROUTES: set[tuple[str, str]] = {
     ("POST", "/v1/campaigns/{campaign_id:str}/pause"),
     ("POST", "/v1/campaigns/{campaign_id:str}/resume"),
     ("POST", "/v1/campaigns/{campaign_id:str}/cancel"),
+    ("GET", "/v1/devices/{device_id:str}/effective-profile"),
+    ("GET", "/v1/devices/{device_id:str}/compliance"),
+    ("GET", "/v1/compliance"),
 }
 
 
