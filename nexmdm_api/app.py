@@ -43,9 +43,9 @@ from nexmdm_api.routes import (
     health,
     heartbeats,
     inventory,
-    profiles,
     keys,
     labels,
+    profiles,
     tokens,
     webhooks,
 )

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, and_, cast, delete, exists, insert, literal, or_, select, true, update
 from sqlalchemy.orm import Session
 
+from core.base.errors import NotFound
 from core.base.settings import Settings
 from core.base.validation import canonical_json, payload_hash
 from core.devices import selectors
@@ -195,3 +196,19 @@ def device_layers(db: Session, device_id: str) -> list[Layer]:
 
 def same(a: Any, b: Any) -> bool:
     return canonical_json(a) == canonical_json(b)
+
+
+def view(db: Session, settings: Settings, device_id: str) -> dict[str, Any]:
+    """A device's effective profile, each key with the profile and version that set it and the lower layers
+    it overrides (``NotFound`` for an unknown device)."""
+    if db.get(Device, device_id) is None:
+        raise NotFound(f"no device {device_id!r}")
+    refresh_device(db, settings, device_id)
+    document, provenance = merge(device_layers(db, device_id))
+    layered = bool(document["profiles"])
+    return {
+        "device_id": device_id,
+        "effective_hash": effective_hash(document) if layered else None,
+        "document": document if layered else None,
+        "keys": [{"key": key, **entry} for key, entry in sorted(provenance.items())],
+    }

@@ -149,19 +149,6 @@ class ProfileNameController(Controller):
         return convert(store.delete(db, request.app.state.settings, name, admin_actor(request)), DeletedOut)
 
 
-def effective_view(db: Any, settings: Any, device_id: str) -> dict[str, Any]:
-    """A device's effective profile, each key with the profile and version that set it and what it overrides."""
-    effective.refresh_device(db, settings, device_id)
-    document, provenance = effective.merge(effective.device_layers(db, device_id))
-    layers = bool(document["profiles"])
-    return {
-        "device_id": device_id,
-        "effective_hash": effective.effective_hash(document) if layers else None,
-        "document": document if layers else None,
-        "keys": [{"key": key, **entry} for key, entry in sorted(provenance.items())],
-    }
-
-
 class DeviceEffectiveController(Controller):
     """A device's effective profile and compliance, for admins."""
 
@@ -177,7 +164,7 @@ class DeviceEffectiveController(Controller):
     )
     def effective_profile(self, request: Request[Any, Any, Any], db: DB, device_id: DeviceIdPath) -> EffectiveOut:
         device = device_in_scope(request, db, device_id)
-        view = effective_view(db, request.app.state.settings, device)
+        view = effective.view(db, request.app.state.settings, device)
         return EffectiveOut(
             device_id=device,
             effective_hash=view["effective_hash"],

@@ -19,6 +19,7 @@ from nexmdm_cli.commands import (
     dispatches,
     heartbeats,
     keys,
+    profiles,
     schema,
     send,
     serve,
@@ -37,6 +38,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("dispatches", dispatches.app),
     ("devices", devices.app),
     ("apps", apps.app),
+    ("profiles", profiles.app),
     ("tokens", tokens.app),
     ("keys", keys.app),
     ("apk", apk.app),
@@ -53,4 +55,5 @@ COMMANDS: list[Callable[..., Any]] = [
     worker.worker,
     send.send,
     top.top,
+    profiles.compliance,
 ]

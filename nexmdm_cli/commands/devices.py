@@ -247,3 +247,33 @@ def labels(
     for item in items:
         render.row(out, item["key"], item["value"] or '""', f"{item['devices']:,}")
     show(out)
+
+
+@app.command("effective", context_settings=CONTEXT)
+def effective_profile(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(metavar="ID", help="The device id.")],
+    json_output: JsonOption = False,
+) -> None:
+    """A device's effective profile: each key with the profile and version it came from, and what it
+    overrides (docs/profiles.md)."""
+    import json
+
+    from core.base import validation
+    from core.profiles import effective
+
+    st = state(ctx)
+    with st.session() as db:
+        data = effective.view(db, st.settings, validation.device_id(device_id))
+    if json_output:
+        print_json(data)
+        return
+    if data["effective_hash"] is None:
+        show(f"No profile matches {escape(device_id)}.")
+        return
+    out = table(f"{device_id}: effective profile {data['effective_hash'][:12]}", "key", "value", "from", "overrides")
+    for key in data["keys"]:
+        below = ", ".join(f"{o['profile']} v{o['version']}" for o in key["overrides"])
+        value = json.dumps(key["value"], sort_keys=True, ensure_ascii=False)
+        render.row(out, key["key"], value, f"{key['profile']} v{key['version']}", below or "—")
+    show(out)
