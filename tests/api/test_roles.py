@@ -251,6 +251,8 @@ _DOC_WORDS = {
     "/v1/tokens": "tokens",
     "/v1/apk": "APK",
     "/v1/apps": "apps",
+    "/v1/profiles": "profiles",
+    "/v1/compliance": "compliance",
     "/v1/commands": "commands",
     "/v1/devices": "devices",
 }
