@@ -36,6 +36,7 @@ from tests.support.audit import seed_out_of_id_order
 from tests.support.cli import Cli, one_error_line
 from tests.support.databases import add_device
 from tests.support.fakes.apk import apk_bytes
+from tests.support.profiles import apply as apply_profile
 
 Setup = Callable[[sessionmaker[Session], Path], list[str]]
 
@@ -100,6 +101,18 @@ def _delivery(factory: sessionmaker[Session], tmp: Path) -> list[str]:
         return [str(webhooks.list_deliveries(db, endpoint_id=endpoint_id)[0]["id"])]
 
 
+def _profile_file(_factory: sessionmaker[Session], tmp: Path) -> list[str]:
+    path = tmp / "pos.yaml"
+    path.write_text("name: pos\nsettings: {wifi: corp}\n")
+    return ["-f", str(path)]
+
+
+def _profile(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
+    for wifi in ("a", "b"):  # two versions: a rollback to the first changes something
+        apply_profile(factory, Settings(), {"name": "pos", "settings": {"wifi": wifi}})
+    return ["pos"]
+
+
 #: command -> (expected action, setup returning extra arguments, arguments after them)
 CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "devices revoke": ("device.revoke", _device, ["dev_a", "--yes"]),
@@ -121,10 +134,19 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "campaigns cancel": ("campaign.cancel", _campaign, ["--yes"]),
     "cleanup": ("retention.cleanup", lambda f, t: [], []),  # issue #21: deleting rows went unrecorded
     "db backup": ("db.backup", lambda f, t: [str(t / "nexmdm.backup")], []),
+    "profiles apply": ("profile.apply", _profile_file, ["--yes"]),
+    "profiles rollback": ("profile.rollback", _profile, ["--to-version", "1", "--yes"]),
+    "profiles delete": ("profile.delete", _profile, ["--yes"]),
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision
 NOT_AUDITED = {
+    "profiles plan": "read (writes nothing)",
+    "profiles list": "read",
+    "profiles show": "read",
+    "profiles history": "read",
+    "devices effective": "read",
+    "compliance": "read",
     "db upgrade": "schema maintenance (alembic_version records it)",
     "db downgrade": "schema maintenance",
     "db current": "read",
