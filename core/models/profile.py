@@ -81,7 +81,8 @@ class DeviceCompliance(Base):
     __tablename__ = "device_compliance"
 
     device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
-    #: the effective hash the report was about
+    #: the effective hash the report was about (``reported_at``: when it was last judged, by a report or by
+    #: the sweep after an inventory change)
     reported_hash: Mapped[str] = mapped_column(String(64))
     #: compliant or noncompliant, after the server's verification
     state: Mapped[str] = mapped_column(String(16))

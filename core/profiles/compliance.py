@@ -169,9 +169,18 @@ def report(db: Session, settings: Settings, device: Device, body: Any) -> dict[s
     for key in reported:
         if key not in wanted:
             raise InvalidArgument(f"items: {key} is not an item of this profile", field="items")
-    server = judge(db, device.id, document)
+    state, reasons, items = _judged(db, device.id, document, reported)
+    _store(db, device.id, digest, state, reasons, items)
+    return {"effective_hash": digest, "state": state, "reasons": reasons, "items": items}
+
+
+def _judged(
+    db: Session, device_id: str, document: dict[str, Any], reported: dict[str, dict[str, Any]]
+) -> tuple[str, list[str], list[dict[str, Any]]]:
+    """The device's state, reasons and items: the server's judgement where it has one, else the device's."""
+    server = judge(db, device_id, document)
     items = []
-    for key in wanted:
+    for key in item_keys(document):
         mine, theirs = server.get(key), reported.get(key)
         if mine is not None:
             item = {"key": key, **mine, "verified": True}
@@ -185,8 +194,40 @@ def report(db: Session, settings: Settings, device: Device, body: Any) -> dict[s
     states = {item["state"] for item in items}
     state = "noncompliant" if "noncompliant" in states else "pending" if "pending" in states else "compliant"
     reasons = sorted({item["reason"] for item in items if item["state"] == "noncompliant" and item.get("reason")})
-    _store(db, device.id, digest, state, reasons, items)
-    return {"effective_hash": digest, "state": state, "reasons": reasons, "items": items}
+    return state, reasons, items
+
+
+def _device_word(item: dict[str, Any]) -> dict[str, Any] | None:
+    """What the device said of an item in its last report (``None``: it said nothing)."""
+    if "disagreement" in item:
+        said = item["disagreement"]
+        return {"state": said["reported"], **({"reason": said["reason"]} if said.get("reason") else {})}
+    if item.get("reason") == "PENDING" and not item.get("verified") and item["state"] == "pending":
+        return None
+    return {k: item[k] for k in ("state", "reason", "detail") if item.get(k) is not None}
+
+
+def rejudge_changed(db: Session, *, limit: int = 500) -> int:
+    """Judge again the devices whose inventory changed after their last report on their current hash (an
+    app updated or removed since): the server's judgement follows the inventory without a new report.
+    At most ``limit`` devices a call (the maintenance sweep calls it every round); returns how many."""
+    rows = db.execute(
+        select(DeviceCompliance.device_id, DeviceCompliance.reported_hash, DeviceCompliance.items)
+        .join(Device, Device.id == DeviceCompliance.device_id)
+        .join(DeviceInventory, DeviceInventory.device_id == DeviceCompliance.device_id)
+        .where(
+            Device.effective_hash == DeviceCompliance.reported_hash,
+            DeviceInventory.reported_at > DeviceCompliance.reported_at,
+        )
+        .order_by(DeviceCompliance.device_id)
+        .limit(limit)
+    ).all()
+    for device_id, digest, stored in rows:
+        document = effective.document_of(db, digest) or {}
+        said = {item["key"]: word for item in stored if (word := _device_word(item)) is not None}
+        state, reasons, items = _judged(db, device_id, document, said)
+        _store(db, device_id, digest, state, reasons, items)
+    return len(rows)
 
 
 def _store(

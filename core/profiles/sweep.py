@@ -1,5 +1,6 @@
-"""The maintenance leader's profile duty: devices marked stale (their labels or inventory changed, or they
-enrolled) get their matched profiles and effective hash recomputed, set-based, in one transaction."""
+"""The maintenance leader's profile duty, every round: devices marked stale (their labels or inventory
+changed, or they enrolled) get their matched profiles and effective hash recomputed, set-based, and devices
+whose inventory changed after their last status report are judged again (``core.profiles.compliance``)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
 from core.models import Device
+from core.profiles.compliance import rejudge_changed
 from core.profiles.effective import refresh_stale
 
 
 def profile_sweep(sessions: sessionmaker[Session], settings: Settings) -> bool:
-    """Recompute the stale devices; False when there were none (one probe)."""
+    """Recompute the stale devices, and judge again the devices whose inventory changed since their last
+    status report; False when there was nothing to do."""
     with sessions() as db, db.begin():
-        if not db.execute(select(exists().where(Device.profile_stale))).scalar():
-            return False
-        refresh_stale(db, settings)
-    return True
+        stale = bool(db.execute(select(exists().where(Device.profile_stale))).scalar())
+        if stale:
+            refresh_stale(db, settings)
+        judged = rejudge_changed(db)
+    return stale or judged > 0

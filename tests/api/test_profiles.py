@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.models import ProfileVersion, WebhookOutbox
 from core.profiles.effective import refresh_stale
+from core.profiles.sweep import profile_sweep
 from tests.support.inventory import app, body
 from tests.support.profiles import blocked, profile, required
 
@@ -157,6 +158,12 @@ def test_compliance_webhooks_fire_on_changes_only(
         assert answer.json()["state"] == "noncompliant", answer.text
     client.put("/v1/inventory", json=body(apps=[app("com.acme.pos", 1)]), headers=headers)
     assert client.post("/v1/profile/status", json=report, headers=headers).json()["state"] == "compliant"
+    # the app is removed and the device says nothing: the sweep judges it again from its inventory
+    client.put("/v1/inventory", json=body(apps=[]), headers=headers)
+    profile_sweep(session_factory, client.app.state.settings)  # (the server's own sweep may be first)
+    shown = client.get("/v1/devices/dev_w1/compliance", headers=admin).json()
+    assert (shown["state"], shown["reasons"]) == ("noncompliant", ["APP_NOT_INSTALLED"])
+    assert not profile_sweep(session_factory, client.app.state.settings)  # judged once
     with session_factory() as db:
         events = db.scalars(select(WebhookOutbox.event_type).order_by(WebhookOutbox.id)).all()
-    assert events == ["device.noncompliant", "device.compliant"]
+    assert events == ["device.noncompliant", "device.compliant", "device.noncompliant"]
