@@ -171,6 +171,15 @@ def refresh_stale(db: Session, settings: Settings, device_id: str | None = None)
     db.execute(update(Device).where(which).values(profile_stale=False).execution_options(synchronize_session=False))
 
 
+def prune_combinations(db: Session) -> None:
+    """Forget the combinations no device holds any more (``profile_effective`` stays as small as the
+    combinations in use; one that comes back is merged again). Under the lock, after a profile change."""
+    held = select(Device.effective_hash).where(Device.effective_hash.is_not(None))
+    db.execute(
+        delete(ProfileEffective).where(ProfileEffective.hash.not_in(held)).execution_options(synchronize_session=False)
+    )
+
+
 def refresh_device(db: Session, settings: Settings, device_id: str) -> None:
     """A device whose labels or inventory changed, recomputed on demand (its profile fetch)."""
     if db.execute(select(Device.profile_stale).where(Device.id == device_id)).scalar():

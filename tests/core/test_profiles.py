@@ -14,7 +14,7 @@ from core.base.settings import Settings
 from core.devices import labels
 from core.inventory.document import check_report
 from core.inventory.store import put_inventory
-from core.models import AuditEvent, Device, ProfileVersion
+from core.models import AuditEvent, Device, ProfileEffective, ProfileVersion
 from core.profiles import document, effective, store
 from tests.support.fleet import seed_fleet
 from tests.support.inventory import app, body
@@ -161,3 +161,5 @@ def test_labels_and_inventory_move_a_device_lazily(session_factory: sessionmaker
         effective.refresh_stale(db, settings)
         store.delete(db, settings, "pos", ACTOR)
     assert _hashes(session_factory)["a5"] is None and _hashes(session_factory)["a3"] is None
+    with session_factory() as db:  # no device holds a combination any more: none is kept
+        assert db.scalar(select(func.count()).select_from(ProfileEffective)) == 0
