@@ -103,9 +103,19 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("effective_hash", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("effective_since", core.storage.types.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("profile_stale", sa.Boolean(), server_default=sa.true(), nullable=False))
+    with op.batch_alter_table("devices", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_devices_profile_stale",
+            ["id"],
+            unique=False,
+            postgresql_where=sa.text("profile_stale"),
+            sqlite_where=sa.text("profile_stale"),
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("devices", schema=None) as batch_op:
+        batch_op.drop_index("ix_devices_profile_stale")
     with op.batch_alter_table("devices", schema=None) as batch_op:
         batch_op.drop_column("profile_stale")
         batch_op.drop_column("effective_since")

@@ -5,10 +5,12 @@ each, aggregated in SQL. Each combination is merged once in Python (there are fe
 distinct set of matching profiles, not one per device) into ``profile_effective`` with its hash, and one
 ``UPDATE ... FROM`` moves ``devices.effective_hash`` for every device whose combination's hash differs.
 
-Who needs recomputing is marked ``devices.profile_stale``: a profile change marks its old and new members,
-a label or inventory change marks its device (``core.devices.labels``, ``core.inventory.store``), and
-:func:`refresh_stale` recomputes the marked devices' memberships (one ``INSERT ... SELECT`` per profile
-over the compiled selector) and effective hashes. Nothing here loops over devices in Python.
+A profile change recomputes that profile's memberships by difference (:func:`rematch`) and moves the hash
+of every device whose combination changed. A label or inventory change marks its device
+``devices.profile_stale`` (``core.devices.labels``, ``core.inventory.store``), and :func:`refresh_stale`
+recomputes the marked devices' memberships (one ``INSERT ... SELECT`` per profile over the compiled
+selector, through a partial index of the marked devices) and effective hashes: the maintenance sweep
+for all of them, a device's profile fetch for itself. Nothing here loops over devices in Python.
 """
 
 from __future__ import annotations
@@ -124,32 +126,37 @@ def _move_hashes(db: Session, which: ColumnElement[bool]) -> None:
         .values(effective_hash=ProfileEffective.hash, effective_since=now)
         .execution_options(synchronize_session=False)
     )
-    live = select(DeviceProfile.device_id).join(Profile, Profile.name == DeviceProfile.name)
+    # NOT EXISTS, not NOT IN: PostgreSQL plans it as an anti-join (a NOT IN over 100,000 rows that does not
+    # fit work_mem is a per-row subplan)
+    member = (
+        select(DeviceProfile.device_id)
+        .join(Profile, Profile.name == DeviceProfile.name)
+        .where(DeviceProfile.device_id == Device.id, Profile.deleted_at.is_(None))
+    )
     db.execute(
         update(Device)
-        .where(
-            which,
-            Device.effective_hash.is_not(None),
-            Device.id.not_in(live.where(Profile.deleted_at.is_(None))),
-        )
+        .where(which, Device.effective_hash.is_not(None), ~exists(member))
         .values(effective_hash=None, effective_since=now)
         .execution_options(synchronize_session=False)
     )
 
 
-def mark_stale(db: Session, condition: ColumnElement[bool]) -> None:
-    """Mark the devices ``condition`` selects for recomputation (set-based)."""
-    db.execute(
-        update(Device)
-        .where(condition, ~Device.profile_stale)
-        .values(profile_stale=True)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def mark_members_stale(db: Session, name: str) -> None:
-    """The devices a profile matches now (their effective profile changes with it)."""
-    mark_stale(db, Device.id.in_(select(DeviceProfile.device_id).where(DeviceProfile.name == name)))
+def rematch(db: Session, settings: Settings, name: str, selector_text: str | None) -> None:
+    """A profile changed (``selector_text``; ``None``: deleted): its memberships become who it matches now,
+    by difference (rows of devices it no longer matches go, the new ones come), and every device whose
+    combination's hash changed gets it, in one ``UPDATE`` of those rows only. Under the lock."""
+    xact_lock(db, LOCK)
+    mine = DeviceProfile.name == name
+    if selector_text is None:
+        db.execute(delete(DeviceProfile).where(mine).execution_options(synchronize_session=False))
+    else:
+        matching = selectors.where_clause(selectors.parse(selector_text), settings)
+        still = select(Device.id).where(Device.id == DeviceProfile.device_id, matching)
+        db.execute(delete(DeviceProfile).where(mine, ~exists(still)).execution_options(synchronize_session=False))
+        held = select(DeviceProfile.device_id).where(mine, DeviceProfile.device_id == Device.id)
+        new = select(Device.id, literal(name)).where(matching, ~exists(held))
+        db.execute(insert(DeviceProfile).from_select(["device_id", "name"], new))
+    _move_hashes(db, true())  # writes only the rows whose hash differs
 
 
 def refresh_stale(db: Session, settings: Settings, device_id: str | None = None) -> None:
@@ -174,9 +181,11 @@ def refresh_stale(db: Session, settings: Settings, device_id: str | None = None)
 def prune_combinations(db: Session) -> None:
     """Forget the combinations no device holds any more (``profile_effective`` stays as small as the
     combinations in use; one that comes back is merged again). Under the lock, after a profile change."""
-    held = select(Device.effective_hash).where(Device.effective_hash.is_not(None))
+    held = db.execute(select(Device.effective_hash).distinct().where(Device.effective_hash.is_not(None))).scalars()
     db.execute(
-        delete(ProfileEffective).where(ProfileEffective.hash.not_in(held)).execution_options(synchronize_session=False)
+        delete(ProfileEffective)
+        .where(ProfileEffective.hash.not_in(list(held)))
+        .execution_options(synchronize_session=False)
     )
 
 

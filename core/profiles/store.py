@@ -142,9 +142,7 @@ def apply(db: Session, settings: Settings, raw: Any, actor: Actor, *, action: st
     db.flush()
     changes = diff(old, document)
     count = _affected(db, name, document, settings)
-    effective.mark_members_stale(db, name)
-    effective.mark_stale(db, selectors.where_clause(selectors.parse(document["selector"]), settings))
-    effective.refresh_stale(db, settings)
+    effective.rematch(db, settings, name, document["selector"])
     effective.prune_combinations(db)
     record(db, actor, action, name, version=version, diff=changes)
     return {"name": name, "version": version, "changed": True, "diff": changes, "devices_changing": count}
@@ -163,9 +161,7 @@ def delete(db: Session, settings: Settings, name: str, actor: Actor) -> dict[str
         raise NotFound(f"no profile {name!r}")
     profile.deleted_at = utcnow()
     db.flush()
-    xact_lock(db, effective.LOCK)
-    effective.mark_members_stale(db, name)
-    effective.refresh_stale(db, settings)
+    effective.rematch(db, settings, name, None)
     effective.prune_combinations(db)
     record(db, actor, "profile.delete", name, version=profile.current_version)
     return {"name": name, "deleted": True, "version": profile.current_version}

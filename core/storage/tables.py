@@ -8,7 +8,7 @@ there is one definition of each table; every other table is declared on its mode
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text, text
 from sqlalchemy import true as sa_true
 
 from core.storage.types import UTCDateTime, utcnow
@@ -67,6 +67,8 @@ devices = Table(
     Column("profile_stale", Boolean, nullable=False, default=True, server_default=sa_true()),
     Index(None, "last_seen_at"),
     Index(None, "agent_version_key"),
+    # the marked devices only: the profile sweep finds them without reading the fleet
+    Index("ix_devices_profile_stale", "id", postgresql_where=text("profile_stale"), sqlite_where=text("profile_stale")),
 )
 
 #: one ``key=value`` label of a device; ``(key, value, device_id)`` serves every selector term
