@@ -2,7 +2,8 @@
 
 Figures: ``profiles plan`` of a fleet-wide change; applying it (every device's effective hash moves, set-based)
 beside the floor of one raw ``UPDATE devices SET effective_hash = ...`` of every row, same run; the sweep of
-devices whose labels changed; ``nexmdm compliance`` by state and by profile.
+the whole fleet (after enrolling it) and of 1,000 devices whose labels changed; ``nexmdm compliance`` by
+state and by profile. Goals (issue 24): plan < 2 s, apply < 10 s, compliance < 500 ms.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _profiles() -> list[dict[str, Any]]:
     return out
 
 
-def run(n: int = 100_000) -> list[Figure]:
+def run(n: int = 100_000) -> tuple[list[Figure], object]:
     figures: list[Figure] = []
     with pg_database() as url:
         engine = make_engine(url)
@@ -77,21 +78,29 @@ def run(n: int = 100_000) -> list[Figure]:
             conn.execute(text("UPDATE devices SET effective_hash = md5(id) || md5(id)"))
             figures.append(_fig(f"floor: one raw UPDATE of {n:,} devices' hash", time.perf_counter() - started))
             conn.rollback()
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE devices SET profile_stale = TRUE WHERE id < 'dev0001000'"))
-        with factory.begin() as db:
-            started = time.perf_counter()
-            effective.refresh_stale(db, settings)
-        figures.append(_fig("sweep of 1,000 devices whose labels changed", time.perf_counter() - started))
+        for label, mark in (
+            (f"sweep of the whole fleet ({n:,} devices marked, as after enrolling them all)", None),
+            (
+                "sweep of 1,000 devices whose labels changed",
+                "UPDATE devices SET profile_stale = TRUE WHERE id < 'dev0001000'",
+            ),
+        ):
+            if mark is not None:
+                with engine.begin() as conn:
+                    conn.execute(text(mark))
+            with factory.begin() as db:
+                started = time.perf_counter()
+                effective.refresh_stale(db, settings)
+            figures.append(_fig(label, time.perf_counter() - started))
         for by in ("state", "profile"):
             with factory() as db:
                 started = time.perf_counter()
                 compliance.summary(db, settings, by=by)
                 figures.append(_fig(f"nexmdm compliance --by {by}", time.perf_counter() - started))
         engine.dispose()
-    return figures
+    return figures, None
 
 
 if __name__ == "__main__":
-    for figure in run():
-        print(figure)
+    for figure in run()[0]:
+        print(f"{figure.name}: {figure.value:,.0f} {figure.unit}")
