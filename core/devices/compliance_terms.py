@@ -36,6 +36,23 @@ REASONS = (
     "DEVICE_INCOMPATIBLE",
 )
 STATES = ("compliant", "noncompliant", "pending", "unknown")
+#: ``@noncompliant(REASON)``: noncompliant now, with that reason
+NONCOMPLIANT = "@noncompliant"
+
+
+def reason_argument(parser: Any) -> str:
+    """``(REASON)`` after ``@noncompliant``, read with the selector parser (``core.devices.selectors``)."""
+    if not (parser.token.kind == "punct" and parser.token.text == "("):
+        raise parser.fail("'(' after @noncompliant")
+    parser.take()
+    token = parser.token
+    if token.kind != "word" or token.text not in REASONS:
+        raise parser.fail(f"a reason ({', '.join(REASONS)})")
+    parser.take()
+    if not (parser.token.kind == "punct" and parser.token.text == ")"):
+        raise parser.fail("')' after the reason")
+    parser.take()
+    return str(token.text)
 
 
 def _reported(column: Any) -> Any:
@@ -66,6 +83,13 @@ def reasons_expr() -> ColumnElement[str]:
         ),
         else_=literal(",PENDING,"),
     )
+
+
+def clause(name: str, op: str, values: tuple[str, ...], settings: Settings, now: datetime) -> ColumnElement[bool]:
+    """The SQL of a ``@compliance`` or ``@noncompliant(REASON)`` term."""
+    if name == NONCOMPLIANT:
+        return noncompliant_clause(values[0], settings, now)
+    return compliance_clause(op, values, settings, now)
 
 
 def compliance_clause(op: str, values: tuple[str, ...], settings: Settings, now: datetime) -> ColumnElement[bool]:

@@ -11,9 +11,8 @@
 Null and absent follow Kubernetes: ``!=``, ``notin`` and ``!key`` match devices that lack the label or
 field; ``=``, ``in`` and comparisons never do. Revoked devices never match. The reported inventory adds
 ``@app(PACKAGE)``, ``!@app(PACKAGE)``, ``@app(PACKAGE) op VERSION_CODE``, ``@api_level``, ``@security_patch``
-(a date) and ``@manufacturer`` (any case): ``core.devices.inventory_terms``. Profile compliance adds
-``@compliance`` (``compliant``, ``noncompliant``, ``pending``, ``unknown``) and ``@noncompliant(REASON)``:
-``core.devices.compliance_terms``. A selector that does not parse
+(a date) and ``@manufacturer`` (any case): ``core.devices.inventory_terms``; compliance ``@compliance`` and
+``@noncompliant(REASON)``: ``core.devices.compliance_terms``. A selector that does not parse
 raises :class:`InvalidSelector` with the position (0-based, in characters) and what was expected.
 """
 
@@ -60,8 +59,6 @@ FIELDS: dict[str, tuple[Any, tuple[str, ...] | None, bool]] = {
 INVENTORY_FIELDS = tuple(inventory_terms.COLUMNS)  #: a device that never reported has none of them
 #: ``@app(PACKAGE)``: installed; with an operator, a comparison of its version code
 APP_FIELD = "@app"
-#: ``@noncompliant(REASON)``: noncompliant now, for that reason
-NONCOMPLIANT_FIELD = "@noncompliant"
 
 
 class InvalidSelector(InvalidArgument):
@@ -241,25 +238,12 @@ class _Parser:
             return Term(APP_FIELD, {"==": "="}.get(op.text, op.text), (package, value), start.position)
         return Term(APP_FIELD, "exists", (package,), start.position)
 
-    def reason_term(self, start: _Token) -> Term:  # ``@noncompliant(REASON)``
-        if not (self.token.kind == "punct" and self.token.text == "("):
-            raise self.fail("'(' after @noncompliant")
-        self.take()
-        token = self.token
-        if token.kind != "word" or token.text not in compliance_terms.REASONS:
-            raise self.fail(f"a reason ({', '.join(compliance_terms.REASONS)})")
-        self.take()
-        if not (self.token.kind == "punct" and self.token.text == ")"):
-            raise self.fail("')' after the reason")
-        self.take()
-        return Term(NONCOMPLIANT_FIELD, "exists", (token.text,), start.position)
-
     def field_term(self, start: _Token) -> Term:
         name = start.text[1:]
         if start.text == APP_FIELD:
             return self.app_term(start)
-        if start.text == NONCOMPLIANT_FIELD:
-            return self.reason_term(start)
+        if start.text == compliance_terms.NONCOMPLIANT:
+            return Term(start.text, "exists", (compliance_terms.reason_argument(self),), start.position)
         if name not in FIELDS:
             raise InvalidSelector(
                 f"unknown field {start.text!r} (fields: {', '.join('@' + f for f in FIELDS)}, @app(PACKAGE))",
@@ -389,10 +373,8 @@ def _field(term: Term, settings: Settings, now: datetime) -> ColumnElement[bool]
 
 
 def term_clause(term: Term, settings: Settings, now: datetime) -> ColumnElement[bool]:
-    if term.name == NONCOMPLIANT_FIELD:
-        return compliance_terms.noncompliant_clause(term.values[0], settings, now)
-    if term.name == "@compliance":
-        return compliance_terms.compliance_clause(term.op, term.values, settings, now)
+    if term.name in (compliance_terms.NONCOMPLIANT, "@compliance"):
+        return compliance_terms.clause(term.name, term.op, term.values, settings, now)
     if term.name.startswith("@"):
         return _field(term, settings, now)
     if term.op == "exists":
