@@ -59,9 +59,13 @@ def _reported(column: Any) -> Any:
     return select(column).where(DeviceCompliance.device_id == Device.id).correlate(Device).scalar_subquery()
 
 
-def state_expr(settings: Settings, now: datetime) -> ColumnElement[str]:
-    """``compliant``, ``noncompliant``, ``pending`` or ``unknown`` of the outer query's device."""
-    reported_hash, reported_state = _reported(DeviceCompliance.reported_hash), _reported(DeviceCompliance.state)
+def state_expr(settings: Settings, now: datetime, *, joined: bool = False) -> ColumnElement[str]:
+    """``compliant``, ``noncompliant``, ``pending`` or ``unknown`` of the outer query's device (``joined``:
+    the query outer-joins ``device_compliance`` itself, cheaper than a subquery per row for counts)."""
+    if joined:
+        reported_hash, reported_state = DeviceCompliance.reported_hash, DeviceCompliance.state
+    else:
+        reported_hash, reported_state = _reported(DeviceCompliance.reported_hash), _reported(DeviceCompliance.state)
     grace = now - timedelta(seconds=settings.profile_grace_seconds)
     return case(
         (Device.effective_hash.is_(None), literal("compliant")),

@@ -293,10 +293,17 @@ def summary(
     now = utcnow()
     parsed = selectors.parse(selector)
     where = selectors.where_clause(parsed, settings, now)
-    state = compliance_terms.state_expr(settings, now).label("state")
-    base = scopes.restrict(select(state, func.count().label("n")).where(where), scope, settings, now)
+    state = compliance_terms.state_expr(settings, now, joined=True).label("state")
+
+    def counted(*columns: Any) -> Any:  # devices outer-joined with their last report, within the scope
+        query = select(*columns, state, func.count().label("n")).select_from(Device)
+        if by == "profile" and columns:
+            query = query.join(DeviceProfile, DeviceProfile.device_id == Device.id)
+        query = query.outerjoin(DeviceCompliance, DeviceCompliance.device_id == Device.id).where(where)
+        return scopes.restrict(query, scope, settings, now).group_by(*columns, state)
+
     states = dict.fromkeys(compliance_terms.STATES, 0)
-    for state_name, n in db.execute(base.group_by(state)):
+    for state_name, n in db.execute(counted()):
         states[state_name] = int(n)
     out: dict[str, Any] = {"selector": parsed.text, "total": sum(states.values()), "states": states, "by": by}
     if by == "state":
@@ -319,10 +326,7 @@ def summary(
                 groups[reason] = {"noncompliant": int(count)}
     else:
         column = DeviceProfile.name if by == "profile" else func.coalesce(Device.model, "")
-        query = select(column.label("key"), state, func.count().label("n")).where(where)
-        if by == "profile":
-            query = query.select_from(Device).join(DeviceProfile, DeviceProfile.device_id == Device.id)
-        for key, state_name, n in db.execute(scopes.restrict(query, scope, settings, now).group_by(column, state)):
+        for key, state_name, n in db.execute(counted(column.label("key"))):
             groups.setdefault(key, dict.fromkeys(compliance_terms.STATES, 0))[state_name] = int(n)
     out["groups"] = [{"key": key, "states": counts} for key, counts in sorted(groups.items())]
     return out
