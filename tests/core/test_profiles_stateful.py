@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
@@ -83,6 +83,9 @@ def _expected(db: Session, settings: Settings) -> dict[str, str | None]:
 
 @hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(operations=OPERATIONS)
+@example(operations=[("apply", "p1", "zone=x", 0, "wifi", 1), ("label", "a1", True)])  # a label moves a device in
+@example(operations=[("apply", "p1", "", 0, "wifi", 1), ("apply", "p1", "store=42", 0, "wifi", 1)])  # and out
+@example(operations=[("apply", "p1", "", 1, "ntp", 1), ("apply", "p2", "store=7", 2, "ntp", 2), ("delete", "p2")])
 def test_effective_hashes_follow_profiles_and_labels(
     operations: list[tuple[Any, ...]], session_factory: sessionmaker[Session], settings: Settings, seeded: None
 ) -> None:
