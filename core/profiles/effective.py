@@ -83,10 +83,9 @@ def _combos(db: Session, which: ColumnElement[bool]) -> Any:
     query = (
         select(DeviceProfile.device_id.label("device_id"), string_agg(db, label, ",").label("combo"))
         .join(Profile, Profile.name == DeviceProfile.name)
-        .where(Profile.deleted_at.is_(None))
+        .where(Profile.deleted_at.is_(None), DeviceProfile.device_id.in_(select(Device.id).where(which)))
         .group_by(DeviceProfile.device_id)
     )
-    query = query.join(Device, Device.id == DeviceProfile.device_id).where(which)
     return query.subquery("combos")
 
 
