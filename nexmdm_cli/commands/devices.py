@@ -31,6 +31,7 @@ from nexmdm_cli.render import (
 )
 from nexmdm_cli.state import print_json, state
 
+_COMPLIANCE = {"compliant": "green", "noncompliant": "red", "pending": "yellow", "unknown": "dim"}
 #: the presence strip: the last 24 hours in half-hour slots
 PRESENCE = timedelta(hours=24)
 PRESENCE_SLOTS = 48
@@ -101,6 +102,7 @@ def show_device(
     from core.devices import labels as labels_module
     from core.devices import records as devices
     from core.heartbeats import trends
+    from core.profiles import compliance
     from nexmdm_cli import inventory_view
 
     st = state(ctx)
@@ -109,6 +111,7 @@ def show_device(
         data |= devices.device_activity(db, device_id)
         data["labels"] = labels_module.device_labels(db, device_id)
         data |= inventory_view.read(db, device_id, with_apps=apps)
+        data["compliance"] = compliance.device_compliance(db, st.settings, device_id)
         now = utcnow()
         day = [] if json_output else trends.slots(db, device_id, since=now - PRESENCE, until=now, count=PRESENCE_SLOTS)
     if json_output:
@@ -143,6 +146,10 @@ def show_device(
     )
     render.row(out, "pending commands", str(data["pending_commands"]))
     render.row(out, "labels", ", ".join(f"{k}={v}" for k, v in data["labels"].items()) or "—")
+    judged = data["compliance"]
+    reasons = f" ({', '.join(judged['reasons'])})" if judged["reasons"] else ""
+    profile = f", profile {judged['effective_hash'][:12]}" if judged["effective_hash"] else ", no profile"
+    render.row(out, "compliance", Text(f"{judged['state']}{reasons}{profile}", style=_COMPLIANCE[judged["state"]]))
     show(out)
     inventory_view.render_inventory(data, now)
 

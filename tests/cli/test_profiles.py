@@ -69,6 +69,8 @@ def test_plan_apply_show_history_rollback_delete(
         {"key": "base", "states": {"compliant": 0, "noncompliant": 0, "pending": 5, "unknown": 0}}
     ]
     assert "5 devices" in cli("compliance").stdout
+    assert cli.json("devices", "show", "a1")["compliance"]["state"] == "pending"
+    assert "pending, profile" in cli("devices", "show", "a1").stdout
     with session_factory.begin() as db:  # a label move shows at the next look, without a fleet-wide pass
         labels.label_device(db, "a5", {"store": "42"}, [])
     assert cli.json("devices", "effective", "a5")["effective_hash"] is not None
