@@ -167,3 +167,32 @@ def test_compliance_webhooks_fire_on_changes_only(
     with session_factory() as db:
         events = db.scalars(select(WebhookOutbox.event_type).order_by(WebhookOutbox.id)).all()
     assert events == ["device.noncompliant", "device.compliant", "device.noncompliant"]
+
+
+def test_hostile_bodies_and_scoped_keys(
+    client: TestClient[Any], admin: dict[str, str], enroll: Any, session_factory: sessionmaker[Session]
+) -> None:
+    from core.access import keys as admin_keys
+
+    huge = {**POS, "settings": {"blob": "x" * (300 * 1024)}}
+    assert client.post("/v1/profiles", json=huge, headers=admin).status_code == 413
+    deep: Any = 1
+    for _ in range(40):
+        deep = {"a": deep}
+    nested = client.post("/v1/profiles", json={**POS, "settings": {"deep": deep}}, headers=admin)
+    assert nested.status_code == 400  # the API's body guard refuses the nesting before anything is parsed
+    assert _versions(session_factory) == 0
+
+    enroll("dev_s42")
+    enroll("dev_s7")
+    client.patch("/v1/devices/dev_s42/labels", json={"set": {"store": "42"}}, headers=admin)
+    client.patch("/v1/devices/dev_s7/labels", json={"set": {"store": "7"}}, headers=admin)
+    with session_factory.begin() as db:
+        secret, _ = admin_keys.create_admin_key(db, name="store42", role="operator", scope="store=42")
+    scoped = {"Authorization": f"Bearer {secret}"}
+    refused = client.post("/v1/profiles", json=POS, headers=scoped)
+    assert refused.status_code == 403 and refused.json()["code"] == "out_of_scope"
+    assert client.get("/v1/compliance", headers=scoped).json()["total"] == 1  # its store's device only
+    assert client.get("/v1/compliance", headers=admin).json()["total"] == 2
+    assert client.get("/v1/devices/dev_s7/compliance", headers=scoped).status_code == 404
+    assert client.get("/v1/devices/dev_s42/effective-profile", headers=scoped).status_code == 200
