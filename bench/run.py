@@ -26,6 +26,7 @@ from bench import (
     bench_http,
     bench_inventory,
     bench_nodes,
+    bench_profiles,
     bench_push,
     bench_retention,
     bench_startup,
@@ -35,7 +36,19 @@ from bench import (
 from bench.common import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ["helpers", "http", "retention", "startup", "top", "campaigns", "push", "nodes", "stayup", "inventory"]
+PARTS = [
+    "helpers",
+    "http",
+    "retention",
+    "startup",
+    "top",
+    "campaigns",
+    "push",
+    "nodes",
+    "profiles",
+    "stayup",
+    "inventory",
+]
 
 
 def machine() -> dict[str, object]:
@@ -118,6 +131,10 @@ def _parts(tmp: Path, args: argparse.Namespace) -> dict[str, Part]:
         "campaigns": ("7. selectors and campaigns at 100,000 devices vs a raw INSERT ... SELECT", campaigns),
         "push": ("8. pushes: N commands through a fake FCM 50 ms away vs wrk's floor", push),
         "nodes": ("9. sizing: 1, 2 and 4 API nodes against one PostgreSQL", nodes),
+        "profiles": (
+            "11. profiles at 100,000 devices: plan, apply (vs one raw UPDATE), sweep, compliance",
+            lambda: bench_profiles.run(n=10_000 if quick else 100_000),
+        ),
         "stayup": (
             "10. failover write gap (pg_auto_failover); backup and restore of 10 M heartbeats vs pg_dump",
             lambda: bench_stayup.run_part(tmp, quick=quick),

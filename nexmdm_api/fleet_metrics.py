@@ -37,6 +37,7 @@ from core.access import keys as admin_keys
 from core.base.settings import Settings
 from core.models import COMMAND_STATUSES
 from core.ops import fleet_stats
+from core.profiles import compliance
 
 #: the fleet queries run at most this often per node
 REFRESH_SECONDS = 15.0
@@ -62,6 +63,10 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "nexmdm_fleet_inventory_stale_devices": (
         "Unrevoked devices whose inventory is not known current: older than a day, or never reported",
         ("age",),
+    ),
+    "nexmdm_fleet_compliance_devices": (
+        "Unrevoked devices by profile compliance (compliant, noncompliant, pending, unknown), refreshed every 15 s",
+        ("state",),
     ),
     "nexmdm_heartbeats_oldest_age_seconds": ("Age of the oldest stored heartbeat (retention cleanup bounds it)", ()),
     "nexmdm_heartbeat_retention_seconds": ("Configured heartbeat retention (NEXMDM_HEARTBEAT_RETENTION_DAYS)", ()),
@@ -163,6 +168,7 @@ class FleetGauges:
             "oldest": fleet_stats.oldest_heartbeat_age(db),
             "campaigns": fleet_stats.campaign_totals(db),
             "expiring_keys": admin_keys.expiring_keys(db),
+            "compliance": compliance.summary(db, self.settings)["states"],
         }
         values: dict[tuple[str, str | None], float] = {}
         for state in fleet_stats.DEVICE_STATES:
@@ -180,6 +186,8 @@ class FleetGauges:
         values["nexmdm_admin_expiring_keys", None] = snapshot["expiring_keys"]
         values["nexmdm_fleet_inventory_stale_devices", "older_than_a_day"] = snapshot["devices"]["inventory_old"]
         values["nexmdm_fleet_inventory_stale_devices", "never"] = snapshot["devices"]["inventory_never"]
+        for state, count in snapshot["compliance"].items():
+            values["nexmdm_fleet_compliance_devices", state] = count
         values["nexmdm_heartbeats_oldest_age_seconds", None] = snapshot["oldest"] or 0
         values["nexmdm_fleet_gauges_updated_timestamp_seconds", None] = time.time()
         self._values = values

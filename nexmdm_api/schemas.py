@@ -115,6 +115,9 @@ class HeartbeatOut(msgspec.Struct, omit_defaults=True):
     bucket_start: datetime
     #: ``"wanted"`` when the server holds another inventory than the device's, or none (absent otherwise)
     inventory: Literal["wanted"] | None = None
+    #: the device's effective profile hash (absent: no profile matches it); another hash than the one it
+    #: applied means ``GET /v1/profile``
+    profile: str | None = None
 
 
 class PendingCommand(msgspec.Struct):

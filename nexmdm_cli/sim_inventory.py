@@ -58,6 +58,8 @@ class SimInventory:
     apps: dict[str, dict[str, Any]]
     reported: str | None = None
     rng: random.Random = field(default_factory=random.Random)
+    #: the effective profile hash it last applied and reported (``nexmdm_cli.sim_profiles``)
+    profile: str | None = None
 
     @classmethod
     def for_device(cls, device_id: str) -> SimInventory:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp  # this module is imported only when a simulation runs, never by `nexmdm --help`
 
 from core.base.errors import InvalidArgument
+from nexmdm_cli import sim_profiles
 from nexmdm_cli import simulation_faults as faults
 from nexmdm_cli.sim_inventory import SimInventory
 from nexmdm_cli.sim_stats import ACKED, PUSHED, Stats
@@ -202,25 +203,28 @@ class Simulation:
                 self.stats.beats_created += 1
             elif answer is not None and answer[0] == 200:
                 self.stats.beats_deduplicated += 1
-            await self._after_beat(client, headers, device_id, inventory, answer)
+            await self._follow(client, headers, device_id, inventory, None if answer is None else answer[1])
             beats += 1
             if beats % self.poll_every == 0:
                 await self._poll(client, headers, device_id, inventory)
             next_beat = time.monotonic() + self.interval * self.rng.uniform(0.8, 1.2)
 
-    async def _after_beat(
+    async def _follow(
         self,
         client: aiohttp.ClientSession,
         headers: dict[str, str],
         device_id: str,
         inventory: SimInventory,
-        answer: tuple[int, Any] | None,
+        body: Any,
     ) -> None:
-        """What follows a heartbeat: the inventory when the answer wants it (or, now and then, an app's update),
-        and in lost mode a location fix."""
-        if answer is not None and isinstance(answer[1], dict) and answer[1].get("inventory") == "wanted":
+        """What a heartbeat answer asks for: the whole inventory, a new profile applied; else, now and then, an
+        app update. In lost mode, a location fix."""
+        answer = body if isinstance(body, dict) else {}
+        if answer.get("inventory") == "wanted":
             await self._report(client, headers, inventory)
-        elif self.rng.random() < self.app_update_chance:
+        if body is not None and answer.get("profile") != inventory.profile:
+            await sim_profiles.fetch_and_apply(self._call, client, headers, inventory, self.fail_rules)
+        elif answer.get("inventory") != "wanted" and self.rng.random() < self.app_update_chance:
             await self._report_change(client, headers, inventory)
         if device_id in self.agent.lost:
             fix = self.agent.fix(device_id)

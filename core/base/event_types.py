@@ -7,6 +7,8 @@ EVENT_TYPES = (
     "device.offline",
     "device.online",
     "device.revoked",
+    "device.noncompliant",
+    "device.compliant",
     "command.failed",
     "campaign.completed",
     "campaign.halted",

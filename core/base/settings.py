@@ -81,6 +81,8 @@ class Settings:
     app_change_retention_days: int = 90
     inventory_serial: bool = False
     approval_retention_days: int = 365
+    #: a device whose effective profile changed is ``pending`` this long before it counts as noncompliant
+    profile_grace_seconds: int = 900
     webhook_allow_private: bool = False
     webhook_max_attempts: int = 12
     webhook_backoff_seconds: float = 10.0
@@ -186,6 +188,7 @@ class Settings:
             "approval_retention_days",
             "destructive_delay_seconds",
             "console_retention_days",
+            "profile_grace_seconds",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",

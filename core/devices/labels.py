@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, literal, select, true
+from sqlalchemy import ColumnElement, Select, delete, func, insert, literal, select, true, update
 from sqlalchemy.orm import Session
 
 from core.base.errors import Conflict, InvalidArgument, NotFound
@@ -63,6 +63,13 @@ def apply_labels(db: Session, device_ids: Select[Any], to_set: Mapping[str, str]
         _upsert(db, source, key, value)
     if to_set:
         _check_limit(db, device_ids)
+    if to_set or remove:  # their matched profiles are recomputed lazily (core.profiles.effective)
+        db.execute(
+            update(Device)
+            .where(Device.id.in_(device_ids), ~Device.profile_stale)
+            .values(profile_stale=True)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def label_selected(

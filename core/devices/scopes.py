@@ -26,8 +26,8 @@ from core.base.settings import Settings
 from core.devices import selectors
 from core.models import Device
 
-#: fields a scope may not name: a device's state changes by itself, a scope must not
-_UNSCOPABLE_FIELDS = ("@state",)
+#: fields a scope may not name: a device's state and compliance change by themselves, a scope must not
+_UNSCOPABLE_FIELDS = ("@state", "@compliance", "@noncompliant")
 
 _Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 

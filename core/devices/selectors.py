@@ -5,13 +5,14 @@
     selector := "" | "all" | term ("," term)*
     term     := key | "!" key | key ("=" | "==" | "!=") value | key ("in" | "notin") "(" value ("," value)* ")"
               | "@" field op value | "@" field ("in" | "notin") "(" values ")"
-              | "@app(" package ")" [op version_code] | "!@app(" package ")"
+              | "@app(" package ")" [op version_code] | "!@app(" package ")" | "@noncompliant(" REASON ")"
     value    := word | '"' text '"'
 
 Null and absent follow Kubernetes: ``!=``, ``notin`` and ``!key`` match devices that lack the label or
 field; ``=``, ``in`` and comparisons never do. Revoked devices never match. The reported inventory adds
 ``@app(PACKAGE)``, ``!@app(PACKAGE)``, ``@app(PACKAGE) op VERSION_CODE``, ``@api_level``, ``@security_patch``
-(a date) and ``@manufacturer`` (any case): ``core.devices.inventory_terms``. A selector that does not parse
+(a date) and ``@manufacturer`` (any case): ``core.devices.inventory_terms``; compliance ``@compliance`` and
+``@noncompliant(REASON)``: ``core.devices.compliance_terms``. A selector that does not parse
 raises :class:`InvalidSelector` with the position (0-based, in characters) and what was expected.
 """
 
@@ -30,7 +31,7 @@ from core.base.labels import KEY_RE, VALUE_RE
 from core.base.settings import Settings
 from core.base.validation import PACKAGE_RE
 from core.base.versions import version_key
-from core.devices import inventory_terms, state_terms
+from core.devices import compliance_terms, inventory_terms, state_terms
 from core.models import NETWORK_TYPES, Device, DeviceLabel
 from core.storage.types import utcnow
 
@@ -55,6 +56,7 @@ FIELDS: dict[str, tuple[Any, tuple[str, ...] | None, bool]] = {
     # in lost mode (``device_lost_mode``, ``core.devices.locations``): never null, a device is in it or not
     "lost": (None, ("true", "false"), False),
     **{name: (column, None, name != "manufacturer") for name, column in inventory_terms.COLUMNS.items()},
+    "compliance": (None, compliance_terms.STATES, False),
 }
 INVENTORY_FIELDS = tuple(inventory_terms.COLUMNS)  #: a device that never reported has none of them
 #: ``@app(PACKAGE)``: installed; with an operator, a comparison of its version code
@@ -242,6 +244,8 @@ class _Parser:
         name = start.text[1:]
         if start.text == APP_FIELD:
             return self.app_term(start)
+        if start.text == compliance_terms.NONCOMPLIANT:
+            return Term(start.text, "exists", (compliance_terms.reason_argument(self),), start.position)
         if name not in FIELDS:
             raise InvalidSelector(
                 f"unknown field {start.text!r} (fields: {', '.join('@' + f for f in FIELDS)}, @app(PACKAGE))",
@@ -359,6 +363,8 @@ def _field(term: Term, settings: Settings, now: datetime) -> ColumnElement[bool]
 
 
 def term_clause(term: Term, settings: Settings, now: datetime) -> ColumnElement[bool]:
+    if term.name in (compliance_terms.NONCOMPLIANT, "@compliance"):
+        return compliance_terms.clause(term.name, term.op, term.values, settings, now)
     if term.name.startswith("@"):
         return _field(term, settings, now)
     if term.op == "exists":

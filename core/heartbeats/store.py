@@ -108,7 +108,7 @@ WITH beat AS (
     SELECT * FROM unnest({", ".join(f"%({name})s::{kind}[]" for name, kind in _BEAT_TYPES.items())})
         AS b({", ".join(_BEAT_TYPES)})
 ), dev AS (
-    SELECT beat.*, d.id AS device_id, d.inventory_hash AS held_inventory
+    SELECT beat.*, d.id AS device_id, d.inventory_hash AS held_inventory, d.effective_hash AS held_profile
     FROM beat JOIN devices d ON d.device_token_hash = beat.token_hash AND d.revoked_at IS NULL
 ), mine AS (
     SELECT * FROM dev WHERE claimed IS NULL OR claimed = device_id
@@ -128,7 +128,7 @@ WITH beat AS (
     RETURNING d.id
 )
 SELECT dev.idx, dev.device_id, EXISTS (SELECT 1 FROM ins WHERE ins.device_id = dev.device_id) AS created,
-       dev.held_inventory
+       dev.held_inventory, dev.held_profile
 FROM dev
 """
 
@@ -266,6 +266,7 @@ def store_beats(
                 "created": bool(row.created),
                 "bucket_start": beat.bucket_start,
                 "inventory_wanted": inventory_wanted(beat.inventory_hash, row.held_inventory),
+                "profile": row.held_profile,
             }
         )
     return outcomes
@@ -281,7 +282,8 @@ def record_heartbeat_for_token(
 ) -> dict[str, Any]:
     """Store a heartbeat for the device a token belongs to.
 
-    Returns ``{"device_id", "created", "bucket_start", "inventory_wanted"}``. Raises ``InvalidCredentials``
+    Returns ``{"device_id", "created", "bucket_start", "inventory_wanted", "profile"}`` (``profile``: the
+    device's effective profile hash, ``None`` when no profile matches it). Raises ``InvalidCredentials``
     for an unknown or revoked token and ``Forbidden`` when ``heartbeat_data["device_id"]`` names another
     device; neither writes anything.
     """
@@ -290,13 +292,15 @@ def record_heartbeat_for_token(
         device = authenticate_device(db, token)
         if beat.claimed is not None and beat.claimed != device.id:
             raise Forbidden("device_id is not the device this token belongs to")
-        held = device.inventory_hash  # read with the device: the comparison costs no statement
+        # read with the device: the inventory comparison and the profile hash cost no statement
+        held, profile = device.inventory_hash, device.effective_hash
         result = record_device_heartbeat(db, device, dict(heartbeat_data), settings, received_at=beat.received_at)
         return {
             "device_id": device.id,
             "created": result["created"],
             "bucket_start": result["bucket_start"],
             "inventory_wanted": inventory_wanted(beat.inventory_hash, held),
+            "profile": profile,
         }
     (outcome,) = store_beats(db.connection(), [beat], settings)
     if isinstance(outcome, NexMDMError):

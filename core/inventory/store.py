@@ -178,7 +178,12 @@ def _write(
         db.execute(update(_INVENTORY).where(_INVENTORY.c.device_id == device_id).values(**values))
     elif not inserted:  # SQLite's first report (PostgreSQL's was inserted by ``_lock``)
         db.execute(insert(_INVENTORY).values(device_id=device_id, **values))
-    db.execute(update(Device).where(Device.id == device_id).values(inventory_hash=new_hash, inventory_seen_at=now))
+    # profile_stale: the device's matched profiles are recomputed lazily (core.profiles.effective)
+    db.execute(
+        update(Device)
+        .where(Device.id == device_id)
+        .values(inventory_hash=new_hash, inventory_seen_at=now, profile_stale=True)
+    )
     log_operation(
         "update",
         "device_inventory",

@@ -22,8 +22,22 @@ from core.models.heartbeat import NETWORK_TYPES, DeviceHeartbeat
 from core.models.inventory import APP_CHANGES, DeviceApp, DeviceAppChange, DeviceInventory
 from core.models.lease import Lease
 from core.models.location import LOCATION_SOURCES, DeviceLocation, DeviceLostMode
+from core.models.profile import (
+    COMPLIANCE_STATES,
+    DeviceCompliance,
+    DeviceProfile,
+    Profile,
+    ProfileEffective,
+    ProfileVersion,
+)
 
 __all__ = [
+    "COMPLIANCE_STATES",
+    "DeviceCompliance",
+    "DeviceProfile",
+    "Profile",
+    "ProfileEffective",
+    "ProfileVersion",
     "APP_CHANGES",
     "DeviceApp",
     "DeviceAppChange",

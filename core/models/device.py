@@ -36,3 +36,6 @@ class Device(Base):
     enrollment_secret_hash: Mapped[str | None]
     inventory_hash: Mapped[str | None]
     inventory_seen_at: Mapped[datetime | None]
+    effective_hash: Mapped[str | None]
+    effective_since: Mapped[datetime | None]
+    profile_stale: Mapped[bool]

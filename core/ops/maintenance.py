@@ -38,6 +38,7 @@ from core.commands.push.queue import sweep_expired
 from core.devices import presence
 from core.heartbeats import partitions
 from core.ops import leases
+from core.profiles.sweep import profile_sweep
 
 logger = logging.getLogger("nexmdm.maintenance")
 
@@ -143,6 +144,8 @@ class Maintenance:
             ok = self.guarded("expiry sweep", lambda: sweep_expired(self.sessions, self.settings)) and ok
             ok = self.guarded("approval expiry", lambda: approvals.expire_due(self.sessions)) and ok
             ok = self.guarded("presence sweep", lambda: presence.sweep(self.sessions, self.settings)) and ok
+        if self.leader:  # every round: devices whose labels or inventory changed get their effective profile
+            ok = self.guarded("profiles", lambda: profile_sweep(self.sessions, self.settings)) and ok
             self.last_sweep = time.monotonic()
         return self.leader_round() and ok
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Table, bindparam, func, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -112,3 +112,18 @@ def from_database_error(exc: BaseException) -> NexMDMError | None:
         error = DatabaseUnavailable("the database is unavailable")
     error.__cause__ = exc
     return error
+
+
+def string_agg(bind: Any, column: Any, separator: str) -> Any:
+    """The values of a group joined by ``separator``, in no particular order (PostgreSQL's ``string_agg``,
+    SQLite's ``group_concat``)."""
+    if is_postgresql(bind):
+        return func.string_agg(column, separator)
+    return func.group_concat(column, separator)
+
+
+def xact_lock(bind: Any, name: str) -> None:
+    """Serialize a duty across processes until the transaction ends: a transaction-level advisory lock on
+    PostgreSQL; nothing on SQLite, where writers are serialized already."""
+    if is_postgresql(bind):
+        bind.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})

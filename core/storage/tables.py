@@ -8,7 +8,8 @@ there is one definition of each table; every other table is declared on its mode
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import true as sa_true
 
 from core.storage.types import UTCDateTime, utcnow
 
@@ -56,8 +57,18 @@ devices = Table(
     # when the server last knew that inventory to be current: a report, or a stored heartbeat carrying
     # the same hash (set by the summary UPDATE the heartbeat already runs); inventory freshness reads it
     Column("inventory_seen_at", UTCDateTime),
+    # the device's effective profile (``core.profiles``), here because the heartbeat already reads this row:
+    # answering ``"profile": HASH`` costs it no statement. NULL: no profile matches the device.
+    Column("effective_hash", String(64)),
+    # when ``effective_hash`` last changed: a compliance report on an older hash is ``pending`` for a grace
+    Column("effective_since", UTCDateTime),
+    # set when the device enrolls or its labels or inventory change: its matched profiles are recomputed
+    # lazily (the maintenance sweep, or its next profile fetch), never fleet-wide in the request
+    Column("profile_stale", Boolean, nullable=False, default=True, server_default=sa_true()),
     Index(None, "last_seen_at"),
     Index(None, "agent_version_key"),
+    # the marked devices only: the profile sweep finds them without reading the fleet
+    Index("ix_devices_profile_stale", "id", postgresql_where=text("profile_stale"), sqlite_where=text("profile_stale")),
 )
 
 #: one ``key=value`` label of a device; ``(key, value, device_id)`` serves every selector term

@@ -32,7 +32,9 @@ _ROUTE: dict[str, Any] = {
         "Stores at most one heartbeat per device per bucket (server receive time). 201 when this heartbeat "
         "opened a new bucket, 200 when the bucket already had one (nothing stored). `fcm_token` updates the "
         "device's push token either way. `inventory` is `wanted` when the server holds another inventory than "
-        "`inventory_hash` (or none): the device then sends it (`PUT /v1/inventory`). Unknown fields are ignored."
+        "`inventory_hash` (or none): the device then sends it (`PUT /v1/inventory`). `profile` is the device's "
+        "effective profile hash (absent when no profile matches it): another one than it applied means "
+        "`GET /v1/profile`. Unknown fields are ignored."
     ),
     "status_code": 201,
     # one name whichever handler the database gets (Litestar would derive it from the function's name)
@@ -71,6 +73,7 @@ def _answer(result: dict[str, Any]) -> Response[HeartbeatOut]:
             created=result["created"],
             bucket_start=result["bucket_start"],
             inventory="wanted" if result.get("inventory_wanted") else None,
+            profile=result.get("profile"),
         ),
         status_code=201 if result["created"] else 200,
     )

@@ -23,6 +23,7 @@ from nexmdm_cli.commands import (
     dispatches,
     heartbeats,
     keys,
+    profiles,
     schema,
     send,
     serve,
@@ -45,6 +46,7 @@ COMMAND_GROUPS: list[tuple[str, typer.Typer]] = [
     ("dispatches", dispatches.app),
     ("devices", devices.app),
     ("apps", apps.app),
+    ("profiles", profiles.app),
     ("tokens", tokens.app),
     ("keys", keys.app),
     ("apk", apk.app),
@@ -64,4 +66,5 @@ COMMANDS: list[Callable[..., Any]] = [
     worker.worker,
     send.send,
     top.top,
+    profiles.compliance,
 ]

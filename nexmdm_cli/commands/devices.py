@@ -31,6 +31,7 @@ from nexmdm_cli.render import (
 )
 from nexmdm_cli.state import print_json, state
 
+_COMPLIANCE = {"compliant": "green", "noncompliant": "red", "pending": "yellow", "unknown": "dim"}
 #: the presence strip: the last 24 hours in half-hour slots
 PRESENCE = timedelta(hours=24)
 PRESENCE_SLOTS = 48
@@ -104,6 +105,7 @@ def show_device(
     from core.devices import records as devices
     from core.events import audit
     from core.heartbeats import trends
+    from core.profiles import compliance
     from nexmdm_cli import inventory_view
 
     st = state(ctx)
@@ -115,6 +117,7 @@ def show_device(
         # where a lost device is: personal data, read (and audited) only while the device is in lost mode
         lost = locations.lost_mode_of(db, device_id) is not None
         data["lost_mode"] = locations.last_location(db, device_id, actor=audit.cli_actor()) if lost else None
+        data["compliance"] = compliance.device_compliance(db, st.settings, device_id)
         now = utcnow()
         day = [] if json_output else trends.slots(db, device_id, since=now - PRESENCE, until=now, count=PRESENCE_SLOTS)
     if json_output:
@@ -150,6 +153,10 @@ def show_device(
     render.row(out, "pending commands", str(data["pending_commands"]))
     render.row(out, "labels", ", ".join(f"{k}={v}" for k, v in data["labels"].items()) or "—")
     _lost_mode_rows(out, data["lost_mode"], now)
+    judged = data["compliance"]
+    reasons = f" ({', '.join(judged['reasons'])})" if judged["reasons"] else ""
+    profile = f", profile {judged['effective_hash'][:12]}" if judged["effective_hash"] else ", no profile"
+    render.row(out, "compliance", Text(f"{judged['state']}{reasons}{profile}", style=_COMPLIANCE[judged["state"]]))
     show(out)
     inventory_view.render_inventory(data, now)
 
@@ -264,4 +271,34 @@ def labels(
     out = table("Labels", "key", "value", "devices")
     for item in items:
         render.row(out, item["key"], item["value"] or '""', f"{item['devices']:,}")
+    show(out)
+
+
+@app.command("effective", context_settings=CONTEXT)
+def effective_profile(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(metavar="ID", help="The device id.")],
+    json_output: JsonOption = False,
+) -> None:
+    """A device's effective profile: each key with the profile and version it came from, and what it
+    overrides (docs/profiles.md)."""
+    import json
+
+    from core.base import validation
+    from core.profiles import effective
+
+    st = state(ctx)
+    with st.session() as db:
+        data = effective.view(db, st.settings, validation.device_id(device_id))
+    if json_output:
+        print_json(data)
+        return
+    if data["effective_hash"] is None:
+        show(f"No profile matches {escape(device_id)}.")
+        return
+    out = table(f"{device_id}: effective profile {data['effective_hash'][:12]}", "key", "value", "from", "overrides")
+    for key in data["keys"]:
+        below = ", ".join(f"{o['profile']} v{o['version']}" for o in key["overrides"])
+        value = json.dumps(key["value"], sort_keys=True, ensure_ascii=False)
+        render.row(out, key["key"], value, f"{key['profile']} v{key['version']}", below or "—")
     show(out)

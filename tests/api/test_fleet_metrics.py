@@ -56,6 +56,10 @@ def test_gauges_from_the_maintenance_loop(
         assert value(text, "nexmdm_fleet_commands", status=status) == count
     assert value(text, "nexmdm_fleet_went_offline_devices") == len(EXPECTED["went_offline"])
     assert value(text, "nexmdm_readiness_failing_seconds") == 0
+    # no profile yet: nothing is asked of the unrevoked devices
+    unrevoked = EXPECTED["devices"]["total"] - EXPECTED["devices"]["revoked"]
+    assert value(text, "nexmdm_fleet_compliance_devices", state="compliant") == unrevoked
+    assert value(text, "nexmdm_fleet_compliance_devices", state="noncompliant") == 0
     assert value(text, "nexmdm_heartbeat_retention_seconds") == settings.heartbeat_retention_days * 86400
     assert 3 * 3600 - 60 < (value(text, "nexmdm_heartbeats_oldest_age_seconds") or 0) < 3 * 3600 + 600
 

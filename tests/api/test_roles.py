@@ -75,6 +75,16 @@ ROLE_TABLE: dict[tuple[str, str], str] = {
     ("POST", "/v1/approvals/{approval_id:str}/approve"): "admin",
     ("POST", "/v1/approvals/{approval_id:str}/deny"): "admin",
     ("POST", "/v1/approvals/{approval_id:str}/cancel"): "operator",
+    ("GET", "/v1/profiles"): "viewer",
+    ("POST", "/v1/profiles"): "operator",
+    ("POST", "/v1/profiles/plan"): "operator",
+    ("GET", "/v1/profiles/{name:str}"): "viewer",
+    ("GET", "/v1/profiles/{name:str}/history"): "viewer",
+    ("POST", "/v1/profiles/{name:str}/rollback"): "operator",
+    ("DELETE", "/v1/profiles/{name:str}"): "operator",
+    ("GET", "/v1/devices/{device_id:str}/effective-profile"): "viewer",
+    ("GET", "/v1/devices/{device_id:str}/compliance"): "viewer",
+    ("GET", "/v1/compliance"): "viewer",
 }
 
 
@@ -111,6 +121,9 @@ SCOPED_ROUTES: set[tuple[str, str]] = {
     ("GET", "/v1/devices/{device_id:str}/locations"),
     ("GET", "/v1/actions"),
     ("GET", "/v1/actions/{name:str}"),
+    ("GET", "/v1/devices/{device_id:str}/effective-profile"),
+    ("GET", "/v1/devices/{device_id:str}/compliance"),
+    ("GET", "/v1/compliance"),
 }
 
 
@@ -259,6 +272,8 @@ _DOC_WORDS = {
     "/v1/tokens": "tokens",
     "/v1/apk": "APK",
     "/v1/apps": "apps",
+    "/v1/profiles": "profiles",
+    "/v1/compliance": "compliance",
     "/v1/commands": "commands",
     "/v1/devices": "devices",
     "/v1/approvals": "approvals",

@@ -37,6 +37,7 @@ from tests.support.audit import seed_out_of_id_order
 from tests.support.cli import Cli, one_error_line
 from tests.support.databases import add_device
 from tests.support.fakes.apk import apk_bytes
+from tests.support.profiles import apply as apply_profile
 
 Setup = Callable[[sessionmaker[Session], Path], list[str]]
 
@@ -106,6 +107,18 @@ def _approval(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
     return [ask_wipe(factory, Settings())]  # asked by another admin (key:alice): the CLI may decide it
 
 
+def _profile_file(_factory: sessionmaker[Session], tmp: Path) -> list[str]:
+    path = tmp / "pos.yaml"
+    path.write_text("name: pos\nsettings: {wifi: corp}\n")
+    return ["-f", str(path)]
+
+
+def _profile(factory: sessionmaker[Session], _tmp: Path) -> list[str]:
+    for wifi in ("a", "b"):  # two versions: a rollback to the first changes something
+        apply_profile(factory, Settings(), {"name": "pos", "settings": {"wifi": wifi}})
+    return ["pos"]
+
+
 #: command -> (expected action, setup returning extra arguments, arguments after them)
 CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "devices revoke": ("device.revoke", _device, ["dev_a", "--yes"]),
@@ -133,10 +146,19 @@ CHANGES: dict[str, tuple[str, Setup, list[str]]] = {
     "approvals approve": ("approval.approve", _approval, []),
     "approvals deny": ("approval.deny", _approval, []),
     "approvals cancel": ("approval.cancel", _approval, []),
+    "profiles apply": ("profile.apply", _profile_file, ["--yes"]),
+    "profiles rollback": ("profile.rollback", _profile, ["--to-version", "1", "--yes"]),
+    "profiles delete": ("profile.delete", _profile, ["--yes"]),
 }
 
 #: commands that change no admin state (reads), or change it as maintenance that is not an admin's decision
 NOT_AUDITED = {
+    "profiles plan": "read (writes nothing)",
+    "profiles list": "read",
+    "profiles show": "read",
+    "profiles history": "read",
+    "devices effective": "read",
+    "compliance": "read",
     "db upgrade": "schema maintenance (alembic_version records it)",
     "db downgrade": "schema maintenance",
     "db current": "read",

@@ -42,7 +42,13 @@ def test_summary_moves_only_with_a_new_bucket(
 ) -> None:
     caplog.set_level(logging.INFO, logger="nexmdm.db")
     first = _beat(session_factory, settings, token, T0, battery_pct=80, network_type="wifi", agent_version="2.0")
-    assert first == {"device_id": "dev_hot", "created": True, "bucket_start": T0, "inventory_wanted": True}
+    assert first == {
+        "device_id": "dev_hot",
+        "created": True,
+        "bucket_start": T0,
+        "inventory_wanted": True,
+        "profile": None,  # no profile matches it: the answer carries no profile hash
+    }
     device = _device(session_factory)
     assert (device.last_seen_at, device.last_battery_pct, device.agent_version) == (T0, 80, "2.0")
 

@@ -261,7 +261,8 @@ def test_the_protocol_page_examples_are_valid(
 
     page = (Path(__file__).parents[2] / "docs" / "device-protocol.md").read_text()
     blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", page, flags=re.DOTALL)]
-    put, delta = next(b for b in blocks if "apps" in b and "hash" in b and "base_hash" not in b), blocks[-1]
+    put = next(b for b in blocks if "apps" in b and "hash" in b and "base_hash" not in b)
+    delta = next(b for b in blocks if "base_hash" in b)
     assert _put(session_factory, settings, put).changed
     with session_factory.begin() as db:
         assert patch_inventory(db, device, check_delta(delta), settings).app_changes == 1

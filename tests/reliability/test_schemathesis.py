@@ -45,11 +45,13 @@ from core.apk import builds as apk
 from core.base.labels import KEY_RE, VALUE_RE
 from core.base.settings import Settings
 from core.commands import dispatches
-from core.devices.selectors import FIELDS
+from core.devices.selectors import FIELDS, InvalidSelector
+from core.devices.selectors import parse as parse_selector
 from core.enrollment import tokens as credentials
 from core.enrollment.enroll import enroll_device
 from core.inventory.document import canonical_hash
 from core.models import DeviceLabel
+from core.profiles.document import UNSELECTABLE
 from nexmdm_api import create_app
 from nexmdm_api.schemas_fleet import SCOPE_FORMAT, SELECTOR_FORMAT
 from tests.support.fakes.apk import apk_bytes
@@ -256,6 +258,8 @@ def _no_lingering_lifespan() -> Iterator[None]:
 #: path parameters filled with what exists, for the operations whose figure says something about their body
 KNOWN_PATHS = {
     "PATCH /v1/devices/{device_id}/labels": {"device_id": DEVICE_ID},
+    "GET /v1/devices/{device_id}/compliance": {"device_id": DEVICE_ID},
+    "GET /v1/devices/{device_id}/effective-profile": {"device_id": DEVICE_ID},
     "POST /v1/campaigns/{campaign_id}/resume": {"campaign_id": None},  # the fixture's campaign, paused each time
 }
 #: operations that write labels: each case starts from a fleet without any (a device keeps at most 32)
@@ -300,6 +304,9 @@ def _fill_in(case: Any, serial: int) -> None:
         apps.update(upsert)
         body.update(base_hash=HELD["hash"], hash=canonical_hash(device, list(apps.values())))
 
+    if label in ("POST /v1/profiles", "POST /v1/profiles/plan"):
+        _fill_in_profile(body, serial)
+
 
 def _integers(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
@@ -313,6 +320,42 @@ def _integers(value: Any) -> Any:
 
 #: the inventory the fuzzed device holds before each PATCH
 HELD = inventory_body(apps=APPS)
+
+
+def _fill_in_profile(body: dict[str, Any], serial: int) -> None:
+    """An operator's profile: each package once, builds that exist (none here), no minimum for a blocked app,
+    a selector a profile may use, and its own priority (a tie with another profile on a key is 409)."""
+    apps = {}
+    for app in body.get("apps") or []:
+        app.pop("build", None)
+        if app.get("install") == "blocked":
+            app.pop("min_version_code", None)
+        apps[app["package"]] = app
+    body.update(apps=list(apps.values()), priority=serial)
+    try:  # an operator writes a selector that parses (a date that is one), on what a profile may select
+        parsed = parse_selector(body.get("selector"))
+    except InvalidSelector:
+        body["selector"] = ""
+    else:
+        if any(term.name in UNSELECTABLE for term in parsed.terms):
+            body["selector"] = ""
+
+
+def _fill_in_status(case: Any, session_factory: sessionmaker[Session]) -> None:
+    """A device reports on the effective profile it was given, about that profile's items."""
+    from core.events.audit import Actor
+    from core.models import Device
+    from core.profiles import effective as profile_effective
+    from core.profiles import store as profiles
+    from core.profiles.compliance import item_keys
+
+    with session_factory.begin() as db:  # the same document again writes nothing
+        profiles.apply(db, Settings(), {"name": "fuzz-all", "priority": -1, "settings": {"fuzz": 1}}, Actor("cli:fuzz"))
+        profile_effective.refresh_device(db, Settings(), DEVICE_ID)
+        digest = db.get(Device, DEVICE_ID).effective_hash  # type: ignore[union-attr]
+        keys = item_keys(profile_effective.document_of(db, digest) or {})
+    items = {item["key"]: item for item in case.body.get("items") or []}
+    case.body.update(effective_hash=digest, items=[{**i, "key": k} for k, i in zip(keys, items.values(), strict=False)])
 
 
 @pytest.mark.slow  # ~20 s a database: every operation, 20 cases each
@@ -349,6 +392,8 @@ def test_the_server_accepts_what_the_document_allows(
             if case.operation.label.endswith("/resume"):
                 paused = positive["/v1/campaigns/{campaign_id}/pause"]["POST"].Case(path_parameters=known)
                 assert paused.call(headers=admin).status_code == 200
+            if case.operation.label == "POST /v1/profile/status":
+                _fill_in_status(case, session_factory)
             response = case.call(headers=credentials_for(case, secrets, always=True))
             statuses[response.status_code] += 1
             if response.status_code >= 300 and response.status_code != 404:

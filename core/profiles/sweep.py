@@ -1,0 +1,24 @@
+"""The maintenance leader's profile duty, every round: devices marked stale (their labels or inventory
+changed, or they enrolled) get their matched profiles and effective hash recomputed, set-based, and devices
+whose inventory changed after their last status report are judged again (``core.profiles.compliance``)."""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.base.settings import Settings
+from core.models import Device
+from core.profiles.compliance import rejudge_changed
+from core.profiles.effective import refresh_stale
+
+
+def profile_sweep(sessions: sessionmaker[Session], settings: Settings) -> bool:
+    """Recompute the stale devices, and judge again the devices whose inventory changed since their last
+    status report; False when there was nothing to do."""
+    with sessions() as db, db.begin():
+        stale = bool(db.execute(select(exists().where(Device.profile_stale))).scalar())
+        if stale:
+            refresh_stale(db, settings)
+        judged = rejudge_changed(db)
+    return stale or judged > 0

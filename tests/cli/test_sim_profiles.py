@@ -1,0 +1,69 @@
+"""The simulator is the reference agent for profiles: it applies its effective profile, reports its inventory
+and each item, and a ``--fail`` rule on ``install_apk`` shows up as noncompliance the server agrees with."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.base.settings import Settings
+from core.models import DeviceCompliance
+from nexmdm_cli import sim_profiles
+from nexmdm_cli.sim_inventory import SimInventory
+from nexmdm_cli.simulation import Simulation
+from nexmdm_cli.simulation_faults import parse_rule
+from tests.support.api import live_server
+from tests.support.profiles import apply, blocked, profile, required
+
+POS = profile(
+    "pos",
+    apps=[required("com.acme.pos", 4200), blocked("com.evil.game")],
+    settings={"wifi": {"ssid": "store"}},
+    os={"min_api_level": 31},
+)
+
+
+def test_apply_installs_removes_and_reports_each_item() -> None:
+    inventory = SimInventory.for_device("sim-p-1")
+    inventory.install("com.evil.game", 1)
+    items = {i["key"]: i for i in sim_profiles.apply(inventory, POS)}
+    assert inventory.apps["com.acme.pos"]["version_code"] == 4200 and "com.evil.game" not in inventory.apps
+    assert items["apps/com.acme.pos"]["state"] == items["apps/com.evil.game"]["state"] == "compliant"
+    assert items["settings/wifi"]["state"] == "compliant"
+    expected = "compliant" if inventory.device["api_level"] >= 31 else "noncompliant"
+    assert items["os"]["state"] == expected
+    failing = SimInventory.for_device("sim-p-2")
+    rule = parse_rule(f"model={failing.device['model']}:install_apk:INSUFFICIENT_STORAGE")
+    item = sim_profiles.apply(failing, POS, (rule,))[0]
+    assert item == {
+        "key": "apps/com.acme.pos",
+        "state": "noncompliant",
+        "reason": "APP_NOT_INSTALLED",
+        "detail": "INSUFFICIENT_STORAGE",
+    }
+    assert "com.acme.pos" not in failing.apps
+
+
+def test_simulated_fleet_converges(settings: Settings, session_factory: sessionmaker[Session], make_token: Any) -> None:
+    token = make_token(uses=10)
+    rule = parse_rule("model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE")
+
+    async def change_the_profile(_sim: Simulation) -> None:  # after enrollment: every device moves at once
+        await asyncio.to_thread(apply, session_factory, settings, profile("pos", apps=[required("com.acme.pos", 4200)]))
+
+    with live_server(settings) as port:
+        sim = Simulation(
+            f"http://127.0.0.1:{port}", token, devices=6, duration=3, interval=0.3, prefix="simp", fail_rules=(rule,)
+        )
+        asyncio.run(sim.run(during=change_the_profile))
+    with session_factory() as db:
+        judged = {row.device_id: row for row in db.scalars(select(DeviceCompliance))}
+    assert len(judged) == 6, "every device reported on its profile"
+    models = [sim.inventories[d].device["model"] for d in judged]
+    assert "Galaxy A10" in models and len(set(models)) > 1  # (seeded by the device ids: both outcomes occur)
+    for device_id, row in judged.items():
+        failing = sim.inventories[device_id].device["model"] == "Galaxy A10"
+        assert row.state == ("noncompliant" if failing else "compliant"), (device_id, row.items)
