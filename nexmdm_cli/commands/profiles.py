@@ -152,7 +152,8 @@ def show_profile(
         f"Profile {escape(name)} version {data['version']} (current {data['current_version']}"
         f"{', deleted' if data['deleted'] else ''}), by {escape(data['created_by'])} at {stamp(data['created_at'])}"
     )
-    show(escape(json.dumps(data["document"], indent=2, ensure_ascii=False)))
+    # escaped line by line: the document's own line breaks stay line breaks, a value's controls do not act
+    show("\n".join(escape(line) for line in json.dumps(data["document"], indent=2, ensure_ascii=False).splitlines()))
 
 
 @app.command("history", context_settings=CONTEXT)

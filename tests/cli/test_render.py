@@ -47,6 +47,7 @@ from tests.support.approvals import ALICE
 from tests.support.cli import Cli, seed_dispatch, seed_download, seed_heartbeat
 from tests.support.databases import add_device
 from tests.support.fakes.apk import apk_bytes
+from tests.support.profiles import apply as apply_profile
 
 #: markup that closes a tag never opened (MarkupError), a link, an ESC sequence, a bell and a bidi override
 HOSTILE = "[/red][link=https://evil.example/]x[/link]\x1b[2J\x07\u202e"
@@ -54,6 +55,9 @@ HOSTILE = "[/red][link=https://evil.example/]x[/link]\x1b[2J\x07\u202e"
 SHORT = "[/b]\x1b[2J\x07\u202e"
 #: how it must appear: the brackets as typed, the control characters as visible escapes
 SHOWN = r"[/red][link=https://evil.example/]x[/link]\x1b[2J\x07\u202e"
+#: inside a JSON document (``profiles show``) the controls are JSON's own escapes
+SHOWN_IN_JSON = r"[/red][link=https://evil.example/]x[/link]\u001b[2J\u0007\u202e"
+JSON_DOCUMENTS = {"profiles show"}
 
 #: every command that lists or shows stored values, with its arguments
 READS: dict[str, list[str]] = {
@@ -77,10 +81,12 @@ READS: dict[str, list[str]] = {
     "apps show": ["com.acme.pos"],
     "approvals list": [],
     "approvals show": ["APPROVAL"],
+    "profiles show": ["pos"],
     "top": ["--once"],
 }
-#: listings of nothing stored: the action catalogue is the code's (and the operator's configuration)
-NOTHING_STORED = {"actions list", "actions show"}
+#: listings of nothing stored: the action catalogue is the code's (and the operator's configuration); and
+#: a listing whose every stored text is checked on the way in (a profile's name, priority and selector)
+NOTHING_STORED = {"actions list", "actions show", "profiles list"}
 
 
 def _seed(factory: sessionmaker[Session], tmp: Path) -> str:
@@ -152,6 +158,7 @@ def test_every_listing_and_show_prints_stored_markup_and_controls_literally(
             db, Settings(), request_id="w-1", device_id="dev_a", action="wipe", payload={"reason": "r"}, actor=ALICE
         )
         db.execute(update(Approval).values(requested_by=HOSTILE))
+    apply_profile(session_factory, Settings(), {"name": "pos", "settings": {"motd": HOSTILE}})
     ids = {"CAMPAIGN": campaign_id, "APPROVAL": approval["id"]}
     wide = Cli(cli.url, cli.env | {"COLUMNS": "3000"})  # no folding: each value stays on one line
     for name, args in READS.items():
@@ -160,7 +167,8 @@ def test_every_listing_and_show_prints_stored_markup_and_controls_literally(
         assert result.exit_code == 0, (name, output[-2000:])
         assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output, name
         assert "Traceback" not in output, name
-        assert name == "top" or SHOWN in result.stdout, (name, result.stdout[-3000:])
+        shown = SHOWN_IN_JSON if name in JSON_DOCUMENTS else SHOWN
+        assert name == "top" or shown in result.stdout, (name, result.stdout[-3000:])
 
 
 def _leaves(command: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
