@@ -38,7 +38,7 @@ class LocationIn(msgspec.Struct):
     lat: Annotated[float, Meta(ge=-90, le=90)]
     lon: Annotated[float, Meta(ge=-180, le=180)]
     accuracy_m: Annotated[float, Meta(ge=0, le=1_000_000)]
-    fixed_at: Annotated[str, Meta(pattern=DATE_TIME_PATTERN)]
+    fixed_at: Annotated[str, Meta(pattern=DATE_TIME_PATTERN, extra_json_schema={"format": "date-time"})]
 
 
 class LocationOut(msgspec.Struct):

@@ -16,6 +16,7 @@ from msgspec import Meta
 
 from core.devices.compliance_terms import REASONS, STATES
 from core.profiles.document import MAX_APPS, MAX_SETTINGS, PRIORITY_RANGE
+from nexmdm_api.schemas import PAYLOAD_VALUE_REF, TEXT_PATTERN
 from nexmdm_api.schemas_fleet import SelectorText
 from nexmdm_api.schemas_inventory import Hash, Package
 
@@ -39,13 +40,26 @@ State = Literal["compliant", "noncompliant", "pending", "unknown"]
 assert set(get_args(State)) == set(STATES)
 
 
+#: an object of JSON values whose strings (keys too) hold no control characters, at any depth: the
+#: document's ``PayloadValue`` component, the rule ``core.profiles.document`` checks
+JsonObject = Annotated[
+    dict[str, Any],
+    Meta(
+        extra_json_schema={
+            "propertyNames": {"pattern": TEXT_PATTERN},
+            "additionalProperties": {"$ref": PAYLOAD_VALUE_REF},
+        }
+    ),
+]
+
+
 class ProfileApp(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     package: Package
     install: Literal["required", "blocked", "available"]
     min_version_code: Annotated[int, Meta(gt=-1, le=2**63 - 1)] | None = None
     #: an APK build id (``nexmdm apk list``)
     build: Annotated[int, Meta(ge=1, le=2**31 - 1)] | None = None
-    managed_config: dict[str, Any] | None = None
+    managed_config: JsonObject | None = None
 
 
 class ProfileAgent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -68,7 +82,10 @@ class ProfileIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     apps: Annotated[list[ProfileApp], Meta(max_length=MAX_APPS)] = []
     agent: ProfileAgent | None = None
     os: ProfileOs | None = None
-    settings: Annotated[dict[SettingKey, Any], Meta(max_length=MAX_SETTINGS)] = {}
+    settings: Annotated[
+        dict[SettingKey, Any],
+        Meta(max_length=MAX_SETTINGS, extra_json_schema={"additionalProperties": {"$ref": PAYLOAD_VALUE_REF}}),
+    ] = {}
     heartbeat_seconds: Annotated[int, Meta(ge=10, le=86_400)] | None = None
 
 

@@ -124,6 +124,12 @@ def payload_hash(payload: dict[str, Any] | None) -> str:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
+def free_of_controls(value: Any) -> bool:
+    """Whether a JSON value's strings and keys, at any depth, hold no control or bidi characters (a NUL
+    cannot be stored in PostgreSQL's JSON; an ESC would reach an operator's terminal)."""
+    return not _has_control_string(value)
+
+
 def _has_control_string(value: Any) -> bool:
     if isinstance(value, str):
         return bool(_CONTROL_RE.search(value))

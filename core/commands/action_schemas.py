@@ -12,8 +12,14 @@ from typing import Any
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: Android's package rule: dot-separated segments of ``[A-Za-z][A-Za-z0-9_]*``, at least two, <= 255 characters
 PACKAGE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)+$"
-#: RFC 3339 date-time (``format`` alone is only an annotation unless a format checker is installed)
-DATE_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+#: an RFC 3339 date-time (``format`` alone is only an annotation unless a format checker is installed) that
+#: Python reads (``core.devices.locations``): real months and days (a 29 February
+#: of a year that has none is the one date it lets through), ASCII digits, at most microseconds
+DATE_TIME_PATTERN = (
+    r"^[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    r"|02-(?:0[1-9]|1[0-9]|2[0-9]))T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
 #: free text: no control or bidi characters (as ``core.base.validation.text``)
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f\u200e\u200f\u202a-\u202e\u2066-\u2069]*$"
 PHONE_PATTERN = r"^\+?[0-9][0-9 ()./-]{2,31}$"
@@ -54,7 +60,7 @@ LOCATION = result(
             "type": "string",
             "format": "date-time",
             "pattern": DATE_TIME_PATTERN,
-            "description": "when the fix was taken (RFC 3339)",
+            "description": "when the fix was taken (RFC 3339; not in the future)",
         },
     },
     "lat",

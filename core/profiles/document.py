@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from core.base.errors import InvalidArgument
-from core.base.validation import PACKAGE_RE, canonical_json, is_iso_date, payload_hash
+from core.base.validation import PACKAGE_RE, canonical_json, free_of_controls, is_iso_date, payload_hash
 from core.base.versions import version_key
 from core.devices import selectors
 
@@ -41,6 +41,9 @@ _APP = {"package", "install", "min_version_code", "build", "managed_config"}
 _AGENT = {"min_version"}
 _OS = {"min_api_level", "min_security_patch"}
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
+
+
+_CONTROLS = "its text (keys too, at any depth) holds no control characters"
 
 
 def _fail(path: str, message: str) -> InvalidArgument:
@@ -180,6 +183,8 @@ def _apps(value: Any) -> list[dict[str, Any]]:
             _int(app["build"], f"{path}.build", 1, 2**63 - 1)
         if "managed_config" in app and not isinstance(app["managed_config"], dict):
             raise _fail(f"{path}.managed_config", "must be an object")
+        if "managed_config" in app and not free_of_controls(app["managed_config"]):
+            raise _fail(f"{path}.managed_config", _CONTROLS)
         apps[package] = dict(app)
     return [apps[p] for p in sorted(apps)]
 
@@ -192,6 +197,8 @@ def _settings(value: Any) -> dict[str, Any]:
     for key in value:
         if not isinstance(key, str) or not SETTING_KEY_RE.fullmatch(key):
             raise _fail(f"settings.{key}", "a setting key is 1-128 of A-Z a-z 0-9 . _ -")
+        if not free_of_controls(value[key]):
+            raise _fail(f"settings.{key}", _CONTROLS)
     return dict(sorted(value.items()))
 
 

@@ -42,9 +42,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import campaigns
 from core.access import keys as admin_keys
 from core.apk import builds as apk
+from core.base.errors import InvalidArgument
 from core.base.labels import KEY_RE, VALUE_RE
 from core.base.settings import Settings
 from core.commands import dispatches
+from core.commands.catalogue import catalogue_for
 from core.devices.selectors import FIELDS, InvalidSelector
 from core.devices.selectors import parse as parse_selector
 from core.enrollment import tokens as credentials
@@ -52,6 +54,7 @@ from core.enrollment.enroll import enroll_device
 from core.inventory.document import canonical_hash
 from core.models import DeviceLabel
 from core.profiles.document import UNSELECTABLE
+from core.storage.types import utcnow
 from nexmdm_api import create_app
 from nexmdm_api.schemas_fleet import SCOPE_FORMAT, SELECTOR_FORMAT
 from tests.support.fakes.apk import apk_bytes
@@ -139,13 +142,19 @@ def fuzz_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def secrets(engine: Engine, fuzz_settings: Settings, session_factory: sessionmaker[Session]) -> dict[str, str]:
-    """By security scheme: an enrollment token, a device (with a pending command), an admin key; and one APK."""
+    """By security scheme: an enrollment token, a device (with a pending command, in lost mode so that it
+    may report fixes), an admin key; and one APK."""
     with session_factory.begin() as db:
         enrollment, _ = credentials.create_enrollment_token(db, uses=100_000)
         own, _ = credentials.create_enrollment_token(db, uses=1)
         admin, _ = admin_keys.create_admin_key(db, name="fuzz")
         device = enroll_device(db, enrollment_secret=own, device_id=DEVICE_ID)
         dispatches.create_command(db, fuzz_settings, request_id="cmd_fuzz", device_id=DEVICE_ID, action="ping")
+        lost = {"message": "Return to store 7"}
+        dispatches.create_command(
+            db, fuzz_settings, request_id="cmd_lost", device_id=DEVICE_ID, action="lost_mode", payload=lost
+        )
+        dispatches.ack_command(db, device_id=DEVICE_ID, request_id="cmd_lost", status="completed")
         apk.add_build(db, fuzz_settings, source=io.BytesIO(apk_bytes()), version_code=1, version_name="1.0")
     return {"enrollmentToken": enrollment, "deviceToken": device["device_token"], "adminKey": admin}
 
@@ -285,10 +294,23 @@ def _fill_in(case: Any, serial: int) -> None:
         body["name"] = f"fuzz-{serial}"
     if label == "POST /v1/campaigns" and body.get("device_ids") is not None:
         body["device_ids"] = [DEVICE_ID]
+    if label in ("POST /v1/campaigns", "POST /v1/devices/{device_id}/commands"):
+        body["action"] = _action_for(body.get("action"), body.get("payload"))
     if label == "POST /v1/apk/builds":
         body.update(file=apk_bytes(), version_code=1000 + serial)
-    if label in ("PUT /v1/inventory", "PATCH /v1/inventory"):  # JSON's 2.0 is the integer 2, an agent sends 2
-        body.update(_integers(body))
+    if label in ("PUT /v1/inventory", "PATCH /v1/inventory"):
+        _fill_in_inventory(label, body)
+    if label == "POST /v1/location":  # a fix is taken before it is sent (the document says so in words)
+        body["fixed_at"] = utcnow().isoformat()
+
+    if label in ("POST /v1/profiles", "POST /v1/profiles/plan"):
+        _fill_in_profile(body, serial)
+
+
+def _fill_in_inventory(label: str, body: dict[str, Any]) -> None:
+    """An agent's inventory report: integers as integers, the hash of what it sends (each package once), and
+    for a PATCH the inventory it reported last (``HELD``, put before each case)."""
+    body.update(_integers(body))  # JSON's 2.0 is the integer 2, an agent sends 2
     if label == "PUT /v1/inventory":  # an agent hashes what it sends; a package is listed once
         apps = list({a["package"]: a for a in body.get("apps", [])}.values())
         body.update(apps=apps, hash=canonical_hash(body.get("device", {}), apps))
@@ -304,8 +326,20 @@ def _fill_in(case: Any, serial: int) -> None:
         apps.update(upsert)
         body.update(base_hash=HELD["hash"], hash=canonical_hash(device, list(apps.values())))
 
-    if label in ("POST /v1/profiles", "POST /v1/profiles/plan"):
-        _fill_in_profile(body, serial)
+
+def _action_for(action: Any, payload: Any) -> Any:
+    """A client sends a payload with the action it is for (the document offers every action's payload
+    schema to every action): the generated action when its schema takes the payload, else the first that
+    does."""
+    catalogue = catalogue_for(Settings())
+    fits = []
+    for name, entry in catalogue.actions.items():
+        try:
+            entry.check_payload(payload)
+        except InvalidArgument:
+            continue
+        fits.append(name)
+    return action if action in fits or not fits else fits[0]
 
 
 def _integers(value: Any) -> Any:
