@@ -73,9 +73,9 @@ class ProfilePages(Controller):
         settings = request.app.state.settings
         context: dict[str, Any] = {"selector": selector, "error": None, "summary": None, "groups": {}}
         try:
-            context["summary"] = compliance.summary(db, settings, selector=selector or None, scope=who.scope)
-            for by in GROUPINGS:
+            for by in GROUPINGS:  # each answer has the counts per state too: the first one's are shown
                 grouped = compliance.summary(db, settings, selector=selector or None, by=by, scope=who.scope)
+                context["summary"] = context["summary"] or grouped
                 context["groups"][by] = grouped["groups"]
         except InvalidArgument as exc:
             context["error"] = {"message": exc.message, "position": getattr(exc, "position", None)}

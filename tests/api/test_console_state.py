@@ -233,6 +233,8 @@ def test_profile_and_compliance_pages_for_a_viewer(
         'id="reason-INVALID_VALUE"><a href="/console/devices?selector=%40noncompliant%28INVALID_VALUE%29">1<' in counts
     )
     assert 'href="/console/profiles/pos">pos</a>' in counts  # grouped by profile
+    pixel = "/console/devices?selector=%40model%3D%22Pixel+8%22%2C%40compliance%3D"  # a2's model, by state
+    assert pixel in counts
     filtered = console.get("/console/devices", params={"selector": "@noncompliant(INVALID_VALUE)"}).text
     assert 'href="/console/devices/a1"' in filtered and 'href="/console/devices/a2"' not in filtered
     device = console.get("/console/devices/a1").text
