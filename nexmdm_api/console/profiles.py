@@ -27,8 +27,8 @@ from nexmdm_api.db import DB
 from nexmdm_api.routes.base import get
 
 READ = {"readonly": True}
-#: how the compliance page groups the counts, as ``GET /v1/compliance?by=``
-GROUPINGS = ("reason", "profile", "model")
+#: how the compliance page groups the counts, as ``GET /v1/compliance?by=`` (``reason``: its own route)
+GROUPINGS = ("profile", "model")
 
 
 def _version(value: str) -> int | None:
@@ -69,6 +69,7 @@ class ProfilePages(Controller):
 
     @get("/compliance", opt=READ)
     def compliance_page(self, request: Request[Any, Any, Any], db: DB, selector: FromQuery[str] = "") -> Template:
+        """Devices per state, per profile and per model; the reasons follow from ``/compliance/reasons``."""
         who = session.need(request, "viewer")
         settings = request.app.state.settings
         context: dict[str, Any] = {"selector": selector, "error": None, "summary": None, "groups": {}}
@@ -79,5 +80,20 @@ class ProfilePages(Controller):
                 context["groups"][by] = grouped["groups"]
         except InvalidArgument as exc:
             context["error"] = {"message": exc.message, "position": getattr(exc, "position", None)}
-        context["states"] = compliance_terms.STATES
-        return Template("compliance.html", context=context)
+        return Template("compliance.html", context=context | {"states": compliance_terms.STATES})
+
+    @get("/compliance/reasons", opt=READ)
+    def compliance_reasons(self, request: Request[Any, Any, Any], db: DB, selector: FromQuery[str] = "") -> Template:
+        """The noncompliant devices per reason (``GET /v1/compliance?by=reason``): a count per reason, most of a
+        second at 100,000 devices on PostgreSQL, so loaded by htmx into the compliance page after it is shown,
+        and a page of its own without JavaScript."""
+        who = session.need(request, "viewer")
+        settings = request.app.state.settings
+        context: dict[str, Any] = {"selector": selector, "error": None, "groups": []}
+        try:
+            grouped = compliance.summary(db, settings, selector=selector or None, by="reason", scope=who.scope)
+            context["groups"] = grouped["groups"]
+        except InvalidArgument as exc:
+            context["error"] = {"message": exc.message, "position": getattr(exc, "position", None)}
+        fragment = bool(request.headers.get("hx-request"))
+        return Template("_reasons.html" if fragment else "compliance_reasons.html", context=context)

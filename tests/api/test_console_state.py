@@ -229,9 +229,12 @@ def test_profile_and_compliance_pages_for_a_viewer(
 
     counts = console.get("/console/compliance").text
     assert 'id="state-noncompliant"><a href="/console/devices?selector=%40compliance%3Dnoncompliant">1<' in counts
-    assert (
-        'id="reason-INVALID_VALUE"><a href="/console/devices?selector=%40noncompliant%28INVALID_VALUE%29">1<' in counts
-    )
+    assert 'hx-get="/console/compliance/reasons?selector="' in counts  # the reasons follow (htmx) ...
+    reasons = console.get("/console/compliance/reasons").text  # ... or as a page of their own
+    link = '<a href="/console/devices?selector=%40noncompliant%28INVALID_VALUE%29">1<'
+    assert f'id="reason-INVALID_VALUE">{link}' in reasons
+    fragment = console.get("/console/compliance/reasons", headers={"HX-Request": "true"}).text
+    assert "<html" not in fragment and 'id="reason-INVALID_VALUE"' in fragment
     assert 'href="/console/profiles/pos">pos</a>' in counts  # grouped by profile
     pixel = "/console/devices?selector=%40model%3D%22Pixel+8%22%2C%40compliance%3D"  # a2's model, by state
     assert pixel in counts
@@ -251,6 +254,7 @@ def test_profile_pages_are_closed_to_scoped_people_and_compliance_is_scoped(
     assert scoped.get("/console/profiles/pos").status_code == 403
     counts = scoped.get("/console/compliance")
     assert counts.status_code == 200 and 'id="state-noncompliant"><a' in counts.text
-    assert "no noncompliant device" in counts.text and 'id="reason-INVALID_VALUE"' not in counts.text
+    assert "no noncompliant device" in counts.text and "/console/compliance/reasons" not in counts.text
+    assert 'id="reason-INVALID_VALUE"' not in scoped.get("/console/compliance/reasons").text
     bad = scoped.get("/console/compliance", params={"selector": "store in (7"}).text
     assert 'id="selector-error"' in bad
