@@ -35,7 +35,7 @@ def _version(value: str) -> int | None:
     """``?version=N`` (1 <= N < 2**31, as the API's parameter); empty: the current version."""
     if not value:
         return None
-    if not value.isdigit() or not 1 <= int(value) < 2**31:
+    if not (value.isascii() and value.isdigit() and len(value) <= 10) or not 1 <= int(value) < 2**31:
         raise InvalidArgument("version must be a version number", field="version")
     return int(value)
 

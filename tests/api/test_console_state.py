@@ -223,7 +223,8 @@ def test_profile_and_compliance_pages_for_a_viewer(
     old = console.get("/console/profiles/pos", params={"version": "1"}).text
     assert "Version 1 against nothing" in old and "nexmdm profiles rollback pos --to-version 1" in old
     assert "$NEXMDM_URL/v1/profiles/pos/rollback" in old and "{&#34;to_version&#34;:1}" in old
-    assert console.get("/console/profiles/pos", params={"version": "x"}).status_code == 422
+    for bad in ("x", "0", "²", "9" * 5000):
+        assert console.get("/console/profiles/pos", params={"version": bad}).status_code == 422, bad
     assert console.get("/console/profiles/pos", params={"version": "9"}).status_code == 404
     assert console.get("/console/profiles/nope").status_code == 404
 
