@@ -40,6 +40,11 @@ def _version(value: str) -> int | None:
     return int(value)
 
 
+def _selector_error(exc: InvalidArgument) -> dict[str, Any]:
+    """A selector that does not parse, as the devices page shows it (the message, a caret at the position)."""
+    return {"message": exc.message, "position": getattr(exc, "position", None)}
+
+
 class ProfilePages(Controller):
     """Profiles, a profile, compliance."""
 
@@ -79,7 +84,7 @@ class ProfilePages(Controller):
                 context["summary"] = context["summary"] or grouped
                 context["groups"][by] = grouped["groups"]
         except InvalidArgument as exc:
-            context["error"] = {"message": exc.message, "position": getattr(exc, "position", None)}
+            context["error"] = _selector_error(exc)
         return Template("compliance.html", context=context | {"states": compliance_terms.STATES})
 
     @get("/compliance/reasons", opt=READ)
@@ -94,6 +99,6 @@ class ProfilePages(Controller):
             grouped = compliance.summary(db, settings, selector=selector or None, by="reason", scope=who.scope)
             context["groups"] = grouped["groups"]
         except InvalidArgument as exc:
-            context["error"] = {"message": exc.message, "position": getattr(exc, "position", None)}
+            context["error"] = _selector_error(exc)
         fragment = bool(request.headers.get("hx-request"))
         return Template("_reasons.html" if fragment else "compliance_reasons.html", context=context)
