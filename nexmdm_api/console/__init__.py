@@ -26,7 +26,7 @@ from litestar.template.config import TemplateConfig
 
 from core.base.settings import Settings
 from nexmdm_api.auth import client_ip
-from nexmdm_api.console import approvals, campaigns, fleet, signin
+from nexmdm_api.console import approvals, campaigns, fleet, profiles, signin
 from nexmdm_api.console.session import PREFIX, SECURITY_HEADERS, check_person
 from nexmdm_api.console.views import register_filters
 from nexmdm_api.errors import to_problem
@@ -75,7 +75,13 @@ def console_routers(settings: Settings) -> list[Router]:
     )
     pages = Router(
         path="/",
-        route_handlers=[signin.SignInController, fleet.FleetPages, campaigns.CampaignPages, approvals.ApprovalPages],
+        route_handlers=[
+            signin.SignInController,
+            fleet.FleetPages,
+            campaigns.CampaignPages,
+            profiles.ProfilePages,
+            approvals.ApprovalPages,
+        ],
         before_request=check_person,
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
         response_headers=SECURITY_HEADERS,

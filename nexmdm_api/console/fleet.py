@@ -29,6 +29,7 @@ from core.events.audit import list_events
 from core.inventory import reads as inventory
 from core.models import Device
 from core.ops import fleet_stats
+from core.profiles import compliance
 from nexmdm_api.console import session
 from nexmdm_api.console.session import PREFIX
 from nexmdm_api.db import DB
@@ -136,6 +137,7 @@ class FleetPages(Controller):
                 "commands": list_dispatches(db, device_id=device.id, limit=20),
                 "audit": list_events(db, target=device.id, limit=20),
                 "lost": lost_device(request, db, device.id),
+                "compliance": compliance.device_compliance(db, request.app.state.settings, device.id),
                 **inventory_context(db, device.id),
             },
         )

@@ -10,7 +10,7 @@ import json
 import shlex
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from litestar.plugins.jinja import JinjaTemplateEngine
 
@@ -80,6 +80,25 @@ def device_list_action(selector: str) -> dict[str, str]:
     return read_action(["devices", "list"], "/v1/devices", {"selector": selector})
 
 
+def profile_apply_action() -> dict[str, str]:
+    return {
+        "cli": cli("profiles", "apply", "-f", "FILE") + "   # plan first: nexmdm profiles plan -f FILE",
+        "curl": curl("POST", "/v1/profiles", {"name": "NAME", "settings": {}}),
+    }
+
+
+def profile_rollback_action(name: str, version: int) -> dict[str, str]:
+    return {
+        "cli": cli("profiles", "rollback", name, "--to-version", str(version)),
+        "curl": curl("POST", f"/v1/profiles/{quote(name, safe='')}/rollback", {"to_version": version}),
+    }
+
+
+def narrowed(selector: str, *terms: str) -> str:
+    """The devices listing's address for ``selector`` ANDed with ``terms`` (the compliance page's links)."""
+    return "/console/devices?" + urlencode({"selector": ",".join([t for t in (selector, *terms) if t])})
+
+
 def register_filters(engine: JinjaTemplateEngine) -> None:
     env = engine.engine
     env.filters.update({"when": when, "ago": ago})
@@ -92,5 +111,8 @@ def register_filters(engine: JinjaTemplateEngine) -> None:
             "label_action": label_action,
             "device_list_action": device_list_action,
             "read_action": read_action,
+            "profile_apply_action": profile_apply_action,
+            "profile_rollback_action": profile_rollback_action,
+            "narrowed": narrowed,
         }
     )

@@ -71,6 +71,8 @@ def test_a_link_signs_in_once_and_every_page_answers(
         "/console/campaigns",
         "/console/audit",
         "/console/approvals",
+        "/console/profiles",
+        "/console/compliance",
     ):
         answer = console.get(page)
         assert answer.status_code == 200, (page, answer.text)

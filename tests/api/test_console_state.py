@@ -18,12 +18,14 @@ from core.devices import locations
 from core.events.audit import Actor
 from core.inventory.document import check_report
 from core.inventory.store import put_inventory
-from core.models import FcmDispatch
+from core.models import Device, FcmDispatch
+from core.profiles import compliance, effective
 from core.storage.types import utcnow
 from tests.support.approvals import ALICE, ask_wipe, audit_rows, wipe_settings
 from tests.support.console import console_client, csrf_of, post_form, sign_in
 from tests.support.fleet import ack_all, seed_fleet
 from tests.support.inventory import APPS, app, body
+from tests.support.profiles import apply, profile
 
 ANN = Actor("user:ann@example.com", "127.0.0.1")
 
@@ -185,3 +187,75 @@ def test_approval_roles_and_scopes_in_the_console(
     assert scoped.get(page).status_code == 403  # closed to scoped people, as the API to scoped keys
     assert 'href="/console/approvals"' not in scoped.get("/console/devices").text
     assert post_form(scoped, "/console/devices", f"{page}/{wipe}/deny").status_code == 403
+
+
+def _noncompliant_a1(factory: sessionmaker[Session], settings: Settings) -> None:
+    """Two versions of ``pos`` (store 42, a hostile setting value in the second), then a1 reports its wifi wrong."""
+    apply(factory, settings, profile("pos", "store=42", priority=5, settings={"wifi": {"ssid": "corp"}}))
+    hostile = {"wifi": {"ssid": "shop"}, "motd": "<script>alert(1)</script>"}
+    apply(factory, settings, profile("pos", "store=42", priority=5, settings=hostile))
+    with factory.begin() as db:
+        device = db.get(Device, "a1")
+        assert device is not None
+        effective.refresh_device(db, settings, "a1")
+        db.refresh(device, ["effective_hash"])
+        items = [
+            {"key": "settings/wifi", "state": "noncompliant", "reason": "INVALID_VALUE"},
+            {"key": "settings/motd", "state": "compliant"},
+        ]
+        compliance.report(db, settings, device, {"effective_hash": device.effective_hash, "items": items})
+
+
+def test_profile_and_compliance_pages_for_a_viewer(
+    console: TestClient[Any], session_factory: sessionmaker[Session], state_settings: Settings
+) -> None:
+    _noncompliant_a1(session_factory, state_settings)
+    sign_in(console, session_factory, "viewer")
+    listing = console.get("/console/profiles")
+    assert listing.status_code == 200, listing.text
+    assert 'href="/console/profiles/pos"' in listing.text and "nexmdm profiles apply -f FILE" in listing.text
+
+    page = console.get("/console/profiles/pos").text
+    assert page.index("?version=2") < page.index("?version=1")  # newest first
+    assert "<code>settings/motd</code> <code>settings/wifi</code>" in page  # the keys version 2 changed
+    assert "Version 2 against version 1" in page and "(not set)" in page  # motd is new
+    assert "<script>alert(1)</script>" not in page and "\\u003cscript\\u003ealert(1)" in page
+    old = console.get("/console/profiles/pos", params={"version": "1"}).text
+    assert "Version 1 against nothing" in old and "nexmdm profiles rollback pos --to-version 1" in old
+    assert "$NEXMDM_URL/v1/profiles/pos/rollback" in old and "{&#34;to_version&#34;:1}" in old
+    for bad in ("x", "0", "²", "9" * 5000):
+        assert console.get("/console/profiles/pos", params={"version": bad}).status_code == 422, bad
+    assert console.get("/console/profiles/pos", params={"version": "9"}).status_code == 404
+    assert console.get("/console/profiles/nope").status_code == 404
+
+    counts = console.get("/console/compliance").text
+    assert 'id="state-noncompliant"><a href="/console/devices?selector=%40compliance%3Dnoncompliant">1<' in counts
+    assert 'hx-get="/console/compliance/reasons?selector="' in counts  # the reasons follow (htmx) ...
+    reasons = console.get("/console/compliance/reasons").text  # ... or as a page of their own
+    link = '<a href="/console/devices?selector=%40noncompliant%28INVALID_VALUE%29">1<'
+    assert f'id="reason-INVALID_VALUE">{link}' in reasons
+    fragment = console.get("/console/compliance/reasons", headers={"HX-Request": "true"}).text
+    assert "<html" not in fragment and 'id="reason-INVALID_VALUE"' in fragment
+    assert 'href="/console/profiles/pos">pos</a>' in counts  # grouped by profile
+    pixel = "/console/devices?selector=%40model%3D%22Pixel+8%22%2C%40compliance%3D"  # a2's model, by state
+    assert pixel in counts
+    filtered = console.get("/console/devices", params={"selector": "@noncompliant(INVALID_VALUE)"}).text
+    assert 'href="/console/devices/a1"' in filtered and 'href="/console/devices/a2"' not in filtered
+    device = console.get("/console/devices/a1").text
+    assert 'id="compliance-state">noncompliant' in device and "INVALID_VALUE" in device
+    assert '<code>settings/wifi</code></td><td class="compliance-noncompliant">' in device
+
+
+def test_profile_pages_are_closed_to_scoped_people_and_compliance_is_scoped(
+    console: TestClient[Any], session_factory: sessionmaker[Session], state_settings: Settings
+) -> None:
+    _noncompliant_a1(session_factory, state_settings)
+    scoped = _client(console, session_factory, "admin", scope="store=7")
+    assert scoped.get("/console/profiles").status_code == 403
+    assert scoped.get("/console/profiles/pos").status_code == 403
+    counts = scoped.get("/console/compliance")
+    assert counts.status_code == 200 and 'id="state-noncompliant"><a' in counts.text
+    assert "no noncompliant device" in counts.text and "/console/compliance/reasons" not in counts.text
+    assert 'id="reason-INVALID_VALUE"' not in scoped.get("/console/compliance/reasons").text
+    bad = scoped.get("/console/compliance", params={"selector": "store in (7"}).text
+    assert 'id="selector-error"' in bad
