@@ -12,7 +12,9 @@ Every query here is bounded by an index, so that one refresh stays cheap at 100,
 * devices that went offline in the last hour by a range of ``last_seen_at``;
 * profile compliance (compliant, noncompliant, pending, unknown) of the unrevoked devices by
   ``core.profiles.compliance.summary``, the function of the gauge ``nexmdm_fleet_compliance_devices``: one
-  pass over the devices outer-joined with their last report (``device_compliance``, its primary key);
+  pass over the devices outer-joined with their last report (``device_compliance``, its primary key); at
+  100,000 devices all under a profile this hash join is the costliest statement of a refresh (about 50 ms
+  on PostgreSQL, against about 15 ms for the device states);
 * campaigns in flight by the ``status`` index of ``campaigns``, each shown counted the way ``nexmdm
   campaigns show`` counts it (``core.campaigns.counts.live_counts``: ranges of the ``campaign_id`` indexes);
   the gauges' sums over all of them in one statement (``campaign_totals``).
