@@ -25,7 +25,6 @@ def test_demo_ends_with_the_galaxy_a10s_noncompliant() -> None:
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    assert "halted (max_failure)" in out and "INSUFFICIENT_STORAGE on Galaxy A10" in out
     assert "Profile demo-shops is at version 1." in out
     by_reason = out[out.index("nexmdm compliance --by reason") :]
     # every device reported on the profile; the Galaxy A10s that could not install are APP_NOT_UPDATED
