@@ -130,6 +130,13 @@ def dash(value: Any) -> str:
     return "—" if value is None or value == "" else str(value)
 
 
+def compliance_line(states: dict[str, int]) -> str:
+    """``compliant 1,150 (96%), noncompliant 40 (3%), ...``: devices per compliance state and their share
+    (``nexmdm compliance``, ``nexmdm top``)."""
+    total = sum(states.values()) or 1
+    return ", ".join(f"{name} {count:,} ({count / total:.0%})" for name, count in states.items())
+
+
 def ms(value: float | None) -> str:
     if value is None:
         return "—"

@@ -126,6 +126,12 @@ def offline_table(snap: dict[str, Any], rows: int | None = None) -> Table:
     return out
 
 
+def compliance(snap: dict[str, Any]) -> Text:
+    """One line: the unrevoked devices (matching the selector) by profile compliance, as ``nexmdm
+    compliance`` counts them (the gauge's function)."""
+    return Text.assemble(("Compliance ", "bold"), render.compliance_line(snap["compliance"]))
+
+
 def header(snap: dict[str, Any], source: str, note: str | None = None, *, interval: float | None = None) -> Text:
     """One line; the database URL comes last, so a narrow terminal cuts it rather than the keys."""
     text = Text.assemble(("NexMDM top", "bold"))
@@ -156,7 +162,7 @@ def once(snap: dict[str, Any], source: str, width: int, note: str | None = None)
         render.row(grid, *parts[start : start + per_row])
     campaigns = top_campaigns.campaigns(snap, width)
     middle = [campaigns] if campaigns is not None else []
-    return Group(header(snap, source, note), grid, *middle, offline_table(snap))
+    return Group(header(snap, source, note), grid, compliance(snap), *middle, offline_table(snap))
 
 
 def panel_rows(width: int) -> int:
@@ -169,8 +175,9 @@ def panel_rows(width: int) -> int:
 
 
 def offline_rows(width: int, height: int) -> int:
-    """How many went-offline devices fit below the panels (title, header, borders and caption take 6)."""
-    return max(height - 1 - panel_rows(width) - 6, 0)
+    """How many went-offline devices fit below the panels and the compliance line (title, header, borders
+    and caption take 6)."""
+    return max(height - 1 - panel_rows(width) - 1 - 6, 0)
 
 
 def screen(snap: dict[str, Any], source: str, width: int, height: int, *, interval: float, note: str | None) -> Layout:
@@ -190,12 +197,13 @@ def screen(snap: dict[str, Any], source: str, width: int, height: int, *, interv
     campaigns = top_campaigns.campaigns(snap, width)
     taken = 0
     if campaigns is not None:
-        taken = min(top_campaigns.rows(snap, width), max(height - 1 - panel_rows(width), 0))
+        taken = min(top_campaigns.rows(snap, width), max(height - 2 - panel_rows(width), 0))
         parts_below.append(Layout(campaigns, name="campaigns", size=taken))
     root = Layout()
     root.split_column(
         Layout(header(snap, source, note, interval=interval), size=1),
         top,
+        Layout(compliance(snap), name="compliance", size=1),
         *parts_below,
         Layout(offline_table(snap, max(offline_rows(width, height) - taken, 0))),
     )

@@ -10,12 +10,17 @@ Every query here is bounded by an index, so that one refresh stays cheap at 100,
 * commands by the ``(status, created_at)`` and ``created_at`` indexes, over the last hour; latency
   percentiles over the newest ``LATENCY_SAMPLE`` of them;
 * devices that went offline in the last hour by a range of ``last_seen_at``;
+* profile compliance (compliant, noncompliant, pending, unknown) of the unrevoked devices by
+  ``core.profiles.compliance.summary``, the function of the gauge ``nexmdm_fleet_compliance_devices``: one
+  pass over the devices outer-joined with their last report (``device_compliance``, its primary key); at
+  100,000 devices all under a profile this hash join is the costliest statement of a refresh (about 50 ms
+  on PostgreSQL, against about 15 ms for the device states);
 * campaigns in flight by the ``status`` index of ``campaigns``, each shown counted the way ``nexmdm
   campaigns show`` counts it (``core.campaigns.counts.live_counts``: ranges of the ``campaign_id`` indexes);
   the gauges' sums over all of them in one statement (``campaign_totals``).
 
-With a selector (``nexmdm top --selector``), the device states, the heartbeats of the last minute and
-the went-offline list are those of the matching devices, with the clause ``nexmdm devices list
+With a selector (``nexmdm top --selector``), the device states, the compliance, the heartbeats of the
+last minute and the went-offline list are those of the matching devices, with the clause ``nexmdm devices list
 --selector`` uses: a label term is an ``EXISTS`` over the ``(key, value, device_id)`` label index,
 ``@state`` and ``@agent_version`` comparisons use their indexes, and the other terms (negations,
 ``@battery_pct``, ``@plugged``, ``@model``, ``@os_version``, ``@network_type``) read every device: those
@@ -51,6 +56,7 @@ from core.models import (
     DeviceHeartbeat,
     FcmDispatch,
 )
+from core.profiles import compliance
 from core.storage.dialect import is_postgresql
 from core.storage.timeouts import selector_reads
 from core.storage.types import utcnow
@@ -326,12 +332,15 @@ def snapshot(
         inventory = {"older_than_a_day": devices.pop("inventory_old"), "never": devices.pop("inventory_never")}
         heartbeats = heartbeat_rate(db, settings, now, selector=selector, scope=scope)
         offline = went_offline(db, settings, now, limit=offline_limit, selector=selector, scope=scope)
+        # the gauge's function: one GROUP BY over the selected unrevoked devices and their last report
+        compliant = compliance.summary(db, settings, selector=selector, scope=scope, now=now)["states"]
     within = None if scope is None else scoped_ids(scope, settings)
     return {
         "at": now,
         "selector": None if selector is None else selector.text,
         "devices": devices,
         "inventory_stale": inventory,
+        "compliance": compliant,
         "heartbeats": heartbeats,
         "commands": command_counts(db, now, within=within),
         "push_queue": queue_stats(db, now),

@@ -13,7 +13,7 @@ emitted when the judged state changes.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -284,14 +284,23 @@ def device_compliance(db: Session, settings: Settings, device_id: str) -> dict[s
 
 
 def summary(
-    db: Session, settings: Settings, *, selector: str | None = None, by: str = "state", scope: str | None = None
+    db: Session,
+    settings: Settings,
+    *,
+    selector: str | selectors.Selector | None = None,
+    by: str = "state",
+    scope: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Devices per compliance state (unrevoked, matching ``selector`` within ``scope``), optionally grouped
-    ``by`` profile, reason (noncompliant devices per reason) or model."""
+    ``by`` profile, reason (noncompliant devices per reason) or model.
+
+    By state (the gauge ``nexmdm_fleet_compliance_devices``, ``nexmdm top``) it is one statement: one pass
+    over the selected devices outer-joined with their last report, grouped by state."""
     if by not in BY:
         raise InvalidArgument(f"by is one of {', '.join(BY)}", field="by")
-    now = utcnow()
-    parsed = selectors.parse(selector)
+    now = now or utcnow()
+    parsed = selector if isinstance(selector, selectors.Selector) else selectors.parse(selector)
     where = selectors.where_clause(parsed, settings, now)
     state = compliance_terms.state_expr(settings, now, joined=True).label("state")
 

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -75,6 +76,22 @@ ROLLOUT_PAYLOAD = '{"build_id": 1}'
 ROLLOUT_BUILDS = {1: ("com.acme.pos", 4200)}
 ROLLOUT_UNTIL = "@app(com.acme.pos)>=4200"
 ROLLOUT_FAILURE = "model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE"
+
+
+#: the demo's profile, applied after the halted rollout: the devices it did not reach update themselves;
+#: the Galaxy A10s still cannot install and show as noncompliant APP_NOT_UPDATED
+DEMO_PROFILE = """\
+name: demo-shops
+selector: demo=campaign
+apps:
+  - {package: com.acme.pos, install: required, min_version_code: 4200}
+settings:
+  wifi: {ssid: shop, security: WPA2}
+"""
+#: the devices the profile's compliance line names (shown by model: the Galaxy A10s)
+NONCOMPLIANT = "@noncompliant(APP_NOT_UPDATED)"
+#: seconds the demo waits for the devices to report on the profile (they heartbeat every second)
+PROFILE_WAIT = 10.0
 
 
 def demo_apps(index: int) -> dict[str, int]:
@@ -170,9 +187,37 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
             run("campaigns", "show", campaign_id)
             out_console.rule(f"nexmdm campaigns failures {campaign_id}")
             run("campaigns", "failures", campaign_id)
+        profile_phase(run, settings, folder)
     finally:
         stop(server)  # the simulated devices (a daemon thread) find it gone and end with the demo
         log.close()
+
+
+def profile_phase(run: Callable[..., None], settings: Any, folder: Path) -> None:
+    """Apply ``DEMO_PROFILE`` to the campaign's devices, wait until they have all reported on it (none
+    pending or unknown), and show the fleet's compliance by reason, and the noncompliant devices by model."""
+    from core.profiles import compliance
+    from core.storage import engine as core_db
+
+    document = folder / "demo-shops.yaml"
+    document.write_text(DEMO_PROFILE)
+    out_console.rule(f"nexmdm profiles apply -f {document.name}")
+    run("profiles", "apply", "-f", str(document), "--yes")
+    engine = core_db.engine_from_settings(settings)
+    factory = core_db.make_session_factory(engine, settings)
+    deadline = time.monotonic() + PROFILE_WAIT
+    try:
+        while time.monotonic() < deadline:
+            with factory() as db:
+                states = compliance.summary(db, settings, selector="demo=campaign")["states"]
+            if states["pending"] == states["unknown"] == 0:
+                break
+            time.sleep(0.3)
+    finally:
+        engine.dispose()
+    for args in (["compliance", "--by", "reason"], ["compliance", "--selector", NONCOMPLIANT, "--by", "model"]):
+        out_console.rule(f"nexmdm {' '.join(args)}")
+        run(*args)
 
 
 def demo(
@@ -261,7 +306,9 @@ def demo(
     info(
         "[bold]6/6[/bold] an outcome-gated rollout: `nexmdm send install_apk --to demo=campaign "
         f"--until '{ROLLOUT_UNTIL}'` in waves of 25 % with --max-failure 10 %, while Galaxy A10s fail "
-        "(INSUFFICIENT_STORAGE); then `nexmdm campaigns watch`, `show` and `failures`"
+        "(INSUFFICIENT_STORAGE); then `nexmdm campaigns watch`, `show` and `failures`; then a profile "
+        "(`nexmdm profiles apply`: com.acme.pos at least 4200 and a setting) that the devices apply and report "
+        "on, and `nexmdm compliance --by reason` (and by model)"
     )
     campaign_phase(root, settings, database_url, folder, env)
     if keep:

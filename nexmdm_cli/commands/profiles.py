@@ -237,12 +237,7 @@ def compliance(
     if json_output:
         print_json(data)
         return
-    total = data["total"] or 1
-    line = ", ".join(
-        f"{state_name} {data['states'][state_name]:,} ({data['states'][state_name] / total:.0%})"
-        for state_name in STATES
-    )
-    show(f"{data['total']:,} devices: {line}")
+    show(f"{data['total']:,} devices: {render.compliance_line(data['states'])}")
     if by == "state":
         return
     columns = ("noncompliant",) if by == "reason" else STATES

@@ -246,3 +246,46 @@ def test_at_most_a_handful_of_campaigns(cli: Cli, session_factory: sessionmaker[
     assert top_campaigns.rows(snap, 140) == top_campaigns.TABLE_FRAME + 1 + 1
     assert top_campaigns.rows(snap, 80) == top_campaigns.PANEL_FRAME + 2
     assert top_campaigns.campaigns({"campaigns": {"in_flight": 0, "items": [], "more": 0}}, 140) is None
+
+
+def test_compliance_line(cli: Cli, session_factory: sessionmaker[Session], settings: Settings) -> None:
+    """The devices by compliance, from the gauge's function, narrowed by a selector and by a scope."""
+    from datetime import timedelta
+
+    from core.models import Device, DeviceCompliance
+    from core.ops import fleet_stats
+    from core.storage.types import utcnow
+    from tests.support.profiles import apply, profile, required
+
+    seed_fleet(session_factory)
+    seed_labels(session_factory)
+    # no profile yet: nothing is asked of the unrevoked devices
+    assert cli.json("top")["compliance"] == {"compliant": 9, "noncompliant": 0, "pending": 0, "unknown": 0}
+    apply(session_factory, settings, profile("pos", "store=1", apps=[required("com.acme.pos", 4200)]))
+    with session_factory.begin() as db:  # store=1 (4 unrevoked): one of each state
+        hashes = {d.id: d.effective_hash for d in db.query(Device).filter(Device.id.like("dev_%"))}
+        for device_id, state, reasons in (
+            ("dev_on_a", "noncompliant", ",APP_NOT_UPDATED,"),
+            ("dev_stale_a", "compliant", ","),
+        ):
+            db.add(
+                DeviceCompliance(
+                    device_id=device_id, reported_hash=hashes[device_id], state=state, reasons=reasons, items=[]
+                )
+            )
+        db.get_one(Device, "dev_off_3h").effective_since = utcnow() - timedelta(
+            hours=2
+        )  # past the grace, never reported
+    fleet = {"compliant": 6, "noncompliant": 1, "pending": 1, "unknown": 1}  # store=2 has no profile: compliant
+    data = cli.json("top")
+    assert data["compliance"] == fleet == cli.json("compliance")["states"]
+    store_1 = {"compliant": 1, "noncompliant": 1, "pending": 1, "unknown": 1}
+    assert cli.json("top", "--selector", "store=1")["compliance"] == store_1
+    assert cli.json("top", "--selector", "store=9")["compliance"] == dict.fromkeys(fleet, 0)
+    with session_factory() as db:  # a principal's scope narrows it like the other device figures
+        assert fleet_stats.snapshot(db, settings, scope="store=1")["compliance"] == store_1
+
+    screen = cli("top", "--once").stdout
+    assert "Compliance compliant 6 (67%), noncompliant 1 (11%), pending 1 (11%), unknown 1 (11%)" in screen
+    narrowed = cli("top", "--once", "--selector", "store=1").stdout
+    assert "Compliance compliant 1 (25%), noncompliant 1 (25%), pending 1 (25%), unknown 1 (25%)" in narrowed

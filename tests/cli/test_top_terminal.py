@@ -121,6 +121,8 @@ def test_live_screen_resize_and_q(tmux: Tmux, cli: Cli, session_factory: session
     wide = tmux.wait_for(_figures, "the seeded fleet's figures")
     assert "q quits" in wide
     assert _row_of(wide, "Fleet") == _row_of(wide, "Push and ack")  # four panels side by side
+    # the compliance line under the panels (no profile yet: nothing is asked of the 9 unrevoked devices)
+    assert _row_of(wide, "Fleet") < _row_of(wide, "Compliance compliant 9 (100%)") < _row_of(wide, "Went offline")
 
     tmux("resize-window", "-t", "top", "-x", "80", "-y", "50")
     medium = tmux.wait_for(
