@@ -243,6 +243,8 @@ def test_profile_and_compliance_pages_for_a_viewer(
     assert 'href="/console/devices/a1"' in filtered and 'href="/console/devices/a2"' not in filtered
     device = console.get("/console/devices/a1").text
     assert 'id="compliance-state">noncompliant' in device and "INVALID_VALUE" in device
+    live = console.get("/console/overview/live").text  # the overview shows what `top` shows: compliance too
+    assert 'id="compliance-noncompliant">1<' in live
     assert '<code>settings/wifi</code></td><td class="compliance-noncompliant">' in device
 
 
