@@ -55,9 +55,9 @@ HOSTILE = "[/red][link=https://evil.example/]x[/link]\x1b[2J\x07\u202e"
 SHORT = "[/b]\x1b[2J\x07\u202e"
 #: how it must appear: the brackets as typed, the control characters as visible escapes
 SHOWN = r"[/red][link=https://evil.example/]x[/link]\x1b[2J\x07\u202e"
-#: inside a JSON document (``profiles show``) the controls are JSON's own escapes
-SHOWN_IN_JSON = r"[/red][link=https://evil.example/]x[/link]\u001b[2J\u0007\u202e"
-JSON_DOCUMENTS = {"profiles show"}
+#: stored text that refuses controls on the way in (a profile's settings) can still carry markup
+MARKUP = "[/red][link=https://evil.example/]x[/link]"
+MARKUP_ONLY = {"profiles show"}
 
 #: every command that lists or shows stored values, with its arguments
 READS: dict[str, list[str]] = {
@@ -158,7 +158,8 @@ def test_every_listing_and_show_prints_stored_markup_and_controls_literally(
             db, Settings(), request_id="w-1", device_id="dev_a", action="wipe", payload={"reason": "r"}, actor=ALICE
         )
         db.execute(update(Approval).values(requested_by=HOSTILE))
-    apply_profile(session_factory, Settings(), {"name": "pos", "settings": {"motd": HOSTILE}})
+    # a profile's text refuses controls on the way in (core.profiles.document): its markup is the threat left
+    apply_profile(session_factory, Settings(), {"name": "pos", "settings": {"motd": MARKUP}})
     ids = {"CAMPAIGN": campaign_id, "APPROVAL": approval["id"]}
     wide = Cli(cli.url, cli.env | {"COLUMNS": "3000"})  # no folding: each value stays on one line
     for name, args in READS.items():
@@ -167,7 +168,7 @@ def test_every_listing_and_show_prints_stored_markup_and_controls_literally(
         assert result.exit_code == 0, (name, output[-2000:])
         assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output, name
         assert "Traceback" not in output, name
-        shown = SHOWN_IN_JSON if name in JSON_DOCUMENTS else SHOWN
+        shown = MARKUP if name in MARKUP_ONLY else SHOWN
         assert name == "top" or shown in result.stdout, (name, result.stdout[-3000:])
 
 
