@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.base import security, validation
-from core.base.errors import Forbidden, InvalidArgument, InvalidCredentials, NexMDMError
+from core.base.errors import Forbidden, InvalidCredentials, NexMDMError
 from core.base.settings import Settings
 from core.base.versions import version_key
 from core.devices.records import authenticate_device
@@ -185,11 +185,7 @@ def prepare_beat(
 
 
 def _inventory_hash(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not validation.SHA256_RE.fullmatch(value):
-        raise InvalidArgument("inventory_hash must be 64 lowercase hex characters", field="inventory_hash")
-    return value
+    return None if value is None else validation.sha256_hex(value, "inventory_hash")
 
 
 def inventory_wanted(sent: str | None, held: str | None) -> bool:

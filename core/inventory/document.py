@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.base.errors import InvalidArgument
-from core.base.validation import PACKAGE_RE, is_iso_date, text
+from core.base.validation import PACKAGE_RE, is_iso_date, sha256_hex, text
 
 MAX_APPS = 2000
 #: the body limit of ``PUT``/``PATCH /v1/inventory``
 MAX_BODY_BYTES = 1024 * 1024
 MAX_PACKAGE = 255
 _SHA256_RE = re.compile(r"[0-9A-Fa-f]{64}")
-_HASH_RE = re.compile(r"[0-9a-f]{64}")
 #: a version code is Android's ``long``; more does not fit the column
 MAX_VERSION_CODE = 2**63 - 1
 MAX_INT = 2**53
@@ -149,9 +148,7 @@ def check_apps(value: object, field: str = "apps") -> dict[str, dict[str, Any]]:
 
 
 def check_hash(value: object, field: str) -> str:
-    if not isinstance(value, str) or not _HASH_RE.fullmatch(value):
-        raise InvalidArgument(f"{field} must be 64 lowercase hex characters (a SHA-256)", field=field)
-    return value
+    return sha256_hex(value, field)
 
 
 def canonical_hash(device: Mapping[str, Any], apps: Mapping[str, Mapping[str, Any]] | list[Mapping[str, Any]]) -> str:
