@@ -11,7 +11,8 @@ halt as a campaign of commands; ``max_noncompliant_pct`` is its failure gate.
 Either way, a new version of the profile ends its earlier rollout (``cancelled``, reason ``superseded``):
 with waves the new rollout takes its held devices over (they keep what they have until their wave), without
 waves every hold ends and every device follows the new version at once. A rollback or a delete through
-``core.profiles.store`` is seen by the rollout's next step, which ends it the same way.
+``core.profiles.store`` directly is seen by the rollout's next step, which ends it the same way
+(:func:`rollback` and :func:`delete` here end it at once).
 """
 
 from __future__ import annotations
@@ -105,6 +106,20 @@ def apply(
     supersede(db, name)
     created = None if plan is None else _create(db, settings, applied, from_version, plan, actor)
     return {**applied, "rollout": created}
+
+
+def rollback(db: Session, settings: Settings, name: str, to_version: int, actor: Actor) -> dict[str, Any]:
+    """``core.profiles.store.rollback`` (every device at once), ending the profile's rollout."""
+    result = store.rollback(db, settings, name, to_version, actor)
+    supersede(db, name)
+    return result
+
+
+def delete(db: Session, settings: Settings, name: str, actor: Actor) -> dict[str, Any]:
+    """``core.profiles.store.delete``, ending the profile's rollout."""
+    result = store.delete(db, settings, name, actor)
+    supersede(db, name)
+    return result
 
 
 def supersede(db: Session, name: str) -> list[str]:

@@ -141,7 +141,7 @@ class ProfileNameController(Controller):
     def rollback_profile(
         self, request: Request[Any, Any, Any], db: DB, name: NamePath, data: JSONBody[RollbackIn]
     ) -> AppliedOut:
-        applied = store.rollback(db, request.app.state.settings, name, data.to_version, admin_actor(request))
+        applied = profile_rollouts.rollback(db, request.app.state.settings, name, data.to_version, admin_actor(request))
         return convert(applied, AppliedOut)
 
     @delete(
@@ -153,7 +153,7 @@ class ProfileNameController(Controller):
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def delete_profile(self, request: Request[Any, Any, Any], db: DB, name: NamePath) -> DeletedOut:
-        return convert(store.delete(db, request.app.state.settings, name, admin_actor(request)), DeletedOut)
+        return convert(profile_rollouts.delete(db, request.app.state.settings, name, admin_actor(request)), DeletedOut)
 
 
 class DeviceEffectiveController(Controller):
