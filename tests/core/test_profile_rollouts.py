@@ -116,6 +116,9 @@ def test_noncompliance_past_the_threshold_halts_with_the_rest_held_then_resumes(
     with session_factory() as db:
         failed = {r["device_id"]: r["error_code"] for r in fleet.campaign_devices(db, rollout["id"], status="failed")}
     assert failed == {first[3]: "noncompliant", first[4]: "grace_expired"}
+    with session_factory() as db:  # `campaigns failures` groups them by reason
+        groups = fleet.failure_groups(db, rollout["id"])["groups"]
+    assert sorted((g["reason"], g["count"]) for g in groups) == [("grace_expired", 1), ("noncompliant", 1)]
     assert fleet.advance(session_factory, rollout["id"], now=later) == ["idle"]
     assert _moved(session_factory, before) == first  # the other 15 stay on the previous version
 
