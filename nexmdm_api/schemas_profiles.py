@@ -104,7 +104,7 @@ class RolloutIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     max_noncompliant_pct: Percent | None = None
     #: how long a released device has to report compliant with its new hash (default
     #: `NEXMDM_PROFILE_GRACE_SECONDS`)
-    grace_seconds: Annotated[int, Meta(ge=10, le=30 * 86400)] | None = None
+    grace_seconds: Annotated[int, Meta(ge=1, le=30 * 86400)] | None = None
 
 
 class ProfileApplyIn(ProfileIn, forbid_unknown_fields=True, omit_defaults=True):

@@ -65,7 +65,7 @@ BAD = [
     {"wave_percent": 120},
     {"wave_size": 1, "wave_percent": 5},
     {"wave_size": 1, "colour": 1},
-    {"wave_size": 1, "grace_seconds": 1},
+    {"wave_size": 1, "grace_seconds": 0},
     {"wave_size": 1, "wave_interval_seconds": -5},
     {"wave_size": 1, "max_noncompliant_pct": 101},
     "ten percent",

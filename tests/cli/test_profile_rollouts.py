@@ -54,7 +54,8 @@ def test_bad_wave_options_are_one_line(cli: Cli, tmp_path: Path, session_factory
         (["--max-noncompliant", "5%"], "need --wave-percent or --wave-size"),
         (["--wave-size", "2", "--max-noncompliant", "120%"], "between 0% and 100%"),
         (["--wave-size", "2", "--wave-interval", "soon"], "--wave-interval"),
-        (["--wave-size", "2", "--grace", "1s"], "grace_seconds must be 10 s"),
+        (["--wave-size", "2", "--grace", "0s"], "--grace must be a positive number"),
+        (["--wave-size", "2", "--grace", "31d"], "grace_seconds must be 1 s to 30 days"),
         (["--wave-size", "2", "--wave-percent", "10%"], "exactly one of wave_percent or wave_size"),
     ):
         result = cli("profiles", "apply", "-f", str(document), *args, "--yes")

@@ -241,7 +241,7 @@ BAD_ROLLOUTS = [
     ({"wave_percent": 101}, "rollout.wave_percent"),
     ({"wave_size": 5, "max_noncompliant_pct": -1}, "rollout.max_noncompliant_pct"),
     ({"wave_size": 5, "wave_interval_seconds": -1}, "rollout.wave_interval_seconds"),
-    ({"wave_size": 5, "grace_seconds": 5}, "rollout.grace_seconds"),
+    ({"wave_size": 5, "grace_seconds": 0}, "rollout.grace_seconds"),
     ({"wave_size": 5, "colour": 1}, "rollout.colour"),
     ([], "rollout"),
 ]
