@@ -186,7 +186,8 @@ def step(db: Session, campaign_id: str, now: datetime | None = None, settings: S
         return "waiting"  # everything released; completion waits for the last commands
     if current >= 1:
         due = (campaign.last_wave_at or now) + timedelta(seconds=campaign.interval_seconds or 0)
-        if now < due or waiting * profile:  # a profile wave waits for every released device's outcome
+        undecided = waiting if profile else 0  # a profile wave waits for every released device's outcome
+        if now < due or undecided:
             return "waiting"
         if campaign.min_success_pct is not None and gates["success_pct"] < campaign.min_success_pct:
             if waiting == 0:

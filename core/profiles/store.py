@@ -149,12 +149,12 @@ def apply(
     db.flush()
     changes = diff(old, document)
     count = _affected(db, name, document, settings)
-    if hold:
+    if hold:  # every device it moves keeps what it has: no membership and no hash changes now
         holds.hold(db, settings, name, document["selector"], old_version)
     else:
         holds.clear(db, name)
-    effective.rematch(db, settings, name, document["selector"])
-    effective.prune_combinations(db)
+        effective.rematch(db, settings, name, document["selector"])
+        effective.prune_combinations(db)
     record(db, actor, action, name, version=version, diff=changes)
     return {"name": name, "version": version, "changed": True, "diff": changes, "devices_changing": count}
 
