@@ -9,7 +9,7 @@ path, nothing written.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -93,11 +93,7 @@ class ProfileIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 RolloutSeconds = Annotated[int, Meta(ge=0, le=30 * 86400)]
 
 
-class RolloutIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Waves for a profile change (docs/profiles.md): exactly one of `wave_percent` or `wave_size`."""
-
-    wave_percent: WavePercent | None = None
-    wave_size: Annotated[int, Meta(ge=1, le=2**31 - 1)] | None = None
+class _RolloutGates(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
     #: the least time between two waves (a wave also waits for every released device's outcome)
     wave_interval_seconds: RolloutSeconds = 0
     #: the failure gate: past this share of released devices failed, the rollout halts
@@ -105,6 +101,31 @@ class RolloutIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     #: how long a released device has to report compliant with its new hash (default
     #: `NEXMDM_PROFILE_GRACE_SECONDS`)
     grace_seconds: Annotated[int, Meta(ge=1, le=30 * 86400)] | None = None
+
+
+RolloutWaveSize = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+
+
+class RolloutBySize(_RolloutGates, kw_only=True):
+    """Waves of `wave_size` devices."""
+
+    wave_size: RolloutWaveSize
+
+
+class RolloutByPercent(_RolloutGates, kw_only=True):
+    """Waves of `wave_percent` of the devices whose effective profile changes."""
+
+    wave_percent: WavePercent
+
+
+class RolloutIn(_RolloutGates, kw_only=True):
+    """Waves for a profile change (docs/profiles.md): exactly one of `wave_percent` or `wave_size`."""
+
+    #: the OpenAPI document shows exactly one of them (``oneOf``); core checks the rule
+    openapi_variants: ClassVar[tuple[type[msgspec.Struct], ...]] = (RolloutBySize, RolloutByPercent)
+
+    wave_percent: WavePercent | None = None
+    wave_size: RolloutWaveSize | None = None
 
 
 class ProfileApplyIn(ProfileIn, forbid_unknown_fields=True, omit_defaults=True):
