@@ -23,7 +23,8 @@ from core.base.settings import Settings
 from core.campaigns.batches import next_batch
 from core.campaigns.counts import unreleased
 from core.models import Campaign, CampaignTarget, Device, DeviceCompliance, Profile
-from core.profiles import holds
+from core.profiles import effective, holds
+from core.storage.dialect import xact_lock
 from core.storage.operations import rowcount
 from core.storage.types import utcnow
 
@@ -43,6 +44,11 @@ def profile_of(row: Campaign) -> dict[str, Any] | None:
         "to_version": row.to_version,
         "grace_seconds": row.outcome_timeout_seconds,
     }
+
+
+def lock(db: Session) -> None:
+    """The profiles lock (``core.profiles.effective.LOCK``): held by every change of memberships and hashes."""
+    xact_lock(db, effective.LOCK)
 
 
 def release_batch(db: Session, campaign: Campaign, wave: int, batch: int, settings: Settings) -> int:

@@ -98,14 +98,17 @@ def apply(
     """Apply a profile document, at once or (``rollout``) in waves; the answer is the apply's with
     ``rollout``: the profile rollout's campaign, or None (no waves, nothing changed, or no device moves)."""
     plan = validate_rollout(rollout)
-    name = check(raw)["name"]
+    document = check(raw)  # (the store checks it again: a bad document is refused before any write)
+    name = document["name"]
     before = db.get(Profile, name)
     from_version = before.current_version if before is not None and before.deleted_at is None else None
     applied = store.apply(db, settings, raw, actor, action=action, hold=plan is not None)
     if not applied["changed"]:
         return {**applied, "rollout": None}
     supersede(db, name)
-    created = None if plan is None else _create(db, settings, applied, from_version, plan, actor)
+    created = None
+    if plan is not None:
+        created = _create(db, settings, applied, document["selector"], from_version, plan, actor)
     return {**applied, "rollout": created}
 
 
@@ -135,7 +138,13 @@ def supersede(db: Session, name: str) -> list[str]:
 
 
 def _create(
-    db: Session, settings: Settings, applied: dict[str, Any], from_version: int | None, plan: Rollout, actor: Actor
+    db: Session,
+    settings: Settings,
+    applied: dict[str, Any],
+    selector: str,
+    from_version: int | None,
+    plan: Rollout,
+    actor: Actor,
 ) -> dict[str, Any] | None:
     """The rollout's campaign and its targets (the held devices, one ``INSERT ... SELECT``), waves cut by
     a hash of (campaign, device); None when no device's effective profile changes."""
@@ -156,7 +165,7 @@ def _create(
         action="profile",
         payload=payload,
         payload_hash=payload_hash(payload),
-        selector=(db.get(Profile, name) or Profile()).selector,
+        selector=selector,
         status="running",
         targeted=total,
         wave_size=size,

@@ -138,6 +138,14 @@ def _decide(db: Session, campaign: Campaign, settings: Settings | None, now: dat
         logger.info("campaign %s outcomes: %d succeeded, %d failed", campaign.id, *decided.values())
 
 
+def _locked(db: Session, campaign_id: str) -> Campaign:
+    """The campaign row, locked. A profile rollout's step takes the profiles lock first: a profile's apply
+    holds that lock when it ends the profile's rollout, so both take them in the same order (no deadlock)."""
+    if db.execute(select(Campaign.kind).where(Campaign.id == campaign_id)).scalar() == "profile":
+        profile_release.lock(db)
+    return load(db, campaign_id, lock=True)
+
+
 def end_if_superseded(db: Session, campaign: Campaign, now: datetime) -> bool:
     """A profile rollout whose profile moved on (applied again, rolled back, deleted) ends: the new write
     decided for its devices."""
@@ -152,7 +160,7 @@ def end_if_superseded(db: Session, campaign: Campaign, now: datetime) -> bool:
 def step(db: Session, campaign_id: str, now: datetime | None = None, settings: Settings | None = None) -> str:
     """One transaction's worth of progress; returns what it did (``released``, ``waiting``, ``completed``...)."""
     now = now or utcnow()
-    campaign = load(db, campaign_id, lock=True)
+    campaign = _locked(db, campaign_id)
     if campaign.status not in ACTIVE or end_if_superseded(db, campaign, now):
         return "final"
     profile = campaign.kind == "profile"
