@@ -3,7 +3,7 @@ day, through the command path, within the per-device cap, and nothing in the cas
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.base.errors import InvalidArgument
 from core.base.settings import Settings
 from core.commands import dispatches
 from core.events.audit import Actor
@@ -41,7 +42,7 @@ def _build(factory: sessionmaker[Session], version_code: int) -> int:
         return build.id
 
 
-def _devices(factory: sessionmaker[Session], settings: Settings, held: dict[str, int | None]) -> None:
+def _devices(factory: sessionmaker[Session], settings: Settings, held: Mapping[str, int | None]) -> None:
     """Devices holding com.acme.pos at a version (None: not installed), each with its inventory reported."""
     with factory.begin() as db:
         db.add_all(Device(id=device_id) for device_id in held)
@@ -69,7 +70,7 @@ def _commands(factory: sessionmaker[Session], device_id: str | None = None) -> l
 
 
 def _pos(build: int | None, install: str = "required", low: int | None = 4200) -> dict[str, Any]:
-    entry = required(POS, low) if install == "required" else {"package": POS, "install": install}
+    entry: dict[str, Any] = required(POS, low) if install == "required" else {"package": POS, "install": install}
     if install == "available" and low is not None:
         entry["min_version_code"] = low
     return entry | ({"build": build} if build is not None else {})
@@ -100,7 +101,11 @@ def test_one_install_a_day_through_the_command_path(session_factory: sessionmake
     with session_factory() as db:  # a normal typed command: the device's pending list, the audit trail
         assert [c["request_id"] for c in dispatches.pending_commands(db, "r1")] == [command.request_id]
         audit = db.scalars(select(AuditEvent).where(AuditEvent.target == command.request_id)).one()
-        assert (audit.actor, audit.action, audit.details["device_id"]) == ("system:remediation", "command.create", "r1")
+        assert (audit.actor, audit.action, (audit.details or {})["device_id"]) == (
+            "system:remediation",
+            "command.create",
+            "r1",
+        )
     _report(session_factory, settings, "r1")  # judged again the same day: nothing more, not even a replay
     assert [(c.request_id, c.replay_count) for c in _commands(session_factory, "r1")] == [(command.request_id, 0)]
     assert _report(session_factory, settings, "r2")["reasons"] == ["APP_NOT_INSTALLED"]
@@ -132,8 +137,9 @@ def test_nothing_to_remediate(session_factory: sessionmaker[Session], settings: 
     }.get(case, _pos(build))
     _devices(session_factory, settings, {"n1": 4300 if case == "compliant" else 4100})
     apply(session_factory, settings, profile("pos", apps=[entry, blocked("com.evil.game")]))
-    with session_factory.begin() as db:  # withdrawn after the profile named it (`nexmdm apk remove`)
-        db.execute(update(ApkBuild).where(ApkBuild.id == build, case == "removed build").values(removed_at=utcnow()))
+    if case == "removed build":  # withdrawn after the profile named it (`nexmdm apk remove`)
+        with session_factory.begin() as db:
+            db.execute(update(ApkBuild).where(ApkBuild.id == build).values(removed_at=utcnow()))
     if case in ("off", "cap 0"):
         settings = settings.with_overrides(remediation=False) if case == "off" else settings
         settings = settings.with_overrides(remediation_per_device_day=0) if case == "cap 0" else settings
@@ -229,3 +235,10 @@ def test_the_sweep_remediates_a_batch_set_based(session_factory: sessionmaker[Se
     assert profile_sweep(session_factory, settings)  # judged again by the sweep itself: the same day, nothing new
     with session_factory() as db:
         assert db.scalar(select(func.count()).select_from(FcmDispatch)) == 30
+
+
+def test_an_operator_cannot_take_a_remediation_key(session_factory: sessionmaker[Session], settings: Settings) -> None:
+    _devices(session_factory, settings, {"k1": None})
+    with session_factory.begin() as db, pytest.raises(InvalidArgument, match="remediate:"):
+        dispatches.create_command(db, settings, request_id="remediate:k1:1:2026-12-07", device_id="k1", action="ping")
+    assert _commands(session_factory) == []
