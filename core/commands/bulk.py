@@ -79,6 +79,7 @@ def create_for_devices(
         literal(0),
         literal(now, FcmDispatch.created_at.type),
     ).where(request_id.is_not(None))  # a WHERE: SQLite's upsert needs one after INSERT ... SELECT
+    source = source.order_by(request_id)  # concurrent writers take the keys' locks in one order: no deadlock
     statement = (
         insert_for(db, FcmDispatch)
         .from_select(list(_COLUMNS), source)
