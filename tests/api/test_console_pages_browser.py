@@ -146,8 +146,7 @@ def test_a_device_page_shows_its_inventory_compliance_and_lost_mode_location(
         expect(page.locator("#compliance tr", has_text="settings/wifi")).to_contain_text("INVALID_VALUE")
         expect(page.locator("#location")).to_have_text("48.8566, 2.3522 (± 8.0 m)")
         expect(page.locator("#lost-mode")).to_contain_text("Please call <the shop>")  # text, not markup
-        page.locator("#lost-mode").scroll_into_view_if_needed()  # the picture: lost mode, compliance, inventory
-        page.evaluate("document.getElementById('lost-mode').scrollIntoView()")
+        page.evaluate("document.getElementById('lost-mode').scrollIntoView()")  # lost mode, compliance, inventory
         snapshot(page, "device")
         page.click("#compliance-state >> text=INVALID_VALUE")  # the reason's devices
         expect(page.locator("#device-table")).to_contain_text("a1")
@@ -252,6 +251,7 @@ def test_a_campaign_page_loads_its_failure_groups(person: Callable[..., Any], co
         expect(page.locator("#failure-groups")).to_contain_text("2 failed, by reason, model and Android version")
         expect(groups.nth(0)).to_have_text("1 × INSUFFICIENT_STORAGE on TC52 / 10: a3")
         expect(groups.nth(1)).to_have_text("1 × INSUFFICIENT_STORAGE on unknown / unknown: a4")
+        page.evaluate("document.getElementById('failures').scrollIntoView()")
         snapshot(page, "failures")
         groups.nth(0).locator("a", has_text="a3").click()
         expect(page).to_have_url(f"{console.base}/console/devices/a3")
