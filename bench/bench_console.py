@@ -7,7 +7,7 @@ look-up, the core function, the template) through Litestar's test client, signed
 one-time link; the core function alone is timed beside it (the rest is the console's own cost). The fleet is
 ``bench_campaigns._seed``'s (100,000 devices in 100 stores, two rings), with a profile matching every device
 and a stored report for each: 60 % compliant, 40 % noncompliant for one or two of three reasons; models
-and Android versions in 4 × 3 combinations, so 100,000 failed targets fall in 12 failure groups per reason.
+and Android versions in 4 × 3 combinations, so 100,000 failed targets fall in 12 to 36 failure groups.
 """
 
 from __future__ import annotations
