@@ -22,6 +22,7 @@ from rich.table import Table
 
 from bench import (
     bench_campaigns,
+    bench_console,
     bench_helpers,
     bench_http,
     bench_inventory,
@@ -48,6 +49,7 @@ PARTS = [
     "profiles",
     "stayup",
     "inventory",
+    "console",
 ]
 
 
@@ -142,6 +144,10 @@ def _parts(tmp: Path, args: argparse.Namespace) -> dict[str, Part]:
         "inventory": (
             "11. inventory: the heartbeat with inventory_hash; PUTs vs the raw driver",
             lambda: bench_inventory.run_part(quick=quick),
+        ),
+        "console": (
+            "12. the console's slow fragments (failure groups, compliance by reason) at 100,000 devices, < 300 ms",
+            lambda: bench_console.run(n=10_000 if quick else 100_000),
         ),
     }
 

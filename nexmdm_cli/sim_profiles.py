@@ -1,9 +1,11 @@
 """The simulated devices apply their effective profile and report per-item status (``nexmdm simulate``, the
 reference agent; docs/device-protocol.md, "Profile").
 
-A simulated device installs (or updates to ``min_version_code``) its ``required`` apps, removes its
-``blocked`` ones, applies every setting, and reports each item; it cannot change its OS, so an ``os``
-minimum above its API level or patch is ``noncompliant``. A ``--fail`` rule on ``install_apk`` makes the
+A simulated device installs (or updates to ``min_version_code``) its ``required`` apps, except those naming a
+``build``: those it reports noncompliant until the server's ``install_apk`` of the build arrives (the
+profile's remediation; ``--build`` says what a build installs). It removes its ``blocked`` apps, applies
+every setting, and reports each item; it cannot change its OS, so an ``os`` minimum above its API level or
+patch is ``noncompliant``. A ``--fail`` rule on ``install_apk`` makes the
 install fail (the app stays as it was, the item says why): compliance then shows the failure, as it would
 for a real fleet.
 """
@@ -28,9 +30,11 @@ def _app_item(inventory: SimInventory, app: dict[str, Any], failed: str | None) 
     wanted = app.get("min_version_code") or 1
     if held is not None and held["version_code"] >= wanted:
         return {"key": key, "state": "compliant"}
+    reason = "APP_NOT_INSTALLED" if held is None else "APP_NOT_UPDATED"
     if failed is not None:
-        reason = "APP_NOT_INSTALLED" if held is None else "APP_NOT_UPDATED"
         return {"key": key, "state": "noncompliant", "reason": reason, "detail": failed}
+    if app.get("build") is not None:  # it comes from that build: the server's install_apk (its remediation)
+        return {"key": key, "state": "noncompliant", "reason": reason, "detail": f"waiting for build {app['build']}"}
     inventory.install(package, wanted)
     return {"key": key, "state": "compliant"}
 

@@ -276,9 +276,10 @@ class Simulation:
             )
             if (
                 install is not None and ack is not None and ack[0] == 200
-            ):  # the new version is in the device's inventory: it reports it at once
+            ):  # the new version is in the device's inventory: it reports it at once, then its profile's items
                 inventory.install(*install)
                 await self._report(client, headers, inventory)
+                inventory.profile = None  # (an item's state changed: the next heartbeat reports the profile again)
             if ack is not None and ack[0] == 200:
                 self.stats.commands_acked += 1
                 if request_id in self.created:

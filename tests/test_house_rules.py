@@ -145,3 +145,58 @@ def test_every_console_asset_is_shipped() -> None:
     assert "static/htmx.min.js" in assets
     unshipped = [a for a in assets if not any(fnmatch.fnmatch(a, pat) for pat in patterns["nexmdm_api.console"])]
     assert unshipped == []
+
+
+#: tests/core files about no one core module, and why; every other one is named after the module it tests
+CROSS_CUTTING_CORE_TESTS = {
+    "test_database_urls.py": "one URL, two owners: the settings' normalisation and the PostgreSQL tools' conninfo",
+    "test_db_files.py": "the modes of every file NexMDM writes (the SQLite files, the APK folder): a security rule",
+    "test_restart.py": "a PostgreSQL restart under the engine, an idle pool and the delivery worker together",
+}
+#: a second file on one module, ``test_<module>_<aspect>.py``: a Hypothesis state machine beside the examples
+ASPECTS = ("stateful",)
+
+
+def _core_modules() -> set[str]:
+    """Every core module and package as a test file names it: ``core/commands/push/sender.py`` is
+    ``commands_push_sender``, ``core/campaigns/__init__.py`` is ``campaigns``."""
+    names = set()
+    for path in (ROOT / "core").rglob("*.py"):
+        parts = path.relative_to(ROOT / "core").with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        if parts:
+            names.add("_".join(parts))
+    return names
+
+
+def _unnamed(test_files: list[str], modules: set[str]) -> list[str]:
+    strays = []
+    for name in test_files:
+        subject = name.removeprefix("test_").removesuffix(".py")
+        for aspect in ASPECTS:
+            subject = subject.removesuffix(f"_{aspect}")
+        if name not in CROSS_CUTTING_CORE_TESTS and subject not in modules:
+            strays.append(name)
+    return strays
+
+
+def test_core_tests_are_named_after_the_module_they_test() -> None:
+    # a rename in core renames its test file too: the file a reader looks for is where they look
+    files = [p.name for p in sorted((ROOT / "tests" / "core").rglob("test_*.py"))]
+    strays = _unnamed(files, _core_modules())
+    assert not strays, (
+        f"tests/core/{strays} name no core module: call a test of core/commands/push/sender.py "
+        "test_commands_push_sender.py (a package: test_campaigns.py), or add it to CROSS_CUTTING_CORE_TESTS with why"
+    )
+    stale = [name for name in CROSS_CUTTING_CORE_TESTS if name not in files]
+    assert not stale, f"CROSS_CUTTING_CORE_TESTS lists {stale}, which tests/core no longer holds"
+
+
+def test_the_test_name_check_refuses_a_name_of_no_module() -> None:
+    modules = {"devices", "devices_selectors", "profiles"}
+    good = ["test_devices.py", "test_devices_selectors.py", "test_profiles_stateful.py", "test_restart.py"]
+    assert _unnamed(good, modules) == []
+    assert _unnamed(["test_fleet_selectors.py", "test_devices_stateless.py"], modules) == [
+        "test_fleet_selectors.py",
+        "test_devices_stateless.py",
+    ]

@@ -83,6 +83,10 @@ class Settings:
     approval_retention_days: int = 365
     #: a device whose effective profile changed is ``pending`` this long before it counts as noncompliant
     profile_grace_seconds: int = 900
+    #: a noncompliant ``required`` app with a ``build`` gets its ``install_apk`` on its own (core.profiles.remediation)
+    remediation: bool = True
+    #: at most this many remediation commands per device per day (UTC), over every build
+    remediation_per_device_day: int = 3
     webhook_allow_private: bool = False
     webhook_max_attempts: int = 12
     webhook_backoff_seconds: float = 10.0
@@ -189,6 +193,7 @@ class Settings:
             "destructive_delay_seconds",
             "console_retention_days",
             "profile_grace_seconds",
+            "remediation_per_device_day",
             "cleanup_retries",
             "cleanup_batch_pause_ms",
             "migration_lock_timeout_ms",

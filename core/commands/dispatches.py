@@ -84,6 +84,12 @@ def check_command(
             "Idempotency-Key may not start with 'cmp_' (campaign commands are named {campaign_id}:{device_id})",
             field="Idempotency-Key",
         )
+    if request_id.startswith("remediate:"):
+        raise InvalidArgument(
+            "Idempotency-Key may not start with 'remediate:' (a profile's own installs are named "
+            "remediate:{device_id}:{build_id}:{day})",
+            field="Idempotency-Key",
+        )
     validation.device_id(device_id)
     catalogue_for(settings).check_command(action, payload)
     device = get_device(db, device_id)

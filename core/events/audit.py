@@ -30,7 +30,8 @@ _TABLE: Table = AuditEvent.__table__  # type: ignore[assignment]
 
 @dataclass(frozen=True)
 class Actor:
-    """Who made a change: ``key:NAME``, ``cli:USER@HOST`` or ``system:worker``, with the client address."""
+    """Who made a change: ``key:NAME``, ``cli:USER@HOST``, ``system:worker`` or ``system:remediation``, with the
+    client address."""
 
     name: str
     address: str | None = None
@@ -38,6 +39,8 @@ class Actor:
 
 
 SYSTEM = Actor("system:worker")
+#: the commands a profile sends on its own (``core.profiles.remediation``)
+REMEDIATION = Actor("system:remediation")
 
 
 def key_actor(key_name: str, address: str | None, scope: str | None = None) -> Actor:
@@ -60,6 +63,28 @@ def record(
 ) -> dict[str, Any] | None:
     """Add one ``success`` row in the caller's transaction (``actor=None``: an unattributed internal call)."""
     return _row(db, actor, "success", action, target, details)
+
+
+def record_each(db: Session, actor: Actor, action: str, rows: list[tuple[str, dict[str, Any]]]) -> int:
+    """One ``success`` row per ``(target, details)`` of a set-based change, in one INSERT; returns how many."""
+    if not rows:
+        return 0
+    at = utcnow()
+    values = [
+        {
+            "at": at,
+            "actor": actor.name[:200],
+            "action": action,
+            "target": target[:300],
+            "client_address": actor.address,
+            "outcome": "success",
+            "details": ({k: v for k, v in details.items() if v is not None} | actor.details) or None,
+            "count": 1,
+        }
+        for target, details in rows
+    ]
+    db.execute(insert(_TABLE), values)
+    return len(values)
 
 
 def record_refusal(

@@ -26,7 +26,7 @@ from core.base.versions import version_key
 from core.devices import compliance_terms, scopes, selectors
 from core.events import webhooks
 from core.models import Device, DeviceApp, DeviceCompliance, DeviceInventory, DeviceProfile
-from core.profiles import effective
+from core.profiles import effective, remediation
 from core.storage.dialect import insert_for
 from core.storage.types import utcnow
 
@@ -171,6 +171,7 @@ def report(db: Session, settings: Settings, device: Device, body: Any) -> dict[s
             raise InvalidArgument(f"items: {key} is not an item of this profile", field="items")
     state, reasons, items = _judged(db, device.id, document, reported)
     _store(db, device.id, digest, state, reasons, items)
+    remediation.remediate(db, settings, [(device.id, document, items)])
     return {"effective_hash": digest, "state": state, "reasons": reasons, "items": items}
 
 

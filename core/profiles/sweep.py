@@ -1,6 +1,7 @@
 """The maintenance leader's profile duty, every round: devices marked stale (their labels or inventory
 changed, or they enrolled) get their matched profiles and effective hash recomputed, set-based, and devices
-whose inventory changed after their last status report are judged again (``core.profiles.compliance``)."""
+whose inventory changed after their last status report are judged again (``core.profiles.compliance``) and
+their noncompliant apps remediated (``core.profiles.remediation``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from core.base.settings import Settings
 from core.models import Device
 from core.profiles.compliance import rejudge_changed
 from core.profiles.effective import refresh_stale
+from core.profiles.remediation import remediate_judged_since
+from core.storage.types import utcnow
 
 
 def profile_sweep(sessions: sessionmaker[Session], settings: Settings) -> bool:
@@ -20,5 +23,8 @@ def profile_sweep(sessions: sessionmaker[Session], settings: Settings) -> bool:
         stale = bool(db.execute(select(exists().where(Device.profile_stale))).scalar())
         if stale:
             refresh_stale(db, settings)
+        since = utcnow()
         judged = rejudge_changed(db)
+        if judged:
+            remediate_judged_since(db, settings, since)
     return stale or judged > 0

@@ -2,8 +2,8 @@
 
 Every CLI command checks both before touching data; importing Alembic for that would double the
 command's start-up time. The revision ids are read from the version table Alembic keeps and from the
-``revision``/``down_revision`` lines of the migration files; ``tests/core/test_migrations.py`` pins that
-the answers are Alembic's own.
+``revision``/``down_revision`` lines of the migration files; ``tests/core/test_storage_migrations.py`` pins
+that the answers are Alembic's own.
 """
 
 from __future__ import annotations

@@ -94,6 +94,12 @@ def profile_rollback_action(name: str, version: int) -> dict[str, str]:
     }
 
 
+def as_json(value: Any, indent: int | None = None) -> str:
+    """A JSON value as a person reads it (``"R&D <main>"``), left to autoescaping as any text: Jinja2's
+    ``tojson`` is for ``<script>`` and shows ``<``, ``>``, ``&`` and ``'`` as ``\\u003c``-style escapes."""
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
 def narrowed(selector: str, *terms: str) -> str:
     """The devices listing's address for ``selector`` ANDed with ``terms`` (the compliance page's links)."""
     return "/console/devices?" + urlencode({"selector": ",".join([t for t in (selector, *terms) if t])})
@@ -101,7 +107,7 @@ def narrowed(selector: str, *terms: str) -> str:
 
 def register_filters(engine: JinjaTemplateEngine) -> None:
     env = engine.engine
-    env.filters.update({"when": when, "ago": ago})
+    env.filters.update({"when": when, "ago": ago, "as_json": as_json})
     env.globals["yes_no"] = yes_no
     env.globals.update(
         {

@@ -4,10 +4,7 @@ a campaign. On failure a screenshot goes to the test's temporary folder."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,53 +14,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import campaigns as fleet
 from core.base.settings import Settings
 from tests.support.api import live_server
+from tests.support.browser import chromium, needs_chromium, new_page, screenshot_on_failure, snapshot
 from tests.support.console import new_link
 from tests.support.databases import add_device
 from tests.support.fleet import seed_fleet
 
-CHROMIUM = "/usr/bin/chromium"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed (make tools)"),
-]
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def browser_page() -> Iterator[Any]:
     """A page of Debian's chromium; ``page.errors`` collects what the page's console and scripts report."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.errors = errors
-        try:
-            yield page
-        finally:
-            browser.close()
-
-
-def snapshot(page: Any, name: str) -> None:
-    """With ``NEXMDM_CONSOLE_SCREENSHOTS=DIR``, the page as docs/console.md shows it (``DIR/console-NAME.png``)."""
-    folder = os.environ.get("NEXMDM_CONSOLE_SCREENSHOTS")
-    if folder:
-        page.screenshot(path=str(Path(folder) / f"console-{name}.png"))
-
-
-@contextmanager
-def screenshot_on_failure(page: Any, folder: Path) -> Iterator[None]:
-    try:
-        yield
-    except BaseException:
-        shot = folder / "console-failure.png"
-        page.screenshot(path=str(shot), full_page=True)
-        print(f"screenshot of the failure: {shot}")
-        raise
+    with chromium() as browser, new_page(browser) as page:
+        yield page
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -18,14 +18,13 @@ from core.devices import locations
 from core.events.audit import Actor
 from core.inventory.document import check_report
 from core.inventory.store import put_inventory
-from core.models import Device, FcmDispatch
-from core.profiles import compliance, effective
+from core.models import FcmDispatch
 from core.storage.types import utcnow
 from tests.support.approvals import ALICE, ask_wipe, audit_rows, wipe_settings
 from tests.support.console import console_client, csrf_of, post_form, sign_in
 from tests.support.fleet import ack_all, seed_fleet
 from tests.support.inventory import APPS, app, body
-from tests.support.profiles import apply, profile
+from tests.support.profiles import noncompliant_a1
 
 ANN = Actor("user:ann@example.com", "127.0.0.1")
 
@@ -189,27 +188,10 @@ def test_approval_roles_and_scopes_in_the_console(
     assert post_form(scoped, "/console/devices", f"{page}/{wipe}/deny").status_code == 403
 
 
-def _noncompliant_a1(factory: sessionmaker[Session], settings: Settings) -> None:
-    """Two versions of ``pos`` (store 42, a hostile setting value in the second), then a1 reports its wifi wrong."""
-    apply(factory, settings, profile("pos", "store=42", priority=5, settings={"wifi": {"ssid": "corp"}}))
-    hostile = {"wifi": {"ssid": "shop"}, "motd": "<script>alert(1)</script>"}
-    apply(factory, settings, profile("pos", "store=42", priority=5, settings=hostile))
-    with factory.begin() as db:
-        device = db.get(Device, "a1")
-        assert device is not None
-        effective.refresh_device(db, settings, "a1")
-        db.refresh(device, ["effective_hash"])
-        items = [
-            {"key": "settings/wifi", "state": "noncompliant", "reason": "INVALID_VALUE"},
-            {"key": "settings/motd", "state": "compliant"},
-        ]
-        compliance.report(db, settings, device, {"effective_hash": device.effective_hash, "items": items})
-
-
 def test_profile_and_compliance_pages_for_a_viewer(
     console: TestClient[Any], session_factory: sessionmaker[Session], state_settings: Settings
 ) -> None:
-    _noncompliant_a1(session_factory, state_settings)
+    noncompliant_a1(session_factory, state_settings)
     sign_in(console, session_factory, "viewer")
     listing = console.get("/console/profiles")
     assert listing.status_code == 200, listing.text
@@ -219,7 +201,8 @@ def test_profile_and_compliance_pages_for_a_viewer(
     assert page.index("?version=2") < page.index("?version=1")  # newest first
     assert "<code>settings/motd</code> <code>settings/wifi</code>" in page  # the keys version 2 changed
     assert "Version 2 against version 1" in page and "(not set)" in page  # motd is new
-    assert "<script>alert(1)</script>" not in page and "\\u003cscript\\u003ealert(1)" in page
+    assert "<script>alert(1)</script>" not in page  # escaped as text, readable (not tojson's \\u003c)
+    assert "<code>&#34;&lt;script&gt;alert(1)&lt;/script&gt;&#34;</code>" in page
     old = console.get("/console/profiles/pos", params={"version": "1"}).text
     assert "Version 1 against nothing" in old and "nexmdm profiles rollback pos --to-version 1" in old
     assert "$NEXMDM_URL/v1/profiles/pos/rollback" in old and "{&#34;to_version&#34;:1}" in old
@@ -251,7 +234,7 @@ def test_profile_and_compliance_pages_for_a_viewer(
 def test_profile_pages_are_closed_to_scoped_people_and_compliance_is_scoped(
     console: TestClient[Any], session_factory: sessionmaker[Session], state_settings: Settings
 ) -> None:
-    _noncompliant_a1(session_factory, state_settings)
+    noncompliant_a1(session_factory, state_settings)
     scoped = _client(console, session_factory, "admin", scope="store=7")
     assert scoped.get("/console/profiles").status_code == 403
     assert scoped.get("/console/profiles/pos").status_code == 403

@@ -18,6 +18,22 @@ from tests.support.fleet import ack_all, seed_fleet
 UNTIL = "@agent_version>=2.0"
 
 
+def _send_until(outcome_timeout: str) -> tuple[str, ...]:
+    """``nexmdm send update_agent`` to the whole fleet until ``UNTIL`` holds, within ``outcome_timeout``."""
+    return (
+        "send",
+        "update_agent",
+        "--payload",
+        '{"build_id": 1}',
+        "--all",
+        "--until",
+        UNTIL,
+        "--outcome-timeout",
+        outcome_timeout,
+        "--yes",
+    )
+
+
 @pytest.fixture(autouse=True)
 def sweep_every_round(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each round sweeps (a server sweeps at most every ``SWEEP_EVERY_SECONDS``; one test keeps that)."""
@@ -30,49 +46,15 @@ def test_send_until_skips_the_satisfied_and_failures_group_them(
     seed_fleet(session_factory)
     bad = cli("send", "update_agent", "--payload", '{"build_id": 1}', "--all", "--until", "@agent_version>>2", "--yes")
     assert bad.exit_code != 0 and "success_when" in one_error_line(bad)
-    timeout = cli(
-        "send",
-        "update_agent",
-        "--payload",
-        '{"build_id": 1}',
-        "--all",
-        "--until",
-        UNTIL,
-        "--outcome-timeout",
-        "5s",
-        "--yes",
-    )
+    timeout = cli(*_send_until("5s"))
     assert timeout.exit_code != 0 and "outcome_timeout" in one_error_line(timeout)
     assert count(session_factory, Campaign) == 0
-    made = cli.json(
-        "send",
-        "update_agent",
-        "--payload",
-        '{"build_id": 1}',
-        "--all",
-        "--until",
-        UNTIL,
-        "--outcome-timeout",
-        "10m",
-        "--yes",
-    )
+    made = cli.json(*_send_until("10m"))
     assert made["success_when"] == UNTIL and made["outcome_timeout_seconds"] == 600
     assert (
         made["counts"]["skipped"] == 3 and made["counts"]["pending"] == 2 and count(session_factory, FcmDispatch) == 2
     )
-    again = (
-        "send",
-        "update_agent",
-        "--payload",
-        '{"build_id": 1}',
-        "--all",
-        "--until",
-        UNTIL,
-        "--outcome-timeout",
-        "10m",
-        "--yes",
-    )
-    human = cli(*again, "--idempotency-key", made["idempotency_key"])
+    human = cli(*_send_until("10m"), "--idempotency-key", made["idempotency_key"])
     assert "3 skipped (already satisfied)" in human.stdout + human.stderr
     ack_all(session_factory, made["id"], status="failed")
     with session_factory.begin() as db:

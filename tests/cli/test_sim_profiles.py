@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
-from core.models import DeviceCompliance
+from core.models import ApkBuild, DeviceCompliance, FcmDispatch
 from nexmdm_cli import sim_profiles
 from nexmdm_cli.sim_inventory import SimInventory
 from nexmdm_cli.simulation import Simulation
@@ -67,3 +67,58 @@ def test_simulated_fleet_converges(settings: Settings, session_factory: sessionm
     for device_id, row in judged.items():
         failing = sim.inventories[device_id].device["model"] == "Galaxy A10"
         assert row.state == ("noncompliant" if failing else "compliant"), (device_id, row.items)
+
+
+def test_a_required_app_with_a_build_waits_for_its_install() -> None:
+    inventory = SimInventory.for_device("sim-p-3")
+    [item] = sim_profiles.apply(inventory, profile("pos", apps=[required("com.acme.pos", 4200) | {"build": 7}]))
+    assert item == {
+        "key": "apps/com.acme.pos",
+        "state": "noncompliant",
+        "reason": "APP_NOT_INSTALLED",
+        "detail": "waiting for build 7",
+    }
+    assert "com.acme.pos" not in inventory.apps
+
+
+def test_a_simulated_fleet_converges_through_remediation(
+    settings: Settings, session_factory: sessionmaker[Session], make_token: Any
+) -> None:
+    token = make_token(uses=6)
+    rule = parse_rule("model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE")
+    with session_factory.begin() as db:
+        build = ApkBuild(version_code=4200, version_name="42.0", filename="pos.apk", size_bytes=1, sha256="0" * 64)
+        db.add(build)
+        db.flush()
+        build_id = build.id
+    document = profile("pos", apps=[required("com.acme.pos", 4200) | {"build": build_id}])
+
+    async def change_the_profile(_sim: Simulation) -> None:
+        await asyncio.to_thread(apply, session_factory, settings, document)
+
+    with live_server(settings) as port:
+        sim = Simulation(
+            f"http://127.0.0.1:{port}",
+            token,
+            devices=6,
+            duration=4,
+            interval=0.3,
+            prefix="simr",
+            fail_rules=(rule,),
+            builds={build_id: ("com.acme.pos", 4200)},
+        )
+        asyncio.run(sim.run(during=change_the_profile))
+    with session_factory() as db:
+        judged = {row.device_id: row.state for row in db.scalars(select(DeviceCompliance))}
+        commands = {row.device_id: row for row in db.scalars(select(FcmDispatch))}
+    assert len(judged) == len(commands) == 6  # one remediation each, however often they reported
+    models = {sim.inventories[d].device["model"] for d in judged}
+    assert "Galaxy A10" in models and len(models) > 1  # (seeded by the device ids: both outcomes occur)
+    for device_id, state in judged.items():
+        failing = sim.inventories[device_id].device["model"] == "Galaxy A10"
+        command = commands[device_id]
+        assert command.request_id.startswith(f"remediate:{device_id}:{build_id}:")
+        assert (state, command.status) == (("noncompliant", "failed") if failing else ("compliant", "acked"))
+        assert sim.inventories[device_id].apps.get("com.acme.pos", {}).get("version_code") == (
+            None if failing else 4200
+        )

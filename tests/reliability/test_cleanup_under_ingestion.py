@@ -375,7 +375,7 @@ def test_two_cleanups_beside_ingestion_one_million_rows(pg_url: str, tmp_path: P
     assert slowest_batch_ms < STATEMENT_TIMEOUT_MS
 
     # ingestion: no errors, and its p99 while the cleanup ran at most doubled. Heartbeats never wait for a
-    # lock of the cleanup's (no foreign key to devices; see test_partitions); what remains is the commits'
+    # lock of the cleanup's (no foreign key to devices; see test_heartbeats_partitions); what remains is the commits'
     # WAL fsync sharing one disk with the deletes, a few tens of milliseconds on this VM even with the
     # default pause between batches. A p99 of a few milliseconds doubles from that and from scheduling
     # noise alone, so the bound is max(2 x p99 before, p99 before + 50 ms); docs/reliability.md has the

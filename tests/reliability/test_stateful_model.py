@@ -55,7 +55,8 @@ from tests.support.fakes.fcm import FakeFcm, write_service_account
 
 DEVICES = ("dev_a", "dev_b", "dev_c")  # dev_c has no FCM token: its pushes are skipped
 KEYS = tuple(f"cmd-{i}" for i in range(4))
-#: an operator's own, untyped actions: any payload goes (the built-in ones are checked by tests/core/test_catalogue.py)
+#: an operator's own, untyped actions: any payload goes (the built-in ones are checked by
+#: tests/core/test_commands_catalogue.py)
 ACTIONS = ("echo", "beep")
 PAYLOADS = (None, {"n": 1}, {"n": 2})
 ACKS = {"completed": "acked", "failed": "failed"}

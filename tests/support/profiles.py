@@ -1,4 +1,4 @@
-"""Profile documents for tests, and a helper that applies one as the CLI would."""
+"""Profile documents for tests, a helper that applies one as the CLI would, and a noncompliant device."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
 from core.events.audit import Actor
-from core.profiles import store
+from core.models import Device
+from core.profiles import compliance, effective, store
 
 ACTOR = Actor("cli:test@host")
 
@@ -31,3 +32,20 @@ def blocked(package: str) -> dict[str, Any]:
 def apply(factory: sessionmaker[Session], settings: Settings, document: dict[str, Any]) -> dict[str, Any]:
     with factory.begin() as db:
         return store.apply(db, settings, document, ACTOR)
+
+
+def noncompliant_a1(factory: sessionmaker[Session], settings: Settings) -> None:
+    """Two versions of ``pos`` (store 42, a hostile setting value in the second), then a1 reports its wifi wrong."""
+    apply(factory, settings, profile("pos", "store=42", priority=5, settings={"wifi": {"ssid": "corp"}}))
+    hostile = {"wifi": {"ssid": "shop"}, "motd": "<script>alert(1)</script>"}
+    apply(factory, settings, profile("pos", "store=42", priority=5, settings=hostile))
+    with factory.begin() as db:
+        device = db.get(Device, "a1")
+        assert device is not None
+        effective.refresh_device(db, settings, "a1")
+        db.refresh(device, ["effective_hash"])
+        items = [
+            {"key": "settings/wifi", "state": "noncompliant", "reason": "INVALID_VALUE"},
+            {"key": "settings/motd", "state": "compliant"},
+        ]
+        compliance.report(db, settings, device, {"effective_hash": device.effective_hash, "items": items})

@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 
 from tests.support.databases import database_url_for, postgres_problem
 
-ROOT_DIR = Path(__file__).resolve().parents[2]
+ROOT_DIR = Path(__file__).resolve().parents[1]
 
 
 def _admin_url_with(value: str) -> str:
