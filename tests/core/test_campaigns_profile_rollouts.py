@@ -3,6 +3,8 @@ the failure gate halts with the rest held, pause/resume, restarts never move a w
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +18,8 @@ from core.base.settings import Settings
 from core.campaigns import profile_release, profile_rollouts, release
 from core.campaigns.profile_rollouts import validate_rollout
 from core.models import Campaign, CampaignTarget, Device, DeviceProfile, ProfileVersion
-from core.profiles import holds, store
+from core.profiles import effective, holds, store
+from core.storage.dialect import xact_lock
 from core.storage.types import utcnow
 from tests.support.fleet import seed_many
 from tests.support.profiles import ACTOR, profile
@@ -258,3 +261,30 @@ def test_bad_rollouts_name_their_field_and_write_nothing(
         profile_rollouts.apply(db, settings, _pos("a"), ACTOR, body)
     with session_factory() as db:
         assert db.scalar(select(func.count()).select_from(ProfileVersion)) == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_step_takes_the_profiles_lock_before_its_campaign_row(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """An apply holds the profiles lock when it ends a rollout (then locks the campaign row): a step waiting
+    for the profiles lock must not hold the row meanwhile, or the two deadlock."""
+    _seed(session_factory, settings, 4)
+    roll(session_factory, settings, _pos("a"), None)
+    rollout = roll(session_factory, settings, _pos("b"), {"wave_size": 2})["rollout"]
+    outcome: list[str] = []
+    with session_factory() as holder:
+        holder.begin()
+        xact_lock(holder, effective.LOCK)  # as an apply does first
+        stepper = threading.Thread(target=lambda: outcome.extend(fleet.advance(session_factory, rollout["id"])))
+        stepper.start()
+        time.sleep(0.5)  # the step is now waiting for the profiles lock
+        with session_factory() as other, other.begin():  # its campaign row is free: the apply could take it
+            row = other.execute(
+                select(Campaign.id).where(Campaign.id == rollout["id"]).with_for_update(nowait=True)
+            ).scalar_one()
+            assert row == rollout["id"]
+        assert outcome == []
+        holder.rollback()
+    stepper.join(timeout=30)
+    assert outcome[0] == "released"
