@@ -7,7 +7,7 @@ Schema reads a pattern; what JSON Schema cannot say (a selector's grammar) the d
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -234,6 +234,16 @@ class CampaignCounts(msgspec.Struct):
     fcm_configured: bool = False
 
 
+class RolloutProfileOut(msgspec.Struct):
+    """What a profile rollout moves: the profile from one version to the next (`from_version` null: new)."""
+
+    name: str
+    from_version: int | None
+    to_version: int
+    #: how long a released device has to report compliant with its new effective hash
+    grace_seconds: int
+
+
 class CampaignOut(msgspec.Struct):
     id: str
     status: str
@@ -255,6 +265,9 @@ class CampaignOut(msgspec.Struct):
     outcome_timeout_seconds: int | None = None
     #: the scope of the key that created it (its targets are inside it); null: created unscoped
     scope: str | None = None
+    #: `command` (one command to many devices) or `profile` (a profile rollout: no command, `profile` says what)
+    kind: Literal["command", "profile"] = "command"
+    profile: RolloutProfileOut | None = None
 
 
 class CampaignPage(msgspec.Struct):

@@ -9,7 +9,7 @@ path, nothing written.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -17,7 +17,7 @@ from msgspec import Meta
 from core.devices.compliance_terms import REASONS, STATES
 from core.profiles.document import MAX_APPS, MAX_SETTINGS, PRIORITY_RANGE
 from nexmdm_api.schemas import PAYLOAD_VALUE_REF, TEXT_PATTERN
-from nexmdm_api.schemas_fleet import SelectorText
+from nexmdm_api.schemas_fleet import CampaignOut, Percent, SelectorText, WavePercent
 from nexmdm_api.schemas_inventory import Hash, Package
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
@@ -89,6 +89,51 @@ class ProfileIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     heartbeat_seconds: Annotated[int, Meta(ge=10, le=86_400)] | None = None
 
 
+#: a rollout's interval and grace: at most 30 days, in seconds
+RolloutSeconds = Annotated[int, Meta(ge=0, le=30 * 86400)]
+
+
+class _RolloutGates(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    #: the least time between two waves (a wave also waits for every released device's outcome)
+    wave_interval_seconds: RolloutSeconds = 0
+    #: the failure gate: past this share of released devices failed, the rollout halts
+    max_noncompliant_pct: Percent | None = None
+    #: how long a released device has to report compliant with its new hash (default
+    #: `NEXMDM_PROFILE_GRACE_SECONDS`)
+    grace_seconds: Annotated[int, Meta(ge=1, le=30 * 86400)] | None = None
+
+
+RolloutWaveSize = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+
+
+class RolloutBySize(_RolloutGates, kw_only=True):
+    """Waves of `wave_size` devices."""
+
+    wave_size: RolloutWaveSize
+
+
+class RolloutByPercent(_RolloutGates, kw_only=True):
+    """Waves of `wave_percent` of the devices whose effective profile changes."""
+
+    wave_percent: WavePercent
+
+
+class RolloutIn(_RolloutGates, kw_only=True):
+    """Waves for a profile change (docs/profiles.md): exactly one of `wave_percent` or `wave_size`."""
+
+    #: the OpenAPI document shows exactly one of them (``oneOf``); core checks the rule
+    openapi_variants: ClassVar[tuple[type[msgspec.Struct], ...]] = (RolloutBySize, RolloutByPercent)
+
+    wave_percent: WavePercent | None = None
+    wave_size: RolloutWaveSize | None = None
+
+
+class ProfileApplyIn(ProfileIn, forbid_unknown_fields=True, omit_defaults=True):
+    """A profile document, and optionally `rollout`: its waves (the document's own fields are unchanged)."""
+
+    rollout: RolloutIn | None = None
+
+
 class DiffRow(msgspec.Struct):
     key: str
     old: Any
@@ -119,6 +164,8 @@ class AppliedOut(msgspec.Struct):
     changed: bool
     diff: list[DiffRow]
     devices_changing: int
+    #: the profile rollout (a campaign of kind `profile`) when applied with `rollout` and a device moves
+    rollout: CampaignOut | None = None
 
 
 class ProfileRow(msgspec.Struct):

@@ -11,10 +11,10 @@ Public functions:
 Labels and selectors, which campaigns target, are :mod:`core.devices.labels` and :mod:`core.devices.selectors`.
 """
 
+from core.campaigns.drill import campaign_devices
 from core.campaigns.failures import failed_devices, failure_groups
 from core.campaigns.outcomes import check_device
 from core.campaigns.records import (
-    campaign_devices,
     create_campaign,
     get_campaign,
     list_campaigns,

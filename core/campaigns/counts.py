@@ -54,9 +54,11 @@ def live_counts(db: Session, campaign: Campaign) -> dict[str, int]:
     """``skipped + queued + pending + acked + succeeded + failed + expired + cancelled = targeted`` with
     ``success_when`` (``acked``: waiting for the outcome; ``failed`` includes ``outcome_timeout``); without
     it ``queued + pending + acked + failed + expired + cancelled = targeted`` and ``succeeded = acked``.
-    Beside them the pushes."""
+    Beside them the pushes. A profile rollout's come from its targets alone (:func:`profile_counts`)."""
     counts = dict.fromkeys((*OUTCOME_COUNTS, "pushed", "push_failed", "push_skipped", "released"), 0)
     t = CampaignTarget
+    if campaign.kind == "profile":
+        return profile_counts(db, campaign, counts)
 
     def targets(*where: ColumnElement[bool]) -> int:
         # index range scans on (campaign_id, state, wave, device_id): the already released are never read
@@ -100,6 +102,21 @@ def live_counts(db: Session, campaign: Campaign) -> dict[str, int]:
     counts["succeeded"] = int(decided.get("succeeded", 0))
     counts["acked"] -= counts["succeeded"] + int(decided.get("failed", 0))  # decided acks leave "waiting"
     counts["failed"] += int(decided.get("failed", 0))
+    return counts
+
+
+def profile_counts(db: Session, campaign: Campaign, counts: dict[str, int]) -> dict[str, int]:
+    """A profile rollout's counts, from its targets' states and its release position: ``queued`` (not
+    released), ``pending`` (released, waiting for compliance), ``succeeded``, ``failed``, ``cancelled``;
+    ``released`` is what the gates count (pending + succeeded + failed). No command, no push."""
+    t = CampaignTarget
+    states = dict(db.execute(select(t.state, func.count()).where(t.campaign_id == campaign.id).group_by(t.state)).all())
+    queued = int(db.execute(select(func.count()).where(unreleased(campaign))).scalar_one())
+    counts["queued"] = queued
+    counts["pending"] = int(states.get("queued", 0)) - queued
+    for state in ("succeeded", "failed", "cancelled"):
+        counts[state] = int(states.get(state, 0))
+    counts["released"] = counts["pending"] + counts["succeeded"] + counts["failed"]
     return counts
 
 

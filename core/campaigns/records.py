@@ -12,7 +12,7 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.base import validation
@@ -20,7 +20,8 @@ from core.base.errors import InvalidArgument, NotFound, OutOfScope
 from core.base.ids import new_campaign_id
 from core.base.settings import Settings
 from core.campaigns import outcomes, snapshot
-from core.campaigns.counts import live_counts, skipped_count, unreleased
+from core.campaigns.counts import live_counts, skipped_count
+from core.campaigns.profile_release import profile_of
 from core.campaigns.waves import MAX_EXPIRES_SECONDS as MAX_EXPIRES_SECONDS  # re-exported: defined with waves
 from core.campaigns.waves import Waves as Waves
 from core.campaigns.waves import percentage as percentage
@@ -30,15 +31,12 @@ from core.commands.destructive import refuse_unapproved
 from core.commands.dispatches import IdempotencyMismatch
 from core.devices import scopes, selectors
 from core.events.audit import Actor, record
-from core.models import Campaign, CampaignTarget, Device, FcmDispatch
+from core.models import Campaign, Device
 from core.storage.dialect import insert_for, is_postgresql
 from core.storage.types import utcnow
 
 MAX_DEVICE_IDS = 10_000
 MIN_EXPIRES_SECONDS = 60
-DRILL_STATUSES = ("skipped", "queued", "pending", "acked", "succeeded", "failed", "expired", "cancelled")
-#: target states that are a status of their own (an outcome), whatever the command's
-OUTCOME_STATES = ("skipped", "succeeded", "failed")
 
 
 def _request_hash(body: dict[str, Any]) -> str:
@@ -253,6 +251,8 @@ def campaign_dict(db: Session, row: Campaign, *, counts: bool = True) -> dict[st
         next_wave_at = row.last_wave_at + timedelta(seconds=row.interval_seconds or 0)
     data: dict[str, Any] = {
         "id": row.id,
+        "kind": row.kind,
+        "profile": profile_of(row),
         "status": row.status,
         "reason": row.reason,
         "action": row.action,
@@ -342,55 +342,3 @@ def list_campaigns(
     if status is not None:
         query = query.where(Campaign.status == status)
     return [campaign_dict(db, row) for row in db.execute(query).scalars()]
-
-
-def campaign_devices(
-    db: Session, campaign_id: str, *, status: str | None = None, limit: int = 100, after: str | None = None
-) -> list[dict[str, Any]]:
-    """The targets (in one state), by device id: keyset paging with ``after``.
-
-    Each carries the device's model and its ack's ``detail`` and ``error_code``, so finding why targets
-    failed is one read.
-    """
-    campaign = load(db, campaign_id)
-    if status is not None and status not in DRILL_STATUSES:
-        raise InvalidArgument(f"status must be one of {', '.join(DRILL_STATUSES)}", field="status")
-    t, d = CampaignTarget, FcmDispatch
-    query = (
-        select(t.device_id, t.wave, t.state, d.request_id, d.status, d.fcm_status, d.created_at, d.finished_at)
-        .add_columns(d.ack_detail, d.error_code, Device.model)
-        .outerjoin(d, d.request_id == literal(campaign_id + ":") + t.device_id)
-        .outerjoin(Device, Device.id == t.device_id)
-        .where(t.campaign_id == campaign_id)
-        .order_by(t.device_id)
-        .limit(limit)
-    )
-    if after is not None:
-        query = query.where(t.device_id > after)
-    if status == "queued":
-        query = query.where(unreleased(campaign))
-    elif status == "cancelled":
-        query = query.where((t.state == "cancelled") | (d.status == "cancelled"))
-    elif status == "succeeded" and campaign.success_when is None:  # the ack was the success
-        query = query.where(d.status == "acked")
-    elif status in OUTCOME_STATES:
-        query = query.where((t.state == status) | ((t.state == "queued") & (d.status == status)))
-    elif status is not None:
-        query = query.where(t.state == "queued", d.status == status)
-    out = []
-    for row in db.execute(query).mappings():
-        out.append(
-            {
-                "device_id": row["device_id"],
-                "wave": row["wave"],
-                "status": row["state"] if row["state"] in OUTCOME_STATES else row["status"] or row["state"],
-                "request_id": row["request_id"],
-                "fcm_status": row["fcm_status"],
-                "released_at": row["created_at"],
-                "finished_at": row["finished_at"],
-                "model": row["model"],
-                "detail": row["ack_detail"],
-                "error_code": row["error_code"],
-            }
-        )
-    return out

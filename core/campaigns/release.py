@@ -15,12 +15,13 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, literal, null, or_, select, update
+from sqlalchemy import and_, literal, null, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.errors import Conflict, InvalidArgument
 from core.base.settings import Settings, get_settings
-from core.campaigns import outcomes
+from core.campaigns import outcomes, profile_release
+from core.campaigns.batches import next_batch
 from core.campaigns.counts import OUTCOME_COUNTS, gate_figures, live_counts, unreleased
 from core.campaigns.records import campaign_dict, load, percentage
 from core.commands.lifecycle import finish_pending
@@ -67,25 +68,22 @@ def _finish(db: Session, campaign: Campaign, status: str, now: datetime, reason:
     campaign.final_counts = counts
 
 
-def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, batch: int | None = None) -> int:
+def release_batch(
+    db: Session,
+    campaign: Campaign,
+    wave: int,
+    now: datetime,
+    batch: int | None = None,
+    settings: Settings | None = None,
+) -> int:
     """Release the next ``batch`` (``RELEASE_BATCH``) targets of ``wave`` after the campaign's release
-    cursor, set-based; moves the cursor (NULL once the wave is done). Returns the commands inserted."""
+    cursor, set-based; moves the cursor (NULL once the wave is done). Returns the commands inserted (for a
+    profile rollout: the devices moved, ``core.campaigns.profile_release``)."""
     batch = batch or RELEASE_BATCH
     t = CampaignTarget
-    after = campaign.release_cursor or ""
-    cond = and_(t.campaign_id == campaign.id, t.wave == wave, t.state == "queued", t.device_id > after)
-    boundary = db.execute(
-        select(t.device_id).where(cond).order_by(t.device_id).offset(batch - 1).limit(1)
-    ).scalar_one_or_none()
-    if boundary is not None:
-        cond = and_(cond, t.device_id <= boundary)
-    # a device revoked since the snapshot (or enrolled again since: another generation) gets no command
-    gone = select(Device.id).where(
-        Device.id == t.device_id, or_(Device.revoked_at.is_not(None), Device.generation != t.generation)
-    )
-    db.execute(
-        update(t).where(cond, gone.exists()).values(state="cancelled").execution_options(synchronize_session=False)
-    )
+    if campaign.kind == "profile":
+        return profile_release.release_batch(db, campaign, wave, batch, settings or get_settings())
+    cond, boundary = next_batch(db, campaign, wave, batch)
     payload = null() if campaign.payload is None else literal(campaign.payload, JSONType)
     source = (
         select(
@@ -134,18 +132,39 @@ def release_batch(db: Session, campaign: Campaign, wave: int, now: datetime, bat
 
 
 def _decide(db: Session, campaign: Campaign, settings: Settings | None, now: datetime) -> None:
-    decided = outcomes.sweep(db, campaign, settings or get_settings(), now)
+    sweep = profile_release.sweep if campaign.kind == "profile" else outcomes.sweep
+    decided = sweep(db, campaign, settings or get_settings(), now)
     if any(decided.values()):
         logger.info("campaign %s outcomes: %d succeeded, %d failed", campaign.id, *decided.values())
+
+
+def _locked(db: Session, campaign_id: str) -> Campaign:
+    """The campaign row, locked. A profile rollout's step takes the profiles lock first: a profile's apply
+    holds that lock when it ends the profile's rollout, so both take them in the same order (no deadlock)."""
+    if db.execute(select(Campaign.kind).where(Campaign.id == campaign_id)).scalar() == "profile":
+        profile_release.lock(db)
+    return load(db, campaign_id, lock=True)
+
+
+def end_if_superseded(db: Session, campaign: Campaign, now: datetime) -> bool:
+    """A profile rollout whose profile moved on (applied again, rolled back, deleted) ends: the new write
+    decided for its devices."""
+    if campaign.kind != "profile" or not profile_release.superseded(db, campaign):
+        return False
+    end_targets(db, campaign)
+    _finish(db, campaign, "cancelled", now, reason=profile_release.SUPERSEDED)
+    logger.info("profile rollout %s superseded", campaign.id)
+    return True
 
 
 def step(db: Session, campaign_id: str, now: datetime | None = None, settings: Settings | None = None) -> str:
     """One transaction's worth of progress; returns what it did (``released``, ``waiting``, ``completed``...)."""
     now = now or utcnow()
-    campaign = load(db, campaign_id, lock=True)
-    if campaign.status not in ACTIVE:
+    campaign = _locked(db, campaign_id)
+    if campaign.status not in ACTIVE or end_if_superseded(db, campaign, now):
         return "final"
-    outcome = campaign.success_when is not None
+    profile = campaign.kind == "profile"
+    outcome = campaign.success_when is not None or profile  # a profile rollout's success is compliance
     if outcome and campaign.release_cursor is None and outcomes.sweep_due(campaign, now):
         # acked targets decided first: gates count outcomes
         _decide(db, campaign, settings, now)
@@ -153,7 +172,7 @@ def step(db: Session, campaign_id: str, now: datetime | None = None, settings: S
     if campaign.status == "running" and campaign.release_cursor is not None:
         # a wave interrupted between batches (or still being released) goes on first: no gate applies
         campaign.updated_at = now
-        inserted = release_batch(db, campaign, current, now)
+        inserted = release_batch(db, campaign, current, now, settings=settings)
         logger.info("campaign %s wave %d: released %d more commands", campaign.id, current, inserted)
         return "released"
     counts = live_counts(db, campaign)
@@ -175,7 +194,8 @@ def step(db: Session, campaign_id: str, now: datetime | None = None, settings: S
         return "waiting"  # everything released; completion waits for the last commands
     if current >= 1:
         due = (campaign.last_wave_at or now) + timedelta(seconds=campaign.interval_seconds or 0)
-        if now < due:
+        undecided = waiting if profile else 0  # a profile wave waits for every released device's outcome
+        if now < due or undecided:
             return "waiting"
         if campaign.min_success_pct is not None and gates["success_pct"] < campaign.min_success_pct:
             if waiting == 0:
@@ -187,7 +207,7 @@ def step(db: Session, campaign_id: str, now: datetime | None = None, settings: S
     wave = current + 1
     campaign.waves_released, campaign.release_cursor = wave, ""
     campaign.last_wave_at = campaign.updated_at = now
-    inserted = release_batch(db, campaign, wave, now)
+    inserted = release_batch(db, campaign, wave, now, settings=settings)
     logger.info("campaign %s wave %d: released %d commands", campaign.id, wave, inserted)
     return "released"
 
@@ -271,6 +291,16 @@ def resume(
     return campaign_dict(db, campaign)
 
 
+def end_targets(db: Session, campaign: Campaign) -> None:
+    """Cancel the targets that will get nothing now: the unreleased ones (and in a profile rollout those
+    released but undecided too: nothing judges them any more; its held devices stay held)."""
+    t = CampaignTarget
+    which = unreleased(campaign)
+    if campaign.kind == "profile":
+        which = and_(t.campaign_id == campaign.id, t.state == "queued")
+    db.execute(update(t).where(which).values(state="cancelled").execution_options(synchronize_session=False))
+
+
 def cancel(db: Session, campaign_id: str, *, actor: Actor | None = None) -> dict[str, Any]:
     """Cancel: queued targets and pending commands are cancelled at once (they leave pending lists)."""
     campaign = load(db, campaign_id, lock=True)
@@ -279,12 +309,7 @@ def cancel(db: Session, campaign_id: str, *, actor: Actor | None = None) -> dict
     if campaign.status == "cancelled":
         return campaign_dict(db, campaign)
     now = utcnow()
-    db.execute(
-        update(CampaignTarget)
-        .where(unreleased(campaign))
-        .values(state="cancelled")
-        .execution_options(synchronize_session=False)
-    )
+    end_targets(db, campaign)
     db.execute(finish_pending(FcmDispatch.campaign_id == campaign.id, status="cancelled", now=now))
     _finish(db, campaign, "cancelled", now)
     record(db, actor, "campaign.cancel", campaign_id)

@@ -24,6 +24,7 @@ from core.models.lease import Lease
 from core.models.location import LOCATION_SOURCES, DeviceLocation, DeviceLostMode
 from core.models.profile import (
     COMPLIANCE_STATES,
+    HELD_OUT,
     DeviceCompliance,
     DeviceProfile,
     Profile,
@@ -33,6 +34,7 @@ from core.models.profile import (
 
 __all__ = [
     "COMPLIANCE_STATES",
+    "HELD_OUT",
     "DeviceCompliance",
     "DeviceProfile",
     "Profile",

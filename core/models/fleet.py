@@ -74,6 +74,13 @@ class Campaign(Base):
     outcome_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
     #: when the maintenance loop last decided the campaign's waiting targets (``core.campaigns.outcomes.sweep``)
     outcome_swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: ``command`` (one command to many devices) or ``profile`` (a profile rollout: its waves move devices to
+    #: ``to_version`` of ``profile_name``; no command is sent, ``core.campaigns.profile_rollouts``)
+    kind: Mapped[str] = mapped_column(String(16), default="command", server_default="command")
+    profile_name: Mapped[str | None] = mapped_column(String(63))
+    #: the profile's version before the rollout (NULL: a new profile) and the one it rolls out
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         CheckConstraint(

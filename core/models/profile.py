@@ -21,6 +21,8 @@ from core.models.base import Base, JSONType
 from core.storage.types import UTCDateTime, utcnow
 
 COMPLIANCE_STATES = ("compliant", "noncompliant", "pending", "unknown")
+#: ``device_profiles.version`` of a device a profile rollout holds out of the profile until its wave
+HELD_OUT = 0
 
 
 class Profile(Base):
@@ -58,6 +60,10 @@ class DeviceProfile(Base):
 
     device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(63), ForeignKey("profiles.name", ondelete="CASCADE"), primary_key=True)
+    #: NULL: the device follows the profile's current version; a number: a profile rollout holds it at that
+    #: version until its wave; 0 (``HELD_OUT``): held out of the profile until its wave (it matches only the
+    #: new version). Held rows are never touched by the recomputation of memberships.
+    version: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index(None, "name", "device_id"),)
 

@@ -11,20 +11,38 @@ of every device whose combination changed. A label or inventory change marks its
 recomputes the marked devices' memberships (one ``INSERT ... SELECT`` per profile over the compiled
 selector, through a partial index of the marked devices) and effective hashes: the maintenance sweep
 for all of them, a device's profile fetch for itself. Nothing here loops over devices in Python.
+
+A row whose ``version`` is set is *held* by a profile rollout (``core.profiles.holds``): the device counts at
+that version (0: not a member at all) whatever the profile's current version, and neither :func:`rematch`
+nor :func:`refresh_stale` touches it; the rollout's wave releases it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, cast, delete, exists, insert, literal, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from core.base.errors import NotFound
 from core.base.settings import Settings
 from core.base.validation import canonical_json, payload_hash
 from core.devices import selectors
-from core.models import Device, DeviceProfile, Profile, ProfileEffective, ProfileVersion
+from core.models import HELD_OUT, Device, DeviceProfile, Profile, ProfileEffective, ProfileVersion
 from core.profiles.document import keys
 from core.storage.dialect import insert_for, string_agg, xact_lock
 from core.storage.types import utcnow
@@ -77,13 +95,29 @@ def effective_hash(effective: dict[str, Any]) -> str:
     return payload_hash(effective)
 
 
+def in_profile() -> ColumnElement[bool]:
+    """The ``device_profiles`` row makes its device a member (it follows the profile or is held at a version)."""
+    return or_(DeviceProfile.version.is_(None), DeviceProfile.version != HELD_OUT)
+
+
+def version_held() -> ColumnElement[int]:
+    """The version a member row counts at: the one it is held at, else the profile's current one."""
+    return func.coalesce(DeviceProfile.version, Profile.current_version)
+
+
+def _row_of(name: Any) -> Any:
+    """Some row of profile ``name`` for the outer query's device (held or not)."""
+    row = select(DeviceProfile.device_id).where(DeviceProfile.device_id == Device.id, DeviceProfile.name == name)
+    return exists(row)
+
+
 def _combos(db: Session, which: ColumnElement[bool]) -> Any:
     """``(device_id, combo)`` of the devices ``which`` selects that have at least one live profile."""
-    label = Profile.name + literal(":") + cast(Profile.current_version, String)
+    label = Profile.name + literal(":") + cast(version_held(), String)
     query = (
         select(DeviceProfile.device_id.label("device_id"), string_agg(db, label, ",").label("combo"))
         .join(Profile, Profile.name == DeviceProfile.name)
-        .where(Profile.deleted_at.is_(None), DeviceProfile.device_id.in_(select(Device.id).where(which)))
+        .where(Profile.deleted_at.is_(None), in_profile(), DeviceProfile.device_id.in_(select(Device.id).where(which)))
         .group_by(DeviceProfile.device_id)
     )
     return query.subquery("combos")
@@ -130,7 +164,7 @@ def _move_hashes(db: Session, which: ColumnElement[bool]) -> None:
     member = (
         select(DeviceProfile.device_id)
         .join(Profile, Profile.name == DeviceProfile.name)
-        .where(DeviceProfile.device_id == Device.id, Profile.deleted_at.is_(None))
+        .where(DeviceProfile.device_id == Device.id, Profile.deleted_at.is_(None), in_profile())
     )
     db.execute(
         update(Device)
@@ -140,10 +174,15 @@ def _move_hashes(db: Session, which: ColumnElement[bool]) -> None:
     )
 
 
+def move_hashes(db: Session, which: ColumnElement[bool]) -> None:
+    """Move the effective hash of the devices ``which`` selects to what their rows say now (a rollout's wave)."""
+    _move_hashes(db, which)
+
+
 def rematch(db: Session, settings: Settings, name: str, selector_text: str | None) -> None:
     """A profile changed (``selector_text``; ``None``: deleted): its memberships become who it matches now,
-    by difference (rows of devices it no longer matches go, the new ones come), and every device whose
-    combination's hash changed gets it, in one ``UPDATE`` of those rows only. Under the lock."""
+    by difference (rows of devices it no longer matches go, the new ones come; held rows stay), and every
+    device whose combination's hash changed gets it, in one ``UPDATE`` of those rows only. Under the lock."""
     xact_lock(db, LOCK)
     mine = DeviceProfile.name == name
     if selector_text is None:
@@ -151,7 +190,8 @@ def rematch(db: Session, settings: Settings, name: str, selector_text: str | Non
     else:
         matching = selectors.where_clause(selectors.parse(selector_text), settings)
         still = select(Device.id).where(Device.id == DeviceProfile.device_id, matching)
-        db.execute(delete(DeviceProfile).where(mine, ~exists(still)).execution_options(synchronize_session=False))
+        gone = delete(DeviceProfile).where(mine, DeviceProfile.version.is_(None), ~exists(still))
+        db.execute(gone.execution_options(synchronize_session=False))
         held = select(DeviceProfile.device_id).where(mine, DeviceProfile.device_id == Device.id)
         new = select(Device.id, literal(name)).where(matching, ~exists(held))
         db.execute(insert(DeviceProfile).from_select(["device_id", "name"], new))
@@ -160,17 +200,19 @@ def rematch(db: Session, settings: Settings, name: str, selector_text: str | Non
 
 def refresh_stale(db: Session, settings: Settings, device_id: str | None = None) -> None:
     """Recompute the memberships and effective hashes of the devices marked stale (all, or one), then clear
-    their marks."""
+    their marks. Rows a rollout holds stay as they are."""
     xact_lock(db, LOCK)
     which: ColumnElement[bool] = and_(Device.profile_stale, Device.id == device_id if device_id else true())
     stale = select(Device.id).where(which)
     db.execute(
-        delete(DeviceProfile).where(DeviceProfile.device_id.in_(stale)).execution_options(synchronize_session=False)
+        delete(DeviceProfile)
+        .where(DeviceProfile.device_id.in_(stale), DeviceProfile.version.is_(None))
+        .execution_options(synchronize_session=False)
     )
     live = db.execute(select(Profile.name, Profile.selector).where(Profile.deleted_at.is_(None))).all()
     for name, selector_text in live:
         matching = select(Device.id, literal(name)).where(
-            which, selectors.where_clause(selectors.parse(selector_text), settings)
+            which, selectors.where_clause(selectors.parse(selector_text), settings), ~_row_of(name)
         )
         db.execute(insert(DeviceProfile).from_select(["device_id", "name"], matching))
     _move_hashes(db, which)
@@ -201,12 +243,12 @@ def document_of(db: Session, effective: str) -> dict[str, Any] | None:
 
 
 def device_layers(db: Session, device_id: str) -> list[Layer]:
-    """The live profiles a device matches now, at their current versions."""
+    """The live profiles a device matches now, at their current versions (or the ones a rollout holds)."""
     rows = db.execute(
         select(ProfileVersion.name, ProfileVersion.version, ProfileVersion.document)
-        .join(Profile, and_(Profile.name == ProfileVersion.name, Profile.current_version == ProfileVersion.version))
-        .join(DeviceProfile, DeviceProfile.name == Profile.name)
-        .where(DeviceProfile.device_id == device_id, Profile.deleted_at.is_(None))
+        .join(DeviceProfile, DeviceProfile.name == ProfileVersion.name)
+        .join(Profile, and_(Profile.name == ProfileVersion.name, version_held() == ProfileVersion.version))
+        .where(DeviceProfile.device_id == device_id, Profile.deleted_at.is_(None), in_profile())
     )
     return [(r.name, r.version, r.document) for r in rows]
 

@@ -3,7 +3,9 @@
 Versions are immutable; applying a document identical to the current version writes nothing (the
 document's SHA-256 decides). Every write is audited (``profile.apply``, ``profile.rollback``,
 ``profile.delete``) with its per-key diff, and recomputes the effective profile of exactly the devices
-the profile matched before or matches now (``core.profiles.effective``), set-based.
+the profile matched before or matches now (``core.profiles.effective``), set-based — or, applied with
+``hold`` (a profile rollout, ``core.campaigns.profile_rollouts``), holds them where they are
+(``core.profiles.holds``) for the rollout's waves to move. An apply without ``hold`` ends every hold.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from core.base.settings import Settings
 from core.devices import selectors
 from core.events.audit import Actor, record
 from core.models import ApkBuild, Device, DeviceProfile, Profile, ProfileVersion
-from core.profiles import effective
+from core.profiles import effective, holds
 from core.profiles.document import check, diff, keys, sha256
 from core.storage.dialect import is_postgresql, xact_lock
 from core.storage.types import utcnow
@@ -72,7 +74,7 @@ def _check_builds(db: Session, document: dict[str, Any]) -> None:
 def _affected(db: Session, name: str, document: dict[str, Any], settings: Settings) -> int:
     """Devices whose effective profile changes: the profile's members now, and the devices it will match."""
     matching = selectors.where_clause(selectors.parse(document["selector"]), settings)
-    members = Device.id.in_(select(DeviceProfile.device_id).where(DeviceProfile.name == name))
+    members = Device.id.in_(select(DeviceProfile.device_id).where(DeviceProfile.name == name, effective.in_profile()))
     return int(db.execute(select(func.count()).select_from(Device).where(or_(matching, members))).scalar_one())
 
 
@@ -92,16 +94,21 @@ def plan(db: Session, settings: Settings, raw: Any) -> dict[str, Any]:
     }
 
 
-def apply(db: Session, settings: Settings, raw: Any, actor: Actor, *, action: str = "profile.apply") -> dict[str, Any]:
+def apply(
+    db: Session, settings: Settings, raw: Any, actor: Actor, *, action: str = "profile.apply", hold: bool = False
+) -> dict[str, Any]:
     """Store ``raw`` as the profile's new version (unless it equals the current one) and move the effective
-    profiles of the devices it matched or matches. A tie at the same priority on a key is ``Conflict``."""
+    profiles of the devices it matched or matches (``hold``: hold them where they are instead, for a
+    rollout). A tie at the same priority on a key is ``Conflict``."""
     document = check(raw)
     _check_builds(db, document)
     name = document["name"]
     xact_lock(db, effective.LOCK)  # two applies never miss each other's tie
     profile = _live(db, name, lock=True)
     old = None
+    old_version = None
     if profile is not None and profile.deleted_at is None:
+        old_version = profile.current_version
         old = dict(_version(db, name, profile.current_version).document)
         if sha256(old) == sha256(document):
             return {
@@ -142,8 +149,12 @@ def apply(db: Session, settings: Settings, raw: Any, actor: Actor, *, action: st
     db.flush()
     changes = diff(old, document)
     count = _affected(db, name, document, settings)
-    effective.rematch(db, settings, name, document["selector"])
-    effective.prune_combinations(db)
+    if hold:  # every device it moves keeps what it has: no membership and no hash changes now
+        holds.hold(db, settings, name, document["selector"], old_version)
+    else:
+        holds.clear(db, name)
+        effective.rematch(db, settings, name, document["selector"])
+        effective.prune_combinations(db)
     record(db, actor, action, name, version=version, diff=changes)
     return {"name": name, "version": version, "changed": True, "diff": changes, "devices_changing": count}
 
@@ -168,7 +179,12 @@ def delete(db: Session, settings: Settings, name: str, actor: Actor) -> dict[str
 
 
 def list_profiles(db: Session) -> list[dict[str, Any]]:
-    devices = select(DeviceProfile.name, func.count().label("devices")).group_by(DeviceProfile.name).subquery("members")
+    devices = (
+        select(DeviceProfile.name, func.count().label("devices"))
+        .where(effective.in_profile())
+        .group_by(DeviceProfile.name)
+        .subquery("members")
+    )
     rows = db.execute(
         select(Profile, func.coalesce(devices.c.devices, 0))
         .outerjoin(devices, devices.c.name == Profile.name)

@@ -14,6 +14,7 @@ import msgspec
 from litestar import Controller, Request, Response
 from litestar.params import JSONBody, Parameter
 
+from core.campaigns import profile_release, profile_rollouts
 from core.profiles import compliance, effective, store
 from core.profiles.document import MAX_BYTES
 from nexmdm_api.auth import DEVICE_SECURITY, admin_actor, admin_route, require_device, scope_of
@@ -33,6 +34,7 @@ from nexmdm_api.schemas_profiles import (
     EffectiveOut,
     HistoryOut,
     PlanOut,
+    ProfileApplyIn,
     ProfileIn,
     ProfileList,
     ProfileOut,
@@ -69,15 +71,20 @@ class ProfileController(Controller):
         description=(
             "A new immutable version when the content changed (`changed: false` and nothing written when it did "
             "not); audited with its per-key diff. A tie (another profile at the same priority setting a key this "
-            "one sets) is 409. The effective profiles of the devices it matched or matches move at once."
+            "one sets) is 409. The effective profiles of the devices it matched or matches move at once; with "
+            "`rollout` they move wave by wave instead (a profile rollout: a campaign of kind `profile` in "
+            "`/v1/campaigns`, answered as `rollout`). A new version ends the profile's earlier rollout."
         ),
         status_code=200,
         request_max_body_size=MAX_BYTES,
         **admin_route("operator", body="json"),
         responses=_WRITE,
     )
-    def apply_profile(self, request: Request[Any, Any, Any], db: DB, data: JSONBody[ProfileIn]) -> AppliedOut:
-        applied = store.apply(db, request.app.state.settings, msgspec.to_builtins(data), admin_actor(request))
+    def apply_profile(self, request: Request[Any, Any, Any], db: DB, data: JSONBody[ProfileApplyIn]) -> AppliedOut:
+        body = msgspec.to_builtins(data)
+        rollout = body.pop("rollout", None)
+        settings = request.app.state.settings
+        applied = profile_rollouts.apply(db, settings, body, admin_actor(request), rollout)
         return convert(applied, AppliedOut)
 
     @post(
@@ -134,7 +141,7 @@ class ProfileNameController(Controller):
     def rollback_profile(
         self, request: Request[Any, Any, Any], db: DB, name: NamePath, data: JSONBody[RollbackIn]
     ) -> AppliedOut:
-        applied = store.rollback(db, request.app.state.settings, name, data.to_version, admin_actor(request))
+        applied = profile_rollouts.rollback(db, request.app.state.settings, name, data.to_version, admin_actor(request))
         return convert(applied, AppliedOut)
 
     @delete(
@@ -146,7 +153,7 @@ class ProfileNameController(Controller):
         responses=problems(400, 401, 403, 404, 422, 429),
     )
     def delete_profile(self, request: Request[Any, Any, Any], db: DB, name: NamePath) -> DeletedOut:
-        return convert(store.delete(db, request.app.state.settings, name, admin_actor(request)), DeletedOut)
+        return convert(profile_rollouts.delete(db, request.app.state.settings, name, admin_actor(request)), DeletedOut)
 
 
 class DeviceEffectiveController(Controller):
@@ -260,4 +267,5 @@ class DeviceProfileController(Controller):
     def report_status(self, request: Request[Any, Any, Any], db: DB, data: JSONBody[StatusIn]) -> StatusOut:
         device = require_device(request, db)
         judged = compliance.report(db, request.app.state.settings, device, msgspec.to_builtins(data))
+        profile_release.check_device(db, device.id)  # a released device of a profile rollout succeeds at once
         return convert(judged, StatusOut)

@@ -33,7 +33,10 @@ from nexmdm_cli.state import err_console, out_console, print_json, state
 #: core.models.CAMPAIGN_FINAL (the models import SQLAlchemy)
 CAMPAIGN_FINAL = ("completed", "cancelled")
 
-app = group("Campaigns: one command to many devices, in waves; progress, pause, resume, cancel.")
+app = group(
+    "Campaigns: one command to many devices (kind command), or a profile version to them (kind profile: "
+    "`nexmdm profiles apply --wave-percent`), in waves; progress, pause, resume, cancel."
+)
 
 CampaignId = Annotated[str, typer.Argument(metavar="ID", help="The campaign id (cmp_...).")]
 BARS = (
@@ -46,14 +49,31 @@ BARS = (
 )
 #: a campaign with success_when: acked targets wait for their outcome
 OUTCOME_BARS = (("succeeded", "green"), ("skipped", "cyan"), ("acked", "bright_green"), *BARS[1:])
+#: a profile rollout: released devices wait for compliance (``pending``), the others are held (``queued``)
+PROFILE_BARS = (("succeeded", "green"), ("failed", "red"), ("cancelled", "bright_black"), *BARS[-2:])
 
 
 def _bars(c: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    if c.get("kind") == "profile":
+        return PROFILE_BARS
     return OUTCOME_BARS if c.get("success_when") else BARS
+
+
+def _what(c: dict[str, Any]) -> str:
+    """A campaign's action, or the profile and versions a rollout moves between."""
+    p = c.get("profile")
+    if not p:
+        return str(c["action"])
+    return f"profile {p['name']} v{p['from_version'] or '—'} → v{p['to_version']}"
 
 
 def _progress_text(c: dict[str, Any]) -> str:
     n = c["counts"]
+    if c.get("kind") == "profile":
+        return (
+            f"{n['succeeded']:,}/{c['targeted']:,} compliant · {n['failed']:,} failed · "
+            f"{n['pending']:,} awaiting compliance · {n['queued']:,} held"
+        )
     failed = f"{n['failed'] + n['expired']:,} failed · {n['pending']:,} pending"
     if not c.get("success_when"):
         return f"{n['acked']:,}/{c['targeted']:,} acked · {failed}"
@@ -81,13 +101,14 @@ def list_campaigns(
         show("No campaigns yet: start one with `nexmdm send ACTION --to SELECTOR`.")
         return
     now = utcnow()
-    out = table("Campaigns (newest first)", "id", "status", "action", "targets", "waves", "progress", "created")
+    out = table("Campaigns (newest first)", "id", "kind", "status", "action", "targets", "waves", "progress", "created")
     for c in items:
         render.row(
             out,
             c["id"],
+            c.get("kind", "command"),
             styled(c["status"]),
-            c["action"],
+            _what(c),
             dash(c["selector"]) if c["selector"] else f"{c['targeted']} devices",
             f"{c['waves']['released']}/{c['waves']['count']}",
             _progress_text(c),
@@ -100,7 +121,8 @@ def _detail(c: dict[str, Any]) -> Any:
     now = utcnow()
     out = table(f"Campaign {c['id']}", "field", "value")
     render.row(out, "status", styled(c["status"]) + (f" ({printable(c['reason'])})" if c["reason"] else ""))
-    render.row(out, "action", c["action"])
+    render.row(out, "kind", c.get("kind", "command"))
+    render.row(out, "action", _what(c))
     render.row(out, "targets", c["selector"] or "explicit device ids")
     if c.get("scope"):  # made by a scoped key: its targets are inside this scope
         render.row(out, "scope", c["scope"])
@@ -112,9 +134,13 @@ def _detail(c: dict[str, Any]) -> Any:
     if w["next_at"]:
         render.row(out, "next wave", relative(w["next_at"], now))
     render.row(out, "min success", f"{w['min_success_pct']}%" if w["min_success_pct"] is not None else "—")
-    render.row(out, "max failure", f"{w['max_failure_pct']}%" if w["max_failure_pct"] is not None else "—")
+    gate = "max noncompliant" if c.get("kind") == "profile" else "max failure"
+    render.row(out, gate, f"{w['max_failure_pct']}%" if w["max_failure_pct"] is not None else "—")
     names = ["targeted", "queued", "pending", "acked", "failed", "expired", "cancelled", "pushed"]
-    if c.get("success_when"):
+    if c.get("profile"):
+        render.row(out, "grace", f"{c['profile']['grace_seconds']} s to report compliant after a wave")
+        names = ["targeted", "queued (held)", "pending (awaiting compliance)", "succeeded", "failed", "cancelled"]
+    elif c.get("success_when"):
         render.row(out, "success when", c["success_when"])
         render.row(out, "outcome timeout", f"{c['outcome_timeout_seconds']} s after the ack")
         names = ["targeted", "skipped", "queued", "pending", "acked (awaiting outcome)", "succeeded", *names[4:]]
@@ -215,7 +241,8 @@ def watch(
     }
     header = progress.add_task("[bold]waves[/bold]", total=campaign["waves"]["count"], extra="")
     started = time.monotonic()
-    rated, unit = ("succeeded", "successes") if campaign.get("success_when") else ("acked", "acks")
+    outcome = campaign.get("success_when") or campaign.get("kind") == "profile"
+    rated, unit = ("succeeded", "successes") if outcome else ("acked", "acks")
     first = (started, campaign["counts"][rated])
     with Live(progress, console=console, transient=json_output, refresh_per_second=4):
         while True:

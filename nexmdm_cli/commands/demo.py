@@ -78,8 +78,9 @@ ROLLOUT_UNTIL = "@app(com.acme.pos)>=4200"
 ROLLOUT_FAILURE = "model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE"
 
 
-#: the demo's profile, applied after the halted rollout: the devices it did not reach update themselves;
-#: the Galaxy A10s still cannot install and show as noncompliant APP_NOT_UPDATED
+#: the demo's profile, rolled out in two waves after the halted campaign: the devices it did not reach update
+#: themselves; the Galaxy A10s still cannot install, fail the rollout's compliance (within its 50 % gate) and
+#: show as noncompliant APP_NOT_UPDATED
 DEMO_PROFILE = """\
 name: demo-shops
 selector: demo=campaign
@@ -92,6 +93,10 @@ settings:
 NONCOMPLIANT = "@noncompliant(APP_NOT_UPDATED)"
 #: seconds the demo waits for the devices to report on the profile (they heartbeat every second)
 PROFILE_WAIT = 10.0
+#: the profile rollout: two waves, a short grace (the simulated devices report within a second or two)
+PROFILE_ROLLOUT = ("--wave-percent", "50%", "--max-noncompliant", "50%", "--grace", "3s")
+#: seconds the demo watches the profile rollout (two waves, each decided within the grace and a sweep)
+ROLLOUT_WATCH = "20"
 
 
 def demo_apps(index: int) -> dict[str, int]:
@@ -194,17 +199,24 @@ def campaign_phase(root: Any, settings: Any, database_url: str, folder: Path, en
 
 
 def profile_phase(run: Callable[..., None], settings: Any, folder: Path) -> None:
-    """Apply ``DEMO_PROFILE`` to the campaign's devices, wait until they have all reported on it (none
-    pending or unknown), and show the fleet's compliance by reason, and the noncompliant devices by model."""
+    """Roll ``DEMO_PROFILE`` out to the campaign's devices in two waves and watch the rollout, wait until
+    they have all reported on it (none pending or unknown), and show the fleet's compliance by reason, and
+    the noncompliant devices by model."""
+    from core import campaigns as fleet
     from core.profiles import compliance
     from core.storage import engine as core_db
 
     document = folder / "demo-shops.yaml"
     document.write_text(DEMO_PROFILE)
-    out_console.rule(f"nexmdm profiles apply -f {document.name}")
-    run("profiles", "apply", "-f", str(document), "--yes")
+    out_console.rule(f"nexmdm profiles apply -f {document.name} {' '.join(PROFILE_ROLLOUT)}")
+    run("profiles", "apply", "-f", str(document), *PROFILE_ROLLOUT, "--yes")
     engine = core_db.engine_from_settings(settings)
     factory = core_db.make_session_factory(engine, settings)
+    with factory() as db:
+        newest = fleet.list_campaigns(db, limit=1)
+    if newest and newest[0]["kind"] == "profile":
+        out_console.rule(f"nexmdm campaigns watch {newest[0]['id']}")
+        run("campaigns", "watch", newest[0]["id"], "--every", "0.5", "--timeout", ROLLOUT_WATCH)
     deadline = time.monotonic() + PROFILE_WAIT
     try:
         while time.monotonic() < deadline:
@@ -307,8 +319,9 @@ def demo(
         "[bold]6/6[/bold] an outcome-gated rollout: `nexmdm send install_apk --to demo=campaign "
         f"--until '{ROLLOUT_UNTIL}'` in waves of 25 % with --max-failure 10 %, while Galaxy A10s fail "
         "(INSUFFICIENT_STORAGE); then `nexmdm campaigns watch`, `show` and `failures`; then a profile "
-        "(`nexmdm profiles apply`: com.acme.pos at least 4200 and a setting) that the devices apply and report "
-        "on, and `nexmdm compliance --by reason` (and by model)"
+        "(com.acme.pos at least 4200 and a setting) rolled out in two waves (`nexmdm profiles apply "
+        "--wave-percent 50%`) that the devices apply and report on, and `nexmdm compliance --by reason` "
+        "(and by model)"
     )
     campaign_phase(root, settings, database_url, folder, env)
     if keep:

@@ -73,14 +73,65 @@ def plan(ctx: typer.Context, file: FileOption, json_output: JsonOption = False) 
     _show_plan(planned)
 
 
+def _rollout(
+    size: int | None, share: str | None, interval: str | None, max_noncompliant: str | None, grace: str | None
+) -> dict[str, Any] | None:
+    """The apply's ``rollout`` from the wave options (None: no wave option given)."""
+    from core.base.durations import parse_duration
+    from core.base.errors import InvalidArgument
+    from nexmdm_cli.commands.send import percent
+
+    def seconds(text: str, option: str) -> int:
+        return int(parse_duration(text, field=option).total_seconds())
+
+    rollout: dict[str, Any] = {}
+    if size is not None:
+        rollout["wave_size"] = size
+    if share is not None:
+        rollout["wave_percent"] = percent(share, "--wave-percent")
+    if interval is not None:
+        rollout["wave_interval_seconds"] = seconds(interval, "--wave-interval")
+    if max_noncompliant is not None:
+        rollout["max_noncompliant_pct"] = percent(max_noncompliant, "--max-noncompliant")
+    if grace is not None:
+        rollout["grace_seconds"] = seconds(grace, "--grace")
+    if rollout and "wave_size" not in rollout and "wave_percent" not in rollout:
+        raise InvalidArgument("--wave-interval, --max-noncompliant and --grace need --wave-percent or --wave-size")
+    return rollout or None
+
+
 @app.command("apply", context_settings=CONTEXT)
-def apply(ctx: typer.Context, file: FileOption, yes: YesOption = False, json_output: JsonOption = False) -> None:
+def apply(
+    ctx: typer.Context,
+    file: FileOption,
+    wave_percent: Annotated[
+        str | None, typer.Option(help="Roll out in waves of this share of the devices that change: 10%.")
+    ] = None,
+    wave_size: Annotated[int | None, typer.Option(min=1, help="Roll out in waves of this many devices.")] = None,
+    wave_interval: Annotated[
+        str | None,
+        typer.Option(help="The least time between waves: 15m (a wave also waits for the last one's outcomes)."),
+    ] = None,
+    max_noncompliant: Annotated[
+        str | None,
+        typer.Option(help="Halt the rollout when more than this share of moved devices failed to comply: 5%."),
+    ] = None,
+    grace: Annotated[
+        str | None,
+        typer.Option(help="How long a moved device has to report compliant: 15m (NEXMDM_PROFILE_GRACE_SECONDS)."),
+    ] = None,
+    yes: YesOption = False,
+    json_output: JsonOption = False,
+) -> None:
     """Apply FILE: a new immutable version when its content changed (audited with its diff); the devices it
-    matched or matches get their new effective profile at once."""
+    matched or matches get their new effective profile at once, or with --wave-percent/--wave-size wave by
+    wave (a profile rollout: `nexmdm campaigns watch ID`)."""
+    from core.campaigns import profile_rollouts
     from core.events import audit
     from core.profiles import store
 
     st = state(ctx)
+    rollout = _rollout(wave_size, wave_percent, wave_interval, max_noncompliant, grace)
     raw = _read(file)
     if not yes:
         with st.session() as db:
@@ -93,11 +144,19 @@ def apply(ctx: typer.Context, file: FileOption, yes: YesOption = False, json_out
             return
         if not json_output:
             _show_plan(planned)
-        confirm(f"Apply profile {planned['name']} on {st.masked_url}?")
+        how = " in waves" if rollout else ""
+        confirm(f"Apply profile {planned['name']}{how} on {st.masked_url}?")
     with st.session() as db:
-        applied = store.apply(db, st.settings, raw, audit.cli_actor())
+        applied = profile_rollouts.apply(db, st.settings, raw, audit.cli_actor(), rollout)
     if json_output:
         print_json(applied)
+    elif applied["rollout"]:
+        r = applied["rollout"]
+        show(
+            f"Profile {escape(applied['name'])} is at version {applied['version']}, rolling out to "
+            f"{r['targeted']:,} devices in {r['waves']['count']} waves of {r['waves']['size']:,}: "
+            f"`nexmdm campaigns watch {r['id']}` (pause, resume, cancel as a campaign)."
+        )
     elif applied["changed"]:
         show(f"Profile {escape(applied['name'])} is at version {applied['version']}.")
     else:
@@ -184,14 +243,14 @@ def rollback(
     json_output: JsonOption = False,
 ) -> None:
     """A new version with the content of --to-version (versions are never rewritten)."""
+    from core.campaigns import profile_rollouts
     from core.events import audit
-    from core.profiles import store
 
     st = state(ctx)
     if not yes:
         confirm(f"Make version {to_version} of profile {name} current again on {st.masked_url}?")
     with st.session() as db:
-        applied = store.rollback(db, st.settings, name, to_version, audit.cli_actor())
+        applied = profile_rollouts.rollback(db, st.settings, name, to_version, audit.cli_actor())
     if json_output:
         print_json(applied)
         return
@@ -204,14 +263,14 @@ def rollback(
 @app.command("delete", context_settings=CONTEXT)
 def delete(ctx: typer.Context, name: Name, yes: YesOption = False, json_output: JsonOption = False) -> None:
     """Delete a profile: its devices lose its keys at once (its versions are kept)."""
+    from core.campaigns import profile_rollouts
     from core.events import audit
-    from core.profiles import store
 
     st = state(ctx)
     if not yes:
         confirm(f"Delete profile {name} on {st.masked_url}?")
     with st.session() as db:
-        result = store.delete(db, st.settings, name, audit.cli_actor())
+        result = profile_rollouts.delete(db, st.settings, name, audit.cli_actor())
     if json_output:
         print_json(result)
     else:

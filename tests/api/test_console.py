@@ -17,6 +17,7 @@ from core.base.errors import InvalidArgument
 from core.base.settings import Settings
 from core.devices.labels import device_labels
 from core.models import AuditEvent, ConsoleSession, Device
+from core.profiles import effective
 from core.storage.types import utcnow
 from tests.support.console import (
     console_client,
@@ -26,6 +27,8 @@ from tests.support.console import (
     use_link,
 )
 from tests.support.fleet import seed_fleet
+from tests.support.profiles import profile
+from tests.support.rollouts import roll
 
 
 @pytest.fixture
@@ -289,3 +292,17 @@ def test_ended_sessions_and_links_go_with_retention(
     with session_factory() as db:
         assert db.execute(select(ConsoleSession.email)).scalars().all() == ["bob@example.com"]
     assert kept
+
+
+def test_a_profile_rollout_shows_as_a_campaign_of_kind_profile(
+    console: TestClient[Any], session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    sign_in(console, session_factory)
+    with session_factory.begin() as db:
+        effective.refresh_stale(db, settings)
+    roll(session_factory, settings, profile("pos", "store=42", settings={"wifi": "a"}), None)
+    made = roll(session_factory, settings, profile("pos", "store=42", settings={"wifi": "b"}), {"wave_size": 1})
+    listing = console.get("/console/campaigns").text
+    assert "profile pos v1 → v2" in listing and "<td>profile</td>" in listing
+    page = console.get(f"/console/campaigns/{made['rollout']['id']}").text
+    assert '<td id="kind">profile</td>' in page and "pos v1 → v2" in page

@@ -1,5 +1,6 @@
 """``nexmdm demo`` end to end, as ``make demo`` runs it (fewer devices in the first phase): real server
-processes on a throwaway SQLite database, simulated devices, the rollout and the profile's compliance."""
+processes on a throwaway SQLite database, simulated devices, the rollout, the profile rolled out in two
+waves and its compliance."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ def test_demo_ends_with_the_galaxy_a10s_noncompliant() -> None:
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    assert "Profile demo-shops is at version 1." in out
+    assert "Profile demo-shops is at version 1, rolling out to 24 devices in 2 waves of 12" in out
+    # the profile rollout ends: every device moved and decided (the Galaxy A10s failed, within the gate)
+    rollout = re.search(r"completed: (\d+)/24 compliant · (\d+) failed · 0 awaiting compliance · 0 held", out)
+    assert rollout is not None, out
     by_reason = out[out.index("nexmdm compliance --by reason") :]
     # every device reported on the profile; the Galaxy A10s that could not install are APP_NOT_UPDATED
     assert re.search(r"noncompliant (\d+) \(\d+%\), pending 0 \(0%\), unknown 0 \(0%\)", by_reason), by_reason
@@ -34,3 +38,4 @@ def test_demo_ends_with_the_galaxy_a10s_noncompliant() -> None:
     by_model = by_reason[by_reason.index("--by model") :]
     galaxy = re.search(r"Galaxy A10\s*│\s*0\s*│\s*(\d+)\s*│", by_model)
     assert galaxy is not None and galaxy.group(1) == noncompliant.group(1), by_model  # all of them A10s
+    assert int(rollout.group(2)) >= int(noncompliant.group(1))  # those devices failed the rollout
