@@ -21,6 +21,7 @@ from psycopg2.extras import execute_values
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
+from bench import bench_inventory_scale
 from bench.common import Figure, pg_database
 from core.base import security
 from core.base.settings import Settings
@@ -169,12 +170,21 @@ def puts(url: str, devices: int) -> Figure:
     )
 
 
-def run(*, devices: int = 20_000, rounds: int = 3, put_devices: int = 2_000) -> tuple[list[Figure], object]:
+def run(
+    *, devices: int = 20_000, rounds: int = 3, put_devices: int = 2_000, scale: dict[str, Any] | None = None
+) -> tuple[list[Figure], object]:
     with pg_database("nexmdm_bench_inventory") as url:
         figures = [heartbeats(url, devices, rounds), puts(url, put_devices)]
+    with pg_database("nexmdm_bench_inventory_scale") as url:
+        figures += bench_inventory_scale.run(url, **(scale or SCALE))
     return figures, None
+
+
+#: the scale part: 100,000 devices × 60 apps; the change's bursts long enough to reach a steady state
+SCALE: dict[str, Any] = {"devices": 100_000, "rounds": 5, "beat_rate": 2_000.0, "on": 20.0, "off": 6.0}
+QUICK_SCALE: dict[str, Any] = {"devices": 2_000, "rounds": 2, "beat_rate": 1_000.0, "on": 2.0, "off": 1.0}
 
 
 def run_part(*, quick: bool) -> tuple[list[Figure], object]:
     """``make bench``'s part 11 (``--quick``: a smoke run)."""
-    return run(devices=2_000, rounds=2, put_devices=200) if quick else run()
+    return run(devices=2_000, rounds=2, put_devices=200, scale=QUICK_SCALE) if quick else run()
