@@ -8,7 +8,7 @@ baseline and code interleaved round by round (the machine is shared: the load av
   psycopg2 (an ``EXISTS`` page, a ``GROUP BY package``, a ``GROUP BY version_code``). The CLI's default
   ``apps list`` (``--limit 500``: every one of the 330 packages) is reported beside the same raw scan.
 * **A fleet-wide version change**: every device PATCHes ``com.acme.pos`` to 4300
-  (``core.inventory.store.patch_inventory``, one transaction per device, ``WORKERS`` processes) while one
+  (``core.inventory.store.patch_inventory``, one transaction per device, ``workers`` processes) while one
   process stores heartbeats (``core.heartbeats.store.store_beats``, batches of 100 at ``BEAT_RATE`` beats/s,
   the statement the API's heartbeat writer runs). The PATCH workers run in bursts (``ON`` seconds, then
   ``OFF`` seconds idle): a batch's latency counts towards the change when it started in a burst, towards
@@ -34,7 +34,6 @@ from core.base.settings import Settings
 
 GROUP = "inventory at scale"
 BATCH = 100
-WORKERS = 2
 NEW_POS = 4300
 
 
@@ -128,9 +127,9 @@ def _reads(url: str, rounds: int) -> list[Figure]:
     ]
 
 
-def _patcher(url: str, first: int, step: int, n: int, go: Any, done: Any, seconds: Any) -> None:
+def _patcher(url: str, first: int, step: int, n: int, go: Any, stop: Any, done: Any, seconds: Any) -> None:
     """One device agent process: PATCH com.acme.pos to ``NEW_POS`` on devices ``first, first + step, ...``
-    while ``go`` is set."""
+    while ``go`` is set, until ``stop``."""
     from core.inventory.document import canonical_hash, check_delta
     from core.inventory.store import patch_inventory
     from core.storage.engine import make_engine, make_session_factory
@@ -141,6 +140,8 @@ def _patcher(url: str, first: int, step: int, n: int, go: Any, done: Any, second
     busy = 0.0
     for g in range(first, n, step):
         go.wait()
+        if stop.is_set():
+            break
         device, apps = fleet.document(g)
         new = {"version_code": NEW_POS, "version_name": "4.30"}
         apps[fleet.POS] = new
@@ -184,17 +185,22 @@ def _beats(n: int, at: datetime, offset: int) -> list[Any]:
     ]
 
 
-def version_change(url: str, n: int, *, beat_rate: float, on: float, off: float) -> list[Figure]:
-    """Every device PATCHes one app while heartbeats run; heartbeat p99 in bursts and between them."""
+def version_change(
+    url: str, n: int, *, beat_rate: float, on: float, off: float, workers: int, budget: float
+) -> list[Figure]:
+    """Every device PATCHes one app while heartbeats run (at most ``budget`` seconds of bursts: the rest of
+    the fleet is extrapolated at the measured rate); heartbeat p99 in bursts and between them."""
     from core.heartbeats.store import store_beats
     from core.storage.engine import make_engine
 
     settings = Settings(database_url=url, slow_heartbeat_ms=1e9, log_level="WARNING")
     ctx = mp.get_context("spawn")
-    go, done, seconds = ctx.Event(), ctx.Value("i", 0), ctx.Value("d", 0.0)
-    workers = [ctx.Process(target=_patcher, args=(url, w, WORKERS, n, go, done, seconds)) for w in range(WORKERS)]
-    for w in workers:
-        w.start()
+    go, stop, done, seconds = ctx.Event(), ctx.Event(), ctx.Value("i", 0), ctx.Value("d", 0.0)
+    processes = [
+        ctx.Process(target=_patcher, args=(url, w, workers, n, go, stop, done, seconds)) for w in range(workers)
+    ]
+    for p in processes:
+        p.start()
     engine = make_engine(url)
     latencies: dict[bool, list[float]] = {True: [], False: []}
     loads: list[str] = []
@@ -203,11 +209,13 @@ def version_change(url: str, n: int, *, beat_rate: float, on: float, off: float)
     offset, minute, burst_seconds = 0, 0, 0.0
     phase_end, burst = time.perf_counter() + off, False
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        while any(w.is_alive() for w in workers):
+        while any(p.is_alive() for p in processes):
             now = time.perf_counter()
             if now >= phase_end:
                 if burst:
                     burst_seconds += on
+                if burst_seconds >= budget:
+                    stop.set()
                 burst = not burst
                 phase_end = now + (on if burst else off)
                 (go.set if burst else go.clear)()
@@ -223,8 +231,8 @@ def version_change(url: str, n: int, *, beat_rate: float, on: float, off: float)
             time.sleep(max(0.0, started + interval - time.perf_counter()))
         if burst:
             burst_seconds += on - max(0.0, phase_end - time.perf_counter())
-    for w in workers:
-        w.join()
+    for p in processes:
+        p.join()
     engine.dispose()
     load = f"(loads {', '.join(loads[::max(1, len(loads) // 4)])})"
     return [
@@ -241,7 +249,7 @@ def version_change(url: str, n: int, *, beat_rate: float, on: float, off: float)
         ),
         Figure(
             GROUP,
-            f"the fleet-wide version change: {done.value:,} PATCHes by {WORKERS} processes, "
+            f"the fleet-wide version change: {done.value:,} of {n:,} devices PATCHed by {workers} processes, "
             f"{done.value / burst_seconds:,.0f}/s in bursts; the whole fleet at that rate",
             n / (done.value / burst_seconds),
             "s",
@@ -251,12 +259,12 @@ def version_change(url: str, n: int, *, beat_rate: float, on: float, off: float)
     ]
 
 
-def run(url: str, *, devices: int, rounds: int, beat_rate: float, on: float, off: float) -> list[Figure]:
+def run(url: str, *, devices: int, rounds: int, **change: Any) -> list[Figure]:
     from core.storage.engine import make_engine
 
     engine = make_engine(url)
     fleet.seed(engine, devices)
     engine.dispose()
     figures = _reads(url, rounds)
-    figures += version_change(url, devices, beat_rate=beat_rate, on=on, off=off)
+    figures += version_change(url, devices, **change)
     return figures

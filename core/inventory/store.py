@@ -127,12 +127,15 @@ def _write(
     *,
     serial_withheld: bool,
     inserted: bool = False,
+    old_apps: dict[str, dict[str, Any]] | None = None,
 ) -> Stored:
-    """Write a new inventory over the held one (``inserted``: its row was written by ``_lock``)."""
+    """Write a new inventory over the held one (``inserted``: its row was written by ``_lock``;
+    ``old_apps``: the held apps, when the caller has read them under the lock)."""
     started = time.perf_counter()
     values = _row(new_hash, device, len(apps), settings, serial_withheld=serial_withheld)
     now = values["updated_at"]
-    old_apps = _held_apps(db, device_id) if held is not None else {}
+    if old_apps is None:
+        old_apps = _held_apps(db, device_id) if held is not None else {}
     changes: list[dict[str, Any]] = []
     upserts: list[dict[str, Any]] = []
     for package, app in apps.items():
@@ -314,7 +317,8 @@ def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Setting
     device.update(delta.device)
     for name in delta.cleared:
         device.pop(name, None)
-    apps = _held_apps(db, device_id)
+    held_apps = _held_apps(db, device_id)
+    apps = dict(held_apps)
     apps.update(delta.upsert)
     for package in delta.remove:
         apps.pop(package, None)
@@ -327,4 +331,6 @@ def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Setting
         raise HashMismatch("hash is not the SHA-256 of the inventory after this delta", field="hash")
     if delta.hash == held.hash:
         return _unchanged(db, device_id, held.hash)
-    return _write(db, device_id, held, delta.hash, device, apps, settings, serial_withheld=withheld)
+    return _write(
+        db, device_id, held, delta.hash, device, apps, settings, serial_withheld=withheld, old_apps=held_apps
+    )
