@@ -27,8 +27,8 @@ from bench.common import Figure, pg_database
 from core.base import security
 from core.base.settings import Settings
 from core.heartbeats.store import Beat, store_beats
-from core.inventory.document import canonical_hash, check_report
 from core.inventory import store
+from core.inventory.document import canonical_hash, check_report
 from core.models import Device
 from core.storage.engine import make_engine, make_session_factory
 

@@ -234,7 +234,7 @@ def version_change(
     for p in processes:
         p.join()
     engine.dispose()
-    load = f"(loads {', '.join(loads[::max(1, len(loads) // 4)])})"
+    load = f"(loads {', '.join(loads[:: max(1, len(loads) // 4)])})"
     return [
         Figure(
             GROUP,

@@ -49,7 +49,8 @@ def _package(g: int, j: int) -> str:
 def document(g: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Device ``g``'s held document as the seed wrote it: its device fields and its apps by package."""
     code = pos_version(g)
-    apps: dict[str, dict[str, Any]] = {POS: {"version_code": code, "version_name": f"{code // 1000}.{code % 1000 // 10}"}}
+    name = f"{code // 1000}.{code % 1000 // 10}"
+    apps: dict[str, dict[str, Any]] = {POS: {"version_code": code, "version_name": name}}
     for j in range(1, APPS):
         apps[_package(g, j)] = {"version_code": 100 + (g + j) % 5, "version_name": f"1.{(g + j) % 5}"}
     return dict(DEVICE), apps

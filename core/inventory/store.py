@@ -331,6 +331,4 @@ def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Setting
         raise HashMismatch("hash is not the SHA-256 of the inventory after this delta", field="hash")
     if delta.hash == held.hash:
         return _unchanged(db, device_id, held.hash)
-    return _write(
-        db, device_id, held, delta.hash, device, apps, settings, serial_withheld=withheld, old_apps=held_apps
-    )
+    return _write(db, device_id, held, delta.hash, device, apps, settings, serial_withheld=withheld, old_apps=held_apps)
