@@ -122,6 +122,7 @@ def _reads(url: str, rounds: int) -> list[Figure]:
             baselines[name],
             statistics.median(samples[(name, limit)]["raw"]),
             below=goal,
+            extra={kind: [round(v, 1) for v in samples[(name, limit)][kind]] for kind in ("ours", "raw")},
         )
         for name, limit, goal in cases
     ]
