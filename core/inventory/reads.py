@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from core.base.errors import NotFound
@@ -63,36 +63,50 @@ def app_changes(db: Session, device_id: str, *, limit: int = 50, before: int | N
 
 def _scope(
     selector: str | None, settings: Settings, scope: str | None = None
-) -> tuple[ColumnElement[bool], Any, str | None]:
-    """The condition on ``device_apps`` for the selected devices (inside a principal's ``scope``), and the
-    selector to read under the time limit of."""
+) -> tuple[ColumnElement[bool], bool, str | None]:
+    """The condition on ``device_apps`` for the selected devices (inside a principal's ``scope``), whether it
+    selects the whole fleet, and the selector to read under the time limit of.
+
+    The whole fleet (no selector terms, no scope) is every unrevoked device: rows are kept unless their
+    device is one of the (few) revoked ones, a filter an index-only scan of ``device_apps`` applies without
+    joining 100,000 devices (a selector is a semi-join with the devices it matches)."""
     parsed = selectors.parse(selector)
+    if parsed.is_all and scope is None:
+        revoked = select(Device.id).where(Device.revoked_at.is_not(None))
+        return _APPS.c.device_id.not_in(revoked), True, None
     chosen: ColumnElement[bool] = _APPS.c.device_id.in_(selectors.matching_ids(parsed, settings))
     if scope is not None:
         chosen = and_(chosen, _APPS.c.device_id.in_(scopes.scoped_ids(scope, settings)))
-    return chosen, parsed, parsed.text
+    return chosen, False, parsed.text
 
 
 def _limited(db: Session, settings: Settings, selector: str | None) -> Any:
     return selector_reads(db, settings, selector) if selector else nullcontext()
 
 
-def fleet_apps(
-    db: Session,
-    settings: Settings,
-    *,
-    selector: str | None = None,
-    scope: str | None = None,
-    limit: int = 100,
-    after: str | None = None,
-) -> list[dict[str, Any]]:
-    """Every package on the selected devices (inside ``scope``), by package: devices, distinct versions, the
-    most common version (its code and name) and its share of the package's devices."""
-    chosen, _parsed, text = _scope(selector, settings, scope)
-    packages: Select[Any] = select(_APPS.c.package).where(chosen)
-    if after is not None:
-        packages = packages.where(_APPS.c.package > after)
-    page = packages.group_by(_APPS.c.package).order_by(_APPS.c.package).limit(limit).subquery()
+_NEXT_PACKAGES = text(
+    """
+    WITH RECURSIVE p(package, n) AS (
+        SELECT (SELECT min(package) FROM device_apps WHERE package > :after), 1
+        UNION ALL
+        SELECT (SELECT min(package) FROM device_apps WHERE package > p.package), p.n + 1
+        FROM p WHERE p.package IS NOT NULL AND p.n < :limit
+    )
+    SELECT package FROM p WHERE package IS NOT NULL ORDER BY package
+    """
+)
+
+
+def _next_packages(db: Session, after: str | None, limit: int) -> list[str]:
+    """The next ``limit`` packages held by any device, by package: one probe of the package index each (a
+    loose index scan), not a read of every row."""
+    rows = db.execute(_NEXT_PACKAGES, {"after": "" if after is None else after, "limit": limit})
+    return [row[0] for row in rows]
+
+
+def _summaries(db: Session, packages: ColumnElement[bool], chosen: ColumnElement[bool]) -> list[dict[str, Any]]:
+    """Per package among ``packages`` held by a chosen device: devices, distinct versions, the most common
+    version (the newest of a tie) with its name, and its share."""
     per_version = (
         select(
             _APPS.c.package,
@@ -100,7 +114,7 @@ def fleet_apps(
             func.count().label("n"),
             func.max(_APPS.c.version_name).label("version_name"),
         )
-        .where(chosen, _APPS.c.package.in_(select(page.c.package)))
+        .where(chosen, packages)
         .group_by(_APPS.c.package, _APPS.c.version_code)
         .subquery()
     )
@@ -112,9 +126,7 @@ def fleet_apps(
         .over(partition_by=per_version.c.package, order_by=(per_version.c.n.desc(), per_version.c.version_code.desc()))
         .label("rank"),
     ).subquery()
-    query = select(ranked).where(ranked.c.rank == 1).order_by(ranked.c.package)
-    with _limited(db, settings, text):
-        rows = db.execute(query).mappings().all()
+    rows = db.execute(select(ranked).where(ranked.c.rank == 1).order_by(ranked.c.package)).mappings()
     return [
         {
             "package": row["package"],
@@ -128,12 +140,45 @@ def fleet_apps(
     ]
 
 
+def fleet_apps(
+    db: Session,
+    settings: Settings,
+    *,
+    selector: str | None = None,
+    scope: str | None = None,
+    limit: int = 100,
+    after: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every package on the selected devices (inside ``scope``), by package: devices, distinct versions, the
+    most common version (its code and name) and its share of the package's devices.
+
+    The whole fleet's page is the next ``limit`` packages (a loose index scan) counted over their range of
+    the package index; a package held by revoked devices only drops out, and the next packages fill its
+    place. A selector's page is the first ``limit`` packages on the devices it matches."""
+    chosen, fleet, text_ = _scope(selector, settings, scope)
+    if not fleet:
+        packages: Select[Any] = select(_APPS.c.package).where(chosen)
+        if after is not None:
+            packages = packages.where(_APPS.c.package > after)
+        page = packages.group_by(_APPS.c.package).order_by(_APPS.c.package).limit(limit).subquery()
+        with _limited(db, settings, text_):
+            return _summaries(db, _APPS.c.package.in_(select(page.c.package)), chosen)
+    found: list[dict[str, Any]] = []
+    while len(found) < limit:
+        candidates = _next_packages(db, after, limit - len(found))
+        if not candidates:
+            break
+        found += _summaries(db, _APPS.c.package.between(candidates[0], candidates[-1]), chosen)
+        after = candidates[-1]
+    return found[:limit]  # a package reported between the two statements could add one
+
+
 def package_versions(
     db: Session, settings: Settings, package: str, *, selector: str | None = None, scope: str | None = None
 ) -> dict[str, Any]:
     """One package on the selected devices (inside ``scope``): devices per version code (newest first) with a
     version name."""
-    chosen, _parsed, text = _scope(selector, settings, scope)
+    chosen, _fleet, text_ = _scope(selector, settings, scope)
     query = (
         select(
             _APPS.c.version_code, func.max(_APPS.c.version_name).label("version_name"), func.count().label("devices")
@@ -142,7 +187,7 @@ def package_versions(
         .group_by(_APPS.c.version_code)
         .order_by(_APPS.c.version_code.desc())
     )
-    with _limited(db, settings, text):
+    with _limited(db, settings, text_):
         rows = db.execute(query).mappings().all()
     total = sum(int(r["devices"]) for r in rows)
     if total == 0:

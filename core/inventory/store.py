@@ -127,12 +127,15 @@ def _write(
     *,
     serial_withheld: bool,
     inserted: bool = False,
+    old_apps: dict[str, dict[str, Any]] | None = None,
 ) -> Stored:
-    """Write a new inventory over the held one (``inserted``: its row was written by ``_lock``)."""
+    """Write a new inventory over the held one (``inserted``: its row was written by ``_lock``;
+    ``old_apps``: the held apps, when the caller has read them under the lock)."""
     started = time.perf_counter()
     values = _row(new_hash, device, len(apps), settings, serial_withheld=serial_withheld)
     now = values["updated_at"]
-    old_apps = _held_apps(db, device_id) if held is not None else {}
+    if old_apps is None:
+        old_apps = _held_apps(db, device_id) if held is not None else {}
     changes: list[dict[str, Any]] = []
     upserts: list[dict[str, Any]] = []
     for package, app in apps.items():
@@ -163,6 +166,32 @@ def _write(
                 "at": now,
             }
         )
+    if is_postgresql(db):
+        _apply_postgresql(db, device_id, values, upserts, changes, removed, held=held is not None)
+    else:
+        _apply(db, device_id, values, held, upserts, changes, removed, inserted=inserted)
+    log_operation(
+        "update",
+        "device_inventory",
+        {"device_id": device_id, "apps": len(apps), "app_changes": len(changes)},
+        started,
+    )
+    return Stored(new_hash, True, len(changes))
+
+
+def _apply(
+    db: Session,
+    device_id: str,
+    values: dict[str, Any],
+    held: Any,
+    upserts: list[dict[str, Any]],
+    changes: list[dict[str, Any]],
+    removed: list[str],
+    *,
+    inserted: bool,
+) -> None:
+    """The writes of a report on SQLite (a statement costs no round trip there): one statement per kind."""
+    now = values["updated_at"]
     if removed:
         db.execute(delete(_APPS).where(_APPS.c.device_id == device_id, _APPS.c.package.in_(removed)))
     if upserts:
@@ -170,7 +199,6 @@ def _write(
         statement = statement.on_conflict_do_update(
             index_elements=["device_id", "package"], set_={c: statement.excluded[c] for c in _APP_COLUMNS}
         )
-        # executemany of one cached statement: a multi-row VALUES would be compiled anew for every report
         db.execute(statement, upserts)
     if changes:
         db.execute(insert(_CHANGES), changes)
@@ -182,15 +210,62 @@ def _write(
     db.execute(
         update(Device)
         .where(Device.id == device_id)
-        .values(inventory_hash=new_hash, inventory_seen_at=now, profile_stale=True)
+        .values(inventory_hash=values["hash"], inventory_seen_at=now, profile_stale=True)
     )
-    log_operation(
-        "update",
-        "device_inventory",
-        {"device_id": device_id, "apps": len(apps), "app_changes": len(changes)},
-        started,
-    )
-    return Stored(new_hash, True, len(changes))
+
+
+_APP_TYPES = {"version_code": "bigint", "version_name": "text", "installer": "text", "system": "boolean"}
+_APP_TYPES |= {"enabled": "boolean", "signing_sha256": "text"}
+_INVENTORY_SET = ", ".join(f"{c} = %(i_{c})s" for c in (*_DEVICE_COLUMNS, "hash", "app_count", "serial_withheld"))
+
+#: every write of a report in one statement (one round trip, whatever the number of apps): the removed
+#: apps deleted, the changed ones upserted from arrays (sorted by package: concurrent writers lock rows in
+#: one order), the change rows inserted in their order, the inventory row (when held) and the device's hash
+#: moved; profile_stale: the device's matched profiles are recomputed lazily (core.profiles.effective)
+_WRITE_PG = f"""
+WITH gone AS (
+    DELETE FROM device_apps WHERE device_id = %(device_id)s AND package = ANY(%(removed)s::text[])
+), apps AS (
+    INSERT INTO device_apps (device_id, package, {", ".join(_APP_TYPES)})
+    SELECT %(device_id)s, a.* FROM unnest(%(a_package)s::text[],
+        {", ".join(f"%(a_{c})s::{t}[]" for c, t in _APP_TYPES.items())}) AS a(package, {", ".join(_APP_TYPES)})
+    ORDER BY a.package
+    ON CONFLICT (device_id, package) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in _APP_TYPES)}
+), changes AS (
+    INSERT INTO device_app_changes (device_id, package, change, from_version_code, to_version_code, at)
+    SELECT %(device_id)s, c.package, c.change, c.from_code, c.to_code, %(at)s
+    FROM unnest(%(c_package)s::text[], %(c_change)s::text[], %(c_from)s::bigint[], %(c_to)s::bigint[])
+        WITH ORDINALITY AS c(package, change, from_code, to_code, n)
+    ORDER BY c.n
+), inventory AS (
+    UPDATE device_inventory SET {_INVENTORY_SET}, reported_at = %(at)s, updated_at = %(at)s
+    WHERE device_id = %(device_id)s AND %(held)s
+)
+UPDATE devices SET inventory_hash = %(i_hash)s, inventory_seen_at = %(at)s, profile_stale = true
+WHERE id = %(device_id)s
+"""
+
+
+def _apply_postgresql(
+    db: Session,
+    device_id: str,
+    values: dict[str, Any],
+    upserts: list[dict[str, Any]],
+    changes: list[dict[str, Any]],
+    removed: list[str],
+    *,
+    held: bool,
+) -> None:
+    """The writes of a report on PostgreSQL in one statement (``values``: the inventory row's new values,
+    written when ``held``: a first report's row was inserted by ``_lock``)."""
+    params: dict[str, Any] = {"device_id": device_id, "removed": removed, "held": held}
+    params["a_package"] = [u["package"] for u in upserts]
+    params |= {f"a_{c}": [u[c] for u in upserts] for c in _APP_TYPES}
+    params |= {"c_package": [c["package"] for c in changes], "c_change": [c["change"] for c in changes]}
+    params |= {"c_from": [c["from_version_code"] for c in changes], "c_to": [c["to_version_code"] for c in changes]}
+    params |= {f"i_{c}": values[c] for c in (*_DEVICE_COLUMNS, "hash", "app_count", "serial_withheld")}
+    params["at"] = values["updated_at"]
+    db.connection().exec_driver_sql(_WRITE_PG, params)
 
 
 def _unchanged(db: Session, device_id: str, held_hash: str) -> Stored:
@@ -242,7 +317,8 @@ def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Setting
     device.update(delta.device)
     for name in delta.cleared:
         device.pop(name, None)
-    apps = _held_apps(db, device_id)
+    held_apps = _held_apps(db, device_id)
+    apps = dict(held_apps)
     apps.update(delta.upsert)
     for package in delta.remove:
         apps.pop(package, None)
@@ -255,4 +331,4 @@ def patch_inventory(db: Session, device_id: str, delta: Delta, settings: Setting
         raise HashMismatch("hash is not the SHA-256 of the inventory after this delta", field="hash")
     if delta.hash == held.hash:
         return _unchanged(db, device_id, held.hash)
-    return _write(db, device_id, held, delta.hash, device, apps, settings, serial_withheld=withheld)
+    return _write(db, device_id, held, delta.hash, device, apps, settings, serial_withheld=withheld, old_apps=held_apps)

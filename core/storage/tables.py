@@ -69,6 +69,13 @@ devices = Table(
     Index(None, "agent_version_key"),
     # the marked devices only: the profile sweep finds them without reading the fleet
     Index("ix_devices_profile_stale", "id", postgresql_where=text("profile_stale"), sqlite_where=text("profile_stale")),
+    # the revoked devices only (few): the fleet's app counts leave them out without reading the fleet
+    Index(
+        "ix_devices_revoked",
+        "id",
+        postgresql_where=text("revoked_at IS NOT NULL"),
+        sqlite_where=text("revoked_at IS NOT NULL"),
+    ),
 )
 
 #: one ``key=value`` label of a device; ``(key, value, device_id)`` serves every selector term
