@@ -4,7 +4,8 @@ Figures: ``profiles plan`` of a fleet-wide change; applying it (every device's e
 beside the floor of one raw ``UPDATE devices SET effective_hash = ...`` of every row, same run; the sweep of
 the whole fleet (after enrolling it) and of 1,000 devices whose labels changed; one sweep round that ends
 the grace of a tenth of the fleet (``device.noncompliant`` for a batch of them); ``nexmdm compliance`` by
-state, profile and reason, with 90 % of the fleet reported. Goals (issue 24): plan < 2 s, apply < 10 s, compliance < 500 ms.
+state, profile and reason, with 90 % of the fleet reported. Goals (issue 24): plan < 2 s, apply < 10 s,
+compliance < 500 ms.
 """
 
 from __future__ import annotations
