@@ -6,7 +6,8 @@ Create Date: 2026-12-07 06:30:00.000000
 
 ``devices`` gains ``compliance_state`` (compliant, noncompliant, pending, unknown) and
 ``compliance_reasons`` (``,R1,R2,`` while noncompliant), both with a constant default (no rewrite on
-PostgreSQL 11+), and an index on ``(compliance_state, effective_since)``. The backfill gives every device
+PostgreSQL 11+), and a partial index of the pending devices by ``effective_since`` (the sweep's grace
+expiry; a heartbeat's UPDATE of a device that is not pending adds no entry to it). The backfill gives every device
 the state that was derived at read time until now (``effective_hash``, ``effective_since`` and its last
 report in ``device_compliance``, against ``NEXMDM_PROFILE_GRACE_SECONDS`` as the environment says now),
 in one ``UPDATE`` of the devices that have an effective hash.
@@ -75,13 +76,19 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("compliance_reasons", sa.String(length=400), server_default=",", nullable=False))
     with op.batch_alter_table("devices", schema=None) as batch_op:
-        batch_op.create_index("ix_devices_compliance_state", ["compliance_state", "effective_since"], unique=False)
+        batch_op.create_index(
+            "ix_devices_compliance_pending",
+            ["effective_since"],
+            unique=False,
+            postgresql_where=sa.text("compliance_state = 'pending'"),
+            sqlite_where=sa.text("compliance_state = 'pending'"),
+        )
     _backfill()
 
 
 def downgrade() -> None:
     with op.batch_alter_table("devices", schema=None) as batch_op:
-        batch_op.drop_index("ix_devices_compliance_state")
+        batch_op.drop_index("ix_devices_compliance_pending")
     with op.batch_alter_table("devices", schema=None) as batch_op:
         batch_op.drop_column("compliance_reasons")
         batch_op.drop_column("compliance_state")

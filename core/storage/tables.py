@@ -75,8 +75,14 @@ devices = Table(
     Index(None, "agent_version_key"),
     # the marked devices only: the profile sweep finds them without reading the fleet
     Index("ix_devices_profile_stale", "id", postgresql_where=text("profile_stale"), sqlite_where=text("profile_stale")),
-    # ``@compliance=...`` probes it; the sweep finds the pending devices whose grace is over through it
-    Index("ix_devices_compliance_state", "compliance_state", "effective_since"),
+    # the pending devices only, by when their grace began: the sweep finds those past it without reading the
+    # fleet, and a heartbeat's UPDATE of any other device adds no entry to it
+    Index(
+        "ix_devices_compliance_pending",
+        "effective_since",
+        postgresql_where=text("compliance_state = 'pending'"),
+        sqlite_where=text("compliance_state = 'pending'"),
+    ),
 )
 
 #: one ``key=value`` label of a device; ``(key, value, device_id)`` serves every selector term
