@@ -3,7 +3,8 @@ statement without it, and inventory PUTs against a raw-driver floor of the same 
 
 * **Heartbeat.** ``core.heartbeats.store.store_beats`` (the statement the API's heartbeat writer runs) over
   a fleet whose devices hold an inventory: batches of beats with the held hash (steady state: nothing
-  wanted) and, alternating round by round, the same beats without it. Goal: ≥ 0.9×.
+  wanted) and, alternating round by round, the same beats without it. Goal: ≥ 0.9×. Likewise the beats of
+  devices that hold an effective profile (its hash in the answer) against devices without one (issue 24).
 * **PUT.** ``core.inventory.store.put_inventory`` (checks, hash, lock, diff, change rows; one transaction
   per report) for devices reporting 60 apps for the first time, against psycopg2 writing the same rows
   (the inventory row, 60 apps with ``execute_values``, 60 change rows, the device's hash) in one
@@ -51,18 +52,20 @@ def _document(i: int) -> dict[str, Any]:
     return {"hash": canonical_hash(device, apps), "device": device, "apps": apps}
 
 
-def _seed(url: str, n: int) -> list[str]:
-    tokens = [f"nxd_bench_inventory_{i:06d}" for i in range(n)]
+def _seed(url: str, n: int, prefix: str = "inv", effective_hash: str | None = None) -> list[str]:
+    tokens = [f"nxd_bench_{prefix}_{i:06d}" for i in range(n)]
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(
             insert(Device),
             [
                 {
-                    "id": f"inv_{i:06d}",
+                    "id": f"{prefix}_{i:06d}",
                     "device_token_hash": security.hash_secret(token),
                     "enrolled_at": TODAY,
                     "inventory_hash": "a" * 64,
+                    "effective_hash": effective_hash,
+                    "profile_stale": False,
                 }
                 for i, token in enumerate(tokens)
             ],
@@ -114,6 +117,39 @@ def heartbeats(url: str, devices: int, rounds: int) -> Figure:
         rate["with"],
         "beats/s",
         "the same beats without it",
+        rate["without"],
+        goal_ratio=0.9,
+    )
+
+
+def profile_heartbeats(url: str, devices: int, rounds: int) -> Figure:
+    """The heartbeat of a fleet whose devices hold an effective profile (its hash in every answer) against
+    the same beats of a fleet of the same size without one; rounds alternate between the two fleets."""
+    settings = Settings(database_url=url, slow_heartbeat_ms=1e9, log_level="WARNING")
+    fleets = {"with": _seed(url, devices, "prof", "b" * 64), "without": _seed(url, devices, "bare")}
+    engine = make_engine(url)
+    elapsed = {"with": 0.0, "without": 0.0}
+    answered: set[Any] = set()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for r in range(rounds * 2 + 2):
+            mode = "with" if r % 2 else "without"
+            at = TODAY + timedelta(hours=2, seconds=10 * r)
+            beats = _beats(fleets[mode], at, "a" * 64, settings)
+            started = time.perf_counter()
+            for k in range(0, len(beats), BATCH):
+                outcomes = store_beats(conn, beats[k : k + BATCH], settings)
+                answered.update(o.get("profile") if isinstance(o, dict) else o for o in outcomes)
+            if r > 1:  # the first round of each warms the caches (partitions, plans)
+                elapsed[mode] += time.perf_counter() - started
+    engine.dispose()
+    assert answered == {"b" * 64, None}, answered  # the hash is in the answers of the fleet that holds it
+    rate = {mode: devices * rounds / seconds for mode, seconds in elapsed.items()}
+    return Figure(
+        GROUP,
+        f"heartbeats answering a profile hash ({devices:,} devices, batches of {BATCH})",
+        rate["with"],
+        "beats/s",
+        "the same beats of devices without a profile",
         rate["without"],
         goal_ratio=0.9,
     )
@@ -208,7 +244,7 @@ def run(
     *, devices: int = 20_000, rounds: int = 3, put_devices: int = 2_000, scale: dict[str, Any] | None = None
 ) -> tuple[list[Figure], object]:
     with pg_database("nexmdm_bench_inventory") as url:
-        figures = [heartbeats(url, devices, rounds), *puts(url, put_devices)]
+        figures = [heartbeats(url, devices, rounds), profile_heartbeats(url, devices, rounds), *puts(url, put_devices)]
     with pg_database("nexmdm_bench_inventory_scale") as url:
         figures += bench_inventory_scale.run(url, **(scale or SCALE))
     return figures, None

@@ -36,6 +36,7 @@ from core.commands.push import queue_stats
 from core.devices import selectors
 from core.heartbeats import partitions
 from core.ops import fleet_stats
+from core.profiles import compliance
 from core.storage.engine import make_engine, make_session_factory
 
 GOAL_MS = 50.0
@@ -208,6 +209,8 @@ def _measure(engine: Any, factory: Any, settings: Settings, rounds: int, selecto
         "latencies": fleet_stats.latencies,
         "went_offline": lambda db: fleet_stats.went_offline(db, settings, limit=20, selector=selector),
         "campaigns": fleet_stats.campaigns_in_flight,
+        # what the gauge and ``nexmdm compliance`` run (a refresh of ``top`` counts it in device_counts' pass)
+        "compliance_summary": lambda db: compliance.summary(db, settings, selector=selector),
     }
     statements = _statements(engine, lambda: _one_refresh(factory, settings, selector))
     db_time = [_database_ms(engine, statements) for _ in range(rounds)]

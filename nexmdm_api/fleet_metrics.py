@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 
 from core.access import keys as admin_keys
 from core.base.settings import Settings
+from core.devices import compliance_terms
 from core.models import COMMAND_STATUSES
 from core.ops import fleet_stats
-from core.profiles import compliance
 
 #: the fleet queries run at most this often per node
 REFRESH_SECONDS = 15.0
@@ -162,13 +162,13 @@ class FleetGauges:
 
     def store(self, db: Session) -> None:
         snapshot = {
-            "devices": fleet_stats.device_counts(db, self.settings, inventory=True),
+            # the device states, inventory freshness and compliance (the stored state) in one pass
+            "devices": fleet_stats.device_counts(db, self.settings, inventory=True, compliance=True),
             "commands": fleet_stats.command_counts(db),
             "went_offline": fleet_stats.went_offline(db, self.settings, limit=0)["count"],
             "oldest": fleet_stats.oldest_heartbeat_age(db),
             "campaigns": fleet_stats.campaign_totals(db),
             "expiring_keys": admin_keys.expiring_keys(db),
-            "compliance": compliance.summary(db, self.settings)["states"],
         }
         values: dict[tuple[str, str | None], float] = {}
         for state in fleet_stats.DEVICE_STATES:
@@ -186,8 +186,8 @@ class FleetGauges:
         values["nexmdm_admin_expiring_keys", None] = snapshot["expiring_keys"]
         values["nexmdm_fleet_inventory_stale_devices", "older_than_a_day"] = snapshot["devices"]["inventory_old"]
         values["nexmdm_fleet_inventory_stale_devices", "never"] = snapshot["devices"]["inventory_never"]
-        for state, count in snapshot["compliance"].items():
-            values["nexmdm_fleet_compliance_devices", state] = count
+        for state in compliance_terms.STATES:  # as ``nexmdm compliance`` counts them (``compliance.summary``)
+            values["nexmdm_fleet_compliance_devices", state] = snapshot["devices"][f"compliance_{state}"]
         values["nexmdm_heartbeats_oldest_age_seconds", None] = snapshot["oldest"] or 0
         values["nexmdm_fleet_gauges_updated_timestamp_seconds", None] = time.time()
         self._values = values

@@ -1,7 +1,7 @@
 """inventory at scale: the fleet's app counts from an index alone
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 Create Date: 2026-12-07 06:10:00.000000
 
 ``device_apps``' (package, version_code, device_id) index becomes (package, version_code, version_name,
@@ -17,7 +17,7 @@ from alembic import op
 
 
 revision: str = "0021"
-down_revision: str | Sequence[str] | None = "0019"
+down_revision: str | Sequence[str] | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

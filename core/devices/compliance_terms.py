@@ -1,7 +1,8 @@
 """A device's profile compliance as SQL: the one definition that selectors, counts and reads share.
 
-The state is derived at read time from the device's ``effective_hash``/``effective_since`` and its last
-status report (``device_compliance``), so that a grace period ends without anyone writing:
+The state is stored on the device (``devices.compliance_state``, ``devices.compliance_reasons``) where it
+changes (``core.profiles``), so that a count or a selector reads one column of ``devices``, never the
+status reports:
 
 - ``compliant``: no profile matches the device (nothing is asked of it), or its report on its current
   effective hash is compliant (as the server verified it);
@@ -10,17 +11,22 @@ status report (``device_compliance``), so that a grace period ends without anyon
   (reason ``PENDING``);
 - ``pending``: its effective hash changed within the grace and it has not reported compliant on it yet;
 - ``unknown``: past the grace and it never reported at all.
+
+A new effective hash makes the device ``pending`` (``core.profiles.effective``), a status report (or the
+sweep's judgement after an inventory change) stores the judged state, and the maintenance leader's
+profile sweep ends the grace (``core.profiles.grace``): a pending device stays ``pending`` until that
+round, at most one sweep interval past its grace.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, literal, select
+from sqlalchemy import ColumnElement, and_
 
 from core.base.settings import Settings
-from core.models import Device, DeviceCompliance
+from core.models import Device
 
 #: the Android Management API's ``NonComplianceReason`` names that a status item may carry
 REASONS = (
@@ -55,50 +61,22 @@ def reason_argument(parser: Any) -> str:
     return str(token.text)
 
 
-def _reported(column: Any) -> Any:
-    return select(column).where(DeviceCompliance.device_id == Device.id).correlate(Device).scalar_subquery()
-
-
-def state_expr(settings: Settings, now: datetime, *, joined: bool = False) -> ColumnElement[str]:
-    """``compliant``, ``noncompliant``, ``pending`` or ``unknown`` of the outer query's device (``joined``:
-    the query outer-joins ``device_compliance`` itself, cheaper than a subquery per row for counts)."""
-    if joined:
-        reported_hash, reported_state = DeviceCompliance.reported_hash, DeviceCompliance.state
-    else:
-        reported_hash, reported_state = _reported(DeviceCompliance.reported_hash), _reported(DeviceCompliance.state)
-    grace = now - timedelta(seconds=settings.profile_grace_seconds)
-    return case(
-        (Device.effective_hash.is_(None), literal("compliant")),
-        (and_(reported_hash == Device.effective_hash, reported_state != "pending"), reported_state),
-        (Device.effective_since >= grace, literal("pending")),
-        (reported_hash.is_(None), literal("unknown")),
-        else_=literal("noncompliant"),
-    )
-
-
-def reasons_expr() -> ColumnElement[str]:
-    """``,REASON,...,`` of the outer query's device: its report's, or ``,PENDING,`` when it has not
-    reported on its current hash (or still reports items pending)."""
-    reported_hash, reported_state = _reported(DeviceCompliance.reported_hash), _reported(DeviceCompliance.state)
-    return case(
-        (
-            and_(reported_hash == Device.effective_hash, reported_state != "pending"),
-            _reported(DeviceCompliance.reasons),
-        ),
-        else_=literal(",PENDING,"),
-    )
+def state_expr() -> ColumnElement[str]:
+    """``compliant``, ``noncompliant``, ``pending`` or ``unknown`` of the outer query's device."""
+    return Device.__table__.c.compliance_state
 
 
 def clause(name: str, op: str, values: tuple[str, ...], settings: Settings, now: datetime) -> ColumnElement[bool]:
-    """The SQL of a ``@compliance`` or ``@noncompliant(REASON)`` term."""
+    """The SQL of a ``@compliance`` or ``@noncompliant(REASON)`` term (``settings`` and ``now``: the
+    signature of every time-aware term; the stored state needs neither)."""
     if name == NONCOMPLIANT:
-        return noncompliant_clause(values[0], settings, now)
-    return compliance_clause(op, values, settings, now)
+        return noncompliant_clause(values[0])
+    return compliance_clause(op, values)
 
 
-def compliance_clause(op: str, values: tuple[str, ...], settings: Settings, now: datetime) -> ColumnElement[bool]:
+def compliance_clause(op: str, values: tuple[str, ...]) -> ColumnElement[bool]:
     """``@compliance = != in notin``."""
-    state = state_expr(settings, now)
+    state = state_expr()
     if op == "=":
         return state == values[0]
     if op == "in":
@@ -108,6 +86,6 @@ def compliance_clause(op: str, values: tuple[str, ...], settings: Settings, now:
     return state.not_in(values)
 
 
-def noncompliant_clause(reason: str, settings: Settings, now: datetime) -> ColumnElement[bool]:
+def noncompliant_clause(reason: str) -> ColumnElement[bool]:
     """``@noncompliant(REASON)``: noncompliant now, with that reason among its reasons."""
-    return and_(state_expr(settings, now) == "noncompliant", reasons_expr().like(f"%,{reason},%"))
+    return and_(Device.compliance_state == "noncompliant", Device.compliance_reasons.like(f"%,{reason},%"))

@@ -39,3 +39,5 @@ class Device(Base):
     effective_hash: Mapped[str | None]
     effective_since: Mapped[datetime | None]
     profile_stale: Mapped[bool]
+    compliance_state: Mapped[str]
+    compliance_reasons: Mapped[str]

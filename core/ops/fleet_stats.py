@@ -10,11 +10,10 @@ Every query here is bounded by an index, so that one refresh stays cheap at 100,
 * commands by the ``(status, created_at)`` and ``created_at`` indexes, over the last hour; latency
   percentiles over the newest ``LATENCY_SAMPLE`` of them;
 * devices that went offline in the last hour by a range of ``last_seen_at``;
-* profile compliance (compliant, noncompliant, pending, unknown) of the unrevoked devices by
-  ``core.profiles.compliance.summary``, the function of the gauge ``nexmdm_fleet_compliance_devices``: one
-  pass over the devices outer-joined with their last report (``device_compliance``, its primary key); at
-  100,000 devices all under a profile this hash join is the costliest statement of a refresh (about 50 ms
-  on PostgreSQL, against about 15 ms for the device states);
+* profile compliance (compliant, noncompliant, pending, unknown) of the unrevoked devices in that same
+  pass: the state is stored on the device (``devices.compliance_state``, ``core.profiles.grace``), so these
+  are four more filtered counts, as the gauge ``nexmdm_fleet_compliance_devices`` and ``nexmdm compliance``
+  count them (``core.profiles.compliance.summary``, a ``GROUP BY`` of the same column);
 * campaigns in flight by the ``status`` index of ``campaigns``, each shown counted the way ``nexmdm
   campaigns show`` counts it (``core.campaigns.counts.live_counts``: ranges of the ``campaign_id`` indexes);
   the gauges' sums over all of them in one statement (``campaign_totals``).
@@ -44,6 +43,7 @@ from core.base.settings import Settings
 from core.campaigns.counts import STATUS_COUNTS
 from core.campaigns.records import campaign_dict
 from core.commands.push import queue_stats
+from core.devices import compliance_terms
 from core.devices.scopes import scope_clause, scoped_ids
 from core.devices.selectors import Selector, matching_ids, terms_clause
 from core.models import (
@@ -56,7 +56,6 @@ from core.models import (
     DeviceHeartbeat,
     FcmDispatch,
 )
-from core.profiles import compliance
 from core.storage.dialect import is_postgresql
 from core.storage.timeouts import selector_reads
 from core.storage.types import utcnow
@@ -84,13 +83,15 @@ def device_counts(
     selector: Selector | None = None,
     scope: str | None = None,
     inventory: bool = False,
+    compliance: bool = False,
 ) -> dict[str, int]:
     """Devices by state: ``online``, ``stale``, ``offline`` (including never heard from), ``revoked``.
 
     With a selector: the devices its terms match, revoked ones included (counted as ``revoked``); with a
     principal's ``scope`` (``core.devices.scopes``), the devices inside it only. With
     ``inventory``, in the same pass, the unrevoked devices whose inventory is not known current:
-    ``inventory_old`` (last known current more than ``INVENTORY_FRESH`` ago) and ``inventory_never``."""
+    ``inventory_old`` (last known current more than ``INVENTORY_FRESH`` ago) and ``inventory_never``; with
+    ``compliance``, the unrevoked devices per compliance state as ``compliance_STATE``."""
     now = now or utcnow()
     chosen = [] if selector is None else [terms_clause(selector, settings, now)]
     if scope is not None:
@@ -99,7 +100,8 @@ def device_counts(
     stale_since = now - timedelta(seconds=settings.device_offline_seconds)
     live = Device.revoked_at.is_(None)
     # one pass over the devices (a count of every state cannot touch fewer rows); ranges of last_seen_at
-    total, revoked, online, stale, old, never = db.execute(
+    states = compliance_terms.STATES if compliance else ()
+    total, revoked, online, stale, old, never, *by_state = db.execute(
         select(
             func.count(),
             func.count(Device.revoked_at),
@@ -107,12 +109,14 @@ def device_counts(
             func.count().filter(live, Device.last_seen_at >= stale_since, Device.last_seen_at < online_since),
             func.count().filter(live, Device.inventory_seen_at < now - INVENTORY_FRESH),
             func.count().filter(live, Device.inventory_seen_at.is_(None)),
+            *(func.count().filter(live, compliance_terms.state_expr() == state) for state in states),
         )
         .select_from(Device)
         .where(*chosen)
     ).one()
     offline = total - revoked - online - stale
     counts = {"online": online, "stale": stale, "offline": offline, "revoked": revoked, "total": total}
+    counts |= {f"compliance_{state}": int(n) for state, n in zip(states, by_state, strict=True)}
     return counts | ({"inventory_old": old, "inventory_never": never} if inventory else {})
 
 
@@ -328,12 +332,12 @@ def snapshot(
     now = now or utcnow()
     limited = nullcontext() if selector is None else selector_reads(db, settings, selector.text)
     with limited:
-        devices = device_counts(db, settings, now, selector=selector, scope=scope, inventory=True)
+        devices = device_counts(db, settings, now, selector=selector, scope=scope, inventory=True, compliance=True)
         inventory = {"older_than_a_day": devices.pop("inventory_old"), "never": devices.pop("inventory_never")}
+        # in the devices' one pass: what the gauge's function (``compliance.summary``) counts
+        compliant = {state: devices.pop(f"compliance_{state}") for state in compliance_terms.STATES}
         heartbeats = heartbeat_rate(db, settings, now, selector=selector, scope=scope)
         offline = went_offline(db, settings, now, limit=offline_limit, selector=selector, scope=scope)
-        # the gauge's function: one GROUP BY over the selected unrevoked devices and their last report
-        compliant = compliance.summary(db, settings, selector=selector, scope=scope, now=now)["states"]
     within = None if scope is None else scoped_ids(scope, settings)
     return {
         "at": now,

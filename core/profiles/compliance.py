@@ -26,7 +26,7 @@ from core.base.versions import version_key
 from core.devices import compliance_terms, scopes, selectors
 from core.events import webhooks
 from core.models import Device, DeviceApp, DeviceCompliance, DeviceInventory, DeviceProfile
-from core.profiles import effective, remediation
+from core.profiles import effective, grace, remediation
 from core.storage.dialect import insert_for
 from core.storage.types import utcnow
 
@@ -248,25 +248,27 @@ def _store(
     statement = insert_for(db, DeviceCompliance).values(device_id=device_id, changed_at=now, **values)
     changed = {"changed_at": now} if before != state else {}
     db.execute(statement.on_conflict_do_update(index_elements=["device_id"], set_={**values, **changed}))
-    if before == state:
+    stored = grace.store_judged(db, device_id, digest, state, str(values["reasons"]))
+    # device.compliant also after a noncompliant the grace ended (``core.profiles.grace``)
+    was_noncompliant = "noncompliant" in (before, stored)
+    if before == state and not (state == "compliant" and stored == "noncompliant"):
         return
     data = {"device_id": device_id, "effective_hash": digest, "reasons": reasons}
     if state == "noncompliant":
         data["items"] = [i["key"] for i in items if i["state"] == "noncompliant"]
         webhooks.emit(db, "device.noncompliant", data, device_id=device_id)
-    elif state == "compliant" and before == "noncompliant":
+    elif state == "compliant" and was_noncompliant:
         webhooks.emit(db, "device.compliant", data, device_id=device_id)
 
 
 def device_compliance(db: Session, settings: Settings, device_id: str) -> dict[str, Any]:
     """A device's compliance now: state, reasons, its effective hash and its last report's items."""
-    now = utcnow()
     row = db.execute(
         select(
             Device.effective_hash,
             Device.effective_since,
-            compliance_terms.state_expr(settings, now).label("state"),
-            compliance_terms.reasons_expr().label("reasons"),
+            Device.compliance_state.label("state"),
+            Device.compliance_reasons.label("reasons"),
         ).where(Device.id == device_id)
     ).first()
     if row is None:
@@ -297,20 +299,19 @@ def summary(
     ``by`` profile, reason (noncompliant devices per reason) or model.
 
     By state (the gauge ``nexmdm_fleet_compliance_devices``, ``nexmdm top``) it is one statement: one pass
-    over the selected devices outer-joined with their last report, grouped by state."""
+    over the selected devices, grouped by their stored state (``devices.compliance_state``; no join)."""
     if by not in BY:
         raise InvalidArgument(f"by is one of {', '.join(BY)}", field="by")
     now = now or utcnow()
     parsed = selector if isinstance(selector, selectors.Selector) else selectors.parse(selector)
     where = selectors.where_clause(parsed, settings, now)
-    state = compliance_terms.state_expr(settings, now, joined=True).label("state")
+    state = compliance_terms.state_expr().label("state")
 
-    def counted(*columns: Any) -> Any:  # devices outer-joined with their last report, within the scope
+    def counted(*columns: Any) -> Any:  # the selected devices by their stored state, within the scope
         query = select(*columns, state, func.count().label("n")).select_from(Device)
         if by == "profile" and columns:
             query = query.join(DeviceProfile, DeviceProfile.device_id == Device.id)
-        query = query.outerjoin(DeviceCompliance, DeviceCompliance.device_id == Device.id).where(where)
-        return scopes.restrict(query, scope, settings, now).group_by(*columns, state)
+        return scopes.restrict(query.where(where), scope, settings, now).group_by(*columns, state)
 
     states = dict.fromkeys(compliance_terms.STATES, 0)
     for state_name, n in db.execute(counted()):
@@ -323,7 +324,7 @@ def summary(
     if by == "reason":  # every reason's count in one pass over the selected devices
         reasons = compliance_terms.REASONS
         per_reason = select(
-            *(func.count().filter(compliance_terms.noncompliant_clause(r, settings, now)) for r in reasons)
+            *(func.count().filter(compliance_terms.noncompliant_clause(r)) for r in reasons)
         ).select_from(Device)
         counts = db.execute(scopes.restrict(per_reason.where(where), scope, settings, now)).one()
         groups = {reason: {"noncompliant": int(n)} for reason, n in zip(reasons, counts, strict=True) if n}

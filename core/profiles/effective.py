@@ -156,7 +156,7 @@ def _move_hashes(db: Session, which: ColumnElement[bool]) -> None:
             ProfileEffective.combo == combos.c.combo,
             Device.effective_hash.is_distinct_from(ProfileEffective.hash),
         )
-        .values(effective_hash=ProfileEffective.hash, effective_since=now)
+        .values(effective_hash=ProfileEffective.hash, effective_since=now, compliance_state="pending")
         .execution_options(synchronize_session=False)
     )
     # NOT EXISTS, not NOT IN: PostgreSQL plans it as an anti-join (a NOT IN over 100,000 rows that does not
@@ -169,7 +169,7 @@ def _move_hashes(db: Session, which: ColumnElement[bool]) -> None:
     db.execute(
         update(Device)
         .where(which, Device.effective_hash.is_not(None), ~exists(member))
-        .values(effective_hash=None, effective_since=now)
+        .values(effective_hash=None, effective_since=now, compliance_state="compliant")
         .execution_options(synchronize_session=False)
     )
 

@@ -65,6 +65,12 @@ devices = Table(
     # set when the device enrolls or its labels or inventory change: its matched profiles are recomputed
     # lazily (the maintenance sweep, or its next profile fetch), never fleet-wide in the request
     Column("profile_stale", Boolean, nullable=False, default=True, server_default=sa_true()),
+    # the device's compliance with its effective profile, stored where it changes (``core.profiles``: a new
+    # effective hash makes it ``pending``, a status report judges it, the profile sweep ends the grace) so
+    # that counts and selectors read one column: compliant, noncompliant, pending or unknown
+    Column("compliance_state", String(16), nullable=False, default="compliant", server_default="compliant"),
+    # its reasons while noncompliant, as ``,APP_NOT_UPDATED,API_LEVEL,`` (``@noncompliant(R)`` is a LIKE)
+    Column("compliance_reasons", String(400), nullable=False, default=",", server_default=","),
     Index(None, "last_seen_at"),
     Index(None, "agent_version_key"),
     # the marked devices only: the profile sweep finds them without reading the fleet
@@ -75,6 +81,14 @@ devices = Table(
         "id",
         postgresql_where=text("revoked_at IS NOT NULL"),
         sqlite_where=text("revoked_at IS NOT NULL"),
+    ),
+    # the pending devices only, by when their grace began: the sweep finds those past it without reading the
+    # fleet, and a heartbeat's UPDATE of any other device adds no entry to it
+    Index(
+        "ix_devices_compliance_pending",
+        "effective_since",
+        postgresql_where=text("compliance_state = 'pending'"),
+        sqlite_where=text("compliance_state = 'pending'"),
     ),
 )
 

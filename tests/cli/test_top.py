@@ -254,6 +254,7 @@ def test_compliance_line(cli: Cli, session_factory: sessionmaker[Session], setti
 
     from core.models import Device, DeviceCompliance
     from core.ops import fleet_stats
+    from core.profiles import grace
     from core.storage.types import utcnow
     from tests.support.profiles import apply, profile, required
 
@@ -273,9 +274,12 @@ def test_compliance_line(cli: Cli, session_factory: sessionmaker[Session], setti
                     device_id=device_id, reported_hash=hashes[device_id], state=state, reasons=reasons, items=[]
                 )
             )
+            grace.store_judged(db, device_id, hashes[device_id], state, reasons)  # as a report stores it
         db.get_one(Device, "dev_off_3h").effective_since = utcnow() - timedelta(
             hours=2
         )  # past the grace, never reported
+        db.flush()
+        grace.expire(db, settings)  # the maintenance sweep ends its grace: unknown
     fleet = {"compliant": 6, "noncompliant": 1, "pending": 1, "unknown": 1}  # store=2 has no profile: compliant
     data = cli.json("top")
     assert data["compliance"] == fleet == cli.json("compliance")["states"]
