@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from core.base.errors import Conflict, InvalidArgument, NotFound
@@ -310,7 +310,8 @@ def summary(
     def counted(*columns: Any) -> Any:  # the selected devices by their stored state, within the scope
         query = select(*columns, state, func.count().label("n")).select_from(Device)
         if by == "profile" and columns:
-            query = query.join(DeviceProfile, DeviceProfile.device_id == Device.id)
+            # a device held out of a profile by its rollout (``effective.in_profile``) is not one of its devices
+            query = query.join(DeviceProfile, and_(DeviceProfile.device_id == Device.id, effective.in_profile()))
         return scopes.restrict(query.where(where), scope, settings, now).group_by(*columns, state)
 
     states = dict.fromkeys(compliance_terms.STATES, 0)

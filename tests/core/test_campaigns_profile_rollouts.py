@@ -18,7 +18,7 @@ from core.base.settings import Settings
 from core.campaigns import profile_release, profile_rollouts, release
 from core.campaigns.profile_rollouts import validate_rollout
 from core.models import Campaign, CampaignTarget, Device, DeviceProfile, ProfileVersion
-from core.profiles import effective, holds, store
+from core.profiles import compliance, effective, holds, store
 from core.storage.dialect import xact_lock
 from core.storage.types import utcnow
 from tests.support.fleet import seed_many
@@ -204,6 +204,9 @@ def test_a_selector_change_holds_leavers_in_and_newcomers_out(
     assert rollout["targeted"] == 20
     with session_factory() as db:  # the profile's members are still the store-1 devices, at version 1
         assert store.list_profiles(db)[0]["devices"] == 10
+        # so are its devices in the compliance counts: the store-2 devices held out of it are not counted
+        by_profile = compliance.summary(db, settings, by="profile")["groups"]
+        assert [(g["key"], sum(g["states"].values())) for g in by_profile] == [("pos", 10)]
     fleet.advance(session_factory, rollout["id"])
     now = hashes(session_factory)
     moved = _moved(session_factory, before)
