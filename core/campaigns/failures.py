@@ -13,7 +13,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, case, func, literal, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument
@@ -30,15 +43,21 @@ def _is_code(detail: Any) -> ColumnElement[bool]:
     return and_(func.length(detail).between(1, 32), func.upper(detail) == detail, ~detail.contains(" "))
 
 
-def _reason() -> ColumnElement[str]:
-    t, d = CampaignTarget, FcmDispatch
+def _command_reason() -> ColumnElement[str]:
+    """Why a failed or expired command failed: ``expired``, its ack's error code, a code in its detail, or
+    ``failed``."""
+    d = FcmDispatch
     return case(
-        (t.state == "failed", t.reason),
         (d.status == "expired", literal("expired")),
         (d.error_code.is_not(None), d.error_code),
         (_is_code(d.ack_detail), d.ack_detail),
         else_=literal("failed"),
-    ).label("reason")
+    )
+
+
+def _reason() -> ColumnElement[str]:
+    t = CampaignTarget
+    return case((t.state == "failed", t.reason), else_=_command_reason()).label("reason")
 
 
 def _failed_targets(campaign_id: str) -> Any:
@@ -70,32 +89,72 @@ def _failed_targets(campaign_id: str) -> Any:
     )
 
 
+def _group_rows(campaign_id: str) -> Any:
+    """Each failed target's device id and group (reason, model, OS version), as ``_failed_targets`` reads
+    them, without the drill-down's columns: a target failed on its outcome has its reason, so only failed
+    or expired commands are joined, each reduced to its reason before the join hashes it."""
+    t, inv = CampaignTarget, DeviceInventory
+    commands = (
+        select(FcmDispatch.request_id, _command_reason().label("reason"))
+        .where(FcmDispatch.status.in_(("failed", "expired")))
+        .subquery()
+    )
+    return (
+        select(
+            t.device_id,
+            case((t.state == "failed", t.reason), else_=commands.c.reason).label("reason"),
+            func.coalesce(inv.model, Device.model, literal(UNKNOWN, String)).label("model"),
+            func.coalesce(inv.os_version, Device.os_version, literal(UNKNOWN, String)).label("os_version"),
+        )
+        .select_from(t)
+        .outerjoin(commands, commands.c.request_id == literal(campaign_id + ":") + t.device_id)
+        .outerjoin(Device, Device.id == t.device_id)
+        .outerjoin(inv, inv.device_id == t.device_id)
+        .where(
+            t.campaign_id == campaign_id,
+            or_(t.state == "failed", and_(t.state == "queued", commands.c.request_id.is_not(None))),
+        )
+    )
+
+
 def failure_groups(db: Session, campaign_id: str) -> dict[str, Any]:
-    """``{"campaign_id", "failed", "groups": [{reason, model, os_version, count, sample_device_ids}]}``,
-    the largest group first: one set-based read of the failed targets (each group's count and its first
-    three devices by id, from the same window)."""
+    """``{"campaign_id", "failed", "groups": [{reason, model, os_version, count, sample_device_ids}]}``:
+    the largest group first, ties by (reason, model, OS version); each group's samples are its lowest
+    three device ids, in order.
+
+    One statement that never sorts the failed targets (at 100,000 that sort, and a window over it, took
+    most of a second: docs/performance.md §12). The failed targets are read once, into a CTE; then
+    ``SAMPLES`` hash-aggregate passes over it: the first counts each group and takes its lowest device
+    id, each later one the lowest of each group among the ids no earlier pass took (a device is one
+    target of the campaign, so leaving out every group's taken ids leaves out each group's own). Only the
+    groups are sorted."""
     load(db, campaign_id)
-    failed = _failed_targets(campaign_id)
+    failed = _group_rows(campaign_id).cte("failed")
     keys = (failed.c.reason, failed.c.model, failed.c.os_version)
-    ranked = select(
-        *keys,
-        failed.c.device_id,
-        func.row_number().over(partition_by=keys, order_by=failed.c.device_id).label("rn"),
-        func.count().over(partition_by=keys).label("n"),
-    ).subquery()
-    picked = ranked.c.reason, ranked.c.model, ranked.c.os_version
+    lowest = func.min(failed.c.device_id).label("device_id")
+    taken: list[Any] = []
+    for n in range(SAMPLES):
+        count = func.count() if n == 0 else cast(null(), BigInteger)
+        step = select(literal(n).label("pass"), *keys, count.label("n"), lowest).group_by(*keys)
+        if taken:
+            step = step.where(failed.c.device_id.not_in(union_all(*(select(p.c.device_id) for p in taken))))
+        taken.append(step.cte(f"pass_{n}"))
+    both = union_all(*(select(p) for p in taken)).subquery()
     rows = db.execute(
-        select(*picked, ranked.c.n, ranked.c.device_id)
-        .where(ranked.c.rn <= SAMPLES)
-        .order_by(ranked.c.n.desc(), *picked, ranked.c.device_id)
+        select(both).order_by(both.c["pass"], both.c.n.desc(), both.c.reason, both.c.model, both.c.os_version)
     )
     found: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for reason, model, os_version, n, device_id in rows:
-        group = found.setdefault(
-            (reason, model, os_version),
-            {"reason": reason, "model": model, "os_version": os_version, "count": n, "sample_device_ids": []},
-        )
-        group["sample_device_ids"].append(device_id)
+    for _, reason, model, os_version, n, device_id in rows:
+        key = (reason, model, os_version)
+        if n is not None:
+            found[key] = {
+                "reason": reason,
+                "model": model,
+                "os_version": os_version,
+                "count": n,
+                "sample_device_ids": [],
+            }
+        found[key]["sample_device_ids"].append(device_id)
     groups = list(found.values())
     return {"campaign_id": campaign_id, "failed": sum(g["count"] for g in groups), "groups": groups}
 
