@@ -87,6 +87,17 @@ def sweep(db: Session, campaign: Campaign, settings: Settings, now: datetime | N
     campaign.outcome_swept_at = now
     t = CampaignTarget
     waiting = and_(t.campaign_id == campaign.id, t.state == "queued", not_(unreleased(campaign)))
+    # revoked (or enrolled again: another generation) after its wave moved it: no outcome to judge, as a
+    # command campaign's target whose device went is cancelled, not failed
+    gone = select(Device.id).where(
+        Device.id == t.device_id, or_(Device.revoked_at.is_not(None), Device.generation != t.generation)
+    )
+    cancelled = db.execute(
+        update(t)
+        .where(waiting, exists(gone))
+        .values(state="cancelled", outcome_at=now)
+        .execution_options(synchronize_session=False)
+    )
     succeeded = db.execute(
         update(t)
         .where(waiting, _compliant())
@@ -111,7 +122,7 @@ def sweep(db: Session, campaign: Campaign, settings: Settings, now: datetime | N
                 .execution_options(synchronize_session=False)
             )
         )
-    return {"succeeded": rowcount(succeeded), "failed": failed}
+    return {"succeeded": rowcount(succeeded), "failed": failed, "cancelled": rowcount(cancelled)}
 
 
 def check_device(db: Session, device_id: str, now: datetime | None = None) -> int:

@@ -131,6 +131,11 @@ def create_campaign(
     others wait for its commit and replay it.
     """
     validation.request_id(idempotency_key, field="Idempotency-Key")
+    if idempotency_key.startswith("profile:"):  # core.campaigns.profile_rollouts names its campaigns so
+        raise InvalidArgument(
+            "Idempotency-Key may not start with 'profile:' (a profile rollout is named profile:{name}:{version})",
+            field="Idempotency-Key",
+        )
     catalogue_for(settings).check_command(action, payload)
     if not awaiting_approval:
         refuse_unapproved(action, settings)

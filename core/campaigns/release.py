@@ -135,7 +135,9 @@ def _decide(db: Session, campaign: Campaign, settings: Settings | None, now: dat
     sweep = profile_release.sweep if campaign.kind == "profile" else outcomes.sweep
     decided = sweep(db, campaign, settings or get_settings(), now)
     if any(decided.values()):
-        logger.info("campaign %s outcomes: %d succeeded, %d failed", campaign.id, *decided.values())
+        logger.info(
+            "campaign %s outcomes: %s", campaign.id, ", ".join(f"{n} {state}" for state, n in decided.items() if n)
+        )
 
 
 def _locked(db: Session, campaign_id: str) -> Campaign:

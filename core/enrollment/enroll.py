@@ -20,6 +20,7 @@ from core.enrollment import tokens as credentials
 from core.events.audit import Actor, record
 from core.events.webhooks import emit
 from core.models import CampaignTarget, Device, FcmDispatch
+from core.profiles import holds
 from core.storage.dialect import is_postgresql
 from core.storage.types import utcnow
 
@@ -161,6 +162,8 @@ def enroll_device(
         db.flush()
     if fresh:
         set_initial_labels(db, device_id, token.labels)
+    if reenrolled:
+        holds.forget_device(db, device_id)
     if created or reenrolled:  # a new enrollment, not a retry or a token rotation
         data = {"device_id": device_id, "model": model, "os_version": os_version, "agent_version": agent_version}
         emit(db, "device.enrolled", data | {"enrolled_at": now.isoformat()}, device_id=device_id)

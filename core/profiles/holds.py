@@ -97,3 +97,17 @@ def clear(db: Session, name: str) -> None:
         .values(version=None)
         .execution_options(synchronize_session=False)
     )
+
+
+def forget_device(db: Session, device_id: str) -> None:
+    """A device enrolled again (a new generation) is no rollout's any more: its holds go and it is marked
+    for the recomputation of its profiles (the next sweep, or its own fetch, gives it the current versions).
+    Its targets in rollouts are cancelled by the release and the outcome sweep (another generation)."""
+    db.execute(
+        delete(DeviceProfile)
+        .where(DeviceProfile.device_id == device_id, DeviceProfile.version.is_not(None))
+        .execution_options(synchronize_session=False)
+    )
+    db.execute(
+        update(Device).where(Device.id == device_id).values(profile_stale=True).execution_options(synchronize_session=False)
+    )

@@ -17,6 +17,8 @@ from core.base.errors import Conflict, InvalidArgument
 from core.base.settings import Settings
 from core.campaigns import profile_release, profile_rollouts, release
 from core.campaigns.profile_rollouts import validate_rollout
+from core.enrollment.enroll import enroll_device, revoke_device
+from core.enrollment.tokens import create_enrollment_token
 from core.models import Campaign, CampaignTarget, Device, DeviceProfile, ProfileVersion
 from core.profiles import compliance, effective, holds, store
 from core.storage.dialect import xact_lock
@@ -291,3 +293,52 @@ def test_a_step_takes_the_profiles_lock_before_its_campaign_row(
         holder.rollback()
     stepper.join(timeout=30)
     assert outcome[0] == "released"
+
+
+def test_a_device_revoked_after_its_wave_is_cancelled_and_one_enrolled_again_is_no_longer_held(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    ids = _seed(session_factory, settings, 15)
+    roll(session_factory, settings, _pos("a"), None)
+    before = hashes(session_factory)
+    rollout = roll(
+        session_factory, settings, _pos("b"), {"wave_size": 5, "max_noncompliant_pct": 10, "grace_seconds": 60}
+    )["rollout"]
+    fleet.advance(session_factory, rollout["id"])
+    first = _moved(session_factory, before)
+    report(session_factory, settings, first[1:], "compliant")
+    with session_factory.begin() as db:  # the one that never reported goes: no outcome to judge, no failure
+        revoke_device(db, first[0])
+
+    # a device of a later wave, enrolled again (a new generation) while held: it is no rollout's any more
+    # and follows the profile's current version, like any device enrolled today
+    with session_factory.begin() as db:
+        token, _ = create_enrollment_token(db, uses=1, labels={"store": "1"})  # back in the same store
+    last = max(d for d in ids if d not in first)
+    with session_factory.begin() as db:
+        revoke_device(db, last)
+    with session_factory.begin() as db:
+        enroll_device(db, enrollment_secret=token, device_id=last)
+    fresh(session_factory, settings)
+    with session_factory() as db:
+        versions = db.execute(select(DeviceProfile.version).where(DeviceProfile.device_id == last)).scalars().all()
+    assert versions == [None]
+    assert hashes(session_factory)[last] == hashes(session_factory)[first[1]]  # the new version's hash
+
+    later = utcnow() + timedelta(seconds=61)
+    assert fleet.advance(session_factory, rollout["id"], now=later)[0] == "released"  # no halt
+    counts = _campaign(session_factory, rollout["id"])["counts"]
+    assert (counts["succeeded"], counts["failed"], counts["cancelled"]) == (4, 0, 2)  # the two who went
+
+
+def test_an_operators_campaign_cannot_take_a_rollouts_name(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    _seed(session_factory, settings, 4)
+    with session_factory.begin() as db, pytest.raises(InvalidArgument, match="profile:") as refused:
+        fleet.create_campaign(db, settings, idempotency_key="profile:pos:2", action="ping", selector="store=1")
+    assert refused.value.field == "Idempotency-Key"
+    roll(session_factory, settings, _pos("a"), None)  # version 2 can still roll out under its own name
+    rollout = roll(session_factory, settings, _pos("b"), {"wave_size": 2})["rollout"]
+    with session_factory() as db:
+        assert db.get(Campaign, rollout["id"]).idempotency_key == "profile:pos:2"
