@@ -13,7 +13,8 @@ index-only scan instead of reading 6 M heap rows; ``@app(...)`` probes use its l
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+
+from core.storage.migrations import create_index_concurrently, drop_index_concurrently
 
 
 revision: str = "0021"
@@ -21,32 +22,22 @@ down_revision: str | Sequence[str] | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+#: built without blocking writers on PostgreSQL (6 M rows at 100,000 devices × 60 apps): an inventory report
+#: keeps writing while the index builds
+NEW = "ix_device_apps_package_version_code_version_name_device_id"
+OLD = "ix_device_apps_package_version_code_device_id"
+REVOKED = "revoked_at IS NOT NULL"
+
 
 def upgrade() -> None:
-    with op.batch_alter_table("device_apps", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_device_apps_package_version_code_version_name_device_id"),
-            ["package", "version_code", "version_name", "device_id"],
-            unique=False,
-        )
-        batch_op.drop_index(batch_op.f("ix_device_apps_package_version_code_device_id"))
-    with op.batch_alter_table("devices", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_devices_revoked",
-            ["id"],
-            unique=False,
-            postgresql_where=sa.text("revoked_at IS NOT NULL"),
-            sqlite_where=sa.text("revoked_at IS NOT NULL"),
-        )
+    create_index_concurrently(NEW, "device_apps", ["package", "version_code", "version_name", "device_id"])
+    drop_index_concurrently(OLD, "device_apps")
+    create_index_concurrently(
+        "ix_devices_revoked", "devices", ["id"], postgresql_where=sa.text(REVOKED), sqlite_where=sa.text(REVOKED)
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("devices", schema=None) as batch_op:
-        batch_op.drop_index("ix_devices_revoked")
-    with op.batch_alter_table("device_apps", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_device_apps_package_version_code_device_id"),
-            ["package", "version_code", "device_id"],
-            unique=False,
-        )
-        batch_op.drop_index(batch_op.f("ix_device_apps_package_version_code_version_name_device_id"))
+    drop_index_concurrently("ix_devices_revoked", "devices")
+    create_index_concurrently(OLD, "device_apps", ["package", "version_code", "device_id"])
+    drop_index_concurrently(NEW, "device_apps")
