@@ -183,7 +183,7 @@ def world(
 
 
 #: written by the server's own maintenance loop on its schedule (the leader's lease), not by requests
-BACKGROUND_TABLES = {"leases"}
+BACKGROUND_TABLES = {"leases", "presence_sweeps", "device_presence"}  # the leader's presence sweep writes the last two
 #: columns the maintenance loop's sweeps write on their own schedule: the profile sweep clears the mark of a
 #: device enrolled (or relabelled) just before, which can fall between a case's two snapshots
 BACKGROUND_COLUMNS = {"devices": {"profile_stale"}}
