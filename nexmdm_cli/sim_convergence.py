@@ -68,7 +68,8 @@ class Convergence:
             }
             for pct in PERCENTILES:
                 row[f"p{pct}_s"] = _reached(done, pct, len(devices), first)
-            row["told_p99_s"] = _reached(told, 99, len(devices), first)
+            for pct in PERCENTILES:
+                row[f"told_p{pct}_s"] = _reached(told, pct, len(devices), first)
             rows.append(row)
         return rows
 
