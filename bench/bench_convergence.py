@@ -120,6 +120,8 @@ def converge(
         "load_average": {"before": load_before, "at the change": load_during, "after": os.getloadavg()},
         "convergence": row,
         "heartbeat": {k: beats.get(k) for k in ("requests", "errors", "p50_ms", "p99_ms")},
+        "endpoints": report["endpoints"],
+        "elapsed_s": report["elapsed_s"],
         "errors_by_status": report["errors_by_status"],
     }
     keys = ("p50_s", "p90_s", "told_p50_s", "told_p90_s", "converged_pct", "devices_told", "compliant", "noncompliant")
@@ -154,7 +156,9 @@ def _print(figure: Figure, detail: dict[str, Any]) -> None:
         f"{row['told_p99_s']} s; the heartbeat interval {detail['interval_s']} s (±20 %)"
     )
     print(f"  enrollment {detail['enroll_s']} s, profiles apply {detail['apply_s']} s (the CLI, start to exit)")
-    print(f"  heartbeats {detail['heartbeat']}, errors {detail['errors_by_status'] or 'none'}")
+    print(f"  simulate: {detail['elapsed_s']} s in all, errors {detail['errors_by_status'] or 'none'}")
+    for endpoint, figures in detail["endpoints"].items():
+        print(f"    {endpoint}: {figures}")
     print(f"  load average {detail['load_average']}")
 
 
