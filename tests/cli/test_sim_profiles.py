@@ -7,16 +7,19 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
 from core.models import ApkBuild, Device, DeviceCompliance, FcmDispatch
 from nexmdm_cli import sim_profiles
+from nexmdm_cli.commands.simulate import render_convergence
 from nexmdm_cli.sim_convergence import Convergence
 from nexmdm_cli.sim_inventory import SimInventory
 from nexmdm_cli.simulation import Simulation
 from nexmdm_cli.simulation_faults import parse_rule
+from nexmdm_cli.state import out_console
 from tests.support.api import live_server
 from tests.support.profiles import apply, blocked, profile, required
 
@@ -171,3 +174,17 @@ def test_convergence_merges_parts_and_leaves_unreached_percentiles_empty() -> No
     assert row["converged_pct"] == 98.0 and row["p99_s"] is None
     assert (row["p50_s"], row["p90_s"], row["told_p99_s"]) == (6.9, 10.9, 9.8)
     assert row["noncompliant"] == 33 and row["compliant"] == 65
+
+
+def test_the_summary_prints_a_row_per_effective_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(out_console, "width", 200)
+    seen = Convergence()
+    for i in range(4):
+        seen.tell("ab" * 32, f"d{i}", 1.0 + i)
+    for i in range(3):
+        seen.judged("ab" * 32, f"d{i}", "compliant", 2.0 + i)
+    with out_console.capture() as captured:
+        render_convergence(seen.report(started=0.5))
+    [line] = [x for x in captured.get().splitlines() if "abababababab" in x]
+    cells = [cell.strip() for cell in line.split("│")[2:-1]]
+    assert cells == ["0.5 s", "4", "3", "3", "0", "75.0 %", "2.0", "-", "-", "3.0"]  # p50: the 2nd of 4 told
