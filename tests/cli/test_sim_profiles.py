@@ -177,7 +177,7 @@ def test_convergence_merges_parts_and_leaves_unreached_percentiles_empty() -> No
 
 
 def test_the_summary_prints_a_row_per_effective_hash(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(out_console, "width", 200)
+    monkeypatch.setenv("COLUMNS", "200")  # (the console reads it at each print)
     seen = Convergence()
     for i in range(4):
         seen.tell("ab" * 32, f"d{i}", 1.0 + i)
