@@ -23,6 +23,7 @@ from rich.table import Table
 from bench import (
     bench_campaigns,
     bench_console,
+    bench_convergence,
     bench_helpers,
     bench_http,
     bench_inventory,
@@ -50,6 +51,7 @@ PARTS = [
     "stayup",
     "inventory",
     "console",
+    "convergence",
 ]
 
 
@@ -148,6 +150,10 @@ def _parts(tmp: Path, args: argparse.Namespace) -> dict[str, Part]:
         "console": (
             "12. the console's slow fragments (failure groups, compliance by reason) at 100,000 devices, < 300 ms",
             lambda: bench_console.run(n=10_000 if quick else 100_000),
+        ),
+        "convergence": (
+            "13. a fleet-wide profile change: time until 99 % of 10,000 simulated devices report, vs 99 % told",
+            lambda: bench_convergence.run_part(tmp, quick=quick),
         ),
     }
 

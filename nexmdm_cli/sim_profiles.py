@@ -70,9 +70,11 @@ async def fetch_and_apply(
     headers: dict[str, str],
     inventory: SimInventory,
     rules: tuple[faults.FailRule, ...],
+    on_judged: Callable[[str, str], None] | None = None,
 ) -> None:
     """A heartbeat answer named another profile: fetch it, apply it, report the inventory it left (``PUT``),
-    then each item (``POST /v1/profile/status``). ``call`` is the simulation's request function."""
+    then each item (``POST /v1/profile/status``). ``call`` is the simulation's request function;
+    ``on_judged(effective_hash, state)`` hears the state the server judged from a stored report."""
     answer = await call(client, "GET /v1/profile", "GET", "/v1/profile", headers=headers)
     if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
         return
@@ -89,3 +91,5 @@ async def fetch_and_apply(
     sent = await call(client, "POST /v1/profile/status", "POST", "/v1/profile/status", json=status, headers=headers)
     if sent is not None and sent[0] == 200:
         inventory.profile = digest
+        if on_judged is not None and isinstance(sent[1], dict):
+            on_judged(digest, str(sent[1].get("state")))

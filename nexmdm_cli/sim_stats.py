@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from nexmdm_cli.sim_convergence import Convergence
+
 #: report rows for the pushed commands, measured from each command's creation
 PUSHED = "FCM push (creation → device)"
 ACKED = "ack (creation → stored)"
@@ -28,6 +30,8 @@ class Stats:
     beats_deduplicated: int = 0
     commands_acked: int = 0
     enrolled: int = 0
+    #: who was told of which effective hash, and when its report on it was judged
+    convergence: Convergence = field(default_factory=Convergence)
 
     def record(self, endpoint: str, status: str, latency_ms: float | None) -> None:
         self.statuses.setdefault(endpoint, Counter())[status] += 1
@@ -44,6 +48,7 @@ class Stats:
         self.beats_deduplicated += other.beats_deduplicated
         self.commands_acked += other.commands_acked
         self.enrolled += other.enrolled
+        self.convergence.merge(other.convergence)
 
     @property
     def requests(self) -> int:
@@ -57,8 +62,11 @@ class Stats:
             errors.update({s: n for s, n in counts.items() if not s.startswith("2")})
         return errors
 
-    def report(self, elapsed: float, devices: int, enroll_s: float | None = None) -> dict[str, Any]:
-        """The final report. Enrollment rates are over the enrollment phase, the rest over the run after it."""
+    def report(
+        self, elapsed: float, devices: int, enroll_s: float | None = None, started: float | None = None
+    ) -> dict[str, Any]:
+        """The final report. Enrollment rates are over the enrollment phase, the rest over the run after it;
+        ``started`` (``time.monotonic()`` at the start of the run) dates the profile convergence rows."""
         enroll_s = elapsed if enroll_s is None else enroll_s
         run_s = max(0.0, elapsed - enroll_s) or elapsed
         endpoints = {}
@@ -85,6 +93,7 @@ class Stats:
             "commands_acked": self.commands_acked,
             "errors_by_status": dict(sorted(self.errors().items())),
             "endpoints": endpoints,
+            "profile_convergence": self.convergence.report(0.0 if started is None else started),
         }
 
 

@@ -222,8 +222,14 @@ class Simulation:
         answer = body if isinstance(body, dict) else {}
         if answer.get("inventory") == "wanted":
             await self._report(client, headers, inventory)
+        if isinstance(told := answer.get("profile"), str):
+            self.stats.convergence.tell(told, device_id, time.monotonic())
         if body is not None and answer.get("profile") != inventory.profile:
-            await sim_profiles.fetch_and_apply(self._call, client, headers, inventory, self.fail_rules)
+
+            def judged(digest: str, state: str) -> None:
+                self.stats.convergence.judged(digest, device_id, state, time.monotonic())
+
+            await sim_profiles.fetch_and_apply(self._call, client, headers, inventory, self.fail_rules, judged)
         elif answer.get("inventory") != "wanted" and self.rng.random() < self.app_update_chance:
             await self._report_change(client, headers, inventory)
         if device_id in self.agent.lost:
@@ -328,7 +334,9 @@ class Simulation:
         await asyncio.gather(*tasks)
         if ticker:
             ticker.cancel()
-        return self.stats.report(time.monotonic() - started, self.devices, enroll_s=enrolled_at - started)
+        return self.stats.report(
+            time.monotonic() - started, self.devices, enroll_s=enrolled_at - started, started=started
+        )
 
     async def _tick(self, on_tick: Callable[[Simulation, float], None], started: float, deadline: float) -> None:
         while True:

@@ -74,6 +74,6 @@ def run_in_processes(
                 process.terminate()
     if errors:
         raise RuntimeError(errors[0])
-    report = merged.report(elapsed, options["devices"], enroll_s=enroll)
+    report = merged.report(elapsed, options["devices"], enroll_s=enroll, started=started)
     report["processes"] = parts
     return report

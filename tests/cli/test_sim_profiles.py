@@ -4,17 +4,22 @@ and each item, and a ``--fail`` rule on ``install_apk`` shows up as noncomplianc
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.settings import Settings
-from core.models import ApkBuild, DeviceCompliance, FcmDispatch
+from core.models import ApkBuild, Device, DeviceCompliance, FcmDispatch
 from nexmdm_cli import sim_profiles
+from nexmdm_cli.commands.simulate import render_convergence
+from nexmdm_cli.sim_convergence import Convergence
 from nexmdm_cli.sim_inventory import SimInventory
 from nexmdm_cli.simulation import Simulation
 from nexmdm_cli.simulation_faults import parse_rule
+from nexmdm_cli.state import out_console
 from tests.support.api import live_server
 from tests.support.profiles import apply, blocked, profile, required
 
@@ -124,3 +129,64 @@ def test_a_simulated_fleet_converges_through_remediation(
         assert sim.inventories[device_id].apps.get("com.acme.pos", {}).get("version_code") == (
             None if failing else 4200
         )
+
+
+def test_the_simulator_reports_how_fast_a_profile_change_converged(
+    settings: Settings, session_factory: sessionmaker[Session], make_token: Any
+) -> None:
+    token = make_token(uses=6)
+    rule = parse_rule("model=Galaxy A10:install_apk:INSUFFICIENT_STORAGE")
+    applied: list[float] = []
+
+    async def change_the_profile(_sim: Simulation) -> None:  # once every device has beaten a few times
+        await asyncio.sleep(1.0)
+        applied.append(time.monotonic())
+        await asyncio.to_thread(apply, session_factory, settings, profile("pos", apps=[required("com.acme.pos", 4200)]))
+
+    with live_server(settings) as port:
+        sim = Simulation(
+            f"http://127.0.0.1:{port}", token, devices=6, duration=4, interval=0.3, prefix="simc", fail_rules=(rule,)
+        )
+        started = time.monotonic()
+        report = asyncio.run(sim.run(during=change_the_profile))
+    with session_factory() as db:
+        states = {row.device_id: row.state for row in db.scalars(select(DeviceCompliance))}
+        hashes = set(db.scalars(select(Device.effective_hash).where(Device.id.like("simc-%"))))
+    [row] = report["profile_convergence"]  # no profile before the change: the change is the only hash told
+    assert hashes == {row["effective_hash"]}
+    assert row["devices_told"] == row["devices_reported"] == 6 and row["converged_pct"] == 100.0
+    assert row["noncompliant"] == sum(s == "noncompliant" for s in states.values()) > 0
+    assert row["compliant"] == sum(s == "compliant" for s in states.values()) > 0
+    assert applied[0] - started <= row["first_told_s"] + 0.05  # told after the change, not before
+    assert 0 <= row["told_p99_s"] <= row["p99_s"]  # a device reports after it is told
+    assert 0 <= row["p50_s"] <= row["p90_s"] <= row["p99_s"] <= report["elapsed_s"] - row["first_told_s"]
+    assert row["p99_s"] < 3 * 0.3 * 1.2 + 1.0  # a beat or two of 0.3 s, then one fetch and report each
+
+
+def test_convergence_merges_parts_and_leaves_unreached_percentiles_empty() -> None:
+    one, two = Convergence(), Convergence()
+    for i in range(100):
+        (one if i % 2 else two).tell("h1", f"d{i}", 10.0 + i / 10)
+    for i in range(98):  # two devices never report: 98 % converged, no 99th percentile
+        (one if i % 2 else two).judged("h1", f"d{i}", "compliant" if i % 3 else "noncompliant", 12.0 + i / 10)
+    one.judged("h1", "d1", "pending", 11.0)  # pending: not settled
+    one.merge(two)
+    [row] = one.report(started=5.0)
+    assert row["first_told_s"] == 5.0 and row["devices_told"] == 100 and row["devices_reported"] == 98
+    assert row["converged_pct"] == 98.0 and row["p99_s"] is None
+    assert (row["p50_s"], row["p90_s"], row["told_p99_s"]) == (6.9, 10.9, 9.8)
+    assert row["noncompliant"] == 33 and row["compliant"] == 65
+
+
+def test_the_summary_prints_a_row_per_effective_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # (the console reads it at each print)
+    seen = Convergence()
+    for i in range(4):
+        seen.tell("ab" * 32, f"d{i}", 1.0 + i)
+    for i in range(3):
+        seen.judged("ab" * 32, f"d{i}", "compliant", 2.0 + i)
+    with out_console.capture() as captured:
+        render_convergence(seen.report(started=0.5))
+    [line] = [x for x in captured.get().splitlines() if "abababababab" in x]
+    cells = [cell.strip() for cell in line.split("│")[2:-1]]
+    assert cells == ["0.5 s", "4", "3", "3", "0", "75.0 %", "2.0", "-", "-", "3.0"]  # p50: the 2nd of 4 told
