@@ -101,6 +101,15 @@ def preview(
     return {"matched": count, "sample": list(names)}
 
 
+def _check_key(idempotency_key: str) -> None:
+    validation.request_id(idempotency_key, field="Idempotency-Key")
+    if idempotency_key.startswith("profile:"):  # core.campaigns.profile_rollouts names its campaigns so
+        raise InvalidArgument(
+            "Idempotency-Key may not start with 'profile:' (a profile rollout is named profile:{name}:{version})",
+            field="Idempotency-Key",
+        )
+
+
 def create_campaign(
     db: Session,
     settings: Settings,
@@ -130,12 +139,7 @@ def create_campaign(
     ``IdempotencyMismatch``. Concurrent identical requests meet on the unique key: one inserts, the
     others wait for its commit and replay it.
     """
-    validation.request_id(idempotency_key, field="Idempotency-Key")
-    if idempotency_key.startswith("profile:"):  # core.campaigns.profile_rollouts names its campaigns so
-        raise InvalidArgument(
-            "Idempotency-Key may not start with 'profile:' (a profile rollout is named profile:{name}:{version})",
-            field="Idempotency-Key",
-        )
+    _check_key(idempotency_key)
     catalogue_for(settings).check_command(action, payload)
     if not awaiting_approval:
         refuse_unapproved(action, settings)

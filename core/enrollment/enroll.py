@@ -153,6 +153,7 @@ def enroll_device(
         if device.revoked_at is not None:
             # a new generation: nothing the old one reported or was reachable at carries over
             fields |= dict.fromkeys(SUMMARY_FIELDS) | {"generation": device.generation + 1}
+            holds.forget_device(db, device_id)  # and no profile rollout holds it any more
             if not fcm_token:
                 fields |= {"fcm_token": None, "fcm_token_dead_at": None}
         if device.revoked_at is not None or not retry:
@@ -162,8 +163,6 @@ def enroll_device(
         db.flush()
     if fresh:
         set_initial_labels(db, device_id, token.labels)
-    if reenrolled:
-        holds.forget_device(db, device_id)
     if created or reenrolled:  # a new enrollment, not a retry or a token rotation
         data = {"device_id": device_id, "model": model, "os_version": os_version, "agent_version": agent_version}
         emit(db, "device.enrolled", data | {"enrolled_at": now.isoformat()}, device_id=device_id)

@@ -108,6 +108,5 @@ def forget_device(db: Session, device_id: str) -> None:
         .where(DeviceProfile.device_id == device_id, DeviceProfile.version.is_not(None))
         .execution_options(synchronize_session=False)
     )
-    db.execute(
-        update(Device).where(Device.id == device_id).values(profile_stale=True).execution_options(synchronize_session=False)
-    )
+    mark = update(Device).where(Device.id == device_id).values(profile_stale=True)
+    db.execute(mark.execution_options(synchronize_session=False))
