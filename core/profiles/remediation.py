@@ -16,9 +16,10 @@ row by ``system:remediation``) unless
 - it got this build already today: the request id ``remediate:{device}:{build}:{YYYY-MM-DD}`` is unique,
   so a build is sent at most once a day to a device, whichever process judges it.
 
-The server does not know which package a build holds (``apk_builds`` has no package column; the agent
-reads the APK's manifest): the profile's author pairs a package with its build, as ``profiles apply``
-already trusts.
+- the build's manifest declares another package than the app entry's (``apk_builds.package``, read at
+  upload; ``profiles apply`` refuses such a pairing, so only a document stored before that check has
+  one). A build whose package is unknown (uploaded before migration 0023, or an unreadable manifest) is
+  trusted: the profile's author paired it with its package.
 
 One statement per build among the judged devices (a sweep judges up to 500 at a time), never one per
 device; a device with nothing to remediate costs nothing more than its judgement.
@@ -57,16 +58,17 @@ def request_id(device_id: str, build_id: int, now: datetime) -> str:
     return f"{PREFIX}{device_id}:{build_id}:{now.astimezone(UTC).date().isoformat()}"
 
 
-def wanted(document: dict[str, Any], items: list[dict[str, Any]]) -> dict[int, int | None]:
-    """``{build: min_version_code}`` of a judged device's items that an install of their build would fix."""
+def wanted(document: dict[str, Any], items: list[dict[str, Any]]) -> dict[int, tuple[int | None, str]]:
+    """``{build: (min_version_code, package)}`` of a judged device's items that an install of their build
+    would fix."""
     apps = {f"apps/{app['package']}": app for app in document.get("apps", [])}
-    out: dict[int, int | None] = {}
+    out: dict[int, tuple[int | None, str]] = {}
     for item in items:
         app = apps.get(item.get("key", ""))
         if item.get("state") != "noncompliant" or item.get("reason") not in REASONS or app is None:
             continue
         if app.get("install") == "required" and app.get("build") is not None:
-            out[int(app["build"])] = app.get("min_version_code")
+            out[int(app["build"])] = (app.get("min_version_code"), app["package"])
     return out
 
 
@@ -78,22 +80,26 @@ def remediate(
     if not settings.remediation or settings.remediation_per_device_day < 1:
         return []
     asks = [
-        (device_id, build, low)
+        (device_id, build, low, package)
         for device_id, document, items in judged
-        for build, low in wanted(document, items).items()
+        for build, (low, package) in wanted(document, items).items()
     ]
     if not asks:
         return []
-    usable = dict(
-        db.execute(
-            select(ApkBuild.id, ApkBuild.version_code).where(
-                ApkBuild.id.in_({build for _, build, _ in asks}), ApkBuild.removed_at.is_(None)
+    usable = {
+        row.id: (row.version_code, row.package)
+        for row in db.execute(
+            select(ApkBuild.id, ApkBuild.version_code, ApkBuild.package).where(
+                ApkBuild.id.in_({ask[1] for ask in asks}), ApkBuild.removed_at.is_(None)
             )
-        ).all()
-    )
+        )
+    }
     devices: dict[int, set[str]] = defaultdict(set)
-    for device_id, build, low in asks:
-        if build in usable and (low is None or usable[build] >= low):
+    for device_id, build, low, package in asks:
+        if build not in usable:
+            continue
+        code, holds = usable[build]
+        if (low is None or code >= low) and holds in (None, package):
             devices[build].add(device_id)
     now = now or utcnow()
     created: list[dict[str, str]] = []

@@ -14,7 +14,7 @@ from core.base.settings import Settings
 from core.devices import labels
 from core.inventory.document import check_report
 from core.inventory.store import put_inventory
-from core.models import AuditEvent, Device, ProfileEffective, ProfileVersion
+from core.models import ApkBuild, AuditEvent, Device, ProfileEffective, ProfileVersion
 from core.profiles import document, effective, store
 from tests.support.fleet import seed_fleet
 from tests.support.inventory import app, body
@@ -45,6 +45,32 @@ def test_bad_documents_name_their_path_and_write_nothing(
     assert caught.value.field == path
     with session_factory() as db:
         assert db.scalar(select(func.count()).select_from(ProfileVersion)) == 0
+
+
+def test_a_build_of_another_package_is_refused_by_plan_and_apply(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    with session_factory.begin() as db:
+        known = ApkBuild(version_code=1, version_name="1", filename="a.apk", size_bytes=1, sha256="0" * 64)
+        other = ApkBuild(version_code=2, version_name="2", filename="b.apk", size_bytes=1, sha256="0" * 64)
+        unknown = ApkBuild(version_code=3, version_name="3", filename="c.apk", size_bytes=1, sha256="0" * 64)
+        known.package, other.package = "com.acme.pos", "com.evil.game"
+        db.add_all([known, other, unknown])
+        db.flush()
+        builds = (known.id, other.id, unknown.id)
+    wrong = profile("pos", apps=[required("com.acme.pos") | {"build": builds[1]}])
+    for write in (store.plan, lambda db, st, raw: store.apply(db, st, raw, ACTOR)):
+        with (
+            pytest.raises(InvalidArgument, match="installs com.evil.game, not com.acme.pos") as caught,
+            session_factory.begin() as db,
+        ):
+            write(db, settings, wrong)
+        assert caught.value.field == "apps[0].build"
+    with session_factory() as db:
+        assert db.scalar(select(func.count()).select_from(ProfileVersion)) == 0
+    # its own package, or a build whose package was never read (uploaded before 0023): accepted
+    right = [required("com.acme.pos") | {"build": builds[0]}, required("com.acme.kiosk") | {"build": builds[2]}]
+    assert apply(session_factory, settings, profile("pos", apps=right))["version"] == 1
 
 
 def test_yaml_and_size_limits() -> None:

@@ -126,7 +126,17 @@ def test_one_install_a_day_through_the_command_path(session_factory: sessionmake
 
 @pytest.mark.parametrize(
     "case",
-    ["no build", "blocked", "available", "compliant", "removed build", "build below minimum", "off", "cap 0"],
+    [
+        "no build",
+        "blocked",
+        "available",
+        "compliant",
+        "removed build",
+        "build below minimum",
+        "build of another package",
+        "off",
+        "cap 0",
+    ],
 )
 def test_nothing_to_remediate(session_factory: sessionmaker[Session], settings: Settings, case: str) -> None:
     build = _build(session_factory, 4100 if case == "build below minimum" else 4200)
@@ -140,6 +150,9 @@ def test_nothing_to_remediate(session_factory: sessionmaker[Session], settings: 
     if case == "removed build":  # withdrawn after the profile named it (`nexmdm apk remove`)
         with session_factory.begin() as db:
             db.execute(update(ApkBuild).where(ApkBuild.id == build).values(removed_at=utcnow()))
+    if case == "build of another package":  # a profile stored before builds knew their package
+        with session_factory.begin() as db:
+            db.execute(update(ApkBuild).where(ApkBuild.id == build).values(package="com.evil.game"))
     if case in ("off", "cap 0"):
         settings = settings.with_overrides(remediation=False) if case == "off" else settings
         settings = settings.with_overrides(remediation_per_device_day=0) if case == "cap 0" else settings
