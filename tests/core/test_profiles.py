@@ -15,7 +15,7 @@ from core.devices import labels
 from core.inventory.document import check_report
 from core.inventory.store import put_inventory
 from core.models import ApkBuild, AuditEvent, Device, ProfileEffective, ProfileVersion
-from core.profiles import document, effective, store
+from core.profiles import compliance, document, effective, store
 from tests.support.fleet import seed_fleet
 from tests.support.inventory import app, body
 from tests.support.profiles import ACTOR, apply, blocked, profile, required
@@ -71,6 +71,21 @@ def test_a_build_of_another_package_is_refused_by_plan_and_apply(
     # its own package, or a build whose package was never read (uploaded before 0023): accepted
     right = [required("com.acme.pos") | {"build": builds[0]}, required("com.acme.kiosk") | {"build": builds[2]}]
     assert apply(session_factory, settings, profile("pos", apps=right))["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"key": "os", "state": "pending", "detail": "disk\x00full"}, "items[0].detail"),
+        ({"key": "settings/wi\x00fi", "state": "compliant"}, "items[0].key"),
+        ({"key": "agent\u202e", "state": "pending"}, "items[0].key"),
+    ],
+)
+def test_a_status_item_with_a_control_character_is_refused_by_name(item: dict[str, Any], field: str) -> None:
+    """Before any write: PostgreSQL's JSON refuses a NUL (issue 24's schemathesis finding)."""
+    with pytest.raises(InvalidArgument, match="control characters") as caught:
+        compliance.check_report({"effective_hash": "0" * 64, "items": [item]})
+    assert caught.value.field == field
 
 
 def test_yaml_and_size_limits() -> None:
