@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import func, literal, or_, select
@@ -160,3 +160,59 @@ def remediate_judged_since(db: Session, settings: Settings, since: datetime) -> 
     for digest in {row.reported_hash for row in rows}:
         documents[digest] = document_of(db, digest) or {}
     return remediate(db, settings, [(row.device_id, documents[row.reported_hash], row.items) for row in rows])
+
+
+#: devices retried per pass (a bigger backlog is worked through over the following sweep rounds)
+RETRY_BATCH = 500
+#: a pass that found less than a batch waits this long before the next (its read scans the noncompliant)
+RETRY_EVERY = timedelta(minutes=10)
+_next_retry: datetime | None = None
+
+
+def retry_due(db: Session, settings: Settings, *, now: datetime | None = None) -> list[dict[str, str]]:
+    """:func:`retry_failed` from the maintenance sweep: at most every :data:`RETRY_EVERY` in this process,
+    unless the last pass filled its batch (the leader's process; a new leader starts with a pass)."""
+    global _next_retry
+    now = now or utcnow()
+    if _next_retry is not None and now < _next_retry:
+        return []
+    sent, full = _retry(db, settings, now)
+    _next_retry = None if full else now + RETRY_EVERY
+    return sent
+
+
+def retry_failed(db: Session, settings: Settings, *, now: datetime | None = None) -> list[dict[str, str]]:
+    """One pass of the daily retry (:func:`_retry`)."""
+    return _retry(db, settings, now or utcnow())[0]
+
+
+def _retry(db: Session, settings: Settings, now: datetime) -> tuple[list[dict[str, str]], bool]:
+    """The daily retry: devices still noncompliant on an app whose remediation failed or expired on an
+    earlier day and that got none today, even if they neither reported nor changed their inventory since.
+    One read of up to :data:`RETRY_BATCH` such devices (``NOT EXISTS`` probes of the dispatch index), then
+    :func:`remediate` as for a judgement; once sent today a device is out of the next rounds' read."""
+    if not settings.remediation or settings.remediation_per_device_day < 1:
+        return [], False
+    since = datetime.combine(now.astimezone(UTC).date(), time.min, tzinfo=UTC)
+    mine = (FcmDispatch.device_id == DeviceCompliance.device_id, FcmDispatch.request_id.like(PREFIX + "%"))
+    failed = select(FcmDispatch.id).where(
+        *mine, FcmDispatch.status.in_(("failed", "expired")), FcmDispatch.created_at < since
+    )
+    today = select(FcmDispatch.id).where(*mine, FcmDispatch.created_at >= since)
+    rows = db.execute(
+        select(DeviceCompliance.device_id, DeviceCompliance.reported_hash, DeviceCompliance.items)
+        .join(Device, Device.id == DeviceCompliance.device_id)
+        .where(
+            DeviceCompliance.state == "noncompliant",
+            or_(*(DeviceCompliance.reasons.like(f"%,{reason},%") for reason in REASONS)),
+            Device.revoked_at.is_(None),
+            Device.effective_hash == DeviceCompliance.reported_hash,  # judged on the profile it has now
+            failed.exists(),
+            ~today.exists(),
+        )
+        .order_by(DeviceCompliance.device_id)
+        .limit(RETRY_BATCH)
+    ).all()
+    documents = {digest: document_of(db, digest) or {} for digest in {row.reported_hash for row in rows}}
+    judged = [(row.device_id, documents[row.reported_hash], row.items) for row in rows]
+    return remediate(db, settings, judged, now=now), len(rows) == RETRY_BATCH
