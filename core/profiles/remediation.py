@@ -21,6 +21,9 @@ row by ``system:remediation``) unless
   one). A build whose package is unknown (uploaded before migration 0023, or an unreadable manifest) is
   trusted: the profile's author paired it with its package.
 
+A device that neither reports nor changes its inventory after a failed install is retried the next day by
+the sweep's daily pass (:func:`retry_due`).
+
 One statement per build among the judged devices (a sweep judges up to 500 at a time), never one per
 device; a device with nothing to remediate costs nothing more than its judgement.
 """
