@@ -234,6 +234,8 @@ class ApkBuildOut(msgspec.Struct):
     sha256: str
     created_at: datetime
     download_url: str
+    #: the package the APK's manifest declares, read at upload; null when unreadable or uploaded before
+    package: str | None = None
 
 
 # ----------------------------------------------------------------------------------------- health

@@ -245,10 +245,10 @@ class DeviceProfileOut(msgspec.Struct):
 
 
 class StatusItem(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    key: Annotated[str, Meta(min_length=1, max_length=300)]
+    key: Annotated[str, Meta(min_length=1, max_length=300, pattern=TEXT_PATTERN)]
     state: Literal["compliant", "noncompliant", "pending"]
     reason: Reason | None = None
-    detail: Annotated[str, Meta(max_length=500)] | None = None
+    detail: Annotated[str, Meta(max_length=500, pattern=TEXT_PATTERN)] | None = None
 
 
 class StatusIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from core.apk import storage as apk_storage
 from core.apk.downloads import record_apk_download
+from core.apk.manifest import ManifestInfo, read_manifest
 from core.base import validation
 from core.base.errors import Conflict, InvalidArgument, NotFound
 from core.base.settings import Settings
@@ -37,6 +38,7 @@ def build_dict(build: ApkBuild) -> dict[str, Any]:
         "id": build.id,
         "version_code": build.version_code,
         "version_name": build.version_name,
+        "package": build.package,
         "size_bytes": build.size_bytes,
         "sha256": build.sha256,
         "filename": build.filename,
@@ -74,6 +76,8 @@ class StagedApk:
     path: Path
     size: int
     sha256: str
+    #: what its manifest declares (None: unreadable, see :mod:`core.apk.manifest`)
+    manifest: ManifestInfo | None = None
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -113,7 +117,7 @@ class ApkStager:
         except BaseException:
             self.discard()
             raise
-        return StagedApk(self.path, self.size, self._digest.hexdigest())
+        return StagedApk(self.path, self.size, self._digest.hexdigest(), read_manifest(self.path))
 
     def discard(self) -> None:
         self._out.close()
@@ -145,12 +149,20 @@ def record_build(
     transaction. The caller commits; on any error the staged file is removed."""
     try:
         check_build_fields(version_code, version_name)
+        declared = staged.manifest
+        if declared is not None and declared.version_code is not None and declared.version_code != version_code:
+            raise InvalidArgument(
+                f"version_code {version_code} differs from the APK's manifest ({declared.package} declares "
+                f"versionCode {declared.version_code})",
+                field="version_code",
+            )
         if db.execute(select(ApkBuild.id).where(ApkBuild.version_code == version_code)).first() is not None:
             raise Conflict(f"a build with version code {version_code} already exists")
         filename = f"{version_code}-{staged.sha256[:16]}.apk"
         build = ApkBuild(
             version_code=version_code,
             version_name=version_name,
+            package=declared.package if declared is not None else None,
             filename=filename,
             size_bytes=staged.size,
             sha256=staged.sha256,
@@ -161,7 +173,15 @@ def record_build(
             db.flush()
         except IntegrityError:
             raise Conflict(f"a build with version code {version_code} already exists") from None
-        record(db, actor, "apk.upload", str(build.id), version_code=version_code, sha256=staged.sha256)
+        record(
+            db,
+            actor,
+            "apk.upload",
+            str(build.id),
+            version_code=version_code,
+            package=build.package,
+            sha256=staged.sha256,
+        )
         # last: with the folder storage this renames the file into place (nothing after it can fail here)
         apk_storage.store(db, settings, apk_storage.Upload(staged.path, staged.size, staged.sha256), filename)
     except BaseException:

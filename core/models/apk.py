@@ -19,6 +19,8 @@ class ApkBuild(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     version_code: Mapped[int] = mapped_column(Integer, unique=True)
     version_name: Mapped[str] = mapped_column(String(64))
+    #: the package its manifest declares, read at upload (None: unreadable, or uploaded before migration 0022)
+    package: Mapped[str | None] = mapped_column(String(255))
     filename: Mapped[str] = mapped_column(String(255))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.base.errors import Conflict, InvalidArgument, NotFound
 from core.base.settings import Settings
-from core.base.validation import SHA256_RE
+from core.base.validation import SHA256_RE, text
 from core.base.versions import version_key
 from core.devices import compliance_terms, scopes, selectors
 from core.events import webhooks
@@ -81,6 +81,9 @@ def _check_item(item: Any, path: str) -> tuple[str, dict[str, Any]]:
     detail = item.get("detail")
     if detail is not None and (not isinstance(detail, str) or len(detail) > 500):
         raise InvalidArgument(f"{path}.detail is text of at most 500 characters", field=f"{path}.detail")
+    # a NUL is refused by PostgreSQL's JSON (and an ESC would reach an operator's terminal): refused by name
+    text(item["key"], f"{path}.key", max_length=300)
+    text(detail, f"{path}.detail", max_length=500)
     return item["key"], {k: item[k] for k in ("state", "reason", "detail") if item.get(k) is not None}
 
 

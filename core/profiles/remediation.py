@@ -16,9 +16,13 @@ row by ``system:remediation``) unless
 - it got this build already today: the request id ``remediate:{device}:{build}:{YYYY-MM-DD}`` is unique,
   so a build is sent at most once a day to a device, whichever process judges it.
 
-The server does not know which package a build holds (``apk_builds`` has no package column; the agent
-reads the APK's manifest): the profile's author pairs a package with its build, as ``profiles apply``
-already trusts.
+- the build's manifest declares another package than the app entry's (``apk_builds.package``, read at
+  upload; ``profiles apply`` refuses such a pairing, so only a document stored before that check has
+  one). A build whose package is unknown (uploaded before migration 0022, or an unreadable manifest) is
+  trusted: the profile's author paired it with its package.
+
+A device that neither reports nor changes its inventory after a failed install is retried the next day by
+the sweep's daily pass (:func:`retry_due`).
 
 One statement per build among the judged devices (a sweep judges up to 500 at a time), never one per
 device; a device with nothing to remediate costs nothing more than its judgement.
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import func, literal, or_, select
@@ -57,16 +61,17 @@ def request_id(device_id: str, build_id: int, now: datetime) -> str:
     return f"{PREFIX}{device_id}:{build_id}:{now.astimezone(UTC).date().isoformat()}"
 
 
-def wanted(document: dict[str, Any], items: list[dict[str, Any]]) -> dict[int, int | None]:
-    """``{build: min_version_code}`` of a judged device's items that an install of their build would fix."""
+def wanted(document: dict[str, Any], items: list[dict[str, Any]]) -> dict[int, tuple[int | None, str]]:
+    """``{build: (min_version_code, package)}`` of a judged device's items that an install of their build
+    would fix."""
     apps = {f"apps/{app['package']}": app for app in document.get("apps", [])}
-    out: dict[int, int | None] = {}
+    out: dict[int, tuple[int | None, str]] = {}
     for item in items:
         app = apps.get(item.get("key", ""))
         if item.get("state") != "noncompliant" or item.get("reason") not in REASONS or app is None:
             continue
         if app.get("install") == "required" and app.get("build") is not None:
-            out[int(app["build"])] = app.get("min_version_code")
+            out[int(app["build"])] = (app.get("min_version_code"), app["package"])
     return out
 
 
@@ -78,22 +83,26 @@ def remediate(
     if not settings.remediation or settings.remediation_per_device_day < 1:
         return []
     asks = [
-        (device_id, build, low)
+        (device_id, build, low, package)
         for device_id, document, items in judged
-        for build, low in wanted(document, items).items()
+        for build, (low, package) in wanted(document, items).items()
     ]
     if not asks:
         return []
-    usable = dict(
-        db.execute(
-            select(ApkBuild.id, ApkBuild.version_code).where(
-                ApkBuild.id.in_({build for _, build, _ in asks}), ApkBuild.removed_at.is_(None)
+    usable = {
+        row.id: (row.version_code, row.package)
+        for row in db.execute(
+            select(ApkBuild.id, ApkBuild.version_code, ApkBuild.package).where(
+                ApkBuild.id.in_({ask[1] for ask in asks}), ApkBuild.removed_at.is_(None)
             )
-        ).all()
-    )
+        )
+    }
     devices: dict[int, set[str]] = defaultdict(set)
-    for device_id, build, low in asks:
-        if build in usable and (low is None or usable[build] >= low):
+    for device_id, build, low, package in asks:
+        if build not in usable:
+            continue
+        code, holds = usable[build]
+        if (low is None or code >= low) and holds in (None, package):
             devices[build].add(device_id)
     now = now or utcnow()
     created: list[dict[str, str]] = []
@@ -154,3 +163,59 @@ def remediate_judged_since(db: Session, settings: Settings, since: datetime) -> 
     for digest in {row.reported_hash for row in rows}:
         documents[digest] = document_of(db, digest) or {}
     return remediate(db, settings, [(row.device_id, documents[row.reported_hash], row.items) for row in rows])
+
+
+#: devices retried per pass (a bigger backlog is worked through over the following sweep rounds)
+RETRY_BATCH = 500
+#: a pass that found less than a batch waits this long before the next (its read scans the noncompliant)
+RETRY_EVERY = timedelta(minutes=10)
+_next_retry: datetime | None = None
+
+
+def retry_due(db: Session, settings: Settings, *, now: datetime | None = None) -> list[dict[str, str]]:
+    """:func:`retry_failed` from the maintenance sweep: at most every :data:`RETRY_EVERY` in this process,
+    unless the last pass filled its batch (the leader's process; a new leader starts with a pass)."""
+    global _next_retry
+    now = now or utcnow()
+    if _next_retry is not None and now < _next_retry:
+        return []
+    sent, full = _retry(db, settings, now)
+    _next_retry = None if full else now + RETRY_EVERY
+    return sent
+
+
+def retry_failed(db: Session, settings: Settings, *, now: datetime | None = None) -> list[dict[str, str]]:
+    """One pass of the daily retry (:func:`_retry`)."""
+    return _retry(db, settings, now or utcnow())[0]
+
+
+def _retry(db: Session, settings: Settings, now: datetime) -> tuple[list[dict[str, str]], bool]:
+    """The daily retry: devices still noncompliant on an app whose remediation failed or expired on an
+    earlier day and that got none today, even if they neither reported nor changed their inventory since.
+    One read of up to :data:`RETRY_BATCH` such devices (``NOT EXISTS`` probes of the dispatch index), then
+    :func:`remediate` as for a judgement; once sent today a device is out of the next rounds' read."""
+    if not settings.remediation or settings.remediation_per_device_day < 1:
+        return [], False
+    since = datetime.combine(now.astimezone(UTC).date(), time.min, tzinfo=UTC)
+    mine = (FcmDispatch.device_id == DeviceCompliance.device_id, FcmDispatch.request_id.like(PREFIX + "%"))
+    failed = select(FcmDispatch.id).where(
+        *mine, FcmDispatch.status.in_(("failed", "expired")), FcmDispatch.created_at < since
+    )
+    today = select(FcmDispatch.id).where(*mine, FcmDispatch.created_at >= since)
+    rows = db.execute(
+        select(DeviceCompliance.device_id, DeviceCompliance.reported_hash, DeviceCompliance.items)
+        .join(Device, Device.id == DeviceCompliance.device_id)
+        .where(
+            DeviceCompliance.state == "noncompliant",
+            or_(*(DeviceCompliance.reasons.like(f"%,{reason},%") for reason in REASONS)),
+            Device.revoked_at.is_(None),
+            Device.effective_hash == DeviceCompliance.reported_hash,  # judged on the profile it has now
+            failed.exists(),
+            ~today.exists(),
+        )
+        .order_by(DeviceCompliance.device_id)
+        .limit(RETRY_BATCH)
+    ).all()
+    documents = {digest: document_of(db, digest) or {} for digest in {row.reported_hash for row in rows}}
+    judged = [(row.device_id, documents[row.reported_hash], row.items) for row in rows]
+    return remediate(db, settings, judged, now=now), len(rows) == RETRY_BATCH

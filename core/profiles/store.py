@@ -69,6 +69,12 @@ def _check_builds(db: Session, document: dict[str, Any]) -> None:
             build = db.get(ApkBuild, app["build"])
             if build is None or build.removed_at is not None:
                 raise InvalidArgument(f"apps[{i}].build: no APK build {app['build']}", field=f"apps[{i}].build")
+            # a build uploaded before its package was read (or with an unreadable manifest) is trusted
+            if build.package is not None and build.package != app["package"]:
+                raise InvalidArgument(
+                    f"apps[{i}].build: APK build {build.id} installs {build.package}, not {app['package']}",
+                    field=f"apps[{i}].build",
+                )
 
 
 def _affected(db: Session, name: str, document: dict[str, Any], settings: Settings) -> int:

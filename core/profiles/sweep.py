@@ -14,7 +14,7 @@ from core.models import Device
 from core.profiles import grace
 from core.profiles.compliance import rejudge_changed
 from core.profiles.effective import refresh_stale
-from core.profiles.remediation import remediate_judged_since
+from core.profiles.remediation import remediate_judged_since, retry_due
 from core.storage.types import utcnow
 
 
@@ -30,4 +30,5 @@ def profile_sweep(sessions: sessionmaker[Session], settings: Settings) -> bool:
         if judged:
             remediate_judged_since(db, settings, since)
         expired = grace.expire(db, settings)
-    return stale or judged > 0 or expired > 0
+        retried = retry_due(db, settings)  # a failed install is retried the next day without a new judgement
+    return stale or judged > 0 or expired > 0 or bool(retried)

@@ -46,6 +46,7 @@ def build_out(request: Request[Any, Any, Any], build: ApkBuild) -> ApkBuildOut:
         sha256=build.sha256,
         created_at=build.created_at,
         download_url=f"{base}/v1/apk/download/{build.id}",
+        package=build.package,
     )
 
 

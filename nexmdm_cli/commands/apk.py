@@ -38,7 +38,8 @@ def add(
     version_name: Annotated[str, typer.Option(help="Android versionName, e.g. 1.4.2.")],
     json_output: JsonOption = False,
 ) -> None:
-    """Store an APK (in the database, or the APK folder with NEXMDM_APK_STORAGE=folder), record its size and sha256."""
+    """Store an APK (in the database, or the APK folder with NEXMDM_APK_STORAGE=folder), record its size, sha256
+    and the package its manifest declares (its versionCode must equal --version-code)."""
     from core.apk import builds as apk
     from core.events import audit
 
@@ -56,6 +57,7 @@ def add(
     )
     where = "in the database" if st.settings.apk_storage == "database" else str(apk.build_path(st.settings, build))
     show(f"{escape(where)}  {size(build['size_bytes'])}  sha256 {build['sha256']}")
+    show(f"package {escape(build['package'] or '- (its manifest could not be read)')}")
 
 
 @app.command(context_settings=CONTEXT)
@@ -98,13 +100,14 @@ def list_builds(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if not items:
         show("No builds yet: add one with `nexmdm apk add FILE --version-code N --version-name S`.")
         return
-    out = table("APK builds (newest first)", "id", "code", "name", "size", "sha256", "added", "removed")
+    out = table("APK builds (newest first)", "id", "code", "name", "package", "size", "sha256", "added", "removed")
     for item in items:
         render.row(
             out,
             str(item["id"]),
             str(item["version_code"]),
             item["version_name"],
+            dash(item["package"]),
             size(item["size_bytes"]),
             item["sha256"][:16] + "…",
             stamp(item["created_at"]),

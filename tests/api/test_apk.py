@@ -8,10 +8,11 @@ import zipfile
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
-from core.models import ApkDownloadEvent
+from core.models import ApkBuild, ApkDownloadEvent
 from core.storage.types import utcnow
+from tests.support.fakes.apk import apk_bytes as fake_apk
 
 
 def apk_bytes(payload: bytes = bytes(range(256)) * 40, manifest: bool = True) -> bytes:
@@ -212,3 +213,25 @@ def test_admins_list_builds_and_downloads(client, admin, uploaded, enroll, auth)
     assert [d["source"] for d in first["items"]] == ["update", "update"] and first["next_cursor"]
     rest = client.get("/v1/apk/downloads", params={"limit": 2, "cursor": first["next_cursor"]}, headers=admin).json()
     assert len(rest["items"]) == 1 and rest["next_cursor"] is None
+
+
+def test_an_upload_records_the_package_its_manifest_declares(client, admin, uploaded, session_factory) -> None:
+    real = fake_apk(package="com.acme.pos", version_code=4200)
+
+    def upload(code: str):
+        return client.post(
+            "/v1/apk/builds",
+            files={"file": ("pos.apk", io.BytesIO(real), APK_TYPE)},
+            data={"version_code": code, "version_name": "42.0"},
+            headers=admin,
+        )
+
+    refused = upload("4201")  # the form says another version than the manifest: nothing is written
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "version_code"
+    assert "versionCode 4200" in refused.json()["detail"]
+    with session_factory() as db:
+        assert db.scalar(select(func.count()).select_from(ApkBuild)) == 1
+    created = upload("4200")
+    assert created.status_code == 201 and created.json()["package"] == "com.acme.pos"
+    builds = {b["version_code"]: b["package"] for b in client.get("/v1/apk/builds", headers=admin).json()["items"]}
+    assert builds == {4200: "com.acme.pos", 42: None}  # a text stand-in's manifest cannot be read

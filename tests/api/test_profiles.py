@@ -10,7 +10,7 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import ProfileVersion, WebhookOutbox
+from core.models import DeviceCompliance, ProfileVersion, WebhookOutbox
 from core.profiles.effective import refresh_stale
 from core.profiles.sweep import profile_sweep
 from tests.support.inventory import app, body
@@ -196,3 +196,34 @@ def test_hostile_bodies_and_scoped_keys(
     assert client.get("/v1/compliance", headers=admin).json()["total"] == 2
     assert client.get("/v1/devices/dev_s7/compliance", headers=scoped).status_code == 404
     assert client.get("/v1/devices/dev_s42/effective-profile", headers=scoped).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        # schemathesis found a NUL passing the API's checks that PostgreSQL's JSON refuses (a generic 422)
+        ({"key": "apps/com.acme.pos", "state": "pending", "detail": "disk\x00full"}, "items[0].detail"),
+        ({"key": "settings/wi\x00fi", "state": "compliant"}, "items[0].key"),
+        ({"key": "os", "state": "noncompliant", "reason": "API_LEVEL", "detail": "\x1b[31mred"}, "items[0].detail"),
+        ({"key": "agent\u202e", "state": "pending"}, "items[0].key"),
+    ],
+)
+def test_a_status_item_with_a_control_character_is_refused_by_name(
+    client: TestClient[Any],
+    admin: dict[str, str],
+    enroll: Any,
+    auth: Any,
+    session_factory: sessionmaker[Session],
+    item: dict[str, Any],
+    field: str,
+) -> None:
+    headers = auth(enroll("dev_nul"))
+    assert client.post("/v1/profiles", json=profile("all", apps=[required("com.acme.pos")]), headers=admin).is_success
+    with session_factory.begin() as db:
+        refresh_stale(db, client.app.state.settings)
+    digest = client.post("/v1/heartbeat", json={}, headers=headers).json()["profile"]
+    refused = client.post("/v1/profile/status", json={"effective_hash": digest, "items": [item]}, headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == field
+    with session_factory() as db:
+        assert db.scalar(select(func.count()).select_from(DeviceCompliance)) == 0

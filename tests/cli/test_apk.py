@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.support.cli import Cli, one_error_line, seed_download
+from tests.support.fakes.apk import apk_bytes as manifest_apk
 
 
 def apk_bytes(content: bytes = b"fake agent build" * 64, manifest: bool = True) -> bytes:
@@ -81,6 +82,18 @@ def test_add_errors(cli: Cli, tmp_path: Path) -> None:
     again = cli("apk", "add", str(good), "--version-code", "7", "--version-name", "7")
     assert again.exit_code == 4
     assert "version code 7" in one_error_line(again)
+
+
+def test_add_reads_the_manifests_package(cli: Cli, tmp_path: Path) -> None:
+    real = tmp_path / "pos.apk"
+    real.write_bytes(manifest_apk(package="com.acme.pos", version_code=4200))
+    refused = cli("apk", "add", str(real), "--version-code", "4201", "--version-name", "42.0")
+    assert refused.exit_code == 2 and "versionCode 4200" in one_error_line(refused)
+    assert cli.json("apk", "list")["items"] == []
+    added = cli.json("apk", "add", str(real), "--version-code", "4200", "--version-name", "42.0")
+    assert added["package"] == "com.acme.pos"
+    listed = cli("apk", "list")
+    assert listed.exit_code == 0 and "com.acme.pos" in listed.stdout
 
 
 def test_downloads(cli: Cli, session_factory: sessionmaker[Session]) -> None:

@@ -14,8 +14,8 @@ from core.base.settings import Settings
 from core.devices import labels
 from core.inventory.document import check_report
 from core.inventory.store import put_inventory
-from core.models import AuditEvent, Device, ProfileEffective, ProfileVersion
-from core.profiles import document, effective, store
+from core.models import ApkBuild, AuditEvent, Device, ProfileEffective, ProfileVersion
+from core.profiles import compliance, document, effective, store
 from tests.support.fleet import seed_fleet
 from tests.support.inventory import app, body
 from tests.support.profiles import ACTOR, apply, blocked, profile, required
@@ -45,6 +45,47 @@ def test_bad_documents_name_their_path_and_write_nothing(
     assert caught.value.field == path
     with session_factory() as db:
         assert db.scalar(select(func.count()).select_from(ProfileVersion)) == 0
+
+
+def test_a_build_of_another_package_is_refused_by_plan_and_apply(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    with session_factory.begin() as db:
+        known = ApkBuild(version_code=1, version_name="1", filename="a.apk", size_bytes=1, sha256="0" * 64)
+        other = ApkBuild(version_code=2, version_name="2", filename="b.apk", size_bytes=1, sha256="0" * 64)
+        unknown = ApkBuild(version_code=3, version_name="3", filename="c.apk", size_bytes=1, sha256="0" * 64)
+        known.package, other.package = "com.acme.pos", "com.evil.game"
+        db.add_all([known, other, unknown])
+        db.flush()
+        builds = (known.id, other.id, unknown.id)
+    wrong = profile("pos", apps=[required("com.acme.pos") | {"build": builds[1]}])
+    for write in (store.plan, lambda db, st, raw: store.apply(db, st, raw, ACTOR)):
+        with (
+            pytest.raises(InvalidArgument, match="installs com.evil.game, not com.acme.pos") as caught,
+            session_factory.begin() as db,
+        ):
+            write(db, settings, wrong)
+        assert caught.value.field == "apps[0].build"
+    with session_factory() as db:
+        assert db.scalar(select(func.count()).select_from(ProfileVersion)) == 0
+    # its own package, or a build whose package was never read (uploaded before 0022): accepted
+    right = [required("com.acme.pos") | {"build": builds[0]}, required("com.acme.kiosk") | {"build": builds[2]}]
+    assert apply(session_factory, settings, profile("pos", apps=right))["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"key": "os", "state": "pending", "detail": "disk\x00full"}, "items[0].detail"),
+        ({"key": "settings/wi\x00fi", "state": "compliant"}, "items[0].key"),
+        ({"key": "agent\u202e", "state": "pending"}, "items[0].key"),
+    ],
+)
+def test_a_status_item_with_a_control_character_is_refused_by_name(item: dict[str, Any], field: str) -> None:
+    """Before any write: PostgreSQL's JSON refuses a NUL (issue 24's schemathesis finding)."""
+    with pytest.raises(InvalidArgument, match="control characters") as caught:
+        compliance.check_report({"effective_hash": "0" * 64, "items": [item]})
+    assert caught.value.field == field
 
 
 def test_yaml_and_size_limits() -> None:

@@ -126,7 +126,17 @@ def test_one_install_a_day_through_the_command_path(session_factory: sessionmake
 
 @pytest.mark.parametrize(
     "case",
-    ["no build", "blocked", "available", "compliant", "removed build", "build below minimum", "off", "cap 0"],
+    [
+        "no build",
+        "blocked",
+        "available",
+        "compliant",
+        "removed build",
+        "build below minimum",
+        "build of another package",
+        "off",
+        "cap 0",
+    ],
 )
 def test_nothing_to_remediate(session_factory: sessionmaker[Session], settings: Settings, case: str) -> None:
     build = _build(session_factory, 4100 if case == "build below minimum" else 4200)
@@ -140,6 +150,9 @@ def test_nothing_to_remediate(session_factory: sessionmaker[Session], settings: 
     if case == "removed build":  # withdrawn after the profile named it (`nexmdm apk remove`)
         with session_factory.begin() as db:
             db.execute(update(ApkBuild).where(ApkBuild.id == build).values(removed_at=utcnow()))
+    if case == "build of another package":  # a profile stored before builds knew their package
+        with session_factory.begin() as db:
+            db.execute(update(ApkBuild).where(ApkBuild.id == build).values(package="com.evil.game"))
     if case in ("off", "cap 0"):
         settings = settings.with_overrides(remediation=False) if case == "off" else settings
         settings = settings.with_overrides(remediation_per_device_day=0) if case == "cap 0" else settings
@@ -242,3 +255,29 @@ def test_an_operator_cannot_take_a_remediation_key(session_factory: sessionmaker
     with session_factory.begin() as db, pytest.raises(InvalidArgument, match="remediate:"):
         dispatches.create_command(db, settings, request_id="remediate:k1:1:2026-12-07", device_id="k1", action="ping")
     assert _commands(session_factory) == []
+
+
+def test_a_failed_install_is_retried_the_next_day_without_a_new_judgement(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    build = _build(session_factory, 4200)
+    _devices(session_factory, settings, {"s1": 4100, "s2": 4100, "s3": 4100})
+    apply(session_factory, settings, profile("pos", apps=[_pos(build)]))
+    for device_id in ("s1", "s2", "s3"):
+        _report(session_factory, settings, device_id)
+    first = {c.device_id: c.request_id for c in _commands(session_factory)}
+    assert sorted(first) == ["s1", "s2", "s3"]
+    with session_factory.begin() as db:  # s1's install fails, s2's is acked (but s2 has not reported since)
+        dispatches.ack_command(db, device_id="s1", request_id=first["s1"], status="failed", error_code="TIMEOUT")
+        dispatches.ack_command(db, device_id="s2", request_id=first["s2"], status="completed")
+    today = utcnow()
+    with session_factory.begin() as db:  # the same day: not again
+        assert remediation.retry_failed(db, settings, now=today) == []
+    tomorrow = today + timedelta(days=1)
+    with session_factory.begin() as db:  # the next day, silent s1 gets it again; s2 (acked), s3 (pending) not
+        sent = remediation.retry_failed(db, settings, now=tomorrow)
+        assert sent == [{"request_id": remediation.request_id("s1", build, tomorrow), "device_id": "s1"}]
+    with session_factory.begin() as db:  # once a day
+        assert remediation.retry_failed(db, settings, now=tomorrow) == []
+    with session_factory.begin() as db:
+        assert remediation.retry_failed(db, settings.with_overrides(remediation=False), now=tomorrow) == []
