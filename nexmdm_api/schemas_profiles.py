@@ -9,7 +9,7 @@ path, nothing written.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -23,21 +23,9 @@ from nexmdm_api.schemas_inventory import Hash, Package
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 ProfileName = Annotated[str, Meta(max_length=63, pattern=NAME_PATTERN, description="the profile's name")]
 SettingKey = Annotated[str, Meta(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-Reason = Literal[
-    "APP_NOT_INSTALLED",
-    "APP_NOT_UPDATED",
-    "APP_INSTALLED",
-    "OS_NOT_PERMITTED",
-    "API_LEVEL",
-    "PENDING",
-    "INVALID_VALUE",
-    "USER_ACTION",
-    "UNSUPPORTED",
-    "DEVICE_INCOMPATIBLE",
-]
-assert set(get_args(Reason)) == set(REASONS)  # one list: checked at import
-State = Literal["compliant", "noncompliant", "pending", "unknown"]
-assert set(get_args(State)) == set(STATES)
+#: the reasons and states as enums in the OpenAPI document, from the one list in core.devices.compliance_terms
+Reason = Literal[REASONS]  # type: ignore[valid-type]
+State = Literal[STATES]  # type: ignore[valid-type]
 
 
 #: an object of JSON values whose strings (keys too) hold no control characters, at any depth: the
