@@ -84,6 +84,13 @@ def test_short_help_everywhere(args: list[str]) -> None:
     assert "Usage" in result.stdout
 
 
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_is_exit_130_with_one_line(cli_env: dict, tmp_path) -> None:
     """SIGINT while a command runs: one line, exit 130 (as shells report it), no traceback."""
     import os
@@ -104,19 +111,15 @@ def test_ctrl_c_is_exit_130_with_one_line(cli_env: dict, tmp_path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # a terminal's Ctrl-C, whatever an earlier test left in this process: a child inherits an ignored or
+            # blocked SIGINT, and Python then installs no handler for it (seen in the whole suite's run)
+            preexec_fn=_default_sigint,
         )
         try:
             silent.settimeout(60)
             connection, _ = silent.accept()  # the command is running (enrolling): interrupt it now
             process.send_signal(signal.SIGINT)
-            try:
-                stdout, stderr = process.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                # seen once in CI (2,784 other tests beside it): the first SIGINT was not acted on and the run
-                # ended on its 30 s request timeout with exit 1; not reproduced since. A person presses Ctrl-C
-                # again: that must still end it with one line and 130 (the open question is in the issue note)
-                process.send_signal(signal.SIGINT)
-                stdout, stderr = process.communicate(timeout=60)
+            stdout, stderr = process.communicate(timeout=60)
             connection.close()
         finally:
             process.kill()
