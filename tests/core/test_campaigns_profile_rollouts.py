@@ -48,6 +48,19 @@ def _campaign(factory: sessionmaker[Session], campaign_id: str) -> dict[str, Any
         return fleet.get_campaign(db, campaign_id)
 
 
+def _first_wave_of_b(
+    factory: sessionmaker[Session], settings: Settings, n: int
+) -> tuple[list[str], dict[str, str | None], dict[str, Any], list[str]]:
+    """``n`` devices on version 1 ("a"), version 2 ("b") rolled out in waves of 5 (10 % may fail, a 60 s
+    grace), its first wave released: the ids, the hashes before, the rollout and the first wave's devices."""
+    ids = _seed(factory, settings, n)
+    roll(factory, settings, _pos("a"), None)
+    before = hashes(factory)
+    rollout = roll(factory, settings, _pos("b"), {"wave_size": 5, "max_noncompliant_pct": 10, "grace_seconds": 60})
+    fleet.advance(factory, rollout["rollout"]["id"])
+    return ids, before, rollout["rollout"], _moved(factory, before)
+
+
 def test_waves_move_only_their_devices_and_compliance_decides(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
@@ -101,14 +114,7 @@ def test_waves_move_only_their_devices_and_compliance_decides(
 def test_noncompliance_past_the_threshold_halts_with_the_rest_held_then_resumes(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    _seed(session_factory, settings)
-    roll(session_factory, settings, _pos("a"), None)
-    before = hashes(session_factory)
-    rollout = roll(
-        session_factory, settings, _pos("b"), {"wave_size": 5, "max_noncompliant_pct": 10, "grace_seconds": 60}
-    )["rollout"]
-    fleet.advance(session_factory, rollout["id"])
-    first = _moved(session_factory, before)
+    _, before, rollout, first = _first_wave_of_b(session_factory, settings, 20)
     report(session_factory, settings, first[:3], "compliant")
     report(session_factory, settings, first[3:4], "noncompliant")  # the fifth never reports
     now = utcnow()
@@ -298,14 +304,7 @@ def test_a_step_takes_the_profiles_lock_before_its_campaign_row(
 def test_a_device_revoked_after_its_wave_is_cancelled_and_one_enrolled_again_is_no_longer_held(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
-    ids = _seed(session_factory, settings, 15)
-    roll(session_factory, settings, _pos("a"), None)
-    before = hashes(session_factory)
-    rollout = roll(
-        session_factory, settings, _pos("b"), {"wave_size": 5, "max_noncompliant_pct": 10, "grace_seconds": 60}
-    )["rollout"]
-    fleet.advance(session_factory, rollout["id"])
-    first = _moved(session_factory, before)
+    ids, before, rollout, first = _first_wave_of_b(session_factory, settings, 15)
     report(session_factory, settings, first[1:], "compliant")
     with session_factory.begin() as db:  # the one that never reported goes: no outcome to judge, no failure
         revoke_device(db, first[0])
