@@ -28,6 +28,7 @@ from sqlalchemy import (
     text,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument
@@ -93,12 +94,13 @@ def _failed_targets(campaign_id: str) -> Any:
 
 def _group_rows(campaign_id: str) -> Any:
     """Each failed target's device id and group (reason, model, OS version), as ``_failed_targets`` reads
-    them, without the drill-down's columns: a target failed on its outcome has its reason, so only failed
-    or expired commands are joined, each reduced to its reason before the join hashes it."""
+    them, without the drill-down's columns: a target failed on its outcome has its reason, so only the
+    campaign's failed or expired commands are joined (by device: ``campaign_id`` is indexed and a campaign
+    has one command per device, ``{campaign_id}:{device_id}``), each reduced to its reason first."""
     t, inv = CampaignTarget, DeviceInventory
     commands = (
-        select(FcmDispatch.request_id, _command_reason().label("reason"))
-        .where(FcmDispatch.status.in_(("failed", "expired")))
+        select(FcmDispatch.device_id, _command_reason().label("reason"))
+        .where(FcmDispatch.campaign_id == campaign_id, FcmDispatch.status.in_(("failed", "expired")))
         .subquery()
     )
     return (
@@ -109,12 +111,12 @@ def _group_rows(campaign_id: str) -> Any:
             func.coalesce(inv.os_version, Device.os_version, literal(UNKNOWN, String)).label("os_version"),
         )
         .select_from(t)
-        .outerjoin(commands, commands.c.request_id == literal(campaign_id + ":") + t.device_id)
+        .outerjoin(commands, commands.c.device_id == t.device_id)
         .outerjoin(Device, Device.id == t.device_id)
         .outerjoin(inv, inv.device_id == t.device_id)
         .where(
             t.campaign_id == campaign_id,
-            or_(t.state == "failed", and_(t.state == "queued", commands.c.request_id.is_not(None))),
+            or_(t.state == "failed", and_(t.state == "queued", commands.c.device_id.is_not(None))),
         )
     )
 
@@ -124,17 +126,44 @@ def failure_groups(db: Session, campaign_id: str) -> dict[str, Any]:
     the largest group first, ties by (reason, model, OS version); each group's samples are its lowest
     three device ids, in order.
 
-    One statement that never sorts the failed targets (at 100,000 that sort, and a window over it, took
-    most of a second: docs/performance.md §12). The failed targets are read once, into a CTE; then
-    ``SAMPLES`` hash-aggregate passes over it: the first counts each group and takes its lowest device
-    id, each later one the lowest of each group among the ids no earlier pass took (a device is one
-    target of the campaign, so leaving out every group's taken ids leaves out each group's own). Only the
-    groups are sorted."""
+    Never sorts the failed targets by their groups' keys and ranks them with window functions (at 100,000 that
+    took most of a second: docs/performance.md §12). PostgreSQL: one aggregate, each group's ids gathered by
+    ``array_agg(device_id ORDER BY device_id)`` and cut to the first three; the rows reach it sorted by device
+    id (they come nearly in that order, so that sort is cheap, and each group's own sort then finds its input
+    sorted). SQLite, without ``array_agg``: ``_by_passes``."""
     load(db, campaign_id)
     if is_postgresql(db):
-        # the statement's estimated cost at 100,000 targets crosses jit_above_cost: compiling it took longer
-        # than running it (584 vs 329 ms with jit off, docs/performance.md §12); local to the transaction
-        db.execute(text("SELECT set_config('jit', 'off', true)"))
+        # the statement's estimated cost at 100,000 targets crosses jit_above_cost and compiling it took longer
+        # than running it; its sort of 100,000 ids takes ~11 MB (the default work_mem is 4 MB): both local to
+        # the transaction (docs/performance.md §12)
+        db.execute(text("SELECT set_config('jit', 'off', true), set_config('work_mem', '32MB', true)"))
+        groups = _by_sorted_ids(db, campaign_id)
+    else:
+        groups = _by_passes(db, campaign_id)
+    return {"campaign_id": campaign_id, "failed": sum(g["count"] for g in groups), "groups": groups}
+
+
+def _group(reason: str, model: str, os_version: str, count: int, samples: list[str]) -> dict[str, Any]:
+    return {"reason": reason, "model": model, "os_version": os_version, "count": count, "sample_device_ids": samples}
+
+
+def _by_sorted_ids(db: Session, campaign_id: str) -> list[dict[str, Any]]:
+    """PostgreSQL: each group's count and its lowest ``SAMPLES`` device ids, in one pass."""
+    failed = _group_rows(campaign_id).order_by(CampaignTarget.device_id).subquery()
+    keys = (failed.c.reason, failed.c.model, failed.c.os_version)
+    ids = func.array_agg(aggregate_order_by(failed.c.device_id, failed.c.device_id))[1:SAMPLES]
+    query = select(*keys, func.count(), ids).group_by(*keys).order_by(func.count().desc(), *keys)
+    return [
+        _group(reason, model, os_version, n, list(samples))
+        for reason, model, os_version, n, samples in db.execute(query)
+    ]
+
+
+def _by_passes(db: Session, campaign_id: str) -> list[dict[str, Any]]:
+    """SQLite (no ``array_agg``): the failed targets read once, into a CTE; then ``SAMPLES`` hash-aggregate
+    passes over it: the first counts each group and takes its lowest device id, each later one the lowest
+    of each group among the ids no earlier pass took (a device is one target of the campaign, so leaving
+    out every group's taken ids leaves out each group's own). Only the groups are sorted."""
     failed = _group_rows(campaign_id).cte("failed")
     keys = (failed.c.reason, failed.c.model, failed.c.os_version)
     lowest = func.min(failed.c.device_id).label("device_id")
@@ -153,16 +182,9 @@ def failure_groups(db: Session, campaign_id: str) -> dict[str, Any]:
     for _, reason, model, os_version, n, device_id in rows:
         key = (reason, model, os_version)
         if n is not None:
-            found[key] = {
-                "reason": reason,
-                "model": model,
-                "os_version": os_version,
-                "count": n,
-                "sample_device_ids": [],
-            }
+            found[key] = _group(reason, model, os_version, n, [])
         found[key]["sample_device_ids"].append(device_id)
-    groups = list(found.values())
-    return {"campaign_id": campaign_id, "failed": sum(g["count"] for g in groups), "groups": groups}
+    return list(found.values())
 
 
 def failed_devices(
