@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument, NotFound
@@ -251,10 +251,15 @@ def redeliver(db: Session, delivery_id: int, *, actor: Actor | None = None) -> d
 def outbox_stats(db: Session, now: datetime | None = None) -> dict[str, int]:
     """For metrics: deliveries waiting in the outbox, and those that went dead in the last hour (whichever
     process sent them: an API process or a ``nexmdm worker``). Both read the ``(status, next_attempt_at)``
-    index: pending rows are few while receivers answer, dead ones fewer."""
+    index: pending rows are few while receivers answer, dead ones fewer. One statement, so one snapshot: two
+    (read committed) counted a delivery that went dead between them as pending and as dead."""
     now = now or utcnow()
-    pending = db.scalar(select(func.count()).where(_OUTBOX.c.status == "pending"))
-    dead = db.scalar(
-        select(func.count()).where(_OUTBOX.c.status == "dead", _OUTBOX.c.finished_at >= now - timedelta(hours=1))
-    )
+    o = _OUTBOX.c
+    recently_dead = and_(o.status == "dead", o.finished_at >= now - timedelta(hours=1))
+    pending, dead = db.execute(
+        select(
+            func.count().filter(o.status == "pending"),
+            func.count().filter(recently_dead),
+        ).where(or_(o.status == "pending", recently_dead))
+    ).one()
     return {"pending": int(pending or 0), "dead_last_hour": int(dead or 0)}
