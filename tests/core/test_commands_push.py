@@ -85,12 +85,14 @@ def test_unavailable_with_retry_after_is_retried_no_sooner(
 ) -> None:
     _device(session_factory)
     _command(session_factory, settings, "cmd_r")
-    fake_fcm.script(503, "UNAVAILABLE", {"Retry-After": "20"})
+    # 3 s: above the first backoff step (fcm_backoff_seconds 1.0, so at most 1 s), and the sender holds every
+    # send that long in real time, so a longer Retry-After only made the test longer (it was 20 s: 22 s a run)
+    fake_fcm.script(503, "UNAVAILABLE", {"Retry-After": "3"})
     before = datetime.now(UTC)
     assert worker.run_once() == ["retry"]
     row = _row(session_factory, "cmd_r")
     assert row.fcm_status == "pending" and "UNAVAILABLE" in row.last_error
-    assert row.next_attempt_at >= before + timedelta(seconds=20)
+    assert row.next_attempt_at >= before + timedelta(seconds=3)
     assert worker.run_once(now=row.next_attempt_at - timedelta(milliseconds=1)) == []
     assert worker.run_once(now=row.next_attempt_at) == ["sent"]
     assert fake_fcm.sent_request_ids() == ["cmd_r", "cmd_r"]
