@@ -34,8 +34,9 @@ from core.campaigns.release import ACTIVE, end_if_superseded
 from core.campaigns.waves import MAX_EXPIRES_SECONDS, percentage
 from core.events.audit import Actor, record
 from core.models import Campaign, Device, Profile
-from core.profiles import holds, store
+from core.profiles import effective, holds, store
 from core.profiles.document import check
+from core.storage.dialect import xact_lock
 from core.storage.types import utcnow
 
 FIELDS = ("wave_percent", "wave_size", "wave_interval_seconds", "max_noncompliant_pct", "grace_seconds")
@@ -100,7 +101,12 @@ def apply(
     plan = validate_rollout(rollout)
     document = check(raw)  # (the store checks it again: a bad document is refused before any write)
     name = document["name"]
-    before = db.get(Profile, name)
+    # the version this apply moves from, read under the profiles lock the store's apply takes (it is re-entrant
+    # within a transaction): read before it, a concurrent apply of the same profile could commit in between
+    xact_lock(db, effective.LOCK)
+    before = db.execute(
+        select(Profile).where(Profile.name == name).execution_options(populate_existing=True)
+    ).scalar_one_or_none()
     from_version = before.current_version if before is not None and before.deleted_at is None else None
     applied = store.apply(db, settings, raw, actor, action=action, hold=plan is not None)
     if not applied["changed"]:

@@ -341,3 +341,29 @@ def test_an_operators_campaign_cannot_take_a_rollouts_name(
     rollout = roll(session_factory, settings, _pos("b"), {"wave_size": 2})["rollout"]
     with session_factory() as db:
         assert db.get(Campaign, rollout["id"]).idempotency_key == "profile:pos:2"
+
+
+def test_a_rollout_moves_from_the_version_current_when_it_holds_the_lock(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    """Two applies of one profile at once: the second waits for the first's lock, and its rollout moves from
+    the version the first stored, not the one the second read before waiting (PostgreSQL: it read v1)."""
+    _seed(session_factory, settings, 4)
+    roll(session_factory, settings, _pos("a"), None)  # version 1
+    answers: list[dict[str, Any]] = []
+    with session_factory() as first:
+        first.begin()
+        profile_rollouts.apply(first, settings, _pos("b"), ACTOR)  # version 2, holding the profiles lock
+        second = threading.Thread(
+            target=lambda: answers.append(roll(session_factory, settings, _pos("c"), {"wave_size": 2}))
+        )
+        second.start()
+        time.sleep(0.5)  # the second apply is now waiting for the lock
+        first.commit()
+    second.join(timeout=30)
+    assert answers[0]["version"] == 3
+    with session_factory() as db:
+        moved_from = db.execute(
+            select(Campaign.from_version).where(Campaign.id == answers[0]["rollout"]["id"])
+        ).scalar()
+    assert moved_from == 2
