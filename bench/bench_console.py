@@ -112,8 +112,7 @@ def _fail_campaign(engine: Any, factory: Any, settings: Settings) -> str:
                 "(ARRAY['INSUFFICIENT_STORAGE','DOWNLOAD_FAILED','TIMEOUT'])[1 + id % 3]"
             )
         )
-    # vacuumed, as autovacuum keeps a live fleet's tables: else the first figures pay for pruning the rows the
-    # UPDATE above left behind (the failure groups took 383 ms before and 288 ms after, with the same statement)
+    # vacuumed, as autovacuum keeps a live fleet's tables (the UPDATE above leaves 200,000 dead rows)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM (ANALYZE)"))
     _settle(engine)
@@ -121,8 +120,9 @@ def _fail_campaign(engine: Any, factory: Any, settings: Settings) -> str:
 
 
 def _settle(engine: Any, timeout: float = 120) -> None:
-    """A checkpoint, then wait until no autovacuum worker runs: on two cores one background process halves
-    a parallel statement (the first figures of a run without this were 40 % above the second's)."""
+    """A checkpoint, then wait until no autovacuum worker runs: on two cores a background process slows a
+    statement that runs in parallel workers. (It did not explain why a run's first figures were slower than
+    its second's: the maintenance loop's first round did, see ``measure``.)"""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("CHECKPOINT"))
         deadline = time.monotonic() + timeout
