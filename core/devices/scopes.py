@@ -23,11 +23,25 @@ from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument, NotFound, OutOfScope
 from core.base.settings import Settings
-from core.devices import selectors
+from core.devices import compliance_terms, selectors
 from core.models import Device
 
-#: fields a scope may not name: a device's state and compliance change by themselves, a scope must not
-_UNSCOPABLE_FIELDS = ("@state", "@compliance", "@noncompliant")
+#: fields a scope may not name. A device's state, compliance, battery, power and network change by themselves,
+#: and its lost mode, its apps and its agent's version by commands the scoped principal may send (lost mode,
+#: installs): either would move devices in and out of the scope without an unscoped admin acting. A scope
+#: names labels (which a scoped principal cannot change, ``check_label_change``) and what the hardware and its
+#: system report (``@model``, ``@manufacturer``, ``@os_version``, ``@api_level``, ``@security_patch``).
+_UNSCOPABLE_FIELDS = (
+    "@state",
+    "@compliance",
+    "@noncompliant",
+    "@battery_pct",
+    "@plugged",
+    "@network_type",
+    "@lost",
+    "@app",
+    "@agent_version",
+)
 
 _Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 
@@ -44,7 +58,11 @@ def check_scope(text: str | None) -> str | None:
         raise InvalidArgument("a scope selects part of the fleet (omit it for the whole fleet)", field="scope")
     for term in parsed.terms:
         if term.name in _UNSCOPABLE_FIELDS:
-            raise InvalidArgument(f"a scope cannot use {term.name}: it changes without anyone acting", field="scope")
+            raise InvalidArgument(
+                f"a scope cannot use {term.name}: it changes by itself or by the scope's own commands "
+                "(a scope names labels, @model, @manufacturer, @os_version, @api_level or @security_patch)",
+                field="scope",
+            )
     text = canonical(parsed)
     if len(text) > selectors.MAX_LENGTH:  # "k in(a)" is spelled "k in (a)": a little longer
         raise InvalidArgument(f"a scope is at most {selectors.MAX_LENGTH} characters once normalized", field="scope")
@@ -63,7 +81,10 @@ def canonical(selector: selectors.Selector) -> str:
     found by this text."""
     parts = []
     for term in selector.terms:
-        if term.op == "exists":
+        if term.name in (selectors.APP_FIELD, compliance_terms.NONCOMPLIANT):  # (PACKAGE) or (REASON) first
+            head = f"{term.name}({term.values[0]})"
+            parts.append({"exists": head, "!": "!" + head}.get(term.op) or f"{head}{term.op}{term.values[-1]}")
+        elif term.op == "exists":
             parts.append(term.name)
         elif term.op == "!":
             parts.append("!" + term.name)

@@ -22,7 +22,7 @@ from core.base import validation
 from core.base.errors import InvalidArgument, NotFound
 from core.commands.dispatches import list_dispatches
 from core.devices import labels as labels_module
-from core.devices import locations, selectors
+from core.devices import locations, scopes, selectors
 from core.devices import records as devices
 from core.devices.labels import attach_labels
 from core.events.audit import list_events
@@ -144,9 +144,11 @@ class FleetPages(Controller):
 
     @post("/devices/{device_id:str}/labels", opt={"body": "form", "action": "device.label"}, status_code=303)
     def set_label(self, request: Request[Any, Any, Any], db: DB, device_id: FromPath[str], data: Form) -> Response[Any]:
-        session.need(request, "operator")
+        who = session.need(request, "operator")
         device = in_scope(db, request, device_id)
         key, value, remove = data.get("key", "").strip(), data.get("value", "").strip(), data.get("remove", "").strip()
         to_set = {key: value} if key else {}
+        # as PATCH /v1/devices/ID/labels: a label the person's scope is defined by stays (403 out_of_scope)
+        scopes.check_label_change(who.scope, [*to_set, *([remove] if remove else [])])
         labels_module.label_device(db, device.id, to_set, [remove] if remove else [], actor=session.actor(request))
         return Redirect(f"{PREFIX}/devices/{device.id}", status_code=303)

@@ -215,6 +215,16 @@ def test_a_scoped_person_sees_only_their_devices(
     assert (
         post_form(console, "/console/devices/a1", "/console/devices/a3/labels", key="k", value="v").status_code == 404
     )
+    # the label the scope is defined by stays, as over the API: else a device could be moved out of the scope
+    # (or into another's)
+    for form in ({"key": "store", "value": "7"}, {"remove": "store"}):
+        refused = post_form(console, "/console/devices/a1", "/console/devices/a2/labels", **form)
+        assert refused.status_code == 403, form
+    with session_factory() as db:
+        assert device_labels(db, "a2")["store"] == "42"
+    assert (
+        post_form(console, "/console/devices/a1", "/console/devices/a2/labels", key="k", value="v").status_code == 303
+    )
     campaign = _campaign(session_factory, settings)
     page = f"/console/campaigns/{campaign}"
     # an unscoped campaign reaches past the scope (core.campaigns.require_in_scope): not shown, not changed
