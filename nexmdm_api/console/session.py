@@ -111,5 +111,7 @@ def need(request: Request[Any, Any, Any], role: str, *, unscoped: bool = False) 
 
 
 def actor(request: Request[Any, Any, Any]) -> Actor:
-    """The audit actor of a console action: ``user:EMAIL`` from the client's address."""
-    return Actor(person(request).actor_name, client_ip(request))
+    """The audit actor of a console action: ``user:EMAIL`` from the client's address; a scoped person's rows
+    carry the ``scope`` in their details, as a scoped key's do (``core.events.audit.key_actor``)."""
+    who = person(request)
+    return Actor(who.actor_name, client_ip(request), {"scope": who.scope} if who.scope is not None else {})

@@ -225,6 +225,11 @@ def test_a_scoped_person_sees_only_their_devices(
     assert (
         post_form(console, "/console/devices/a1", "/console/devices/a2/labels", key="k", value="v").status_code == 303
     )
+    with session_factory() as db:  # its audit row says under which scope, as a scoped key's does
+        row = db.execute(
+            select(AuditEvent).where(AuditEvent.action == "device.label", AuditEvent.target == "a2")
+        ).scalar_one()
+        assert row.actor.startswith("user:") and row.details["scope"] == "store=42"
     campaign = _campaign(session_factory, settings)
     page = f"/console/campaigns/{campaign}"
     # an unscoped campaign reaches past the scope (core.campaigns.require_in_scope): not shown, not changed
