@@ -16,10 +16,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.approvals.requests import approval_dict, event_data, load
-from core.base.errors import Conflict, Forbidden, NexMDMError
+from core.base.errors import Conflict, Forbidden, NexMDMError, NotFound
 from core.base.settings import Settings
 from core.campaigns import cancel as cancel_campaign
 from core.commands.dispatches import create_command
+from core.devices.scopes import require_device_in_scope
 from core.events.audit import SYSTEM, Actor, record, record_refusal
 from core.events.webhooks import emit
 from core.models import Approval, Campaign, Device
@@ -229,6 +230,11 @@ def _start(db: Session, settings: Settings, row: Approval, now: datetime) -> str
     device = db.get(Device, row.device_id or "")
     if device is not None and device.generation != row.device_generation:
         return f"device {row.device_id} was enrolled again since the request"
+    if device is not None and row.requested_scope is not None:
+        try:  # a scoped requester could not have asked for it now (an unscoped admin moved the device)
+            require_device_in_scope(db, device.id, row.requested_scope, settings)
+        except NotFound:
+            return f"device {row.device_id} has left the requester's scope ({row.requested_scope}) since the request"
     requester = Actor(row.requested_by, None, {"approved_by": row.decided_by, "approval_id": row.id})
     try:
         with db.begin_nested():

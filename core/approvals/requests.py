@@ -102,6 +102,7 @@ def _insert(
         "payload": payload,
         "state": "awaiting_approval",
         "requested_by": actor.name[:200],
+        "requested_scope": actor.details.get("scope") if kind == "command" else None,
         "requested_at": now,
         "expires_at": now + EXPIRY,
     }

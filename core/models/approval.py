@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, Integer, String
+from sqlalchemy import CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JSONType
@@ -39,6 +39,8 @@ class Approval(Base):
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     state: Mapped[str] = mapped_column(String(24), default="awaiting_approval")
     requested_by: Mapped[str] = mapped_column(String(200))
+    #: the requester's scope (a scoped key or person): a command's release sends nothing to a device outside it
+    requested_scope: Mapped[str | None] = mapped_column(Text)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: an approval still awaited at this time expires
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -20,8 +20,10 @@ from core.base.settings import Settings
 from core.commands import dispatches
 from core.commands.destructive import ApprovalRequired
 from core.commands.push import DeliveryWorker, client_from_settings, queue_stats
+from core.devices.labels import label_device
 from core.events import webhooks
-from core.models import Approval, Campaign, Device, FcmDispatch, WebhookOutbox
+from core.events.audit import Actor
+from core.models import Approval, AuditEvent, Campaign, Device, FcmDispatch, WebhookOutbox
 from core.ops.maintenance import Maintenance
 from core.ops.retention import cleanup_old_approvals
 from core.storage.engine import make_session_factory
@@ -236,6 +238,38 @@ def test_a_release_to_a_device_revoked_meanwhile_sends_nothing(
         db.get_one(Device, "dev_001").revoked_at = now
     assert approvals.release_due(session_factory, wipe, now=now + timedelta(seconds=DELAY)) == 0
     assert _state(session_factory, approval_id) == "cancelled" and dispatch_count(session_factory) == 0
+
+
+def test_a_release_to_a_device_that_left_the_requesters_scope_sends_nothing(
+    session_factory: sessionmaker[Session], wipe: Settings
+) -> None:
+    """A wipe asked for by a key scoped to store 42: released to the device still in store 42, not to the one
+    an unscoped admin moved to store 7 meanwhile (its requester could not have asked for it then)."""
+    scoped = Actor("key:alice42", "127.0.0.1", {"scope": "store=42"})
+    asked = {}
+    for device_id in ("dev_001", "dev_002"):
+        add_device(session_factory, device_id)
+        with session_factory.begin() as db:
+            label_device(db, device_id, {"store": "42"}, [])
+        asked[device_id] = ask_wipe(
+            session_factory, wipe, request_id=f"wipe-{device_id}", device_id=device_id, actor=scoped
+        )
+    now = utcnow()
+    with session_factory.begin() as db:
+        for approval_id in asked.values():
+            approvals.approve(db, wipe, approval_id, actor=BOB, now=now)
+        label_device(db, "dev_002", {"store": "7"}, [], actor=BOB)
+    assert approvals.release_due(session_factory, wipe, now=now + timedelta(seconds=DELAY)) == 1
+    assert _state(session_factory, asked["dev_001"]) == "released"
+    assert _state(session_factory, asked["dev_002"]) == "cancelled"
+    with session_factory() as db:
+        sent = db.execute(select(FcmDispatch.device_id)).scalars().all()
+        reason = db.execute(
+            select(AuditEvent.details).where(
+                AuditEvent.action == "approval.cancel", AuditEvent.target == asked["dev_002"]
+            )
+        ).scalar_one()["reason"]
+    assert sent == ["dev_001"] and "left the requester's scope (store=42)" in reason
 
 
 def _race(factory: sessionmaker[Session], moves: list[Callable[[Session], object]]) -> list[bool]:
