@@ -21,7 +21,7 @@ from nexmdm_api.auditbuffer import AuditBuffer
 from nexmdm_api.auth import authorize_admin, precheck
 from nexmdm_api.background import background_lifespan
 from nexmdm_api.bodydeadline import BodyDeadline
-from nexmdm_api.console import console_routers, console_state, template_config
+from nexmdm_api.console import console_routers, console_state, csrf_secret, template_config
 from nexmdm_api.db import database_lifespan, provide_db
 from nexmdm_api.errors import ApiError, problem_details_plugin
 from nexmdm_api.forwarded import ForwardedClient
@@ -167,6 +167,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     logging.getLogger("nexmdm").setLevel(settings.log_level.upper())
     catalogue = catalogue_for(settings)  # a bad NEXMDM_ACTION_SCHEMAS file fails here, at start
+    console_secret = csrf_secret(settings)  # one key for the CSRF middleware and the tokens a sign-in issues
     prometheus = PrometheusConfig(
         app_name="nexmdm",
         prefix="nexmdm",
@@ -210,7 +211,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             uploads,
             health.HealthController,
             MetricsController,
-            *console_routers(settings),
+            *console_routers(settings, console_secret),
         ],
         dependencies={"db": Provide(provide_db)},
         before_request=check_request,
@@ -223,7 +224,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 "head_revision": head_revision(settings.database_url),
                 **limiters(settings),
                 "audit_buffer": AuditBuffer(),
-                **console_state(settings),
+                **console_state(settings, console_secret),
             }
         ),
         plugins=[

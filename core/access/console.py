@@ -47,6 +47,8 @@ class Person:
     email: str
     role: str
     scope: str | None = None
+    #: the hash of the CSRF token issued with the session: a form is accepted with that token only
+    csrf_hash: str | None = None
 
     @property
     def actor_name(self) -> str:
@@ -170,36 +172,69 @@ def _take(db: Session, kind: str, secret: str) -> ConsoleSession:
     return row
 
 
-def begin_oidc(db: Session, *, code_verifier: str, nonce: str, next_page: str | None = None) -> str:
-    """A pending OpenID Connect sign-in: its ``state`` (a secret), keeping the PKCE verifier, the nonce and the
-    console page to go back to."""
-    data = {"code_verifier": code_verifier, "nonce": nonce, "next_page": next_page}
+def begin_oidc(db: Session, *, code_verifier: str, nonce: str, browser: str, next_page: str | None = None) -> str:
+    """A pending OpenID Connect sign-in: its ``state`` (a secret), keeping the PKCE verifier, the nonce, the
+    console page to go back to and the hash of ``browser``, a secret the browser that began it holds in a
+    cookie (so that the provider's answer is taken only from that browser)."""
+    data = {
+        "code_verifier": code_verifier,
+        "nonce": nonce,
+        "next_page": next_page,
+        "browser": security.hash_secret(browser),
+    }
     return _new(db, "oidc", security.CONSOLE_LINK_PREFIX, LINK_MINUTES, data=data)
 
 
-def take_oidc(db: Session, state: str) -> dict[str, Any]:
-    """The verifier and nonce of a pending sign-in, used once."""
-    return dict(_take(db, "oidc", state).data or {})
+def take_oidc(db: Session, state: str, browser: str) -> dict[str, Any]:
+    """The verifier and nonce of a pending sign-in, used once, and only by the browser that began it: a
+    callback URL replayed elsewhere (or forced on a victim's browser, to sign them in as someone else) is
+    refused."""
+    data = dict(_take(db, "oidc", state).data or {})
+    if not security.matches(browser, data.get("browser")):
+        raise InvalidCredentials("this sign-in began in another browser; sign in again from this one")
+    return data
 
 
 def start_session(
-    db: Session, settings: Settings, *, email: str, role: str, scope: str | None, address: str | None, how: str
+    db: Session,
+    settings: Settings,
+    *,
+    email: str,
+    role: str,
+    scope: str | None,
+    address: str | None,
+    how: str,
+    csrf_token: str | None = None,
 ) -> tuple[str, Person]:
-    """A new session's cookie value and who it is; audited as ``console.sign_in``."""
+    """A new session's cookie value and who it is; audited as ``console.sign_in``. ``csrf_token``: the CSRF
+    token issued with it (its hash is kept: the console accepts a form of this session with it only)."""
     email, role, scope = check_email(email), check_role(role), check_scope(scope)
     minutes = min(settings.console_idle_minutes, settings.console_session_hours * 60)
-    secret = _new(db, "session", security.CONSOLE_SESSION_PREFIX, minutes, email=email, role=role, scope=scope)
+    csrf_hash = security.hash_secret(csrf_token) if csrf_token else None
+    data = {"csrf": csrf_hash} if csrf_hash else None
+    secret = _new(
+        db, "session", security.CONSOLE_SESSION_PREFIX, minutes, email=email, role=role, scope=scope, data=data
+    )
     row = db.execute(select(ConsoleSession.id).where(ConsoleSession.token_hash == security.hash_secret(secret)))
-    person = Person(row.scalar_one(), email, role, scope)
+    person = Person(row.scalar_one(), email, role, scope, csrf_hash)
     record(db, Actor(person.actor_name, address), "console.sign_in", email, role=role, scope=scope, via=how)
     return secret, person
 
 
-def redeem_link(db: Session, settings: Settings, secret: str, *, address: str | None) -> tuple[str, Person]:
+def redeem_link(
+    db: Session, settings: Settings, secret: str, *, address: str | None, csrf_token: str | None = None
+) -> tuple[str, Person]:
     """Sign in with a one-time link: the link ends, a session starts."""
     link = _take(db, "link", secret)
     return start_session(
-        db, settings, email=str(link.email), role=str(link.role), scope=link.scope, address=address, how="link"
+        db,
+        settings,
+        email=str(link.email),
+        role=str(link.role),
+        scope=link.scope,
+        address=address,
+        how="link",
+        csrf_token=csrf_token,
     )
 
 
@@ -214,7 +249,8 @@ def authenticate_session(db: Session, secret: str) -> tuple[Person, bool]:
     now = utcnow()
     if row is None or not security.matches(secret, row.token_hash) or row.ended_at is not None or row.expires_at <= now:
         raise InvalidCredentials("the console session ended; sign in again")
-    return Person(row.id, str(row.email), str(row.role), row.scope), now - row.last_seen_at >= TOUCH_RESOLUTION
+    person = Person(row.id, str(row.email), str(row.role), row.scope, (row.data or {}).get("csrf"))
+    return person, now - row.last_seen_at >= TOUCH_RESOLUTION
 
 
 def touch_session(db: Session, settings: Settings, session_id: str) -> None:

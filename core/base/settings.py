@@ -247,6 +247,12 @@ class Settings:
                 field="public_url",
             )
         object.__setattr__(self, "public_url", public)
+        if self.oidc_issuer and not public:
+            raise InvalidArgument(
+                "NEXMDM_OIDC_ISSUER needs NEXMDM_PUBLIC_URL: the console's sign-in callback is built from it, "
+                "never from a request's Host header",
+                field="public_url",
+            )
 
     @property
     def is_sqlite(self) -> bool:

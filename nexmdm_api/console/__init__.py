@@ -27,12 +27,11 @@ from litestar.template.config import TemplateConfig
 from core.base.settings import Settings
 from nexmdm_api.auth import client_ip
 from nexmdm_api.console import approvals, campaigns, fleet, profiles, signin
-from nexmdm_api.console.session import PREFIX, SECURITY_HEADERS, check_person
+from nexmdm_api.console.session import CSRF_COOKIE, PREFIX, SECURITY_HEADERS, check_person
 from nexmdm_api.console.views import register_filters
 from nexmdm_api.errors import to_problem
 
 HERE = Path(__file__).parent
-CSRF_COOKIE = "nexmdm_csrf"
 
 
 def template_config() -> TemplateConfig[JinjaTemplateEngine]:
@@ -50,22 +49,29 @@ def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         "error.html",
         context={"status": problem.status_code, "detail": problem.detail},
         status_code=problem.status_code,
+        headers={h.name: h.value for h in SECURITY_HEADERS},  # response_headers miss an exception handler's page
     )
 
 
-def console_state(settings: Settings) -> dict[str, Any]:
-    """What the console keeps on ``app.state``: the identity provider (when one is configured)."""
+def csrf_secret(settings: Settings) -> str:
+    """The key that signs CSRF tokens: ``NEXMDM_CONSOLE_SECRET``, else one per process (one app)."""
+    return settings.console_secret or secrets.token_urlsafe(32)
+
+
+def console_state(settings: Settings, secret: str) -> dict[str, Any]:
+    """What the console keeps on ``app.state``: the identity provider (when one is configured) and the CSRF
+    tokens' key (a sign-in issues a new token: ``signin``)."""
     if not settings.oidc_issuer:
-        return {"oidc": None}
+        return {"oidc": None, "csrf_secret": secret}
     from nexmdm_api.console.oidc import Provider  # Authlib and requests only when people sign in with OIDC
 
-    return {"oidc": Provider(settings)}
+    return {"oidc": Provider(settings), "csrf_secret": secret}
 
 
-def console_routers(settings: Settings) -> list[Router]:
+def console_routers(settings: Settings, secret: str) -> list[Router]:
     """The console's pages and its static assets."""
     csrf = CSRFConfig(
-        secret=settings.console_secret or secrets.token_urlsafe(32),
+        secret=secret,
         cookie_name=CSRF_COOKIE,
         cookie_path=PREFIX,
         cookie_httponly=True,

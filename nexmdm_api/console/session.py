@@ -11,7 +11,7 @@ their scope, a device outside it being 404 as in the API.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import anyio.to_thread
 from litestar import Request, Response
@@ -20,13 +20,16 @@ from litestar.response import Redirect
 
 from core.access import console as people
 from core.access.keys import role_allows
+from core.base import security
 from core.base.errors import InvalidCredentials
 from core.events.audit import Actor
 from nexmdm_api.auth import client_ip
 from nexmdm_api.errors import ApiError
 
 COOKIE = "nexmdm_console"
+CSRF_COOKIE = "nexmdm_csrf"
 PREFIX = "/console"
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 #: on every console response: no inline script, no framing, no MIME sniffing, no referrer outside
@@ -62,8 +65,49 @@ def session_cookie(request: Request[Any, Any, Any], secret: str | None) -> Cooki
     )
 
 
+def _our_origin(request: Request[Any, Any, Any], url: str) -> bool:
+    """``url`` (an ``Origin`` or ``Referer``) is the console's own site: ``NEXMDM_PUBLIC_URL``'s scheme and host,
+    else the request's own host (behind a proxy that ends TLS the scheme seen here may differ)."""
+    given = urlsplit(url)
+    public = request.app.state.settings.public_url
+    if public:
+        ours = urlsplit(public)
+        return (given.scheme, given.netloc.lower()) == (ours.scheme, ours.netloc.lower())
+    return bool(given.netloc) and given.netloc.lower() == (request.headers.get("host") or "").lower()
+
+
+def _refuse_forgery(request: Request[Any, Any, Any], why: str) -> None:
+    request.app.state.audit_buffer.add("user:unknown", "console.csrf", client_ip(request))
+    raise ApiError(403, why, code="csrf_refused")
+
+
+def check_origin(request: Request[Any, Any, Any]) -> None:
+    """A state-changing request sent from another site is refused and audited (``console.csrf``): by its
+    ``Origin``, else its ``Referer`` (browsers send one of them with a form; a client that sends neither still
+    needs the form's CSRF token)."""
+    for header in ("origin", "referer"):
+        value = request.headers.get(header)
+        if value:
+            if not _our_origin(request, value):
+                _refuse_forgery(request, "this form was sent from another site; open the console and send it again")
+            return
+
+
+def check_csrf_binding(request: Request[Any, Any, Any], person: people.Person) -> None:
+    """The form's CSRF token (already matched with its cookie by Litestar's middleware) must be the one issued
+    with this session at sign-in: a token from another browser's session (a cookie planted by a sibling site),
+    or one from before the sign-in, is refused and audited."""
+    token = request.cookies.get(CSRF_COOKIE) or ""
+    if not security.matches(token, person.csrf_hash):
+        _refuse_forgery(request, "this form does not belong to your session; reload the page and send it again")
+
+
 async def check_person(request: Request[Any, Any, Any]) -> Response[Any] | None:
-    """Before every console handler: the person behind the cookie on ``request.state.person``, or sign in."""
+    """Before every console handler: the person behind the cookie on ``request.state.person``, or sign in.
+    A state-changing request must come from the console's own site and carry its session's CSRF token."""
+    unsafe = request.method not in _SAFE_METHODS
+    if unsafe:
+        check_origin(request)
     if request.route_handler.opt.get("public"):
         return None
     secret = request.cookies.get(COOKIE)
@@ -87,6 +131,8 @@ async def check_person(request: Request[Any, Any, Any]) -> Response[Any] | None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return Redirect(f"{PREFIX}/signin?next={quote(target, safe='')}", status_code=303)
         raise ApiError(401, "not signed in, or the session ended; sign in again", code="unauthorized") from None
+    if unsafe:
+        check_csrf_binding(request, request.state.person)
     return None
 
 

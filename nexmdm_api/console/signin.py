@@ -8,12 +8,16 @@ scanner that fetches the link to preview it does not use it up. Every sign-in an
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response
+from litestar.datastructures import Cookie
 from litestar.enums import RequestEncodingType
+from litestar.middleware.csrf import generate_csrf_token
 from litestar.params import Body, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
+from litestar.utils.scope.state import ScopeState
 
 from core.access import console as people
 from core.base.errors import InvalidCredentials
@@ -30,9 +34,29 @@ StateQuery = Annotated[str, QueryParameter(name="state")]
 NextQuery = Annotated[str, QueryParameter(name="next")]  # ``state`` is a name Litestar reserves
 
 
-def _signed_in(request: Request[Any, Any, Any], secret: str, where: str = f"{PREFIX}/") -> Response[Any]:
+OIDC_COOKIE = "nexmdm_oidc"
+
+
+def _new_csrf(request: Request[Any, Any, Any]) -> tuple[str, Cookie | None]:
+    """The CSRF token a new session is bound to, and the cookie that carries it: a new one, so that a token the
+    browser held before signing in (possibly planted there) is not the session's. A GET whose browser has no
+    CSRF cookie yet gets the one Litestar's middleware issues with this response (two would collide)."""
+    if request.method == "GET" and session.CSRF_COOKIE not in request.cookies:
+        return str(ScopeState.from_scope(request.scope).csrf_token), None
+    token = generate_csrf_token(request.app.state.csrf_secret)
+    secure = request.app.state.settings.public_url.startswith("https://")
+    return token, Cookie(
+        key=session.CSRF_COOKIE, value=token, path=PREFIX, secure=secure, httponly=True, samesite="lax"
+    )
+
+
+def _signed_in(
+    request: Request[Any, Any, Any], secret: str, csrf: Cookie | None, where: str = f"{PREFIX}/"
+) -> Response[Any]:
     response: Response[Any] = Redirect(where, status_code=303)
     response.set_cookie(session.session_cookie(request, secret))
+    if csrf is not None:
+        response.set_cookie(csrf)
     return response
 
 
@@ -53,8 +77,8 @@ def _signin_page(request: Request[Any, Any, Any], error: str | None = None, stat
 
 
 def _redirect_uri(request: Request[Any, Any, Any]) -> str:
-    base = request.app.state.settings.public_url or str(request.base_url).rstrip("/")
-    return f"{base}{PREFIX}/auth/callback"
+    """Fixed by ``NEXMDM_PUBLIC_URL`` (required with an identity provider), never by the request's Host header."""
+    return f"{request.app.state.settings.public_url}{PREFIX}/auth/callback"
 
 
 class SignInController(Controller):
@@ -75,13 +99,16 @@ class SignInController(Controller):
     @post("/auth/link", opt={**PUBLIC, "body": "form"}, status_code=303)
     def use_link(self, request: Request[Any, Any, Any], db: DB, data: Form) -> Response[Any]:
         settings = request.app.state.settings
+        token, csrf = _new_csrf(request)
         try:
-            secret, _ = people.redeem_link(db, settings, data.get("token", ""), address=client_ip(request))
+            secret, _ = people.redeem_link(
+                db, settings, data.get("token", ""), address=client_ip(request), csrf_token=token
+            )
         except InvalidCredentials as exc:
             db.rollback()
             request.app.state.audit_buffer.add("user:unknown", "console.sign_in", client_ip(request))
             return _signin_page(request, exc.message, 401)
-        return _signed_in(request, secret)
+        return _signed_in(request, secret, csrf)
 
     @get("/auth/login", opt=PUBLIC)
     def oidc_login(self, request: Request[Any, Any, Any], db: DB, next_page: NextQuery = "") -> Response[Any]:
@@ -90,13 +117,26 @@ class SignInController(Controller):
         provider = request.app.state.get("oidc")
         if provider is None:
             return _signin_page(request, "no identity provider is configured (NEXMDM_OIDC_ISSUER)", 404)
-        verifier, nonce = new_verifier(), new_nonce()
-        state = people.begin_oidc(db, code_verifier=verifier, nonce=nonce, next_page=_next(next_page))
+        verifier, nonce, browser = new_verifier(), new_nonce(), secrets.token_urlsafe(32)
+        state = people.begin_oidc(db, code_verifier=verifier, nonce=nonce, browser=browser, next_page=_next(next_page))
         try:
             url = provider.authorization_url(_redirect_uri(request), state, verifier, nonce)
         except InvalidCredentials as exc:
             return _signin_page(request, exc.message, 502)
-        return Redirect(url, status_code=302)
+        response: Response[Any] = Redirect(url, status_code=302)
+        # the callback is taken from this browser only (SameSite=Lax: sent on the provider's redirect back)
+        response.set_cookie(
+            Cookie(
+                key=OIDC_COOKIE,
+                value=browser,
+                path=f"{PREFIX}/auth",
+                secure=not session.is_loopback(request),
+                httponly=True,
+                samesite="lax",
+                max_age=int(people.LINK_MINUTES * 60),
+            )
+        )
+        return response
 
     @get("/auth/callback", opt=PUBLIC)
     def oidc_callback(
@@ -108,20 +148,28 @@ class SignInController(Controller):
         try:
             if provider is None or error or not oidc_state or not code:
                 raise InvalidCredentials(f"the sign-in did not finish{f' ({error[:80]})' if error else ''}")
-            pending = people.take_oidc(db, oidc_state)
+            pending = people.take_oidc(db, oidc_state, request.cookies.get(OIDC_COOKIE) or "")
             claims = provider.claims(_redirect_uri(request), code, pending["code_verifier"], pending["nonce"])
             granted = people.role_from_claims(people.parse_role_rules(settings.oidc_roles), claims)
             email = claims.get("email") or claims.get("preferred_username") or claims.get("sub")
             if granted is None:
                 raise InvalidCredentials(f"{email} has no role in NexMDM (NEXMDM_OIDC_ROLES matched nothing)")
+            token, csrf = _new_csrf(request)
             secret, _ = people.start_session(
-                db, settings, email=str(email), role=granted[0], scope=granted[1], address=address, how="oidc"
+                db,
+                settings,
+                email=str(email),
+                role=granted[0],
+                scope=granted[1],
+                address=address,
+                how="oidc",
+                csrf_token=token,
             )
             where = _next(pending.get("next_page"))
         except InvalidCredentials as exc:
             request.app.state.audit_buffer.add("user:unknown", "console.sign_in", address)
             return _signin_page(request, exc.message, 401)
-        return _signed_in(request, secret, where)
+        return _signed_in(request, secret, csrf, where)
 
     @post("/signout", opt={"body": "form", "action": "console.sign_out"}, status_code=303)
     def signout(self, request: Request[Any, Any, Any], db: DB) -> Response[Any]:

@@ -19,8 +19,11 @@ from core.devices.labels import device_labels
 from core.models import AuditEvent, ConsoleSession, Device
 from core.profiles import effective
 from core.storage.types import utcnow
+from nexmdm_api.console.session import CSRF_COOKIE
 from tests.support.console import (
+    BASE_URL,
     console_client,
+    csrf_of,
     new_link,
     post_form,
     sign_in,
@@ -151,6 +154,43 @@ def test_forms_without_their_csrf_token_are_refused(
         assert device_labels(db, "a1")["ring"] == "x"
     (event,) = _audit(session_factory, "device.label")
     assert event.actor == "user:ann@example.com"
+
+
+def test_a_form_is_refused_from_another_site_or_with_another_sessions_token(
+    console: TestClient[Any], session_factory: sessionmaker[Session]
+) -> None:
+    """Forgeries that carry a valid CSRF pair: one sent from another site (its ``Origin``), and one with the pair
+    of another person's session (a cookie a sibling site planted). Both refused with the form unsaved, audited."""
+    eve = TestClient(console.app, base_url=BASE_URL)
+    before = use_link(eve, new_link(session_factory, "viewer", email="eve@example.com"))
+    assert before.cookies.get(CSRF_COOKIE)  # a sign-in issues a new CSRF token, bound to its session
+    eve_token = csrf_of(eve.get("/console/").text)
+    sign_in(console, session_factory, "operator")
+    page = console.get("/console/devices/a1").text
+    for origin in ("https://evil.example", "http://127.0.0.1.evil.example"):
+        sent = console.post(
+            "/console/devices/a1/labels",
+            data={"key": "ring", "value": "x", "_csrf_token": csrf_of(page)},
+            headers={"Origin": origin},
+        )
+        assert (sent.status_code, "another site" in sent.text) == (403, True), origin
+        assert sent.headers["content-security-policy"]  # error pages carry the security headers too
+    console.cookies.set(CSRF_COOKIE, str(eve.cookies.get(CSRF_COOKIE)), domain="127.0.0.1", path="/console")
+    planted = console.post("/console/devices/a1/labels", data={"key": "ring", "value": "x", "_csrf_token": eve_token})
+    assert (planted.status_code, "does not belong to your session" in planted.text) == (403, True)
+    with session_factory() as db:
+        assert device_labels(db, "a1")["ring"] == "canary"
+    console.app.state.audit_buffer.flush(session_factory)
+    assert sum(e.count for e in _audit(session_factory, "console.csrf")) == 3
+    sign_in(console, session_factory, "operator")  # a new session, and its own CSRF pair
+    token = csrf_of(console.get("/console/devices/a1").text)
+    own = console.post(
+        "/console/devices/a1/labels",
+        data={"key": "ring", "value": "x", "_csrf_token": token},
+        headers={"Origin": BASE_URL},  # the console's own site
+        follow_redirects=False,
+    )
+    assert own.status_code == 303
 
 
 def test_security_headers_and_cookie_flags(console: TestClient[Any], session_factory: sessionmaker[Session]) -> None:

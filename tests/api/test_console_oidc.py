@@ -13,6 +13,7 @@ from oidc_provider_mock import User, run_server_in_thread
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.base.errors import InvalidArgument
 from core.base.settings import Settings
 from core.models import AuditEvent
 from tests.support.console import console_client
@@ -51,6 +52,7 @@ def test_a_person_signs_in_with_their_identity_provider(
     seed_fleet(session_factory)
     oidc = settings.with_overrides(
         oidc_issuer=issuer,
+        public_url="http://127.0.0.1",  # required with an identity provider: the callback is built from it
         oidc_client_id="nexmdm-console",
         oidc_client_secret="not-checked-by-the-mock",
         oidc_roles="groups:mdm-admins=admin,groups:store-42=operator@store=42",
@@ -77,3 +79,30 @@ def test_a_person_signs_in_with_their_identity_provider(
         ("user:ann@example.com", {"role": "operator", "scope": "store=42", "via": "oidc"})
     ]
     assert {e.actor for e in events if e.outcome == "denied"} == {"user:unknown"}  # the replay and eve
+
+
+def test_a_callback_is_taken_only_from_the_browser_that_began_the_sign_in(
+    issuer: str, settings: Settings, engine: Any
+) -> None:
+    """The provider's answer replayed from another browser (a leaked callback URL, or one forced on a victim to
+    sign them in as the attacker) is refused; the callback URL is NEXMDM_PUBLIC_URL's, whatever Host says; an
+    identity provider without a public URL is a settings error."""
+    oidc = settings.with_overrides(
+        oidc_issuer=issuer,
+        public_url="http://127.0.0.1",
+        oidc_client_id="nexmdm-console",
+        oidc_client_secret="not-checked-by-the-mock",
+        oidc_roles="groups:store-42=operator@store=42",
+    )
+    with console_client(oidc) as began, console_client(oidc) as other:
+        start = began.get("/console/auth/login", headers={"Host": "evil.example"}, follow_redirects=False)
+        query = parse_qs(urlsplit(start.headers["location"]).query)
+        assert query["redirect_uri"] == ["http://127.0.0.1/console/auth/callback"]
+        back = httpx.post(start.headers["location"], data={"sub": "ann"}, follow_redirects=False)
+        callback = urlsplit(back.headers["location"])
+        stolen = other.get(f"{callback.path}?{callback.query}", follow_redirects=False)
+        assert stolen.status_code == 401 and "another browser" in stolen.text
+        assert "nexmdm_console" not in other.cookies
+    with pytest.raises(InvalidArgument) as refused:
+        settings.with_overrides(oidc_issuer=issuer)
+    assert refused.value.field == "public_url"
