@@ -52,6 +52,13 @@ def is_loopback(request: Request[Any, Any, Any]) -> bool:
     return (request.url.hostname or "") in _LOOPBACK
 
 
+def secure_cookies(request: Request[Any, Any, Any]) -> bool:
+    """Whether the console's cookies are ``Secure``: as ``NEXMDM_PUBLIC_URL``'s scheme says when it is set (a
+    proxy that forwards ``Host: localhost`` must not turn it off), else unless reached on a loopback address."""
+    public = request.app.state.settings.public_url
+    return public.startswith("https://") if public else not is_loopback(request)
+
+
 def session_cookie(request: Request[Any, Any, Any], secret: str | None) -> Cookie:
     """The session cookie (``None``: the cookie that deletes it)."""
     return Cookie(
@@ -59,7 +66,7 @@ def session_cookie(request: Request[Any, Any, Any], secret: str | None) -> Cooki
         value=secret or "",
         path=PREFIX,
         httponly=True,
-        secure=not is_loopback(request),
+        secure=secure_cookies(request),
         samesite="lax",
         max_age=None if secret else 0,
     )

@@ -130,7 +130,7 @@ class SignInController(Controller):
                 key=OIDC_COOKIE,
                 value=browser,
                 path=f"{PREFIX}/auth",
-                secure=not session.is_loopback(request),
+                secure=session.secure_cookies(request),
                 httponly=True,
                 samesite="lax",
                 max_age=int(people.LINK_MINUTES * 60),

@@ -19,6 +19,7 @@ from core.devices.labels import device_labels
 from core.models import AuditEvent, ConsoleSession, Device
 from core.profiles import effective
 from core.storage.types import utcnow
+from nexmdm_api import create_app
 from nexmdm_api.console.session import CSRF_COOKIE
 from tests.support.console import (
     BASE_URL,
@@ -193,7 +194,9 @@ def test_a_form_is_refused_from_another_site_or_with_another_sessions_token(
     assert own.status_code == 303
 
 
-def test_security_headers_and_cookie_flags(console: TestClient[Any], session_factory: sessionmaker[Session]) -> None:
+def test_security_headers_and_cookie_flags(
+    console: TestClient[Any], session_factory: sessionmaker[Session], settings: Settings
+) -> None:
     page = console.get("/console/signin")
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
@@ -209,6 +212,11 @@ def test_security_headers_and_cookie_flags(console: TestClient[Any], session_fac
     remote = TestClient(console.app, base_url="http://mdm.example.com")
     cookie = use_link(remote, new_link(session_factory, "viewer")).headers["set-cookie"]
     assert "Secure" in cookie
+    # NEXMDM_PUBLIC_URL says https: Secure although a proxy forwards a loopback Host
+    https = settings.with_overrides(public_url="https://mdm.example.com")
+    with TestClient(create_app(https), base_url="https://127.0.0.1") as proxied:  # TLS ended at the proxy
+        cookies = use_link(proxied, new_link(session_factory, "viewer")).headers.get_list("set-cookie")
+    assert len(cookies) == 2 and all("Secure" in c for c in cookies)  # the session's and its new CSRF token's
 
 
 #: role -> (page or action, expected status)
