@@ -25,6 +25,8 @@ from nexmdm_api.auth import client_ip
 from nexmdm_api.console import session
 from nexmdm_api.console.session import PREFIX
 from nexmdm_api.db import DB
+from nexmdm_api.errors import rate_limited
+from nexmdm_api.ratelimit import client_key
 from nexmdm_api.routes.base import get, post
 
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -76,6 +78,16 @@ def _signin_page(request: Request[Any, Any, Any], error: str | None = None, stat
     )
 
 
+def _throttle(request: Request[Any, Any, Any]) -> None:
+    """A sign-in begun, or a link refused, counts for its address in the failed-authentication limiter
+    (``NEXMDM_AUTH_FAILURE_LIMIT`` in ``NEXMDM_AUTH_FAILURE_WINDOW_SECONDS``, under a key of its own): beginning
+    an OpenID Connect sign-in writes a row before anyone is known, and an address may not write them without
+    end. Over the limit: 429."""
+    wait = request.app.state.auth_limiter.fail(f"console-sign-in:{client_key(client_ip(request))}")
+    if wait is not None:
+        raise rate_limited("too many sign-ins from this address; try again later", wait)
+
+
 def _redirect_uri(request: Request[Any, Any, Any]) -> str:
     """Fixed by ``NEXMDM_PUBLIC_URL`` (required with an identity provider), never by the request's Host header."""
     return f"{request.app.state.settings.public_url}{PREFIX}/auth/callback"
@@ -107,6 +119,7 @@ class SignInController(Controller):
         except InvalidCredentials as exc:
             db.rollback()
             request.app.state.audit_buffer.add("user:unknown", "console.sign_in", client_ip(request))
+            _throttle(request)
             return _signin_page(request, exc.message, 401)
         return _signed_in(request, secret, csrf)
 
@@ -117,6 +130,7 @@ class SignInController(Controller):
         provider = request.app.state.get("oidc")
         if provider is None:
             return _signin_page(request, "no identity provider is configured (NEXMDM_OIDC_ISSUER)", 404)
+        _throttle(request)
         verifier, nonce, browser = new_verifier(), new_nonce(), secrets.token_urlsafe(32)
         state = people.begin_oidc(db, code_verifier=verifier, nonce=nonce, browser=browser, next_page=_next(next_page))
         try:

@@ -10,12 +10,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from oidc_provider_mock import User, run_server_in_thread
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.base.errors import InvalidArgument
 from core.base.settings import Settings
-from core.models import AuditEvent
+from core.models import AuditEvent, ConsoleSession
 from tests.support.console import console_client
 from tests.support.fleet import seed_fleet
 
@@ -106,3 +106,24 @@ def test_a_callback_is_taken_only_from_the_browser_that_began_the_sign_in(
     with pytest.raises(InvalidArgument) as refused:
         settings.with_overrides(oidc_issuer=issuer)
     assert refused.value.field == "public_url"
+
+
+def test_an_address_cannot_begin_sign_ins_without_end(
+    issuer: str, settings: Settings, engine: Any, session_factory: sessionmaker[Session]
+) -> None:
+    """Beginning a sign-in writes a row before anyone is known: past the failed-authentication limit of its
+    address, 429 and nothing written."""
+    oidc = settings.with_overrides(
+        oidc_issuer=issuer,
+        public_url="http://127.0.0.1",
+        oidc_client_id="nexmdm-console",
+        oidc_client_secret="not-checked-by-the-mock",
+        oidc_roles="groups:store-42=operator@store=42",
+        auth_failure_limit=2,
+    )
+    with console_client(oidc) as client:
+        answers = [client.get("/console/auth/login", follow_redirects=False).status_code for _ in range(4)]
+    assert answers == [302, 302, 429, 429]
+    with session_factory() as db:
+        pending = db.execute(select(func.count()).where(ConsoleSession.kind == "oidc")).scalar_one()
+    assert pending == 2
