@@ -31,6 +31,19 @@ def issuer() -> Iterator[str]:
         yield f"http://localhost:{server.server_port}"
 
 
+def _with_provider(settings: Settings, issuer: str, **more: Any) -> Settings:
+    """The console with ``issuer`` as its identity provider (``NEXMDM_PUBLIC_URL`` is required with one: the
+    callback URL is built from it); ann of store 42 gets ``operator@store=42``."""
+    given: dict[str, Any] = {
+        "oidc_issuer": issuer,
+        "public_url": "http://127.0.0.1",
+        "oidc_client_id": "nexmdm-console",
+        "oidc_client_secret": "not-checked-by-the-mock",
+        "oidc_roles": "groups:store-42=operator@store=42",
+    }
+    return settings.with_overrides(**(given | more))
+
+
 def _sign_in(client: Any, sub: str, next_page: str = "/console/") -> tuple[Any, str]:
     """What a browser does: the console sends it to the provider, the person picks ``sub``, back to the console."""
     start = client.get("/console/auth/login", params={"next": next_page}, follow_redirects=False)
@@ -50,13 +63,7 @@ def test_a_person_signs_in_with_their_identity_provider(
     issuer: str, settings: Settings, engine: Any, session_factory: sessionmaker[Session]
 ) -> None:
     seed_fleet(session_factory)
-    oidc = settings.with_overrides(
-        oidc_issuer=issuer,
-        public_url="http://127.0.0.1",  # required with an identity provider: the callback is built from it
-        oidc_client_id="nexmdm-console",
-        oidc_client_secret="not-checked-by-the-mock",
-        oidc_roles="groups:mdm-admins=admin,groups:store-42=operator@store=42",
-    )
+    oidc = _with_provider(settings, issuer, oidc_roles="groups:mdm-admins=admin,groups:store-42=operator@store=42")
     with console_client(oidc) as client:
         assert "Sign in with your identity provider" in client.get("/console/signin").text
         done, callback = _sign_in(client, "ann", next_page="/console/devices/a1")
@@ -87,13 +94,7 @@ def test_a_callback_is_taken_only_from_the_browser_that_began_the_sign_in(
     """The provider's answer replayed from another browser (a leaked callback URL, or one forced on a victim to
     sign them in as the attacker) is refused; the callback URL is NEXMDM_PUBLIC_URL's, whatever Host says; an
     identity provider without a public URL is a settings error."""
-    oidc = settings.with_overrides(
-        oidc_issuer=issuer,
-        public_url="http://127.0.0.1",
-        oidc_client_id="nexmdm-console",
-        oidc_client_secret="not-checked-by-the-mock",
-        oidc_roles="groups:store-42=operator@store=42",
-    )
+    oidc = _with_provider(settings, issuer)
     with console_client(oidc) as began, console_client(oidc) as other:
         start = began.get("/console/auth/login", headers={"Host": "evil.example"}, follow_redirects=False)
         query = parse_qs(urlsplit(start.headers["location"]).query)
@@ -124,14 +125,7 @@ def test_an_address_cannot_begin_sign_ins_without_end(
 ) -> None:
     """Beginning a sign-in writes a row before anyone is known: past the failed-authentication limit of its
     address, 429 and nothing written."""
-    oidc = settings.with_overrides(
-        oidc_issuer=issuer,
-        public_url="http://127.0.0.1",
-        oidc_client_id="nexmdm-console",
-        oidc_client_secret="not-checked-by-the-mock",
-        oidc_roles="groups:store-42=operator@store=42",
-        auth_failure_limit=2,
-    )
+    oidc = _with_provider(settings, issuer, auth_failure_limit=2)
     with console_client(oidc) as client:
         answers = [client.get("/console/auth/login", follow_redirects=False).status_code for _ in range(4)]
     assert answers == [302, 302, 429, 429]
