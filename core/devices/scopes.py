@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from core.base.errors import InvalidArgument, NotFound, OutOfScope
 from core.base.settings import Settings
-from core.devices import compliance_terms, selectors
+from core.devices import selectors
 from core.models import Device
 
 #: fields a scope may not name. A device's state, compliance, battery, power and network change by themselves,
@@ -78,13 +78,11 @@ def _value(value: str) -> str:
 
 def canonical(selector: selectors.Selector) -> str:
     """One spelling per scope (``store = 42`` and ``store=42`` are one scope): the campaigns of a scope are
-    found by this text."""
+    found by this text. Only for what ``check_scope`` lets through: ``@app(PACKAGE)`` and
+    ``@noncompliant(REASON)``, whose argument this spelling would lose, are refused before."""
     parts = []
     for term in selector.terms:
-        if term.name in (selectors.APP_FIELD, compliance_terms.NONCOMPLIANT):  # (PACKAGE) or (REASON) first
-            head = f"{term.name}({term.values[0]})"
-            parts.append({"exists": head, "!": "!" + head}.get(term.op) or f"{head}{term.op}{term.values[-1]}")
-        elif term.op == "exists":
+        if term.op == "exists":
             parts.append(term.name)
         elif term.op == "!":
             parts.append("!" + term.name)
